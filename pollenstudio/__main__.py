@@ -1,0 +1,5 @@
+import sys
+
+from pollenstudio.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""`pollenstudio` entry point: no arguments opens the GUI; subcommands work headless.
+
+Each subcommand lives in ``pollenstudio.commands.<name>`` with ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``. Those modules import heavy libraries
+(torch, Qt) inside ``run`` so that ``--help`` and ``--version`` are instant and need no
+display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pollenstudio import __version__
+from pollenstudio.core.errors import Cancelled, PollenStudioError
+
+# name -> module under pollenstudio.commands
+COMMANDS = {
+    "gui": "gui",
+    "synth": "synth",
+    "demo": "demo",
+    "import": "import_",
+    "export": "export",
+    "detect": "detect",
+    "train": "train",
+    "eval": "eval",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"pollenstudio.commands.{COMMANDS[name]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pollenstudio",
+        description="Review, correct and retrain pollen detections on microscope images. "
+        "Without a command, opens the main window.",
+    )
+    parser.add_argument("--version", action="version", version=f"pollenstudio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = _load(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("pollenstudio.commands"):
+                continue  # command not built yet in this checkout
+            raise
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        if "gui" not in parser._subparsers._group_actions[0].choices:  # type: ignore[union-attr]
+            parser.print_help()
+            return 2
+        args = parser.parse_args(["gui"])
+        run = args._run
+    try:
+        return int(run(args) or 0)
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except PollenStudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

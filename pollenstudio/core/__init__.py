@@ -1,0 +1,43 @@
+"""Plain types shared by every layer. Imports nothing else from the package."""
+
+from pollenstudio.core.errors import (
+    Cancelled,
+    CheckpointError,
+    ImageReadError,
+    ImportFormatError,
+    ModelMismatchError,
+    PollenStudioError,
+    ProjectError,
+)
+from pollenstudio.core.progress import CancelToken, NullProgress, Progress
+from pollenstudio.core.types import (
+    Annotation,
+    AnnotationStatus,
+    Box,
+    Category,
+    Detection,
+    ImageRecord,
+    ReviewStatus,
+    Source,
+)
+
+__all__ = [
+    "Annotation",
+    "AnnotationStatus",
+    "Box",
+    "Cancelled",
+    "CancelToken",
+    "Category",
+    "CheckpointError",
+    "Detection",
+    "ImageReadError",
+    "ImageRecord",
+    "ImportFormatError",
+    "ModelMismatchError",
+    "NullProgress",
+    "PollenStudioError",
+    "Progress",
+    "ProjectError",
+    "ReviewStatus",
+    "Source",
+]

@@ -1,0 +1,157 @@
+"""Reading microscope images: JPEG/PNG/TIFF, 8- or 16-bit, grey or RGB.
+
+``read_image`` returns a C-contiguous array (H, W) or (H, W, 3) in RGB order with the
+file's own dtype (uint8 or uint16), so the display and the model decide how to scale.
+``image_info`` reads only the header where the format allows, so listing a folder of
+10,000 slide scans does not decode them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pollenstudio.core.errors import ImageReadError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+_TIFF = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    bit_depth: int
+    channels: int
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _normalise_layout(arr: np.ndarray, name: str) -> np.ndarray:
+    """Bring an array to (H, W) or (H, W, 3), uint8 or uint16."""
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(arr.dtype, np.floating):
+            finite = arr[np.isfinite(arr)]
+            hi = float(finite.max()) if finite.size else 1.0
+            scale = 65535.0 / hi if hi > 1.0 else 65535.0
+            arr = np.clip(np.nan_to_num(arr) * scale, 0, 65535).astype(np.uint16)
+        elif np.issubdtype(arr.dtype, np.integer):
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        else:
+            raise ImageReadError(f"{name}: unsupported pixel type {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFF (C, H, W)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]  # drop alpha
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        arr = arr[:, :, 0]  # grey + alpha
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3):
+        return np.ascontiguousarray(arr)
+    raise ImageReadError(
+        f"{name}: pixel layout {tuple(arr.shape)} is not an image with 1 or 3 channels"
+        " (multi-page stacks: export one focal plane)"
+    )
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to (H, W) or (H, W, 3) RGB, uint8 or uint16."""
+    p = Path(path)
+    name = p.name
+    if not p.is_file():
+        raise ImageReadError(f"{name}: file not found ({p})")
+    try:
+        if p.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                arr = tif.pages[0].asarray()
+        else:
+            import cv2
+
+            data = np.fromfile(p, dtype=np.uint8)  # handles non-ASCII paths
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise ImageReadError(f"{name}: not a readable image (corrupt or unsupported format)")
+            if arr.ndim == 3 and arr.shape[2] >= 3:
+                arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(f"{name}: too large to decode in the available memory") from None
+    except Exception as exc:  # codec errors come in many types; report them by name
+        raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
+    return _normalise_layout(arr, name)
+
+
+def image_info(path: str | os.PathLike) -> ImageInfo:
+    """Size, bit depth and channel count, from the header where possible."""
+    p = Path(path)
+    name = p.name
+    if not p.is_file():
+        raise ImageReadError(f"{name}: file not found ({p})")
+    try:
+        if p.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                page = tif.pages[0]
+                shape = page.shape
+                dtype = np.dtype(page.dtype)
+            if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+                shape = (shape[1], shape[2], shape[0])
+            h, w = shape[0], shape[1]
+            c = 1 if len(shape) == 2 else min(shape[2], 3)
+            c = 1 if c == 2 else c
+            bits = 8 if dtype.itemsize == 1 else 16
+            return ImageInfo(int(w), int(h), bits, int(c))
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
+            mode = im.mode
+        bits = 16 if mode.startswith("I;16") or mode in ("I", "F") else 8
+        channels = 1 if mode in ("1", "L", "LA", "P", "I", "F") or mode.startswith("I;16") else 3
+        if mode == "P":
+            channels = 3
+        return ImageInfo(int(w), int(h), bits, channels)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def to_uint8(img: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Scale to uint8. 8-bit passes through; 16-bit maps [low, high] (default: the
+    0.1 / 99.9 percentiles, so a 12-bit camera in a 16-bit container is not left black)."""
+    if img.dtype == np.uint8 and low is None and high is None:
+        return img
+    if low is None or high is None:
+        sample = img[:: max(1, img.shape[0] // 512), :: max(1, img.shape[1] // 512)]
+        lo, hi = np.percentile(sample, (0.1, 99.9))
+        low = lo if low is None else low
+        high = hi if high is None else high
+    if high <= low:
+        high = low + 1.0
+    out = (img.astype(np.float32) - float(low)) * (255.0 / (float(high) - float(low)))
+    return np.clip(out, 0, 255).astype(np.uint8)

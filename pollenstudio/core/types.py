@@ -1,0 +1,166 @@
+"""Plain value types: boxes, detections, taxa, images, annotations.
+
+Boxes are in image pixels, corners ``(x1, y1, x2, y2)`` with ``x2 > x1`` and ``y2 > y1``;
+``x`` grows to the right, ``y`` downwards, (0, 0) is the top-left corner of the top-left
+pixel, so an image of width W spans ``0 <= x <= W``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+
+class Source(str, enum.Enum):
+    MODEL = "model"
+    HUMAN = "human"
+
+
+class AnnotationStatus(str, enum.Enum):
+    PROPOSED = "proposed"  # from the model, not yet decided
+    ACCEPTED = "accepted"  # model proposal accepted as is
+    EDITED = "edited"  # model proposal moved, resized or relabelled by a human
+    REJECTED = "rejected"  # model proposal rejected: not an object (kept as provenance)
+    ADDED = "added"  # drawn by a human
+
+    @property
+    def is_decided(self) -> bool:
+        return self is not AnnotationStatus.PROPOSED
+
+    @property
+    def is_object(self) -> bool:
+        """True when a reviewed annotation counts as a real grain (training, export)."""
+        return self in (AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED)
+
+
+class ReviewStatus(str, enum.Enum):
+    NEW = "new"  # nothing detected or reviewed yet
+    IN_REVIEW = "in_review"  # has undecided proposals
+    REVIEWED = "reviewed"  # nothing undecided left
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @classmethod
+    def from_xywh(cls, x: float, y: float, w: float, h: float) -> "Box":
+        return cls(float(x), float(y), float(x) + float(w), float(y) + float(h))
+
+    def xywh(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2 - self.x1, self.y2 - self.y1)
+
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+
+    def is_valid(self) -> bool:
+        return self.x2 > self.x1 and self.y2 > self.y1
+
+    def normalized(self) -> "Box":
+        """Same box with corners ordered (a box dragged up-left has x2 < x1)."""
+        return Box(min(self.x1, self.x2), min(self.y1, self.y2), max(self.x1, self.x2), max(self.y1, self.y2))
+
+    def translated(self, dx: float, dy: float) -> "Box":
+        return Box(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy)
+
+    def clipped(self, width: float, height: float) -> "Box":
+        return Box(
+            min(max(self.x1, 0.0), width),
+            min(max(self.y1, 0.0), height),
+            min(max(self.x2, 0.0), width),
+            min(max(self.y2, 0.0), height),
+        )
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.x1 <= x <= self.x2 and self.y1 <= y <= self.y2
+
+    def intersection(self, other: "Box") -> float:
+        w = min(self.x2, other.x2) - max(self.x1, other.x1)
+        h = min(self.y2, other.y2) - max(self.y1, other.y1)
+        return w * h if w > 0 and h > 0 else 0.0
+
+    def iou(self, other: "Box") -> float:
+        inter = self.intersection(other)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def expanded(self, factor: float) -> "Box":
+        """Box scaled about its centre by ``factor`` (1.5 -> 50 % larger each side)."""
+        cx, cy = self.center
+        hw, hh = self.width * factor / 2.0, self.height * factor / 2.0
+        return Box(cx - hw, cy - hh, cx + hw, cy + hh)
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    color: str = "#e6a23c"  # '#rrggbb'
+    hotkey: str | None = None  # '1'..'9' or None
+    parent_id: int | None = None  # family/genus grouping
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One model detection in original image pixels."""
+
+    box: Box
+    class_index: int  # index into the model's class list
+    label: str  # taxon name
+    score: float
+    topk: tuple[tuple[str, float], ...] = ()  # (taxon, probability), best first
+    level: int | None = None  # feature level (0=P3, 1=P4, 2=P5) that produced it
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str  # as stored: relative to the project folder where possible
+    width: int
+    height: int
+    bit_depth: int = 8
+    channels: int = 3
+    um_per_px: float | None = None
+    status: ReviewStatus = ReviewStatus.NEW
+    group: str | None = None  # slide / sample id: train/val split keeps groups together
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: int
+    image_id: int
+    box: Box
+    category_id: int
+    status: AnnotationStatus
+    source: Source
+    score: float | None = None
+    model_version: int | None = None
+    author: str | None = None
+    polygon: tuple[float, ...] | None = None  # flat x0, y0, x1, y1, ... in image pixels
+    topk: tuple[tuple[str, float], ...] = ()
+    created: float = 0.0
+    updated: float = 0.0
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def with_(self, **changes) -> "Annotation":
+        return replace(self, **changes)

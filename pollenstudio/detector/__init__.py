@@ -1,0 +1,1 @@
+"""detector layer (see ARCHITECTURE.md)."""

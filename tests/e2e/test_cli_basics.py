@@ -1,0 +1,27 @@
+import subprocess
+import sys
+
+from pollenstudio import __version__
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_version_and_help_without_display():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    res = _cli("--version", env=env)
+    assert res.returncode == 0, res.stderr
+    assert __version__ in res.stdout
+    res = _cli("--help", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "usage: pollenstudio" in res.stdout
+
+
+def test_help_does_not_import_torch_or_qt():
+    code = "import sys; from pollenstudio.cli import build_parser; build_parser(); print(sorted(m for m in ('torch','PySide6') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
