@@ -1,0 +1,250 @@
+"""COCO-style evaluation of detections against reviewed ground truth.
+
+mAP figures come from pycocotools (the reference implementation everyone quotes), so our
+numbers are comparable with published ones. On top of it we compute what a palynologist
+reads at the operating point: precision and recall at the confidence threshold the app
+uses, and a confusion matrix with a background row/column (missed grains and false
+alarms).
+
+Inputs are plain arrays so this module needs neither the detector nor the store:
+``ImageTruth(boxes (n, 4) xyxy px, classes (n,))`` and
+``ImagePreds(boxes (m, 4), scores (m,), classes (m,))``, one of each per image, same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageTruth:
+    boxes: np.ndarray  # (n, 4) xyxy image px
+    classes: np.ndarray  # (n,) class index
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class ImagePreds:
+    boxes: np.ndarray  # (m, 4) xyxy image px
+    scores: np.ndarray  # (m,)
+    classes: np.ndarray  # (m,)
+
+
+@dataclass
+class EvalResult:
+    map50: float
+    map50_95: float
+    precision: float  # at ``conf``, IoU >= ``iou_match``, class-aware
+    recall: float
+    conf: float
+    iou_match: float
+    class_names: list[str]
+    per_class: list[dict] = field(default_factory=list)  # name, ap50, ap50_95, n_gt, precision, recall
+    confusion: np.ndarray | None = None  # (nc+1, nc+1): rows truth, cols prediction; last = background
+    n_images: int = 0
+    n_truth: int = 0
+    n_preds: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "map50": self.map50,
+            "map50_95": self.map50_95,
+            "precision": self.precision,
+            "recall": self.recall,
+            "conf": self.conf,
+            "iou_match": self.iou_match,
+            "n_images": self.n_images,
+            "n_truth": self.n_truth,
+            "n_preds": self.n_preds,
+            "class_names": list(self.class_names),
+            "per_class": self.per_class,
+            "confusion": None if self.confusion is None else self.confusion.astype(int).tolist(),
+        }
+
+    def table(self) -> str:
+        """Human-readable summary: overall figures, then one line per taxon."""
+        lines = [
+            f"images {self.n_images}   grains {self.n_truth}   detections {self.n_preds}",
+            f"mAP@.5 {self.map50:.4f}   mAP@.5:.95 {self.map50_95:.4f}",
+            f"precision {self.precision:.4f}   recall {self.recall:.4f}   (conf >= {self.conf:g}, IoU >= {self.iou_match:g})",
+            "",
+            f"{'taxon':<28}{'grains':>8}{'AP50':>8}{'AP50-95':>9}{'P':>8}{'R':>8}",
+        ]
+        for row in self.per_class:
+            ap50 = "-" if row["ap50"] is None else f"{row['ap50']:.3f}"
+            ap = "-" if row["ap50_95"] is None else f"{row['ap50_95']:.3f}"
+            lines.append(
+                f"{row['name'][:27]:<28}{row['n_gt']:>8}{ap50:>8}{ap:>9}{row['precision']:>8.3f}{row['recall']:>8.3f}"
+            )
+        return "\n".join(lines)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def _greedy_match(gt_boxes, gt_cls, pr_boxes, pr_scores, pr_cls, iou_thr, class_aware):
+    """Match predictions (best score first) to the unmatched truth with the highest IoU.
+
+    Returns ``pred_to_gt`` (m,) with -1 for unmatched predictions.
+    """
+    m = len(pr_boxes)
+    out = np.full(m, -1, dtype=np.int64)
+    if m == 0 or len(gt_boxes) == 0:
+        return out
+    ious = box_iou(pr_boxes, gt_boxes)
+    if class_aware:
+        ious = np.where(pr_cls[:, None] == gt_cls[None, :], ious, 0.0)
+    taken = np.zeros(len(gt_boxes), bool)
+    for i in np.argsort(-pr_scores, kind="stable"):
+        cand = np.where(taken, -1.0, ious[i])
+        j = int(np.argmax(cand))
+        if cand[j] >= iou_thr:
+            out[i] = j
+            taken[j] = True
+    return out
+
+
+def _coco_eval(truths, preds, nc):
+    """Run pycocotools; returns the precision array (T, R, K, A, M) or None if no detections."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, anns, dets = [], [], []
+    aid = 0
+    for i, t in enumerate(truths):
+        w = t.width or 1
+        h = t.height or 1
+        images.append({"id": i + 1, "width": int(w), "height": int(h)})
+        for b, c in zip(np.asarray(t.boxes, np.float64).reshape(-1, 4), np.asarray(t.classes).reshape(-1)):
+            aid += 1
+            bw, bh = float(b[2] - b[0]), float(b[3] - b[1])
+            anns.append({"id": aid, "image_id": i + 1, "category_id": int(c) + 1, "bbox": [float(b[0]), float(b[1]), bw, bh],
+                         "area": bw * bh, "iscrowd": 0})
+    for i, p in enumerate(preds):
+        for b, s, c in zip(np.asarray(p.boxes, np.float64).reshape(-1, 4), np.asarray(p.scores).reshape(-1),
+                           np.asarray(p.classes).reshape(-1)):
+            dets.append({"image_id": i + 1, "category_id": int(c) + 1,
+                         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])], "score": float(s)})
+    if not dets:
+        return None
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": str(k)} for k in range(nc)]}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
+        gt.createIndex()
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.params.catIds = list(range(1, nc + 1))
+        ev.params.maxDets = [1, 10, 300]  # grains per image can exceed COCO's 100
+        ev.evaluate()
+        ev.accumulate()
+    return ev.eval["precision"]
+
+
+def _mean_valid(x: np.ndarray) -> float | None:
+    v = x[x > -1]
+    return float(v.mean()) if v.size else None
+
+
+def evaluate_detections(
+    truths: list[ImageTruth],
+    preds: list[ImagePreds],
+    class_names: list[str],
+    conf: float = 0.25,
+    iou_match: float = 0.5,
+) -> EvalResult:
+    """Score ``preds`` against ``truths`` (same image order).
+
+    mAP uses every prediction (give it a low confidence threshold, e.g. 0.001); precision,
+    recall and the confusion matrix use only predictions with score >= ``conf``.
+    A taxon without any ground truth is left out of the mAP mean (COCO convention).
+    """
+    if len(truths) != len(preds):
+        raise ValueError(f"{len(truths)} images of ground truth but {len(preds)} of predictions")
+    nc = len(class_names)
+    prec = _coco_eval(truths, preds, nc)
+    n_gt = np.zeros(nc, int)
+    for t in truths:
+        for c in np.asarray(t.classes, int).reshape(-1):
+            n_gt[c] += 1
+
+    # operating point: class-aware matching for P/R, class-agnostic for the confusion matrix
+    tp = np.zeros(nc, int)
+    fp = np.zeros(nc, int)
+    confusion = np.zeros((nc + 1, nc + 1), np.int64)
+    n_preds = 0
+    for t, p in zip(truths, preds):
+        gb = np.asarray(t.boxes, np.float64).reshape(-1, 4)
+        gc = np.asarray(t.classes, int).reshape(-1)
+        ps = np.asarray(p.scores, np.float64).reshape(-1)
+        keep = ps >= conf
+        pb = np.asarray(p.boxes, np.float64).reshape(-1, 4)[keep]
+        pc = np.asarray(p.classes, int).reshape(-1)[keep]
+        ps = ps[keep]
+        n_preds += len(ps)
+        match = _greedy_match(gb, gc, pb, ps, pc, iou_match, class_aware=True)
+        for i, j in enumerate(match):
+            if j >= 0:
+                tp[pc[i]] += 1
+            else:
+                fp[pc[i]] += 1
+        agn = _greedy_match(gb, gc, pb, ps, pc, iou_match, class_aware=False)
+        seen = np.zeros(len(gb), bool)
+        for i, j in enumerate(agn):
+            if j >= 0:
+                confusion[gc[j], pc[i]] += 1
+                seen[j] = True
+            else:
+                confusion[nc, pc[i]] += 1  # false alarm: background predicted as a taxon
+        for j in np.where(~seen)[0]:
+            confusion[gc[j], nc] += 1  # missed grain
+    total_tp, total_fp, total_gt = int(tp.sum()), int(fp.sum()), int(n_gt.sum())
+    precision = total_tp / (total_tp + total_fp) if total_tp + total_fp else 0.0
+    recall = total_tp / total_gt if total_gt else 0.0
+
+    per_class = []
+    for k in range(nc):
+        if prec is None:
+            ap50 = ap = 0.0 if n_gt[k] else None
+        else:
+            ap50 = _mean_valid(prec[0, :, k, 0, -1])
+            ap = _mean_valid(prec[:, :, k, 0, -1])
+        per_class.append({
+            "name": class_names[k],
+            "n_gt": int(n_gt[k]),
+            "ap50": ap50,
+            "ap50_95": ap,
+            "precision": tp[k] / (tp[k] + fp[k]) if tp[k] + fp[k] else 0.0,
+            "recall": tp[k] / n_gt[k] if n_gt[k] else 0.0,
+        })
+    valid = [r for r in per_class if r["ap50"] is not None]
+    map50 = float(np.mean([r["ap50"] for r in valid])) if valid else 0.0
+    map50_95 = float(np.mean([r["ap50_95"] for r in valid])) if valid else 0.0
+    return EvalResult(
+        map50=map50,
+        map50_95=map50_95,
+        precision=float(precision),
+        recall=float(recall),
+        conf=float(conf),
+        iou_match=float(iou_match),
+        class_names=list(class_names),
+        per_class=per_class,
+        confusion=confusion,
+        n_images=len(truths),
+        n_truth=total_gt,
+        n_preds=n_preds,
+    )

@@ -1,0 +1,95 @@
+"""mAP and the operating-point figures match values worked out by hand."""
+
+import numpy as np
+import pytest
+
+from pollenstudio.engine.evaluate import ImagePreds, ImageTruth, box_iou, evaluate_detections
+
+NAMES = ["Betula", "Poaceae"]
+
+
+def _truth():
+    return [
+        ImageTruth(np.array([[10, 10, 50, 50], [100, 100, 140, 140]], float), np.array([0, 0]), 200, 200),
+        ImageTruth(np.array([[20, 30, 60, 90]], float), np.array([1]), 200, 200),
+    ]
+
+
+def test_ground_truth_against_itself_scores_one():
+    truths = _truth()
+    preds = [ImagePreds(t.boxes, np.full(len(t.boxes), 0.9), t.classes) for t in truths]
+    r = evaluate_detections(truths, preds, NAMES)
+    assert r.map50 == pytest.approx(1.0)
+    assert r.map50_95 == pytest.approx(1.0)
+    assert r.precision == 1.0 and r.recall == 1.0
+    assert [row["ap50"] for row in r.per_class] == [pytest.approx(1.0)] * 2
+    np.testing.assert_array_equal(r.confusion, np.diag([2, 1, 0]))
+
+
+def _shift_for_iou(w, target):
+    """Horizontal shift d of a w x w box giving IoU target: (w-d)/(w+d) = target."""
+    return w * (1 - target) / (1 + target)
+
+
+def test_known_perturbed_case_matches_hand_computation():
+    truths = _truth()
+    d = _shift_for_iou(40, 0.62)  # IoU 0.62: a match at .50, .55, .60, not from .65 on
+    b_shifted = np.array([100 + d, 100, 140 + d, 140])
+    assert box_iou(b_shifted[None], truths[0].boxes[1:2])[0, 0] == pytest.approx(0.62)
+    preds = [
+        # image 1: exact hit (0.9) and the shifted box (0.8)
+        ImagePreds(np.array([[10, 10, 50, 50], b_shifted]), np.array([0.9, 0.8]), np.array([0, 0])),
+        # image 2: the Poaceae grain is found but called Betula (0.7); Poaceae is never predicted
+        ImagePreds(np.array([[20, 30, 60, 90]], float), np.array([0.7]), np.array([0])),
+    ]
+    r = evaluate_detections(truths, preds, NAMES, conf=0.25)
+
+    # Betula, by hand (101-point interpolated AP, 2 grains):
+    #  IoU thr .50/.55/.60: ranks 0.9 TP, 0.8 TP, 0.7 FP -> precision 1 up to recall 1 -> AP 1
+    #  IoU thr .65 ... .95 (7 of them): 0.9 TP, then two FP -> precision 1 up to recall 0.5,
+    #  nothing beyond -> recall points 0.00..0.50 (51 of 101) -> AP 51/101
+    ap_betula_50_95 = (3 * 1.0 + 7 * 51 / 101) / 10
+    # Poaceae: one grain, never predicted -> AP 0 at every threshold
+    assert r.per_class[0]["ap50"] == pytest.approx(1.0)
+    assert r.per_class[0]["ap50_95"] == pytest.approx(ap_betula_50_95)
+    assert r.per_class[1]["ap50"] == pytest.approx(0.0)
+    assert r.map50 == pytest.approx(0.5)
+    assert r.map50_95 == pytest.approx(ap_betula_50_95 / 2)
+
+    # operating point: 3 detections, 2 correct (class and IoU >= .5), 3 grains
+    assert r.precision == pytest.approx(2 / 3)
+    assert r.recall == pytest.approx(2 / 3)
+    # confusion: rows truth (Betula, Poaceae, background), cols prediction
+    np.testing.assert_array_equal(r.confusion, [[2, 0, 0], [1, 0, 0], [0, 0, 0]])
+
+    # raising the operating threshold above 0.75 drops the misclassification and the shifted box
+    r2 = evaluate_detections(truths, preds, NAMES, conf=0.85)
+    assert r2.precision == 1.0 and r2.recall == pytest.approx(1 / 3)
+    np.testing.assert_array_equal(r2.confusion, [[1, 0, 1], [0, 0, 1], [0, 0, 0]])
+    assert r2.map50 == pytest.approx(r.map50)  # mAP uses every score, not the operating point
+
+
+def test_false_alarm_goes_to_background_row_and_no_predictions_give_zero():
+    truths = _truth()
+    preds = [
+        ImagePreds(np.array([[150, 10, 190, 40]], float), np.array([0.6]), np.array([1])),  # nothing there
+        ImagePreds(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)),
+    ]
+    r = evaluate_detections(truths, preds, NAMES)
+    assert r.map50 == 0.0 and r.precision == 0.0 and r.recall == 0.0
+    assert r.confusion[2, 1] == 1 and r.confusion[0, 2] == 2 and r.confusion[1, 2] == 1
+    empty = [ImagePreds(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))] * 2
+    r0 = evaluate_detections(truths, empty, NAMES)
+    assert r0.map50 == 0.0 and r0.map50_95 == 0.0 and r0.n_preds == 0
+
+
+def test_taxon_without_ground_truth_is_left_out_of_the_mean():
+    truths = [ImageTruth(np.array([[0, 0, 10, 10]], float), np.array([0]), 20, 20)]
+    preds = [ImagePreds(np.array([[0, 0, 10, 10]], float), np.array([0.9]), np.array([0]))]
+    r = evaluate_detections(truths, preds, ["A", "B", "C"])
+    assert r.map50 == pytest.approx(1.0)
+    assert r.per_class[1]["ap50"] is None
+    text = r.table()
+    assert "mAP@.5 1.0000" in text and "A" in text
+    d = r.to_dict()
+    assert d["map50"] == pytest.approx(1.0) and "map50_95" in d
