@@ -1,0 +1,431 @@
+"""Run a detector over images: device choice, letterboxed batches, tiles, Detections.
+
+``Predictor`` wraps one loaded model version. It takes images of any size and type the
+core reader returns (8/16-bit, grey/RGB) and returns :class:`Detection` objects in original
+image pixels::
+
+    pred = Predictor.from_checkpoint("models/default.safetensors", device="auto")
+    dets = pred.predict(image)                      # one array -> list[Detection]
+    for res in pred.iter_predict(paths, progress):  # many files, streaming, cancellable
+        ...                                         # res.detections or res.error
+
+Work is cut into *units* (a whole image letterboxed to the model input, or one tile of a
+large image) and units of consecutive images share batches. ``progress.check()`` runs
+before each batch, so a cancel stops the job within one batch; an image's result is only
+yielded once all its tiles are done, so a consumer never sees half an image.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pollenstudio.core.errors import CheckpointError, ImageReadError, PollenStudioError
+from pollenstudio.core.imageio import read_image
+from pollenstudio.core.progress import NullProgress, Progress
+from pollenstudio.core.types import Box, Detection
+from pollenstudio.engine.tiling import (
+    Letterbox,
+    intensity_range,
+    letterbox,
+    merge_tile_detections,
+    plan_tiles,
+    resolve_tile_size,
+    to_model_uint8,
+)
+
+DEFAULT_OVERLAP = 0.25  # share of the tile side; >= the largest grain at 640 px tiles
+
+
+class DeviceUnavailableError(PollenStudioError):
+    """The requested compute device does not exist on this machine."""
+
+
+# ----------------------------------------------------------------------------------------
+# devices
+# ----------------------------------------------------------------------------------------
+
+
+def select_device(spec: str | None = "auto"):
+    """``"auto"`` (CUDA, then Apple MPS, then CPU), or an explicit ``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``, ``"mps"``. Returns a ``torch.device``; an unavailable explicit device raises
+    :class:`DeviceUnavailableError` rather than silently running somewhere else."""
+    import torch
+
+    s = (spec or "auto").strip().lower()
+    if s == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if s.isdigit():
+        s = f"cuda:{s}"
+    try:
+        dev = torch.device(s)
+    except RuntimeError:
+        raise DeviceUnavailableError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                "CUDA was requested but this PyTorch has no CUDA GPU available "
+                "(install a CUDA build of torch, or use --device cpu)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(f"GPU {dev.index} does not exist (this machine has {torch.cuda.device_count()})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DeviceUnavailableError("Apple MPS was requested but is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise DeviceUnavailableError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def describe_device(device) -> str:
+    """Short human-readable device name for a status bar: "CUDA: NVIDIA H100", "CPU, 2 threads"."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"CUDA: {torch.cuda.get_device_name(idx)}"
+    if dev.type == "mps":
+        return "Apple GPU (MPS)"
+    n = torch.get_num_threads()
+    return f"CPU, {n} thread{'s' if n != 1 else ''}"
+
+
+# ----------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageResult:
+    """Detections for one input, in input order. ``error`` is set (and ``detections``
+    empty) when the image could not be read."""
+
+    index: int
+    name: str
+    detections: list[Detection] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    tiles: int = 0  # units run: 1 for a letterboxed image, the tile count when tiled
+    error: str | None = None
+
+
+@dataclass
+class _ImageState:
+    index: int
+    name: str
+    width: int = 0
+    height: int = 0
+    expected: int = -1  # units planned; -1 until known
+    received: int = 0
+    tiles: list = field(default_factory=list)  # Tile objects when tiled
+    parts: list = field(default_factory=list)  # per unit: (boxes, scores, classes, probs, levels, tile index)
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.expected >= 0 and self.received >= self.expected
+
+
+# ----------------------------------------------------------------------------------------
+# the predictor
+# ----------------------------------------------------------------------------------------
+
+
+class Predictor:
+    """One model version ready to detect.
+
+    model: a HieraEdgeNet (``model(x)`` -> list of 3 raw level outputs); cfg: its
+    ModelConfig (class names, input size). ``half`` (default: on CUDA) runs the model under
+    float16 autocast (the detector keeps its FFTs in float32). ``fuse`` uses the deploy
+    form (Conv+BN folded, OmniKernel re-parameterised): same detections, faster.
+    ``tile``: "auto" | "off" | tile side in pixels (see ``tiling.resolve_tile_size``);
+    ``overlap``: share of the tile side that neighbouring tiles share.
+    """
+
+    def __init__(
+        self,
+        model,
+        cfg,
+        *,
+        device: str | None = "auto",
+        half: bool | None = None,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        tile: str | int | None = "auto",
+        overlap: float = DEFAULT_OVERLAP,
+        batch: int = 8,
+        topk: int = 5,
+        imgsz: int | None = None,
+        fuse: bool = True,
+        meta: dict | None = None,
+        source: str = "",
+    ):
+        import torch
+
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.half = (self.device.type == "cuda") if half is None else bool(half and self.device.type == "cuda")
+        self.cfg = cfg
+        self.class_names = list(cfg.class_names)
+        self.imgsz = int(imgsz or cfg.imgsz)
+        if self.imgsz % 32:
+            raise ValueError(f"model input size must be a multiple of 32, got {self.imgsz}")
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.tile = tile
+        if not 0.0 <= overlap < 0.9:
+            raise ValueError("tile overlap is a share of the tile side between 0 and 0.9")
+        self.overlap = float(overlap)
+        self.batch = max(1, int(batch))
+        self.topk = max(1, int(topk))
+        self.meta = dict(meta or {})
+        self.source = source
+        model = model.eval()
+        if fuse:
+            try:
+                from pollenstudio.detector.deploy import deploy_model
+
+                model = deploy_model(model)
+            except ImportError:  # deploy form not built in this checkout: training form is exact too
+                pass
+        self.model = model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.strides = [int(s) for s in getattr(self.model, "strides", (8, 16, 32))]
+        self.timings = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
+        self.images_done = 0
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> "Predictor":
+        """Load a checkpoint file safely (no code from the file is executed)."""
+        from pollenstudio.detector.checkpoint import load_checkpoint
+
+        p = Path(path)
+        if not p.is_file():
+            raise CheckpointError(f"model file not found: {p}")
+        model, cfg, meta = load_checkpoint(p, device="cpu")
+        kwargs.setdefault("meta", meta)
+        kwargs.setdefault("source", str(p))
+        return cls(model, cfg, **kwargs)
+
+    @classmethod
+    def from_default(cls, **kwargs) -> "Predictor":
+        """The model shipped in ``models/`` (CheckpointError telling what to do if none)."""
+        from pollenstudio.engine.paths import default_model_path
+
+        return cls.from_checkpoint(default_model_path(), **kwargs)
+
+    @property
+    def device_description(self) -> str:
+        d = describe_device(self.device)
+        return d + (", half precision" if self.half else "")
+
+    def reset_timings(self) -> None:
+        for k in self.timings:
+            self.timings[k] = 0.0
+        self.images_done = 0
+
+    # -- public API --------------------------------------------------------------------
+    def predict(self, image: np.ndarray | str | os.PathLike) -> list[Detection]:
+        """Detections for one image array (or file); raises ImageReadError for a bad file."""
+        res = next(iter(self.iter_predict([image])))
+        if res.error:
+            raise ImageReadError(res.error)
+        return res.detections
+
+    def predict_many(self, sources: Sequence, progress: Progress | None = None) -> list[ImageResult]:
+        return list(self.iter_predict(sources, progress))
+
+    def iter_predict(
+        self,
+        sources: Iterable,
+        progress: Progress | None = None,
+        names: Sequence[str] | None = None,
+        total: int | None = None,
+    ) -> Iterator[ImageResult]:
+        """Yield one :class:`ImageResult` per source (array or path), in input order.
+
+        A file that cannot be read gives a result with ``error`` naming it; the run goes on.
+        ``progress.check()`` before every batch raises ``Cancelled`` within one batch of a
+        cancel; results already yielded are complete.
+        """
+        progress = progress or NullProgress()
+        if total is None and hasattr(sources, "__len__"):
+            total = len(sources)  # type: ignore[arg-type]
+        total = total or 0
+        pending: deque[_ImageState] = deque()
+        batch: list = []
+        done = 0
+        for state, unit in self._units(sources, names, progress):
+            if not pending or pending[-1] is not state:
+                pending.append(state)
+            if unit is not None:
+                batch.append((state, unit))
+            if len(batch) >= self.batch:
+                progress.check()
+                self._run_batch(batch)
+                batch = []
+            while pending and pending[0].complete:
+                s = pending.popleft()
+                done += 1
+                yield self._finish(s)
+                progress.update(done, max(total, done), s.name)
+        if batch:
+            progress.check()
+            self._run_batch(batch)
+        while pending:
+            s = pending.popleft()
+            done += 1
+            yield self._finish(s)
+            progress.update(done, max(total, done), s.name)
+
+    # -- internals -----------------------------------------------------------------------
+    def _units(self, sources: Iterable, names, progress) -> Iterator[tuple[_ImageState, tuple | None]]:
+        """Decode each source lazily and cut it into model inputs (memory: one image + one batch)."""
+        for i, src in enumerate(sources):
+            name = names[i] if names is not None else (Path(src).name if isinstance(src, (str, os.PathLike)) else f"image {i}")
+            state = _ImageState(index=i, name=name)
+            progress.check()  # a huge image can take a while to decode: stop before it
+            t0 = time.perf_counter()
+            try:
+                img = read_image(src) if isinstance(src, (str, os.PathLike)) else self._check_array(src, name)
+            except ImageReadError as exc:
+                state.error = str(exc)
+                state.expected = 0
+                yield state, None
+                continue
+            t1 = time.perf_counter()
+            self.timings["decode"] += t1 - t0
+            h, w = img.shape[:2]
+            state.width, state.height = w, h
+            rng = intensity_range(img)  # whole-image scaling, shared by all its tiles
+            tile = resolve_tile_size(self.tile, w, h, self.imgsz)
+            if tile is None:
+                state.expected = 1
+                arr, lb = letterbox(to_model_uint8(img, rng), self.imgsz)
+                self.timings["preprocess"] += time.perf_counter() - t1
+                yield state, (arr, lb, 0)
+                continue
+            state.tiles = plan_tiles(w, h, tile, int(round(tile * self.overlap)))
+            state.expected = len(state.tiles)
+            self.timings["preprocess"] += time.perf_counter() - t1
+            for k, t in enumerate(state.tiles):
+                t2 = time.perf_counter()
+                crop = to_model_uint8(img[t.y0 : t.y1, t.x0 : t.x1], rng)
+                arr, lb = letterbox(crop, self.imgsz, origin=(t.x0, t.y0))
+                self.timings["preprocess"] += time.perf_counter() - t2
+                yield state, (arr, lb, k)
+
+    @staticmethod
+    def _check_array(img, name: str) -> np.ndarray:
+        img = np.asarray(img)
+        if img.dtype not in (np.uint8, np.uint16) or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))):
+            raise ImageReadError(f"{name}: expected an (H, W) or (H, W, 3) uint8/uint16 image, got {img.dtype} {img.shape}")
+        return img
+
+    def to_tensor(self, arrs: list[np.ndarray]):
+        """list of (S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1] on the device."""
+        import torch
+
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        return x.float().div_(255.0)
+
+    def forward(self, x):
+        """Raw level outputs for a (B, 3, S, S) batch (autocast float16 when ``half``)."""
+        import torch
+
+        with torch.inference_mode():
+            if self.half:
+                with torch.autocast(device_type="cuda", dtype=torch.float16):
+                    out = self.model(x)
+                return [o.float() for o in out]
+            return self.model(x)
+
+    def _run_batch(self, batch: list) -> None:
+        import torch
+
+        from pollenstudio.detector.postprocess import postprocess
+
+        t0 = time.perf_counter()
+        x = self.to_tensor([u[0] for _, u in batch])
+        t1 = time.perf_counter()
+        out = self.forward(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t2 = time.perf_counter()
+        preds = postprocess(out, self.strides, conf=self.conf, iou=self.iou, max_det=self.max_det)
+        for (state, (_, lb, k)), p in zip(batch, preds):
+            boxes = lb.to_source(p.boxes.detach().float().cpu().numpy())
+            state.parts.append(
+                (
+                    boxes,
+                    p.scores.detach().float().cpu().numpy(),
+                    p.classes.detach().cpu().numpy().astype(np.int64),
+                    p.probs.detach().float().cpu().numpy(),
+                    p.levels.detach().cpu().numpy().astype(np.int64),
+                    np.full(len(boxes), k, dtype=np.int64),
+                )
+            )
+            state.received += 1
+        t3 = time.perf_counter()
+        self.timings["preprocess"] += t1 - t0
+        self.timings["model"] += t2 - t1
+        self.timings["postprocess"] += t3 - t2
+
+    def _finish(self, s: _ImageState) -> ImageResult:
+        if s.error is not None:
+            return ImageResult(s.index, s.name, [], 0, 0, 0, s.error)
+        t0 = time.perf_counter()
+        nc = len(self.class_names)
+        if s.parts:
+            boxes, scores, classes, probs, levels, tidx = (np.concatenate(a) for a in zip(*s.parts))
+        else:
+            boxes, scores, classes = np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
+            probs, levels, tidx = np.zeros((0, nc)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ok = ((boxes[:, 2] - boxes[:, 0]) >= 1.0) & ((boxes[:, 3] - boxes[:, 1]) >= 1.0)
+        idx = np.nonzero(ok)[0]
+        if s.tiles and len(idx):
+            scale = self.imgsz / max(s.tiles[0].width, s.tiles[0].height)
+            keep = merge_tile_detections(
+                boxes[idx], scores[idx], tidx[idx], s.tiles, iou=min(self.iou, 0.5), edge_margin=2.0 / min(scale, 1.0)
+            )
+            idx = idx[keep]
+        idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_det]
+        dets = [self._detection(boxes[i], scores[i], classes[i], probs[i], levels[i]) for i in idx]
+        self.timings["postprocess"] += time.perf_counter() - t0
+        self.images_done += 1
+        return ImageResult(s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1))
+
+    def _detection(self, box, score, cls, probs, level) -> Detection:
+        k = min(self.topk, len(probs))
+        top = np.argsort(-probs, kind="stable")[:k]
+        names = self.class_names
+        return Detection(
+            box=Box(*(float(v) for v in box)),
+            class_index=int(cls),
+            label=names[int(cls)] if 0 <= int(cls) < len(names) else str(int(cls)),
+            score=float(score),
+            topk=tuple((names[int(j)], float(probs[j])) for j in top),
+            level=int(level),
+        )
+
+    def letterbox_image(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """Whole image -> ((S, S, 3) uint8 model input, Letterbox), as the predictor sees it."""
+        return letterbox(to_model_uint8(img, intensity_range(img)), self.imgsz)
