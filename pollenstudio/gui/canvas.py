@@ -1,0 +1,314 @@
+"""The image canvas: pyqtgraph ViewBox (aspect locked, y down) + image + box overlay.
+
+Mouse and keys are turned into image-pixel points and handed to the Qt-free
+:class:`~pollenstudio.gui.interaction.BoxEditor`; the canvas only draws and emits what the
+user asked for (select, edit, create). It never writes to the project itself.
+
+Large images: an overview ImageItem shows the coarsest pyramid level; a detail ImageItem
+on top shows only the visible window, cut from the level that matches the zoom (see
+``pyramid.py``), re-cut when the view leaves the cut window or the level changes.
+Pixels are drawn without smoothing, so at high zoom each image pixel is a crisp square.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable
+
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QCursor, QKeyEvent, QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QGraphicsView, QVBoxLayout, QWidget
+
+from pollenstudio.core.types import Box
+from pollenstudio.gui.box_items import BoxOverlay, BoxView
+from pollenstudio.gui.interaction import BoxEditor, Mode
+from pollenstudio.gui.pyramid import DisplayImage, adjust_levels, to_display
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+GRAB_PX = 6.0  # grab radius on screen for edges and handles
+WHEEL_STEP = 1.25
+MAX_ZOOM = 64.0  # screen px per image px
+DETAIL_MARGIN = 0.25  # cut this fraction of the view extra on each side, so pans rarely re-cut
+
+
+class _View(pg.GraphicsView):
+    """GraphicsView whose mouse/wheel/keys go to the canvas, not to pyqtgraph's drag system."""
+
+    def __init__(self, canvas: "Canvas"):
+        super().__init__()
+        self._canvas = canvas
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def mousePressEvent(self, ev: QMouseEvent) -> None:
+        self._canvas._press(ev)
+
+    def mouseMoveEvent(self, ev: QMouseEvent) -> None:
+        self._canvas._move(ev)
+
+    def mouseReleaseEvent(self, ev: QMouseEvent) -> None:
+        self._canvas._release(ev)
+
+    def mouseDoubleClickEvent(self, ev: QMouseEvent) -> None:
+        ev.accept()
+
+    def wheelEvent(self, ev: QWheelEvent) -> None:
+        self._canvas._wheel(ev)
+
+    def keyPressEvent(self, ev: QKeyEvent) -> None:
+        if not self._canvas._key(ev, True):
+            super().keyPressEvent(ev)
+
+    def keyReleaseEvent(self, ev: QKeyEvent) -> None:
+        if not self._canvas._key(ev, False):
+            super().keyReleaseEvent(ev)
+
+
+class Canvas(QWidget):
+    selectionRequested = Signal(object)  # key or None
+    boxEdited = Signal(object, object)  # key, Box
+    boxDrawn = Signal(object)  # Box
+    cursorMoved = Signal(float, float)  # image px
+    viewChanged = Signal(float)  # zoom, screen px per image px
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.view = _View(self)
+        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.vb.setMouseEnabled(False, False)  # we pan/zoom ourselves (see _View)
+        self.vb.setDefaultPadding(0.02)
+        self.view.setCentralItem(self.vb)
+        self.view.setBackground("#2b2b2b")
+        self.overview = pg.ImageItem(axisOrder="row-major")
+        self.detail = pg.ImageItem(axisOrder="row-major")
+        self.detail.setZValue(1)
+        self.overlay = BoxOverlay()
+        for item in (self.overview, self.detail, self.overlay):
+            self.vb.addItem(item, ignoreBounds=item is not self.overview)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.view)
+
+        self.image: DisplayImage | None = None
+        self.editor = BoxEditor()
+        self.selected: Hashable | None = None
+        self.editable = True
+        self.brightness = 0.0
+        self.contrast = 1.0
+        self._space = False
+        self._detail_key: tuple | None = None  # (level, x0, y0, x1, y1) of the current cut
+        self._detail_timer = QTimer(self)
+        self._detail_timer.setSingleShot(True)
+        self._detail_timer.setInterval(0)
+        self._detail_timer.timeout.connect(self._update_detail)
+        self.vb.sigRangeChanged.connect(self._range_changed)
+        self.vb.sigResized.connect(self._range_changed)
+
+    # --- image -------------------------------------------------------------------------
+    def set_image(self, image: DisplayImage | None, fit: bool = True) -> None:
+        self.image = image
+        self._detail_key = None
+        self.detail.clear()
+        self.detail.hide()
+        self.editor.cancel()
+        if image is None:
+            self.overview.clear()
+            self.overlay.set_boxes([])
+            return
+        self._show_overview()
+        self.overview.setRect(QRectF(0, 0, image.width, image.height))
+        self.overlay.set_image_size(image.width, image.height)
+        self.vb.setLimits(
+            xMin=-image.width, xMax=2 * image.width, yMin=-image.height, yMax=2 * image.height,
+            minXRange=4, minYRange=4,
+        )
+        if fit:
+            self.fit()
+        self._schedule_detail()
+
+    def _show_overview(self) -> None:
+        ov = to_display(self.image.levels[-1], self.levels())
+        self.overview.setImage(ov, levels=None, autoLevels=False, autoDownsample=False)
+
+    def levels(self) -> tuple[float, float]:
+        if self.image is None:
+            return (0.0, 255.0)
+        return adjust_levels(self.image.auto, self.brightness, self.contrast)
+
+    def set_brightness_contrast(self, brightness: float, contrast: float) -> None:
+        self.brightness, self.contrast = brightness, contrast
+        if self.image is not None:
+            self._show_overview()
+            self._detail_key = None  # re-cut the detail with the new levels
+            self._schedule_detail()
+
+    # --- boxes -------------------------------------------------------------------------
+    def set_boxes(self, views: list[BoxView], selected: Hashable | None = None) -> None:
+        self.selected = selected
+        self.overlay.set_boxes(views, selected)
+
+    def set_selected(self, key: Hashable | None) -> None:
+        self.selected = key
+        self.overlay.set_selected(key)
+
+    def arm_draw(self) -> None:
+        """B: the next left drag draws a new box."""
+        self.editor.draw_armed = True
+        self.view.viewport().setCursor(Qt.CursorShape.CrossCursor)
+
+    def cancel_gesture(self) -> None:
+        self.editor.cancel()
+        self.editor.draw_armed = False
+        self.overlay.set_preview(None)
+        self.view.viewport().unsetCursor()
+
+    # --- view --------------------------------------------------------------------------
+    def zoom(self) -> float:
+        """Screen px per image px."""
+        px = self.vb.viewPixelSize()[0]
+        return 1.0 / px if px > 0 else 1.0
+
+    def fit(self) -> None:
+        if self.image is not None:
+            self.vb.setRange(QRectF(0, 0, self.image.width, self.image.height), padding=0.02)
+
+    def zoom_by(self, factor: float, center: QPointF | None = None) -> None:
+        if self.image is None:
+            return
+        z = self.zoom()
+        factor = min(factor, MAX_ZOOM / z) if factor > 1 else factor
+        if center is None:
+            r = self.vb.viewRect()
+            center = r.center()
+        self.vb.scaleBy((1.0 / factor, 1.0 / factor), center=center)
+
+    def set_zoom(self, zoom: float, center: tuple[float, float]) -> None:
+        """Show ``center`` (image px) in the middle at ``zoom`` screen px per image px."""
+        w, h = self.vb.width() / zoom, self.vb.height() / zoom
+        self.vb.setRange(QRectF(center[0] - w / 2, center[1] - h / 2, w, h), padding=0)
+
+    def center_on(self, box: Box) -> None:
+        """Bring ``box`` to the middle; zoom out only if it would not fit (review queue)."""
+        r = self.vb.viewRect()
+        if box.width * 1.5 > r.width() or box.height * 1.5 > r.height():
+            b = box.expanded(3.0)
+            self.vb.setRange(QRectF(b.x1, b.y1, b.width, b.height), padding=0)
+            return
+        cx, cy = box.center
+        self.vb.translateBy(x=cx - r.center().x(), y=cy - r.center().y())
+
+    def image_to_widget(self, x: float, y: float) -> QPoint:
+        """Viewport position of an image point (tests drive real mouse events with it)."""
+        return self.view.mapFromScene(self.vb.mapViewToScene(QPointF(x, y)))
+
+    def widget_to_image(self, pos) -> tuple[float, float]:
+        p = self.vb.mapSceneToView(self.view.mapToScene(QPoint(int(pos.x()), int(pos.y()))))
+        return (p.x(), p.y())
+
+    # --- detail level ------------------------------------------------------------------
+    def _range_changed(self, *args) -> None:
+        self._schedule_detail()
+        self.viewChanged.emit(self.zoom())
+
+    def _schedule_detail(self) -> None:
+        if not self._detail_timer.isActive():
+            self._detail_timer.start()
+
+    def _update_detail(self) -> None:
+        img = self.image
+        if img is None:
+            return
+        level = img.level_for(self.zoom())
+        if level >= img.overview_level:
+            if self._detail_key is not None:
+                self.detail.hide()
+                self._detail_key = None
+            return
+        r = self.vb.viewRect()
+        x0, y0, x1, y1 = r.left(), r.top(), r.right(), r.bottom()
+        if self._detail_key is not None:
+            k, cx0, cy0, cx1, cy1 = self._detail_key
+            if k == level and cx0 <= max(x0, 0) and cy0 <= max(y0, 0) and cx1 >= min(x1, img.width) and cy1 >= min(y1, img.height):
+                return  # the current cut still covers the view
+        mx, my = r.width() * DETAIL_MARGIN, r.height() * DETAIL_MARGIN
+        arr, (rx, ry, rw, rh) = img.crop(level, x0 - mx, y0 - my, x1 + mx, y1 + my)
+        if arr is None:
+            self.detail.hide()
+            self._detail_key = None
+            return
+        self.detail.setImage(to_display(arr, self.levels()), levels=None, autoLevels=False, autoDownsample=False)
+        self.detail.setRect(QRectF(rx, ry, rw, rh))
+        self.detail.show()
+        self._detail_key = (level, rx, ry, rx + rw, ry + rh)
+
+    # --- input -------------------------------------------------------------------------
+    def _tol(self) -> float:
+        return GRAB_PX / self.zoom()
+
+    def _bounds(self):
+        return None if self.image is None else (float(self.image.width), float(self.image.height))
+
+    def _press(self, ev: QMouseEvent) -> None:
+        self.view.setFocus()
+        pt = self.widget_to_image(ev.position())
+        pan = self._space or ev.button() == Qt.MouseButton.MiddleButton or not self.editable
+        if ev.button() not in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton):
+            ev.ignore()
+            return
+        boxes = [(v.key, v.box) for v in self.overlay.views]
+        out = self.editor.press(boxes, pt, self._tol(), self.selected, self._bounds(), pan=pan)
+        if self.editor.mode is Mode.PAN:
+            self.view.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+        if out.kind == "select" and out.key != self.selected and not (out.key is None and pan):
+            self.selectionRequested.emit(out.key)
+        ev.accept()
+
+    def _move(self, ev: QMouseEvent) -> None:
+        pt = self.widget_to_image(ev.position())
+        self.cursorMoved.emit(pt[0], pt[1])
+        mode = self.editor.mode
+        if mode is Mode.PAN:
+            d = self.editor.pan_delta(pt)
+            if d is not None and (d[0] or d[1]):
+                self.vb.translateBy(x=d[0], y=d[1])
+        elif mode in (Mode.MOVE, Mode.RESIZE, Mode.DRAW):
+            box = self.editor.move(pt)
+            if mode is not Mode.DRAW and box == self.editor._original:
+                return  # a click that has not moved yet: keep the normal drawing
+            self.overlay.set_preview(box)
+        ev.accept()
+
+    def _release(self, ev: QMouseEvent) -> None:
+        pt = self.widget_to_image(ev.position())
+        out = self.editor.release(pt)
+        self.overlay.set_preview(None)
+        self.view.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        if out.kind == "edit":
+            self.boxEdited.emit(out.key, out.box)
+        elif out.kind == "create":
+            self.boxDrawn.emit(out.box)
+        ev.accept()
+
+    def _wheel(self, ev: QWheelEvent) -> None:
+        steps = ev.angleDelta().y() / 120.0
+        if steps == 0 or self.image is None:
+            return
+        pos = ev.position()
+        p = self.vb.mapSceneToView(self.view.mapToScene(QPoint(int(pos.x()), int(pos.y()))))
+        self.zoom_by(WHEEL_STEP**steps, center=p)
+        ev.accept()
+
+    def _key(self, ev: QKeyEvent, down: bool) -> bool:
+        if ev.key() == Qt.Key.Key_Space:
+            if ev.isAutoRepeat():
+                return True
+            self._space = down
+            cur = Qt.CursorShape.OpenHandCursor if down else Qt.CursorShape.ArrowCursor
+            self.view.viewport().setCursor(QCursor(cur))
+            return True
+        if ev.key() == Qt.Key.Key_Escape and down:
+            self.cancel_gesture()
+            return True
+        return False

@@ -1,0 +1,63 @@
+"""The keyboard map, in one table: the main window registers actions from it and the F1
+help dialog lists it, so the two cannot disagree. No Qt here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    name: str  # action id
+    text: str  # menu text
+    keys: tuple[str, ...]  # QKeySequence strings
+    group: str
+    tip: str = ""
+    enabled: bool = True
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("accept", "Accept proposal", ("A",), "Review", "Accept the selected proposal and go to the next"),
+    Shortcut("reject", "Reject / delete box", ("X", "Delete"), "Review",
+             "Reject the selected proposal (or delete a box you drew) and go to the next"),
+    Shortcut("next_box", "Next proposal", ("Tab",), "Review", "Select the next undecided proposal"),
+    Shortcut("prev_box", "Previous proposal", ("Shift+Tab", "Backtab"), "Review", "Select the previous undecided proposal"),
+    Shortcut("next_image", "Next image", ("N",), "Review", "Open the next image in the list"),
+    Shortcut("prev_image", "Previous image", ("P",), "Review", "Open the previous image in the list"),
+    Shortcut("pick_taxon", "Choose taxon...", ("T",), "Review", "Search the taxa and assign one to the selected box"),
+    *(
+        Shortcut(f"taxon_{i}", f"Assign taxon {i}", (str(i),), "Review", f"Give the selected box the taxon with hotkey {i}")
+        for i in range(1, 10)
+    ),
+    Shortcut("draw", "Draw new box", ("B",), "Edit", "Then drag on the image; Esc cancels"),
+    Shortcut("nudge_left", "Nudge left", ("Left",), "Edit", "Move the selected box 1 px (Shift: 10 px)"),
+    Shortcut("nudge_right", "Nudge right", ("Right",), "Edit"),
+    Shortcut("nudge_up", "Nudge up", ("Up",), "Edit"),
+    Shortcut("nudge_down", "Nudge down", ("Down",), "Edit"),
+    Shortcut("nudge_left_big", "Nudge left 10 px", ("Shift+Left",), "Edit"),
+    Shortcut("nudge_right_big", "Nudge right 10 px", ("Shift+Right",), "Edit"),
+    Shortcut("nudge_up_big", "Nudge up 10 px", ("Shift+Up",), "Edit"),
+    Shortcut("nudge_down_big", "Nudge down 10 px", ("Shift+Down",), "Edit"),
+    Shortcut("undo", "Undo", ("Ctrl+Z",), "Edit", "Undo the last edit (saved at once)"),
+    Shortcut("redo", "Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit", "Redo the edit you undid"),
+    Shortcut("fit", "Fit image", ("F",), "View", "Show the whole image"),
+    Shortcut("zoom_in", "Zoom in", ("+", "="), "View", "Also the mouse wheel"),
+    Shortcut("zoom_out", "Zoom out", ("-",), "View", "Also the mouse wheel"),
+    Shortcut("edge_map", "Edge map overlay", ("E",), "View", "Edge-attention overlay: not available yet", enabled=False),
+    Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View", "Grad-CAM for the selected box: not available yet", enabled=False),
+    Shortcut("help", "Keyboard shortcuts", ("F1",), "Help", "List every shortcut"),
+)
+
+# Not actions (handled by the canvas itself) but listed in help.
+CANVAS_KEYS: tuple[tuple[str, str], ...] = (
+    ("Space (hold) + drag", "Pan"),
+    ("Drag on empty image / middle button", "Pan"),
+    ("Mouse wheel", "Zoom at the pointer"),
+    ("Click a box", "Select it (the smallest box under the pointer)"),
+    ("Drag a box / its handles", "Move / resize the selected box"),
+    ("Esc", "Cancel drawing or dragging"),
+)
+
+
+def by_name() -> dict[str, Shortcut]:
+    return {s.name: s for s in SHORTCUTS}

@@ -1,0 +1,123 @@
+"""Run engine jobs off the GUI thread and turn their progress/cancel protocol into signals.
+
+A job is a plain function ``fn(token, *args) -> result`` that calls ``token.update`` and
+``token.check()`` (``pollenstudio.core.progress.CancelToken``); it never touches widgets.
+:class:`JobRunner` keeps one slot per job kind: submitting a new job of a kind cancels the
+previous one and its late results are dropped, so a stale image or thumbnail never lands.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from pollenstudio.core.errors import Cancelled, PollenStudioError
+from pollenstudio.core.progress import CancelToken
+
+log = logging.getLogger(__name__)
+
+
+class _Signals(QObject):
+    progress = Signal(int, int, str)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+
+class Job(QRunnable):
+    """One call of ``fn(token, *args, **kwargs)`` on a pool thread."""
+
+    def __init__(self, fn: Callable[..., Any], *args, **kwargs):
+        super().__init__()
+        self.setAutoDelete(False)  # Python owns it; the runner drops it when done
+        self.signals = _Signals()
+        self.token = CancelToken(on_update=self._on_update)
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.done = False
+
+    def _on_update(self, done: int, total: int, message: str) -> None:
+        self.signals.progress.emit(done, total, message)
+
+    def run(self) -> None:
+        try:
+            self.token.check()
+            result = self.fn(self.token, *self.args, **self.kwargs)
+            self.token.check()
+        except Cancelled:
+            self.signals.cancelled.emit()
+        except PollenStudioError as exc:  # expected failures: the message is for the user
+            self.signals.failed.emit(str(exc))
+        except Exception as exc:  # a bug: keep the traceback in the log, show the gist
+            log.error("job %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
+            self.signals.failed.emit(f"{type(exc).__name__}: {exc}")
+        else:
+            self.signals.finished.emit(result)
+        finally:
+            self.done = True
+
+
+class JobRunner(QObject):
+    """One job slot per kind on a thread pool; a new job of a kind cancels the old one."""
+
+    def __init__(self, parent: QObject | None = None, pool: QThreadPool | None = None):
+        super().__init__(parent)
+        self.pool = pool or QThreadPool.globalInstance()
+        self._slots: dict[str, Job] = {}
+        self._running: set[Job] = set()
+
+    def submit(
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        *args,
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        **kwargs,
+    ) -> Job:
+        self.cancel(kind)
+        job = Job(fn, *args, **kwargs)
+        self._slots[kind] = job
+        self._running.add(job)
+
+        def current() -> bool:
+            return self._slots.get(kind) is job
+
+        def finished(result):
+            self._finish(kind, job)
+            if on_done is not None:
+                on_done(result)
+
+        def failed(msg):
+            self._finish(kind, job)
+            if on_error is not None:
+                on_error(msg)
+
+        # late signals of a replaced job are ignored: ``current()`` is False for them
+        job.signals.finished.connect(lambda r: current() and finished(r))
+        job.signals.failed.connect(lambda m: current() and failed(m))
+        job.signals.cancelled.connect(lambda: self._running.discard(job))
+        if on_progress is not None:
+            job.signals.progress.connect(lambda d, t, m: current() and on_progress(d, t, m))
+        self.pool.start(job)
+        return job
+
+    def _finish(self, kind: str, job: Job) -> None:
+        self._running.discard(job)
+        if self._slots.get(kind) is job:
+            del self._slots[kind]
+
+    def cancel(self, kind: str) -> None:
+        job = self._slots.pop(kind, None)
+        if job is not None:
+            job.token.cancel()
+
+    def cancel_all(self) -> None:
+        for kind in list(self._slots):
+            self.cancel(kind)
+
+    def busy(self, kind: str) -> bool:
+        return kind in self._slots
