@@ -1,0 +1,238 @@
+"""Pollen grains: one shape function per morphotype plus a shared brightfield look.
+
+A shape function works in grain-centred, rotated pixel coordinates (U, V) and returns the
+signed inside distance ``d`` (px, > 0 inside the outline) and optional extra fields:
+``wall`` (dark exine features: annulus, colpus margins, muri), ``light`` (bright features:
+pore openings, lumina) and ``body`` (a multiplier on the cytoplasm density, e.g. pale air
+sacs). :func:`render_grain` turns them into a translucent, refractive grain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pollenstudio.engine.synthetic.patch import (
+    Patch,
+    blur,
+    dot_field,
+    gauss,
+    local_grid,
+    rotate,
+    smooth_noise,
+    voronoi_net,
+)
+
+F = np.float32
+
+
+def _ellipse_d(U, V, a: float, b: float):
+    """Approximate signed distance inside an ellipse with semi-axes a (U) and b (V)."""
+    q = np.sqrt(np.square(U / a) + np.square(V / b)) + F(1e-6)
+    grad = np.sqrt(np.square(U / (a * a)) + np.square(V / (b * b))) + F(1e-6)
+    d = (1 - q) * q / grad
+    return np.minimum(d, F(min(a, b))).astype(F)
+
+
+def _wobble(rng, theta, amp: float, orders=(2, 3, 5)):
+    w = np.zeros_like(theta)
+    for k in orders:
+        w += F(rng.normal(0, amp / k)) * np.cos(k * theta + F(rng.uniform(0, 2 * np.pi)))
+    return w
+
+
+def _poaceae(rng, U, V, R, t):
+    e = rng.uniform(0.86, 1.0)
+    rho = np.sqrt(U * U + np.square(V / e))
+    theta = np.arctan2(V, U)
+    d = R * (1 + _wobble(rng, theta, 0.05)) - rho
+    # the single pore with its thick annulus, seen anywhere on the visible hemisphere
+    ang, rr = rng.uniform(0, 2 * np.pi), R * np.sqrt(rng.uniform(0.02, 0.6))
+    pu, pv = rr * np.cos(ang), rr * np.sin(ang) * e
+    rp = max(1.4, R * rng.uniform(0.08, 0.13))
+    aw = max(1.3, R * rng.uniform(0.07, 0.11))
+    # foreshortening: a pore near the rim looks like an ellipse squeezed towards the centre
+    squeeze = np.sqrt(max(0.25, 1 - (rr / R) ** 2))
+    cu, sv = np.cos(ang), np.sin(ang)
+    pr = (U - pu) * cu + (V - pv) * sv
+    pt = -(U - pu) * sv + (V - pv) * cu
+    dp = np.sqrt(np.square(pr / squeeze) + pt * pt)
+    wall = 1.3 * gauss(dp - rp - 0.5 * aw, 0.6 * aw)
+    light = 0.16 * gauss(dp, 0.8 * rp) + 0.08 * gauss(dp - rp - 1.2 * aw, 0.45 * aw)
+    return dict(d=d, wall=wall, light=light)
+
+
+def _betula(rng, U, V, R, t):
+    theta = np.arctan2(V, U)
+    rho = np.sqrt(U * U + V * V)
+    a = rng.uniform(0.06, 0.11)
+    # distance (radians) to the nearest of the three corners at 0, 120, 240 degrees
+    dth = np.abs(((theta + np.pi / 3) % (2 * np.pi / 3)) - np.pi / 3)
+    bump = rng.uniform(0.04, 0.08) * gauss(dth, 0.2)
+    r = R * (1 + a * np.cos(3 * theta) + bump + _wobble(rng, theta, 0.02, (2, 4))) / (1 + a + 0.06)
+    d = r - rho
+    corner = gauss(dth, 0.32)
+    # thickened exine (aspis / vestibulum) drawn as a second inner line at the corners
+    wall = 0.9 * corner * gauss(d - 2.0 * t, 0.55 * t) + 0.5 * corner * gauss(d - 0.6 * t, 0.9 * t)
+    # pore openings just inside each corner
+    light = 0.18 * gauss(dth * rho, 0.09 * R) * gauss(d - 1.3 * t, 0.9 * t)
+    return dict(d=d, wall=wall, light=light)
+
+
+def _pinus(rng, U, V, R, t):
+    ab, bb = R * rng.uniform(0.48, 0.56), R * rng.uniform(0.36, 0.44)
+    d_body = _ellipse_d(U, V + F(0.05 * R), ab, bb)
+    rs = R * rng.uniform(0.4, 0.48)
+    sacs = []
+    for side in (-1, 1):
+        cu = side * (R - rs * rng.uniform(0.98, 1.04))
+        cv = R * rng.uniform(0.08, 0.2)
+        sacs.append(_ellipse_d(U - F(cu), V - F(cv), rs, rs * F(rng.uniform(0.85, 1.0))))
+    d_sac = np.maximum(sacs[0], sacs[1])
+    d = np.maximum(d_body, d_sac)
+    in_body = np.clip(d_body + 0.5, 0, 1)
+    in_sac = np.clip(d_sac + 0.5, 0, 1) * (1 - in_body)
+    # the cap: thick dark exine on the side of the body away from the sacs
+    cap = in_body * np.clip(-(V + F(0.05 * R)) / F(0.25 * bb), 0, 1)
+    net = voronoi_net(rng, U, V, R, cell=max(3.0, 0.11 * R), wall=max(0.5, 0.014 * R))
+    wall = 0.6 * cap + 0.35 * net * in_sac
+    # outlines seen through each other: sac walls over the body, body outline over the sacs
+    wall += 0.6 * gauss(sacs[0] - 0.5 * t, 0.6 * t) * in_body + 0.6 * gauss(sacs[1] - 0.5 * t, 0.6 * t) * in_body
+    wall += 0.5 * gauss(d_body, 0.8 * t) * (1 - in_body) * np.clip(d_sac, 0, 1)
+    light = 0.05 * (1 - net) * in_sac
+    body = 1.0 - 0.55 * in_sac
+    return dict(d=d, wall=wall, light=light, body=body)
+
+
+def _asteraceae(rng, U, V, R, t):
+    theta = np.arctan2(V, U)
+    rho = np.sqrt(U * U + V * V)
+    Rc = R * rng.uniform(0.76, 0.84)
+    n = int(np.clip(round(2 * np.pi * Rc / (Rc * rng.uniform(0.34, 0.48))), 10, 22))
+    phase = theta * F(n / (2 * np.pi)) + F(rng.uniform(0, 1))
+    frac = np.abs(phase - np.round(phase))
+    spine = np.power(np.clip(1 - frac / F(0.3), 0, 1), 1.6)
+    d = Rc + (R - Rc) * spine - rho
+    # spines seen face on: small dark dots with a bright centre, fading near the rim
+    dist = dot_field(rng, U, V, Rc * 0.92, spacing=Rc * rng.uniform(0.34, 0.46))
+    sr = max(1.0, 0.07 * R)
+    fade = np.clip(1 - np.power(rho / F(Rc), 4), 0, 1)
+    wall = 0.9 * gauss(dist - 0.6 * sr, 0.7 * sr) * fade + 0.35 * gauss(d - 1.8 * t, 0.9 * t)
+    light = 0.12 * gauss(dist, 0.5 * sr) * fade
+    return dict(d=d, wall=wall, light=light)
+
+
+def _quercus(rng, U, V, R, t):
+    if rng.uniform() < 0.65:  # equatorial view: ellipse with one furrow in the middle, two at the sides
+        a, b = R, R * rng.uniform(0.66, 0.82)
+        d = _ellipse_d(U, V, a, b) + F(0.015 * R) * _wobble(rng, np.arctan2(V, U), 1.0, (3, 5))
+        w = max(0.9, 0.05 * b)
+        taper = np.clip(1 - np.power(np.abs(U) / F(0.8 * a), 4), 0, 1)
+        off = F(rng.uniform(-0.15, 0.15) * b)
+        wall = 0.75 * taper * gauss(np.abs(V - off) - 1.6 * w, 0.6 * w)
+        light = 0.14 * taper * gauss(V - off, w)
+        side = np.clip(1 - np.power(np.abs(U) / F(0.7 * a), 4), 0, 1)
+        wall += 0.55 * side * gauss(d - 0.2 * b, 0.5 * t)
+        return dict(d=d, wall=wall, light=light)
+    # polar view: three-lobed outline with three short furrows running in from the notches
+    theta = np.arctan2(V, U)
+    rho = np.sqrt(U * U + V * V)
+    dth = np.abs(((theta + np.pi / 3) % (2 * np.pi / 3)) - np.pi / 3)
+    r = R * (1 - 0.1 * gauss(dth, 0.16) + _wobble(rng, theta, 0.02, (2, 4)))
+    d = r - rho
+    w = max(0.9, 0.045 * R)
+    wall = np.zeros_like(d)
+    light = np.zeros_like(d)
+    for k in range(3):
+        ang = 2 * np.pi * k / 3
+        s = U * F(np.cos(ang)) + V * F(np.sin(ang))
+        n = -U * F(np.sin(ang)) + V * F(np.cos(ang))
+        along = np.clip((s - F(0.5 * R)) / F(0.15 * R), 0, 1) * (d > 0)
+        wall += 0.7 * along * gauss(np.abs(n) - 1.6 * w, 0.6 * w)
+        light += 0.14 * along * gauss(n, w)
+    return dict(d=d, wall=wall, light=light)
+
+
+def _olea(rng, U, V, R, t):
+    e = rng.uniform(0.88, 1.0)
+    rho = np.sqrt(U * U + np.square(V / e))
+    theta = np.arctan2(V, U)
+    cell = max(3.0, R * rng.uniform(0.26, 0.38))
+    # muri seen in profile make the outline finely crenulate
+    n = max(8, int(2 * np.pi * R / cell))
+    cren = np.abs(np.cos(theta * F(n / 2) + F(rng.uniform(0, np.pi))))
+    d = R * (1 + _wobble(rng, theta, 0.03)) * (1 - F(0.04) + F(0.04) * cren) - rho
+    net = voronoi_net(rng, U, V / F(e), R, cell=cell, wall=max(0.7, 0.1 * cell))
+    fade = np.clip(1 - np.power(rho / F(R), 6), 0, 1)
+    wall = 0.7 * net * fade
+    light = 0.07 * (1 - net) * fade * (d > 0)
+    return dict(d=d, wall=wall, light=light)
+
+
+SHAPES = {
+    "Poaceae": _poaceae,
+    "Betula": _betula,
+    "Pinus": _pinus,
+    "Asteraceae": _asteraceae,
+    "Quercus": _quercus,
+    "Olea": _olea,
+}
+
+# Where in the configured size range each taxon tends to fall (0 = min, 1 = max).
+SIZE_BIAS = {
+    "Poaceae": (0.1, 0.9),
+    "Betula": (0.0, 0.6),
+    "Pinus": (0.55, 1.0),
+    "Asteraceae": (0.0, 0.6),
+    "Quercus": (0.2, 0.9),
+    "Olea": (0.0, 0.5),
+}
+
+# absorbance per channel (R, G, B) of pale yellow and of brown grains; a grain's hue mixes them
+_K_YELLOW = np.array([0.10, 0.27, 0.85], dtype=F)
+_K_BROWN = np.array([0.50, 0.75, 1.05], dtype=F)
+_K_WALL = np.array([0.62, 0.80, 1.0], dtype=F)
+
+
+def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, diameter: float, look: dict) -> Patch:
+    """Render one grain of ``taxon`` centred at (cx, cy) with outer diameter ``diameter`` px.
+
+    ``look`` carries per-image style: hue (0 pale yellow .. 1 brown), density, blur sigma,
+    focus (-1 below .. +1 above focus), contrast.
+    """
+    R = diameter / 2.0
+    sigma = look["blur"]
+    halo_w = 1.0 + 0.9 * sigma
+    half = int(np.ceil(1.12 * R + 3 * sigma + 2 * halo_w + 3))
+    x0, y0, X, Y = local_grid(cx, cy, half)
+    U, V = rotate(X, Y, rng.uniform(0, 2 * np.pi))
+    if rng.uniform() < 0.5:  # mirror image: grains land on either face
+        V = -V
+    t = max(1.3, R * rng.uniform(0.06, 0.1))  # exine thickness
+    f = SHAPES[taxon](rng, U, V, F(R), F(t))
+    d = f["d"].astype(F)
+    cov = np.clip(d + 0.5, 0, 1).astype(F)
+    rho_n = np.clip(np.sqrt(U * U + V * V) / F(R), 0, 1)
+
+    # cytoplasm / intine: pale, granular, a little denser towards the rim (longer path
+    # through the shell)
+    tex = smooth_noise(rng, d.shape, max(0.6, 0.02 * R)) * F(0.5) + smooth_noise(rng, d.shape, max(1.5, 0.12 * R)) * F(0.5)
+    body_dens = look["density"] * (0.78 + 0.3 * rho_n**3) * (1 + look["granule"] * tex)
+    body = cov * body_dens * f.get("body", 1.0)
+    # the exine: a crisp dark band just inside the outline
+    wall = cov * gauss(d - 0.45 * t, 0.55 * t) + f.get("wall", 0.0)
+    # refraction: a thin bright line outside the rim and inside the wall, a lens-like centre
+    focus = look["focus"]
+    light = (
+        (0.12 + 0.12 * max(focus, 0)) * gauss(d + 0.9 * halo_w, 0.7 * halo_w) * (d < 0.5)
+        + 0.07 * gauss(d - 1.5 * t, 0.45 * t)
+        + 0.12 * focus * cov * np.square(1 - rho_n * rho_n)
+        + f.get("light", 0.0)
+    )
+    hue = look["hue"]
+    k_body = (1 - hue) * _K_YELLOW + hue * _K_BROWN
+    contrast = look["contrast"]
+    od = body[..., None] * (k_body * F(contrast)) + wall[..., None] * (_K_WALL * F(look["wall"] * contrast))
+    halo = light.astype(F) * F(min(1.0, 0.4 + 0.6 * contrast))
+    od = blur(od.astype(F), sigma)
+    halo = blur(halo, sigma * 1.2)
+    return Patch(x0, y0, od, halo, mask=d >= 0)
