@@ -1,0 +1,408 @@
+"""Image list: review status, counts, thumbnails made lazily off the GUI thread.
+
+The model filters and sorts itself (a proxy over a paged model would defeat the paging)
+and hands rows to the view in pages of :data:`PAGE` via ``canFetchMore``/``fetchMore``,
+so a project of 10,000 images opens at once. Thumbnails are requested only for rows the
+view paints, newest request first, by one background job that drains the queue.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pollenstudio.core.types import ReviewStatus
+from pollenstudio.gui.workers import Job
+
+PAGE = 500
+THUMB = 56
+
+STATUS_COLOURS = {
+    ReviewStatus.NEW: "#9e9e9e",
+    ReviewStatus.IN_REVIEW: "#e6a23c",
+    ReviewStatus.REVIEWED: "#4caf50",
+}
+STATUS_TEXT = {ReviewStatus.NEW: "new", ReviewStatus.IN_REVIEW: "to review", ReviewStatus.REVIEWED: "reviewed"}
+
+FILTERS = {
+    "All images": lambda r: True,
+    "Not reviewed": lambda r: r.status is not ReviewStatus.REVIEWED,
+    "Reviewed": lambda r: r.status is ReviewStatus.REVIEWED,
+    "With proposals": lambda r: r.n_proposed > 0,
+}
+SORTS = {
+    "Name": lambda r: r.name.lower(),
+    "Most proposals first": lambda r: (-r.n_proposed, r.name.lower()),
+    "Status": lambda r: ({ReviewStatus.IN_REVIEW: 0, ReviewStatus.NEW: 1, ReviewStatus.REVIEWED: 2}[r.status], r.name.lower()),
+    "Project order": None,
+}
+
+ImageIdRole = Qt.ItemDataRole.UserRole + 1
+RowRole = Qt.ItemDataRole.UserRole + 2
+
+
+@dataclass
+class ImageRow:
+    id: int
+    name: str
+    path: str  # absolute path, for the thumbnail
+    width: int
+    height: int
+    status: ReviewStatus
+    n_proposed: int = 0  # undecided proposals
+    n_objects: int = 0  # accepted + edited + added
+
+
+def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
+    import cv2
+    import numpy as np
+
+    from pollenstudio.core.imageio import read_image, to_uint8
+
+    p = Path(path)
+    img = None
+    if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"):
+        # decode at 1/8 scale: a 20000 px slide scan thumbnail costs a fraction of a full read
+        data = np.fromfile(p, dtype=np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8)
+        if img is not None:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img is None:
+        img = to_uint8(read_image(p))
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    h, w = img.shape[:2]
+    s = size / max(h, w)
+    img = cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+    img = np.ascontiguousarray(img)
+    h, w = img.shape[:2]
+    return QImage(img.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class ThumbnailLoader(QObject):
+    """Makes thumbnails in one background job; most recently requested first."""
+
+    ready = Signal(int, QImage)  # image id, thumbnail
+
+    def __init__(self, parent: QObject | None = None, pool=None):
+        super().__init__(parent)
+        from PySide6.QtCore import QThreadPool
+
+        self.pool = pool or QThreadPool.globalInstance()
+        self._queue: collections.deque[tuple[int, str]] = collections.deque()
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self.failed: set[int] = set()
+
+    def request(self, image_id: int, path: str) -> None:
+        with self._lock:
+            self._queue.append((image_id, path))
+            running = self._job is not None and not self._job.done
+        if not running:
+            self._start()
+
+    def clear(self) -> None:
+        """Drop queued requests and stop the job (project closed or list reset)."""
+        with self._lock:
+            self._queue.clear()
+        if self._job is not None:
+            self._job.token.cancel()
+            self._job = None
+
+    def _start(self) -> None:
+        job = Job(self._drain)
+        job.signals.finished.connect(lambda _r, j=job: self._job_done(j))
+        job.signals.cancelled.connect(lambda j=job: None)
+        self._job = job
+        self.pool.start(job)
+
+    def _job_done(self, job: Job) -> None:
+        with self._lock:
+            more = bool(self._queue) and self._job is job
+        if more:
+            self._start()
+
+    def _drain(self, token) -> None:
+        while True:
+            token.check()
+            with self._lock:
+                if not self._queue:
+                    return
+                image_id, path = self._queue.pop()  # newest first: what the user looks at now
+            try:
+                thumb = _make_thumbnail(path)
+            except Exception:  # a bad file gets no thumbnail; opening it shows the error
+                thumb = None
+            if token.cancelled:
+                return
+            if thumb is None:
+                self.failed.add(image_id)
+            else:
+                self.ready.emit(image_id, thumb)
+
+
+class ImageListModel(QAbstractListModel):
+    def __init__(self, parent: QObject | None = None, loader: ThumbnailLoader | None = None):
+        super().__init__(parent)
+        self._all: list[ImageRow] = []
+        self._rows: list[ImageRow] = []  # filtered + sorted
+        self._loaded = 0
+        self._pos: dict[int, int] = {}  # image id -> row in _rows
+        self.filter_name = "All images"
+        self.sort_name = "Project order"
+        self.loader = loader or ThumbnailLoader(self)
+        self.loader.ready.connect(self._thumb_ready)
+        self._thumbs: dict[int, QPixmap] = {}
+        self._requested: set[int] = set()
+
+    # --- content -----------------------------------------------------------------------
+    def set_rows(self, rows: list[ImageRow]) -> None:
+        self.loader.clear()
+        self._thumbs.clear()
+        self._requested.clear()
+        self._all = list(rows)
+        self._rebuild()
+
+    def update_rows(self, rows: list[ImageRow]) -> None:
+        """New status/counts for some images; rows keep their place (no jump while reviewing)."""
+        by_id = {r.id: r for r in rows}
+        for i, r in enumerate(self._all):
+            if r.id in by_id:
+                self._all[i] = by_id[r.id]
+        for i, r in enumerate(self._rows):
+            if r.id in by_id:
+                self._rows[i] = by_id[r.id]
+                if i < self._loaded:
+                    idx = self.index(i)
+                    self.dataChanged.emit(idx, idx)
+
+    def set_filter(self, name: str) -> None:
+        self.filter_name = name
+        self._rebuild()
+
+    def set_sort(self, name: str) -> None:
+        self.sort_name = name
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.beginResetModel()
+        pred = FILTERS[self.filter_name]
+        rows = [r for r in self._all if pred(r)]
+        key = SORTS[self.sort_name]
+        if key is not None:
+            rows.sort(key=key)
+        self._rows = rows
+        self._pos = {r.id: i for i, r in enumerate(rows)}
+        self._loaded = min(PAGE, len(rows))
+        self.endResetModel()
+
+    def total(self) -> int:
+        return len(self._rows)
+
+    def row_of(self, image_id: int) -> int | None:
+        """Row of an image in the filtered list, loading pages up to it if needed."""
+        i = self._pos.get(image_id)
+        if i is None:
+            return None
+        if i >= self._loaded:
+            self.beginInsertRows(QModelIndex(), self._loaded, i)
+            self._loaded = i + 1
+            self.endInsertRows()
+        return i
+
+    def ids(self) -> list[int]:
+        """Image ids in list order (filtered and sorted): N/P walk this."""
+        return [r.id for r in self._rows]
+
+    def row_data(self, row: int) -> ImageRow:
+        return self._rows[row]
+
+    def counts(self) -> dict[str, int]:
+        c = collections.Counter(r.status for r in self._all)
+        return {
+            "images": len(self._all),
+            "reviewed": c[ReviewStatus.REVIEWED],
+            "to_review": c[ReviewStatus.IN_REVIEW],
+            "new": c[ReviewStatus.NEW],
+        }
+
+    # --- paging ------------------------------------------------------------------------
+    def canFetchMore(self, parent=QModelIndex()) -> bool:
+        return not parent.isValid() and self._loaded < len(self._rows)
+
+    def fetchMore(self, parent=QModelIndex()) -> None:
+        n = min(PAGE, len(self._rows) - self._loaded)
+        if n <= 0:
+            return
+        self.beginInsertRows(QModelIndex(), self._loaded, self._loaded + n - 1)
+        self._loaded += n
+        self.endInsertRows()
+
+    # --- Qt model ----------------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else self._loaded
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= self._loaded:
+            return None
+        r = self._rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return r.name
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+        if role == ImageIdRole:
+            return r.id
+        if role == RowRole:
+            return r
+        if role == Qt.ItemDataRole.DecorationRole:
+            pm = self._thumbs.get(r.id)
+            if pm is None and r.id not in self._requested:
+                self._requested.add(r.id)
+                self.loader.request(r.id, r.path)
+            return pm
+        return None
+
+    def _thumb_ready(self, image_id: int, img: QImage) -> None:
+        self._thumbs[image_id] = QPixmap.fromImage(img)
+        i = self._pos.get(image_id)
+        if i is not None and i < self._loaded:
+            idx = self.index(i)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+
+
+class _Delegate(QStyledItemDelegate):
+    """Thumbnail, name, status dot and counts in one compact row."""
+
+    def sizeHint(self, option, index) -> QSize:
+        return QSize(200, THUMB + 8)
+
+    def paint(self, painter: QPainter, option, index) -> None:
+        r: ImageRow | None = index.data(RowRole)
+        if r is None:
+            return
+        painter.save()
+        rect = option.rect
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(rect, option.palette.highlight())
+            fg = option.palette.highlightedText().color()
+        else:
+            fg = option.palette.text().color()
+        thumb = index.data(Qt.ItemDataRole.DecorationRole)
+        trect = QRect(rect.left() + 4, rect.top() + 4, THUMB, THUMB)
+        if thumb is not None:
+            pm = thumb
+            x = trect.left() + (THUMB - pm.width()) // 2
+            y = trect.top() + (THUMB - pm.height()) // 2
+            painter.drawPixmap(x, y, pm)
+        else:
+            painter.fillRect(trect, QColor("#3a3a3a"))
+        tx = trect.right() + 8
+        font = QFont(option.font)
+        painter.setFont(font)
+        painter.setPen(fg)
+        fm = painter.fontMetrics()
+        name = fm.elidedText(r.name, Qt.TextElideMode.ElideMiddle, rect.right() - tx - 4)
+        painter.drawText(tx, rect.top() + 4 + fm.ascent(), name)
+        dot = QColor(STATUS_COLOURS[r.status])
+        painter.setBrush(dot)
+        painter.setPen(Qt.PenStyle.NoPen)
+        y2 = rect.top() + 8 + fm.height()
+        painter.drawEllipse(tx, y2 + 3, 9, 9)
+        painter.setPen(fg)
+        small = QFont(font)
+        small.setPointSizeF(max(7.0, font.pointSizeF() - 1))
+        painter.setFont(small)
+        sfm = painter.fontMetrics()
+        text = STATUS_TEXT[r.status]
+        if r.n_proposed:
+            text += f" · {r.n_proposed} proposed"
+        if r.n_objects:
+            text += f" · {r.n_objects} grains"
+        painter.drawText(tx + 14, y2 + sfm.ascent(), text)
+        painter.restore()
+
+
+class ImageListPanel(QWidget):
+    """List with filter and sort boxes; emits the image the user picked."""
+
+    imageActivated = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model = ImageListModel(self)
+        self.view = QListView(self)
+        self.view.setModel(self.model)
+        self.view.setItemDelegate(_Delegate(self.view))
+        self.view.setUniformItemSizes(True)  # no per-row size query: scrolling 10,000 rows stays cheap
+        self.view.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keys belong to the review (N/P walk the list)
+        self.view.setVerticalScrollMode(QListView.ScrollMode.ScrollPerPixel)
+        self.filter = QComboBox(self)
+        self.filter.addItems(list(FILTERS))
+        self.filter.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.sort = QComboBox(self)
+        self.sort.addItems(list(SORTS))
+        self.sort.setCurrentText("Project order")
+        self.sort.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.summary = QLabel(self)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        row.addWidget(self.filter, 1)
+        row.addWidget(self.sort, 1)
+        lay.addLayout(row)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.summary)
+        self.filter.currentTextChanged.connect(self._filter_changed)
+        self.sort.currentTextChanged.connect(self._sort_changed)
+        self.view.clicked.connect(lambda idx: self.imageActivated.emit(idx.data(ImageIdRole)))
+        self._current: int | None = None
+
+    def set_rows(self, rows: list[ImageRow]) -> None:
+        self.model.set_rows(rows)
+        self._refresh_summary()
+
+    def update_rows(self, rows: list[ImageRow]) -> None:
+        self.model.update_rows(rows)
+        self._refresh_summary()
+
+    def _filter_changed(self, name: str) -> None:
+        self.model.set_filter(name)
+        self.show_current(self._current)
+        self._refresh_summary()
+
+    def _sort_changed(self, name: str) -> None:
+        self.model.set_sort(name)
+        self.show_current(self._current)
+
+    def show_current(self, image_id: int | None) -> None:
+        self._current = image_id
+        if image_id is None:
+            return
+        row = self.model.row_of(image_id)
+        if row is None:
+            self.view.clearSelection()
+            return
+        idx = self.model.index(row)
+        self.view.setCurrentIndex(idx)
+        self.view.scrollTo(idx)
+
+    def _refresh_summary(self) -> None:
+        c = self.model.counts()
+        shown = self.model.total()
+        extra = f" · {shown} shown" if shown != c["images"] else ""
+        self.summary.setText(f"{c['images']} images · {c['reviewed']} reviewed · {c['to_review']} to review{extra}")

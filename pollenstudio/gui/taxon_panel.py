@@ -1,0 +1,196 @@
+"""Taxon panel (list with hotkeys and counts; add / rename / recolour / merge) and the
+searchable taxon picker. Both only emit requests; the controller changes the project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QColorDialog,
+    QDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pollenstudio.core.types import Category
+
+CategoryIdRole = Qt.ItemDataRole.UserRole + 1
+
+
+@dataclass(frozen=True)
+class TaxonRow:
+    category: Category
+    n_image: int  # grains of this taxon on the current image (decided + undecided shown)
+    n_project: int  # grains in the whole project
+
+
+class TaxonPanel(QWidget):
+    assignRequested = Signal(int)  # category id, for the selected box
+    addRequested = Signal(str)
+    renameRequested = Signal(int, str)
+    recolourRequested = Signal(int, str)
+    mergeRequested = Signal(int, int)  # from, into
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.table = QTableWidget(0, 4, self)
+        self.table.setHorizontalHeaderLabels(["Key", "Taxon", "Image", "Project"])
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setShowGrid(False)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setToolTip("Double-click: give the selected box this taxon")
+        self.table.cellDoubleClicked.connect(lambda r, c: self._assign_row(r))
+        buttons = QHBoxLayout()
+        for text, slot in (("Add", self._add), ("Rename", self._rename), ("Colour", self._recolour), ("Merge into...", self._merge)):
+            b = QPushButton(text, self)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            b.clicked.connect(slot)
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.table, 1)
+        lay.addLayout(buttons)
+        self._rows: list[TaxonRow] = []
+
+    def set_rows(self, rows: list[TaxonRow]) -> None:
+        self._rows = list(rows)
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            c = r.category
+            key = QTableWidgetItem(c.hotkey or "")
+            key.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            name = QTableWidgetItem(c.name)
+            name.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
+            name.setData(CategoryIdRole, c.id)
+            n_img = QTableWidgetItem(str(r.n_image))
+            n_prj = QTableWidgetItem(str(r.n_project))
+            for it in (n_img, n_prj):
+                it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            for col, it in enumerate((key, name, n_img, n_prj)):
+                self.table.setItem(i, col, it)
+
+    def rows(self) -> list[TaxonRow]:
+        return self._rows
+
+    def selected_category(self) -> Category | None:
+        r = self.table.currentRow()
+        return self._rows[r].category if 0 <= r < len(self._rows) else None
+
+    def _assign_row(self, row: int) -> None:
+        if 0 <= row < len(self._rows):
+            self.assignRequested.emit(self._rows[row].category.id)
+
+    def _add(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add taxon", "Name of the new taxon:")
+        if ok and name.strip():
+            self.addRequested.emit(name.strip())
+
+    def _rename(self) -> None:
+        c = self.selected_category()
+        if c is None:
+            return
+        name, ok = QInputDialog.getText(self, "Rename taxon", f"New name for {c.name}:", text=c.name)
+        if ok and name.strip() and name.strip() != c.name:
+            self.renameRequested.emit(c.id, name.strip())
+
+    def _recolour(self) -> None:
+        c = self.selected_category()
+        if c is None:
+            return
+        col = QColorDialog.getColor(QColor(c.color), self, f"Colour of {c.name}")
+        if col.isValid():
+            self.recolourRequested.emit(c.id, col.name())
+
+    def _merge(self) -> None:
+        c = self.selected_category()
+        if c is None:
+            return
+        others = [r.category for r in self._rows if r.category.id != c.id]
+        dlg = TaxonPicker(others, self, title=f"Merge {c.name} into...")
+        if dlg.exec() == QDialog.DialogCode.Accepted and dlg.chosen is not None:
+            self.mergeRequested.emit(c.id, dlg.chosen)
+
+
+class TaxonPicker(QDialog):
+    """Type to filter, arrows to move, Enter to pick: for projects with more than 9 taxa."""
+
+    def __init__(self, categories: list[Category], parent: QWidget | None = None, title: str = "Choose taxon"):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(320, 420)
+        self.chosen: int | None = None
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Type to search taxa")
+        self.list = QListWidget(self)
+        for c in categories:
+            it = QListWidgetItem(f"{c.name}" + (f"   [{c.hotkey}]" if c.hotkey else ""))
+            it.setData(CategoryIdRole, c.id)
+            it.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
+            it.setData(Qt.ItemDataRole.UserRole + 2, c.name.lower())
+            self.list.addItem(it)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.search)
+        lay.addWidget(self.list, 1)
+        self.search.textChanged.connect(self._filter)
+        self.search.returnPressed.connect(self._accept_current)
+        self.list.itemActivated.connect(lambda _it: self._accept_current())
+        self.search.installEventFilter(self)
+        self._filter("")
+
+    def _visible_rows(self) -> list[int]:
+        return [i for i in range(self.list.count()) if not self.list.item(i).isHidden()]
+
+    def _filter(self, text: str) -> None:
+        t = text.strip().lower()
+        first = None
+        for i in range(self.list.count()):
+            it = self.list.item(i)
+            name = it.data(Qt.ItemDataRole.UserRole + 2)
+            hide = bool(t) and t not in name
+            it.setHidden(hide)
+            if not hide and first is None:
+                first = i
+        # prefix matches first: typing "bet" should land on Betula, not Alnus betulifolia
+        pref = [i for i in self._visible_rows() if self.list.item(i).data(Qt.ItemDataRole.UserRole + 2).startswith(t)]
+        row = pref[0] if pref else first
+        if row is not None:
+            self.list.setCurrentRow(row)
+
+    def eventFilter(self, obj, ev) -> bool:
+        if obj is self.search and isinstance(ev, QKeyEvent) and ev.type() == QKeyEvent.Type.KeyPress:
+            if ev.key() in (Qt.Key.Key_Down, Qt.Key.Key_Up):
+                rows = self._visible_rows()
+                if rows:
+                    cur = self.list.currentRow()
+                    i = rows.index(cur) if cur in rows else 0
+                    i = min(len(rows) - 1, i + 1) if ev.key() == Qt.Key.Key_Down else max(0, i - 1)
+                    self.list.setCurrentRow(rows[i])
+                return True
+        return super().eventFilter(obj, ev)
+
+    def _accept_current(self) -> None:
+        it = self.list.currentItem()
+        if it is not None and not it.isHidden():
+            self.chosen = int(it.data(CategoryIdRole))
+            self.accept()
