@@ -1,0 +1,109 @@
+"""Undo/redo as row snapshots.
+
+A user command records, for every row it touched, the row before and after (``None`` =
+row absent). Undo writes the "before" states back, redo the "after" states. The log is a
+table in the project, so undo survives closing and reopening the project.
+
+Rows can drift between a command and its undo: re-detection deletes undecided proposals
+(``write_proposals`` is not a user command). Undo/redo therefore only restores a row whose
+current state is still the one the command left (undo) or found (redo); a drifted row is
+left as it is. Model output never resurrects, and undo never resurrects a proposal the
+model has since replaced. Human decisions cannot drift: only user commands change them,
+and those are undone in order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+# Columns each table's snapshots hold. Images only carry the explicit review mark: their
+# status is derived from annotations and recomputed after every change.
+SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "annotations": (
+        "id", "image_id", "x1", "y1", "x2", "y2", "polygon", "category_id", "score", "topk", "margin",
+        "source", "status", "model_version_id", "run_id", "author", "created", "updated",
+    ),
+    "categories": ("id", "name", "color", "hotkey", "parent_id"),
+    "images": ("id", "mark"),
+}
+
+
+@dataclass
+class Command:
+    """Row changes of one user command: {(table, id): [before, after]}."""
+
+    label: str
+    changes: dict[tuple[str, int], list] = field(default_factory=dict)
+
+    def record(self, table: str, row_id: int, before: dict | None, after: dict | None) -> None:
+        key = (table, row_id)
+        if key in self.changes:
+            self.changes[key][1] = after  # keep the first "before"
+        else:
+            self.changes[key] = [before, after]
+
+    def effective(self) -> list[tuple[str, int, dict | None, dict | None]]:
+        return [(t, i, b, a) for (t, i), (b, a) in self.changes.items() if b != a]
+
+    def to_json(self) -> str:
+        return json.dumps([[t, i, b, a] for t, i, b, a in self.effective()])
+
+    @staticmethod
+    def changes_from_json(text: str) -> list[tuple[str, int, dict | None, dict | None]]:
+        return [(t, int(i), b, a) for t, i, b, a in json.loads(text)]
+
+
+def snapshot(conn: sqlite3.Connection, table: str, row_id: int) -> dict | None:
+    cols = SNAPSHOT_COLUMNS[table]
+    row = conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+    return None if row is None else dict(zip(cols, tuple(row)))
+
+
+def write_state(conn: sqlite3.Connection, table: str, row_id: int, state: dict | None) -> None:
+    """Make row ``row_id`` equal ``state`` (None deletes). Uses UPDATE for existing rows so
+    that nothing else on the row (e.g. an image's path) is touched."""
+    exists = conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
+    if state is None:
+        if exists:
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+        return
+    cols = [c for c in state if c != "id"]
+    if exists:
+        conn.execute(
+            f"UPDATE {table} SET {', '.join(c + ' = ?' for c in cols)} WHERE id = ?",
+            [state[c] for c in cols] + [row_id],
+        )
+    else:
+        allc = ["id"] + cols
+        conn.execute(
+            f"INSERT INTO {table} ({', '.join(allc)}) VALUES ({', '.join('?' * len(allc))})",
+            [row_id] + [state[c] for c in cols],
+        )
+
+
+def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int, dict | None, dict | None]]:
+    """Restore the before (undo) or after (redo) states; return the changes applied."""
+    order = list(reversed(changes)) if undo else list(changes)
+    # Categories must exist before annotations point at them and vanish after they stop.
+    def rank(ch):
+        table, _, before, after = ch
+        target = before if undo else after
+        if table == "categories":
+            return 0 if target is not None else 2
+        return 1
+
+    order.sort(key=rank)
+    done = []
+    for table, row_id, before, after in order:
+        expected, target = (after, before) if undo else (before, after)
+        if snapshot(conn, table, row_id) != expected:
+            continue  # drifted (see module docstring): leave it
+        if table == "categories" and target is None:
+            used = conn.execute("SELECT 1 FROM annotations WHERE category_id = ? LIMIT 1", (row_id,)).fetchone()
+            if used:
+                continue  # model output now uses this taxon; keep it
+        write_state(conn, table, row_id, target)
+        done.append((table, row_id, before, after))
+    return done

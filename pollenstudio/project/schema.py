@@ -1,0 +1,124 @@
+"""SQLite schema of a project and its migrations.
+
+The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[i]`` brings a database
+from version ``i`` to ``i + 1``; a new database runs them all. Never edit a released
+migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+DB_NAME = "project.pollen"
+APP_ID = "pollenstudio-project"
+
+# v0 -> v1: the original tables.
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL,
+    sha256 TEXT,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bit_depth INTEGER NOT NULL DEFAULT 8,
+    channels INTEGER NOT NULL DEFAULT 3,
+    um_per_px REAL,
+    status TEXT NOT NULL DEFAULT 'new',
+    group_name TEXT,
+    added REAL NOT NULL
+);
+CREATE TABLE categories (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    color TEXT NOT NULL,
+    hotkey TEXT,
+    parent_id INTEGER
+);
+CREATE TABLE annotations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    polygon TEXT,
+    category_id INTEGER NOT NULL,
+    score REAL,
+    topk TEXT,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    model_version_id INTEGER,
+    author TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE model_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    file TEXT,
+    metrics TEXT,
+    config TEXT,
+    parent_id INTEGER,
+    active INTEGER NOT NULL DEFAULT 0,
+    annotation_ids TEXT,
+    summary TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    params TEXT,
+    status TEXT NOT NULL,
+    summary TEXT,
+    started REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX ann_image ON annotations(image_id, status);
+CREATE INDEX ann_category ON annotations(category_id);
+CREATE INDEX images_path ON images(path);
+"""
+
+# v1 -> v2: persisted undo history, explicit review marks, file sizes (fast relink),
+# top-2 margin and run id on proposals, and the indexes the review queue needs.
+_V2 = """
+ALTER TABLE images ADD COLUMN mark TEXT;
+ALTER TABLE images ADD COLUMN size_bytes INTEGER;
+ALTER TABLE images ADD COLUMN missing INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE annotations ADD COLUMN margin REAL;
+ALTER TABLE annotations ADD COLUMN run_id INTEGER;
+UPDATE annotations SET margin = score;
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    label TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX history_undone ON history(undone, id);
+CREATE INDEX ann_queue_score ON annotations(score, id) WHERE status = 'proposed';
+CREATE INDEX ann_queue_margin ON annotations(margin, id) WHERE status = 'proposed';
+CREATE INDEX images_status ON images(status, id);
+CREATE INDEX images_sha ON images(sha256);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Run the missing migrations, each in its own transaction; return the old version."""
+    old = conn.execute("PRAGMA user_version").fetchone()[0]
+    for version in range(old, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[version]):
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return old
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript would COMMIT on its own; split so a migration is one transaction.
+    return [s.strip() for s in sql.split(";") if s.strip()]

@@ -1,0 +1,1187 @@
+"""The project store: one SQLite file (``project.pollen``) beside the images it lists.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL`` and every user edit
+is one transaction committed before the method returns. A committed transaction is in the
+WAL file (in the OS page cache at worst), so killing the process at any instant - SIGKILL,
+a crash, closing the laptop lid - loses at most the edit in flight and never corrupts the
+file. A power cut may additionally lose the last few commits (never corrupt them); we
+accept that trade for edits that do not wait on the disk.
+
+Review status of an image (derived, recomputed after every change):
+- ``in_review``: it has an undecided proposal, or the user marked it "not finished";
+- ``reviewed``: no undecided proposal and at least one decision (accepted, edited,
+  rejected, added) or an explicit "reviewed" mark (e.g. an image with no grains);
+- ``new``: otherwise.
+
+Threading: one connection guarded by a lock, so a worker thread may write proposals while
+the GUI thread edits. Subscribers are called after the commit, on the thread that made the
+change; the GUI adapts them to Qt signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pollenstudio.core.errors import ImageReadError, ProjectError
+from pollenstudio.core.types import (
+    Annotation,
+    AnnotationStatus,
+    Box,
+    Category,
+    Detection,
+    ImageRecord,
+    ReviewStatus,
+    Source,
+)
+from pollenstudio.project import history as hist
+from pollenstudio.project.merge import plan_merge
+from pollenstudio.project.schema import APP_ID, DB_NAME, SCHEMA_VERSION, migrate
+
+PALETTE = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+    "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+)
+_ANN_COLS = (
+    "id, image_id, x1, y1, x2, y2, polygon, category_id, score, topk, source, status, "
+    "model_version_id, author, created, updated, run_id"
+)
+_IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """What changed, for views to refresh. ``kind``: the command name, or "undo"/"redo",
+    "proposals", "images", "categories", "model_versions", "runs", "import"."""
+
+    kind: str
+    label: str = ""
+    image_ids: tuple[int, ...] = ()
+    annotation_ids: tuple[int, ...] = ()
+    category_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageCounts:
+    objects: int = 0  # accepted + edited + added
+    undecided: int = 0  # proposed
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    name: str
+    file: str | None
+    metrics: dict
+    config: dict
+    parent_id: int | None
+    active: bool
+    annotation_ids: list[int]
+    summary: dict
+    created: float
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    kind: str
+    params: dict
+    status: str
+    summary: dict
+    started: float
+    finished: float | None
+
+
+@dataclass
+class AddImagesResult:
+    added: list[int] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # already in the project (same content)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    written: list[int]
+    skipped: int  # matched a human decision
+    replaced: int  # older undecided proposals removed
+    categories_created: list[int]
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _loads(text, default):
+    return default if text is None else json.loads(text)
+
+
+class Project:
+    """A PollenStudio project. Open with :meth:`create` or :meth:`open`; use as a context
+    manager or call :meth:`close`."""
+
+    # ------------------------------------------------------------------ lifecycle
+    def __init__(self, folder: Path, conn: sqlite3.Connection):
+        self.folder = folder
+        self.db_path = folder / DB_NAME
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._cmd: hist.Command | None = None
+        self._batch_depth = 0
+        self._subscribers: list[Callable[[ChangeEvent], None]] = []
+        self._pending: list[ChangeEvent] = []
+
+    @classmethod
+    def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
+        """Make a new project in ``folder`` (created if needed)."""
+        folder = Path(folder)
+        db = folder / DB_NAME
+        if db.exists():
+            raise ProjectError(f"{folder} already holds a project; open it instead")
+        if folder.exists() and not folder.is_dir():
+            raise ProjectError(f"{folder} is a file, not a folder; choose a folder for the project")
+        folder.mkdir(parents=True, exist_ok=True)
+        conn = cls._connect(db)
+        migrate(conn)
+        with conn:
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("app", APP_ID), ("name", name or folder.name), ("created", str(_now()))],
+            )
+        return cls(folder, conn)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Project":
+        """Open a project folder or its ``project.pollen`` file. Nothing is written to a
+        file that turns out not to be a project."""
+        p = Path(path)
+        if p.is_dir():
+            db = p / DB_NAME
+            if not db.exists():
+                raise ProjectError(f"{p} has no project ({DB_NAME} not found); create one or import images into it")
+        else:
+            db = p
+            if not db.exists():
+                raise ProjectError(f"project not found: {p}")
+        cls._check_is_project(db)
+        conn = cls._connect(db)
+        try:
+            migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise ProjectError(f"{db}: could not upgrade the project ({exc})") from exc
+        proj = cls(db.parent, conn)
+        proj._trim_history()
+        return proj
+
+    @staticmethod
+    def _check_is_project(db: Path) -> None:
+        try:
+            with open(db, "rb") as f:
+                head = f.read(16)
+        except OSError as exc:
+            raise ProjectError(f"cannot read {db}: {exc.strerror}") from exc
+        if head != _SQLITE_MAGIC:
+            raise ProjectError(f"{db} is not a PollenStudio project (not an SQLite database)")
+        try:
+            ro = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise ProjectError(f"cannot open {db}: {exc}") from exc
+        try:
+            version = ro.execute("PRAGMA user_version").fetchone()[0]
+            app = ro.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
+        except sqlite3.Error as exc:
+            raise ProjectError(f"{db} is not a PollenStudio project ({exc})") from exc
+        finally:
+            ro.close()
+        if not app or app[0] != APP_ID:
+            raise ProjectError(f"{db} is an SQLite database but not a PollenStudio project")
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                f"{db} was written by a newer PollenStudio (schema {version}, this version reads up to "
+                f"{SCHEMA_VERSION}); update PollenStudio to open it"
+            )
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(db), isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        row = self._q("SELECT value FROM meta WHERE key = 'name'").fetchone()
+        return row[0] if row else self.folder.name
+
+    @property
+    def schema_version(self) -> int:
+        return self._q("PRAGMA user_version").fetchone()[0]
+
+    def integrity_check(self) -> str:
+        return self._q("PRAGMA integrity_check").fetchone()[0]
+
+    # ------------------------------------------------------------------ plumbing
+    def _q(self, sql: str, params=()) -> sqlite3.Cursor:
+        if self._conn is None:
+            raise ProjectError("the project is closed")
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    @contextmanager
+    def _tx(self):
+        """One write transaction (nested calls join the outer one)."""
+        with self._lock:
+            if self._conn is None:
+                raise ProjectError("the project is closed")
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                self._pending.clear()
+                raise
+        self._flush_events()
+
+    @contextmanager
+    def _command(self, label: str):
+        """A user command: one transaction, one undo step (or part of an open batch)."""
+        with self._lock:
+            if self._cmd is not None:
+                yield self._cmd
+                return
+            cmd = hist.Command(label)
+            self._cmd = cmd
+            try:
+                with self._tx() as conn:
+                    yield cmd
+                    self._finish_command(conn, cmd)
+            finally:
+                self._cmd = None
+
+    def _finish_command(self, conn, cmd: hist.Command) -> None:
+        changes = cmd.effective()
+        if not changes:
+            return
+        conn.execute("DELETE FROM history WHERE undone = 1")
+        conn.execute(
+            "INSERT INTO history(label, changes, undone, created) VALUES (?, ?, 0, ?)",
+            (cmd.label, cmd.to_json(), _now()),
+        )
+        images = self._images_of_changes(conn, changes)
+        self._refresh_status(images)
+        self._pending.append(self._event(cmd.label, changes, images))
+
+    @staticmethod
+    def _images_of_changes(conn, changes) -> list[int]:
+        ids = set()
+        for table, row_id, before, after in changes:
+            if table == "annotations":
+                for s in (before, after):
+                    if s is not None:
+                        ids.add(s["image_id"])
+            elif table == "images":
+                ids.add(row_id)
+        return sorted(ids)
+
+    @staticmethod
+    def _event(kind: str, changes, images, label: str = "") -> ChangeEvent:
+        return ChangeEvent(
+            kind=kind,
+            label=label or kind,
+            image_ids=tuple(images),
+            annotation_ids=tuple(sorted(i for t, i, _, _ in changes if t == "annotations")),
+            category_ids=tuple(sorted(i for t, i, _, _ in changes if t == "categories")),
+        )
+
+    def _set_row(self, table: str, row_id: int, state: dict | None) -> None:
+        conn = self._conn
+        before = hist.snapshot(conn, table, row_id)
+        hist.write_state(conn, table, row_id, state)
+        self._cmd.record(table, row_id, before, hist.snapshot(conn, table, row_id))
+
+    def _update_ann(self, ann_id: int, **cols) -> None:
+        before = hist.snapshot(self._conn, "annotations", ann_id)
+        if before is None:
+            raise ProjectError(f"annotation {ann_id} does not exist (deleted or undone?)")
+        after = dict(before)
+        after.update(cols)
+        if after != before:
+            after["updated"] = _now()
+            self._set_row("annotations", ann_id, after)
+
+    def _refresh_status(self, image_ids: Iterable[int] | None = None) -> None:
+        sql = (
+            "UPDATE images SET status = CASE "
+            "WHEN EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = images.id AND a.status = 'proposed') "
+            "  OR mark = 'open' THEN 'in_review' "
+            "WHEN mark = 'reviewed' OR EXISTS (SELECT 1 FROM annotations a WHERE a.image_id = images.id "
+            "  AND a.status != 'proposed') THEN 'reviewed' "
+            "ELSE 'new' END"
+        )
+        if image_ids is None:
+            self._conn.execute(sql)
+            return
+        ids = list(image_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            self._conn.execute(sql + f" WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def subscribe(self, callback: Callable[[ChangeEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every committed change; returns an unsubscribe."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _flush_events(self) -> None:
+        events, self._pending = self._pending, []
+        for ev in events:
+            for cb in list(self._subscribers):
+                cb(ev)
+
+    def _notify(self, ev: ChangeEvent) -> None:
+        """Queue an event for after the current transaction (or send now if none)."""
+        self._pending.append(ev)
+        if self._conn is not None and not self._conn.in_transaction:
+            self._flush_events()
+
+    # ------------------------------------------------------------------ paths
+    def _rel(self, path: str | os.PathLike) -> str:
+        """Store paths relative to the project folder where possible, with '/'."""
+        p = Path(os.path.abspath(path))
+        try:
+            return Path(os.path.relpath(p, self.folder.resolve())).as_posix()
+        except ValueError:  # other drive on Windows
+            return p.as_posix()
+
+    def resolve_path(self, stored: str) -> Path:
+        p = Path(stored)
+        return p if p.is_absolute() else (self.folder / p).resolve()
+
+    def image_path(self, image: int | ImageRecord) -> Path:
+        """Absolute path of an image file (it may be missing: see :meth:`relink`)."""
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        return self.resolve_path(rec.path)
+
+    # ------------------------------------------------------------------ images
+    @staticmethod
+    def _image_from_row(r) -> ImageRecord:
+        return ImageRecord(
+            id=r[0], path=r[1], width=r[2], height=r[3], bit_depth=r[4], channels=r[5],
+            um_per_px=r[6], status=ReviewStatus(r[7]), group=r[8], sha256=r[9],
+        )
+
+    def add_images(self, paths: Iterable[str | os.PathLike], progress=None, group: str | None = None,
+                   um_per_px: float | None = None) -> AddImagesResult:
+        """Register image files (header read + sha256, no decoding). Unreadable files and
+        files already in the project are reported, not fatal. Commits every 200 files, so
+        a cancelled import keeps what it added. Not undoable."""
+        from pollenstudio.core.imageio import file_sha256, image_info
+
+        paths = [Path(p) for p in paths]
+        res = AddImagesResult()
+        known = {r[0] for r in self._q("SELECT sha256 FROM images WHERE sha256 IS NOT NULL")}
+        batch: list[tuple] = []
+
+        def flush():
+            if not batch:
+                return
+            with self._tx() as conn:
+                for row in batch:
+                    cur = conn.execute(
+                        "INSERT INTO images(path, sha256, width, height, bit_depth, channels, um_per_px, status, "
+                        "group_name, added, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?)",
+                        row,
+                    )
+                    res.added.append(cur.lastrowid)
+                self._notify(ChangeEvent("images", "add images", tuple(res.added[-len(batch):])))
+            batch.clear()
+
+        for n, p in enumerate(paths):
+            if progress is not None:
+                progress.check()
+                progress.update(n, len(paths), p.name)
+            try:
+                info = image_info(p)
+                sha = file_sha256(p)
+            except ImageReadError as exc:
+                res.errors.append((str(p), str(exc)))
+                continue
+            except OSError as exc:
+                res.errors.append((str(p), f"{p.name}: cannot read ({exc.strerror})"))
+                continue
+            if sha in known:
+                res.duplicates.append(str(p))
+                continue
+            known.add(sha)
+            batch.append((self._rel(p), sha, info.width, info.height, info.bit_depth, info.channels, um_per_px,
+                          group, _now(), p.stat().st_size))
+            if len(batch) >= 200:
+                flush()
+        flush()
+        if progress is not None:
+            progress.update(len(paths), len(paths), "done")
+        return res
+
+    def add_folder(self, folder: str | os.PathLike, recursive: bool = True, progress=None,
+                   um_per_px: float | None = None) -> AddImagesResult:
+        """Add every image file under ``folder`` (sorted; the project's own files skipped)."""
+        from pollenstudio.core.imageio import is_image_file
+
+        folder = Path(folder)
+        it = folder.rglob("*") if recursive else folder.glob("*")
+        files = sorted(p for p in it if p.is_file() and is_image_file(p))
+        return self.add_images(files, progress=progress, um_per_px=um_per_px)
+
+    def image(self, image_id: int) -> ImageRecord:
+        r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE id = ?", (image_id,)).fetchone()
+        if r is None:
+            raise ProjectError(f"image {image_id} is not in the project")
+        return self._image_from_row(r)
+
+    _ORDERS = {"id": "id", "path": "path", "status": "status, id", "name": "path"}
+
+    def images(self, offset: int = 0, limit: int | None = None, status: ReviewStatus | str | None = None,
+               order: str = "id") -> list[ImageRecord]:
+        """A page of images, optionally of one review status; order "id" | "path" | "status"."""
+        if order not in self._ORDERS:
+            raise ValueError(f"order must be one of {sorted(self._ORDERS)}")
+        where, params = "", []
+        if status is not None:
+            where, params = "WHERE status = ?", [ReviewStatus(status).value]
+        sql = f"SELECT {_IMG_COLS} FROM images {where} ORDER BY {self._ORDERS[order]} LIMIT ? OFFSET ?"
+        rows = self._q(sql, params + [-1 if limit is None else limit, offset]).fetchall()
+        return [self._image_from_row(r) for r in rows]
+
+    def image_count(self, status: ReviewStatus | str | None = None) -> int:
+        if status is None:
+            return self._q("SELECT COUNT(*) FROM images").fetchone()[0]
+        return self._q("SELECT COUNT(*) FROM images WHERE status = ?", (ReviewStatus(status).value,)).fetchone()[0]
+
+    def status_counts(self) -> dict[ReviewStatus, int]:
+        out = {s: 0 for s in ReviewStatus}
+        for st, n in self._q("SELECT status, COUNT(*) FROM images GROUP BY status"):
+            out[ReviewStatus(st)] = n
+        return out
+
+    def image_counts(self, image_ids: Iterable[int] | None = None) -> dict[int, ImageCounts]:
+        """Objects / undecided / rejected per image in one grouped query. Images without
+        annotations are absent from the dict (read with ``.get(id, ImageCounts())``)."""
+        sql = (
+            "SELECT image_id, SUM(status IN ('accepted', 'edited', 'added')), SUM(status = 'proposed'), "
+            "SUM(status = 'rejected') FROM annotations"
+        )
+        params: list = []
+        if image_ids is not None:
+            ids = list(image_ids)
+            if not ids:
+                return {}
+            sql += f" WHERE image_id IN ({','.join('?' * len(ids))})"
+            params = ids
+        sql += " GROUP BY image_id"
+        return {r[0]: ImageCounts(r[1], r[2], r[3]) for r in self._q(sql, params)}
+
+    def set_image_status(self, image_id: int, status: ReviewStatus | str) -> ReviewStatus:
+        """Explicit mark, one undoable command: REVIEWED marks the image finished (e.g. it
+        has no grains); IN_REVIEW marks it not finished; NEW clears the mark. Undecided
+        proposals always keep an image in review. Returns the resulting status."""
+        status = ReviewStatus(status)
+        mark = {ReviewStatus.REVIEWED: "reviewed", ReviewStatus.IN_REVIEW: "open", ReviewStatus.NEW: None}[status]
+        self.image(image_id)
+        with self._command("set image status"):
+            self._set_row("images", image_id, {"id": image_id, "mark": mark})
+        return self.image(image_id).status
+
+    def set_image_group(self, image_id: int, group: str | None) -> None:
+        """Slide / sample id (train/val splits keep a group together). Not undoable."""
+        with self._tx() as conn:
+            conn.execute("UPDATE images SET group_name = ? WHERE id = ?", (group, image_id))
+        self._notify(ChangeEvent("images", "set group", (image_id,)))
+
+    def set_um_per_px(self, um_per_px: float | None, image_ids: Iterable[int] | None = None) -> None:
+        """Calibration for size reports. Not undoable."""
+        if um_per_px is not None and not um_per_px > 0:
+            raise ProjectError(f"micrometres per pixel must be positive, got {um_per_px}")
+        with self._tx() as conn:
+            if image_ids is None:
+                conn.execute("UPDATE images SET um_per_px = ?", (um_per_px,))
+            else:
+                conn.executemany("UPDATE images SET um_per_px = ? WHERE id = ?", [(um_per_px, i) for i in image_ids])
+        self._notify(ChangeEvent("images", "calibration"))
+
+    def missing_images(self) -> list[ImageRecord]:
+        """Images whose file is not where the project expects it."""
+        return [r for r in self.images() if not self.image_path(r).is_file()]
+
+    def relink(self, folder: str | os.PathLike, progress=None) -> dict[int, str]:
+        """Find moved image files under ``folder`` by content hash; returns {image id: new path}.
+        Only files of a matching size are hashed, so a large folder is cheap to scan."""
+        from pollenstudio.core.imageio import file_sha256, image_info, is_image_file
+
+        missing = self.missing_images()
+        if not missing:
+            return {}
+        sizes = {}
+        rows = {r[0]: (r[1], r[2]) for r in self._q("SELECT id, sha256, size_bytes FROM images")}
+        for rec in missing:
+            sha, size = rows[rec.id]
+            if sha:
+                sizes.setdefault(size, []).append((rec, sha))
+        found: dict[int, str] = {}
+        files = [p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p)]
+        for n, p in enumerate(files):
+            if progress is not None:
+                progress.check()
+                progress.update(n, len(files), p.name)
+            size = p.stat().st_size
+            cands = sizes.get(size, []) + sizes.get(None, [])
+            if not cands:
+                continue
+            sha = file_sha256(p)
+            for rec, want in cands:
+                if want == sha and rec.id not in found:
+                    found[rec.id] = self._rel(p)
+        if found:
+            with self._tx() as conn:
+                for image_id, path in found.items():
+                    rec = next(r for r in missing if r.id == image_id)
+                    w, h = rec.width, rec.height
+                    if not w or not h:
+                        info = image_info(self.resolve_path(path))
+                        w, h = info.width, info.height
+                    conn.execute(
+                        "UPDATE images SET path = ?, missing = 0, width = ?, height = ? WHERE id = ?",
+                        (path, w, h, image_id),
+                    )
+            self._notify(ChangeEvent("images", "relink", tuple(found)))
+        return found
+
+    # ------------------------------------------------------------------ categories
+    @staticmethod
+    def _cat_from_row(r) -> Category:
+        return Category(id=r[0], name=r[1], color=r[2], hotkey=r[3], parent_id=r[4])
+
+    def categories(self) -> list[Category]:
+        return [self._cat_from_row(r) for r in self._q("SELECT id, name, color, hotkey, parent_id FROM categories ORDER BY id")]
+
+    def category(self, category_id: int) -> Category:
+        r = self._q("SELECT id, name, color, hotkey, parent_id FROM categories WHERE id = ?", (category_id,)).fetchone()
+        if r is None:
+            raise ProjectError(f"taxon {category_id} is not in the project")
+        return self._cat_from_row(r)
+
+    def category_by_name(self, name: str) -> Category | None:
+        r = self._q("SELECT id, name, color, hotkey, parent_id FROM categories WHERE name = ?", (name,)).fetchone()
+        return None if r is None else self._cat_from_row(r)
+
+    def _next_color(self) -> str:
+        n = self._conn.execute("SELECT COUNT(*) FROM categories").fetchone()[0]
+        return PALETTE[n % len(PALETTE)]
+
+    def _insert_category(self, name: str, color: str | None = None, hotkey: str | None = None,
+                         parent_id: int | None = None) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO categories(name, color, hotkey, parent_id) VALUES (?, ?, ?, ?)",
+            (name, color or self._next_color(), hotkey, parent_id),
+        )
+        return cur.lastrowid
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        name = (name or "").strip()
+        if not name:
+            raise ProjectError("a taxon needs a name")
+        return name
+
+    def add_category(self, name: str, color: str | None = None, hotkey: str | None = None,
+                     parent_id: int | None = None) -> int:
+        """New taxon (undoable). Names are unique; a hotkey moves from its old owner."""
+        name = self._check_name(name)
+        if self.category_by_name(name) is not None:
+            raise ProjectError(f"a taxon named {name!r} already exists")
+        with self._command("add taxon") as cmd:
+            if hotkey is not None:
+                self._clear_hotkey(hotkey)
+            cid = self._insert_category(name, color, hotkey, parent_id)
+            cmd.record("categories", cid, None, hist.snapshot(self._conn, "categories", cid))
+        return cid
+
+    def _clear_hotkey(self, hotkey: str) -> None:
+        for (cid,) in self._conn.execute("SELECT id FROM categories WHERE hotkey = ?", (hotkey,)).fetchall():
+            row = hist.snapshot(self._conn, "categories", cid)
+            self._set_row("categories", cid, {**row, "hotkey": None})
+
+    def _update_cat(self, category_id: int, **cols) -> None:
+        row = hist.snapshot(self._conn, "categories", category_id)
+        if row is None:
+            raise ProjectError(f"taxon {category_id} is not in the project")
+        self._set_row("categories", category_id, {**row, **cols})
+
+    def rename_category(self, category_id: int, name: str) -> None:
+        name = self._check_name(name)
+        other = self.category_by_name(name)
+        if other is not None and other.id != category_id:
+            raise ProjectError(f"a taxon named {name!r} already exists; merge the two instead")
+        with self._command("rename taxon"):
+            self._update_cat(category_id, name=name)
+
+    def recolor_category(self, category_id: int, color: str) -> None:
+        if not (isinstance(color, str) and len(color) == 7 and color[0] == "#"):
+            raise ProjectError(f"colour must look like '#rrggbb', got {color!r}")
+        int(color[1:], 16)
+        with self._command("recolour taxon"):
+            self._update_cat(category_id, color=color)
+
+    def set_category_hotkey(self, category_id: int, hotkey: str | None) -> None:
+        with self._command("set taxon hotkey"):
+            if hotkey is not None:
+                self._clear_hotkey(hotkey)
+            self._update_cat(category_id, hotkey=hotkey)
+
+    def set_category_parent(self, category_id: int, parent_id: int | None) -> None:
+        if parent_id == category_id:
+            raise ProjectError("a taxon cannot be its own parent")
+        with self._command("set taxon parent"):
+            self._update_cat(category_id, parent_id=parent_id)
+
+    def merge_categories(self, src_id: int, dst_id: int) -> list[int]:
+        """Relabel every annotation of ``src`` to ``dst`` and remove ``src``; one undoable
+        command. Statuses are kept (a merge fixes the taxon list, not one grain)."""
+        if src_id == dst_id:
+            raise ProjectError("cannot merge a taxon into itself")
+        self.category(src_id)
+        self.category(dst_id)
+        with self._command("merge taxa"):
+            ids = [r[0] for r in self._conn.execute("SELECT id FROM annotations WHERE category_id = ?", (src_id,))]
+            now = _now()
+            for aid in ids:
+                row = hist.snapshot(self._conn, "annotations", aid)
+                self._set_row("annotations", aid, {**row, "category_id": dst_id, "updated": now})
+            for (child,) in self._conn.execute("SELECT id FROM categories WHERE parent_id = ?", (src_id,)).fetchall():
+                self._update_cat(child, parent_id=dst_id)
+            self._set_row("categories", src_id, None)
+        return ids
+
+    def delete_category(self, category_id: int) -> None:
+        """Remove an unused taxon (undoable); a used one must be merged into another."""
+        n = self._q("SELECT COUNT(*) FROM annotations WHERE category_id = ?", (category_id,)).fetchone()[0]
+        if n:
+            raise ProjectError(f"taxon {self.category(category_id).name!r} labels {n} grains; merge it into another taxon")
+        self.category(category_id)
+        with self._command("delete taxon"):
+            self._set_row("categories", category_id, None)
+
+    def ensure_categories(self, names: Iterable[str]) -> dict[str, int]:
+        """Map taxon names to ids, creating missing ones (not undoable: used by detection
+        and import, which add model/label taxa, not user edits)."""
+        out = {}
+        with self._tx():
+            for name in names:
+                c = self.category_by_name(name)
+                out[name] = c.id if c is not None else self._insert_category(self._check_name(name))
+        return out
+
+    # ------------------------------------------------------------------ annotations
+    @staticmethod
+    def _ann_from_row(r) -> Annotation:
+        poly = _loads(r[6], None)
+        topk = _loads(r[9], [])
+        return Annotation(
+            id=r[0], image_id=r[1], box=Box(r[2], r[3], r[4], r[5]), category_id=r[7],
+            status=AnnotationStatus(r[11]), source=Source(r[10]), score=r[8], model_version=r[12],
+            author=r[13], polygon=tuple(poly) if poly is not None else None,
+            topk=tuple((str(n), float(p)) for n, p in topk), created=r[14], updated=r[15],
+            extra={"run_id": r[16]} if r[16] is not None else {},
+        )
+
+    def annotation(self, ann_id: int) -> Annotation:
+        r = self._q(f"SELECT {_ANN_COLS} FROM annotations WHERE id = ?", (ann_id,)).fetchone()
+        if r is None:
+            raise ProjectError(f"annotation {ann_id} does not exist (deleted or undone?)")
+        return self._ann_from_row(r)
+
+    def annotations(self, image_id: int, include_rejected: bool = True) -> list[Annotation]:
+        """All annotations of one image (uses the (image_id, status) index)."""
+        sql = f"SELECT {_ANN_COLS} FROM annotations WHERE image_id = ?"
+        if not include_rejected:
+            sql += " AND status != 'rejected'"
+        return [self._ann_from_row(r) for r in self._q(sql + " ORDER BY id", (image_id,))]
+
+    def iter_annotations(self, statuses: Iterable[AnnotationStatus | str] | None = None) -> Iterator[Annotation]:
+        sql = f"SELECT {_ANN_COLS} FROM annotations"
+        params: list = []
+        if statuses is not None:
+            st = [AnnotationStatus(s).value for s in statuses]
+            sql += f" WHERE status IN ({','.join('?' * len(st))})"
+            params = st
+        rows = self._q(sql + " ORDER BY image_id, id", params).fetchall()
+        return (self._ann_from_row(r) for r in rows)
+
+    def annotation_count(self, status: AnnotationStatus | str | None = None) -> int:
+        if status is None:
+            return self._q("SELECT COUNT(*) FROM annotations").fetchone()[0]
+        return self._q("SELECT COUNT(*) FROM annotations WHERE status = ?", (AnnotationStatus(status).value,)).fetchone()[0]
+
+    def _check_box(self, image_id: int, box: Box) -> Box:
+        img = self.image(image_id)
+        box = box.normalized()
+        if img.width and img.height:
+            box = box.clipped(img.width, img.height)
+        if not box.is_valid():
+            raise ProjectError(f"the box {box.xyxy()} has no area inside image {img.path} ({img.width}x{img.height})")
+        return box
+
+    def _check_category(self, category_id: int) -> None:
+        self.category(category_id)
+
+    def add_annotation(self, image_id: int, box: Box, category_id: int, author: str | None = None,
+                       polygon: Iterable[float] | None = None) -> int:
+        """A grain drawn by a human (status added). Boxes are clipped to the image."""
+        box = self._check_box(image_id, box)
+        self._check_category(category_id)
+        poly = json.dumps([float(v) for v in polygon]) if polygon is not None else None
+        with self._command("add box") as cmd:
+            now = _now()
+            cur = self._conn.execute(
+                "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
+                "status, model_version_id, run_id, author, created, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 'human', 'added', NULL, NULL, ?, ?, ?)",
+                (image_id, box.x1, box.y1, box.x2, box.y2, poly, category_id, author, now, now),
+            )
+            aid = cur.lastrowid
+            cmd.record("annotations", aid, None, hist.snapshot(self._conn, "annotations", aid))
+        return aid
+
+    def move_annotation(self, ann_id: int, box: Box) -> Annotation:
+        """Move or resize a box (one undoable step: the GUI commits on mouse release).
+        A model proposal or accepted box becomes edited; a polygon follows the box."""
+        old = self.annotation(ann_id)
+        box = self._check_box(old.image_id, box)
+        cols = {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2}
+        if old.polygon is not None:
+            cols["polygon"] = json.dumps(_map_polygon(old.polygon, old.box, box))
+        if old.source is Source.MODEL and old.status in (AnnotationStatus.PROPOSED, AnnotationStatus.ACCEPTED):
+            cols["status"] = AnnotationStatus.EDITED.value
+        with self._command("move box"):
+            self._update_ann(ann_id, **cols)
+        return self.annotation(ann_id)
+
+    resize_annotation = move_annotation
+
+    def relabel(self, ann_id: int, category_id: int) -> Annotation:
+        """Assign another taxon; a model annotation becomes edited (even a rejected one:
+        giving it a taxon says it is a grain)."""
+        old = self.annotation(ann_id)
+        self._check_category(category_id)
+        cols: dict = {"category_id": category_id}
+        if old.source is Source.MODEL and old.category_id != category_id:
+            cols["status"] = AnnotationStatus.EDITED.value
+        with self._command("relabel"):
+            self._update_ann(ann_id, **cols)
+        return self.annotation(ann_id)
+
+    def accept(self, ann_id: int) -> Annotation:
+        """proposed or rejected -> accepted; already decided objects are left as they are."""
+        old = self.annotation(ann_id)
+        if old.status in (AnnotationStatus.PROPOSED, AnnotationStatus.REJECTED) and old.source is Source.MODEL:
+            with self._command("accept"):
+                self._update_ann(ann_id, status=AnnotationStatus.ACCEPTED.value)
+        return self.annotation(ann_id)
+
+    def reject(self, ann_id: int) -> Annotation | None:
+        """A model annotation becomes rejected (kept, so re-detection will not bring it
+        back); a human-added box is deleted (returns None)."""
+        old = self.annotation(ann_id)
+        if old.source is Source.HUMAN:
+            self.delete(ann_id)
+            return None
+        if old.status is not AnnotationStatus.REJECTED:
+            with self._command("reject"):
+                self._update_ann(ann_id, status=AnnotationStatus.REJECTED.value)
+        return self.annotation(ann_id)
+
+    def delete(self, ann_id: int) -> None:
+        """Delete key: removes a human-added box; a model annotation is rejected instead,
+        so its provenance stays and the model cannot propose it again."""
+        old = self.annotation(ann_id)
+        if old.source is Source.MODEL:
+            self.reject(ann_id)
+            return
+        with self._command("delete box"):
+            self._set_row("annotations", ann_id, None)
+
+    def _set_status_many(self, label: str, ann_ids: list[int], status: AnnotationStatus) -> list[int]:
+        with self._command(label):
+            for aid in ann_ids:
+                self._update_ann(aid, status=status.value)
+        return ann_ids
+
+    def accept_all(self, image_id: int, min_score: float = 0.0) -> list[int]:
+        """Accept every undecided proposal of an image scoring >= min_score (one command)."""
+        ids = [r[0] for r in self._q(
+            "SELECT id FROM annotations WHERE image_id = ? AND status = 'proposed' AND score >= ? ORDER BY id",
+            (image_id, min_score))]
+        return self._set_status_many("accept all", ids, AnnotationStatus.ACCEPTED)
+
+    def reject_all(self, image_id: int, max_score: float = 1.0) -> list[int]:
+        """Reject every undecided proposal of an image scoring <= max_score (one command)."""
+        ids = [r[0] for r in self._q(
+            "SELECT id FROM annotations WHERE image_id = ? AND status = 'proposed' AND score <= ? ORDER BY id",
+            (image_id, max_score))]
+        return self._set_status_many("reject all", ids, AnnotationStatus.REJECTED)
+
+    @contextmanager
+    def batch(self, label: str):
+        """Group several edits into one undo step and one transaction::
+
+            with project.batch("accept selection"):
+                for i in ids: project.accept(i)
+        """
+        with self._command(label) as cmd:
+            yield cmd
+
+    # ------------------------------------------------------------------ undo / redo
+    def can_undo(self) -> bool:
+        return self._q("SELECT 1 FROM history WHERE undone = 0 LIMIT 1").fetchone() is not None
+
+    def can_redo(self) -> bool:
+        return self._q("SELECT 1 FROM history WHERE undone = 1 LIMIT 1").fetchone() is not None
+
+    def undo_label(self) -> str | None:
+        r = self._q("SELECT label FROM history WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
+        return r[0] if r else None
+
+    def redo_label(self) -> str | None:
+        r = self._q("SELECT label FROM history WHERE undone = 1 ORDER BY id ASC LIMIT 1").fetchone()
+        return r[0] if r else None
+
+    def undo(self) -> ChangeEvent | None:
+        """Undo the last user command; returns what changed (None when nothing to undo)."""
+        return self._undo_redo(undo=True)
+
+    def redo(self) -> ChangeEvent | None:
+        return self._undo_redo(undo=False)
+
+    def _undo_redo(self, undo: bool) -> ChangeEvent | None:
+        with self._lock:
+            if self._cmd is not None:
+                raise ProjectError("cannot undo inside a batch of edits")
+            with self._tx() as conn:
+                sql = ("SELECT id, label, changes FROM history WHERE undone = 0 ORDER BY id DESC LIMIT 1" if undo
+                       else "SELECT id, label, changes FROM history WHERE undone = 1 ORDER BY id ASC LIMIT 1")
+                row = conn.execute(sql).fetchone()
+                if row is None:
+                    return None
+                hid, label, text = row
+                changes = hist.Command.changes_from_json(text)
+                done = hist.apply(conn, changes, undo=undo)
+                conn.execute("UPDATE history SET undone = ? WHERE id = ?", (1 if undo else 0, hid))
+                images = self._images_of_changes(conn, changes)
+                self._refresh_status(images)
+                ev = self._event("undo" if undo else "redo", done, images, label=label)
+                self._pending.append(ev)
+            return ev
+
+    def _trim_history(self, keep: int = 10000) -> None:
+        """History from earlier sessions is kept (undo survives reopening) up to ``keep`` steps."""
+        n = self._q("SELECT COUNT(*) FROM history").fetchone()[0]
+        if n > keep:
+            with self._tx() as conn:
+                conn.execute(
+                    "DELETE FROM history WHERE id IN (SELECT id FROM history ORDER BY id ASC LIMIT ?)", (n - keep,)
+                )
+
+    def clear_history(self) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM history")
+
+    # ------------------------------------------------------------------ proposals
+    def write_proposals(self, image_id: int, detections: list[Detection], model_version_id: int | None = None,
+                        run_id: int | None = None, iou_threshold: float = 0.5) -> ProposalResult:
+        """Store a model's detections for one image (one transaction). Detections matching a
+        human decision (IoU > iou_threshold) are skipped; older undecided proposals of the
+        image are replaced. Taxa are mapped by name (missing ones created). Not a user
+        command: it is not undoable and leaves the undo history alone (see history.py)."""
+        img = self.image(image_id)
+        with self._tx() as conn:
+            existing = self.annotations(image_id)
+            plan = plan_merge(existing, list(detections), iou_threshold)
+            before_cats = {c.name for c in self.categories()}
+            cat_ids = self.ensure_categories(dict.fromkeys(d.label for d in plan.keep))
+            created = [cid for name, cid in cat_ids.items() if name not in before_cats]
+            for chunk in range(0, len(plan.replace_ids), 500):
+                ids = plan.replace_ids[chunk : chunk + 500]
+                conn.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(ids))})", ids)
+            now = _now()
+            written = []
+            for d in plan.keep:
+                box = d.box.normalized()
+                if img.width and img.height:
+                    box = box.clipped(img.width, img.height)
+                if not box.is_valid():
+                    continue
+                topk = [[str(n), float(p)] for n, p in d.topk]
+                margin = (topk[0][1] - topk[1][1]) if len(topk) >= 2 else float(d.score)
+                cur = conn.execute(
+                    "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, "
+                    "source, status, model_version_id, run_id, author, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?)",
+                    (image_id, box.x1, box.y1, box.x2, box.y2, cat_ids[d.label], float(d.score),
+                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now),
+                )
+                written.append(cur.lastrowid)
+            self._refresh_status([image_id])
+            self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(plan.replace_ids + written),
+                                     tuple(created)))
+        return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
+
+    # ------------------------------------------------------------------ review queue
+    _QUEUE_KEYS = {"score": "score", "margin": "margin"}
+
+    def review_queue(self, min_score: float = 0.0, limit: int = 100, offset: int = 0, order: str = "score",
+                     image_id: int | None = None) -> list[Annotation]:
+        """Undecided proposals across the project, most uncertain first: lowest score
+        (order="score") or smallest top-1 minus top-2 probability (order="margin")."""
+        key = self._QUEUE_KEYS[order]
+        sql = f"SELECT {_ANN_COLS} FROM annotations WHERE status = 'proposed' AND score >= ?"
+        params: list = [min_score]
+        if image_id is not None:
+            sql += " AND image_id = ?"
+            params.append(image_id)
+        sql += f" ORDER BY {key}, id LIMIT ? OFFSET ?"
+        return [self._ann_from_row(r) for r in self._q(sql, params + [limit, offset])]
+
+    def undecided_count(self, min_score: float = 0.0) -> int:
+        return self._q("SELECT COUNT(*) FROM annotations WHERE status = 'proposed' AND score >= ?",
+                       (min_score,)).fetchone()[0]
+
+    def next_undecided(self, after_annotation_id: int | None = None, min_score: float = 0.0, order: str = "score",
+                       image_id: int | None = None, backwards: bool = False) -> Annotation | None:
+        """The proposal after (or before, ``backwards``) ``after_annotation_id`` in queue
+        order. The anchor may already be decided (the user just accepted it)."""
+        key = self._QUEUE_KEYS[order]
+        sql = f"SELECT {_ANN_COLS} FROM annotations WHERE status = 'proposed' AND score >= ?"
+        params: list = [min_score]
+        if image_id is not None:
+            sql += " AND image_id = ?"
+            params.append(image_id)
+        if after_annotation_id is not None:
+            anchor = self._q(f"SELECT {key}, id FROM annotations WHERE id = ?", (after_annotation_id,)).fetchone()
+            if anchor is not None and anchor[0] is not None:
+                op = "<" if backwards else ">"
+                sql += f" AND ({key} {op} ? OR ({key} = ? AND id {op} ?))"
+                params += [anchor[0], anchor[0], anchor[1]]
+        direction = "DESC" if backwards else "ASC"
+        sql += f" ORDER BY {key} {direction}, id {direction} LIMIT 1"
+        r = self._q(sql, params).fetchone()
+        return None if r is None else self._ann_from_row(r)
+
+    # ------------------------------------------------------------------ training data
+    def reviewed_dataset(self) -> list[tuple[ImageRecord, list[Annotation]]]:
+        """What training learns from: every reviewed image with its grains (accepted,
+        edited, added). Reviewed images without grains are kept as negatives; rejected
+        proposals are not objects; images still in review are left out."""
+        imgs = self.images(status=ReviewStatus.REVIEWED)
+        by_image: dict[int, list[Annotation]] = {r.id: [] for r in imgs}
+        rows = self._q(
+            f"SELECT {_ANN_COLS} FROM annotations WHERE status IN ('accepted', 'edited', 'added') "
+            "AND image_id IN (SELECT id FROM images WHERE status = 'reviewed') ORDER BY image_id, id"
+        ).fetchall()
+        for r in rows:
+            by_image[r[1]].append(self._ann_from_row(r))
+        return [(rec, by_image[rec.id]) for rec in imgs]
+
+    # ------------------------------------------------------------------ model versions
+    @staticmethod
+    def _mv_from_row(r) -> ModelVersion:
+        return ModelVersion(
+            id=r[0], name=r[1], file=r[2], metrics=_loads(r[3], {}), config=_loads(r[4], {}), parent_id=r[5],
+            active=bool(r[6]), annotation_ids=_loads(r[7], []), summary=_loads(r[8], {}), created=r[9],
+        )
+
+    _MV_COLS = "id, name, file, metrics, config, parent_id, active, annotation_ids, summary, created"
+
+    def add_model_version(self, name: str, file: str | os.PathLike | None, metrics: dict | None = None,
+                          config: dict | None = None, parent_id: int | None = None,
+                          annotation_ids: Iterable[int] | None = None, summary: dict | None = None,
+                          activate: bool = False) -> int:
+        """Register a checkpoint (path stored relative to the project where possible)."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "INSERT INTO model_versions(name, file, metrics, config, parent_id, active, annotation_ids, summary, "
+                "created) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+                (name, self._rel(file) if file is not None else None, json.dumps(metrics or {}),
+                 json.dumps(config or {}), parent_id, json.dumps(list(annotation_ids or [])),
+                 json.dumps(summary or {}), _now()),
+            )
+            mid = cur.lastrowid
+            if activate:
+                self.set_active_model_version(mid)
+            self._notify(ChangeEvent("model_versions", "add model version"))
+        return mid
+
+    def model_versions(self) -> list[ModelVersion]:
+        return [self._mv_from_row(r) for r in self._q(f"SELECT {self._MV_COLS} FROM model_versions ORDER BY id")]
+
+    def model_version(self, mv_id: int) -> ModelVersion:
+        r = self._q(f"SELECT {self._MV_COLS} FROM model_versions WHERE id = ?", (mv_id,)).fetchone()
+        if r is None:
+            raise ProjectError(f"model version {mv_id} is not in the project")
+        return self._mv_from_row(r)
+
+    def model_file(self, mv: int | ModelVersion) -> Path | None:
+        mv = mv if isinstance(mv, ModelVersion) else self.model_version(mv)
+        return None if mv.file is None else self.resolve_path(mv.file)
+
+    def active_model_version(self) -> ModelVersion | None:
+        r = self._q(f"SELECT {self._MV_COLS} FROM model_versions WHERE active = 1").fetchone()
+        return None if r is None else self._mv_from_row(r)
+
+    def set_active_model_version(self, mv_id: int | None) -> None:
+        """Make one version active (exactly one, or none with None)."""
+        if mv_id is not None:
+            self.model_version(mv_id)
+        with self._tx() as conn:
+            conn.execute("UPDATE model_versions SET active = 0 WHERE active = 1")
+            if mv_id is not None:
+                conn.execute("UPDATE model_versions SET active = 1 WHERE id = ?", (mv_id,))
+            self._notify(ChangeEvent("model_versions", "activate"))
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, kind: str, params: dict | None = None) -> int:
+        """Record a job (detect, train, import, ...) as running; returns its id."""
+        with self._tx() as conn:
+            cur = conn.execute("INSERT INTO runs(kind, params, status, summary, started) VALUES (?, ?, 'running', NULL, ?)",
+                               (kind, json.dumps(params or {}, default=str), _now()))
+            self._notify(ChangeEvent("runs", kind))
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, status: str = "done", summary: dict | None = None) -> None:
+        """status: done | failed | cancelled."""
+        with self._tx() as conn:
+            cur = conn.execute("UPDATE runs SET status = ?, summary = ?, finished = ? WHERE id = ?",
+                               (status, json.dumps(summary or {}, default=str), _now(), run_id))
+            if cur.rowcount == 0:
+                raise ProjectError(f"run {run_id} is not in the project")
+            self._notify(ChangeEvent("runs", status))
+
+    def runs(self, kind: str | None = None) -> list[Run]:
+        sql = "SELECT id, kind, params, status, summary, started, finished FROM runs"
+        params: list = []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params = [kind]
+        return [Run(r[0], r[1], _loads(r[2], {}), r[3], _loads(r[4], {}), r[5], r[6])
+                for r in self._q(sql + " ORDER BY id", params)]
+
+    def run(self, run_id: int) -> Run:
+        for r in self.runs():
+            if r.id == run_id:
+                return r
+        raise ProjectError(f"run {run_id} is not in the project")
+
+    # ------------------------------------------------------------------ bulk (import, bench)
+    def bulk_insert(self, images: list[dict], annotations: list[dict]) -> tuple[list[int], list[int]]:
+        """Insert prepared rows in the caller's transaction (see ``importing``). Image dicts
+        use ImageRecord-like keys plus ``key`` (any hashable); annotation dicts refer to
+        images by ``image_key`` or ``image_id``. No validation, no undo: for importers and
+        benchmarks that validated everything first."""
+        conn = self._conn
+        now = _now()
+        key_to_id: dict = {}
+        img_ids = []
+        for im in images:
+            cur = conn.execute(
+                "INSERT INTO images(path, sha256, width, height, bit_depth, channels, um_per_px, status, group_name, "
+                "added, size_bytes, missing, mark) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?)",
+                (im["path"], im.get("sha256"), im.get("width", 0), im.get("height", 0), im.get("bit_depth", 8),
+                 im.get("channels", 3), im.get("um_per_px"), im.get("group"), now, im.get("size_bytes"),
+                 int(im.get("missing", 0)), im.get("mark")),
+            )
+            key_to_id[im.get("key", cur.lastrowid)] = cur.lastrowid
+            img_ids.append(cur.lastrowid)
+        rows = []
+        for a in annotations:
+            image_id = key_to_id[a["image_key"]] if "image_key" in a else a["image_id"]
+            topk = a.get("topk") or None
+            score = a.get("score")
+            margin = None
+            if score is not None:
+                margin = (topk[0][1] - topk[1][1]) if topk and len(topk) >= 2 else score
+            poly = a.get("polygon")
+            rows.append((
+                image_id, *a["box"].xyxy(), json.dumps(list(poly)) if poly is not None else None, a["category_id"],
+                score, json.dumps([list(t) for t in topk]) if topk else None, margin,
+                Source(a.get("source", "human")).value, AnnotationStatus(a.get("status", "added")).value,
+                a.get("model_version_id"), a.get("run_id"), a.get("author"), now, now,
+            ))
+        first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'annotations'").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
+            "status, model_version_id, run_id, author, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        ann_ids = list(range(first + 1, first + 1 + len(rows)))
+        touched = set(img_ids) | {r[0] for r in rows}
+        self._refresh_status(sorted(touched) if len(touched) < 5000 else None)
+        self._notify(ChangeEvent("import", "import", tuple(sorted(touched))))
+        return img_ids, ann_ids
+
+    @contextmanager
+    def importing(self):
+        """One transaction for an importer: everything or nothing."""
+        with self._tx() as conn:
+            yield conn
+
+    def find_image(self, path: str | os.PathLike | None = None, sha256: str | None = None) -> ImageRecord | None:
+        """An image already in the project with this file (same stored path) or content."""
+        if path is not None:
+            r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE path = ?", (self._rel(path),)).fetchone()
+            if r is not None:
+                return self._image_from_row(r)
+        if sha256 is not None:
+            r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+            if r is not None:
+                return self._image_from_row(r)
+        return None
+
+
+def _map_polygon(poly: tuple[float, ...], old: Box, new: Box) -> list[float]:
+    """Carry a polygon along when its box is moved or resized (affine box-to-box map)."""
+    sx = new.width / old.width if old.width else 1.0
+    sy = new.height / old.height if old.height else 1.0
+    out = []
+    for i in range(0, len(poly) - 1, 2):
+        out.append(new.x1 + (poly[i] - old.x1) * sx)
+        out.append(new.y1 + (poly[i + 1] - old.y1) * sy)
+    return out
