@@ -46,7 +46,8 @@ def fibre(rng, cx, cy, length, blur_sigma) -> Patch:
     w = rng.uniform(1.5, 5.5)
     steps = max(4, int(length / 3))
     heading = rng.uniform(0, 2 * np.pi)
-    turn = rng.normal(0, 0.06, steps).cumsum() * 0.5 + rng.normal(0, 0.02)
+    # gentle bends: a smoothed random walk of the heading, not a spiral
+    turn = cv2.GaussianBlur(rng.normal(0, 0.12, (steps, 1)), (0, 0), 4).ravel()
     ang = heading + np.cumsum(turn)
     pts = np.cumsum(np.stack([np.cos(ang), np.sin(ang)], 1) * 3.0, 0)
     pts -= pts.mean(0)
@@ -72,10 +73,11 @@ def bubble(rng, cx, cy, radius, blur_sigma) -> Patch:
     x0, y0, X, Y = local_grid(cx, cy, half)
     rho = np.sqrt(X * X + Y * Y)
     d = F(radius) - rho
-    band = max(1.5, radius * rng.uniform(0.1, 0.22))
+    band = max(2.0, radius * rng.uniform(0.18, 0.35))
     cov = np.clip(d + 0.5, 0, 1)
-    ring = cov * np.clip(1 - d / F(band), 0, 1) ** 1.5
-    od = (F(rng.uniform(0.9, 1.6)) * ring)[..., None] * _K_GREY
+    # total internal reflection makes the rim of a bubble black, sharp outside, soft inside
+    ring = cov * np.clip(1 - d / F(band), 0, 1) ** 1.2
+    od = (F(rng.uniform(1.3, 2.4)) * ring)[..., None] * _K_GREY
     inner = cov * np.clip(d / F(band) - 1, 0, 1).clip(0, 1)
     halo = 0.1 * inner + 0.25 * gauss(d - 1.25 * band, 0.3 * band) + 0.3 * gauss(rho, max(1.0, 0.12 * radius))
     halo += 0.08 * gauss(d + 1.2, 1.0)

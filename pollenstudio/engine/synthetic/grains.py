@@ -64,42 +64,57 @@ def _poaceae(rng, U, V, R, t):
 def _betula(rng, U, V, R, t):
     theta = np.arctan2(V, U)
     rho = np.sqrt(U * U + V * V)
-    a = rng.uniform(0.06, 0.11)
-    # distance (radians) to the nearest of the three corners at 0, 120, 240 degrees
+    a = rng.uniform(0.05, 0.09)
+    # angle (radians) to the nearest of the three corners at 0, 120, 240 degrees
     dth = np.abs(((theta + np.pi / 3) % (2 * np.pi / 3)) - np.pi / 3)
-    bump = rng.uniform(0.04, 0.08) * gauss(dth, 0.2)
-    r = R * (1 + a * np.cos(3 * theta) + bump + _wobble(rng, theta, 0.02, (2, 4))) / (1 + a + 0.06)
+    bump = rng.uniform(0.06, 0.1) * gauss(dth, 0.13)  # the pores stick out a little (aspidate)
+    norm = 1 + a + 0.08
+    r = R * (1 + a * np.cos(3 * theta) + bump + _wobble(rng, theta, 0.015, (2, 4))) / F(norm)
     d = r - rho
-    corner = gauss(dth, 0.32)
-    # thickened exine (aspis / vestibulum) drawn as a second inner line at the corners
-    wall = 0.9 * corner * gauss(d - 2.0 * t, 0.55 * t) + 0.5 * corner * gauss(d - 0.6 * t, 0.9 * t)
-    # pore openings just inside each corner
-    light = 0.18 * gauss(dth * rho, 0.09 * R) * gauss(d - 1.3 * t, 0.9 * t)
+    corner = gauss(dth, 0.3)
+    # exine thickened towards each pore, interrupted at the pore itself
+    wall = 0.5 * corner * gauss(d - 0.8 * t, 0.9 * t) - 0.6 * gauss(dth, 0.05) * gauss(d - 0.4 * t, 0.8 * t)
+    light = np.zeros_like(d)
+    rc = R * (1 + a + 0.08) / norm  # radius at a corner tip
+    for k in range(3):
+        ang = 2 * np.pi * k / 3
+        # vestibulum: a small dark ring just inside the pore, the pore a light slit at the tip
+        cu, cv = F((rc - 0.2 * R) * np.cos(ang)), F((rc - 0.2 * R) * np.sin(ang))
+        dist = np.sqrt(np.square(U - cu) + np.square(V - cv))
+        wall += 0.8 * gauss(dist - F(0.11 * R), 0.45 * t) * (d > 0.5 * t)
+        light += 0.12 * gauss(dist, F(0.08 * R))
     return dict(d=d, wall=wall, light=light)
 
 
 def _pinus(rng, U, V, R, t):
-    ab, bb = R * rng.uniform(0.48, 0.56), R * rng.uniform(0.36, 0.44)
-    d_body = _ellipse_d(U, V + F(0.05 * R), ab, bb)
-    rs = R * rng.uniform(0.4, 0.48)
+    # equatorial view: corpus on top with a thick cap, two large air sacs hanging at its
+    # lower sides; overall width is the grain diameter
+    ab, bb = R * rng.uniform(0.46, 0.54), R * rng.uniform(0.38, 0.46)
+    vb = F(-rng.uniform(0.08, 0.16) * R)
+    d_body = _ellipse_d(U, V - vb, ab, bb)
+    rs = R * rng.uniform(0.42, 0.5)
     sacs = []
     for side in (-1, 1):
         cu = side * (R - rs * rng.uniform(0.98, 1.04))
-        cv = R * rng.uniform(0.08, 0.2)
-        sacs.append(_ellipse_d(U - F(cu), V - F(cv), rs, rs * F(rng.uniform(0.85, 1.0))))
+        cv = R * rng.uniform(0.14, 0.26)
+        tilt = side * rng.uniform(0.1, 0.5)
+        su, sv = rotate(U - F(cu), V - F(cv), tilt)
+        sacs.append(_ellipse_d(su, sv, rs * F(rng.uniform(0.95, 1.1)), rs * F(rng.uniform(0.8, 0.95))))
     d_sac = np.maximum(sacs[0], sacs[1])
     d = np.maximum(d_body, d_sac)
     in_body = np.clip(d_body + 0.5, 0, 1)
     in_sac = np.clip(d_sac + 0.5, 0, 1) * (1 - in_body)
-    # the cap: thick dark exine on the side of the body away from the sacs
-    cap = in_body * np.clip(-(V + F(0.05 * R)) / F(0.25 * bb), 0, 1)
-    net = voronoi_net(rng, U, V, R, cell=max(3.0, 0.11 * R), wall=max(0.5, 0.014 * R))
-    wall = 0.6 * cap + 0.35 * net * in_sac
+    # the cap: thick dark exine on the top of the corpus, away from the sacs
+    top = np.clip(-(V - vb) / F(0.5 * bb), 0, 1)
+    cap = in_body * top * gauss(d_body - 1.6 * t, 1.4 * t)
+    net = voronoi_net(rng, U, V, R, cell=max(3.0, 0.13 * R), wall=max(0.5, 0.016 * R))
+    wall = 0.9 * cap + 0.28 * net * in_sac
     # outlines seen through each other: sac walls over the body, body outline over the sacs
-    wall += 0.6 * gauss(sacs[0] - 0.5 * t, 0.6 * t) * in_body + 0.6 * gauss(sacs[1] - 0.5 * t, 0.6 * t) * in_body
-    wall += 0.5 * gauss(d_body, 0.8 * t) * (1 - in_body) * np.clip(d_sac, 0, 1)
+    for ds in sacs:
+        wall += 0.55 * gauss(ds - 0.5 * t, 0.6 * t) * in_body
+    wall += 0.45 * gauss(d_body, 0.8 * t) * (1 - in_body) * np.clip(d_sac, 0, 1)
     light = 0.05 * (1 - net) * in_sac
-    body = 1.0 - 0.55 * in_sac
+    body = 1.25 * in_body + 0.45 * (1 - in_body)
     return dict(d=d, wall=wall, light=light, body=body)
 
 
@@ -187,9 +202,15 @@ SIZE_BIAS = {
     "Olea": (0.0, 0.5),
 }
 
-# absorbance per channel (R, G, B) of pale yellow and of brown grains; a grain's hue mixes them
-_K_YELLOW = np.array([0.10, 0.27, 0.85], dtype=F)
-_K_BROWN = np.array([0.50, 0.75, 1.05], dtype=F)
+# absorbance per channel (R, G, B) of pale yellow, amber and brown grains; hue 0..1 runs
+# through them (grains absorb blue most, red least)
+_K_STOPS = np.array([[0.04, 0.2, 0.9], [0.1, 0.42, 1.0], [0.45, 0.72, 1.05]], dtype=F)
+
+
+def _spectrum(hue: float) -> np.ndarray:
+    x = float(np.clip(hue, 0, 1)) * 2
+    i = min(int(x), 1)
+    return (_K_STOPS[i] * F(1 - (x - i)) + _K_STOPS[i + 1] * F(x - i)).astype(F)
 _K_WALL = np.array([0.62, 0.80, 1.0], dtype=F)
 
 
@@ -215,21 +236,29 @@ def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, dia
 
     # cytoplasm / intine: pale, granular, a little denser towards the rim (longer path
     # through the shell)
-    tex = smooth_noise(rng, d.shape, max(0.6, 0.02 * R)) * F(0.5) + smooth_noise(rng, d.shape, max(1.5, 0.12 * R)) * F(0.5)
+    tex = smooth_noise(rng, d.shape, 0.7) * F(0.7) + smooth_noise(rng, d.shape, max(1.5, 0.12 * R)) * F(0.5)
     body_dens = look["density"] * (0.78 + 0.3 * rho_n**3) * (1 + look["granule"] * tex)
     body = cov * body_dens * f.get("body", 1.0)
     # the exine: a crisp dark band just inside the outline
     wall = cov * gauss(d - 0.45 * t, 0.55 * t) + f.get("wall", 0.0)
+    if rng.uniform() < 0.2:
+        # a fold: flattened grains often crease along a curved line
+        alpha, off = rng.uniform(0, np.pi), rng.uniform(-0.5, 0.5) * R
+        along = -U * F(np.sin(alpha)) + V * F(np.cos(alpha))
+        n = U * F(np.cos(alpha)) + V * F(np.sin(alpha)) - F(off) + F(rng.normal(0, 0.25) / R) * along * along
+        crease = gauss(n, 0.5 * t) * np.clip(d / F(2 * t), 0, 1)
+        wall = wall + F(rng.uniform(0.3, 0.7)) * crease
+        f["light"] = f.get("light", 0.0) + 0.05 * gauss(n - 1.2 * t, 0.5 * t) * np.clip(d / F(2 * t), 0, 1)
     # refraction: a thin bright line outside the rim and inside the wall, a lens-like centre
     focus = look["focus"]
     light = (
-        (0.12 + 0.12 * max(focus, 0)) * gauss(d + 0.9 * halo_w, 0.7 * halo_w) * (d < 0.5)
+        (0.08 + 0.1 * max(focus, 0)) * gauss(d + 0.9 * halo_w, 0.7 * halo_w) * (d < 0.5)
         + 0.07 * gauss(d - 1.5 * t, 0.45 * t)
         + 0.12 * focus * cov * np.square(1 - rho_n * rho_n)
         + f.get("light", 0.0)
     )
     hue = look["hue"]
-    k_body = (1 - hue) * _K_YELLOW + hue * _K_BROWN
+    k_body = _spectrum(hue)
     contrast = look["contrast"]
     od = body[..., None] * (k_body * F(contrast)) + wall[..., None] * (_K_WALL * F(look["wall"] * contrast))
     halo = light.astype(F) * F(min(1.0, 0.4 + 0.6 * contrast))

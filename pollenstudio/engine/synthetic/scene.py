@@ -32,6 +32,7 @@ def _image_style(rng: np.random.Generator, cfg: SynthConfig) -> dict:
         vignette=rng.uniform(0.15, 0.45),
         vig_centre=(rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)),
         uneven=rng.uniform(0.02, 0.07),
+        mottle=rng.uniform(0.004, 0.015),
         focus_blur=blur * rng.uniform(0.6, 1.4),
         focus=rng.uniform(-0.6, 1.0),
         hue=rng.uniform(0.1, 0.85),
@@ -193,11 +194,17 @@ def _composite(seed: int, cfg: SynthConfig, style: dict, patches: list[Patch]) -
     vx = np.exp(-style["vignette"] * np.square((np.arange(W) + 0.5 - style["vig_centre"][0] * W) / diag)).astype(F)
     vy = np.exp(-style["vignette"] * np.square((np.arange(H) + 0.5 - style["vig_centre"][1] * H) / diag)).astype(F)
     noise = cfg.knob("noise")
-    sd_bg = (0.6 + 8.0 * noise) / 255.0  # noise standard deviation at the background
+    sd_bg = (0.6 + 8.0 * noise) / 255.0 if noise > 0 else 0.0  # noise std at the background
     read = 0.35 * sd_bg
     gain = max(0.0, (sd_bg**2 - read**2) / 0.8)
     k1 = cv2.getGaussianKernel(7, 0.55)
     corr = float(np.square(k1).sum())  # std left after the slight demosaic-like smoothing
+
+    # mottle: faint mid-frequency unevenness of the mount and the optics, drawn at 1/16
+    # resolution and enlarged strip by strip (aligned, so no seams)
+    mf = 16
+    mottle = cv2.GaussianBlur(rng.standard_normal((H // mf + 6, W // mf + 6)).astype(F), (0, 0), 1.2)
+    mottle *= F(style["mottle"] / max(1e-6, float(mottle.std())))
 
     out = np.empty((H, W, 3), np.uint8)
     patches = sorted(patches, key=lambda p: p.y0)
@@ -219,7 +226,11 @@ def _composite(seed: int, cfg: SynthConfig, style: dict, patches: list[Patch]) -
         illum = np.empty((rows, W, 3), F)
         for c in range(3):
             illum[..., c] = By[sy0:sy1] @ field[..., c].astype(F) @ Bx.T
-        illum *= (vy[sy0:sy1, None] * vx[None, :])[..., None] * style["bg"]
+        lb = max(0, sy0 // mf - 2)  # margins so the cubic kernel sees the same rows as a full resize
+        le = min(mottle.shape[0], -(-sy1 // mf) + 3)
+        block = cv2.resize(mottle[lb:le], ((W // mf + 6) * mf, (le - lb) * mf), interpolation=cv2.INTER_CUBIC)
+        m = block[sy0 - lb * mf : sy1 - lb * mf, :W]
+        illum *= ((vy[sy0:sy1, None] * vx[None, :]) * (1 + m))[..., None] * style["bg"]
         img = illum * (np.exp(-od) + halo[..., None])
         del od, halo, illum
         srng = np.random.default_rng(_seed_of(seed, 4, si))
