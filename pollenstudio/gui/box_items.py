@@ -169,7 +169,7 @@ class BoxOverlay(QGraphicsItem):
         text = v.caption
         w = self._fm.horizontalAdvance(text) + 8
         h = self._fm.height() + 2
-        x, y = top_left.x(), top_left.y() - h
+        x, y = max(0.0, top_left.x()), top_left.y() - h
         if y < 0:  # box at the top edge of the window: put the label inside
             y = top_left.y()
         bg = QColor(v.color)

@@ -103,8 +103,9 @@ class Canvas(QWidget):
         self._detail_timer.setSingleShot(True)
         self._detail_timer.setInterval(0)
         self._detail_timer.timeout.connect(self._update_detail)
+        self._auto_fit = True  # keep the whole image in view on resize until the user zooms/pans
         self.vb.sigRangeChanged.connect(self._range_changed)
-        self.vb.sigResized.connect(self._range_changed)
+        self.vb.sigResized.connect(self._resized)
 
     # --- image -------------------------------------------------------------------------
     def set_image(self, image: DisplayImage | None, fit: bool = True) -> None:
@@ -170,13 +171,20 @@ class Canvas(QWidget):
         px = self.vb.viewPixelSize()[0]
         return 1.0 / px if px > 0 else 1.0
 
+    def _resized(self, *args) -> None:
+        if self._auto_fit:
+            self.fit()
+        self._range_changed()
+
     def fit(self) -> None:
+        self._auto_fit = True
         if self.image is not None:
             self.vb.setRange(QRectF(0, 0, self.image.width, self.image.height), padding=0.02)
 
     def zoom_by(self, factor: float, center: QPointF | None = None) -> None:
         if self.image is None:
             return
+        self._auto_fit = False
         z = self.zoom()
         factor = min(factor, MAX_ZOOM / z) if factor > 1 else factor
         if center is None:
@@ -186,12 +194,18 @@ class Canvas(QWidget):
 
     def set_zoom(self, zoom: float, center: tuple[float, float]) -> None:
         """Show ``center`` (image px) in the middle at ``zoom`` screen px per image px."""
+        self._auto_fit = False
         w, h = self.vb.width() / zoom, self.vb.height() / zoom
         self.vb.setRange(QRectF(center[0] - w / 2, center[1] - h / 2, w, h), padding=0)
 
     def center_on(self, box: Box) -> None:
-        """Bring ``box`` to the middle; zoom out only if it would not fit (review queue)."""
+        """Bring ``box`` into view for review: nothing moves if it is already well inside
+        the view (no needless jumps); else centre it, zooming out only if it would not fit."""
         r = self.vb.viewRect()
+        m = max(box.width, box.height) * 0.25
+        if r.contains(QRectF(box.x1 - m, box.y1 - m, box.width + 2 * m, box.height + 2 * m)):
+            return
+        self._auto_fit = False
         if box.width * 1.5 > r.width() or box.height * 1.5 > r.height():
             b = box.expanded(3.0)
             self.vb.setRange(QRectF(b.x1, b.y1, b.width, b.height), padding=0)
@@ -272,6 +286,7 @@ class Canvas(QWidget):
         if mode is Mode.PAN:
             d = self.editor.pan_delta(pt)
             if d is not None and (d[0] or d[1]):
+                self._auto_fit = False
                 self.vb.translateBy(x=d[0], y=d[1])
         elif mode in (Mode.MOVE, Mode.RESIZE, Mode.DRAW):
             box = self.editor.move(pt)

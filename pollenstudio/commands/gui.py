@@ -1,0 +1,32 @@
+"""`pollenstudio gui [PROJECT]`: the main window (also what plain `pollenstudio` opens)."""
+
+from __future__ import annotations
+
+HELP = "open the main window"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("project", nargs="?", metavar="PROJECT",
+                        help="project folder (or its project.pollen file) or image folder to open")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from pollenstudio.gui.app import create_app
+    from pollenstudio.gui.main_window import MainWindow
+
+    app = create_app(sys.argv[:1])
+    win = MainWindow()
+    win.show()
+    target = getattr(args, "project", None)
+    if target:
+        from pollenstudio.project.schema import DB_NAME
+
+        p = Path(target)
+        if p.is_dir() and not (p / DB_NAME).exists():
+            win.open_folder(str(p))
+        else:
+            win.open_project(str(p))
+    return int(app.exec())

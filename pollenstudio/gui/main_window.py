@@ -1,0 +1,429 @@
+"""Main window: wires the panels to the review controller and registers the shortcuts.
+
+It owns no review logic: the canvas maps input to edits, the controller talks to the
+store, panels show lists. Layout and geometry are remembered with QSettings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QProgressDialog,
+    QSlider,
+    QStackedWidget,
+    QToolBar,
+    QWidget,
+)
+
+from pollenstudio.gui.app import error_text, show_error
+from pollenstudio.gui.canvas import Canvas
+from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
+from pollenstudio.gui.help_dialog import HelpDialog
+from pollenstudio.gui.image_list import ImageListPanel
+from pollenstudio.gui.review_queue import ReviewQueuePanel
+from pollenstudio.gui.shortcuts import SHORTCUTS
+from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
+from pollenstudio.gui.welcome import WelcomePage, demo_hook
+
+MAX_RECENT = 8
+DEFAULT_SIZE = (1400, 900)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings or QSettings()
+        self.ctl = ReviewController(self)
+        self.resize(*DEFAULT_SIZE)
+        self.setObjectName("mainWindow")
+
+        # --- central: welcome or canvas
+        self.welcome = WelcomePage(self)
+        self.canvas = Canvas(self)
+        self.stack = QStackedWidget(self)
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.canvas)
+        self.setCentralWidget(self.stack)
+
+        # --- docks
+        self.images = ImageListPanel(self)
+        self.queue = ReviewQueuePanel(self)
+        self.taxa = TaxonPanel(self)
+        self.images_dock = self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.queue_dock = self._dock("Review queue", self.queue, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.taxa_dock = self._dock("Taxa", self.taxa, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.resizeDocks([self.images_dock, self.queue_dock], [300, 320], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.queue_dock, self.taxa_dock], [520, 300], Qt.Orientation.Vertical)
+
+        self._build_actions()
+        self._build_view_toolbar()
+        self._build_status_bar()
+        self._wire()
+        self.queue.set_threshold(float(self.settings.value("review/threshold", 0.25)))
+        self.ctl.threshold = self.queue.threshold()
+        self._restore_layout()
+        self._show_welcome()
+
+    # ------------------------------------------------------------------ building
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        d = QDockWidget(title, self)
+        d.setObjectName(title.replace(" ", "_") + "_dock")
+        d.setWidget(widget)
+        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                      | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, d)
+        return d
+
+    def _build_actions(self) -> None:
+        c = self.ctl
+        handlers = {
+            "accept": c.accept,
+            "reject": c.reject,
+            "next_box": lambda: c.step_proposal(1),
+            "prev_box": lambda: c.step_proposal(-1),
+            "next_image": lambda: c.step_image(1),
+            "prev_image": lambda: c.step_image(-1),
+            "pick_taxon": self.pick_taxon,
+            "draw": self.canvas.arm_draw,
+            "nudge_left": lambda: c.nudge(-NUDGE_SMALL, 0),
+            "nudge_right": lambda: c.nudge(NUDGE_SMALL, 0),
+            "nudge_up": lambda: c.nudge(0, -NUDGE_SMALL),
+            "nudge_down": lambda: c.nudge(0, NUDGE_SMALL),
+            "nudge_left_big": lambda: c.nudge(-NUDGE_BIG, 0),
+            "nudge_right_big": lambda: c.nudge(NUDGE_BIG, 0),
+            "nudge_up_big": lambda: c.nudge(0, -NUDGE_BIG),
+            "nudge_down_big": lambda: c.nudge(0, NUDGE_BIG),
+            "undo": c.undo,
+            "redo": c.redo,
+            "fit": self.canvas.fit,
+            "zoom_in": lambda: self.canvas.zoom_by(1.5),
+            "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
+            "help": self.show_help,
+        }
+        for i in range(1, 10):
+            handlers[f"taxon_{i}"] = lambda d=str(i): c.assign_hotkey(d)
+        self.actions: dict[str, QAction] = {}
+        for s in SHORTCUTS:
+            a = QAction(s.text, self)
+            a.setShortcuts([QKeySequence(k) for k in s.keys])
+            a.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            a.setStatusTip(s.tip)
+            a.setToolTip(f"{s.text} ({s.keys[0]})")
+            a.setEnabled(s.enabled)
+            if s.name in handlers:
+                a.triggered.connect(handlers[s.name])
+            self.addAction(a)  # window-wide shortcuts even with no menu open
+            self.actions[s.name] = a
+        a = self.actions
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        self.act_open_folder = m.addAction("Open image folder...", self.open_folder_dialog)
+        self.act_open_folder.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.act_open_project = m.addAction("Open project...", self.open_project_dialog)
+        self.act_open_project.setShortcut(QKeySequence.StandardKey.Open)
+        self.recent_menu = m.addMenu("Recent projects")
+        self.act_close = m.addAction("Close project", self.close_project)
+        m.addSeparator()
+        quit_ = m.addAction("Quit", self.close)
+        quit_.setShortcut(QKeySequence.StandardKey.Quit)
+        m = mb.addMenu("&Edit")
+        for n in ("undo", "redo", None, "draw", "reject"):
+            m.addSeparator() if n is None else m.addAction(a[n])
+        m = mb.addMenu("&Review")
+        for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon"):
+            m.addAction(a[n])
+        m = mb.addMenu("&View")
+        for n in ("fit", "zoom_in", "zoom_out", None, "edge_map", "gradcam"):
+            m.addSeparator() if n is None else m.addAction(a[n])
+        m.addSeparator()
+        for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+            m.addAction(d.toggleViewAction())
+        m = mb.addMenu("&Help")
+        m.addAction(a["help"])
+
+    def _build_view_toolbar(self) -> None:
+        tb = QToolBar("Display", self)
+        tb.setObjectName("display_toolbar")
+        tb.setMovable(False)
+        tb.addWidget(QLabel(" Brightness ", tb))
+        self.brightness = QSlider(Qt.Orientation.Horizontal, tb)
+        self.brightness.setRange(-50, 50)
+        self.brightness.setFixedWidth(120)
+        self.brightness.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        tb.addWidget(self.brightness)
+        tb.addWidget(QLabel("  Contrast ", tb))
+        self.contrast = QSlider(Qt.Orientation.Horizontal, tb)
+        self.contrast.setRange(-50, 50)
+        self.contrast.setFixedWidth(120)
+        self.contrast.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        tb.addWidget(self.contrast)
+        reset = tb.addAction("Reset", lambda: (self.brightness.setValue(0), self.contrast.setValue(0)))
+        reset.setToolTip("Automatic levels (16-bit images: 0.1-99.9 percentile)")
+        tb.addSeparator()
+        for n in ("fit", "zoom_in", "zoom_out", "draw", "undo", "redo"):
+            tb.addAction(self.actions[n])
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        self.display_toolbar = tb
+
+        def levels_changed(_=None):
+            self.canvas.set_brightness_contrast(self.brightness.value() / 100.0, 2.0 ** (self.contrast.value() / 25.0))
+
+        self.brightness.valueChanged.connect(levels_changed)
+        self.contrast.valueChanged.connect(levels_changed)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.st_image = QLabel(self)
+        self.st_zoom = QLabel(self)
+        self.st_cursor = QLabel(self)
+        self.st_counts = QLabel(self)
+        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts):
+            sb.addPermanentWidget(w)
+        self.st_cursor.setMinimumWidth(120)
+
+    def _wire(self) -> None:
+        c = self.ctl
+        c.image_order = self.images.model.ids
+        c.projectChanged.connect(self._project_changed)
+        c.imageReady.connect(self._image_ready)
+        c.imageShown.connect(self._image_shown)
+        c.boxesChanged.connect(self._refresh_boxes)
+        c.rowsChanged.connect(self._rows_changed)
+        c.queueChanged.connect(self._refresh_queue)
+        c.categoriesChanged.connect(self._refresh_taxa)
+        c.historyChanged.connect(self._refresh_history)
+        c.centreRequested.connect(self.canvas.center_on)
+        c.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        c.errorRaised.connect(lambda t, m: show_error(self, t, m))
+        self.canvas.selectionRequested.connect(c.select)
+        self.canvas.boxEdited.connect(c.move)
+        self.canvas.boxDrawn.connect(c.add)
+        self.canvas.cursorMoved.connect(lambda x, y: self.st_cursor.setText(f"x {x:.0f}  y {y:.0f} px"))
+        self.canvas.viewChanged.connect(lambda z: self.st_zoom.setText(f"zoom {z * 100:.0f} %"))
+        self.images.imageActivated.connect(c.show_image)
+        self.queue.itemActivated.connect(c.go_to)
+        self.queue.thresholdChanged.connect(self._threshold_changed)
+        self.taxa.assignRequested.connect(c.assign)
+        self.taxa.addRequested.connect(c.add_category)
+        self.taxa.renameRequested.connect(c.rename_category)
+        self.taxa.recolourRequested.connect(c.recolour_category)
+        self.taxa.mergeRequested.connect(c.merge_categories)
+        self.welcome.openFolderRequested.connect(self.open_folder_dialog)
+        self.welcome.openProjectRequested.connect(self.open_project_dialog)
+        self.welcome.openRecentRequested.connect(self.open_project)
+        self.welcome.openDemoRequested.connect(self.open_demo)
+
+    # ------------------------------------------------------------------ project
+    def open_project(self, path: str) -> bool:
+        try:
+            self.ctl.open_project(path)
+        except Exception as exc:  # a bad file must leave the window usable
+            show_error(self, "Cannot open project", error_text(exc))
+            return False
+        self._remember(str(self.ctl.project.folder))
+        return True
+
+    def open_project_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if path:
+            self.open_project(path)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open image folder")
+        if folder:
+            self.open_folder(folder)
+
+    def open_folder(self, folder: str) -> None:
+        """An image folder: open its project if it has one, else create one in a worker
+        (reading 10,000 image headers takes a while) with progress and Cancel."""
+        from pollenstudio.project.schema import DB_NAME
+
+        if (Path(folder) / DB_NAME).exists():
+            self.open_project(folder)
+            return
+        dlg = QProgressDialog("Reading image folder...", "Cancel", 0, 0, self)
+        dlg.setWindowTitle("New project")
+        dlg.setMinimumDuration(300)
+
+        def job(token, folder):
+            from pollenstudio.project import Project
+
+            proj = Project.create(folder)
+            return proj, proj.add_folder(folder, progress=token)
+
+        def done(result):
+            dlg.close()
+            proj, res = result
+            self.ctl.set_project(proj)
+            self._remember(str(proj.folder))
+            if res.errors:
+                lines = "\n".join(msg for _p, msg in res.errors[:10])
+                more = f"\n... and {len(res.errors) - 10} more" if len(res.errors) > 10 else ""
+                show_error(self, "Some images were skipped", f"{len(res.errors)} files could not be read:\n{lines}{more}")
+
+        def failed(msg):
+            dlg.close()
+            show_error(self, "Cannot create project", msg)
+
+        def progress(done_, total, msg):
+            dlg.setMaximum(total)
+            dlg.setValue(done_)
+            dlg.setLabelText(f"Reading {msg}")
+
+        j = self.ctl.jobs.submit("import", job, folder, on_done=done, on_error=failed, on_progress=progress)
+        dlg.canceled.connect(j.token.cancel)
+
+    def open_demo(self) -> None:
+        hook = demo_hook()
+        if hook is None:
+            show_error(self, "Demo not available", "The demo project is not installed in this build.")
+            return
+        try:
+            path = hook(None)
+        except Exception as exc:
+            show_error(self, "Cannot open the demo", error_text(exc))
+            return
+        self.open_project(str(path))
+
+    def close_project(self) -> None:
+        self.ctl.close_project()
+
+    def _remember(self, path: str) -> None:
+        recent = [p for p in self.recent_projects() if p != path]
+        recent.insert(0, path)
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+        self._refresh_recent()
+
+    def recent_projects(self) -> list[str]:
+        v = self.settings.value("recent", [])
+        if isinstance(v, str):
+            v = [v]
+        return [p for p in (v or []) if p]
+
+    def _refresh_recent(self) -> None:
+        recent = [p for p in self.recent_projects() if Path(p).exists()]
+        self.welcome.set_recent(recent)
+        self.recent_menu.clear()
+        for p in recent:
+            self.recent_menu.addAction(p, lambda p=p: self.open_project(p))
+        self.recent_menu.setEnabled(bool(recent))
+
+    # ------------------------------------------------------------------ refresh
+    def _show_welcome(self) -> None:
+        self.stack.setCurrentWidget(self.welcome)
+        for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+            d.hide()
+        self.display_toolbar.hide()
+        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts):
+            w.clear()
+        self._refresh_recent()
+
+    def _project_changed(self) -> None:
+        c = self.ctl
+        self.setWindowTitle(c.title)
+        review = c.project is not None
+        for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo"):
+            self.actions[name].setEnabled(review)
+        self.act_close.setEnabled(review)
+        if not review:
+            self.canvas.set_image(None)
+            self.images.set_rows([])
+            self._show_welcome()
+            return
+        self.stack.setCurrentWidget(self.canvas)
+        for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+            d.show()
+        self.display_toolbar.show()
+        self.images.set_rows(c.image_rows())
+        ids = self.images.model.ids()
+        if ids:
+            c.show_image(ids[0])
+        self.canvas.view.setFocus()
+
+    def _image_ready(self, img) -> None:
+        self.canvas.set_image(img)
+
+    def _image_shown(self, image_id: int) -> None:
+        rec = self.ctl.image_record
+        self.setWindowTitle(self.ctl.title)
+        self.images.show_current(image_id)
+        if rec is not None:
+            ch = "grey" if rec.channels == 1 else "RGB"
+            self.st_image.setText(f"{Path(rec.path).name}  {rec.width} x {rec.height} px  {rec.bit_depth}-bit {ch}")
+
+    def _refresh_boxes(self) -> None:
+        self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)
+        self.queue.set_current(self.ctl.selected)
+        anns = self.ctl.annotations()
+        n_prop = sum(1 for a in anns if a.status.value == "proposed")
+        n_obj = sum(1 for a in anns if a.status.is_object)
+        self.st_counts.setText(f"{n_obj} grains · {n_prop} to review on this image")
+
+    def _rows_changed(self, rows) -> None:
+        if rows is None:
+            self.images.set_rows(self.ctl.image_rows())
+            self.images.show_current(self.ctl.image_id)
+        else:
+            self.images.update_rows(rows)
+
+    def _refresh_queue(self) -> None:
+        items, hidden = self.ctl.queue_items()
+        self.queue.set_items(items, hidden)
+        self.queue.set_current(self.ctl.selected)
+
+    def _refresh_taxa(self) -> None:
+        self.taxa.set_rows(self.ctl.taxon_rows())
+        self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)
+
+    def _refresh_history(self) -> None:
+        p = self.ctl.project
+        can_undo = p is not None and p.can_undo()
+        can_redo = p is not None and p.can_redo()
+        self.actions["undo"].setEnabled(can_undo)
+        self.actions["redo"].setEnabled(can_redo)
+        self.actions["undo"].setText(f"Undo {p.undo_label()}" if can_undo else "Undo")
+        self.actions["redo"].setText(f"Redo {p.redo_label()}" if can_redo else "Redo")
+
+    def _threshold_changed(self, value: float) -> None:
+        self.settings.setValue("review/threshold", value)
+        self.ctl.set_threshold(value)
+
+    # ------------------------------------------------------------------ dialogs
+    def pick_taxon(self) -> None:
+        if self.ctl.selected_annotation() is None:
+            self.statusBar().showMessage("Select a box first", 4000)
+            return
+        dlg = TaxonPicker([r.category for r in self.ctl.taxon_rows()], self)
+        if dlg.exec() and dlg.chosen is not None:
+            self.ctl.assign(dlg.chosen)
+
+    def show_help(self) -> None:
+        dlg = HelpDialog(self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self._help = dlg
+
+    # ------------------------------------------------------------------ layout memory
+    def _restore_layout(self) -> None:
+        geo = self.settings.value("window/geometry")
+        state = self.settings.value("window/state")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+
+    def closeEvent(self, ev) -> None:
+        if self.ctl.project is not None:
+            # dock visibility is part of the state: save it as it is in review mode
+            self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.ctl.close_project()
+        super().closeEvent(ev)

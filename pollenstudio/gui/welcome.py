@@ -1,0 +1,149 @@
+"""Welcome page: what a first-time user sees. Open an image folder (makes a project),
+open a project, reopen a recent one, or open the demo project once it ships."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pollenstudio import __version__
+
+
+DEMO_HOOK = "demo_project_path"  # pollenstudio.commands.demo.demo_project_path(progress) -> project folder
+
+
+def demo_hook():
+    """The demo module's function that prepares the demo project and returns its folder,
+    or None while the demo (which needs the default model) is not in this build."""
+    try:
+        if importlib.util.find_spec("pollenstudio.commands.demo") is None:
+            return None
+        mod = importlib.import_module("pollenstudio.commands.demo")
+    except Exception:  # a half-built demo module must not break the welcome page
+        return None
+    return getattr(mod, DEMO_HOOK, None)
+
+
+def demo_available() -> bool:
+    return demo_hook() is not None
+
+
+class WelcomePage(QWidget):
+    openFolderRequested = Signal()
+    openProjectRequested = Signal()
+    openRecentRequested = Signal(str)
+    openDemoRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("welcome")
+        title = QLabel("PollenStudio", self)
+        title.setObjectName("welcomeTitle")
+        subtitle = QLabel(
+            "Detect, review and count pollen grains on microscope images; retrain the detector on "
+            "what you reviewed.",
+            self,
+        )
+        subtitle.setWordWrap(True)
+        subtitle.setObjectName("welcomeSubtitle")
+
+        self.open_folder = QPushButton("Open image folder...", self)
+        self.open_folder.setToolTip("Choose a folder of JPEG / PNG / TIFF images; a project is created in it")
+        self.open_project = QPushButton("Open project...", self)
+        self.open_project.setToolTip("Open a folder that holds a project.pollen file")
+        self.open_demo = QPushButton("Open demo project", self)
+        for b in (self.open_folder, self.open_project, self.open_demo):
+            b.setMinimumHeight(40)
+            b.setObjectName("welcomeButton")
+        self.open_folder.setDefault(True)
+        self.set_demo_available(demo_available())
+
+        self.recent = QListWidget(self)
+        self.recent.setObjectName("recentList")
+        self.recent_label = QLabel("Recent projects", self)
+        self.recent_label.setObjectName("sectionLabel")
+        self.empty_recent = QLabel("Projects you open will be listed here.", self)
+        self.empty_recent.setObjectName("hint")
+
+        hints = QLabel(
+            "<b>Reviewing</b>: A accept · X reject · 1-9 taxon · Tab next proposal · N/P next/previous image"
+            " · B draw a box · Ctrl+Z undo · F1 all shortcuts",
+            self,
+        )
+        hints.setObjectName("hint")
+        hints.setWordWrap(True)
+
+        left = QVBoxLayout()
+        left.addWidget(self.open_folder)
+        left.addWidget(self.open_project)
+        left.addWidget(self.open_demo)
+        left.addStretch(1)
+        right = QVBoxLayout()
+        right.addWidget(self.recent_label)
+        right.addWidget(self.recent, 1)
+        right.addWidget(self.empty_recent)
+        row = QHBoxLayout()
+        row.addLayout(left, 2)
+        row.addSpacing(24)
+        row.addLayout(right, 3)
+
+        card = QFrame(self)
+        card.setObjectName("welcomeCard")
+        card.setMaximumWidth(860)
+        inner = QVBoxLayout(card)
+        inner.setContentsMargins(36, 30, 36, 30)
+        inner.addWidget(title)
+        inner.addWidget(subtitle)
+        inner.addSpacing(18)
+        inner.addLayout(row, 1)
+        inner.addSpacing(12)
+        inner.addWidget(hints)
+        version = QLabel(f"version {__version__}", card)
+        version.setObjectName("hint")
+        inner.addWidget(version, 0, Qt.AlignmentFlag.AlignRight)
+
+        outer = QVBoxLayout(self)
+        outer.addStretch(1)
+        h = QHBoxLayout()
+        h.addStretch(1)
+        h.addWidget(card, 4)
+        h.addStretch(1)
+        outer.addLayout(h, 6)
+        outer.addStretch(1)
+
+        self.open_folder.clicked.connect(self.openFolderRequested)
+        self.open_project.clicked.connect(self.openProjectRequested)
+        self.open_demo.clicked.connect(self.openDemoRequested)
+        self.recent.itemActivated.connect(lambda it: self.openRecentRequested.emit(it.data(Qt.ItemDataRole.UserRole)))
+        self.recent.itemClicked.connect(lambda it: self.openRecentRequested.emit(it.data(Qt.ItemDataRole.UserRole)))
+
+    def set_demo_available(self, ok: bool) -> None:
+        self.open_demo.setEnabled(ok)
+        self.open_demo.setToolTip(
+            "Sample micrographs with the default model" if ok
+            else "The demo project is not installed in this build yet"
+        )
+
+    def set_recent(self, paths: list[str]) -> None:
+        self.recent.clear()
+        for p in paths:
+            path = Path(p)
+            it = QListWidgetItem(f"{path.name}\n{path.parent}")
+            it.setData(Qt.ItemDataRole.UserRole, str(path))
+            it.setToolTip(str(path))
+            self.recent.addItem(it)
+        self.recent.setVisible(bool(paths))
+        self.empty_recent.setVisible(not paths)
