@@ -543,47 +543,71 @@ class Project:
         return [r for r in self.images() if not self.image_path(r).is_file()]
 
     def relink(self, folder: str | os.PathLike, progress=None) -> dict[int, str]:
-        """Find moved image files under ``folder`` by content hash; returns {image id: new path}.
-        Only files of a matching size are hashed, so a large folder is cheap to scan."""
+        """Find moved image files under ``folder``; returns {image id: new stored path}.
+        Images with a known content hash are matched by hash (only files of the same size
+        are hashed, so a large folder is cheap to scan); images registered without a file
+        (e.g. from a COCO import whose files were elsewhere) are matched by file name."""
         from pollenstudio.core.imageio import file_sha256, image_info, is_image_file
 
-        missing = self.missing_images()
+        missing = {r.id: r for r in self.missing_images()}
         if not missing:
             return {}
-        sizes = {}
         rows = {r[0]: (r[1], r[2]) for r in self._q("SELECT id, sha256, size_bytes FROM images")}
-        for rec in missing:
+        by_size: dict = {}
+        by_name: dict[str, list[int]] = {}
+        for rec in missing.values():
             sha, size = rows[rec.id]
             if sha:
-                sizes.setdefault(size, []).append((rec, sha))
-        found: dict[int, str] = {}
-        files = [p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p)]
+                by_size.setdefault(size, []).append((rec.id, sha))
+            else:
+                by_name.setdefault(Path(rec.path).name.lower(), []).append(rec.id)
+        found: dict[int, Path] = {}
+        files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
         for n, p in enumerate(files):
             if progress is not None:
                 progress.check()
                 progress.update(n, len(files), p.name)
             size = p.stat().st_size
-            cands = sizes.get(size, []) + sizes.get(None, [])
-            if not cands:
+            cands = by_size.get(size, []) + by_size.get(None, [])
+            if cands:
+                sha = file_sha256(p)
+                for image_id, want in cands:
+                    if want == sha and image_id not in found:
+                        found[image_id] = p
+            for image_id in by_name.get(p.name.lower(), []):
+                if image_id not in found and self._same_size(missing[image_id], p):
+                    found[image_id] = p
+                    break
+        if not found:
+            return {}
+        updates = []
+        for image_id, p in found.items():
+            rec = missing[image_id]
+            try:
+                info = image_info(p)
+            except ImageReadError:
                 continue
-            sha = file_sha256(p)
-            for rec, want in cands:
-                if want == sha and rec.id not in found:
-                    found[rec.id] = self._rel(p)
-        if found:
-            with self._tx() as conn:
-                for image_id, path in found.items():
-                    rec = next(r for r in missing if r.id == image_id)
-                    w, h = rec.width, rec.height
-                    if not w or not h:
-                        info = image_info(self.resolve_path(path))
-                        w, h = info.width, info.height
-                    conn.execute(
-                        "UPDATE images SET path = ?, missing = 0, width = ?, height = ? WHERE id = ?",
-                        (path, w, h, image_id),
-                    )
-            self._notify(ChangeEvent("images", "relink", tuple(found)))
-        return found
+            updates.append((self._rel(p), file_sha256(p), p.stat().st_size, info.width, info.height,
+                            info.bit_depth, info.channels, image_id))
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE images SET path = ?, sha256 = ?, size_bytes = ?, missing = 0, width = ?, height = ?, "
+                "bit_depth = ?, channels = ? WHERE id = ?", updates)
+            self._notify(ChangeEvent("images", "relink", tuple(u[-1] for u in updates)))
+        return {u[-1]: u[0] for u in updates}
+
+    @staticmethod
+    def _same_size(rec: ImageRecord, p: Path) -> bool:
+        """A file found by name only is the image when its size matches (else boxes would not fit)."""
+        from pollenstudio.core.imageio import image_info
+
+        if not rec.width or not rec.height:
+            return True
+        try:
+            info = image_info(p)
+        except ImageReadError:
+            return False
+        return (info.width, info.height) == (rec.width, rec.height)
 
     # ------------------------------------------------------------------ categories
     @staticmethod

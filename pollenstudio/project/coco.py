@@ -1,0 +1,384 @@
+"""COCO detection JSON export and import.
+
+Export: category ids from 1 (project taxon order), image and annotation ids from 1,
+``bbox = [x, y, w, h]`` in pixels, ``area`` (polygon area when there is a polygon, else box
+area), ``iscrowd = 0``, image width/height, ``file_name`` relative to the JSON file's
+folder, ``segmentation`` = ``[polygon]`` or ``[]``. Reviewed-only (default) writes the
+grains of reviewed images as plain labels; ``reviewed_only=False`` writes every image and
+every non-rejected annotation, with ``score``, ``status`` and ``source`` keys for those
+that have them.
+
+Import reads files from other tools as they are: ids from 0, a Roboflow-style
+super-category that no annotation uses (skipped), empty segmentation lists, fractional
+areas (ignored: recomputed), extra keys, absent optional fields, sub-folders in file
+names, polygons (the first polygon of a grain is kept; RLE masks are ignored).
+Rules:
+- annotations without ``score`` are labels: status ``added``, source human; with a
+  ``score`` they are model proposals (status ``proposed``) unless a ``status`` key says
+  otherwise (our own ``--all`` export);
+- boxes may overshoot the image by up to 1 px (float rounding in other tools) and are
+  clipped; further out, or with zero/negative size, is an error;
+- ``iscrowd = 1`` regions are not single grains and are skipped (counted in the summary);
+- image files that are not found are registered as missing (listed in the summary) with
+  their annotations; :meth:`Project.relink` attaches them later;
+- an image already in the project (same file or same content) is reused, and an
+  annotation identical to one it already has is not added twice, so re-importing a file
+  changes nothing;
+- everything is validated before anything is written, in one transaction: any error
+  raises :class:`ImportFormatError` and leaves the project unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pollenstudio.core.errors import ImageReadError, ImportFormatError
+from pollenstudio.core.types import AnnotationStatus, Box, Source
+
+OVERSHOOT_PX = 1.0
+_MAX_LISTED = 8
+
+
+@dataclass
+class ImportSummary:
+    images_added: int = 0
+    images_reused: int = 0
+    annotations_added: int = 0
+    annotations_duplicate: int = 0
+    categories_added: list[str] = field(default_factory=list)
+    categories_skipped: list[str] = field(default_factory=list)  # unused super-categories
+    missing_files: list[str] = field(default_factory=list)
+    skipped_crowd: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Problems:
+    """Collects validation problems so the user sees several at once, not one per run."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, msg: str) -> None:
+        self.items.append(msg)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        shown = "; ".join(self.items[:_MAX_LISTED])
+        more = f" (and {len(self.items) - _MAX_LISTED} more)" if len(self.items) > _MAX_LISTED else ""
+        raise ImportFormatError(f"{self.source}: {len(self.items)} problem(s), nothing imported: {shown}{more}")
+
+
+def _polygon_area(poly) -> float:
+    n = len(poly) // 2
+    s = 0.0
+    for i in range(n):
+        x1, y1 = poly[2 * i], poly[2 * i + 1]
+        x2, y2 = poly[2 * ((i + 1) % n)], poly[2 * ((i + 1) % n) + 1]
+        s += x1 * y2 - x2 * y1
+    return abs(s) / 2.0
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ---------------------------------------------------------------------------- export
+def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
+    """Write a COCO JSON of the project; returns a summary (counts, path)."""
+    out_path = Path(out_path)
+    out_dir = out_path.resolve().parent
+    cats = project.categories()
+    cat_index = {c.id: i + 1 for i, c in enumerate(cats)}
+    by_id = {c.id: c for c in cats}
+    categories = [
+        {"id": cat_index[c.id], "name": c.name,
+         "supercategory": by_id[c.parent_id].name if c.parent_id in by_id else "pollen"}
+        for c in cats
+    ]
+    if reviewed_only:
+        recs = project.images(status="reviewed")
+        keep = {AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED}
+    else:
+        recs = project.images()
+        keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}
+    images, annotations = [], []
+    for n, rec in enumerate(recs, start=1):
+        rel = Path(os.path.relpath(project.image_path(rec), out_dir)).as_posix()
+        images.append({"id": n, "file_name": rel, "width": rec.width, "height": rec.height})
+        for a in project.annotations(rec.id):
+            if a.status not in keep:
+                continue
+            x, y, w, h = a.box.xywh()
+            entry = {
+                "id": len(annotations) + 1,
+                "image_id": n,
+                "category_id": cat_index[a.category_id],
+                "bbox": [x, y, w, h],
+                "area": _polygon_area(a.polygon) if a.polygon else w * h,
+                "iscrowd": 0,
+                "segmentation": [list(a.polygon)] if a.polygon else [],
+            }
+            if not reviewed_only:
+                if a.score is not None:
+                    entry["score"] = a.score
+                entry["status"] = a.status.value
+                entry["source"] = a.source.value
+                if a.topk:
+                    entry["topk"] = [list(t) for t in a.topk]
+            annotations.append(entry)
+    doc = {
+        "info": {"description": f"PollenStudio export of {project.name}",
+                 "version": "reviewed" if reviewed_only else "all"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f)
+    os.replace(tmp, out_path)  # a reader never sees half a file
+    return {"path": str(out_path), "images": len(images), "annotations": len(annotations),
+            "categories": len(categories), "reviewed_only": reviewed_only}
+
+
+# ---------------------------------------------------------------------------- import
+def _load_json(path: Path):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ImportFormatError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise ImportFormatError(f"{path.name}: not a text file (COCO annotations are JSON)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+
+
+def _find_image(root: Path, file_name: str) -> Path | None:
+    rel = Path(file_name.replace("\\", "/"))
+    for cand in (root / rel, root / "images" / rel, root / rel.name, root / "images" / rel.name):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _topk(v):
+    """Our own --all export carries top-k taxa; anything else shaped differently is ignored."""
+    if isinstance(v, list) and all(isinstance(t, list) and len(t) == 2 and _finite_number(t[1]) for t in v):
+        return [(str(t[0]), float(t[1])) for t in v] or None
+    return None
+
+
+def _box_from_polygon(poly) -> list[float]:
+    xs, ys = poly[0::2], poly[1::2]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def import_coco(project, json_path: str | os.PathLike, images_root: str | os.PathLike | None = None,
+                progress=None) -> ImportSummary:
+    """Import a COCO detection file into ``project`` (see module docstring for the rules)."""
+    from pollenstudio.core.imageio import file_sha256, image_info
+
+    json_path = Path(json_path)
+    root = Path(images_root) if images_root is not None else json_path.resolve().parent
+    doc = _load_json(json_path)
+    pr = _Problems(json_path.name)
+    summary = ImportSummary()
+    if not isinstance(doc, dict):
+        raise ImportFormatError(f"{json_path.name}: a COCO file is a JSON object with 'images', 'annotations' "
+                                "and 'categories'")
+    for key in ("images", "categories"):
+        if not isinstance(doc.get(key), list):
+            raise ImportFormatError(f"{json_path.name}: '{key}' list is missing; is this a COCO detection file?")
+    anns_in = doc.get("annotations", [])
+    if not isinstance(anns_in, list):
+        raise ImportFormatError(f"{json_path.name}: 'annotations' must be a list")
+
+    # categories ---------------------------------------------------------------
+    cats: dict[int, str] = {}
+    supers = set()
+    for i, c in enumerate(doc["categories"]):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not str(c.get("name", "")).strip():
+            pr.add(f"category #{i} needs an integer 'id' and a 'name'")
+            continue
+        if c["id"] in cats:
+            pr.add(f"category id {c['id']} appears twice")
+            continue
+        cats[c["id"]] = str(c["name"]).strip()
+        if c.get("supercategory"):
+            supers.add(str(c["supercategory"]))
+
+    # images ---------------------------------------------------------------------
+    imgs: dict[int, dict] = {}
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
+            pr.add(f"image #{i} needs an integer 'id' and a 'file_name'")
+            continue
+        if im["id"] in imgs:
+            pr.add(f"image id {im['id']} appears twice")
+            continue
+        w, h = im.get("width"), im.get("height")
+        if (w is not None and not _finite_number(w)) or (h is not None and not _finite_number(h)):
+            pr.add(f"image {im['id']} ({im['file_name']}): width/height must be numbers")
+            continue
+        imgs[im["id"]] = {"file_name": im["file_name"], "width": w, "height": h}
+
+    # annotations ------------------------------------------------------------------
+    seen_ann: set = set()
+    parsed = []
+    used_cats = set()
+    for i, a in enumerate(anns_in):
+        label = f"annotation {a.get('id', '#' + str(i))}" if isinstance(a, dict) else f"annotation #{i}"
+        if not isinstance(a, dict):
+            pr.add(f"{label} is not an object")
+            continue
+        if "id" in a:
+            if a["id"] in seen_ann:
+                pr.add(f"annotation id {a['id']} appears twice")
+                continue
+            seen_ann.add(a["id"])
+        if a.get("image_id") not in imgs:
+            pr.add(f"{label}: unknown image id {a.get('image_id')!r}")
+            continue
+        if a.get("category_id") not in cats:
+            pr.add(f"{label}: unknown category id {a.get('category_id')!r}")
+            continue
+        if a.get("iscrowd", 0):
+            summary.skipped_crowd += 1
+            continue
+        poly = None
+        seg = a.get("segmentation")
+        if isinstance(seg, list) and seg:
+            first = seg[0] if isinstance(seg[0], list) else seg
+            if len(first) >= 6 and len(first) % 2 == 0 and all(_finite_number(v) for v in first):
+                poly = [float(v) for v in first]
+        bbox = a.get("bbox")
+        if bbox is None and poly is not None:
+            bbox = _box_from_polygon(poly)
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)):
+            pr.add(f"{label}: 'bbox' must be four numbers [x, y, width, height]")
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:
+            pr.add(f"{label}: box has zero or negative size (width {w}, height {h})")
+            continue
+        score = a.get("score")
+        if score is not None and not _finite_number(score):
+            pr.add(f"{label}: 'score' must be a number")
+            continue
+        used_cats.add(a["category_id"])
+        parsed.append((a, Box(x, y, x + w, y + h), poly, label))
+
+    # an unused category that is another's super-category (Roboflow's id 0) is a folder, not a taxon
+    for cid, name in list(cats.items()):
+        if cid not in used_cats and name in supers:
+            summary.categories_skipped.append(name)
+            del cats[cid]
+    pr.raise_if_any()
+
+    # resolve image files (headers only) -------------------------------------------
+    resolved: dict[int, dict] = {}
+    total = len(imgs)
+    for n, (iid, im) in enumerate(imgs.items()):
+        if progress is not None:
+            progress.check()
+            progress.update(n, total, im["file_name"])
+        path = _find_image(root, im["file_name"])
+        entry = {"key": iid, "width": im["width"], "height": im["height"], "missing": 0}
+        if path is None:
+            entry.update(path=project._rel(root / im["file_name"]), missing=1)
+            summary.missing_files.append(im["file_name"])
+            if not im["width"] or not im["height"]:
+                pr.add(f"image {iid} ({im['file_name']}): file not found and no width/height given")
+        else:
+            try:
+                info = image_info(path)
+            except ImageReadError as exc:
+                pr.add(f"image {iid}: {exc}")
+                continue
+            if im["width"] and im["height"] and (int(im["width"]), int(im["height"])) != (info.width, info.height):
+                summary.warnings.append(f"{im['file_name']}: the file is {info.width}x{info.height}, the JSON says "
+                                        f"{im['width']}x{im['height']}; using the file's size")
+            entry.update(path=project._rel(path), width=info.width, height=info.height, bit_depth=info.bit_depth,
+                         channels=info.channels, sha256=file_sha256(path), size_bytes=path.stat().st_size)
+        entry["width"], entry["height"] = int(entry["width"] or 0), int(entry["height"] or 0)
+        resolved[iid] = entry
+
+    # bounds (1 px tolerance, then clip) -------------------------------------------------
+    boxes = []
+    for a, box, poly, label in parsed:
+        im = resolved.get(a["image_id"])
+        if im is None:
+            continue
+        W, H = im["width"], im["height"]
+        if W and H:
+            if box.x1 < -OVERSHOOT_PX or box.y1 < -OVERSHOOT_PX or box.x2 > W + OVERSHOOT_PX or box.y2 > H + OVERSHOOT_PX:
+                pr.add(f"{label}: box {list(box.xywh())} lies outside image {im['path']} ({W}x{H})")
+                continue
+            box = box.clipped(W, H)
+            if not box.is_valid():
+                pr.add(f"{label}: box has no area inside the image")
+                continue
+        boxes.append((a, box, poly))
+    pr.raise_if_any()
+
+    # write: one transaction ---------------------------------------------------------------
+    with project.importing():
+        existing_cats = {c.name for c in project.categories()}
+        name_to_id = project.ensure_categories(sorted(set(cats.values()), key=lambda s: list(cats.values()).index(s)))
+        summary.categories_added = [n for n in name_to_id if n not in existing_cats]
+        new_images, key_to_image = [], {}
+        for iid, entry in resolved.items():
+            old = project.find_image(path=project.resolve_path(entry["path"]), sha256=entry.get("sha256"))
+            if old is not None:
+                key_to_image[iid] = old.id
+                summary.images_reused += 1
+            else:
+                new_images.append(entry)
+        img_ids, _ = project.bulk_insert(new_images, [])
+        for entry, new_id in zip(new_images, img_ids):
+            key_to_image[entry["key"]] = new_id
+        summary.images_added = len(new_images)
+        have = {}
+        rows = []
+        for a, box, poly in boxes:
+            image_id = key_to_image[a["image_id"]]
+            if image_id not in have:
+                have[image_id] = {(x.box.xyxy(), x.category_id) for x in project.annotations(image_id)}
+            cid = name_to_id[cats[a["category_id"]]]
+            sig = (box.xyxy(), cid)
+            if sig in have[image_id]:
+                summary.annotations_duplicate += 1
+                continue
+            have[image_id].add(sig)
+            score = a.get("score")
+            status = a.get("status")
+            if status not in {s.value for s in AnnotationStatus}:
+                status = "proposed" if score is not None else "added"
+            source = a.get("source")
+            if source not in {s.value for s in Source}:
+                source = "model" if score is not None and status != "added" else "human"
+            rows.append({
+                "image_id": image_id, "box": box, "polygon": poly, "category_id": cid,
+                "score": float(score) if score is not None else (0.0 if status == "proposed" else None),
+                "status": status, "source": source,
+                "topk": _topk(a.get("topk")),
+                "author": a.get("author") if isinstance(a.get("author"), str) else None,
+            })
+        project.bulk_insert([], rows)
+        summary.annotations_added = len(rows)
+    if progress is not None:
+        progress.update(total, total, "done")
+    return summary
