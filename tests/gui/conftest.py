@@ -1,0 +1,48 @@
+"""Fixtures for GUI tests: a tiny generated project (made once, copied per test) and a
+main window on it with settings in tmp_path, so tests never touch the user's settings."""
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def template_project(tmp_path_factory):
+    from pollenstudio.gui.sample_project import make_review_project
+
+    folder = tmp_path_factory.mktemp("template") / "proj"
+    proj = make_review_project(folder, n_images=3, seed=1, width=320, height=240, n_grains=(3, 4))
+    proj.close()
+    return folder
+
+
+@pytest.fixture
+def project_dir(template_project, tmp_path):
+    dst = tmp_path / "proj"
+    shutil.copytree(template_project, dst)
+    return dst
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings, project_dir):
+    from pollenstudio.gui.main_window import MainWindow
+
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(project_dir))
+    win.canvas.fit()
+    qtbot.wait(10)
+    win.canvas.view.setFocus()
+    yield win
+    win.close()
