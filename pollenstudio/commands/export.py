@@ -1,0 +1,41 @@
+"""`pollenstudio export PROJECT --format coco|yolo|csv --out PATH [--all]`."""
+
+from __future__ import annotations
+
+HELP = "export a project's annotations as COCO JSON, a YOLO folder or a CSV count report"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("project", help="project folder or its project.pollen file")
+    parser.add_argument("--format", required=True, choices=["coco", "yolo", "csv"], help="output format")
+    parser.add_argument("--out", required=True, help="output file (coco, csv) or folder (yolo)")
+    parser.add_argument("--all", action="store_true",
+                        help="every image and every non-rejected annotation with scores (default: reviewed only)")
+    parser.add_argument("--no-images", action="store_true", help="yolo: write labels only, do not link/copy images")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
+
+
+def run(args) -> int:
+    from pollenstudio.commands._console import print_json
+    from pollenstudio.project import Project
+
+    reviewed_only = not args.all
+    with Project.open(args.project) as proj:
+        if args.format == "coco":
+            from pollenstudio.project.coco import export_coco
+
+            summary = export_coco(proj, args.out, reviewed_only=reviewed_only)
+        elif args.format == "yolo":
+            from pollenstudio.project.yolo import export_yolo
+
+            summary = export_yolo(proj, args.out, reviewed_only=reviewed_only, copy_images=not args.no_images)
+        else:
+            from pollenstudio.project.report import write_counts_csv
+
+            summary = write_counts_csv(proj, args.out, reviewed_only=reviewed_only)
+    summary = {"format": args.format, **summary}
+    if args.json:
+        print_json(summary)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, list)))
+    return 0
