@@ -1,0 +1,153 @@
+"""Undo/redo: every mixed edit sequence walks back to each earlier state exactly, and forward again."""
+
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pollenstudio.core.types import AnnotationStatus, Box, Detection, ReviewStatus
+from pollenstudio.core.errors import ProjectError
+from pollenstudio.project import Project
+
+
+def state(p):
+    """Full snapshot of what a user can see: annotations, taxa, image statuses and marks."""
+    c = p._conn
+    return (
+        c.execute("SELECT * FROM annotations ORDER BY id").fetchall(),
+        c.execute("SELECT * FROM categories ORDER BY id").fetchall(),
+        c.execute("SELECT id, status, mark FROM images ORDER BY id").fetchall(),
+    )
+
+
+def depth(p):
+    return p._conn.execute("SELECT COUNT(*) FROM history WHERE undone = 0").fetchone()[0]
+
+
+def make_project(folder):
+    p = Project.create(folder)
+    with p.importing():
+        p.bulk_insert([{"path": f"img{i}.png", "width": 100, "height": 80} for i in range(3)], [])
+    for i in (1, 2):
+        p.write_proposals(i, [Detection(Box(10 * k, 5 * k, 10 * k + 15, 5 * k + 12), 0, n, 0.2 + 0.1 * k)
+                              for k, n in enumerate(["Betula", "Pinus", "Betula", "Alnus"])])
+    p.clear_history()
+    return p
+
+
+op_st = st.one_of(
+    st.tuples(st.just("add"), st.integers(1, 3), st.integers(0, 80), st.integers(0, 60), st.integers(0, 5)),
+    st.tuples(st.just("move"), st.integers(0, 99), st.integers(-5, 5), st.integers(-5, 5), st.integers(0, 5)),
+    st.tuples(st.just("resize"), st.integers(0, 99), st.integers(1, 9), st.integers(1, 9), st.integers(0, 5)),
+    st.tuples(st.just("relabel"), st.integers(0, 99), st.integers(0, 5), st.just(0), st.just(0)),
+    st.tuples(st.sampled_from(["accept", "reject", "delete"]), st.integers(0, 99), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("accept_all"), st.integers(1, 3), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("mark"), st.integers(1, 3), st.integers(0, 2), st.just(0), st.just(0)),
+    st.tuples(st.just("add_taxon"), st.integers(0, 999), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("merge"), st.integers(0, 5), st.integers(0, 5), st.just(0), st.just(0)),
+    st.tuples(st.just("rename"), st.integers(0, 5), st.integers(0, 999), st.just(0), st.just(0)),
+)
+
+
+def apply(p, op):
+    kind, a, b, c, d = op
+    anns = [x for r in p.images() for x in p.annotations(r.id)]
+    cats = [x.id for x in p.categories()]
+    pick = anns[a % len(anns)] if anns else None
+    try:
+        if kind == "add":
+            p.add_annotation(a, Box(b, c, b + 10, c + 10), cats[d % len(cats)])
+        elif kind == "move" and pick:
+            p.move_annotation(pick.id, pick.box.translated(b, c))
+        elif kind == "resize" and pick:
+            p.resize_annotation(pick.id, Box(pick.box.x1, pick.box.y1, pick.box.x1 + b * 3, pick.box.y1 + c * 3))
+        elif kind == "relabel" and pick:
+            p.relabel(pick.id, cats[b % len(cats)])
+        elif kind in ("accept", "reject", "delete") and pick:
+            getattr(p, kind)(pick.id)
+        elif kind == "accept_all":
+            p.accept_all(a)
+        elif kind == "mark":
+            p.set_image_status(a, list(ReviewStatus)[b])
+        elif kind == "add_taxon":
+            p.add_category(f"Taxon {a}", hotkey=str(a % 9 + 1))
+        elif kind == "merge":
+            p.merge_categories(cats[a % len(cats)], cats[b % len(cats)])
+        elif kind == "rename":
+            p.rename_category(cats[a % len(cats)], f"Renamed {b}")
+    except ProjectError:
+        pass  # refused edits (box off the image, self-merge, name taken) change nothing
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op_st, min_size=1, max_size=25))
+def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, ops):
+    p = make_project(tmp_path_factory.mktemp("u") / "p")
+    states = [state(p)]
+    for op in ops:
+        before_depth = depth(p)
+        apply(p, op)
+        if depth(p) > before_depth:
+            states.append(state(p))
+        else:
+            assert state(p) == states[-1], f"{op} changed data without an undo step"
+    for expected in reversed(states[:-1]):
+        assert p.undo() is not None
+        assert state(p) == expected
+    assert not p.can_undo() and p.undo() is None
+    for expected in states[1:]:
+        assert p.redo() is not None
+        assert state(p) == expected
+    assert not p.can_redo()
+    p.close()
+
+
+def test_new_edit_clears_redo_and_undo_survives_reopening(tmp_path):
+    p = make_project(tmp_path / "p")
+    (a,) = p.review_queue(limit=1)
+    p.accept(a.id)
+    p.undo()
+    assert p.can_redo()
+    p.reject(a.id)
+    assert not p.can_redo() and p.undo_label() == "reject"
+    p.close()
+    with Project.open(tmp_path / "p") as q:
+        assert q.can_undo()
+        ev = q.undo()
+        assert ev.annotation_ids == (a.id,) and ev.image_ids == (a.image_id,)
+        assert q.annotation(a.id).status is AnnotationStatus.PROPOSED
+
+
+def test_undo_of_an_edit_whose_proposal_was_replaced_by_redetection(tmp_path):
+    p = make_project(tmp_path / "p")
+    (a,) = p.review_queue(image_id=1, limit=1)
+    p.accept(a.id)
+    p.undo()  # back to proposed ...
+    p.write_proposals(1, [Detection(Box(50, 50, 70, 70), 0, "Betula", 0.9)])  # ... and replaced
+    ev = p.redo()  # the accepted row is gone: redo must not resurrect it
+    assert ev is not None and ev.annotation_ids == ()
+    with pytest.raises(ProjectError):
+        p.annotation(a.id)
+    assert [x.box for x in p.annotations(1)] == [Box(50, 50, 70, 70)]
+
+
+def test_undo_merge_after_redetection_keeps_new_proposals(tmp_path):
+    p = make_project(tmp_path / "p")
+    betula, pinus = p.category_by_name("Betula").id, p.category_by_name("Pinus").id
+    p.merge_categories(pinus, betula)
+    p.write_proposals(1, [Detection(Box(1, 1, 20, 20), 0, "Betula", 0.5)])
+    p.undo()
+    assert p.category(pinus).name == "Pinus"
+    new = [x for x in p.annotations(1)]
+    assert len(new) == 1 and new[0].category_id == betula  # model output of after the merge stays
+    names = {c.id: c.name for c in p.categories()}
+    assert [names[x.category_id] for x in p.annotations(2)] == ["Betula", "Pinus", "Betula", "Alnus"]
+
+
+def test_undo_add_taxon_that_detection_now_uses_keeps_it(tmp_path):
+    p = make_project(tmp_path / "p")
+    cid = p.add_category("Corylus")
+    p.write_proposals(3, [Detection(Box(1, 1, 20, 20), 0, "Corylus", 0.5)])
+    p.undo()
+    assert p.category(cid).name == "Corylus"  # still labels a proposal
