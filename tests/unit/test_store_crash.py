@@ -1,0 +1,83 @@
+"""Crash safety: SIGKILL a process in the middle of editing; nothing acknowledged is lost."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pollenstudio.core.types import AnnotationStatus, Box
+from pollenstudio.project import Project
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.project import Project
+
+    p = Project.open(sys.argv[1])
+    cat = p.categories()[0].id
+    seed = int(sys.argv[2])
+    print("READY", flush=True)
+    i = 0
+    while True:
+        x = (seed * 7919 + i * 13) % 900
+        y = (seed * 104729 + i * 31) % 900
+        aid = p.add_annotation(1, Box(x, y, x + 10, y + 10), cat)
+        print(f"ADD {aid}", flush=True)
+        p.move_annotation(aid, Box(x + 1, y + 1, x + 11, y + 11))
+        print(f"MOVE {aid} {x + 1} {y + 1}", flush=True)
+        r = p.write_proposals(2, [Detection(Box(x, y, x + 8, y + 8), 0, "Betula", 0.5)])
+        if r.written:
+            p.accept(r.written[0])
+            print(f"ACCEPT {r.written[0]}", flush=True)
+        i += 1
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_during_edits_loses_nothing_acknowledged(tmp_path):
+    with Project.create(tmp_path / "p") as p:
+        with p.importing():
+            p.bulk_insert([{"path": "a.png", "width": 1000, "height": 1000},
+                           {"path": "b.png", "width": 1000, "height": 1000}], [])
+        p.add_category("Betula")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    rng = random.Random(1234)
+    added, moved, accepted = set(), {}, set()
+    kills = 0
+    t_end = time.monotonic() + 25
+    while kills < 16 and time.monotonic() < t_end:
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "p"), str(kills)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(rng.uniform(0.02, 0.3))
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        kills += 1
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) < 2 or not parts[1].isdigit():
+                continue  # a line cut by the kill was never an acknowledgement
+            if parts[0] == "ADD":
+                added.add(int(parts[1]))
+            elif parts[0] == "MOVE" and len(parts) == 4:
+                moved[int(parts[1])] = (float(parts[2]), float(parts[3]))
+            elif parts[0] == "ACCEPT":
+                accepted.add(int(parts[1]))
+        with Project.open(tmp_path / "p") as p:
+            assert p.integrity_check() == "ok"
+            for aid in added:
+                p.annotation(aid)  # raises if lost
+            for aid, (x, y) in moved.items():
+                assert p.annotation(aid).box == Box(x, y, x + 10, y + 10)
+            for aid in accepted:
+                assert p.annotation(aid).status is AnnotationStatus.ACCEPTED
+    assert kills >= 10
+    assert len(added) > 20 and accepted  # the children really were editing when killed
