@@ -178,13 +178,24 @@ def test_progress_reports_and_cancel_leaves_no_annotations(tmp_path):
 
 
 def test_large_slide_scan_size():
-    cfg = SynthConfig(width=3000, height=2500, difficulty="hard")
+    cfg = SynthConfig(width=2400, height=2000, difficulty="hard")
     img, objs = generate_image(0, cfg)
-    assert img.shape == (2500, 3000, 3)
+    assert img.shape == (2000, 2400, 3)
     assert len(objs) > 50
-    assert all(0 <= o["bbox"][0] < o["bbox"][2] <= 3000 and 0 <= o["bbox"][1] < o["bbox"][3] <= 2500 for o in objs)
+    assert all(0 <= o["bbox"][0] < o["bbox"][2] <= 2400 and 0 <= o["bbox"][1] < o["bbox"][3] <= 2000 for o in objs)
     # the strips the image is composited in leave no seams: the row step across a strip
     # border is like any other row step
     g = img.astype(float).mean(2)
     steps = np.abs(np.diff(g, axis=0)).mean(1)
-    assert steps[511] < 3 * np.median(steps)
+    assert steps[255] < 3 * np.median(steps) and steps[511] < 3 * np.median(steps)
+
+
+def test_strip_compositing_leaves_no_seams(monkeypatch):
+    from pollenstudio.engine.synthetic import scene
+
+    # without noise (the only thing seeded per strip) the strip height must not matter
+    cfg = SynthConfig(width=200, height=600, noise=0.0, difficulty="hard")
+    a, oa = generate_image(4, cfg)
+    monkeypatch.setattr(scene, "STRIP", 48)
+    b, ob = generate_image(4, cfg)
+    assert np.array_equal(a, b) and oa == ob

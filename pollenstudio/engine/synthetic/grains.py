@@ -214,6 +214,11 @@ def _spectrum(hue: float) -> np.ndarray:
 _K_WALL = np.array([0.62, 0.80, 1.0], dtype=F)
 
 
+def grain_half(diameter: float, sigma: float) -> int:
+    """Half the side of a grain's square patch (px): outline, blur and halo fit inside."""
+    return int(np.ceil(1.12 * diameter / 2 + 3 * sigma + 2 * (1.0 + 0.9 * sigma) + 3))
+
+
 def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, diameter: float, look: dict) -> Patch:
     """Render one grain of ``taxon`` centred at (cx, cy) with outer diameter ``diameter`` px.
 
@@ -223,7 +228,7 @@ def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, dia
     R = diameter / 2.0
     sigma = look["blur"]
     halo_w = 1.0 + 0.9 * sigma
-    half = int(np.ceil(1.12 * R + 3 * sigma + 2 * halo_w + 3))
+    half = grain_half(diameter, sigma)
     x0, y0, X, Y = local_grid(cx, cy, half)
     U, V = rotate(X, Y, rng.uniform(0, 2 * np.pi))
     if rng.uniform() < 0.5:  # mirror image: grains land on either face

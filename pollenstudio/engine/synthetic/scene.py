@@ -7,11 +7,11 @@ import numpy as np
 
 from pollenstudio.engine.synthetic import clutter
 from pollenstudio.engine.synthetic.config import SynthConfig
-from pollenstudio.engine.synthetic.grains import SIZE_BIAS, render_grain
+from pollenstudio.engine.synthetic.grains import SIZE_BIAS, grain_half, render_grain
 from pollenstudio.engine.synthetic.patch import Patch
 
 F = np.float32
-STRIP = 512  # rows composited at once; fixed so the noise (seeded per strip) never changes
+STRIP = 256  # rows composited at once; fixed so the noise (seeded per strip) never changes
 MIN_VISIBLE = 0.3  # grains with less of their mask inside the image are not annotated
 _REF_AREA = 640 * 480
 _GRAINS_PER_REF = (4, 16)  # at 50 px diameter on a 640x480 field
@@ -32,7 +32,7 @@ def _image_style(rng: np.random.Generator, cfg: SynthConfig) -> dict:
         vignette=rng.uniform(0.15, 0.45),
         vig_centre=(rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)),
         uneven=rng.uniform(0.02, 0.07),
-        mottle=rng.uniform(0.004, 0.015),
+        mottle=rng.uniform(0.003, 0.01),
         focus_blur=blur * rng.uniform(0.6, 1.4),
         focus=rng.uniform(-0.6, 1.0),
         hue=rng.uniform(0.1, 0.85),
@@ -108,11 +108,10 @@ def _distractors(rng: np.random.Generator, cfg: SynthConfig, style: dict):
     return out
 
 
-def _interp_matrix(n: int, k: int) -> np.ndarray:
-    """(n, k) smooth partition-of-unity weights: a k-point field to n pixels (low-rank illumination)."""
-    pos = (np.arange(n) + 0.5) / n * (k - 1)
+def _interp_weights(pos: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) smooth partition-of-unity weights of k control points at positions 0..k-1."""
     w = np.exp(-np.square(pos[:, None] - np.arange(k)[None, :]) / 0.8)
-    return (w / w.sum(1, keepdims=True)).astype(F)
+    return w / w.sum(1, keepdims=True)
 
 
 def _visible(patch: Patch, W: int, H: int):
@@ -149,7 +148,6 @@ def _polygon(crop: np.ndarray, x1: float, y1: float) -> list[float]:
 
 def render(seed: int, cfg: SynthConfig, return_masks: bool = False):
     """Render the raw (pre-JPEG) image and its objects; see :func:`generate_image`."""
-    W, H = cfg.width, cfg.height
     rng = np.random.default_rng(_seed_of(seed, 1))
     style = _image_style(rng, cfg)
     grains = _layout(rng, cfg)
@@ -158,85 +156,126 @@ def render(seed: int, cfg: SynthConfig, return_masks: bool = False):
         grains.append((float(cx), float(cy), int(ti), float(diam), _seed_of(seed, 2, k)))
     extras = _distractors(rng, cfg, style)
 
+    # Patches are rendered when the strip loop first reaches them and dropped after, so a
+    # slide scan never holds all of them at once. ``top`` is a row at or above the patch.
     taxa = cfg.taxa_names
-    objects = []
-    patches: list[Patch] = []
-    for cx, cy, ti, diam, gseed in grains:
+    found: dict[int, dict] = {}
+    specs = []
+    for gi, (cx, cy, ti, diam, gseed) in enumerate(grains):
         grng = np.random.default_rng(gseed)
         look = _grain_look(grng, style, cfg)
-        p = render_grain(grng, taxa[ti], cx, cy, diam, look)
-        box, area, frac, crop = _visible(p, W, H)
-        if box is not None and frac >= MIN_VISIBLE:
-            obj = dict(bbox=box, category=ti, name=taxa[ti], area=area, polygon=_polygon(crop, box[0], box[1]))
-            if return_masks:
-                obj["mask"] = crop
-            objects.append(obj)
-        p.mask = None
-        if p.x1 > 0 and p.y1 > 0 and p.x0 < W and p.y0 < H:
-            patches.append(p)
+        top = int(np.floor(cy)) - grain_half(diam, look["blur"])
+
+        def make(gi=gi, cx=cx, cy=cy, ti=ti, diam=diam, grng=grng, look=look):
+            p = render_grain(grng, taxa[ti], cx, cy, diam, look)
+            box, area, frac, crop = _visible(p, cfg.width, cfg.height)
+            if box is not None and frac >= MIN_VISIBLE:
+                obj = dict(bbox=box, category=ti, name=taxa[ti], area=area, polygon=_polygon(crop, box[0], box[1]))
+                if return_masks:
+                    obj["mask"] = crop
+                found[gi] = obj
+            p.mask = None
+            return p
+
+        specs.append((top, make))
     for fn, cx, cy, size, sigma, dseed in extras:
-        p = fn(np.random.default_rng(dseed), cx, cy, size, sigma)
-        if p.x1 > 0 and p.y1 > 0 and p.x0 < W and p.y0 < H:
-            patches.append(p)
+        top = int(np.floor(cy)) - int(np.ceil(1.2 * size + 3 * sigma + 12))
+        specs.append((top, lambda fn=fn, cx=cx, cy=cy, size=size, sigma=sigma, dseed=dseed: fn(np.random.default_rng(dseed), cx, cy, size, sigma)))
 
-    img = _composite(seed, cfg, style, patches)
-    return img, objects
+    img = _composite(seed, cfg, style, specs)
+    return img, [found[k] for k in sorted(found)]
 
 
-def _composite(seed: int, cfg: SynthConfig, style: dict, patches: list[Patch]) -> np.ndarray:
-    W, H = cfg.width, cfg.height
-    rng = np.random.default_rng(_seed_of(seed, 3))
-    # illumination: a smooth low-rank field (uneven lamp) times an off-centre vignette
+def _illumination(rng, style: dict, W: int, H: int, mf: int) -> np.ndarray:
+    """Light reaching the camera without a specimen, at 1/mf resolution: (H/mf+6, W/mf+6, 3).
+
+    Everything in it is smooth (uneven lamp, off-centre vignette, faint mottle of the mount
+    and optics), so the strips enlarge it with a cubic resize instead of computing per pixel.
+    """
+    gh, gw = H // mf + 6, W // mf + 6
+    # full-resolution coordinates of the low-resolution pixel centres under cv2.resize
+    ys = (np.arange(gh) + 0.5) * mf
+    xs = (np.arange(gw) + 0.5) * mf
     gk = 5
     field = 1 + rng.normal(0, style["uneven"], (gk, gk, 1)) + rng.normal(0, style["uneven"] * 0.25, (gk, gk, 3))
-    By, Bx = _interp_matrix(H, gk), _interp_matrix(W, gk)
+    wy = _interp_weights(ys / H * (gk - 1), gk)
+    wx = _interp_weights(xs / W * (gk - 1), gk)
+    lamp = np.einsum("yi,ijc,xj->yxc", wy, field, wx)
     diag = np.hypot(W, H) / 2
-    vx = np.exp(-style["vignette"] * np.square((np.arange(W) + 0.5 - style["vig_centre"][0] * W) / diag)).astype(F)
-    vy = np.exp(-style["vignette"] * np.square((np.arange(H) + 0.5 - style["vig_centre"][1] * H) / diag)).astype(F)
+    vx = np.exp(-style["vignette"] * np.square((xs - style["vig_centre"][0] * W) / diag))
+    vy = np.exp(-style["vignette"] * np.square((ys - style["vig_centre"][1] * H) / diag))
+    mottle = cv2.GaussianBlur(rng.standard_normal((gh, gw)), (0, 0), 2.0)
+    mottle *= style["mottle"] / max(1e-6, float(mottle.std()))
+    light = lamp * (np.outer(vy, vx) * (1 + mottle))[..., None] * style["bg"].astype(np.float64)
+    return light.astype(F)
+
+
+def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndarray:
+    W, H = cfg.width, cfg.height
+    rng = np.random.default_rng(_seed_of(seed, 3))
+    mf = 16
+    light = _illumination(rng, style, W, H, mf)
     noise = cfg.knob("noise")
     sd_bg = (0.6 + 8.0 * noise) / 255.0 if noise > 0 else 0.0  # noise std at the background
     read = 0.35 * sd_bg
     gain = max(0.0, (sd_bg**2 - read**2) / 0.8)
     k1 = cv2.getGaussianKernel(7, 0.55)
     corr = float(np.square(k1).sum())  # std left after the slight demosaic-like smoothing
-
-    # mottle: faint mid-frequency unevenness of the mount and the optics, drawn at 1/16
-    # resolution and enlarged strip by strip (aligned, so no seams)
-    mf = 16
-    mottle = cv2.GaussianBlur(rng.standard_normal((H // mf + 6, W // mf + 6)).astype(F), (0, 0), 1.2)
-    mottle *= F(style["mottle"] / max(1e-6, float(mottle.std())))
+    # colour noise partly shared between channels, as after demosaicing (unit variance)
+    mix = (np.eye(3) * 0.62 + 0.3).astype(F)
 
     out = np.empty((H, W, 3), np.uint8)
-    patches = sorted(patches, key=lambda p: p.y0)
+    order = sorted(range(len(specs)), key=lambda i: (specs[i][0], i))
+    nxt = 0
+    active: list[Patch] = []
     for si, sy0 in enumerate(range(0, H, STRIP)):
         sy1 = min(H, sy0 + STRIP)
         rows = sy1 - sy0
+        # render what reaches into this strip (also those ending above the image: grains
+        # cut by the top border still need their annotation)
+        while nxt < len(order) and (specs[order[nxt]][0] < sy1 or sy1 == H):
+            p = specs[order[nxt]][1]()
+            nxt += 1
+            if p.x1 > 0 and p.y1 > sy0 and p.x0 < W and p.y0 < H:
+                active.append(p)
+        active = [p for p in active if p.y1 > sy0]
         od = np.zeros((rows, W, 3), F)
         halo = np.zeros((rows, W), F)
-        for p in patches:
+        for p in active:
             if p.y0 >= sy1:
-                break
-            if p.y1 <= sy0:
                 continue
             ya, yb = max(sy0, p.y0), min(sy1, p.y1)
             xa, xb = max(0, p.x0), min(W, p.x1)
             od[ya - sy0 : yb - sy0, xa:xb] += p.od[ya - p.y0 : yb - p.y0, xa - p.x0 : xb - p.x0]
             if p.halo is not None:
                 halo[ya - sy0 : yb - sy0, xa:xb] += p.halo[ya - p.y0 : yb - p.y0, xa - p.x0 : xb - p.x0]
-        illum = np.empty((rows, W, 3), F)
-        for c in range(3):
-            illum[..., c] = By[sy0:sy1] @ field[..., c].astype(F) @ Bx.T
-        lb = max(0, sy0 // mf - 2)  # margins so the cubic kernel sees the same rows as a full resize
-        le = min(mottle.shape[0], -(-sy1 // mf) + 3)
-        block = cv2.resize(mottle[lb:le], ((W // mf + 6) * mf, (le - lb) * mf), interpolation=cv2.INTER_CUBIC)
-        m = block[sy0 - lb * mf : sy1 - lb * mf, :W]
-        illum *= ((vy[sy0:sy1, None] * vx[None, :]) * (1 + m))[..., None] * style["bg"]
-        img = illum * (np.exp(-od) + halo[..., None])
-        del od, halo, illum
+        # enlarge the rows of the low-resolution light this strip needs, with margins so the
+        # cubic kernel sees what a full-frame resize would (no seams between strips)
+        lb = max(0, sy0 // mf - 2)
+        le = min(light.shape[0], -(-sy1 // mf) + 3)
+        block = cv2.resize(light[lb:le], (light.shape[1] * mf, (le - lb) * mf), interpolation=cv2.INTER_CUBIC)
+        illum = block[sy0 - lb * mf : sy1 - lb * mf, :W]
+        # cv2 element-wise ops, in place where possible: numpy broadcasting over a trailing
+        # axis of 3 is several times slower, and temporaries set the peak memory of a scan
+        np.negative(od, out=od)
+        img = cv2.exp(od, dst=od)
+        cv2.add(img, cv2.cvtColor(halo, cv2.COLOR_GRAY2RGB), dst=img)
+        cv2.multiply(img, illum, dst=img)
+        del halo, illum, block
         srng = np.random.default_rng(_seed_of(seed, 4, si))
-        n = srng.standard_normal((rows, W, 3), dtype=F) * F(0.66) + srng.standard_normal((rows, W, 1), dtype=F) * F(0.75)
-        n = cv2.GaussianBlur(n, (7, 7), 0.55, borderType=cv2.BORDER_REFLECT) / F(corr)
-        img += np.sqrt(np.clip(img, 0, None) * F(gain) + F(read * read)) * n
-        np.clip(img * F(255) + F(0.5), 0, 255, out=img)
-        out[sy0:sy1] = img.astype(np.uint8)
+        n = cv2.transform(srng.standard_normal((rows, W, 3), dtype=F), mix)
+        n = cv2.GaussianBlur(n, (7, 7), 0.55, borderType=cv2.BORDER_REFLECT)
+        sd = np.maximum(img, 0)
+        sd *= F(gain)
+        sd += F(read * read)
+        np.sqrt(sd, out=sd)
+        sd *= F(1 / corr)
+        sd *= n
+        del n
+        img += sd
+        del sd
+        img *= F(255)
+        img += F(0.5)
+        np.clip(img, 0, 255, out=img)
+        out[sy0:sy1] = img
     return out
