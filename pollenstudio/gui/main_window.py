@@ -108,7 +108,7 @@ class MainWindow(QMainWindow):
             "help": self.show_help,
         }
         for i in range(1, 10):
-            handlers[f"taxon_{i}"] = lambda d=str(i): c.assign_hotkey(d)
+            handlers[f"taxon_{i}"] = lambda _checked=False, d=str(i): c.assign_hotkey(d)
         self.actions: dict[str, QAction] = {}
         for s in SHORTCUTS:
             a = QAction(s.text, self)
@@ -223,6 +223,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ project
     def open_project(self, path: str) -> bool:
+        self._save_review_state()
         try:
             self.ctl.open_project(path)
         except Exception as exc:  # a bad file must leave the window usable
@@ -294,7 +295,13 @@ class MainWindow(QMainWindow):
         self.open_project(str(path))
 
     def close_project(self) -> None:
+        self._save_review_state()
         self.ctl.close_project()
+
+    def _save_review_state(self) -> None:
+        """Dock layout is remembered as it is while reviewing (welcome mode hides docks)."""
+        if self.ctl.project is not None:
+            self.settings.setValue("window/state", self.saveState())
 
     def _remember(self, path: str) -> None:
         recent = [p for p in self.recent_projects() if p != path]
@@ -339,8 +346,12 @@ class MainWindow(QMainWindow):
             self._show_welcome()
             return
         self.stack.setCurrentWidget(self.canvas)
-        for d in (self.images_dock, self.queue_dock, self.taxa_dock):
-            d.show()
+        state = self.settings.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        else:
+            for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+                d.show()
         self.display_toolbar.show()
         self.images.set_rows(c.image_rows())
         ids = self.images.model.ids()
@@ -414,16 +425,11 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ layout memory
     def _restore_layout(self) -> None:
         geo = self.settings.value("window/geometry")
-        state = self.settings.value("window/state")
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
-        if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
 
     def closeEvent(self, ev) -> None:
-        if self.ctl.project is not None:
-            # dock visibility is part of the state: save it as it is in review mode
-            self.settings.setValue("window/state", self.saveState())
+        self._save_review_state()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.ctl.close_project()
         super().closeEvent(ev)

@@ -45,15 +45,27 @@ def auto_levels(img: np.ndarray) -> tuple[float, float]:
 
 
 def to_display(arr: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
-    """Map ``arr`` through display ``levels`` to C-contiguous uint8, so the ImageItem
-    takes its fast path (no LUT) and 16-bit data costs one SIMD pass per cut."""
+    """Map ``arr`` through display ``levels`` (lo -> 0, hi -> 255, clipped) to C-contiguous
+    uint8, so the ImageItem takes its fast path (no LUT) and 16-bit data costs one or two
+    SIMD passes per cut."""
     import cv2
 
-    lo, hi = levels
+    lo, hi = float(levels[0]), float(levels[1])
+    arr = np.ascontiguousarray(arr)
     if arr.dtype == np.uint8 and lo == 0.0 and hi == 255.0:
-        return np.ascontiguousarray(arr)
+        return arr
     alpha = 255.0 / max(hi - lo, 1e-6)
-    return cv2.convertScaleAbs(np.ascontiguousarray(arr), alpha=alpha, beta=-lo * alpha)
+    if arr.dtype == np.uint8:
+        lut = np.clip((np.arange(256, dtype=np.float32) - lo) * alpha, 0, 255).round().astype(np.uint8)
+        return cv2.LUT(arr, lut)
+    if lo >= 0:
+        # saturating subtract first: convertScaleAbs takes |a*x+b|, which would fold values
+        # below ``lo`` back up instead of clipping them to black
+        # (``lo`` snapped to a whole grey level: sub-level shifts are invisible in 16-bit)
+        nch = 1 if arr.ndim == 2 else arr.shape[2]
+        shifted = cv2.subtract(arr, (float(math.ceil(lo)),) * nch + (0.0,) * (4 - nch))
+        return cv2.convertScaleAbs(shifted, alpha=alpha)
+    return np.clip((arr.astype(np.float32) - lo) * alpha, 0, 255).astype(np.uint8)
 
 
 def adjust_levels(base: tuple[float, float], brightness: float, contrast: float) -> tuple[float, float]:

@@ -1,0 +1,122 @@
+"""Robustness of the window: errors in slots, bad files, help, remembered layout, welcome."""
+
+import pytest
+from PySide6.QtCore import QTimer
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from pollenstudio.gui.app import ErrorReporter
+
+
+def _visible_boxes():
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+
+
+@pytest.mark.qt_no_exception_capture
+def test_exception_in_a_slot_is_reported_and_the_app_keeps_running(window, qtbot):
+    reporter = ErrorReporter().install()
+    try:
+        def broken():
+            raise RuntimeError("boom in a slot")
+
+        window.ctl.boxesChanged.connect(broken)
+        window.ctl.select(None)  # emits boxesChanged -> broken slot raises
+        QTimer.singleShot(0, broken)
+        qtbot.waitUntil(lambda: reporter.count >= 2, timeout=2000)
+        window.ctl.boxesChanged.disconnect(broken)
+        assert "boom in a slot" in reporter.last_message
+        assert "saved" in reporter.last_message  # tells the user their work is safe
+        assert len(_visible_boxes()) == 1  # one dialog, not one per error
+        # the window still works afterwards
+        first = window.ctl.image_id
+        window.ctl.step_image(1)
+        assert window.ctl.image_id != first
+    finally:
+        reporter.uninstall()
+        for b in _visible_boxes():
+            b.close()
+
+
+def test_corrupt_image_gets_a_dialog_naming_the_file(window, qtbot):
+    proj = window.ctl.project
+    rec = proj.images()[1]
+    path = proj.image_path(rec)
+    path.write_bytes(b"this is not a png")
+    window.ctl.show_image(rec.id)
+    qtbot.waitUntil(lambda: bool(_visible_boxes()), timeout=2000)
+    box = _visible_boxes()[0]
+    assert path.name in box.text()
+    box.close()
+    assert window.canvas.image is None  # no stale pixels of the previous image under new boxes
+    window.ctl.step_image(1)  # and the app carries on
+    assert window.canvas.image is not None
+
+
+def test_opening_a_non_project_shows_an_error_and_keeps_the_welcome_page(qtbot, settings, tmp_path):
+    from pollenstudio.gui.main_window import MainWindow
+
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "project.pollen").write_bytes(b"garbage")
+    assert not win.open_project(str(bad))
+    boxes = _visible_boxes()
+    assert boxes and "not a PollenStudio project" in boxes[0].text()
+    for b in boxes:
+        b.close()
+    assert win.stack.currentWidget() is win.welcome
+
+
+def test_f1_lists_the_shortcuts(window, qtbot):
+    from PySide6.QtCore import Qt
+
+    QTest.keyClick(window.canvas.view, Qt.Key.Key_F1)
+    dlg = window._help
+    assert dlg.isVisible()
+    text = dlg.text.toPlainText()
+    for needle in ("Accept proposal", "Ctrl+Z", "Ctrl+Shift+Z", "1 ... 9", "Space", "Draw new box", "Edge map"):
+        assert needle in text
+    dlg.close()
+
+
+def test_edge_and_gradcam_keys_are_registered_but_disabled(window):
+    for name in ("edge_map", "gradcam"):
+        a = window.actions[name]
+        assert not a.isEnabled() and "not available" in a.statusTip()
+
+
+def test_window_layout_and_recent_projects_are_remembered(qtbot, settings, project_dir):
+    from pollenstudio.gui.main_window import MainWindow
+
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    assert (win.width(), win.height()) == (1400, 900)
+    win.open_project(str(project_dir))
+    win.resize(790, 650)  # the offscreen screen is 800 px wide; restoreGeometry clamps to it
+    win.queue_dock.hide()
+    win.close()
+    settings.sync()
+    win2 = MainWindow(settings)
+    qtbot.addWidget(win2)
+    win2.show()
+    # (the offscreen platform pins restored widths to its 800 px screen, so check the height)
+    assert win2.height() == 650 and win2.width() < 1400
+    assert win2.recent_projects()[0] == str(project_dir)
+    assert win2.welcome.recent.count() == 1
+    win2.open_project(win2.recent_projects()[0])
+    assert not win2.queue_dock.isVisible()  # dock layout restored in review mode
+    win2.close()
+
+
+def test_demo_button_waits_for_the_demo(qtbot, settings):
+    from pollenstudio.gui import welcome
+    from pollenstudio.gui.main_window import MainWindow
+
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    available = welcome.demo_available()
+    assert win.welcome.open_demo.isEnabled() == available
+    if not available:
+        assert "not installed" in win.welcome.open_demo.toolTip()
