@@ -192,6 +192,7 @@ class Predictor:
         self.topk = max(1, int(topk))
         self.meta = dict(meta or {})
         self.source = source
+        self.model_version_id: int | None = None  # set when loaded from a project's model version
         model = model.eval()
         if fuse:
             try:
@@ -227,6 +228,49 @@ class Predictor:
         from pollenstudio.engine.paths import default_model_path
 
         return cls.from_checkpoint(default_model_path(), **kwargs)
+
+    @classmethod
+    def from_project(cls, project, model: str | int | os.PathLike | None = None, **kwargs) -> "Predictor":
+        """The model to use for a project, with ``model_version_id`` set for provenance.
+
+        model: None -> the project's active model version, else the shipped default; an
+        int (or digits) -> that model version; a file path -> that checkpoint. A file or the
+        default that is not yet a model version of the project is registered as one (not
+        activated), so every proposal records which model wrote it.
+        """
+        from pollenstudio.core.errors import ProjectError
+
+        mv = None
+        if model is None:
+            mv = project.active_model_version()
+            path = project.model_file(mv) if mv is not None else None
+            if path is None:
+                from pollenstudio.engine.paths import default_model_path
+
+                path = default_model_path()
+        elif isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
+            mv = project.model_version(int(model))
+            path = project.model_file(mv)
+            if path is None:
+                raise ProjectError(f"model version {mv.id} ({mv.name}) has no weights file")
+        else:
+            path = Path(model)
+        pred = cls.from_checkpoint(path, **kwargs)
+        if mv is None:
+            resolved = Path(path).resolve()
+            for v in project.model_versions():
+                f = project.model_file(v)
+                if f is not None and f.resolve() == resolved:
+                    mv = v
+                    break
+        if mv is None:
+            mv_id = project.add_model_version(
+                Path(path).stem, path, config=pred.cfg.to_dict(), summary={"registered_by": "detect"}
+            )
+        else:
+            mv_id = mv.id
+        pred.model_version_id = mv_id
+        return pred
 
     @property
     def device_description(self) -> str:
@@ -370,7 +414,9 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
-        preds = postprocess(out, self.strides, conf=self.conf, iou=self.iou, max_det=self.max_det)
+        preds = postprocess(
+            out, self.strides, conf=self.conf, iou=self.iou, max_det=self.max_det, reg_max=int(self.cfg.reg_max)
+        )
         for (state, (_, lb, k)), p in zip(batch, preds):
             boxes = lb.to_source(p.boxes.detach().float().cpu().numpy())
             state.parts.append(

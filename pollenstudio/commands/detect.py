@@ -1,0 +1,95 @@
+"""`pollenstudio detect PROJECT_OR_FOLDER`: run a model over a project's images as proposals."""
+
+from __future__ import annotations
+
+HELP = "detect pollen grains on a project's images (a folder of images becomes a project) and store them as proposals"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("target", metavar="PROJECT_OR_FOLDER", help="project folder, or a folder of images (a project is created in it)")
+    parser.add_argument(
+        "--model",
+        help="model file (.safetensors) or model version id of the project (default: the project's active model, else the shipped default)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    parser.add_argument(
+        "--tile", default="auto", help="auto (tile images over twice the model input), off, or tile size in pixels"
+    )
+    parser.add_argument("--batch", type=int, default=8, help="model inputs per batch (default 8)")
+    parser.add_argument("--imgsz", type=int, default=None, help="model input size (default: the model's own)")
+    parser.add_argument(
+        "--images", choices=("all", "unreviewed", "new"), default="all", help="which images to run on (default all)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from pollenstudio.commands._console import ConsoleProgress, print_json
+    from pollenstudio.core.errors import ProjectError
+    from pollenstudio.project import Project
+    from pollenstudio.project.schema import DB_NAME
+
+    if not 0.0 <= args.conf <= 1.0 or not 0.0 < args.iou <= 1.0:
+        raise ProjectError("--conf must be within 0..1 and --iou within 0..1 (exclusive of 0)")
+    if args.batch < 1:
+        raise ProjectError("--batch must be at least 1")
+    target = Path(args.target)
+    quiet = args.quiet or args.json
+    created = False
+    if target.is_file() or (target / DB_NAME).exists():
+        proj = Project.open(target)
+    elif target.is_dir():
+        from pollenstudio.core.imageio import is_image_file
+
+        if not any(p.is_file() and is_image_file(p) for p in target.rglob("*")):
+            raise ProjectError(f"{target} holds neither a project nor any image (JPEG, PNG, TIFF)")
+        proj = Project.create(target)
+        created = True
+        res = proj.add_folder(target, progress=ConsoleProgress("add images", quiet=quiet))
+        for p, reason in res.errors:
+            print(f"warning: {reason}", file=sys.stderr)
+    else:
+        raise ProjectError(f"{target}: no such project or folder")
+
+    from pollenstudio.engine.detect_job import detect_project, select_images
+    from pollenstudio.engine.predict import Predictor
+
+    with proj:
+        predictor = Predictor.from_project(
+            proj,
+            args.model,
+            device=args.device,
+            conf=args.conf,
+            iou=args.iou,
+            tile=args.tile,
+            batch=args.batch,
+            imgsz=args.imgsz,
+        )
+        if not quiet:
+            print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
+        ids = select_images(proj, args.images)
+        summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet))
+    out = {"project": str(proj.folder), "created": created, **summary.to_dict()}
+    if args.json:
+        print_json(out)
+    else:
+        for path, reason in summary.failed:
+            print(f"could not read: {reason}", file=sys.stderr)
+        taxa = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_taxon.items(), key=lambda kv: -kv[1]))
+        print(
+            f"{summary.done}/{summary.images} images, {summary.proposals} proposals"
+            + (f" ({taxa})" if taxa else "")
+            + (f", {summary.skipped} already decided by a person" if summary.skipped else "")
+            + (f", {len(summary.failed)} unreadable" if summary.failed else "")
+            + f" in {summary.seconds:.1f} s"
+        )
+    if summary.cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    return 0 if summary.done or not summary.images else 1

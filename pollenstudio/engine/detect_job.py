@@ -1,0 +1,133 @@
+"""Detection over a project: run a Predictor on its images and store the proposals.
+
+The job behind "Detect all / selected / unreviewed" in the GUI and ``pollenstudio detect``.
+Each image's proposals go through :meth:`Project.write_proposals` in one transaction, with
+the store's merge rule (human decisions are never overwritten or resurrected), so a
+cancel or crash leaves every image either fully updated or untouched. The job is recorded
+as a run (model version, thresholds, tiling, device) with its outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from pollenstudio.core.errors import Cancelled
+from pollenstudio.core.progress import NullProgress, Progress
+from pollenstudio.core.types import ReviewStatus
+
+
+@dataclass
+class DetectSummary:
+    run_id: int
+    images: int  # images asked for
+    done: int = 0  # images whose proposals were written
+    proposals: int = 0  # proposals written
+    skipped: int = 0  # detections dropped because a human already decided that grain
+    replaced: int = 0  # older undecided proposals replaced
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason)
+    per_taxon: dict[str, int] = field(default_factory=dict)
+    cancelled: bool = False
+    seconds: float = 0.0
+    device: str = ""
+    model: str = ""
+    model_version_id: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["failed"] = [{"image": p, "error": e} for p, e in self.failed]
+        return d
+
+
+def select_images(project, which: str = "all") -> list[int]:
+    """Image ids for "all", "unreviewed" (not yet reviewed) or "new" (never detected/edited)."""
+    if which == "all":
+        return [r.id for r in project.images()]
+    if which == "unreviewed":
+        return [r.id for r in project.images() if r.status is not ReviewStatus.REVIEWED]
+    if which == "new":
+        return [r.id for r in project.images(status=ReviewStatus.NEW)]
+    raise ValueError(f"which must be all, unreviewed or new, got {which!r}")
+
+
+def detect_project(
+    project,
+    predictor,
+    image_ids: Iterable[int] | None = None,
+    progress: Progress | None = None,
+    on_image: Callable[[int, list], None] | None = None,
+) -> DetectSummary:
+    """Detect on ``image_ids`` (default: all images) and write proposals.
+
+    Returns a summary; ``summary.cancelled`` is True when ``progress`` was cancelled (the run
+    is then recorded as cancelled and every image finished before the cancel keeps its
+    proposals). An unreadable image is reported by name in ``summary.failed`` and the run
+    goes on. ``on_image(image_id, detections)`` is called after each image is stored.
+    """
+    progress = progress or NullProgress()
+    ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
+    records = [project.image(i) for i in ids]
+    params = {
+        "model": predictor.source,
+        "model_version_id": predictor.model_version_id,
+        "conf": predictor.conf,
+        "iou": predictor.iou,
+        "max_det": predictor.max_det,
+        "tile": str(predictor.tile),
+        "overlap": predictor.overlap,
+        "imgsz": predictor.imgsz,
+        "batch": predictor.batch,
+        "device": predictor.device_description,
+        "images": len(ids),
+    }
+    run_id = project.start_run("detect", params)
+    summary = DetectSummary(
+        run_id=run_id,
+        images=len(ids),
+        device=predictor.device_description,
+        model=predictor.source,
+        model_version_id=predictor.model_version_id,
+    )
+    predictor.reset_timings()
+    t0 = time.perf_counter()
+    status = "done"
+    try:
+        paths = [project.image_path(r) for r in records]
+        names = [r.path for r in records]
+        for res in predictor.iter_predict(paths, progress, names=names):
+            rec = records[res.index]
+            if res.error is not None:
+                summary.failed.append((rec.path, res.error))
+                continue
+            pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
+            summary.done += 1
+            summary.proposals += len(pr.written)
+            summary.skipped += pr.skipped
+            summary.replaced += pr.replaced
+            for d in res.detections:
+                summary.per_taxon[d.label] = summary.per_taxon.get(d.label, 0) + 1
+            if on_image is not None:
+                on_image(rec.id, res.detections)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        summary.cancelled = True
+        status = "cancelled"
+        if isinstance(exc, KeyboardInterrupt):
+            _finish(project, summary, status, t0, predictor)
+            raise
+    except BaseException as exc:
+        status = "failed"
+        summary_fail = summary.to_dict()
+        summary_fail["error"] = str(exc)
+        summary.seconds = time.perf_counter() - t0
+        project.finish_run(run_id, status, summary_fail)
+        raise
+    _finish(project, summary, status, t0, predictor)
+    return summary
+
+
+def _finish(project, summary: DetectSummary, status: str, t0: float, predictor) -> None:
+    summary.seconds = time.perf_counter() - t0
+    summary.timings = dict(predictor.timings)
+    project.finish_run(summary.run_id, status, summary.to_dict())
