@@ -107,13 +107,13 @@ def _pinus(rng, U, V, R, t):
     # the cap: thick dark exine on the top of the corpus, away from the sacs
     top = np.clip(-(V - vb) / F(0.5 * bb), 0, 1)
     cap = in_body * top * gauss(d_body - 1.6 * t, 1.4 * t)
-    net = voronoi_net(rng, U, V, R, cell=max(3.0, 0.13 * R), wall=max(0.5, 0.016 * R))
-    wall = 0.9 * cap + 0.28 * net * in_sac
+    net = voronoi_net(rng, U, V, R, cell=max(3.0, 0.12 * R), wall=max(0.5, 0.018 * R))
+    wall = 0.9 * cap + 0.2 * net * in_sac
     # outlines seen through each other: sac walls over the body, body outline over the sacs
     for ds in sacs:
         wall += 0.55 * gauss(ds - 0.5 * t, 0.6 * t) * in_body
     wall += 0.45 * gauss(d_body, 0.8 * t) * (1 - in_body) * np.clip(d_sac, 0, 1)
-    light = 0.05 * (1 - net) * in_sac
+    light = 0.06 * (1 - net) * in_sac
     body = 1.25 * in_body + 0.45 * (1 - in_body)
     return dict(d=d, wall=wall, light=light, body=body)
 
@@ -241,11 +241,28 @@ def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, dia
 
     # cytoplasm / intine: pale, granular, a little denser towards the rim (longer path
     # through the shell)
-    tex = smooth_noise(rng, d.shape, 0.7) * F(0.7) + smooth_noise(rng, d.shape, max(1.5, 0.12 * R)) * F(0.5)
-    body_dens = look["density"] * (0.78 + 0.3 * rho_n**3) * (1 + look["granule"] * tex)
+    tex = smooth_noise(rng, d.shape, 0.7) * F(0.6) + smooth_noise(rng, d.shape, max(1.5, 0.1 * R)) * F(0.6)
+    body_dens = look["density"] * (0.78 + 0.3 * rho_n**3) * np.clip(1 + look["granule"] * tex, 0.2, None)
+    wall_extra = f.get("wall", 0.0)
+    if "body" not in f:
+        # the protoplast often shrinks away from the wall: a denser content with its own
+        # faint outline some way inside the exine
+        if rng.uniform() < 0.5:
+            gap = F(R * rng.uniform(0.08, 0.16) + 1.5 * t)
+            content = np.clip((d - gap) / F(max(1.0, 0.05 * R)), 0, 1)
+            body_dens = body_dens * (0.75 + 0.5 * content)
+            wall_extra = wall_extra + 0.22 * gauss(d - gap, 0.6 * t)
+        # a few inclusions (oil drops, starch): soft darker spots
+        for _ in range(int(rng.poisson(2.5))):
+            ang, rr = rng.uniform(0, 2 * np.pi), R * 0.6 * np.sqrt(rng.uniform())
+            size = max(1.0, R * rng.uniform(0.04, 0.11))
+            spot = gauss(np.hypot(U - F(rr * np.cos(ang)), V - F(rr * np.sin(ang))), size)
+            body_dens = body_dens + F(look["density"] * rng.uniform(0.3, 0.9)) * spot
     body = cov * body_dens * f.get("body", 1.0)
-    # the exine: a crisp dark band just inside the outline
-    wall = cov * gauss(d - 0.45 * t, 0.55 * t) + f.get("wall", 0.0)
+    # the exine: a crisp dark band just inside the outline, a little uneven in thickness
+    theta = np.arctan2(V, U)
+    tv = F(t) * (1 + F(0.18) * np.cos(2 * theta + F(rng.uniform(0, 6.3))) + F(0.1) * np.cos(3 * theta + F(rng.uniform(0, 6.3))))
+    wall = cov * gauss(d - 0.45 * tv, 0.55 * tv) + wall_extra
     if rng.uniform() < 0.2:
         # a fold: flattened grains often crease along a curved line
         alpha, off = rng.uniform(0, np.pi), rng.uniform(-0.5, 0.5) * R

@@ -38,7 +38,7 @@ def _image_style(rng: np.random.Generator, cfg: SynthConfig) -> dict:
         hue=rng.uniform(0.1, 0.85),
         density=rng.uniform(0.3, 0.55),
         wall=rng.uniform(1.0, 1.5),
-        granule=rng.uniform(0.15, 0.35),
+        granule=rng.uniform(0.3, 0.6),
     )
 
 
