@@ -248,3 +248,57 @@ def evaluate_detections(
         n_truth=total_gt,
         n_preds=n_preds,
     )
+
+
+# ---------------------------------------------------------------- model on samples
+def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int = 8, conf: float = 0.001,
+                    progress=None) -> list[ImagePreds]:
+    """Run ``model`` over image files the way the app does (``Predictor``: 16-bit scaling,
+    letterbox, tiles for slide scans) with a low threshold, as mAP needs."""
+    from pollenstudio.engine.predict import Predictor
+
+    pred = Predictor(model, model_cfg, device=device, conf=conf, iou=0.7, max_det=300, tile="auto", fuse=False, batch=batch)
+    out = []
+    for res in pred.iter_predict(list(paths), progress):
+        if res.error:
+            from pollenstudio.core.errors import ImageReadError
+
+            raise ImageReadError(res.error)
+        d = res.detections
+        out.append(
+            ImagePreds(
+                np.array([x.box.xyxy() for x in d], np.float64).reshape(-1, 4),
+                np.array([x.score for x in d], np.float64),
+                np.array([x.class_index for x in d], np.int64),
+            )
+        )
+    return out
+
+
+def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cpu", conf: float = 0.25,
+                   batch: int = 8, progress=None) -> EvalResult:
+    """COCO metrics of ``model`` on dataset ``samples`` (objects with ``boxes``, ``classes``
+    indexed into ``class_names``, ``path``, ``width``, ``height``).
+
+    The model's classes are matched to ``class_names`` by name, so a model trained with
+    another taxon order or list is scored fairly; taxa only the model knows are appended
+    (their detections count as false alarms, never as mAP classes).
+    """
+    from pollenstudio.core.errors import ModelMismatchError
+
+    names = list(class_names)
+    model_names = list(model_cfg.class_names)
+    if samples and not set(model_names) & set(names):
+        raise ModelMismatchError(
+            f"the model knows {', '.join(model_names[:5])}{' ...' if len(model_names) > 5 else ''} but the ground truth "
+            f"has {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}: no taxon in common, nothing to score"
+        )
+    for n in model_names:
+        if n not in names:
+            names.append(n)
+    remap = np.array([names.index(n) for n in model_names], np.int64)
+    preds = predict_samples(model, model_cfg, [s.path for s in samples], device, batch=batch, progress=progress)
+    for p in preds:
+        p.classes = remap[p.classes] if len(p.classes) else p.classes
+    truths = [ImageTruth(s.boxes, s.classes, s.width, s.height) for s in samples]
+    return evaluate_detections(truths, preds, names, conf=conf)

@@ -1,0 +1,118 @@
+"""`pollenstudio eval`: COCO metrics of a model on a project's reviewed images or a COCO file."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Score a model (mAP@.5, mAP@.5:.95, per-taxon AP, precision/recall) on a project or a COCO file."
+
+
+def _conf(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"confidence must be between 0 and 1, got {v}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="PROJECT_OR_COCO",
+                   help="project folder (or project.pollen), or a COCO .json file with ground-truth boxes")
+    p.add_argument("--model", default=None, metavar="VERSION|FILE",
+                   help="model version id (projects) or .safetensors file (default: the project's active model, "
+                        "else the shipped default model)")
+    p.add_argument("--images", default=None, metavar="DIR", help="image folder of a COCO file (default: the json's folder)")
+    p.add_argument("--split", choices=("val", "all"), default="val",
+                   help="project images to score: the validation split training holds out (default) or all reviewed")
+    p.add_argument("--conf", type=_conf, default=0.25, help="operating confidence for precision/recall (default 0.25)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (map50, map50_95, per_class ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _model_path(args, project):
+    from pathlib import Path
+
+    from pollenstudio.core.errors import CheckpointError
+    from pollenstudio.engine.paths import default_model_path
+
+    m = args.model
+    if m is not None and str(m).isdigit():
+        if project is None:
+            raise CheckpointError("a model version id needs a project; for a COCO file give --model FILE.safetensors")
+        path = project.model_file(int(m))
+        if path is None or not path.is_file():
+            raise CheckpointError(f"the weights file of model version {m} is missing")
+        return path, int(m)
+    if m is not None:
+        p = Path(m)
+        if not p.is_file():
+            raise CheckpointError(f"model file not found: {m}")
+        return p, None
+    if project is not None:
+        mv = project.active_model_version()
+        if mv is not None:
+            return project.model_file(mv), mv.id
+    return default_model_path(), None
+
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from pollenstudio.commands._console import ConsoleProgress, print_json
+    from pollenstudio.core.errors import PollenStudioError
+    from pollenstudio.detector.checkpoint import load_checkpoint
+    from pollenstudio.engine.dataset import DatasetError, data_from_coco, data_from_project, split_samples
+    from pollenstudio.engine.evaluate import evaluate_model
+    from pollenstudio.engine.predict import select_device
+
+    t0 = time.perf_counter()
+    target = Path(args.target)
+    project = None
+    if target.suffix.lower() == ".json":
+        if not target.is_file():
+            raise PollenStudioError(f"COCO file not found: {target}")
+    else:
+        from pollenstudio.project.store import Project
+
+        project = Project.open(target)
+    try:
+        path, version = _model_path(args, project)
+        device = select_device(args.device)
+        model, mcfg, _ = load_checkpoint(path, device="cpu")
+        if project is None:
+            data = data_from_coco(target, args.images)
+            samples = data.samples
+            scope = "all images of the COCO file"
+        else:
+            data = data_from_project(project, list(mcfg.class_names))
+            _, val = split_samples(data.samples, 0.2)
+            samples = val if args.split == "val" else data.samples
+            scope = "validation split" if args.split == "val" else "all reviewed images"
+        if not samples:
+            raise DatasetError(
+                "no images to score: " + ("the project has no reviewed image in this split; try --split all"
+                                          if project is not None else "the COCO file lists no images")
+            )
+        missing = [s.path for s in samples if not Path(s.path).is_file()]
+        if missing:
+            hint = " (give --images DIR)" if project is None else ""
+            raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0]}{hint}")
+        progress = ConsoleProgress("eval", quiet=args.quiet or args.json)
+        res = evaluate_model(model, mcfg, samples, data.class_names, device, conf=args.conf, batch=args.batch,
+                             progress=progress)
+    finally:
+        if project is not None:
+            project.close()
+    out = res.to_dict()
+    out.update(model=str(path), model_version=version, scope=scope, seconds=round(time.perf_counter() - t0, 1))
+    if args.json:
+        print_json(out)
+    else:
+        print(f"model {path}" + (f" (version {version})" if version else "") + f", {scope}")
+        print(res.table())
+    return 0

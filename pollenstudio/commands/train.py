@@ -1,0 +1,146 @@
+"""`pollenstudio train`: retrain the detector on a project's reviewed annotations.
+
+Works as one process or under torchrun (one process per GPU, or several CPU processes)::
+
+    pollenstudio train myproject --epochs 50 --activate
+    torchrun --nproc_per_node=4 -m pollenstudio train myproject --epochs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Train a new model version on the project's reviewed images (also under torchrun for several GPUs)."
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _imgsz(text: str) -> int:
+    v = _positive(text)
+    if v % 32 or v < 64:
+        raise argparse.ArgumentTypeError(f"input size must be a multiple of 32 and at least 64, got {v}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", help="project folder (or its project.pollen file)")
+    p.add_argument("--base", default=None, metavar="VERSION|FILE",
+                   help="fine-tune from this model version id or .safetensors file (default: train from scratch)")
+    p.add_argument("--epochs", type=_positive, default=100, help="training epochs (default 100)")
+    p.add_argument("--imgsz", type=_imgsz, default=640, help="model input size in pixels, multiple of 32 (default 640)")
+    p.add_argument("--batch", type=_positive, default=16, help="images per batch and process (default 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--scale", choices=("n", "s"), default="n", help="model size when training from scratch (default n)")
+    p.add_argument("--variant", choices=("full", "base", "edge", "cspokm"), default="full",
+                   help="HieraEdgeNet modules: full (edge priors + CSPOKM), base (plain), edge, cspokm (default full)")
+    p.add_argument("--activate", action="store_true", help="make the new model version the project's active model")
+    p.add_argument("--resume", action="store_true", help="continue the project's last interrupted training")
+    p.add_argument("--optimizer", choices=("auto", "sgd", "adamw"), default="auto", help="default auto")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: 0.01 SGD, 0.002 AdamW)")
+    p.add_argument("--patience", type=int, default=50, help="stop after this many epochs without validation gain (0: never)")
+    p.add_argument("--val-fraction", type=_fraction, default=0.2, help="share of images (or slides) for validation (default 0.2)")
+    p.add_argument("--no-mosaic", action="store_true", help="switch off 4-image mosaic augmentation")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="data loading processes (default: 0 on CPU)")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads per process (default: torch's choice)")
+    p.add_argument("--tiny", action="store_true", help="a very small model of the same design (smoke tests, demos)")
+    p.add_argument("--name", default=None, help="name of the new model version")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import sys
+    import time
+
+    from pollenstudio.commands._console import ConsoleProgress, print_json
+    from pollenstudio.detector.config import ModelConfig
+    from pollenstudio.engine.augment import AugmentConfig
+    from pollenstudio.engine.distributed import init_from_env, shutdown
+    from pollenstudio.engine.train import TrainConfig, train_project
+    from pollenstudio.project.store import Project
+
+    ctx, device = init_from_env(args.device)
+    try:
+        aug = AugmentConfig()
+        if args.no_mosaic:
+            aug.mosaic = 0.0
+        cfg = TrainConfig(
+            epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=str(device), optimizer=args.optimizer,
+            lr0=args.lr0, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
+            workers=args.workers, threads=args.threads, augment=aug,
+        )
+        make = ModelConfig.tiny if args.tiny else ModelConfig.variant
+        model_cfg = make(args.variant, scale=args.scale, imgsz=args.imgsz)
+        quiet = args.quiet or args.json or not ctx.is_main
+        progress = ConsoleProgress("train", quiet=quiet)
+        log = []
+
+        def on_epoch_end(trainer, epoch, m):
+            log.append(m)
+            if quiet or "map50" not in m:
+                return
+            sys.stderr.write(
+                f"\repoch {epoch + 1}/{cfg.epochs}  loss {m['loss']:.3f}  mAP@.5 {m['map50']:.3f}  "
+                f"mAP@.5:.95 {m['map50_95']:.3f}  ({m.get('seconds', 0):.0f} s)\n"
+            )
+
+        t0 = time.perf_counter()
+        project = Project.open(args.project)
+        try:
+            res = train_project(
+                project, cfg, model_cfg=model_cfg, base=args.base, activate=args.activate, resume=args.resume,
+                progress=progress, callbacks={"on_epoch_end": on_epoch_end}, dist=ctx, device=device, name=args.name,
+            )
+        finally:
+            project.close()
+        if not ctx.is_main:
+            return 0
+        out = {
+            "version_id": res.version_id,
+            "weights": str(res.weights),
+            "active": bool(args.activate),
+            "map50": res.metrics.get("map50"),
+            "map50_95": res.metrics.get("map50_95"),
+            "precision": res.metrics.get("precision"),
+            "recall": res.metrics.get("recall"),
+            "epochs": res.result.epochs_run,
+            "best_epoch": res.result.best_epoch + 1,
+            "stopped_early": res.result.stopped_early,
+            "train_images": res.n_train_images,
+            "val_images": res.n_val_images,
+            "processes": ctx.world_size,
+            "device": str(device),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        if args.json:
+            print_json(out)
+        else:
+            fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+            print(f"model version {out['version_id']} ({'active' if out['active'] else 'not active; use --activate or the GUI'})")
+            print(f"weights      {out['weights']}")
+            print(f"validation   mAP@.5 {fmt(out['map50'])}   mAP@.5:.95 {fmt(out['map50_95'])}   "
+                  f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
+            print(f"trained      {out['epochs']} epochs (best {out['best_epoch']}) on {out['train_images']} images, "
+                  f"{out['processes']} process(es) on {out['device']}, {out['seconds']:.0f} s")
+        return 0
+    finally:
+        shutdown(ctx)

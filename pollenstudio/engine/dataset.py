@@ -1,0 +1,328 @@
+"""Training data: samples from a project's reviewed annotations or a COCO file, a stable
+train/val split, and the torch Dataset + collate the Trainer iterates.
+
+What counts as a grain: annotations with status accepted, edited or added. Rejected
+proposals are not objects, and images that still have undecided proposals are left out
+(their unreviewed grains would teach the model that grains are background).
+
+The split is decided per image (or per slide/sample group when images carry one) by a hash
+of a stable key, never by row order: an image stays on its side of the split when new
+images are reviewed, and all images of one slide stay together so near-duplicate fields of
+view never leak from training into validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pollenstudio.core.errors import ImageReadError, ImportFormatError, PollenStudioError
+from pollenstudio.core.imageio import read_image
+from pollenstudio.engine.augment import AugmentConfig, Augmenter, clip_and_filter, letterbox
+from pollenstudio.engine.tiling import intensity_range, resolve_tile_size, to_model_uint8
+
+SPLIT_SALT = "pollenstudio-split-v1"
+
+
+class DatasetError(PollenStudioError):
+    """There is not enough reviewed data to train or evaluate."""
+
+
+@dataclass
+class Sample:
+    """One image with its ground truth. Boxes in original image pixels."""
+
+    path: str  # absolute path
+    width: int
+    height: int
+    boxes: np.ndarray  # (n, 4) float32 xyxy
+    classes: np.ndarray  # (n,) int64 index into the dataset's class list
+    name: str = ""
+    image_id: int | None = None
+    annotation_ids: list[int] = field(default_factory=list)
+    group: str | None = None
+    sha256: str | None = None
+
+    @property
+    def split_key(self) -> str:
+        """What the split hashes: the group, else the content hash, else the file name."""
+        if self.group:
+            return "group:" + str(self.group)
+        if self.sha256:
+            return "sha256:" + self.sha256
+        return "name:" + (self.name or Path(self.path).name)
+
+
+@dataclass
+class DetectionData:
+    """Samples plus their class list (index = model class index)."""
+
+    samples: list[Sample]
+    class_names: list[str]
+    category_ids: list[int] | None = None  # store/COCO category id per class index
+
+    @property
+    def annotation_ids(self) -> list[int]:
+        return sorted(a for s in self.samples for a in s.annotation_ids)
+
+    @property
+    def n_objects(self) -> int:
+        return int(sum(len(s.classes) for s in self.samples))
+
+
+# ---------------------------------------------------------------- split
+def split_fraction(key: str, salt: str = SPLIT_SALT) -> float:
+    """Position of ``key`` in [0, 1), uniform and stable across runs and machines."""
+    h = hashlib.sha256((salt + "\0" + key).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+def split_samples(samples: list[Sample], val_fraction: float = 0.2, salt: str = SPLIT_SALT) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic image-level (or group-level) split into (train, val).
+
+    A key goes to validation when its hash position is below ``val_fraction``. When that
+    leaves one side empty (tiny projects), the key nearest the threshold moves over, so
+    a project with at least two keys always has both sides; with many keys the sides are
+    exactly the hash rule and stay put as images are added.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError("val_fraction must be in [0, 1)")
+    keys = sorted({s.split_key for s in samples})
+    pos = {k: split_fraction(k, salt) for k in keys}
+    val_keys = {k for k in keys if pos[k] < val_fraction}
+    if val_fraction > 0 and len(keys) >= 2:
+        if not val_keys:
+            val_keys = {min(keys, key=lambda k: pos[k])}
+        elif len(val_keys) == len(keys):
+            val_keys.discard(max(keys, key=lambda k: pos[k]))
+    train = [s for s in samples if s.split_key not in val_keys]
+    val = [s for s in samples if s.split_key in val_keys]
+    return train, val
+
+
+# ---------------------------------------------------------------- sources
+def data_from_coco(coco_json: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> DetectionData:
+    """Read a COCO detection file; images are looked up under ``images_dir`` (default: the
+    JSON's folder) by their ``file_name``, then by base name."""
+    p = Path(coco_json)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ImportFormatError(f"{p}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImportFormatError(f"{p.name}: not a JSON file ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("categories"), list):
+        raise ImportFormatError(f"{p.name}: not a COCO detection file (needs 'images' and 'categories' lists)")
+    root = Path(images_dir) if images_dir else p.parent
+    cats = sorted(doc["categories"], key=lambda c: int(c["id"]))
+    cat_index = {int(c["id"]): i for i, c in enumerate(cats)}
+    by_image: dict[int, list] = {}
+    for a in doc.get("annotations", []) or []:
+        by_image.setdefault(int(a["image_id"]), []).append(a)
+    samples = []
+    for im in doc["images"]:
+        fname = str(im["file_name"])
+        path = root / fname
+        if not path.is_file() and (root / Path(fname).name).is_file():
+            path = root / Path(fname).name
+        boxes, classes, ids = [], [], []
+        for a in by_image.get(int(im["id"]), []):
+            if a.get("iscrowd", 0):
+                continue
+            x, y, w, h = (float(v) for v in a["bbox"])
+            if w <= 0 or h <= 0:
+                continue
+            if int(a["category_id"]) not in cat_index:
+                raise ImportFormatError(f"{p.name}: annotation {a.get('id')} uses unknown category {a['category_id']}")
+            boxes.append([x, y, x + w, y + h])
+            classes.append(cat_index[int(a["category_id"])])
+            ids.append(int(a.get("id", 0)))
+        samples.append(
+            Sample(
+                path=str(path),
+                width=int(im.get("width") or 0),
+                height=int(im.get("height") or 0),
+                boxes=np.array(boxes, np.float32).reshape(-1, 4),
+                classes=np.array(classes, np.int64),
+                name=fname,
+                image_id=int(im["id"]),
+                annotation_ids=ids,
+            )
+        )
+    return DetectionData(samples, [str(c["name"]) for c in cats], [int(c["id"]) for c in cats])
+
+
+def data_from_project(project, class_names: list[str] | None = None) -> DetectionData:
+    """Reviewed images of a project and their objects (accepted, edited, added).
+
+    ``class_names`` fixes the class order (e.g. a base model's list); taxa of the project
+    not in it are appended. Default: the project's categories in id order.
+    """
+    from pollenstudio.core.types import AnnotationStatus
+
+    cats = list(project.categories())
+    names_by_id = {c.id: c.name for c in cats}
+    order = list(class_names or [])
+    for c in sorted(cats, key=lambda c: c.id):
+        if c.name not in order:
+            order.append(c.name)
+    index = {n: i for i, n in enumerate(order)}
+    id_by_name = {c.name: c.id for c in cats}
+    root = Path(project.folder)
+    samples = []
+    for rec, anns in project.reviewed_dataset():
+        boxes, classes, ids = [], [], []
+        for a in anns:
+            if not AnnotationStatus(a.status).is_object:
+                continue
+            b = a.box.normalized()
+            if not b.is_valid():
+                continue
+            boxes.append([b.x1, b.y1, b.x2, b.y2])
+            classes.append(index[names_by_id[a.category_id]])
+            ids.append(int(a.id))
+        path = Path(rec.path)
+        if not path.is_absolute():
+            path = root / path
+        samples.append(
+            Sample(
+                path=str(path),
+                width=int(rec.width),
+                height=int(rec.height),
+                boxes=np.array(boxes, np.float32).reshape(-1, 4),
+                classes=np.array(classes, np.int64),
+                name=Path(rec.path).name,
+                image_id=int(rec.id),
+                annotation_ids=ids,
+                group=rec.group,
+                sha256=rec.sha256,
+            )
+        )
+    return DetectionData(samples, order, [id_by_name.get(n) for n in order])
+
+
+# ---------------------------------------------------------------- torch side
+def load_model_image(path: str) -> np.ndarray:
+    """Decode and scale to (H, W, 3) uint8 RGB exactly as the Predictor does (16-bit:
+    whole-image robust percentiles), so training and inference see the same pixels."""
+    img = read_image(path)
+    return to_model_uint8(img, intensity_range(img))
+
+
+class TrainDataset:
+    """Torch-style dataset over samples: ``ds[i] -> (img (3, S, S) uint8 tensor,
+    targets (n, 5) float [class, x1, y1, x2, y2] in input px, index)``.
+
+    augment=None gives plain letterboxed images (validation). Images much larger than the
+    model input (slide scans, which the Predictor tiles at native resolution) are cut into
+    a random ``imgsz`` window per draw instead of being shrunk, so training sees grains at
+    the scale inference does. Decoded images are cached (downscaled to the working size)
+    up to ``cache_mb``.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        imgsz: int,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        cache_mb: int = 1024,
+    ):
+        self.samples = list(samples)
+        self.imgsz = int(imgsz)
+        self.aug_cfg = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self.mosaic = bool(augment and augment.mosaic > 0)
+        self._cache: dict[int, tuple[np.ndarray, float]] = {}
+        self._cache_bytes = 0
+        self._cache_limit = int(cache_mb) * 1 << 20
+        self._rng = np.random.default_rng(seed)
+        self._aug = Augmenter(augment, self.imgsz, self._load, len(self.samples)) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int, mosaic: bool | None = None) -> None:
+        """Reseed the per-epoch randomness (identical on every rank) and switch mosaic."""
+        self.epoch = int(epoch)
+        if mosaic is not None:
+            self.mosaic = bool(mosaic)
+
+    def _decoded(self, i: int) -> tuple[np.ndarray, float]:
+        """(image, scale) with the image shrunk so its long side is at most 2*imgsz."""
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        s = self.samples[i]
+        try:
+            img = load_model_image(s.path)
+        except ImageReadError as exc:
+            raise ImageReadError(f"{exc} (training image {s.name or s.path})") from None
+        h, w = img.shape[:2]
+        tiled = resolve_tile_size("auto", w, h, self.imgsz) is not None
+        r = 1.0 if tiled else min(1.0, self.imgsz / max(h, w))
+        if r < 1.0:
+            import cv2
+
+            img = cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+        if self._cache_bytes + img.nbytes <= self._cache_limit:
+            self._cache[i] = (img, r)
+            self._cache_bytes += img.nbytes
+        return img, r
+
+    def _load(self, i: int):
+        """Raw sample for the augmenter: (img, boxes, classes) at working scale."""
+        s = self.samples[i]
+        img, r = self._decoded(i)
+        h, w = img.shape[:2]
+        sy = h / s.height if s.height else r
+        sx = w / s.width if s.width else r
+        boxes = s.boxes.copy()
+        boxes[:, [0, 2]] *= sx
+        boxes[:, [1, 3]] *= sy
+        classes = s.classes.copy()
+        if max(h, w) > 2 * self.imgsz:  # a slide scan: one native-resolution window
+            t = self.imgsz
+            x0 = int(self._rng.integers(0, max(1, w - t + 1)))
+            y0 = int(self._rng.integers(0, max(1, h - t + 1)))
+            img = img[y0 : y0 + t, x0 : x0 + t]
+            boxes = boxes - np.array([x0, y0, x0, y0], np.float32)
+            min_vis = self.aug_cfg.min_visible if self.aug_cfg else 0.4
+            boxes, classes = clip_and_filter(boxes, classes, img.shape[1], img.shape[0], min_vis)
+        return img, boxes, classes
+
+    def __getitem__(self, i: int):
+        import torch
+
+        # one generator per (seed, epoch, index): same augmentation in any worker / rank
+        self._rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        if self._aug is not None:
+            img, boxes, classes = self._aug(i, self._rng, use_mosaic=self.mosaic)
+        else:
+            img, boxes, classes = self._load(i)
+            img, boxes, _ = letterbox(img, boxes, self.imgsz)
+        t = np.zeros((len(boxes), 5), np.float32)
+        if len(boxes):
+            t[:, 0] = classes
+            t[:, 1:] = boxes
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), torch.from_numpy(t), i
+
+
+def collate(batch):
+    """list of dataset items -> (images (B, 3, S, S) uint8, targets (N, 6) float
+    [batch_index, class, x1, y1, x2, y2], indices list)."""
+    import torch
+
+    imgs, targets, idx = zip(*batch)
+    rows = []
+    for b, t in enumerate(targets):
+        if len(t):
+            rows.append(torch.cat([torch.full((len(t), 1), float(b)), t], dim=1))
+    tgt = torch.cat(rows) if rows else torch.zeros((0, 6))
+    return torch.stack(imgs), tgt, list(idx)
