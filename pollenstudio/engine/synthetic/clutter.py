@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pollenstudio.engine.synthetic.patch import Patch, blur, gauss, local_grid, smooth_noise
+from pollenstudio.engine.synthetic.patch import Patch, blur, gauss, local_grid, smooth_noise, voronoi_net
 
 F = np.float32
 _K_DARK = np.array([0.85, 0.95, 1.1], dtype=F)  # charcoal / opaque debris: almost neutral
@@ -59,7 +59,7 @@ def fibre(rng, cx, cy, length, blur_sigma) -> Patch:
     inside = (img > 127).astype(np.uint8)
     dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3).astype(F)
     cov = img.astype(F) / F(255)
-    dens = rng.uniform(0.15, 0.5)
+    dens = rng.uniform(0.25, 0.7)
     edge = cov * gauss(dist - 0.7, 1.0)
     od = (cov * F(0.25 * dens) + edge * F(dens))[..., None] * (_K_ORGANIC * F(0.8))
     halo = F(0.05) * cov * gauss(dist - w / 2, max(0.8, w / 4))
@@ -110,3 +110,26 @@ def cloud(rng, cx, cy, size, blur_sigma) -> Patch:
     dens = rng.uniform(0.08, 0.35)
     od = (cov * F(dens) * (1 + 0.4 * grain)).clip(0, None)[..., None] * _K_ORGANIC
     return Patch(x0, y0, blur(od.astype(F), blur_sigma + 0.5), None)
+
+
+def tissue(rng, cx, cy, size, blur_sigma) -> Patch:
+    """A fragment of plant tissue: an irregular translucent brown sheet of cells, roughly
+    grain-sized, the distractor most easily mistaken for a grain."""
+    half = int(np.ceil(size * 0.6 + 3 * blur_sigma + 3))
+    x0, y0, X, Y = local_grid(cx, cy, half)
+    k = int(rng.integers(5, 10))
+    ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+    rad = size * 0.5 * rng.uniform(0.45, 1.0, k)
+    stretch, rot = rng.uniform(0.35, 1.0), rng.uniform(0, np.pi)
+    x, y = rad * np.cos(ang), rad * np.sin(ang) * stretch
+    pts = np.stack([x * np.cos(rot) - y * np.sin(rot), x * np.sin(rot) + y * np.cos(rot)], 1)
+    pts += np.array([cx - x0, cy - y0])
+    cov = _poly_cov(pts, X.shape)
+    cell = size * rng.uniform(0.12, 0.3)
+    sx = F(rng.uniform(1.0, 2.5))  # elongated cells
+    net = voronoi_net(rng, X / sx, Y, size, cell=cell, wall=max(0.6, 0.08 * cell))
+    dens = rng.uniform(0.1, 0.35)
+    tex = smooth_noise(rng, X.shape, 1.0)
+    od = (cov * (F(dens) * (1 + 0.3 * tex) + F(dens * 1.5) * net)).clip(0, None)[..., None] * _K_ORGANIC
+    halo = F(0.06) * (blur(cov, 1.5) - cov).clip(0, 1)
+    return Patch(x0, y0, blur(od.astype(F), blur_sigma), blur(halo.astype(F), blur_sigma))

@@ -97,6 +97,7 @@ def _distractors(rng: np.random.Generator, cfg: SynthConfig, style: dict):
         (clutter.bubble, 0.5 * c, (0.2 * mean_d, 1.2 * mean_d)),
         (clutter.blob, 3 * c, (0.4 * mean_d, 1.5 * mean_d)),
         (clutter.cloud, 1.5 * c, (0.8 * mean_d, 3 * mean_d)),
+        (clutter.tissue, 0.8 * c, (0.6 * mean_d, 2.5 * mean_d)),
     ]
     out = []
     for fn, lam, (s0, s1) in kinds:
