@@ -84,3 +84,15 @@ def test_human_decisions_survive_any_number_of_redetections(tmp_path_factory, ro
             for a in p.annotations(1):
                 if a.status is AnnotationStatus.PROPOSED:
                     assert all(a.box.iou(d.box) <= 0.5 for d in decided.values())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100), st.floats(0.5, 50), st.floats(0.5, 50)), min_size=1, max_size=6),
+       st.lists(st.tuples(st.floats(0, 100), st.floats(0, 100), st.floats(0.5, 50), st.floats(0.5, 50)), min_size=1, max_size=6))
+def test_iou_matrix_agrees_with_box_iou(a, b):
+    from pollenstudio.project.merge import iou_matrix
+
+    ba = [Box.from_xywh(*t) for t in a]
+    bb = [Box.from_xywh(*t) for t in b]
+    m = iou_matrix([x.xyxy() for x in ba], [y.xyxy() for y in bb])
+    assert m.ravel().tolist() == pytest.approx([x.iou(y) for x in ba for y in bb], abs=1e-9)
