@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from pollenstudio.core.errors import PollenStudioError
@@ -88,6 +89,7 @@ class SynthConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["width"], d["height"] = int(self.width), int(self.height)
         d["taxa"] = list(self.taxa_names)
         d["forced_grains"] = [list(g) for g in self.forced_grains]
         return d
@@ -104,7 +106,7 @@ class SynthConfig:
             )
         for name, lo in (("width", 16), ("height", 16)):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < lo or v > 40000:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo or v > 40000:
                 raise SynthConfigError(f"image {name} must be a whole number of pixels 16..40000, got {v!r}")
         for name in ("blur", "noise", "clutter", "contrast", "crowding"):
             v = getattr(self, name)

@@ -25,7 +25,7 @@ def _image_style(rng: np.random.Generator, cfg: SynthConfig) -> dict:
     blur = cfg.knob("blur")
     warm = rng.uniform(0, 1)
     # background from neutral grey to warm beige, brightness from a slightly dim exposure
-    bg = np.array([0.80 + 0.06 * warm, 0.79 + 0.02 * warm, 0.76 - 0.08 * warm]) * rng.uniform(0.86, 1.04)
+    bg = np.array([0.80 + 0.07 * warm, 0.785 + 0.01 * warm, 0.765 - 0.08 * warm]) * rng.uniform(0.86, 1.04)
     bg += rng.normal(0, 0.012, 3)
     return dict(
         bg=bg.astype(F),
