@@ -49,6 +49,7 @@ def run(args) -> int:
 
         if not any(p.is_file() and is_image_file(p) for p in target.rglob("*")):
             raise ProjectError(f"{target} holds neither a project nor any image (JPEG, PNG, TIFF)")
+        _check_model_before_creating(args.model)  # bad input changes nothing: no half-made project
         proj = Project.create(target)
         created = True
         res = proj.add_folder(target, progress=ConsoleProgress("add images", quiet=quiet))
@@ -93,3 +94,18 @@ def run(args) -> int:
         print("cancelled", file=sys.stderr)
         return 130
     return 0 if summary.done or not summary.images else 1
+
+
+def _check_model_before_creating(model) -> None:
+    from pathlib import Path
+
+    from pollenstudio.core.errors import CheckpointError, ProjectError
+
+    if model is None:
+        from pollenstudio.engine.paths import default_model_path
+
+        default_model_path()  # raises with what to do when none is installed
+    elif str(model).isdigit():
+        raise ProjectError("a new project has no model versions yet; give a model file with --model PATH")
+    elif not Path(model).is_file():
+        raise CheckpointError(f"model file not found: {model}")

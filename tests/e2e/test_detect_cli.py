@@ -1,0 +1,75 @@
+"""`pollenstudio detect` on a folder of images: creates the project, stores proposals,
+reports unreadable files by name, prints a JSON summary."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+from fixtures_models import IMGSZ, random_grains, render_scene, tiny_model_path  # noqa: F401
+
+from pollenstudio.core.types import AnnotationStatus
+from pollenstudio.project import Project
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_detect_a_folder_creates_the_project_and_reports_a_corrupt_file(tmp_path, tiny_model_path):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    n_grains = 0
+    for i in range(3):
+        img, boxes, _ = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=8), seed=40 + i)
+        cv2.imwrite(str(folder / f"field_{i}.png"), img[:, :, ::-1])
+        n_grains += len(boxes)
+    # a PNG cut short in transfer: its header reads fine, its pixels do not
+    good = (folder / "field_0.png").read_bytes()
+    (folder / "zz_truncated.png").write_bytes(good[: len(good) // 3])
+
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--conf", "0.3", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["created"] is True and out["images"] == 4 and out["done"] == 3
+    assert [f["image"] for f in out["failed"]] == ["zz_truncated.png"]
+    assert "zz_truncated.png" in out["failed"][0]["error"]
+    assert out["proposals"] == n_grains and out["device"].startswith("CPU")
+
+    with Project.open(folder) as proj:
+        assert proj.annotation_count(AnnotationStatus.PROPOSED) == n_grains
+        run = [r for r in proj.runs() if r.kind == "detect"][-1]
+        assert run.status == "done" and run.params["conf"] == 0.3
+        mv = proj.model_version(run.params["model_version_id"])
+        assert proj.model_file(mv).resolve() == tiny_model_path.resolve()
+
+    # second run on the existing project, human-readable output, same model version reused
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "3/4 images" in res.stdout and "zz_truncated.png" in res.stderr
+    with Project.open(folder) as proj:
+        assert len(proj.model_versions()) == 1
+        assert proj.annotation_count(AnnotationStatus.PROPOSED) == n_grains  # replaced, not doubled
+
+
+def test_detect_without_any_model_says_what_to_do(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((64, 64, 3), 200, np.uint8))
+    import os
+
+    env = dict(os.environ, POLLENSTUDIO_MODELS=str(tmp_path / "no-models"))
+    res = subprocess.run(
+        [sys.executable, "-m", "pollenstudio", "detect", str(folder), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert res.returncode == 1
+    assert "train" in res.stderr.lower() and "--model" in res.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]  # no half-made project left behind
+
+
+def test_detect_on_a_missing_path_fails_cleanly(tmp_path):
+    res = _cli("detect", str(tmp_path / "nowhere"))
+    assert res.returncode == 1 and "nowhere" in res.stderr
