@@ -93,6 +93,18 @@ def test_all_taxa_appear_over_a_moderate_set():
     assert seen == set(TAXA)
 
 
+def test_grains_touch_overlap_and_are_cut_by_the_border():
+    overlapping = at_border = 0
+    for seed in range(8):
+        _, objs = generate_image(seed, SMALL)
+        boxes = [o["bbox"] for o in objs]
+        at_border += sum(b[0] == 0 or b[1] == 0 or b[2] == SMALL.width or b[3] == SMALL.height for b in boxes)
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                overlapping += min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+    assert overlapping >= 3 and at_border >= 3
+
+
 def test_taxa_subset_indexes_into_the_subset():
     cfg = SynthConfig(width=320, height=240, taxa=("Pinus", "Olea"), n_grains=(6, 6))
     _, objs = generate_image(1, cfg)

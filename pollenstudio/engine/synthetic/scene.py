@@ -30,6 +30,7 @@ def _image_style(rng: np.random.Generator, cfg: SynthConfig) -> dict:
     return dict(
         bg=bg.astype(F),
         vignette=rng.uniform(0.15, 0.45),
+        chroma=rng.uniform(0.0, 1.2),  # lateral chromatic aberration at the corners, px
         vig_centre=(rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)),
         uneven=rng.uniform(0.02, 0.07),
         mottle=rng.uniform(0.003, 0.01),
@@ -211,6 +212,23 @@ def _illumination(rng, style: dict, W: int, H: int, mf: int) -> np.ndarray:
     return light.astype(F)
 
 
+def _chromatic(p: Patch, strength: float, W: int, H: int) -> Patch:
+    """Lateral chromatic aberration: red imaged a little further out than blue, growing
+    towards the corners, so off-centre edges get colour fringes as in real objectives."""
+    if strength <= 0:
+        return p
+    h, w = p.od.shape[:2]
+    ox = (p.x0 + w / 2 - W / 2) / (np.hypot(W, H) / 2)
+    oy = (p.y0 + h / 2 - H / 2) / (np.hypot(W, H) / 2)
+    dx, dy = strength * ox, strength * oy
+    if abs(dx) < 0.05 and abs(dy) < 0.05:
+        return p
+    for c, sign in ((0, 0.5), (2, -0.5)):
+        m = np.float32([[1, 0, sign * dx], [0, 1, sign * dy]])
+        p.od[..., c] = cv2.warpAffine(np.ascontiguousarray(p.od[..., c]), m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return p
+
+
 def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndarray:
     W, H = cfg.width, cfg.height
     rng = np.random.default_rng(_seed_of(seed, 3))
@@ -235,7 +253,7 @@ def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndar
         # render what reaches into this strip (also those ending above the image: grains
         # cut by the top border still need their annotation)
         while nxt < len(order) and (specs[order[nxt]][0] < sy1 or sy1 == H):
-            p = specs[order[nxt]][1]()
+            p = _chromatic(specs[order[nxt]][1](), style["chroma"], W, H)
             nxt += 1
             if p.x1 > 0 and p.y1 > sy0 and p.x0 < W and p.y0 < H:
                 active.append(p)
