@@ -289,3 +289,52 @@ def test_reviewed_dataset_has_reviewed_images_and_only_objects(proj):
     proj.write_proposals(2, [Detection(Box(0, 0, 10, 10), 0, "Betula", 0.9)])  # still in review
     data = proj.reviewed_dataset()
     assert [(rec.id, [x.id for x in anns]) for rec, anns in data] == [(1, [a.id])]
+
+
+def _indexes(p):
+    return sorted(r[0] for r in p._q("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+
+
+def test_big_bulk_insert_rebuilds_indexes_and_a_failure_rolls_everything_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(Project, "BULK_INDEX_REBUILD", 1)
+    with Project.create(tmp_path / "p") as p:
+        idx = _indexes(p)
+        cid = p.add_category("Betula")
+        anns = [{"image_key": 0, "box": Box(1, 1, 5, 5), "category_id": cid, "status": "proposed", "source": "model",
+                 "score": 0.5}] * 3
+        with p.importing():
+            p.bulk_insert([{"key": 0, "path": "a.png", "width": 10, "height": 10}], anns)
+        assert _indexes(p) == idx and len(p.review_queue()) == 3 and p.image(1).status is ReviewStatus.IN_REVIEW
+        with pytest.raises(ProjectError, match="unknown source"):
+            with p.importing():
+                p.bulk_insert([{"key": 0, "path": "b.png", "width": 10, "height": 10}],
+                              anns + [dict(anns[0], source="robot")])
+        assert _indexes(p) == idx and p.image_count() == 1 and p.annotation_count() == 3
+
+
+def test_worker_thread_writing_proposals_while_the_user_edits(proj):
+    import threading
+
+    cid = proj.add_category("Betula")
+    errors = []
+
+    def worker():
+        try:
+            for k in range(60):
+                proj.write_proposals(2, [Detection(Box(k % 50, 0, k % 50 + 10, 10), 0, "Betula", 0.5)])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for k in range(60):
+        aid = proj.add_annotation(1, Box(k, 0, k + 5, 5), cid)
+        proj.move_annotation(aid, Box(k, 1, k + 5, 6))
+        if k % 3 == 0:
+            proj.undo()
+    t.join()
+    assert errors == []
+    assert proj.integrity_check() == "ok"
+    boxes = [a.box for a in proj.annotations(1)]
+    assert boxes == [Box(k, 0 if k % 3 == 0 else 1, k + 5, 5 if k % 3 == 0 else 6) for k in range(60)]
+    assert len(proj.annotations(2)) == 1
