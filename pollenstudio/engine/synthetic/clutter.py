@@ -79,7 +79,7 @@ def bubble(rng, cx, cy, radius, blur_sigma) -> Patch:
     ring = cov * np.clip(1 - d / F(band), 0, 1) ** 1.2
     od = (F(rng.uniform(1.3, 2.4)) * ring)[..., None] * _K_GREY
     inner = cov * np.clip(d / F(band) - 1, 0, 1).clip(0, 1)
-    halo = 0.1 * inner + 0.25 * gauss(d - 1.25 * band, 0.3 * band) + 0.3 * gauss(rho, max(1.0, 0.12 * radius))
+    halo = 0.06 * inner + 0.18 * gauss(d - 1.25 * band, 0.3 * band) + 0.18 * gauss(rho, max(1.0, 0.1 * radius))
     halo += 0.08 * gauss(d + 1.2, 1.0)
     return Patch(x0, y0, blur(od.astype(F), blur_sigma), blur(halo.astype(F), blur_sigma))
 
