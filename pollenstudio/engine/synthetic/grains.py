@@ -44,6 +44,13 @@ def _poaceae(rng, U, V, R, t):
     e = rng.uniform(0.86, 1.0)
     rho = np.sqrt(U * U + np.square(V / e))
     theta = np.arctan2(V, U)
+    if rng.uniform() < 0.25:
+        # pore seen in profile: a small collar on the outline (the annulus edge on)
+        dth = np.abs(np.angle(np.exp(1j * theta.astype(np.float64)))).astype(F)  # pore at angle 0
+        d = R * (1 + _wobble(rng, theta, 0.05) + F(0.07) * gauss(dth, 0.13)) - rho
+        collar = gauss(dth, 0.16) * gauss(d - 0.8 * t, 1.0 * t)
+        notch = gauss(dth, 0.045) * gauss(d - 0.3 * t, 0.9 * t)
+        return dict(d=d, wall=0.9 * collar - 0.9 * notch, light=0.1 * notch)
     d = R * (1 + _wobble(rng, theta, 0.05)) - rho
     # the single pore with its thick annulus, seen anywhere on the visible hemisphere
     ang, rr = rng.uniform(0, 2 * np.pi), R * np.sqrt(rng.uniform(0.02, 0.6))
@@ -61,7 +68,26 @@ def _poaceae(rng, U, V, R, t):
     return dict(d=d, wall=wall, light=light)
 
 
+def _betula_side(rng, U, V, R, t):
+    # equatorial view: a lens with a pore at each end
+    b = R * rng.uniform(0.55, 0.7)
+    taper = 1 - F(0.2) * np.square(np.clip(U / F(R), -1, 1))
+    d = _ellipse_d(U, V / taper, R, b) * taper
+    wall = np.zeros_like(d)
+    light = np.zeros_like(d)
+    for side in (-1, 1):
+        cu = F(side * 0.8 * R)
+        dist = np.sqrt(np.square(U - cu) + V * V)
+        wall += 0.8 * gauss(dist - F(0.1 * R), 0.45 * t) * (d > 0.5 * t)
+        light += 0.12 * gauss(dist, F(0.07 * R))
+        tip = gauss(U - F(side * R), F(0.08 * R)) * gauss(V, F(0.12 * R))
+        wall -= 0.6 * tip * gauss(d - 0.4 * t, 0.8 * t)
+    return dict(d=d, wall=wall, light=light)
+
+
 def _betula(rng, U, V, R, t):
+    if rng.uniform() < 0.2:
+        return _betula_side(rng, U, V, R, t)
     theta = np.arctan2(V, U)
     rho = np.sqrt(U * U + V * V)
     a = rng.uniform(0.05, 0.09)
@@ -241,7 +267,7 @@ def render_grain(rng: np.random.Generator, taxon: str, cx: float, cy: float, dia
 
     # cytoplasm / intine: pale, granular, a little denser towards the rim (longer path
     # through the shell)
-    tex = smooth_noise(rng, d.shape, 0.7) * F(0.6) + smooth_noise(rng, d.shape, max(1.5, 0.1 * R)) * F(0.6)
+    tex = smooth_noise(rng, d.shape, 0.7) * F(0.65) + smooth_noise(rng, d.shape, max(1.5, 0.1 * R)) * F(0.35)
     body_dens = look["density"] * (0.78 + 0.3 * rho_n**3) * np.clip(1 + look["granule"] * tex, 0.2, None)
     wall_extra = f.get("wall", 0.0)
     if "body" not in f:
