@@ -95,7 +95,9 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.2, salt: str = 
     keys = sorted({s.split_key for s in samples})
     pos = {k: split_fraction(k, salt) for k in keys}
     val_keys = {k for k in keys if pos[k] < val_fraction}
-    if val_fraction > 0 and len(keys) >= 2:
+    if len(keys) < 2:
+        val_keys = set()  # one image or one slide: training needs it more than validation
+    elif val_fraction > 0:
         if not val_keys:
             val_keys = {min(keys, key=lambda k: pos[k])}
         elif len(val_keys) == len(keys):

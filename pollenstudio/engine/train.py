@@ -360,7 +360,9 @@ class Trainer:
             target = g["initial_lr"] * lf
             if it < n_warm:
                 frac = it / max(1, n_warm)
-                start = self.cfg.warmup_bias_lr if j == 2 else 0.0  # biases start high, weights at 0
+                # SGD: biases start high and come down, weights ramp up from 0. Adam's
+                # per-parameter scaling makes a high bias LR destructive, so it ramps too.
+                start = self.cfg.warmup_bias_lr if (j == 2 and opt_name == "sgd") else 0.0
                 g["lr"] = start + (target - start) * frac
                 mom = self.cfg.warmup_momentum + (self.cfg.momentum - self.cfg.warmup_momentum) * frac
                 if opt_name == "sgd":
