@@ -20,7 +20,7 @@ from .omnikernel import OmniKernel
 # CPU: the FFT route wins from this many output pixels on (measured in bench/latency.py
 # --dwconv; at 16 channels and k=31 FFT is ~10x faster already at 40x40). On CUDA the
 # direct cuDNN depthwise kernel is competitive on small maps; FFT from 128x128 on.
-CPU_FFT_MIN_PIXELS = 16 * 16
+CPU_FFT_MIN_PIXELS = 8 * 8
 CUDA_FFT_MIN_PIXELS = 128 * 128
 
 
