@@ -1,0 +1,82 @@
+"""`pollenstudio train` and `pollenstudio eval` from the command line, on a tiny synthetic project."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "QT_QPA_PLATFORM": "offscreen"}
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "pollenstudio", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def _annotations(project: Path):
+    with sqlite3.connect(project / "project.pollen") as conn:
+        return conn.execute("SELECT * FROM annotations ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def synth_project(tmp_path_factory):
+    """Synthetic images + COCO (synth), imported into a project (import): all reviewed."""
+    root = tmp_path_factory.mktemp("cli")
+    data, proj = root / "data", root / "proj"
+    r = _cli("synth", "--out", data, "--n", 10, "--size", "256x256", "--difficulty", "easy", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = _cli("import", proj, data / "annotations.json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return proj, data
+
+
+@pytest.mark.slow
+def test_train_then_eval_on_project_and_on_a_coco_file(synth_project):
+    proj, data = synth_project
+    before = _annotations(proj)
+    r = _cli("train", proj, "--tiny", "--epochs", 1, "--imgsz", 128, "--batch", 4, "--device", "cpu", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["version_id"] == 1 and out["active"] is False
+    assert Path(out["weights"]).is_file() and Path(out["weights"]).parent == proj / "models"
+    with sqlite3.connect(proj / "project.pollen") as conn:
+        n_reviewed = conn.execute("SELECT COUNT(*) FROM images WHERE status = 'reviewed'").fetchone()[0]
+    assert n_reviewed >= 5  # images without grains in the COCO file are not marked reviewed
+    assert {"map50", "map50_95"} <= set(out) and out["train_images"] + out["val_images"] == n_reviewed
+
+    # fine-tune from version 1 and make the result the active model
+    r = _cli("train", proj, "--base", 1, "--epochs", 1, "--imgsz", 128, "--batch", 4, "--device", "cpu", "--activate",
+             "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "model version 2 (active)" in r.stdout and "mAP@.5" in r.stdout
+    assert _annotations(proj) == before  # training never edits an annotation
+
+    r = _cli("eval", proj, "--json", "--split", "all", "--quiet")  # the active model (2)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["model_version"] == 2 and m["n_images"] == n_reviewed
+    assert 0.0 <= m["map50"] <= 1.0 and 0.0 <= m["map50_95"] <= m["map50"] + 1e-9
+    assert len(m["confusion"]) == len(m["class_names"]) + 1
+
+    # the same model on the COCO file and its images, outside any project
+    r = _cli("eval", data / "annotations.json", "--model", out["weights"], "--images", data, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "mAP@.5" in r.stdout and "mAP@.5:.95" in r.stdout and "Poaceae" in r.stdout
+
+
+def test_clear_errors_and_nothing_written(synth_project, tmp_path):
+    proj, data = synth_project
+    n_versions = len(sqlite3.connect(proj / "project.pollen").execute("SELECT id FROM model_versions").fetchall())
+    r = _cli("train", proj, "--base", 99, "--epochs", 1, "--imgsz", 128)
+    assert r.returncode == 1 and "model version 99" in r.stderr
+    r = _cli("train", proj, "--resume", "--epochs", 1)
+    assert r.returncode == 1 and "resume" in r.stderr
+    r = _cli("train", proj, "--imgsz", 100)
+    assert r.returncode == 2 and "multiple of 32" in r.stderr
+    r = _cli("eval", data / "annotations.json", "--model", tmp_path / "nope.safetensors")
+    assert r.returncode == 1 and "not found" in r.stderr
+    assert len(sqlite3.connect(proj / "project.pollen").execute("SELECT id FROM model_versions").fetchall()) == n_versions
