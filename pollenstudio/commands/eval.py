@@ -90,7 +90,11 @@ def run(args) -> int:
             scope = "all images of the COCO file"
         else:
             data = data_from_project(project, list(mcfg.class_names))
-            _, val = split_samples(data.samples, 0.2)
+            # the split the version was validated on (same hash rule, same fraction)
+            frac = 0.2
+            if version is not None:
+                frac = float(project.model_version(version).config.get("train", {}).get("val_fraction", 0.2))
+            _, val = split_samples(data.samples, frac)
             samples = val if args.split == "val" else data.samples
             scope = "validation split" if args.split == "val" else "all reviewed images"
         if not samples:

@@ -98,10 +98,9 @@ def run(args) -> int:
             log.append(m)
             if quiet or "map50" not in m:
                 return
-            sys.stderr.write(
-                f"\repoch {epoch + 1}/{cfg.epochs}  loss {m['loss']:.3f}  mAP@.5 {m['map50']:.3f}  "
-                f"mAP@.5:.95 {m['map50_95']:.3f}  ({m.get('seconds', 0):.0f} s)\n"
-            )
+            line = (f"epoch {epoch + 1}/{cfg.epochs}  loss {m['loss']:.3f}  mAP@.5 {m['map50']:.3f}  "
+                    f"mAP@.5:.95 {m['map50_95']:.3f}  ({m.get('seconds', 0):.0f} s)")
+            sys.stderr.write("\r" + line.ljust(110) + "\n")  # over the progress bar's line
 
         t0 = time.perf_counter()
         project = Project.open(args.project)

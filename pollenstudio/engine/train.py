@@ -666,8 +666,8 @@ def train_project(
                       progress=progress, callbacks=callbacks, dist=ctx, device=device)
     try:
         result = trainer.fit(resume=resume)
-    except Cancelled:
-        if ctx.is_main:
+    except (Cancelled, KeyboardInterrupt):
+        if ctx.is_main:  # last.ckpt stays: `--resume` continues from the last finished epoch
             project.finish_run(run_id, "cancelled", {"epochs_done": len(trainer.history)})
         raise
     except BaseException as exc:
