@@ -48,9 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imgsz", type=_imgsz, default=640, help="model input size in pixels, multiple of 32 (default 640)")
     p.add_argument("--batch", type=_positive, default=16, help="images per batch and process (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--scale", choices=("n", "s"), default="n", help="model size when training from scratch (default n)")
+    p.add_argument("--scale", choices=("n", "s"), default="n",
+                   help="model size when training from scratch (default n; with --base the base decides)")
     p.add_argument("--variant", choices=("full", "base", "edge", "cspokm"), default="full",
-                   help="HieraEdgeNet modules: full (edge priors + CSPOKM), base (plain), edge, cspokm (default full)")
+                   help="HieraEdgeNet modules when training from scratch: full (edge priors + CSPOKM), base (plain), "
+                        "edge, cspokm (default full)")
     p.add_argument("--activate", action="store_true", help="make the new model version the project's active model")
     p.add_argument("--resume", action="store_true", help="continue the project's last interrupted training")
     p.add_argument("--optimizer", choices=("auto", "sgd", "adamw"), default="auto", help="default auto")

@@ -93,3 +93,26 @@ def test_taxon_without_ground_truth_is_left_out_of_the_mean():
     assert "mAP@.5 1.0000" in text and "A" in text
     d = r.to_dict()
     assert d["map50"] == pytest.approx(1.0) and "map50_95" in d
+
+
+def test_model_classes_are_matched_to_ground_truth_by_name(monkeypatch):
+    """A model trained with another taxon order (or extra taxa) is scored by taxon name."""
+    from types import SimpleNamespace
+
+    import pollenstudio.engine.evaluate as ev
+    from pollenstudio.core.errors import ModelMismatchError
+
+    truths = _truth()
+    samples = [SimpleNamespace(path=f"im{i}.png", boxes=t.boxes, classes=t.classes, width=200, height=200)
+               for i, t in enumerate(truths)]
+    # the model's class 0 is Poaceae, 1 is Olea (unknown to the file), 2 is Betula
+    model_cls = {0: 2, 1: 0}  # ground-truth index -> model index
+    fake = [ImagePreds(t.boxes, np.full(len(t.boxes), 0.9), np.array([model_cls[int(c)] for c in t.classes]))
+            for t in truths]
+    monkeypatch.setattr(ev, "predict_samples", lambda *a, **k: [ImagePreds(p.boxes, p.scores, p.classes.copy()) for p in fake])
+    cfg = SimpleNamespace(class_names=["Poaceae", "Olea", "Betula"])
+    r = ev.evaluate_model(None, cfg, samples, NAMES)
+    assert r.map50 == pytest.approx(1.0) and r.precision == 1.0
+    assert r.class_names == ["Betula", "Poaceae", "Olea"] and r.per_class[2]["ap50"] is None
+    with pytest.raises(ModelMismatchError, match="no taxon in common"):
+        ev.evaluate_model(None, SimpleNamespace(class_names=["Olea"]), samples, NAMES)
