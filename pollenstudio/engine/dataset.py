@@ -23,8 +23,8 @@ import numpy as np
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError, PollenStudioError
 from pollenstudio.core.imageio import read_image
-from pollenstudio.engine.augment import AugmentConfig, Augmenter, clip_and_filter, letterbox
-from pollenstudio.engine.tiling import intensity_range, resolve_tile_size, to_model_uint8
+from pollenstudio.engine.augment import AugmentConfig, Augmenter, clip_and_filter
+from pollenstudio.engine.tiling import intensity_range, letterbox, resolve_tile_size, to_model_uint8
 
 SPLIT_SALT = "pollenstudio-split-v1"
 
@@ -308,7 +308,8 @@ class TrainDataset:
             img, boxes, classes = self._aug(i, self._rng, use_mosaic=self.mosaic)
         else:
             img, boxes, classes = self._load(i)
-            img, boxes, _ = letterbox(img, boxes, self.imgsz)
+            img, lb = letterbox(img, self.imgsz)  # the Predictor's own letterbox: same pixels
+            boxes = lb.to_model(boxes).astype(np.float32)
         t = np.zeros((len(boxes), 5), np.float32)
         if len(boxes):
             t[:, 0] = classes

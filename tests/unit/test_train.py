@@ -26,6 +26,14 @@ from pollenstudio.project.store import Project
 IMGSZ = 160
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """These tests train on one thread (shared 2-core machine); give others theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def make_synthetic_project(folder: Path, n: int = 40, size: int = IMGSZ, taxa=("Poaceae",), seed: int = 0) -> Project:
     """A project whose every image is reviewed: the generator's grains entered as added boxes."""
     from pollenstudio.engine.synthetic import SynthConfig, generate_image
