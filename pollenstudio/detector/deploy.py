@@ -51,7 +51,9 @@ def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     fh, fw = _fast_len(h + k - 1), _fast_len(w + k - 1)
     dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
-        key = (fh, fw, x.device)
+        # inference-mode tensors cannot enter autograd later (Grad-CAM on a fused model),
+        # so spectra made inside and outside inference mode are cached apart
+        key = (fh, fw, x.device, torch.is_inference_mode_enabled())
         kf = _cache.get(key) if _cache is not None else None
         if kf is None:
             kf = torch.fft.rfft2(weight.float().flip(-1, -2).squeeze(1), s=(fh, fw))  # (C, fh, fw//2+1)

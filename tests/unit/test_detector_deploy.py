@@ -64,3 +64,15 @@ def test_fused_model_gives_the_same_raw_outputs(variant):
     with torch.inference_mode():
         for a, b in zip(model(x), fused(x)):
             assert (a - b).abs().max() < 1e-4
+
+
+def test_fused_model_still_gives_input_gradients_after_inference_runs():
+    # the GUI runs detection under inference_mode, then Grad-CAM needs gradients
+    torch.manual_seed(0)
+    fused = deploy_model(build_model(ModelConfig.tiny("full", nc=2, omni_kernel=31)).eval())
+    x = torch.rand(1, 3, 128, 128)
+    with torch.inference_mode():
+        fused(x)
+    x.requires_grad_(True)
+    fused(x)[0][:, 64:].sigmoid().max().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
