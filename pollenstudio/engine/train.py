@@ -643,6 +643,12 @@ def train_project(
         )
     if resume and data.class_names != list(class_names):
         raise ProjectError("taxa were added since the interrupted training; start a new training instead of resuming")
+    missing = [s for s in data.samples if not Path(s.path).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} reviewed image file(s) are missing (e.g. {missing[0].path}); "
+            "point the project at their new folder (relink) before training; nothing was trained"
+        )
     train_s, val_s = split_samples(data.samples, cfg.val_fraction)
 
     run_id = None

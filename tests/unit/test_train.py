@@ -209,6 +209,18 @@ def test_training_without_reviewed_grains_says_what_to_do(tmp_path):
     pr.close()
 
 
+def test_missing_image_files_are_reported_before_any_training(tmp_path):
+    pr = make_synthetic_project(tmp_path, n=3, size=96)
+    gone = pr.image_path(pr.images()[1])
+    gone.unlink()
+    from pollenstudio.engine.dataset import DatasetError
+
+    with pytest.raises(DatasetError, match="missing"):
+        train_project(pr, fast_cfg(), model_cfg=tiny())
+    assert pr.runs("train") == [] and pr.model_versions() == []
+    pr.close()
+
+
 def test_lr_schedule_and_ema():
     tr = Trainer([], [], ["a"], TrainConfig(epochs=10, lrf=0.01), "/nonexistent")
     assert tr._lr_factor(0) == pytest.approx(1.0) and tr._lr_factor(10) == pytest.approx(0.01)
