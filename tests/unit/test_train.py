@@ -10,7 +10,6 @@ import sqlite3
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
