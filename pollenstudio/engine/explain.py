@@ -126,7 +126,7 @@ class _Pass:
 def _forward_with_grad(predictor, image, window, rng, layer: str) -> _Pass:
     import torch
 
-    model = predictor.model
+    model = predictor.explain_model
     x0, y0, x1, y1 = window
     arr, lb = letterbox(to_model_uint8(image[y0:y1, x0:x1], rng), predictor.imgsz, origin=(x0, y0))
     x = predictor.to_tensor([arr]).requires_grad_(True)  # params are frozen: grad flows via x

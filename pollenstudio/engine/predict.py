@@ -194,6 +194,11 @@ class Predictor:
         self.source = source
         self.model_version_id: int | None = None  # set when loaded from a project's model version
         model = model.eval()
+        # the training form answers Grad-CAM (gradients through the exact layers the paper
+        # describes); the fused deploy form runs detection
+        self.explain_model = model.to(self.device)
+        for p in self.explain_model.parameters():
+            p.requires_grad_(False)
         if fuse:
             try:
                 from pollenstudio.detector.deploy import deploy_model
@@ -418,15 +423,20 @@ class Predictor:
             out, self.strides, conf=self.conf, iou=self.iou, max_det=self.max_det, reg_max=int(self.cfg.reg_max)
         )
         for (state, (_, lb, k)), p in zip(batch, preds):
-            boxes = lb.to_source(p.boxes.detach().float().cpu().numpy())
+            raw = p.boxes.detach().float().cpu().numpy()
+            boxes = lb.to_source(raw)
+            # a box mostly in the letterbox padding is an artefact of the padding edge
+            raw_area = np.clip(raw[:, 2] - raw[:, 0], 0, None) * np.clip(raw[:, 3] - raw[:, 1], 0, None)
+            kept_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * lb.scale**2
+            inside = kept_area >= 0.5 * raw_area
             state.parts.append(
                 (
-                    boxes,
-                    p.scores.detach().float().cpu().numpy(),
-                    p.classes.detach().cpu().numpy().astype(np.int64),
-                    p.probs.detach().float().cpu().numpy(),
-                    p.levels.detach().cpu().numpy().astype(np.int64),
-                    np.full(len(boxes), k, dtype=np.int64),
+                    boxes[inside],
+                    p.scores.detach().float().cpu().numpy()[inside],
+                    p.classes.detach().cpu().numpy().astype(np.int64)[inside],
+                    p.probs.detach().float().cpu().numpy()[inside],
+                    p.levels.detach().cpu().numpy().astype(np.int64)[inside],
+                    np.full(int(inside.sum()), k, dtype=np.int64),
                 )
             )
             state.received += 1
