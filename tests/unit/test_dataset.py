@@ -154,3 +154,17 @@ def test_16bit_images_are_scaled_not_wrapped(tmp_path):
     out = load_model_image(str(p))
     assert out.shape == (40, 40, 3) and out.dtype == np.uint8
     assert out[15, 15, 0] > 200 and out[0, 0, 0] < 50
+
+
+def test_project_groups_reach_the_split(tmp_path):
+    pr = Project.create(tmp_path / "proj")
+    pr.add_images(_write_images(tmp_path / "imgs", 12))
+    cat = pr.ensure_categories(["Betula"])["Betula"]
+    for k, im in enumerate(pr.images()):
+        pr.set_image_group(im.id, f"slide-{k % 3}")
+        pr.add_annotation(im.id, Box(1, 1, 10, 10), cat)
+    data = data_from_project(pr)
+    assert {s.group for s in data.samples} == {"slide-0", "slide-1", "slide-2"}
+    train, val = split_samples(data.samples, 0.3)
+    assert train and val and not {s.group for s in train} & {s.group for s in val}
+    pr.close()

@@ -242,3 +242,14 @@ def test_resume_refuses_foreign_files(tmp_path):
     bad.write_bytes(b"\x80\x04\x95 pickle")
     with pytest.raises(CheckpointError):
         read_train_state(bad)
+
+
+@pytest.mark.cuda
+def test_mixed_precision_training_on_cuda(tmp_path):
+    """On a GPU: float16 autocast + GradScaler, one epoch, a loadable version."""
+    pr = make_synthetic_project(tmp_path, n=8, size=128)
+    res = train_project(pr, fast_cfg(epochs=1, imgsz=128, device="cuda", threads=None), model_cfg=tiny())
+    model, cfg, _ = load_checkpoint(res.weights)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert pr.model_version(res.version_id).summary["epochs"] == 1
+    pr.close()
