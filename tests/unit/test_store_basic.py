@@ -338,3 +338,13 @@ def test_worker_thread_writing_proposals_while_the_user_edits(proj):
     boxes = [a.box for a in proj.annotations(1)]
     assert boxes == [Box(k, 0 if k % 3 == 0 else 1, k + 5, 5 if k % 3 == 0 else 6) for k in range(60)]
     assert len(proj.annotations(2)) == 1
+
+
+def test_category_counts(proj):
+    b = proj.add_category("Betula")
+    proj.add_annotation(1, Box(1, 1, 9, 9), b)
+    proj.write_proposals(2, [Detection(Box(0, 0, 10, 10), 0, "Pinus", 0.5), Detection(Box(20, 20, 30, 30), 0, "Pinus", 0.5)])
+    pinus = proj.category_by_name("Pinus").id
+    proj.reject(proj.annotations(2)[0].id)
+    assert proj.category_counts() == {b: 1, pinus: 1}
+    assert proj.category_counts(include_proposed=False) == {b: 1}
