@@ -216,7 +216,7 @@ box_st = st.tuples(st.integers(0, 180), st.integers(0, 130), st.integers(1, 20),
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(anns=st.lists(st.tuples(st.integers(0, 1), box_st, st.integers(0, 2)), max_size=12),
+@given(anns=st.lists(st.tuples(st.booleans(), box_st, st.integers(0, 2)), max_size=12),
        frac=st.sampled_from([0.0, 0.25, 0.5]))
 def test_property_random_annotation_sets_round_trip(tmp_path_factory, anns, frac):
     base = tmp_path_factory.mktemp("rt")
@@ -225,12 +225,14 @@ def test_property_random_annotation_sets_round_trip(tmp_path_factory, anns, frac
         p.add_images([base / "p" / "a.png"])
         cats = [p.add_category(n) for n in ("Alnus", "Betula", "Corylus")]
         seen = set()
-        for img_i, (x, y, w, h), c in anns:
+        for with_polygon, (x, y, w, h), c in anns:
             box = Box(x + frac, y + frac, x + w + frac, y + h + frac)
             if (box, c) in seen:
                 continue  # identical duplicate labels are merged on import by design
             seen.add((box, c))
-            p.add_annotation(1, box, cats[c])
+            cx, cy = box.center
+            diamond = [cx, box.y1, box.x2, cy, cx, box.y2, box.x1, cy] if with_polygon else None
+            p.add_annotation(1, box, cats[c], polygon=diamond)
         p.set_image_status(1, ReviewStatus.REVIEWED)
         export_coco(p, base / "out.json")
         with Project.create(base / "q") as q:

@@ -35,6 +35,9 @@ CHILD = textwrap.dedent(
         if r.written:
             p.accept(r.written[0])
             print(f"ACCEPT {r.written[0]}", flush=True)
+        tmp = p.add_annotation(1, Box(x, y, x + 5, y + 5), cat)
+        p.undo()
+        print(f"UNDONE {tmp}", flush=True)
         i += 1
     """
 )
@@ -50,7 +53,7 @@ def test_sigkill_during_edits_loses_nothing_acknowledged(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     rng = random.Random(1234)
-    added, moved, accepted = set(), {}, set()
+    added, moved, accepted, undone = set(), {}, set(), set()
     kills = 0
     t_end = time.monotonic() + 25
     while kills < 16 and time.monotonic() < t_end:
@@ -71,6 +74,8 @@ def test_sigkill_during_edits_loses_nothing_acknowledged(tmp_path):
                 moved[int(parts[1])] = (float(parts[2]), float(parts[3]))
             elif parts[0] == "ACCEPT":
                 accepted.add(int(parts[1]))
+            elif parts[0] == "UNDONE":
+                undone.add(int(parts[1]))
         with Project.open(tmp_path / "p") as p:
             assert p.integrity_check() == "ok"
             for aid in added:
@@ -79,5 +84,7 @@ def test_sigkill_during_edits_loses_nothing_acknowledged(tmp_path):
                 assert p.annotation(aid).box == Box(x, y, x + 10, y + 10)
             for aid in accepted:
                 assert p.annotation(aid).status is AnnotationStatus.ACCEPTED
+            gone = {a.id for a in p.annotations(1)}
+            assert not undone & gone  # an acknowledged undo stays undone
     assert kills >= 10
-    assert len(added) > 20 and accepted  # the children really were editing when killed
+    assert len(added) > 20 and accepted and undone  # the children really were editing when killed
