@@ -130,7 +130,7 @@ class Project:
 
     # ------------------------------------------------------------------ lifecycle
     def __init__(self, folder: Path, conn: sqlite3.Connection):
-        self.folder = folder
+        self.folder = Path(folder).resolve()  # relative paths must not depend on a later chdir
         self.db_path = folder / DB_NAME
         self._conn = conn
         self._lock = threading.RLock()
