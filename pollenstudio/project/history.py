@@ -104,6 +104,9 @@ def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int,
             used = conn.execute("SELECT 1 FROM annotations WHERE category_id = ? LIMIT 1", (row_id,)).fetchone()
             if used:
                 continue  # model output now uses this taxon; keep it
-        write_state(conn, table, row_id, target)
+        try:
+            write_state(conn, table, row_id, target)
+        except sqlite3.IntegrityError:
+            continue  # e.g. redo of "add taxon X" after detection created its own X: keep theirs
         done.append((table, row_id, before, after))
     return done

@@ -151,3 +151,37 @@ def test_undo_add_taxon_that_detection_now_uses_keeps_it(tmp_path):
     p.write_proposals(3, [Detection(Box(1, 1, 20, 20), 0, "Corylus", 0.5)])
     p.undo()
     assert p.category(cid).name == "Corylus"  # still labels a proposal
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.one_of(op_st, st.tuples(st.just("redetect"), st.integers(1, 3), st.integers(0, 60),
+                                                st.integers(0, 50), st.integers(0, 3))), min_size=1, max_size=25))
+def test_undo_everything_with_redetections_in_between_leaves_no_decision(tmp_path_factory, ops):
+    """Re-detection (not undoable) between edits must not break undo: undoing every step still
+    brings back a project with no human decision in it, and redo never raises."""
+    p = make_project(tmp_path_factory.mktemp("d") / "p")
+    for op in ops:
+        if op[0] == "redetect":
+            _, img, x, y, n = op
+            p.write_proposals(img, [Detection(Box(x + 9 * k, y, x + 9 * k + 12, y + 12), 0, "Betula", 0.5)
+                                    for k in range(n)])
+        else:
+            apply(p, op)
+    while p.can_undo():
+        p.undo()
+    assert p._conn.execute("SELECT COUNT(*) FROM annotations WHERE status != 'proposed'").fetchone()[0] == 0
+    assert all(r.status is not ReviewStatus.REVIEWED for r in p.images())
+    while p.can_redo():
+        p.redo()
+    assert p.integrity_check() == "ok"
+    p.close()
+
+
+def test_redo_add_taxon_after_detection_created_the_same_name(tmp_path):
+    p = make_project(tmp_path / "p")
+    p.add_category("Corylus")
+    p.undo()
+    p.write_proposals(3, [Detection(Box(1, 1, 20, 20), 0, "Corylus", 0.5)])
+    assert p.redo() is not None  # no crash on the unique name
+    assert [c.name for c in p.categories()].count("Corylus") == 1
+    p.close()
