@@ -7,7 +7,8 @@ HELP = "import a COCO JSON, a YOLO folder (classes.txt + labels) or a folder of 
 
 def add_arguments(parser) -> None:
     parser.add_argument("project", help="project folder (created when it holds no project yet)")
-    parser.add_argument("source", help="COCO .json file, YOLO dataset folder, or folder of images")
+    parser.add_argument("source", help="COCO .json file (or a folder holding one, e.g. a Roboflow export), "
+                        "YOLO dataset folder (classes.txt + labels), or folder of images")
     parser.add_argument("--images", help="COCO: folder the file names are relative to (default: the JSON's folder)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -40,9 +41,18 @@ def run(args) -> int:
             elif source.is_dir():
                 from pollenstudio.project.yolo import import_yolo, is_yolo_folder
 
+                from pollenstudio.project.coco import find_coco_files, import_coco
+
+                coco_files = [] if is_yolo_folder(source) else find_coco_files(source)
                 if is_yolo_folder(source):
                     kind = "yolo"
                     summary = import_yolo(proj, source, progress=progress).to_dict()
+                elif len(coco_files) == 1:
+                    kind = "coco"
+                    summary = import_coco(proj, coco_files[0], progress=progress).to_dict()
+                elif coco_files:
+                    names = ", ".join(str(f.relative_to(source)) for f in coco_files)
+                    raise ImportFormatError(f"{source} holds several COCO files ({names}); import them one by one")
                 else:
                     kind = "images"
                     res = proj.add_folder(source, progress=progress)

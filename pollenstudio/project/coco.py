@@ -112,7 +112,10 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}
     images, annotations = [], []
     for n, rec in enumerate(recs, start=1):
-        rel = Path(os.path.relpath(project.image_path(rec), out_dir)).as_posix()
+        try:
+            rel = Path(os.path.relpath(project.image_path(rec), out_dir)).as_posix()
+        except ValueError:  # another drive (Windows): only an absolute path can point there
+            rel = project.image_path(rec).as_posix()
         images.append({"id": n, "file_name": rel, "width": rec.width, "height": rec.height})
         for a in project.annotations(rec.id):
             if a.status not in keep:
@@ -153,6 +156,22 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
 
 
 # ---------------------------------------------------------------------------- import
+def find_coco_files(folder: str | os.PathLike) -> list[Path]:
+    """COCO files in a dataset folder as other tools write them: ``*.json`` at the top level
+    or Roboflow's ``<split>/_annotations.coco.json``; only files with an 'images' list count."""
+    folder = Path(folder)
+    cands = sorted(set(folder.glob("*.json")) | set(folder.glob("*/_annotations.coco.json")))
+    out = []
+    for c in cands:
+        try:
+            doc = json.loads(c.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("images"), list) and isinstance(doc.get("categories"), list):
+            out.append(c)
+    return out
+
+
 def _load_json(path: Path):
     try:
         text = path.read_text(encoding="utf-8-sig")

@@ -67,3 +67,16 @@ def test_errors_exit_1_usage_exit_2_and_nothing_is_left_behind(tmp_path):
     assert res.returncode == 1 and "error:" in res.stderr
     res = _cli("export", tmp_path, "--format", "pdf", "--out", "x")
     assert res.returncode == 2
+
+
+def test_roboflow_style_coco_folder_is_recognised(tmp_path):
+    _img(tmp_path / "rf" / "train" / "x.jpg", 40, 40, 5)
+    coco = {"images": [{"id": 0, "file_name": "x.jpg", "width": 40, "height": 40}],
+            "categories": [{"id": 0, "name": "pollen", "supercategory": "none"},
+                           {"id": 1, "name": "Alnus", "supercategory": "pollen"}],
+            "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [1, 1, 9, 9], "segmentation": []}]}
+    (tmp_path / "rf" / "train" / "_annotations.coco.json").write_text(json.dumps(coco))
+    res = _cli("import", tmp_path / "p", tmp_path / "rf", "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["kind"] == "coco" and s["annotations_added"] == 1 and s["categories_skipped"] == ["pollen"]
