@@ -710,8 +710,12 @@ class Project:
             self._update_cat(category_id, hotkey=hotkey)
 
     def set_category_parent(self, category_id: int, parent_id: int | None) -> None:
-        if parent_id == category_id:
-            raise ProjectError("a taxon cannot be its own parent")
+        seen, up = set(), parent_id
+        while up is not None and up not in seen:  # walk up: the new parent must not descend from it
+            if up == category_id:
+                raise ProjectError("a taxon cannot be placed under itself or one of its own sub-taxa")
+            seen.add(up)
+            up = self.category(up).parent_id
         with self._command("set taxon parent"):
             self._update_cat(category_id, parent_id=parent_id)
 
@@ -740,6 +744,8 @@ class Project:
             raise ProjectError(f"taxon {self.category(category_id).name!r} labels {n} grains; merge it into another taxon")
         self.category(category_id)
         with self._command("delete taxon"):
+            for (child,) in self._conn.execute("SELECT id FROM categories WHERE parent_id = ?", (category_id,)).fetchall():
+                self._update_cat(child, parent_id=None)
             self._set_row("categories", category_id, None)
 
     def ensure_categories(self, names: Iterable[str]) -> dict[str, int]:

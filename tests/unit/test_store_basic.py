@@ -348,3 +348,15 @@ def test_category_counts(proj):
     proj.reject(proj.annotations(2)[0].id)
     assert proj.category_counts() == {b: 1, pinus: 1}
     assert proj.category_counts(include_proposed=False) == {b: 1}
+
+
+def test_taxon_hierarchy_refuses_cycles_and_survives_deletes(proj):
+    fam = proj.add_category("Betulaceae")
+    genus = proj.add_category("Betula")
+    proj.set_category_parent(genus, fam)
+    with pytest.raises(ProjectError, match="under itself"):
+        proj.set_category_parent(fam, genus)
+    proj.delete_category(fam)
+    assert proj.category(genus).parent_id is None
+    proj.undo()
+    assert proj.category(genus).parent_id == fam
