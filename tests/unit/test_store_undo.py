@@ -1,6 +1,5 @@
 """Undo/redo: every mixed edit sequence walks back to each earlier state exactly, and forward again."""
 
-import sqlite3
 
 import pytest
 from hypothesis import HealthCheck, given, settings
