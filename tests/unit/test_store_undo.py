@@ -1,6 +1,5 @@
 """Undo/redo: every mixed edit sequence walks back to each earlier state exactly, and forward again."""
 
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
