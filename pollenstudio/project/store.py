@@ -415,8 +415,9 @@ class Project:
     def add_images(self, paths: Iterable[str | os.PathLike], progress=None, group: str | None = None,
                    um_per_px: float | None = None) -> AddImagesResult:
         """Register image files (header read + sha256, no decoding). Unreadable files and
-        files already in the project are reported, not fatal. Commits every 200 files, so
-        a cancelled import keeps what it added. Not undoable."""
+        files already in the project are reported, not fatal. Commits every 200 files and
+        on cancel (``progress.check()`` raises ``Cancelled`` after the files read so far are
+        committed). Not undoable."""
         from pollenstudio.core.imageio import file_sha256, image_info
 
         paths = [Path(p) for p in paths]
@@ -440,6 +441,8 @@ class Project:
 
         for n, p in enumerate(paths):
             if progress is not None:
+                if progress.cancelled:
+                    flush()  # keep what was read before the cancel
                 progress.check()
                 progress.update(n, len(paths), p.name)
             try:

@@ -360,3 +360,22 @@ def test_taxon_hierarchy_refuses_cycles_and_survives_deletes(proj):
     assert proj.category(genus).parent_id is None
     proj.undo()
     assert proj.category(genus).parent_id == fam
+
+
+def test_cancelled_folder_import_keeps_the_images_read_so_far(tmp_path):
+    from pollenstudio.core.errors import Cancelled
+    from pollenstudio.core.progress import CancelToken
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(5):
+        _img(tmp_path / "imgs" / f"{i}.png", value=i)
+
+    def on_update(done, total, msg):
+        if done == 3:
+            token.cancel()
+
+    token = CancelToken(on_update)
+    with Project.create(tmp_path / "p") as p:
+        with pytest.raises(Cancelled):
+            p.add_folder(tmp_path / "imgs", progress=token)
+        assert [r.path for r in p.images()] == ["../imgs/0.png", "../imgs/1.png", "../imgs/2.png", "../imgs/3.png"]
