@@ -88,3 +88,54 @@ def test_sigkill_during_edits_loses_nothing_acknowledged(tmp_path):
             assert not undone & gone  # an acknowledged undo stays undone
     assert kills >= 10
     assert len(added) > 20 and accepted and undone  # the children really were editing when killed
+
+
+BULK_CHILD = textwrap.dedent(
+    """
+    import sys
+    from pollenstudio.core.types import Box
+    from pollenstudio.project import Project
+
+    p = Project.open(sys.argv[1])
+    cat = p.categories()[0].id
+    rows = [{"image_id": 1, "box": Box(i % 900, 0, i % 900 + 10, 10), "category_id": cat,
+             "status": "proposed", "source": "model", "score": 0.5} for i in range(5000)]
+    print("READY", flush=True)
+    n = 0
+    while True:
+        with p.importing():
+            p.bulk_insert([], rows)
+        n += 1
+        print(f"ACK {n}", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_during_big_imports_keeps_each_import_whole(tmp_path):
+    """An import is one transaction: after a kill the project has every acknowledged import
+    and no part of the one in flight."""
+    with Project.create(tmp_path / "p") as p:
+        with p.importing():
+            p.bulk_insert([{"path": "a.png", "width": 1000, "height": 1000}], [])
+        p.add_category("Betula")
+    script = tmp_path / "bulk_child.py"
+    script.write_text(BULK_CHILD)
+    rng = random.Random(99)
+    total_acked = 0
+    for k in range(6):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "p")], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "READY"
+        time.sleep(rng.uniform(0.05, 0.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        acks = [ln for ln in out.splitlines() if ln.startswith("ACK ") and ln[4:].isdigit()]
+        total_acked += len(acks)
+        with Project.open(tmp_path / "p") as p:
+            assert p.integrity_check() == "ok"
+            n = p.annotation_count()
+            assert n % 5000 == 0, f"a partial import survived the kill ({n} rows)"
+            assert n >= total_acked * 5000
+            total_acked = n // 5000  # an unacknowledged but committed import counts from now on
+            assert p.image_counts()[1].undecided == n  # derived counts committed with the rows
+    assert total_acked >= 2  # imports really completed between the kills
