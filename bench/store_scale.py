@@ -97,6 +97,15 @@ def main() -> None:
     ]:
         med, worst = timed(fn, rep)
         print(f"{name:42s} {med:10.2f} {worst:8.2f}")
+    from pollenstudio.project.coco import export_coco
+    from pollenstudio.project.report import write_counts_csv
+
+    t3 = time.perf_counter()
+    s = export_coco(p, base / "all.json", reviewed_only=False)
+    print(f"export_coco --all ({s['annotations']:,} annotations): {time.perf_counter() - t3:.2f} s")
+    t3 = time.perf_counter()
+    write_counts_csv(p, base / "counts.csv", reviewed_only=False)
+    print(f"CSV count report (all images): {time.perf_counter() - t3:.2f} s")
     p.close()
     t2 = time.perf_counter()
     Project.open(folder).close()

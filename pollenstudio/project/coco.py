@@ -149,7 +149,7 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f)
+        f.write(json.dumps(doc))  # dumps uses the C encoder; dump(f) streams in pure Python (5x slower)
     os.replace(tmp, out_path)  # a reader never sees half a file
     return {"path": str(out_path), "images": len(images), "annotations": len(annotations),
             "categories": len(categories), "reviewed_only": reviewed_only}
