@@ -126,8 +126,7 @@ class ThumbnailLoader(QObject):
 
     def _start(self) -> None:
         job = Job(self._drain)
-        job.signals.finished.connect(lambda _r, j=job: self._job_done(j))
-        job.signals.cancelled.connect(lambda j=job: None)
+        job.signals.finished.connect(lambda j=job: self._job_done(j))
         self._job = job
         self.pool.start(job)
 
@@ -270,12 +269,16 @@ class ImageListModel(QAbstractListModel):
         if role == RowRole:
             return r
         if role == Qt.ItemDataRole.DecorationRole:
-            pm = self._thumbs.get(r.id)
-            if pm is None and r.id not in self._requested:
-                self._requested.add(r.id)
-                self.loader.request(r.id, r.path)
-            return pm
+            return self.thumbnail(r)
         return None
+
+    def thumbnail(self, r: ImageRow) -> QPixmap | None:
+        """The thumbnail if made; else ask for it (once) and return None for now."""
+        pm = self._thumbs.get(r.id)
+        if pm is None and r.id not in self._requested:
+            self._requested.add(r.id)
+            self.loader.request(r.id, r.path)
+        return pm
 
     def _thumb_ready(self, image_id: int, img: QImage) -> None:
         self._thumbs[image_id] = QPixmap.fromImage(img)
@@ -292,9 +295,12 @@ class _Delegate(QStyledItemDelegate):
         return QSize(200, THUMB + 8)
 
     def paint(self, painter: QPainter, option, index) -> None:
-        r: ImageRow | None = index.data(RowRole)
-        if r is None:
+        # read the model directly: round-tripping Python objects and empty values through
+        # QVariant (index.data) corrupted None's refcount under PySide6 6.12 / Python 3.11
+        model = index.model()
+        if not isinstance(model, ImageListModel) or index.row() >= model.rowCount():
             return
+        r = model.row_data(index.row())
         painter.save()
         rect = option.rect
         if option.state & QStyle.StateFlag.State_Selected:
@@ -302,7 +308,7 @@ class _Delegate(QStyledItemDelegate):
             fg = option.palette.highlightedText().color()
         else:
             fg = option.palette.text().color()
-        thumb = index.data(Qt.ItemDataRole.DecorationRole)
+        thumb = model.thumbnail(r)
         trect = QRect(rect.left() + 4, rect.top() + 4, THUMB, THUMB)
         if thumb is not None:
             pm = thumb

@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class _Signals(QObject):
+    # No Python objects cross threads in signals: a queued ``Signal(object)`` carrying None
+    # corrupted None's refcount (PySide6 6.12, Python 3.11) and aborted the app. The result
+    # waits on ``Job.result`` and ``finished`` only says it is there.
     progress = Signal(int, int, str)
-    finished = Signal(object)
+    finished = Signal()
     failed = Signal(str)
     cancelled = Signal()
 
@@ -36,6 +39,7 @@ class Job(QRunnable):
         self.signals = _Signals()
         self.token = CancelToken(on_update=self._on_update)
         self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
         self.done = False
 
     def _on_update(self, done: int, total: int, message: str) -> None:
@@ -54,7 +58,8 @@ class Job(QRunnable):
             log.error("job %s failed:\n%s", getattr(self.fn, "__name__", self.fn), traceback.format_exc())
             self.signals.failed.emit(f"{type(exc).__name__}: {exc}")
         else:
-            self.signals.finished.emit(result)
+            self.result = result
+            self.signals.finished.emit()
         finally:
             self.done = True
 
@@ -97,7 +102,7 @@ class JobRunner(QObject):
                 on_error(msg)
 
         # late signals of a replaced job are ignored: ``current()`` is False for them
-        job.signals.finished.connect(lambda r: current() and finished(r))
+        job.signals.finished.connect(lambda: current() and finished(job.result))
         job.signals.failed.connect(lambda m: current() and failed(m))
         job.signals.cancelled.connect(lambda: self._running.discard(job))
         if on_progress is not None:

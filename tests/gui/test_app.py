@@ -120,3 +120,31 @@ def test_demo_button_waits_for_the_demo(qtbot, settings):
     assert win.welcome.open_demo.isEnabled() == available
     if not available:
         assert "not installed" in win.welcome.open_demo.toolTip()
+
+
+def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_dir, monkeypatch, tmp_path):
+    import argparse
+    import sys
+
+    from PySide6.QtCore import QSettings, QTimer
+
+    from pollenstudio.commands import gui
+    from pollenstudio.gui import app as app_mod
+    from pollenstudio.gui.main_window import MainWindow
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
+    monkeypatch.setattr(app_mod, "_REPORTER", None)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    seen = {}
+
+    def look_and_quit():
+        wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        seen["titles"] = [w.windowTitle() for w in wins]
+        for w in wins:
+            w.close()
+        QApplication.quit()
+
+    QTimer.singleShot(300, look_and_quit)
+    assert gui.run(argparse.Namespace(project=str(project_dir))) == 0
+    assert any("proj" in t and "slide01" in t for t in seen["titles"]), seen

@@ -1,0 +1,206 @@
+"""Longest GUI event-loop stall while a reviewer scrolls a 10,000-image list and zooms and
+pans a 16000 x 16000 RGB slide scan; and how long that scan takes to open.
+
+A 2 ms QTimer records the gap between its ticks: any gap well above 2 ms is time the GUI
+thread could not react to input. User actions are scheduled like real input (one step
+per ~16 ms frame) and the event loop runs freely between them.
+
+    python bench/ui_stall.py [--size 16000] [--images 10000] [--keep DIR]
+
+Prints one line per phase: longest gap, 99th percentile gap, number of gaps over 50 ms.
+Target: longest gap under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def build_project(folder: Path, n_images: int, size: int):
+    """n_images tiny PNGs (real thumbnails to make) + one size x size RGB TIFF with 300
+    proposals, registered through the store's bulk path."""
+    import tifffile
+
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.engine.synthetic import TAXA, SynthConfig, generate_image
+    from pollenstudio.project import Project
+
+    img_dir = folder / "images"
+    img_dir.mkdir(parents=True)
+    t = time.perf_counter()
+    tile, objects = generate_image(7, SynthConfig(width=2000, height=2000, n_grains=(40, 50)))
+    reps = -(-size // 2000)
+    big = np.ascontiguousarray(np.tile(tile, (reps, reps, 1))[:size, :size])
+    big_path = img_dir / "slide_scan.tif"
+    tifffile.imwrite(big_path, big)
+    del big
+    small, _ = generate_image(3, SynthConfig(width=160, height=120, n_grains=(2, 3)))
+    rows = []
+    for i in range(n_images):
+        p = img_dir / f"field{i:05d}.png"
+        # shift the tiny image so thumbnails differ a little; encoding is the slow part
+        cv2.imwrite(str(p), np.roll(small, i % 97, axis=1)[..., ::-1])
+        rows.append(dict(path=f"images/{p.name}", width=160, height=120, key=i))
+    rows.append(dict(path="images/slide_scan.tif", width=size, height=size, key="big"))
+    proj = Project.create(folder)
+    proj.ensure_categories(TAXA)
+    with proj.importing():
+        proj.bulk_insert(rows, [])
+    big_id = proj.find_image(path=big_path).id
+    rng = np.random.default_rng(0)
+    dets = []
+    for k in range(reps * reps):
+        ox, oy = (k % reps) * 2000, (k // reps) * 2000
+        for o in objects:
+            x1, y1, x2, y2 = o["bbox"]
+            if len(dets) < 300 and x2 + ox <= size and y2 + oy <= size:
+                s = float(rng.uniform(0.3, 0.99))
+                dets.append(Detection(Box(x1 + ox, y1 + oy, x2 + ox, y2 + oy), 0, o["name"], s))
+    proj.write_proposals(big_id, dets)
+    print(f"setup: {n_images} images + {size}x{size} RGB TIFF + {len(dets)} proposals in {time.perf_counter() - t:.1f} s")
+    return proj, big_id
+
+
+class StallMeter:
+    def __init__(self, app, interval_ms: int = 2):
+        from PySide6.QtCore import QTimer
+
+        self.app = app
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.gaps: list[float] = []
+        self._last = None
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps.append(now - self._last)
+        self._last = now
+
+    def run(self, name: str, steps, frame_ms: int = 16, settle_ms: int = 300) -> None:
+        """Run ``steps`` (callables) one per frame with the meter on; print the gaps."""
+        from PySide6.QtCore import QEventLoop, QTimer
+
+        self.gaps, self._last = [], None
+        loop = QEventLoop()
+        it = iter(steps)
+        driver = QTimer()
+        driver.setInterval(frame_ms)
+
+        def step():
+            try:
+                next(it)()
+            except StopIteration:
+                driver.stop()
+                QTimer.singleShot(settle_ms, loop.quit)
+
+        driver.timeout.connect(step)
+        self.timer.start()
+        driver.start()
+        t = time.perf_counter()
+        loop.exec()
+        self.timer.stop()
+        g = np.array(self.gaps) * 1000 if self.gaps else np.zeros(1)
+        print(f"{name:<34s} {time.perf_counter() - t:6.1f} s  longest gap {g.max():6.1f} ms  "
+              f"p99 {np.percentile(g, 99):5.1f} ms  gaps>50ms {(g > 50).sum():3d}")
+        return float(g.max())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=16000)
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--keep", help="build the project in this folder and keep it")
+    args = ap.parse_args()
+
+    from PySide6.QtCore import QSettings
+
+    from pollenstudio.gui.app import create_app
+    from pollenstudio.gui.main_window import MainWindow
+
+    app = create_app(sys.argv[:1])
+    folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ui_stall_")) / "proj"
+    proj, big_id = build_project(folder, args.images, args.size)
+    settings = QSettings(str(folder.parent / "bench_settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    win.show()
+    app.processEvents()
+    t = time.perf_counter()
+    win.ctl.set_project(proj)
+    app.processEvents()
+    print(f"project with {args.images + 1} images shown in {time.perf_counter() - t:.2f} s")
+    meter = StallMeter(app)
+    worst = []
+
+    # open the slide scan: decode + pyramid run in a worker; the GUI must stay live meanwhile
+    opened = {}
+    win.ctl.imageShown.connect(lambda i: opened.setdefault(i, time.perf_counter()))
+    t_open = [0.0]
+
+    def open_big():
+        t_open[0] = time.perf_counter()
+        win.ctl.show_image(big_id)
+
+    def open_steps():
+        yield open_big
+        # keep the loop running until the image is on screen (one idle step per frame)
+        while big_id not in opened:
+            yield lambda: None
+
+    worst.append(meter.run(f"open {args.size}x{args.size} (GUI live)", open_steps()))
+    print(f"open time of {args.size}x{args.size} RGB TIFF: {opened[big_id] - t_open[0]:.2f} s "
+          f"(decode + display pyramid, in a worker)")
+
+    # scroll the image list from top to bottom (pages of 500 are fetched as it goes)
+    sb = win.images.view.verticalScrollBar()
+
+    def scroll_steps():
+        for _ in range(400):
+            yield lambda: sb.setValue(sb.value() + max(sb.pageStep(), 1) * 3 if sb.value() < sb.maximum() else 0)
+
+    worst.append(meter.run("scroll 10,000-image list", scroll_steps()))
+    print(f"  list rows loaded after scrolling: {win.images.model.rowCount()} of {win.images.model.total()}")
+
+    c = win.canvas
+    c.fit()
+
+    def zoom_steps():
+        cx = cy = args.size / 2
+        for _ in range(30):  # fit -> ~pixel level and beyond
+            yield lambda: c.zoom_by(1.25, center=type(c.vb.viewRect().center())(cx, cy))
+        for _ in range(30):
+            yield lambda: c.zoom_by(1 / 1.25, center=type(c.vb.viewRect().center())(cx, cy))
+
+    worst.append(meter.run("zoom fit -> 1:1 and back", zoom_steps()))
+
+    def pan_steps(zoom: float, n: int = 120):
+        yield lambda: c.set_zoom(zoom, (args.size / 2, args.size / 2))
+        step = 40 / zoom  # 40 screen px per frame, a brisk drag
+        for i in range(n):
+            dx = step if (i // 30) % 2 == 0 else -step
+            yield lambda dx=dx: c.vb.translateBy(x=dx, y=step / 2)
+
+    worst.append(meter.run("pan at 1:1 (full resolution)", pan_steps(1.0)))
+    worst.append(meter.run("pan at 4:1 (pixel level)", pan_steps(4.0)))
+    worst.append(meter.run("pan at 1:6 (pyramid level)", pan_steps(1 / 6)))
+    print(f"LONGEST STALL over all phases: {max(worst):.1f} ms (target < 100 ms)")
+    win.close()
+    if not args.keep:
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
