@@ -9,6 +9,9 @@ change on a shared machine hits them alike and the ratios stay meaningful; media
 reported. GFLOPs = 2 x multiply-accumulates (torch.utils.flop_counter, the convention of
 the published YOLO11n figure of 6.5); FFTs are not counted by the counter.
 GPU figures (float32 and float16 autocast) are printed when CUDA is available.
+On a machine whose cores are shared with other jobs, compare --threads 1 figures: with
+more intra-op threads than free cores PyTorch threads spin-wait for each other and the
+numbers become noise (measured 4-10x slower than one thread on the shared 2-core VM).
 """
 from __future__ import annotations
 
