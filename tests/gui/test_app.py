@@ -126,7 +126,7 @@ def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_
     import argparse
     import sys
 
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QSettings
 
     from pollenstudio.commands import gui
     from pollenstudio.gui import app as app_mod
@@ -134,17 +134,13 @@ def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # restored after the test
     monkeypatch.setattr(app_mod, "_REPORTER", None)
+    # running the real event loop (and quitting it) would disturb the other tests' loop
+    monkeypatch.setattr(QApplication, "exec", lambda self=None: 0)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    seen = {}
-
-    def look_and_quit():
-        wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        seen["titles"] = [w.windowTitle() for w in wins]
-        for w in wins:
-            w.close()
-        QApplication.quit()
-
-    QTimer.singleShot(300, look_and_quit)
+    before = set(QApplication.topLevelWidgets())
     assert gui.run(argparse.Namespace(project=str(project_dir))) == 0
-    assert any("proj" in t and "slide01" in t for t in seen["titles"]), seen
+    wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w not in before]
+    assert len(wins) == 1 and wins[0].isVisible()
+    assert "proj" in wins[0].windowTitle() and "slide01" in wins[0].windowTitle()
+    wins[0].close()

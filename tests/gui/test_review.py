@@ -37,10 +37,13 @@ def key(win, k, mod=Qt.KeyboardModifier.NoModifier):
     QTest.keyClick(win.canvas.view, k, mod)
 
 
-def free_box(anns, others):
-    """A proposal whose centre lies in no other box (so a click there selects it)."""
+def free_box(anns, others, w, h, room=25):
+    """A proposal whose centre lies in no other box (so a click there selects it), with
+    room to move and grow before it reaches the image edge (moves are clamped there)."""
     for a in anns:
         cx, cy = a.box.center
+        if a.box.x2 + room > w or a.box.y2 + room > h:
+            continue
         if not any(o.id != a.id and o.box.contains(cx, cy) for o in others):
             return a
     raise AssertionError("no isolated box in the fixture")
@@ -64,7 +67,7 @@ def test_edit_session_with_real_events_then_undo_and_redo(window, qtbot):
     assert len(anns) >= 3
 
     # select by clicking a box
-    target = free_box(anns, ctl.annotations())
+    target = free_box(anns, ctl.annotations(), img.width, img.height)
     cx, cy = target.box.center
     click(win, cx, cy)
     assert ctl.selected == target.id
