@@ -7,6 +7,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 from fixtures_models import IMGSZ, random_grains, render_scene, tiny_model_path  # noqa: F401
 
 from pollenstudio.core.types import AnnotationStatus
@@ -17,6 +18,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_detect_a_folder_creates_the_project_and_reports_a_corrupt_file(tmp_path, tiny_model_path):
     folder = tmp_path / "slides"
     folder.mkdir()

@@ -94,6 +94,7 @@ def test_grad_cam_level_and_method_are_selectable(tiny_predictor, scene):
         grad_cam(tiny_predictor, img, d, level=5)
 
 
+@pytest.mark.slow
 def test_grad_cam_on_a_tiled_image_lands_on_the_grain(tiny_predictor):
     size = 3 * IMGSZ
     img, boxes, _ = render_scene(size, size, [(400, 380, 1, 50), (120, 640, 0, 50)], seed=5)

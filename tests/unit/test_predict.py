@@ -38,6 +38,7 @@ def test_detects_grains_of_a_letterboxed_image_in_original_pixels(tiny_predictor
     assert d.level in (0, 1, 2) and 0.3 <= d.score <= 1.0
 
 
+@pytest.mark.slow
 def test_tiled_image_three_times_the_input_detects_each_grain_once(tiny_predictor):
     size = 3 * IMGSZ
     tiles = plan_tiles(size, size, IMGSZ, int(IMGSZ * tiny_predictor.overlap))
