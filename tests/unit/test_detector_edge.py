@@ -9,6 +9,15 @@ from pollenstudio.detector.edge import HEM
 from pollenstudio.detector.omnikernel import FGM, OmniKernel, fca, fca_fft
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_constant_input_gives_zero_edges_everywhere_including_borders():
     hem = HEM(4, (8, 8, 8)).eval()
     x = torch.full((1, 4, 32, 32), 0.7) * torch.arange(1, 5.0).view(1, 4, 1, 1)

@@ -6,6 +6,15 @@ from pollenstudio.core.errors import ModelMismatchError
 from pollenstudio.detector import HieraEdgeNet, ModelConfig, build_model, count_parameters
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
@@ -70,3 +79,24 @@ def test_edge_pyramid_gives_maps_at_four_strides(tiny):
     with pytest.raises(ModelMismatchError, match="edge"):
         base.edge_pyramid(torch.rand(1, 3, 64, 64))
     assert isinstance(base, HieraEdgeNet)
+
+
+def test_scale_s_is_wider_than_n():
+    n = build_model(ModelConfig.variant("full", nc=120))
+    s = build_model(ModelConfig.variant("full", nc=120, scale="s"))
+    assert s.detect.box[0][0].conv.in_channels == 2 * n.detect.box[0][0].conv.in_channels
+    assert count_parameters(s) > 3 * count_parameters(n)
+
+
+def test_mixed_precision_forward_and_loss_stay_finite():
+    from pollenstudio.detector import DetectionLoss
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny("full", nc=2, omni_kernel=31))
+    targets = torch.tensor([[0, 1, 10, 12, 40, 50.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.rand(1, 3, 64, 64))
+        total, _ = DetectionLoss(model)(out, targets)
+    assert total.dtype == torch.float32 and torch.isfinite(total)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
