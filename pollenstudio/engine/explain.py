@@ -129,7 +129,7 @@ def _forward_with_grad(predictor, image, window, rng, layer: str) -> _Pass:
     model = predictor.explain_model
     x0, y0, x1, y1 = window
     arr, lb = letterbox(to_model_uint8(image[y0:y1, x0:x1], rng), predictor.imgsz, origin=(x0, y0))
-    x = predictor.to_tensor([arr]).requires_grad_(True)  # params are frozen: grad flows via x
+    x = predictor.to_tensor([arr]).requires_grad_(True)  # params may be frozen: grad flows via x
     captured: dict = {}
     if layer == "neck":
         handle = _detect_module(model).register_forward_pre_hook(lambda mod, args: captured.__setitem__("f", list(args[0])))

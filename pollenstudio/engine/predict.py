@@ -147,8 +147,9 @@ class _ImageState:
 class Predictor:
     """One model version ready to detect.
 
-    model: a HieraEdgeNet (``model(x)`` -> list of 3 raw level outputs); cfg: its
-    ModelConfig (class names, input size). ``half`` (default: on CUDA) runs the model under
+    model: a HieraEdgeNet (``model(x)`` -> list of 3 raw level outputs), moved to the
+    device and put in eval mode (a trainer calling this for validation switches it back);
+    cfg: its ModelConfig (class names, input size). ``half`` (default: on CUDA) runs the model under
     float16 autocast (the detector keeps its FFTs in float32). ``fuse`` uses the deploy
     form (Conv+BN folded, OmniKernel re-parameterised): same detections, faster.
     ``tile``: "auto" | "off" | tile side in pixels (see ``tiling.resolve_tile_size``);
@@ -196,9 +197,9 @@ class Predictor:
         model = model.eval()
         # the training form answers Grad-CAM (gradients through the exact layers the paper
         # describes); the fused deploy form runs detection
+        # (parameters are left as they are: a trainer may hand in the model it trains; the
+        # explainers take gradients w.r.t. features only, never into parameter .grad)
         self.explain_model = model.to(self.device)
-        for p in self.explain_model.parameters():
-            p.requires_grad_(False)
         if fuse:
             try:
                 from pollenstudio.detector.deploy import deploy_model
@@ -207,8 +208,6 @@ class Predictor:
             except ImportError:  # deploy form not built in this checkout: training form is exact too
                 pass
         self.model = model.to(self.device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self.strides = [int(s) for s in getattr(self.model, "strides", (8, 16, 32))]
         self.timings = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         self.images_done = 0
