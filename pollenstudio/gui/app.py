@@ -66,6 +66,8 @@ class ErrorReporter(QObject):
         log.error("unhandled exception:\n%s", "".join(traceback.format_exception(exc_type, exc, tb)))
         self.count += 1
         self.last_message = error_text(exc)
+        if QApplication.instance() is None:
+            return  # during shutdown: the log has it, there is no window to show it in
         if self._dialog is not None and self._dialog.isVisible():
             return  # one dialog at a time: a failing paint loop must not open hundreds
         parent = QApplication.activeWindow()

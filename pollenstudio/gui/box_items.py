@@ -93,7 +93,11 @@ class BoxOverlay(QGraphicsItem):
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
         xf = painter.worldTransform()
-        exposed = option.exposedRect if option is not None else self._bounds
+        # what is on screen, in image px (exposedRect is the whole item without the
+        # extended style option flag, so compute it from the device)
+        inv, ok = xf.inverted()
+        dev = painter.device()
+        exposed = inv.mapRect(QRectF(0, 0, dev.width(), dev.height())) if ok and dev is not None else self._bounds
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         rejected = [v for v in self._views if v.style == "rejected"]
         proposed = [v for v in self._views if v.style == "proposed"]
@@ -130,6 +134,8 @@ class BoxOverlay(QGraphicsItem):
             for v in proposed + decided:
                 if v.box.width * scale < 6:  # label would hide a speck of a box
                     continue
+                if not QRectF(v.box.x1, v.box.y1, v.box.width, v.box.height).intersects(exposed):
+                    continue  # off screen: its label must not be pinned to the edge
                 self._draw_label(painter, v, xf.map(QPointF(v.box.x1, v.box.y1)), v.key == self._selected)
             painter.restore()
 

@@ -196,7 +196,20 @@ class Canvas(QWidget):
         """Show ``center`` (image px) in the middle at ``zoom`` screen px per image px."""
         self._auto_fit = False
         w, h = self.vb.width() / zoom, self.vb.height() / zoom
-        self.vb.setRange(QRectF(center[0] - w / 2, center[1] - h / 2, w, h), padding=0)
+        cx, cy = self._clamp_centre(center[0], center[1], w, h)
+        self.vb.setRange(QRectF(cx - w / 2, cy - h / 2, w, h), padding=0)
+
+    def _clamp_centre(self, cx: float, cy: float, w: float, h: float) -> tuple[float, float]:
+        """Keep the view on the image where it is larger than the view (no empty margin
+        when centring a grain near an edge)."""
+        if self.image is None:
+            return cx, cy
+        W, H = self.image.width, self.image.height
+        if w < W:
+            cx = min(max(cx, w / 2), W - w / 2)
+        if h < H:
+            cy = min(max(cy, h / 2), H - h / 2)
+        return cx, cy
 
     def center_on(self, box: Box) -> None:
         """Bring ``box`` into view for review: nothing moves if it is already well inside
@@ -210,7 +223,7 @@ class Canvas(QWidget):
             b = box.expanded(3.0)
             self.vb.setRange(QRectF(b.x1, b.y1, b.width, b.height), padding=0)
             return
-        cx, cy = box.center
+        cx, cy = self._clamp_centre(*box.center, r.width(), r.height())
         self.vb.translateBy(x=cx - r.center().x(), y=cy - r.center().y())
 
     def image_to_widget(self, x: float, y: float) -> QPoint:

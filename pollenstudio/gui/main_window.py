@@ -364,6 +364,7 @@ class MainWindow(QMainWindow):
 
     def _image_shown(self, image_id: int) -> None:
         rec = self.ctl.image_record
+        self.statusBar().clearMessage()  # "Loading ..." is over
         self.setWindowTitle(self.ctl.title)
         self.images.show_current(image_id)
         if rec is not None:

@@ -18,6 +18,12 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+def _thumbs_done(win) -> bool:
+    m = win.images.model
+    ids = [m.row_data(i).id for i in range(m.rowCount())]
+    return all(i in m._thumbs or i in m.loader.failed for i in ids)
+
+
 def _settle(app, ms: int = 200) -> None:
     end = time.perf_counter() + ms / 1000
     while time.perf_counter() < end:
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(["screenshots"])
     tmp = Path(tempfile.mkdtemp(prefix="ps_shots_"))
     proj_dir = tmp / "Birch season 2024 - Station Basel"
-    proj = make_review_project(proj_dir, n_images=12, seed=3, width=1280, height=960, n_grains=(6, 9))
+    proj = make_review_project(proj_dir, n_images=12, seed=3, width=1024, height=768, n_grains=(7, 10))
     proj.close()
     other = tmp / "Honey samples (Ticino)"
     other.mkdir()
@@ -66,12 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     for a in anns[-3:]:
         p.accept(a.id)
     p.reject(anns[0].id)
+    # start the review as a user would: Tab goes to the most uncertain proposal
+    ctl.within_image = True
     ctl.show_image(first.id)
-    undecided = [a for a in p.annotations(first.id) if a.status is AnnotationStatus.PROPOSED]
-    if undecided:
-        ctl.select(undecided[0].id)
-    win.canvas.fit()
-    _settle(app, 400)
+    ctl.step_proposal(1)
+    sel = ctl.selected_annotation()
+    if sel is not None:  # grains must be big enough on screen to judge, as in real review
+        win.canvas.set_zoom(1.25, sel.box.center)
+    for _ in range(100):
+        _settle(app, 50)
+        if _thumbs_done(win):
+            break
+    _settle(app, 200)
     win.grab().save(str(out / "review.png"))
 
     # large slide scan: tile a synthetic field to 16000 x 16000 and zoom to pixel level
@@ -87,15 +99,33 @@ def main(argv: list[str] | None = None) -> int:
     p = ctl.project
     p.add_images([big_path])
     rec = p.find_image(path=big_path)
+    from pollenstudio.core.types import Box, Detection
+
+    rng = np.random.default_rng(5)
+    dets = []
+    for k in range(64):
+        ox, oy = (k % 8) * 2000, (k // 8) * 2000
+        for o in objects:
+            x1, y1, x2, y2 = o["bbox"]
+            s = float(rng.uniform(0.35, 0.98))
+            dets.append(Detection(Box(x1 + ox, y1 + oy, x2 + ox, y2 + oy), 0, o["name"], s))
+    p.write_proposals(rec.id, dets)
     win.images.set_rows(ctl.image_rows())
     ctl.show_image(rec.id)
     for _ in range(600):
         _settle(app, 50)
-        if win.canvas.image is not None and win.canvas.image.width == 16000:
+        if win.canvas.image is not None and win.canvas.image.width == 16000 and _thumbs_done(win):
             break
-    o = max(objects, key=lambda o: o["area"])
+    # an isolated grain on tile (3, 3) at 800 %: exine pixels, the box edge and its label
+    def crowding(o):
+        b = Box(*o["bbox"]).expanded(1.6)
+        return sum(1 for q in objects if q is not o and b.intersection(Box(*q["bbox"])) > 0)
+
+    o = min(sorted(objects, key=lambda o: -o["area"])[:15], key=crowding)
     x1, y1, x2, y2 = o["bbox"]
-    win.canvas.set_zoom(12.0, (x1 + 6000 + 12, (y1 + y2) / 2 + 6000))
+    ann = next(a for a in p.annotations(rec.id) if abs(a.box.x1 - (x1 + 6000)) < 1 and abs(a.box.y1 - (y1 + 6000)) < 1)
+    ctl.select(ann.id)
+    win.canvas.set_zoom(8.0, (x1 + 6000 + 30, y1 + 6000 + 22))
     _settle(app, 500)
     win.grab().save(str(out / "large_zoom.png"))
     win.close()

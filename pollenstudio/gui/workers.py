@@ -47,6 +47,16 @@ class Job(QRunnable):
 
     def run(self) -> None:
         try:
+            self._run()
+        except RuntimeError:
+            # the signals object died with the app (quit while a job was still running):
+            # nobody is left to tell
+            log.debug("job finished after the app was closed")
+        finally:
+            self.done = True
+
+    def _run(self) -> None:
+        try:
             self.token.check()
             result = self.fn(self.token, *self.args, **self.kwargs)
             self.token.check()
@@ -60,8 +70,6 @@ class Job(QRunnable):
         else:
             self.result = result
             self.signals.finished.emit()
-        finally:
-            self.done = True
 
 
 class JobRunner(QObject):
