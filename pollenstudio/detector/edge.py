@@ -51,21 +51,30 @@ class HEM(nn.Module):
         # Fixed operator: a buffer, never a Parameter, so no optimizer can change it.
         # Not persistent: it is a constant of the code, not of the checkpoint.
         self.register_buffer("sobel", kernels, persistent=False)
+        # The same kernels repeated for one channel block, contiguous: oneDNN runs a depthwise
+        # conv several times faster with a contiguous weight than with an expanded view.
+        self.register_buffer("_sobel_block", kernels.repeat_interleave(_BLOCK, 1).unsqueeze(2).contiguous(),
+                             persistent=False)  # (2, _BLOCK, 1, 3, 3)
         self.c_in = c_in
         self.convs = nn.ModuleList(Conv(c_in, c, 1) for c in out_channels)
 
-    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-channel Sobel magnitude |Gx| + |Gy|: (B, C, H, W) -> (B, C, H, W)."""
+    def _block_magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """|Gx| + |Gy| of at most _BLOCK channels."""
         c = x.shape[1]
         xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        w = self.sobel.to(dtype=x.dtype)
+        w = self._sobel_block.to(dtype=x.dtype)
         # Two depthwise convs with one filter per channel each: on CPU this is ~10x faster
         # than a single depthwise conv with two filters per channel (a slow oneDNN path).
-        gx = F.conv2d(xp, w[0:1].expand(c, 1, 3, 3), groups=c)
-        gy = F.conv2d(xp, w[1:2].expand(c, 1, 3, 3), groups=c)
+        gx = F.conv2d(xp, w[0, :c], groups=c)
+        gy = F.conv2d(xp, w[1, :c], groups=c)
         if torch.is_grad_enabled() and gx.requires_grad:
             return gx.abs() + gy.abs()
         return gx.abs_().add_(gy.abs_())
+
+    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel Sobel magnitude |Gx| + |Gy|: (B, C, H, W) -> (B, C, H, W)."""
+        parts = [self._block_magnitude(xb) for xb in x.split(_BLOCK, dim=1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
     def magnitudes(self, p2: torch.Tensor, keep_stride4: bool = True) -> list[torch.Tensor]:
         """Raw edge pyramid before the 1x1 convs: magnitudes at strides 4, 8, 16, 32
@@ -75,7 +84,7 @@ class HEM(nn.Module):
         # numbers, about twice as fast on CPU.
         levels: list[list[torch.Tensor]] = [[], [], [], []]
         for xb in p2.split(_BLOCK, dim=1):
-            m = self.magnitude(xb)
+            m = self._block_magnitude(xb)
             if keep_stride4:
                 levels[0].append(m)
             for lv in (1, 2, 3):
