@@ -144,3 +144,29 @@ def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_
     assert len(wins) == 1 and wins[0].isVisible()
     assert "proj" in wins[0].windowTitle() and "slide01" in wins[0].windowTitle()
     wins[0].close()
+
+
+def test_open_image_folder_creates_a_project_and_reports_bad_files(qtbot, settings, tmp_path):
+    import cv2
+    import numpy as np
+
+    from pollenstudio.gui.main_window import MainWindow
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"field{i}.png"), np.full((60, 80, 3), 40 * i, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    win.open_folder(str(folder))  # reading headers runs in a worker
+    qtbot.waitUntil(lambda: win.ctl.project is not None and win.ctl.image_id is not None, timeout=10000)
+    assert win.images.model.total() == 3
+    assert win.stack.currentWidget() is win.canvas
+    assert win.recent_projects()[0] == str(folder)
+    qtbot.waitUntil(lambda: bool(_visible_boxes()), timeout=2000)
+    box = _visible_boxes()[0]
+    assert "broken.jpg" in box.text() and "skipped" in box.windowTitle().lower()
+    box.close()
+    win.close()
