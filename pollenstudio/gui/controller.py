@@ -26,7 +26,7 @@ from pollenstudio.gui.workers import JobRunner
 log = logging.getLogger(__name__)
 
 SYNC_LOAD_PIXELS = 4_000_000  # images up to this size load on the GUI thread (a few ms)
-QUEUE_PANEL_LIMIT = 5000  # the panel lists this many most-uncertain proposals
+QUEUE_PANEL_LIMIT = 2000  # the panel lists this many most-uncertain proposals (Tab goes on past them)
 NUDGE_SMALL, NUDGE_BIG = 1.0, 10.0
 
 
@@ -200,11 +200,12 @@ class ReviewController(QObject):
             out.append(BoxView(a.id, a.box, name, color, style, a.score))
         return out
 
-    def queue_items(self) -> tuple[list[QueueItem], int]:
-        """(most uncertain proposals above the threshold, number hidden by it)."""
+    def queue_items(self) -> tuple[list[QueueItem], int, int]:
+        """(most uncertain proposals above the threshold, up to QUEUE_PANEL_LIMIT; how many
+        there are in all; how many the threshold hides)."""
         p = self.project
         if p is None:
-            return [], 0
+            return [], 0, 0
         cats = {c.id: c for c in p.categories()}
         anns = p.review_queue(min_score=self.threshold, limit=QUEUE_PANEL_LIMIT, order=self.order)
         items = []
@@ -215,8 +216,9 @@ class ReviewController(QObject):
                 a.id, a.image_id, self._names.get(a.image_id, str(a.image_id)), c.name if c else "?",
                 c.color if c else "#e6a23c", a.score, margin,
             ))
-        hidden = p.undecided_count(0.0) - p.undecided_count(self.threshold)
-        return items, hidden
+        total = p.undecided_count(self.threshold)
+        hidden = p.undecided_count(0.0) - total
+        return items, total, hidden
 
     def selected_annotation(self) -> Annotation | None:
         for a in self._anns:

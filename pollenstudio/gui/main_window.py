@@ -387,8 +387,8 @@ class MainWindow(QMainWindow):
             self.images.update_rows(rows)
 
     def _refresh_queue(self) -> None:
-        items, hidden = self.ctl.queue_items()
-        self.queue.set_items(items, hidden)
+        items, total, hidden = self.ctl.queue_items()
+        self.queue.set_items(items, hidden, total)
         self.queue.set_current(self.ctl.selected)
 
     def _refresh_taxa(self) -> None:

@@ -153,13 +153,18 @@ class ReviewQueuePanel(QWidget):
         if emit:
             self.thresholdChanged.emit(value / 100.0)
 
-    def set_items(self, items: list[QueueItem], hidden: int = 0) -> None:
+    def set_items(self, items: list[QueueItem], hidden: int = 0, total: int | None = None) -> None:
+        """``items``: the first (most uncertain) proposals; ``total``: how many in all."""
         self.model.set_items(items)
-        images = len({it.image_id for it in items})
-        text = f"{len(items)} proposals to review on {images} images"
+        total = len(items) if total is None else total
+        if total > len(items):
+            text = f"{total} proposals to review (the {len(items)} most uncertain listed)"
+        else:
+            images = len({it.image_id for it in items})
+            text = f"{total} proposals to review on {images} images"
         if hidden:
             text += f" ({hidden} below the threshold hidden)"
-        if not items and not hidden:
+        if not total and not hidden:
             text = "Nothing left to review."
         self.summary.setText(text)
 

@@ -140,3 +140,17 @@ def test_taxon_panel_counts_and_edits_go_to_the_store(window):
     # a refused edit shows a message and changes nothing
     win.taxa.addRequested.emit("Corylus avellana")
     assert len([c for c in ctl.categories() if c.name == "Corylus avellana"]) == 1
+
+
+def test_queue_panel_says_how_many_when_it_lists_only_the_first(qtbot):
+    from pollenstudio.gui.review_queue import QueueItem, ReviewQueuePanel
+
+    panel = ReviewQueuePanel()
+    qtbot.addWidget(panel)
+    items = [QueueItem(i, i % 7, f"img{i % 7}.png", "Betula", "#3cb44b", i / 5000) for i in range(2000)]
+    panel.set_items(items, hidden=12, total=45000)
+    assert "45000 proposals" in panel.summary.text() and "2000 most uncertain" in panel.summary.text()
+    assert "12 below the threshold" in panel.summary.text()
+    assert panel.model.rowCount() == 500  # paged in
+    panel.set_current(1999)
+    assert panel.view.selectionModel().selectedRows()[0].row() == 1999

@@ -242,3 +242,19 @@ def test_next_previous_image_and_title(window):
     assert ctl.image_id == ids[1]
     assert ctl.project.name in win.windowTitle() and "slide02" in win.windowTitle()
     assert "slide02" in win.st_image.text() and "320 x 240" in win.st_image.text()
+
+
+def test_escape_cancels_a_drawing_in_progress(window):
+    win, ctl = window, window.ctl
+    img = ctl.image_record
+    before = snapshot(ctl.project)
+    spot = empty_spot(ctl.annotations(), img.width, img.height)
+    key(win, Qt.Key.Key_B)
+    vp = win.canvas.view.viewport()
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, win.canvas.image_to_widget(spot.x1, spot.y1))
+    QTest.mouseMove(vp, win.canvas.image_to_widget(spot.x2, spot.y2))
+    assert win.canvas.overlay._preview is not None  # the rubber band is drawn
+    key(win, Qt.Key.Key_Escape)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, win.canvas.image_to_widget(spot.x2, spot.y2))
+    assert snapshot(ctl.project) == before
+    assert win.canvas.overlay._preview is None and not win.canvas.editor.draw_armed
