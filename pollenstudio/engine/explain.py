@@ -89,6 +89,7 @@ def edge_maps(predictor, image: np.ndarray) -> dict[str, np.ndarray]:
     rng = intensity_range(image)
     out = [np.zeros((h, w), np.float32) for _ in LEVEL_NAMES]
     captured: dict = {}
+    predictor.lock.acquire()
     handle = hem.register_forward_hook(lambda mod, args, res: captured.__setitem__("ep", res))
     try:
         with torch.inference_mode():
@@ -108,6 +109,7 @@ def edge_maps(predictor, image: np.ndarray) -> dict[str, np.ndarray]:
                     np.maximum(region, lb.map_to_source(up), out=region)  # tiles overlap: keep the stronger
     finally:
         handle.remove()
+        predictor.lock.release()
     return {name: _normalise(m) for name, m in zip(LEVEL_NAMES, out)}
 
 
@@ -131,20 +133,23 @@ def _forward_with_grad(predictor, image, window, rng, layer: str) -> _Pass:
     arr, lb = letterbox(to_model_uint8(image[y0:y1, x0:x1], rng), predictor.imgsz, origin=(x0, y0))
     x = predictor.to_tensor([arr]).requires_grad_(True)  # params may be frozen: grad flows via x
     captured: dict = {}
-    if layer == "neck":
-        handle = _detect_module(model).register_forward_pre_hook(lambda mod, args: captured.__setitem__("f", list(args[0])))
-    elif layer == "edge":
-        hem = getattr(model, "hem", None)
-        if hem is None:
-            raise ModelMismatchError("this model has no edge module; choose the neck features")
-        handle = hem.register_forward_hook(lambda mod, args, res: captured.__setitem__("f", list(res)))
-    else:
-        raise ValueError(f"layer must be 'neck' or 'edge', got {layer!r}")
-    try:
-        with torch.enable_grad():
-            outputs = [o.float() for o in model(x)]
-    finally:
-        handle.remove()
+    with predictor.lock:  # hooks live only while this thread owns the model
+        if layer == "neck":
+            handle = _detect_module(model).register_forward_pre_hook(
+                lambda mod, args: captured.__setitem__("f", list(args[0]))
+            )
+        elif layer == "edge":
+            hem = getattr(model, "hem", None)
+            if hem is None:
+                raise ModelMismatchError("this model has no edge module; choose the neck features")
+            handle = hem.register_forward_hook(lambda mod, args, res: captured.__setitem__("f", list(res)))
+        else:
+            raise ValueError(f"layer must be 'neck' or 'edge', got {layer!r}")
+        try:
+            with torch.enable_grad():
+                outputs = [o.float() for o in model(x)]
+        finally:
+            handle.remove()
     return _Pass(outputs, captured["f"], lb)
 
 

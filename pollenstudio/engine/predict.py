@@ -18,6 +18,7 @@ yielded once all its tiles are done, so a consumer never sees half an image.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -209,6 +210,9 @@ class Predictor:
                 pass
         self.model = model.to(self.device).eval()
         self.strides = [int(s) for s in getattr(self.model, "strides", (8, 16, 32))]
+        # one model, several threads (a detection worker, an explanation request from the
+        # GUI): forward passes and the explainers' hooks must not interleave
+        self.lock = threading.RLock()
         self.timings = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         self.images_done = 0
 
@@ -399,7 +403,7 @@ class Predictor:
         """Raw level outputs for a (B, 3, S, S) batch (autocast float16 when ``half``)."""
         import torch
 
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             if self.half:
                 with torch.autocast(device_type="cuda", dtype=torch.float16):
                     out = self.model(x)

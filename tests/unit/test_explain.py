@@ -87,7 +87,9 @@ def test_grad_cam_level_and_method_are_selectable(tiny_predictor, scene):
     other_level = (d.level + 1) % 3
     other = grad_cam(tiny_predictor, img, d, level=other_level)
     classic = grad_cam(tiny_predictor, img, d, method="gradcam")
-    for m in (other, classic):
+    edge = grad_cam(tiny_predictor, img, d, layer="edge")  # what the edge priors contributed
+    assert edge.max() > 0
+    for m in (other, classic, edge):
         assert m.shape == img.shape[:2] and m.min() >= 0
     assert not np.allclose(own, other)
     with pytest.raises(ValueError):
