@@ -9,6 +9,7 @@ into Qt signals on the GUI thread. Views never call the store themselves.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -139,11 +140,15 @@ class ReviewController(QObject):
             recs = [p.image(i) for i in image_ids]
             counts = p.image_counts(image_ids)
         rows = []
+        folder = str(p.folder)
         for r in recs:
             c = counts.get(r.id)
-            self._names[r.id] = Path(r.path).name
+            name = r.path.rsplit("/", 1)[-1]
+            self._names[r.id] = name
+            # plain join, not Path.resolve: 10,000 filesystem lookups would stall the open
+            path = r.path if os.path.isabs(r.path) else os.path.join(folder, r.path)
             rows.append(ImageRow(
-                id=r.id, name=Path(r.path).name, path=str(p.resolve_path(r.path)), width=r.width, height=r.height,
+                id=r.id, name=name, path=path, width=r.width, height=r.height,
                 status=r.status, n_proposed=c.undecided if c else 0, n_objects=c.objects if c else 0,
             ))
         return rows

@@ -95,23 +95,35 @@ def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
 
 
 class ThumbnailLoader(QObject):
-    """Makes thumbnails in one background job; most recently requested first."""
+    """Makes thumbnails in one background job, most recently requested first.
+
+    Only the latest :data:`MAX_QUEUED` requests are kept: rows scrolled past are dropped
+    (they ask again when painted again), so a fast scroll through 10,000 images does not
+    leave thousands of decodes competing with the GUI afterwards.
+    """
 
     ready = Signal(int, QImage)  # image id, thumbnail
+    MAX_QUEUED = 128
 
     def __init__(self, parent: QObject | None = None, pool=None):
         super().__init__(parent)
         from PySide6.QtCore import QThreadPool
 
         self.pool = pool or QThreadPool.globalInstance()
-        self._queue: collections.deque[tuple[int, str]] = collections.deque()
+        self._queue: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._job: Job | None = None
+        self._current: int | None = None  # being decoded now
         self.failed: set[int] = set()
 
     def request(self, image_id: int, path: str) -> None:
+        if image_id in self.failed or image_id == self._current:
+            return
         with self._lock:
-            self._queue.append((image_id, path))
+            self._queue[image_id] = path
+            self._queue.move_to_end(image_id)
+            while len(self._queue) > self.MAX_QUEUED:
+                self._queue.popitem(last=False)
             running = self._job is not None and not self._job.done
         if not running:
             self._start()
@@ -142,7 +154,8 @@ class ThumbnailLoader(QObject):
             with self._lock:
                 if not self._queue:
                     return
-                image_id, path = self._queue.pop()  # newest first: what the user looks at now
+                image_id, path = self._queue.popitem(last=True)  # newest first: on screen now
+                self._current = image_id
             try:
                 thumb = _make_thumbnail(path)
             except Exception:  # a bad file gets no thumbnail; opening it shows the error
@@ -152,7 +165,11 @@ class ThumbnailLoader(QObject):
             if thumb is None:
                 self.failed.add(image_id)
             else:
-                self.ready.emit(image_id, thumb)
+                try:
+                    self.ready.emit(image_id, thumb)
+                except RuntimeError:  # the list was destroyed (app closing)
+                    return
+            self._current = None
 
 
 class ImageListModel(QAbstractListModel):
@@ -167,13 +184,11 @@ class ImageListModel(QAbstractListModel):
         self.loader = loader or ThumbnailLoader(self)
         self.loader.ready.connect(self._thumb_ready)
         self._thumbs: dict[int, QPixmap] = {}
-        self._requested: set[int] = set()
 
     # --- content -----------------------------------------------------------------------
     def set_rows(self, rows: list[ImageRow]) -> None:
         self.loader.clear()
         self._thumbs.clear()
-        self._requested.clear()
         self._all = list(rows)
         self._rebuild()
 
@@ -273,10 +288,9 @@ class ImageListModel(QAbstractListModel):
         return None
 
     def thumbnail(self, r: ImageRow) -> QPixmap | None:
-        """The thumbnail if made; else ask for it (once) and return None for now."""
+        """The thumbnail if made; else ask for it and return None for now."""
         pm = self._thumbs.get(r.id)
-        if pm is None and r.id not in self._requested:
-            self._requested.add(r.id)
+        if pm is None:
             self.loader.request(r.id, r.path)
         return pm
 
