@@ -39,6 +39,15 @@ def run(args) -> int:
         raise ProjectError("--conf must be within 0..1 and --iou within 0..1 (exclusive of 0)")
     if args.batch < 1:
         raise ProjectError("--batch must be at least 1")
+    from pollenstudio.core.errors import PollenStudioError
+    from pollenstudio.engine.predict import select_device
+    from pollenstudio.engine.tiling import resolve_tile_size
+
+    try:  # settings first: a bad one must not leave a half-made project behind
+        resolve_tile_size(args.tile, 10**6, 10**6, 640)
+    except ValueError as exc:
+        raise PollenStudioError(f"--tile: {exc}") from None
+    select_device(args.device)
     target = Path(args.target)
     quiet = args.quiet or args.json
     created = False

@@ -186,6 +186,10 @@ class Predictor:
         if self.imgsz % 32:
             raise ValueError(f"model input size must be a multiple of 32, got {self.imgsz}")
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        try:  # a bad --tile value is the user's to fix: say so now, not mid-run
+            resolve_tile_size(tile, 10**6, 10**6, self.imgsz)
+        except ValueError as exc:
+            raise PollenStudioError(str(exc)) from None
         self.tile = tile
         if not 0.0 <= overlap < 0.9:
             raise ValueError("tile overlap is a share of the tile side between 0 and 0.9")

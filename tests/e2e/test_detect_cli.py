@@ -75,3 +75,15 @@ def test_detect_without_any_model_says_what_to_do(tmp_path):
 def test_detect_on_a_missing_path_fails_cleanly(tmp_path):
     res = _cli("detect", str(tmp_path / "nowhere"))
     assert res.returncode == 1 and "nowhere" in res.stderr
+
+
+def test_detect_rejects_a_bad_tile_setting(tmp_path, tiny_model_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((64, 64, 3), 200, np.uint8))
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--tile", "big", "--device", "cpu")
+    assert res.returncode == 1 and "tile" in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cuda:7")
+    assert res.returncode == 1 and ("CUDA" in res.stderr or "GPU" in res.stderr)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
