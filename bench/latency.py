@@ -42,20 +42,27 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_round_robin(fns: dict, runs: int, warmup: int, device) -> dict:
-    """Median milliseconds of each callable, interleaved."""
+def time_round_robin(fns: dict, runs: int, warmup: int, device, cpu_time: dict | None = None) -> dict:
+    """Median wall milliseconds of each callable, interleaved. If ``cpu_time`` is a dict it
+    receives the median process CPU milliseconds too (with one thread on a busy machine a
+    steadier measure of the work than wall time, which includes waiting for a core)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     _sync(device)
     times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for _ in range(runs):
         for k, f in fns.items():
             _sync(device)
+            c0 = time.process_time()
             t0 = time.perf_counter()
             f()
             _sync(device)
             times[k].append((time.perf_counter() - t0) * 1e3)
+            cpu[k].append((time.process_time() - c0) * 1e3)
+    if cpu_time is not None:
+        cpu_time.update({k: statistics.median(v) for k, v in cpu.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -75,21 +82,24 @@ def bench_models(device, imgsz, nc, runs, warmup, amp=False):
 
         return f
 
-    ms = time_round_robin({k: runner(m) for k, m in models.items()}, runs, warmup, device)
-    return models, x, ms
+    cpu: dict = {}
+    ms = time_round_robin({k: runner(m) for k, m in models.items()}, runs, warmup, device, cpu)
+    return models, x, ms, cpu
 
 
-def print_table(models, x, ms, title):
+def print_table(models, x, ms, cpu, title):
     print(f"\n{title}")
-    print(f"{'model':<16}{'form':<8}{'params':>11}{'GFLOPs':>9}{'median ms':>11}")
+    print(f"{'model':<16}{'form':<8}{'params':>11}{'GFLOPs':>9}{'median ms':>11}{'CPU ms':>9}")
     flops = {}
     for (label, form), m in models.items():
         if form == "train":
             flops[label] = gflops(m, x)
-        print(f"{label:<16}{form:<8}{count_parameters(m):>11,}{flops[label]:>9.2f}{ms[(label, form)]:>11.1f}")
+        print(f"{label:<16}{form:<8}{count_parameters(m):>11,}{flops[label]:>9.2f}{ms[(label, form)]:>11.1f}"
+              f"{cpu[(label, form)]:>9.1f}")
     for form in ("train", "deploy"):
         r = ms[("HieraEdgeNet-n", form)] / ms[("base-n", form)]
-        print(f"ratio HieraEdgeNet/base ({form}): latency {r:.2f}x", end="")
+        rc = cpu[("HieraEdgeNet-n", form)] / cpu[("base-n", form)]
+        print(f"ratio HieraEdgeNet/base ({form}): latency {r:.2f}x (CPU time {rc:.2f}x)", end="")
         if form == "train":
             print(f", params {count_parameters(models[('HieraEdgeNet-n', 'train')]) / count_parameters(models[('base-n', 'train')]):.2f}x,"
                   f" GFLOPs {flops['HieraEdgeNet-n'] / flops['base-n']:.2f}x")
@@ -131,8 +141,8 @@ def main(argv=None):
     print(f"torch {torch.__version__}, CPU threads available {torch.get_num_threads()}")
     for nt in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(nt)
-        models, x, ms = bench_models(cpu, args.imgsz, args.nc, args.runs, args.warmup)
-        print_table(models, x, ms, f"CPU, {nt} thread(s), {args.imgsz}x{args.imgsz}, batch 1, nc={args.nc}")
+        models, x, ms, cpu_ms = bench_models(cpu, args.imgsz, args.nc, args.runs, args.warmup)
+        print_table(models, x, ms, cpu_ms, f"CPU, {nt} thread(s), {args.imgsz}x{args.imgsz}, batch 1, nc={args.nc}")
         if args.dwconv:
             bench_dwconv(cpu, max(args.runs // 2, 5))
 
@@ -141,8 +151,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         print(f"\nGPU: {torch.cuda.get_device_name(0)}")
         for amp in (False, True):
-            models, x, ms = bench_models(gpu, args.imgsz, args.nc, max(args.runs, 50), 10, amp=amp)
-            print_table(models, x, ms, f"CUDA {'float16 autocast' if amp else 'float32'}, {args.imgsz}x{args.imgsz}, batch 1")
+            models, x, ms, cpu_ms = bench_models(gpu, args.imgsz, args.nc, max(args.runs, 50), 10, amp=amp)
+            print_table(models, x, ms, cpu_ms, f"CUDA {'float16 autocast' if amp else 'float32'}, {args.imgsz}x{args.imgsz}, batch 1")
         if args.dwconv:
             bench_dwconv(gpu, 50)
 
