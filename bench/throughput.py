@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--tile", default="auto")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     ap.add_argument("--device", action="append", help="device(s) to measure; default cpu, plus cuda where available")
     args = ap.parse_args()
 
@@ -82,6 +83,8 @@ def main() -> None:
 
     from pollenstudio.engine.predict import describe_device
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     with tempfile.TemporaryDirectory() as tmp:
