@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from pollenstudio.core.errors import ImageReadError, PollenStudioError
+from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category
 from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
