@@ -15,7 +15,10 @@ from pollenstudio.project import Project
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300)
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny model: one thread is faster on a shared machine
+    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.mark.slow

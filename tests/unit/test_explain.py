@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from fixtures_models import IMGSZ, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
+from fixtures_models import one_thread, IMGSZ, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
 
 from pollenstudio.core.errors import ModelMismatchError
 from pollenstudio.core.types import Box
@@ -15,6 +15,9 @@ GRAINS = [(70, 80, 0, 52), (190, 70, 1, 50), (120, 190, 0, 54)]
 def scene():
     img, boxes, classes = render_scene(IMGSZ, IMGSZ, GRAINS, seed=21)
     return img, boxes, classes
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ring_and_background(shape, boxes, grain_index, width=4, clear=20):

@@ -6,13 +6,16 @@ import threading
 import numpy as np
 import pytest
 import torch
-from fixtures_models import IMGSZ, TAXA, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
+from fixtures_models import one_thread, IMGSZ, TAXA, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
 
 from pollenstudio.core.errors import Cancelled
 from pollenstudio.core.progress import CancelToken
 from pollenstudio.core.types import Box
 from pollenstudio.engine.predict import DeviceUnavailableError, Predictor, describe_device, select_device
 from pollenstudio.engine.tiling import plan_tiles
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _match(dets, boxes, classes, min_iou=0.5):
