@@ -47,8 +47,10 @@ def run(args) -> int:
         resolve_tile_size(args.tile, 10**6, 10**6, 640)
     except ValueError as exc:
         raise PollenStudioError(f"--tile: {exc}") from None
-    select_device(args.device)
     target = Path(args.target)
+    if not target.exists():
+        raise ProjectError(f"{target}: no such project or folder")
+    select_device(args.device)
     quiet = args.quiet or args.json
     created = False
     if target.is_file() or (target / DB_NAME).exists():
