@@ -99,7 +99,7 @@ class ReviewController(QObject):
         self.close_project()
         self.project = proj
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
-        self._names = {r.id: Path(r.path).name for r in proj.images()}
+        self._names = {}  # filled by image_rows (the list asks for them on open)
         self.projectChanged.emit()
         self.queueChanged.emit()
         self.historyChanged.emit()
@@ -215,6 +215,8 @@ class ReviewController(QObject):
         anns = p.review_queue(min_score=self.threshold, limit=QUEUE_PANEL_LIMIT, order=self.order)
         items = []
         for a in anns:
+            if a.image_id not in self._names:
+                self._names[a.image_id] = p.image(a.image_id).path.rsplit("/", 1)[-1]
             c = cats.get(a.category_id)
             margin = (a.topk[0][1] - a.topk[1][1]) if len(a.topk) >= 2 else None
             items.append(QueueItem(
