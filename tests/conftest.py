@@ -21,3 +21,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Run every test on one intra-op torch thread.
+
+    The tests use tiny models, which are overhead-bound; on a 2-core machine two threads
+    spin-wait for each other (measured 3-10x slower steps under load by
+    bench/throughput.py --threads and bench/latency.py), and one thread makes results
+    reproducible run to run.
+    """
+    try:
+        import torch
+    except ImportError:  # a Qt-only environment still runs the GUI tests
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -209,15 +209,3 @@ def tiny_predictor(tiny_model_path):
 
     return Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4)
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Run a module's tiny-model work on one intra-op thread, restored afterwards: the tiny
-    model is overhead-bound, and on a shared 2-core machine two threads spin-wait for each
-    other (measured 3x slower under load by bench/throughput.py --threads)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

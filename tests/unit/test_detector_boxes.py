@@ -10,13 +10,6 @@ from pollenstudio.detector.head import decode
 from pollenstudio.detector.postprocess import batched_nms, nms, postprocess
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 REG = 16

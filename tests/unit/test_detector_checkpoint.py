@@ -11,13 +11,6 @@ from pollenstudio.core.errors import CheckpointError
 from pollenstudio.detector import ModelConfig, build_model, load_checkpoint, load_for_finetune, save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,6 @@ from pollenstudio.detector.deploy import FastDepthwiseConv, fft_depthwise_conv2d
 from pollenstudio.detector.omnikernel import OmniKernel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomise_bn(model):

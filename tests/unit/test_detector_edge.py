@@ -1,7 +1,6 @@
 """Edge priors and OmniKernel maths: the Sobel operator really sees edges (unlike the
 reference code, whose edge output was identically zero) and FCA's shortcut is exact."""
 import numpy as np
-import pytest
 import torch
 
 from pollenstudio.detector import ModelConfig, build_model
@@ -9,13 +8,6 @@ from pollenstudio.detector.edge import HEM
 from pollenstudio.detector.omnikernel import FGM, OmniKernel, fca, fca_fft
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_constant_input_gives_zero_edges_everywhere_including_borders():

@@ -8,13 +8,6 @@ from pollenstudio.detector.boxes import box_iou
 from pollenstudio.detector.loss import pad_targets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_pad_targets_groups_boxes_per_image():

@@ -6,13 +6,6 @@ from pollenstudio.core.errors import ModelMismatchError
 from pollenstudio.detector import HieraEdgeNet, ModelConfig, build_model, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two intra-op threads contend badly (10x slower steps).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

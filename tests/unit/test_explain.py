@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from fixtures_models import one_thread, IMGSZ, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
+from fixtures_models import IMGSZ, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
 
 from pollenstudio.core.errors import ModelMismatchError
 from pollenstudio.core.types import Box
@@ -17,7 +17,6 @@ def scene():
     return img, boxes, classes
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ring_and_background(shape, boxes, grain_index, width=4, clear=20):

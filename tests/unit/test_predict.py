@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from fixtures_models import one_thread, IMGSZ, TAXA, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
+from fixtures_models import IMGSZ, TAXA, render_scene, tiny_model_path, tiny_predictor  # noqa: F401
 
 from pollenstudio.core.errors import Cancelled
 from pollenstudio.core.progress import CancelToken
@@ -15,7 +15,6 @@ from pollenstudio.engine.predict import DeviceUnavailableError, Predictor, descr
 from pollenstudio.engine.tiling import plan_tiles
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _match(dets, boxes, classes, min_iou=0.5):

@@ -5,7 +5,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from fixtures_models import one_thread, IMGSZ, random_grains, render_scene, tiny_model_path  # noqa: F401
+from fixtures_models import IMGSZ, random_grains, render_scene, tiny_model_path  # noqa: F401
 
 from pollenstudio.core.progress import CancelToken
 from pollenstudio.core.types import AnnotationStatus, Box
@@ -14,7 +14,6 @@ from pollenstudio.engine.predict import Predictor
 from pollenstudio.project import Project
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_scenes(folder, n, seed=0, size=IMGSZ):
