@@ -10,7 +10,8 @@ from pollenstudio.core.progress import CancelToken
 
 
 class ConsoleProgress(CancelToken):
-    """Progress sink drawing a one-line bar on stderr (silent when not a terminal or quiet)."""
+    """Progress sink on stderr: a redrawn one-line bar on a terminal; in a log (not a
+    terminal) a plain line about every 10 % so logs stay readable; nothing when quiet."""
 
     def __init__(self, label: str = "", quiet: bool = False, stream=None):
         super().__init__()
@@ -19,16 +20,26 @@ class ConsoleProgress(CancelToken):
         self.stream = stream or sys.stderr
         self._t0 = time.monotonic()
         self._last = 0.0
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._logged_decile = -1
 
     def update(self, done: int, total: int, message: str = "") -> None:
         super().update(done, total, message)
         if self.quiet:
             return
         now = time.monotonic()
+        frac = done / total if total else 0.0
+        if not self._tty:
+            decile = int(frac * 10)
+            if decile == self._logged_decile and done < total:
+                return
+            self._logged_decile = decile
+            self.stream.write(f"{self.label} {done}/{total} ({frac:.0%}) {message}\n".replace("  ", " "))
+            self.stream.flush()
+            return
         if done < total and now - self._last < 0.2:
             return
         self._last = now
-        frac = done / total if total else 0.0
         width = 30
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         elapsed = now - self._t0
