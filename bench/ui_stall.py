@@ -27,7 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def build_project(folder: Path, n_images: int, size: int):
+def build_project(folder: Path, n_images: int, size: int, per_image: int = 30):
     """n_images tiny PNGs (real thumbnails to make) + one size x size RGB TIFF with 300
     proposals, registered through the store's bulk path."""
     import tifffile
@@ -38,6 +38,7 @@ def build_project(folder: Path, n_images: int, size: int):
 
     img_dir = folder / "images"
     img_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
     t = time.perf_counter()
     tile, objects = generate_image(7, SynthConfig(width=2000, height=2000, n_grains=(40, 50)))
     reps = -(-size // 2000)
@@ -54,11 +55,18 @@ def build_project(folder: Path, n_images: int, size: int):
         rows.append(dict(path=f"images/{p.name}", width=160, height=120, key=i))
     rows.append(dict(path="images/slide_scan.tif", width=size, height=size, key="big"))
     proj = Project.create(folder)
-    proj.ensure_categories(TAXA)
+    cats = proj.ensure_categories(TAXA)
+    # 30 undecided proposals per small image (300,000 at 10,000 images), like a project
+    # after one detection run, so the review phase pays the real query costs
+    anns = []
+    for i in range(n_images):
+        for j in range(per_image):
+            x, y = 5 + (j % 6) * 25, 5 + (j // 6) * 22
+            anns.append(dict(image_key=i, box=Box(x, y, x + 20, y + 18), category_id=cats[TAXA[j % len(TAXA)]],
+                             score=float(rng.uniform(0.3, 0.99)), source="model", status="proposed"))
     with proj.importing():
-        proj.bulk_insert(rows, [])
+        proj.bulk_insert(rows, anns)
     big_id = proj.find_image(path=big_path).id
-    rng = np.random.default_rng(0)
     dets = []
     for k in range(reps * reps):
         ox, oy = (k % reps) * 2000, (k // reps) * 2000
@@ -68,7 +76,8 @@ def build_project(folder: Path, n_images: int, size: int):
                 s = float(rng.uniform(0.3, 0.99))
                 dets.append(Detection(Box(x1 + ox, y1 + oy, x2 + ox, y2 + oy), 0, o["name"], s))
     proj.write_proposals(big_id, dets)
-    print(f"setup: {n_images} images + {size}x{size} RGB TIFF + {len(dets)} proposals in {time.perf_counter() - t:.1f} s")
+    print(f"setup: {n_images} images with {len(anns)} proposals + {size}x{size} RGB TIFF with {len(dets)} "
+          f"proposals in {time.perf_counter() - t:.1f} s")
     return proj, big_id
 
 
@@ -211,6 +220,16 @@ def main() -> int:
     worst.append(meter.run("pan at 1:1 (full resolution)", pan_steps(1.0)))
     worst.append(meter.run("pan at 4:1 (pixel level)", pan_steps(4.0)))
     worst.append(meter.run("pan at 1:6 (pyramid level)", pan_steps(1 / 6)))
+    # keyboard review at project scale: A / X on the most uncertain proposals, each one a
+    # store command, a queue advance and a refresh of the list, canvas and counts
+    win.queue.set_threshold(0.0)
+    win.ctl.step_proposal(1)
+
+    def review_steps():
+        for i in range(60):
+            yield (lambda: win.actions["reject"].trigger()) if i % 3 == 2 else (lambda: win.actions["accept"].trigger())
+
+    worst.append(meter.run("review: A/X on 60 proposals", review_steps(), frame_ms=120))
     print(f"LONGEST STALL over all phases: {max(worst):.1f} ms (target < 100 ms); "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     win.close()

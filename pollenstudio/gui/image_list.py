@@ -204,6 +204,7 @@ class ImageListModel(QAbstractListModel):
     def __init__(self, parent: QObject | None = None, loader: ThumbnailLoader | None = None):
         super().__init__(parent)
         self._all: list[ImageRow] = []
+        self._all_pos: dict[int, int] = {}
         self._rows: list[ImageRow] = []  # filtered + sorted
         self._loaded = 0
         self._pos: dict[int, int] = {}  # image id -> row in _rows
@@ -218,17 +219,20 @@ class ImageListModel(QAbstractListModel):
         self.loader.clear()
         self._thumbs.clear()
         self._all = list(rows)
+        self._all_pos = {r.id: i for i, r in enumerate(self._all)}
         self._rebuild()
 
     def update_rows(self, rows: list[ImageRow]) -> None:
         """New status/counts for some images; rows keep their place (no jump while reviewing)."""
-        by_id = {r.id: r for r in rows}
-        for i, r in enumerate(self._all):
-            if r.id in by_id:
-                self._all[i] = by_id[r.id]
-        for i, r in enumerate(self._rows):
-            if r.id in by_id:
-                self._rows[i] = by_id[r.id]
+        if not rows:
+            return
+        for r in rows:
+            j = self._all_pos.get(r.id)
+            if j is not None:
+                self._all[j] = r
+            i = self._pos.get(r.id)
+            if i is not None:
+                self._rows[i] = r
                 if i < self._loaded:
                     self.rowRepaint.emit(i)
 

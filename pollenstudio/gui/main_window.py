@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -65,6 +65,11 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_view_toolbar()
         self._build_status_bar()
+        # project-wide taxon counts are refreshed once the user pauses (see controller)
+        self._project_counts_timer = QTimer(self)
+        self._project_counts_timer.setSingleShot(True)
+        self._project_counts_timer.setInterval(700)
+        self._project_counts_timer.timeout.connect(self._refresh_project_counts)
         self._wire()
         self.queue.set_threshold(float(self.settings.value("review/threshold", 0.25)))
         self.ctl.threshold = self.queue.threshold()
@@ -392,8 +397,13 @@ class MainWindow(QMainWindow):
         self.queue.set_current(self.ctl.selected)
 
     def _refresh_taxa(self) -> None:
-        self.taxa.set_rows(self.ctl.taxon_rows())
+        self.taxa.set_rows(self.ctl.taxon_rows())  # image counts now, project counts cached
         self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)
+        self._project_counts_timer.start()
+
+    def _refresh_project_counts(self) -> None:
+        self.ctl.refresh_project_counts()
+        self.taxa.set_rows(self.ctl.taxon_rows())
 
     def _refresh_history(self) -> None:
         p = self.ctl.project
