@@ -12,9 +12,21 @@ def _keep_none_alive() -> None:
     canvas). ``None`` starts with ~5,000 references, so after a minute of scrolling CPython
     aborts with "none_dealloc: deallocating None". From Python 3.12 these singletons are
     immortal and the bug is harmless. They are never freed legitimately, so giving them a
-    huge reference count is safe; it keeps the app alive whatever PySide version is used.
+    huge reference count is safe. pyproject.toml excludes 6.12.0 on Python < 3.12; this
+    guard is for environments that did not install through it (conda, system packages),
+    and touches the interpreter only where the faulty release is actually present.
     """
     if sys.version_info >= (3, 12) or sys.implementation.name != "cpython":
+        return
+    from importlib import metadata
+
+    versions = set()
+    for dist in ("PySide6-Essentials", "PySide6"):  # metadata, so Qt-free modules stay Qt-free
+        try:
+            versions.add(metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            pass
+    if "6.12.0" not in versions:
         return
     import ctypes
 
