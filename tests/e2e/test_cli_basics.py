@@ -25,3 +25,17 @@ def test_help_does_not_import_torch_or_qt():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`pollenstudio synth ... --json | head -1` must not print a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pollenstudio", "synth", "--out", str(tmp_path / "s"), "--n", "2",
+         "--size", "96x96", "--json", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away before the JSON is written out
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err, err
