@@ -52,6 +52,12 @@ class ReviewController(QObject):
     centreRequested = Signal(object)  # Box to bring into view
     message = Signal(str)  # status-bar note
     errorRaised = Signal(str, str)  # title, message: shown in a dialog
+    detectStarted = Signal(int)  # images to detect
+    detectProgress = Signal(int, int, str)  # images done, total, last image name
+    detectEnded = Signal(str)  # what happened, in words ("" never)
+    modelChanged = Signal()  # active model version or device description changed
+    explanationReady = Signal(object)  # model_jobs.Explanation for the current image
+    explanationFailed = Signal(str)
     _storeEvent = Signal(object)  # ChangeEvent from whatever thread made the change
 
     def __init__(self, parent: QObject | None = None):
@@ -70,6 +76,11 @@ class ReviewController(QObject):
         self._project_counts: dict[int, int] | None = None
         self._unsubscribe = None
         self.jobs = JobRunner(self)
+        from pollenstudio.gui.model_jobs import PredictorCache
+
+        self.predictors = PredictorCache()
+        self.device_text = ""  # "CPU, 2 threads" once known (found in a worker: torch import)
+        self.detect_batch: int | None = None  # None: the predictor's default
         self._storeEvent.connect(self._on_store_event)
         self._queue_timer = QTimer(self)
         self._queue_timer.setSingleShot(True)
@@ -104,7 +115,9 @@ class ReviewController(QObject):
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
+        self.predictors.clear()
         self.projectChanged.emit()
+        self.modelChanged.emit()
         self.queueChanged.emit()
         self.historyChanged.emit()
         self.categoriesChanged.emit()
@@ -484,6 +497,146 @@ class ReviewController(QObject):
     def merge_categories(self, src: int, dst: int) -> None:
         self._edit(self.project.merge_categories, src, dst)
 
+    # ------------------------------------------------------------------ model
+    def model_name(self) -> str | None:
+        """Name of the active model version (None: no version active)."""
+        mv = self.project.active_model_version() if self.project is not None else None
+        return None if mv is None else mv.name
+
+    def model_available(self) -> bool:
+        """An active model version with weights, or a shipped default model."""
+        p = self.project
+        if p is None:
+            return False
+        mv = p.active_model_version()
+        if mv is not None:
+            f = p.model_file(mv)
+            return f is not None and f.is_file()
+        from pollenstudio.core.errors import CheckpointError
+        from pollenstudio.engine.paths import default_model_path
+
+        try:
+            default_model_path()
+        except CheckpointError:
+            return False
+        return True
+
+    def request_device(self) -> None:
+        """Find the device description in a worker (importing torch takes a second)."""
+        from pollenstudio.gui.model_jobs import device_job
+
+        def done(text):
+            self.device_text = text
+            self.modelChanged.emit()
+
+        self.jobs.submit("device", device_job, on_done=done)
+
+    def choose_model(self, path: str) -> None:
+        """Check a checkpoint file in a worker, then register it as a model version and
+        make it active (the next detection uses it)."""
+        from pollenstudio.gui.model_jobs import check_checkpoint_job
+
+        if self.project is None:
+            return
+
+        def done(config, path=path):
+            if self.project is None:
+                return
+            mv_id = self._edit(self.project.add_model_version, Path(path).stem, path, None, config,
+                               None, None, {"registered_by": "gui"}, True)
+            if mv_id is not None:
+                self.predictors.clear()
+                self.message.emit(f"Model {Path(path).stem} is now active")
+                self.modelChanged.emit()
+
+        self.jobs.submit("model", check_checkpoint_job, str(path), on_done=done,
+                         on_error=lambda msg: self.errorRaised.emit("Cannot use this model file", msg))
+
+    def detect(self, image_ids: list[int]) -> bool:
+        """Detect on ``image_ids`` in a worker; proposals land image by image. A running
+        detection is cancelled first (its late results never land). False: nothing started."""
+        from pollenstudio.gui.model_jobs import detect_job
+
+        if self.project is None:
+            return False
+        if not image_ids:
+            self.message.emit("No images to detect")
+            return False
+        if not self.model_available():
+            self.errorRaised.emit(
+                "No model to detect with",
+                "This project has no model yet. Choose a model file (File > Choose model file...) "
+                "or train a model on your reviewed images (pollenstudio train PROJECT).",
+            )
+            return False
+        ids = list(image_ids)
+
+        def done(result):
+            summary, name, device = result
+            self.device_text = device
+            self.modelChanged.emit()
+            words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
+            if summary.failed:
+                words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
+            self.detectEnded.emit(words)
+
+        def failed(msg):
+            self.detectEnded.emit(f"Detection failed: {msg}")
+            self.errorRaised.emit("Detection failed", msg)
+
+        self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
+                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
+        self.detectStarted.emit(len(ids))
+        return True
+
+    def detect_which(self, which: str) -> bool:
+        """"image" (the one on screen), "all" or "unreviewed"."""
+        from pollenstudio.engine.detect_job import select_images
+
+        if self.project is None:
+            return False
+        if which == "image":
+            return self.detect([self.image_id] if self.image_id is not None else [])
+        return self.detect(select_images(self.project, which))
+
+    def detecting(self) -> bool:
+        return self.jobs.busy("detect")
+
+    def cancel_detection(self) -> None:
+        if self.jobs.busy("detect"):
+            self.jobs.cancel("detect")
+            self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
+
+    # ------------------------------------------------------------------ explanations
+    def explain(self, kind: str, level: str = "P3") -> bool:
+        """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
+        map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""
+        from pollenstudio.gui import model_jobs
+
+        p = self.project
+        if p is None or self.image_record is None:
+            return False
+        if not self.model_available():
+            self.explanationFailed.emit("No model: choose a model file (File > Choose model file...) first")
+            return False
+        path = str(p.image_path(self.image_record))
+        iid = self.image_id
+        if kind == "edge":
+            args = (model_jobs.edge_job, p, self.predictors, iid, path, level)
+        else:
+            a = self.selected_annotation()
+            if a is None:
+                self.explanationFailed.emit("Select a box for Grad-CAM")
+                return False
+            args = (model_jobs.gradcam_job, p, self.predictors, iid, path, a)
+
+        def done(exp):
+            if exp.image_id == self.image_id:
+                self.explanationReady.emit(exp)
+
+        self.jobs.submit("explain", *args, on_done=done, on_error=self.explanationFailed.emit)
+        return True
+
     # ------------------------------------------------------------------ store events
     def _on_store_event(self, ev) -> None:
         p = self.project
@@ -500,6 +653,9 @@ class ReviewController(QObject):
             if self.selected is not None and self.selected_annotation() is None:
                 self.selected = None
             self.boxesChanged.emit()
+        if ev.kind == "model_versions":
+            self.predictors.clear()
+            self.modelChanged.emit()
         if ev.kind in ("images", "import"):
             self.rowsChanged.emit(None)
         elif ev.image_ids:

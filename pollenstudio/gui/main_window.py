@@ -15,7 +15,11 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
+    QProgressBar,
     QProgressDialog,
+    QPushButton,
+    QToolButton,
     QSlider,
     QStackedWidget,
     QToolBar,
@@ -56,6 +60,8 @@ class MainWindow(QMainWindow):
         self.images = ImageListPanel(self)
         self.queue = ReviewQueuePanel(self)
         self.taxa = TaxonPanel(self)
+        # Ctrl/Shift+click picks several images for "Detect selected images"
+        self.images.view.setSelectionMode(self.images.view.SelectionMode.ExtendedSelection)
         self.images_dock = self._dock("Images", self.images, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.queue_dock = self._dock("Review queue", self.queue, Qt.DockWidgetArea.RightDockWidgetArea)
         self.taxa_dock = self._dock("Taxa", self.taxa, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -135,6 +141,10 @@ class MainWindow(QMainWindow):
         self.act_open_project = m.addAction("Open project...", self.open_project_dialog)
         self.act_open_project.setShortcut(QKeySequence.StandardKey.Open)
         self.recent_menu = m.addMenu("Recent projects")
+        m.addSeparator()
+        self.act_choose_model = m.addAction("Choose model file...", self.choose_model_dialog)
+        self.act_choose_model.setStatusTip("Use a trained model (.safetensors) for detection: it becomes the active version")
+        m.addSeparator()
         self.act_close = m.addAction("Close project", self.close_project)
         m.addSeparator()
         quit_ = m.addAction("Quit", self.close)
@@ -145,6 +155,20 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Review")
         for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon"):
             m.addAction(a[n])
+        m = mb.addMenu("&Model")
+        self.act_detect_image = m.addAction("Detect this image", lambda: c.detect_which("image"))
+        self.act_detect_image.setShortcut(QKeySequence("Ctrl+D"))
+        self.act_detect_image.setStatusTip("Run the active model on the image on screen")
+        self.act_detect_selected = m.addAction("Detect selected images", self.detect_selected)
+        self.act_detect_selected.setStatusTip("Run the model on the images selected in the image list (Ctrl+click)")
+        self.act_detect_unreviewed = m.addAction("Detect unreviewed images", lambda: c.detect_which("unreviewed"))
+        self.act_detect_all = m.addAction("Detect all images", lambda: c.detect_which("all"))
+        m.addSeparator()
+        self.act_cancel_detect = m.addAction("Cancel detection", c.cancel_detection)
+        self.act_cancel_detect.setEnabled(False)
+        m.addSeparator()
+        m.addAction(self.act_choose_model)
+        self.model_menu = m
         m = mb.addMenu("&View")
         for n in ("fit", "zoom_in", "zoom_out", None, "edge_map", "gradcam"):
             m.addSeparator() if n is None else m.addAction(a[n])
@@ -175,6 +199,18 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         for n in ("fit", "zoom_in", "zoom_out", "draw", "undo", "redo"):
             tb.addAction(self.actions[n])
+        tb.addSeparator()
+        self.detect_button = QToolButton(tb)
+        self.detect_button.setDefaultAction(self.act_detect_image)
+        self.detect_button.setText("Detect")
+        self.detect_button.setToolTip("Detect this image (Ctrl+D); the arrow offers selected / unreviewed / all")
+        menu = QMenu(self.detect_button)
+        for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all):
+            menu.addAction(act)
+        self.detect_button.setMenu(menu)
+        self.detect_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        self.detect_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        tb.addWidget(self.detect_button)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
         self.display_toolbar = tb
 
@@ -190,7 +226,21 @@ class MainWindow(QMainWindow):
         self.st_zoom = QLabel(self)
         self.st_cursor = QLabel(self)
         self.st_counts = QLabel(self)
-        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts):
+        # detection progress: shown only while a detection runs
+        self.st_progress = QProgressBar(self)
+        self.st_progress.setFixedWidth(180)
+        self.st_progress.setFormat("Detecting %v / %m")
+        self.st_eta = QLabel(self)
+        self.st_cancel = QPushButton("Cancel", self)
+        self.st_cancel.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.st_cancel.setToolTip("Stop detection after the current batch; finished images keep their proposals")
+        self.st_cancel.clicked.connect(self.ctl.cancel_detection)
+        for w in (self.st_progress, self.st_eta, self.st_cancel):
+            sb.addWidget(w)
+            w.hide()
+        self.st_model = QLabel(self)
+        self.st_model.setToolTip("Active model version and the device detection runs on")
+        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
             sb.addPermanentWidget(w)
         self.st_cursor.setMinimumWidth(120)
 
@@ -208,6 +258,10 @@ class MainWindow(QMainWindow):
         c.centreRequested.connect(self.canvas.center_on)
         c.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
         c.errorRaised.connect(lambda t, m: show_error(self, t, m))
+        c.detectStarted.connect(self._detect_started)
+        c.detectProgress.connect(self._detect_progress)
+        c.detectEnded.connect(self._detect_ended)
+        c.modelChanged.connect(self._refresh_model_label)
         self.canvas.selectionRequested.connect(c.select)
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
@@ -334,7 +388,7 @@ class MainWindow(QMainWindow):
         for d in (self.images_dock, self.queue_dock, self.taxa_dock):
             d.hide()
         self.display_toolbar.hide()
-        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts):
+        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
             w.clear()
         self._refresh_recent()
 
@@ -345,6 +399,9 @@ class MainWindow(QMainWindow):
         for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo"):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
+        for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
+                    self.act_choose_model):
+            act.setEnabled(review)
         if not review:
             self.canvas.set_image(None)
             self.images.set_rows([])
@@ -417,6 +474,72 @@ class MainWindow(QMainWindow):
     def _threshold_changed(self, value: float) -> None:
         self.settings.setValue("review/threshold", value)
         self.ctl.set_threshold(value)
+
+    # ------------------------------------------------------------------ model
+    def detect_selected(self) -> None:
+        """The images selected in the list (Ctrl/Shift+click), else the one on screen."""
+        sel = self.images.view.selectionModel()
+        ids = [self.images.model.row_data(i.row()).id for i in sel.selectedIndexes()] if sel is not None else []
+        if not ids and self.ctl.image_id is not None:
+            ids = [self.ctl.image_id]
+        self.ctl.detect(ids)
+
+    def choose_model_dialog(self) -> None:
+        if self.ctl.project is None:
+            show_error(self, "No project open", "Open a project first: a model version belongs to a project.")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Choose model file", "", "PollenStudio models (*.safetensors)")
+        if path:
+            self.ctl.choose_model(path)
+
+    def _detect_started(self, total: int) -> None:
+        import time
+
+        self._detect_t0 = time.monotonic()
+        self._detect_first = None  # (time, done) when the first image finished: model loading excluded from the ETA
+        self.st_progress.setRange(0, max(total, 1))
+        self.st_progress.setValue(0)
+        self.st_eta.setText("loading the model...")
+        for w in (self.st_progress, self.st_eta, self.st_cancel):
+            w.show()
+        self.act_cancel_detect.setEnabled(True)
+
+    def _detect_progress(self, done: int, total: int, name: str) -> None:
+        import time
+
+        from pollenstudio.gui.model_jobs import format_eta
+
+        self.st_progress.setRange(0, max(total, 1))
+        self.st_progress.setValue(done)
+        if done <= 0:
+            return
+        now = time.monotonic()
+        if self._detect_first is None:
+            self._detect_first = (now, done)
+            self.st_eta.setText(name)
+            return
+        t1, d1 = self._detect_first
+        rate = (done - d1) / max(now - t1, 1e-6)
+        eta = (total - done) / rate if rate > 0 else None
+        self.st_eta.setText(f"{name}  ·  {format_eta(eta)}")
+
+    def _detect_ended(self, words: str) -> None:
+        for w in (self.st_progress, self.st_eta, self.st_cancel):
+            w.hide()
+        self.act_cancel_detect.setEnabled(False)
+        self.statusBar().showMessage(words, 8000)
+
+    def _refresh_model_label(self) -> None:
+        c = self.ctl
+        if c.project is None:
+            self.st_model.clear()
+            return
+        name = c.model_name()
+        model = f"model {name}" if name else ("default model" if c.model_available() else "no model")
+        device = c.device_text or "device ..."
+        self.st_model.setText(f"{model} · {device}")
+        if not c.device_text and not c.jobs.busy("device"):
+            c.request_device()
 
     # ------------------------------------------------------------------ dialogs
     def pick_taxon(self) -> None:

@@ -1,0 +1,171 @@
+"""Worker jobs that put the model in the review loop: detection and explanations. No Qt.
+
+Each job is ``fn(token, ...)`` for :class:`pollenstudio.gui.workers.JobRunner`. The store is
+thread-safe and its change events are marshalled to the GUI thread by the controller, so a
+detection job writes proposals straight into the project and the views refresh per image.
+
+Detections run one at a time (``DETECT_SERIAL``): a new detection cancels the old one and
+then waits for it to stop (within one batch) before writing anything, and the old job
+checks its token before each image's write, so a cancelled run's late results can never
+land over the new run's proposals.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+DETECT_SERIAL = threading.Lock()
+EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long
+
+
+class PredictorCache:
+    """The last loaded Predictor, reused while the same checkpoint file is asked for
+    (loading costs a second or more; explanations and detection share it via ``lock``)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._pred = None
+
+    def get(self, project, batch: int | None = None):
+        from pollenstudio.engine.predict import Predictor
+
+        mv = project.active_model_version()
+        path = project.model_file(mv) if mv is not None else None
+        key = (str(path) if path is not None else None, batch)
+        with self._lock:
+            if self._pred is not None and self._key == key:
+                return self._pred
+        kw = {"batch": batch} if batch else {}
+        pred = Predictor.from_project(project, None, **kw)
+        with self._lock:
+            self._key, self._pred = key, pred
+        return pred
+
+    def clear(self) -> None:
+        with self._lock:
+            self._key, self._pred = None, None
+
+
+class _GuardedProject:
+    """The project as the detection job sees it: every proposal write first checks the
+    token, so after Cancel no further image is written."""
+
+    def __init__(self, project, token):
+        self._p, self._token = project, token
+
+    def write_proposals(self, *args, **kwargs):
+        self._token.check()
+        return self._p.write_proposals(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+
+def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None):
+    """Load (or reuse) the active model and detect on ``image_ids``. Returns (DetectSummary,
+    model name, device description)."""
+    from pollenstudio.engine.detect_job import detect_project
+
+    token.update(0, len(image_ids), "loading the model")
+    with DETECT_SERIAL:  # the previous (cancelled) detection finishes its batch first
+        token.check()
+        pred = cache.get(project, batch)
+        token.check()
+        summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token)
+    name = project.model_version(pred.model_version_id).name if pred.model_version_id else pred.source
+    return summary, name, pred.device_description
+
+
+def device_job(token) -> str:
+    """What detection would run on, for the status bar (imports torch: keep it off the GUI thread)."""
+    from pollenstudio.engine.predict import describe_device, select_device
+
+    return describe_device(select_device("auto"))
+
+
+def check_checkpoint_job(token, path: str) -> dict:
+    """Load a checkpoint (safely: no code runs) to check it before it becomes a model
+    version. Returns its config dict."""
+    from pollenstudio.detector.checkpoint import load_checkpoint
+
+    _model, cfg, _meta = load_checkpoint(path, device="cpu")
+    return cfg.to_dict()
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return ""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s left"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s left"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min left"
+
+
+# ---------------------------------------------------------------------------- explanations
+
+
+@dataclass
+class Explanation:
+    image_id: int
+    kind: str  # "edge" or "gradcam"
+    key: object  # level name for edge maps, annotation id for Grad-CAM
+    heat: np.ndarray  # (h, w) float32 0..1, maybe downscaled: stretch over the image rect
+    width: int  # the image's own size
+    height: int
+
+
+def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    import cv2
+
+    h, w = img.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return img, 1.0
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
+             max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
+    from pollenstudio.core.imageio import read_image
+    from pollenstudio.engine.explain import edge_maps
+
+    img = read_image(path)
+    h, w = img.shape[:2]
+    small, _ = _downscaled(img, max_side)
+    token.check()
+    pred = cache.get(project)
+    token.check()
+    maps = edge_maps(pred, small)
+    return Explanation(image_id, "edge", level, maps[level], w, h)
+
+
+def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str, ann,
+                max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
+    """Grad-CAM for one annotation (its box and taxon stand in for the detection)."""
+    from pollenstudio.core.errors import ModelMismatchError
+    from pollenstudio.core.imageio import read_image
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.engine.explain import grad_cam
+
+    img = read_image(path)
+    h, w = img.shape[:2]
+    small, s = _downscaled(img, max_side)
+    token.check()
+    pred = cache.get(project)
+    token.check()
+    name = project.category(ann.category_id).name
+    if name not in pred.class_names:
+        raise ModelMismatchError(
+            f"the model does not know the taxon {name!r}: Grad-CAM needs a taxon the model was trained on"
+        )
+    b = ann.box
+    box = Box(b.x1 * s, b.y1 * s, b.x2 * s, b.y2 * s)
+    det = Detection(box, pred.class_names.index(name), name, float(ann.score or 1.0))
+    heat = grad_cam(pred, small, det)
+    return Explanation(image_id, "gradcam", ann.id, heat, w, h)
