@@ -85,7 +85,13 @@ class Canvas(QWidget):
         self.detail = pg.ImageItem(axisOrder="row-major")
         self.detail.setZValue(1)
         self.overlay = BoxOverlay()
-        for item in (self.overview, self.detail, self.overlay):
+        # model overlay (edge map / Grad-CAM): above the pixels, under the boxes; maps of
+        # huge images are computed downscaled and stretched over the image rect
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat.setZValue(5)
+        self.heat.hide()
+        self._heat_lut = None
+        for item in (self.overview, self.detail, self.heat, self.overlay):
             self.vb.addItem(item, ignoreBounds=item is not self.overview)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -114,6 +120,7 @@ class Canvas(QWidget):
         self.detail.clear()
         self.detail.hide()
         self.editor.cancel()
+        self.set_heat(None)
         if image is None:
             self.overview.clear()
             self.overlay.set_boxes([])
@@ -144,6 +151,26 @@ class Canvas(QWidget):
             self._show_overview()
             self._detail_key = None  # re-cut the detail with the new levels
             self._schedule_detail()
+
+    # --- model overlay -------------------------------------------------------------------
+    def set_heat(self, heat=None, width: int | None = None, height: int | None = None) -> None:
+        """Show an (h, w) 0..1 map over the image (None hides it), stretched to width x height."""
+        if heat is None:
+            self.heat.clear()
+            self.heat.hide()
+            return
+        if self._heat_lut is None:
+            from pollenstudio.gui.overlay import heat_lut
+
+            self._heat_lut = heat_lut()
+        self.heat.setImage(heat, levels=(0.0, 1.0), lut=self._heat_lut, autoLevels=False, autoDownsample=True)
+        w = width or heat.shape[1]
+        h = height or heat.shape[0]
+        self.heat.setRect(QRectF(0, 0, w, h))
+        self.heat.show()
+
+    def set_heat_opacity(self, opacity: float) -> None:
+        self.heat.setOpacity(float(opacity))
 
     # --- boxes -------------------------------------------------------------------------
     def set_boxes(self, views: list[BoxView], selected: Hashable | None = None) -> None:

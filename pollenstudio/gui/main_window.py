@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
 
         self._build_actions()
         self._build_view_toolbar()
+        self._build_overlay()
         self._build_status_bar()
         # project-wide taxon counts are refreshed once the user pauses (see controller)
         self._project_counts_timer = QTimer(self)
@@ -117,6 +118,8 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: self.canvas.zoom_by(1.5),
             "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
             "help": self.show_help,
+            "edge_map": lambda checked=False: self.toggle_overlay("edge", checked),
+            "gradcam": lambda checked=False: self.toggle_overlay("gradcam", checked),
         }
         for i in range(1, 10):
             handlers[f"taxon_{i}"] = lambda _checked=False, d=str(i): c.assign_hotkey(d)
@@ -128,6 +131,8 @@ class MainWindow(QMainWindow):
             a.setStatusTip(s.tip)
             a.setToolTip(f"{s.text} ({s.keys[0]})")
             a.setEnabled(s.enabled)
+            if s.name in ("edge_map", "gradcam"):
+                a.setCheckable(True)
             if s.name in handlers:
                 a.triggered.connect(handlers[s.name])
             self.addAction(a)  # window-wide shortcuts even with no menu open
@@ -169,7 +174,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.act_choose_model)
         self.model_menu = m
-        m = mb.addMenu("&View")
+        m = self.view_menu = mb.addMenu("&View")
         for n in ("fit", "zoom_in", "zoom_out", None, "edge_map", "gradcam"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m.addSeparator()
@@ -220,6 +225,25 @@ class MainWindow(QMainWindow):
         self.brightness.valueChanged.connect(levels_changed)
         self.contrast.valueChanged.connect(levels_changed)
 
+    def _build_overlay(self) -> None:
+        from pollenstudio.gui.overlay import OverlayBar, TopKPanel
+
+        self.overlay_kind: str | None = None  # "edge", "gradcam" or None: one layer at a time
+        self._overlay_exp = None  # the Explanation on screen
+        self.overlay_bar = OverlayBar(self.actions["edge_map"], self.actions["gradcam"], self)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.overlay_bar)
+        self.overlay_bar.levelChanged.connect(self._overlay_level_changed)
+        self.overlay_bar.opacityChanged.connect(self.canvas.set_heat_opacity)
+        self.canvas.set_heat_opacity(self.overlay_bar.opacity.value() / 100.0)
+        self.topk = TopKPanel(self)
+        self.topk_dock = self._dock("Selected box", self.topk, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.view_menu.addAction(self.topk_dock.toggleViewAction())
+        # Grad-CAM follows the selection, but Tab-Tab-Tab should not queue three backward passes
+        self._gradcam_timer = QTimer(self)
+        self._gradcam_timer.setSingleShot(True)
+        self._gradcam_timer.setInterval(150)
+        self._gradcam_timer.timeout.connect(lambda: self._request_overlay())
+
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
         self.st_image = QLabel(self)
@@ -262,6 +286,8 @@ class MainWindow(QMainWindow):
         c.detectProgress.connect(self._detect_progress)
         c.detectEnded.connect(self._detect_ended)
         c.modelChanged.connect(self._refresh_model_label)
+        c.explanationReady.connect(self._explanation_ready)
+        c.explanationFailed.connect(self._explanation_failed)
         self.canvas.selectionRequested.connect(c.select)
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
@@ -385,9 +411,10 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ refresh
     def _show_welcome(self) -> None:
         self.stack.setCurrentWidget(self.welcome)
-        for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+        for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock):
             d.hide()
         self.display_toolbar.hide()
+        self.overlay_bar.hide()
         for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
             w.clear()
         self._refresh_recent()
@@ -412,9 +439,10 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
         else:
-            for d in (self.images_dock, self.queue_dock, self.taxa_dock):
+            for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock):
                 d.show()
         self.display_toolbar.show()
+        self.overlay_bar.show()
         self.images.set_rows(c.image_rows())
         ids = self.images.model.ids()
         if ids:
@@ -422,7 +450,10 @@ class MainWindow(QMainWindow):
         self.canvas.view.setFocus()
 
     def _image_ready(self, img) -> None:
-        self.canvas.set_image(img)
+        self.canvas.set_image(img)  # clears the overlay: it belonged to the previous image
+        self._overlay_exp = None
+        if self.overlay_kind is not None:
+            QTimer.singleShot(0, self._request_overlay)
 
     def _image_shown(self, image_id: int) -> None:
         rec = self.ctl.image_record
@@ -440,6 +471,15 @@ class MainWindow(QMainWindow):
         n_prop = sum(1 for a in anns if a.status.value == "proposed")
         n_obj = sum(1 for a in anns if a.status.is_object)
         self.st_counts.setText(f"{n_obj} grains · {n_prop} to review on this image")
+        a = self.ctl.selected_annotation()
+        self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
+        if self.overlay_kind == "gradcam":
+            exp = self._overlay_exp
+            if exp is None or exp.key != self.ctl.selected or exp.image_id != self.ctl.image_id:
+                if exp is not None:  # never leave the old box's map under a new selection
+                    self.canvas.set_heat(None)
+                    self._overlay_exp = None
+                self._gradcam_timer.start()
 
     def _rows_changed(self, rows) -> None:
         if rows is None:
@@ -491,6 +531,80 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Choose model file", "", "PollenStudio models (*.safetensors)")
         if path:
             self.ctl.choose_model(path)
+
+    # ------------------------------------------------------------------ overlays
+    def toggle_overlay(self, kind: str, on: bool) -> None:
+        """E / G: one overlay at a time; turning one on turns the other off."""
+        other = "gradcam" if kind == "edge" else "edge_map"
+        if on:
+            self.actions[other].setChecked(False)
+            self.overlay_kind = kind
+            self._request_overlay()
+        elif self.overlay_kind == kind:
+            self.overlay_kind = None
+            self.ctl.jobs.cancel("explain")
+            self._overlay_exp = None
+            self.canvas.set_heat(None)
+            self.overlay_bar.set_state("")
+
+    def _overlay_level_changed(self, level: str) -> None:
+        if self.overlay_kind != "edge":
+            return
+        exp = self._overlay_exp
+        if exp is not None and exp.maps and exp.image_id == self.ctl.image_id:
+            exp.key, exp.heat = level, exp.maps[level]
+            self._show_explanation(exp)
+        else:
+            self._request_overlay()
+
+    def _wanted_key(self):
+        return self.overlay_bar.level.currentText() if self.overlay_kind == "edge" else self.ctl.selected
+
+    def _request_overlay(self) -> None:
+        kind = self.overlay_kind
+        if kind is None or self.ctl.image_id is None:
+            return
+        exp = self._overlay_exp
+        if exp is not None and exp.kind == kind and exp.image_id == self.ctl.image_id and exp.key == self._wanted_key():
+            return  # already on screen
+        if kind == "gradcam" and self.ctl.selected is None:
+            self.canvas.set_heat(None)
+            self._overlay_exp = None
+            self.overlay_bar.set_state("  Grad-CAM: select a box")
+            return
+        if self.ctl.explain(kind, self.overlay_bar.level.currentText()):
+            self.overlay_bar.set_state("  computing...")
+
+    def _explanation_ready(self, exp) -> None:
+        if exp.kind != self.overlay_kind or exp.image_id != self.ctl.image_id:
+            return
+        if exp.kind == "edge" and exp.maps:
+            level = self.overlay_bar.level.currentText()
+            exp.key, exp.heat = level, exp.maps[level]
+        elif exp.key != self.ctl.selected:
+            return  # the selection moved on; its own request is on the way
+        self._show_explanation(exp)
+
+    def _show_explanation(self, exp) -> None:
+        self._overlay_exp = exp
+        self.canvas.set_heat(exp.heat, exp.width, exp.height)
+        if exp.kind == "edge":
+            self.overlay_bar.set_state(f"  edge map {exp.key}")
+        else:
+            a = self.ctl.selected_annotation()
+            name = self._taxon_name(a.category_id) if a is not None else ""
+            self.overlay_bar.set_state(f"  Grad-CAM: why {name}")
+
+    def _explanation_failed(self, msg: str) -> None:
+        self.overlay_bar.set_state("")
+        self.statusBar().showMessage(f"Overlay not available: {msg}", 8000)
+        for n in ("edge_map", "gradcam"):
+            self.actions[n].setChecked(False)
+        self.overlay_kind = None
+        self.canvas.set_heat(None)
+
+    def _taxon_name(self, cid: int) -> str:
+        return next((c.name for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
 
     def _detect_started(self, total: int) -> None:
         import time

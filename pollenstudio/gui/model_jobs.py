@@ -118,6 +118,7 @@ class Explanation:
     heat: np.ndarray  # (h, w) float32 0..1, maybe downscaled: stretch over the image rect
     width: int  # the image's own size
     height: int
+    maps: dict | None = None  # edge maps: every level, so switching P3/P4/P5 needs no recompute
 
 
 def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -142,7 +143,7 @@ def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, le
     pred = cache.get(project)
     token.check()
     maps = edge_maps(pred, small)
-    return Explanation(image_id, "edge", level, maps[level], w, h)
+    return Explanation(image_id, "edge", level, maps[level], w, h, maps)
 
 
 def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str, ann,

@@ -43,8 +43,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("fit", "Fit image", ("F",), "View", "Show the whole image"),
     Shortcut("zoom_in", "Zoom in", ("+", "="), "View", "Also the mouse wheel"),
     Shortcut("zoom_out", "Zoom out", ("-",), "View", "Also the mouse wheel"),
-    Shortcut("edge_map", "Edge map overlay", ("E",), "View", "Edge-attention overlay: not available yet", enabled=False),
-    Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View", "Grad-CAM for the selected box: not available yet", enabled=False),
+    Shortcut("edge_map", "Edge map overlay", ("E",), "View",
+             "Show / hide where the model sees edges (level P3/P4/P5 in the Overlay bar)"),
+    Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View",
+             "Show / hide what made the model call the selected box its taxon (follows the selection)"),
     Shortcut("help", "Keyboard shortcuts", ("F1",), "Help", "List every shortcut"),
 )
 

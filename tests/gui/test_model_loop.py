@@ -111,3 +111,71 @@ def test_no_model_says_what_to_do(qtbot, window, monkeypatch):
     assert not window.ctl.detect_which("all")
     assert errors and "Choose model file" in errors[0][1]
     assert not window.ctl.detecting()
+
+
+def _detect_all(qtbot, ctl):
+    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
+        ctl.detect_which("all")
+
+
+def _wait_layer(qtbot, win, kind):
+    qtbot.waitUntil(lambda: win._overlay_exp is not None and win._overlay_exp.kind == kind
+                    and win.canvas.heat.isVisible(), timeout=30000)
+    return win._overlay_exp
+
+
+def test_edge_map_overlay_has_the_image_shape_and_follows_the_level(qtbot, model_window):
+    win = model_window
+    win.actions["edge_map"].trigger()  # E
+    exp = _wait_layer(qtbot, win, "edge")
+    rec = win.ctl.image_record
+    assert exp.heat.shape == (rec.height, rec.width)
+    rect = win.canvas.heat.boundingRect()
+    assert (rect.width(), rect.height()) == (rec.width, rec.height)
+    p3 = exp.heat.copy()
+    win.overlay_bar.level.setCurrentText("P5")  # no recompute: all levels came together
+    assert win._overlay_exp.key == "P5" and not np.allclose(win._overlay_exp.heat, p3)
+    assert "P5" in win.overlay_bar.state.text()
+    win.actions["edge_map"].trigger()  # E again hides it
+    assert not win.canvas.heat.isVisible()
+
+
+def test_gradcam_follows_the_selection_and_topk_is_shown(qtbot, model_window):
+    win = model_window
+    ctl = win.ctl
+    _detect_all(qtbot, ctl)
+    ctl.set_threshold(0.0)
+    anns = [a for a in ctl.annotations() if a.status.value == "proposed"]
+    assert len(anns) >= 2
+    ctl.select(anns[0].id)
+    assert "%" in win.topk.label.text() and TAXA[0] in win.topk.label.text()  # top-k probabilities
+    win.actions["gradcam"].trigger()  # G
+    first = _wait_layer(qtbot, win, "gradcam")
+    assert first.key == anns[0].id and first.heat.shape == (ctl.image_record.height, ctl.image_record.width)
+    ctl.select(anns[1].id)
+    assert not win.canvas.heat.isVisible()  # the old box's map is gone at once
+    second = _wait_layer(qtbot, win, "gradcam")
+    assert second.key == anns[1].id
+    assert not np.allclose(first.heat, second.heat)
+
+    # each map is hottest inside its own box
+    def hot_inside(heat, box):
+        y, x = np.unravel_index(np.argmax(heat), heat.shape)
+        return box.x1 - 8 <= x <= box.x2 + 8 and box.y1 - 8 <= y <= box.y2 + 8
+
+    assert hot_inside(first.heat, anns[0].box) and hot_inside(second.heat, anns[1].box)
+
+
+def test_huge_image_maps_are_computed_downscaled_and_stretched(qtbot, model_window):
+    from pollenstudio.core.progress import CancelToken
+    from pollenstudio.gui import model_jobs
+
+    win = model_window
+    ctl = win.ctl
+    path = str(ctl.project.image_path(ctl.image_record))
+    exp = model_jobs.edge_job(CancelToken(), ctl.project, ctl.predictors, ctl.image_id, path, "P3", max_side=128)
+    assert exp.heat.shape == (128, 128) and (exp.width, exp.height) == (IMGSZ, IMGSZ)
+    win.overlay_kind = "edge"
+    win._explanation_ready(exp)
+    rect = win.canvas.heat.mapRectToParent(win.canvas.heat.boundingRect())
+    assert (round(rect.width()), round(rect.height())) == (IMGSZ, IMGSZ)
