@@ -163,37 +163,6 @@ def random_affine_params(
     return affine_matrix(s, tx, ty)
 
 
-def letterbox_params(w: int, h: int, imgsz: int) -> tuple[float, float, float]:
-    """(ratio, pad_x, pad_y) that fit a ``w x h`` image into an ``imgsz`` square, centred."""
-    r = min(imgsz / w, imgsz / h)
-    nw, nh = round(w * r), round(h * r)
-    return r, float((imgsz - nw) // 2), float((imgsz - nh) // 2)
-
-
-def letterbox(
-    img: np.ndarray, boxes, imgsz: int, pad_value: int = PAD_VALUE, interpolation: int = cv2.INTER_LINEAR
-) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Resize keeping the aspect ratio and pad to ``imgsz x imgsz``.
-
-    Returns (image, boxes, (ratio, pad_x, pad_y)); a box maps as ``x * ratio + pad_x``.
-    """
-    h, w = img.shape[:2]
-    r, px, py = letterbox_params(w, h, imgsz)
-    nw, nh = round(w * r), round(h * r)
-    if (nw, nh) != (w, h):
-        img = cv2.resize(img, (nw, nh), interpolation=interpolation)
-    left, top = (imgsz - nw) // 2, (imgsz - nh) // 2
-    right, bottom = imgsz - nw - left, imgsz - nh - top
-    channels = 1 if img.ndim == 2 else img.shape[2]
-    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * channels)
-    b = _as_boxes(boxes if boxes is not None else np.zeros((0, 4))).copy()
-    # exact per-axis factors: rounding the resized size changes the ratio slightly
-    sx, sy = nw / w, nh / h
-    b[:, [0, 2]] = b[:, [0, 2]] * sx + left
-    b[:, [1, 3]] = b[:, [1, 3]] * sy + top
-    return img, b, (r, float(left), float(top))
-
-
 def mosaic4(
     samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     imgsz: int,

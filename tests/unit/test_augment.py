@@ -13,6 +13,38 @@ import pytest
 from pollenstudio.engine import augment as A
 
 
+def letterbox_params(w: int, h: int, imgsz: int) -> tuple[float, float, float]:
+    """(ratio, pad_x, pad_y) that fit a ``w x h`` image into an ``imgsz`` square, centred."""
+    r = min(imgsz / w, imgsz / h)
+    nw, nh = round(w * r), round(h * r)
+    return r, float((imgsz - nw) // 2), float((imgsz - nh) // 2)
+
+
+def letterbox(
+    img: np.ndarray, boxes, imgsz: int, pad_value: int = A.PAD_VALUE, interpolation: int = cv2.INTER_LINEAR
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Reference letterbox for label masks (any channel count, chosen interpolation):
+    resize keeping the aspect ratio and pad to ``imgsz x imgsz``.
+
+    Returns (image, boxes, (ratio, pad_x, pad_y)); a box maps as ``x * ratio + pad_x``.
+    """
+    h, w = img.shape[:2]
+    r, px, py = letterbox_params(w, h, imgsz)
+    nw, nh = round(w * r), round(h * r)
+    if (nw, nh) != (w, h):
+        img = cv2.resize(img, (nw, nh), interpolation=interpolation)
+    left, top = (imgsz - nw) // 2, (imgsz - nh) // 2
+    right, bottom = imgsz - nw - left, imgsz - nh - top
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * channels)
+    b = A._as_boxes(boxes if boxes is not None else np.zeros((0, 4))).copy()
+    # exact per-axis factors: rounding the resized size changes the ratio slightly
+    sx, sy = nw / w, nh / h
+    b[:, [0, 2]] = b[:, [0, 2]] * sx + left
+    b[:, [1, 3]] = b[:, [1, 3]] * sy + top
+    return img, b, (r, float(left), float(top))
+
+
 def _random_sample(rng, w, h, n, first_label=1):
     """Non-overlapping integer boxes; mask has label first_label+i inside box i."""
     mask = np.zeros((h, w, 3), np.uint8)
@@ -103,7 +135,7 @@ def test_letterbox_maps_boxes_like_pixels():
     rng = np.random.default_rng(3)
     for w, h in [(120, 60), (50, 100), (64, 64), (33, 71)]:
         mask, boxes, labels = _random_sample(rng, w, h, 3)
-        out, b, (r, px, py) = A.letterbox(mask, boxes, 64, pad_value=0, interpolation=cv2.INTER_NEAREST)
+        out, b, (r, px, py) = letterbox(mask, boxes, 64, pad_value=0, interpolation=cv2.INTER_NEAREST)
         assert out.shape == (64, 64, 3)
         for bb, lab in zip(b, labels):
             mb, _ = _mask_box(out, int(lab))
@@ -182,6 +214,6 @@ def test_off_config_is_plain_letterbox():
     mask, boxes, labels = _random_sample(rng, 80, 40, 3)
     aug = A.Augmenter(A.AugmentConfig.off(), 64, lambda i: (mask, boxes, labels), n=1, pad_value=0, interpolation=cv2.INTER_NEAREST)
     img, b, c = aug(0, rng)
-    ref, rb, _ = A.letterbox(mask, boxes, 64, pad_value=0, interpolation=cv2.INTER_NEAREST)
+    ref, rb, _ = letterbox(mask, boxes, 64, pad_value=0, interpolation=cv2.INTER_NEAREST)
     np.testing.assert_allclose(b, rb, atol=0.51)
     assert c.tolist() == labels.tolist()
