@@ -607,6 +607,24 @@ class ReviewController(QObject):
             self.jobs.cancel("detect")
             self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
 
+    # ------------------------------------------------------------------ import / export
+    def export_data(self, fmt: str, path: str, reviewed_only: bool = True, copy_images: bool = True,
+                    on_done=None, on_error=None):
+        """Export in a worker: fmt "coco", "yolo" or "csv". on_done gets the summary dict."""
+        from pollenstudio.gui.model_jobs import export_job
+
+        return self.jobs.submit("export", export_job, self.project, fmt, path, reviewed_only, copy_images,
+                                on_done=on_done, on_error=on_error)
+
+    def import_data(self, fmt: str, path: str, images_root: str | None = None,
+                    on_done=None, on_error=None, on_progress=None):
+        """Import in a worker: fmt "coco", "yolo" or "folder" (images only). The store's
+        events refresh the views as usual; on_done gets the summary dict."""
+        from pollenstudio.gui.model_jobs import import_job
+
+        return self.jobs.submit("import-data", import_job, self.project, fmt, path, images_root,
+                                on_done=on_done, on_error=on_error, on_progress=on_progress)
+
     # ------------------------------------------------------------------ explanations
     def explain(self, kind: str, level: str = "P3") -> bool:
         """Compute an overlay for the current image in a worker: kind "edge" (HEM edge

@@ -147,6 +147,12 @@ class MainWindow(QMainWindow):
         self.act_open_project.setShortcut(QKeySequence.StandardKey.Open)
         self.recent_menu = m.addMenu("Recent projects")
         m.addSeparator()
+        self.act_import = m.addAction("Import...", self.import_dialog)
+        self.act_import.setStatusTip("Add annotations from COCO or YOLO, or a folder of images")
+        self.act_export = m.addAction("Export...", self.export_dialog)
+        self.act_export.setShortcut(QKeySequence("Ctrl+E"))
+        self.act_export.setStatusTip("Write COCO, YOLO or a CSV of counts")
+        m.addSeparator()
         self.act_choose_model = m.addAction("Choose model file...", self.choose_model_dialog)
         self.act_choose_model.setStatusTip("Use a trained model (.safetensors) for detection: it becomes the active version")
         m.addSeparator()
@@ -427,7 +433,7 @@ class MainWindow(QMainWindow):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
-                    self.act_choose_model):
+                    self.act_choose_model, self.act_import, self.act_export):
             act.setEnabled(review)
         if not review:
             self.canvas.set_image(None)
@@ -523,6 +529,28 @@ class MainWindow(QMainWindow):
         if not ids and self.ctl.image_id is not None:
             ids = [self.ctl.image_id]
         self.ctl.detect(ids)
+
+    def export_dialog(self):
+        from pollenstudio.gui.transfer import ExportDialog
+
+        if self.ctl.project is None:
+            return None
+        dlg = ExportDialog(self.ctl, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self._transfer = dlg
+        return dlg
+
+    def import_dialog(self):
+        from pollenstudio.gui.transfer import ImportDialog
+
+        if self.ctl.project is None:
+            return None
+        dlg = ImportDialog(self.ctl, self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self._transfer = dlg
+        return dlg
 
     def choose_model_dialog(self) -> None:
         if self.ctl.project is None:

@@ -1,0 +1,248 @@
+"""File > Import... and File > Export... dialogs.
+
+The dialogs collect choices and show progress and results in words; the work runs in a
+worker through the controller (``ReviewController.import_data`` / ``export_data``), using
+the same library functions as ``pollenstudio import`` / ``export``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+EXPORT_FORMATS = {  # combo text -> (format, default file name, is a folder)
+    "COCO JSON (boxes and taxa)": ("coco", "annotations.json", False),
+    "YOLO folder (images + label files)": ("yolo", "yolo", True),
+    "CSV counts per image and taxon": ("csv", "counts.csv", False),
+}
+IMPORT_FORMATS = {  # combo text -> (format, is a folder)
+    "COCO JSON file": ("coco", False),
+    "YOLO folder": ("yolo", True),
+    "Folder of images (no annotations)": ("folder", True),
+}
+
+
+def _path_row(parent: QWidget, edit: QLineEdit, browse) -> QWidget:
+    w = QWidget(parent)
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    b = QPushButton("Browse...", w)
+    b.clicked.connect(browse)
+    lay.addWidget(b)
+    return w
+
+
+class _JobDialog(QDialog):
+    """Shared: a run button, a progress bar shown while the job runs, a result line."""
+
+    def __init__(self, ctl, title: str, run_text: str, parent=None):
+        super().__init__(parent)
+        self.ctl = ctl
+        self.setWindowTitle(title)
+        self.setMinimumWidth(560)
+        self.form = QFormLayout()
+        self.progress = QProgressBar(self)
+        self.progress.hide()
+        self.result = QLabel(self)
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.buttons = QDialogButtonBox(self)
+        self.run_button = self.buttons.addButton(run_text, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.run_button.clicked.connect(self.start)
+        self.close_button.clicked.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(self.form)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.result)
+        lay.addWidget(self.buttons)
+        self.job = None
+        self.summary: dict | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _running(self) -> None:
+        self.summary, self.error = None, None
+        self.run_button.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy until the job reports counts
+        self.progress.show()
+        self.result.setText("Working...")
+
+    def _progress(self, done: int, total: int, msg: str) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+        if msg:
+            self.result.setText(msg)
+
+    def _done(self, summary: dict, words: str) -> None:
+        self.summary = summary
+        self.progress.hide()
+        self.run_button.setEnabled(True)
+        self.result.setStyleSheet("")
+        self.result.setText(words)
+
+    def _failed(self, msg: str) -> None:
+        self.error = msg
+        self.progress.hide()
+        self.run_button.setEnabled(True)
+        self.result.setStyleSheet("color: #c0392b")
+        self.result.setText(msg)
+
+    def reject(self) -> None:
+        if self.job is not None and not self.job.done:
+            self.job.token.cancel()
+        super().reject()
+
+
+class ExportDialog(_JobDialog):
+    def __init__(self, ctl, parent=None):
+        super().__init__(ctl, "Export annotations", "Export", parent)
+        self.fmt = QComboBox(self)
+        self.fmt.addItems(list(EXPORT_FORMATS))
+        self.reviewed = QRadioButton("Reviewed images only: accepted, corrected and drawn boxes (training data)", self)
+        self.all = QRadioButton("All images, with undecided proposals and their scores", self)
+        self.reviewed.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.reviewed)
+        group.addButton(self.all)
+        self.copy_images = QCheckBox("Link or copy the image files into the folder", self)
+        self.copy_images.setChecked(True)
+        self.path = QLineEdit(self)
+        folder = ctl.project.folder if ctl.project is not None else Path.home()
+        self._folder = Path(folder) / "exports"
+        self.form.addRow("Format", self.fmt)
+        self.form.addRow("What", self.reviewed)
+        self.form.addRow("", self.all)
+        self.form.addRow("YOLO", self.copy_images)
+        self.form.addRow("Save to", _path_row(self, self.path, self._browse))
+        self.fmt.currentTextChanged.connect(self._format_changed)
+        self._format_changed(self.fmt.currentText())
+
+    def format(self) -> str:
+        return EXPORT_FORMATS[self.fmt.currentText()][0]
+
+    def _format_changed(self, text: str) -> None:
+        fmt, name, _folder = EXPORT_FORMATS[text]
+        self.copy_images.setEnabled(fmt == "yolo")
+        old = self.path.text()
+        if not old or Path(old).parent == self._folder:
+            self.path.setText(str(self._folder / name))
+
+    def _browse(self) -> None:
+        fmt, name, folder = EXPORT_FORMATS[self.fmt.currentText()]
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Export into folder", str(self._folder))
+        else:
+            filt = "COCO JSON (*.json)" if fmt == "coco" else "CSV (*.csv)"
+            path, _ = QFileDialog.getSaveFileName(self, "Export to file", self.path.text(), filt)
+        if path:
+            self.path.setText(path)
+
+    def start(self) -> None:
+        path = self.path.text().strip()
+        if not path:
+            self._failed("Choose where to save the export.")
+            return
+        self._running()
+        self.job = self.ctl.export_data(
+            self.format(), path, reviewed_only=self.reviewed.isChecked(),
+            copy_images=self.copy_images.isChecked(), on_done=self._export_done, on_error=self._failed,
+        )
+
+    def _export_done(self, summary: dict) -> None:
+        what = "reviewed" if summary.get("reviewed_only") else "all"
+        if self.format() == "csv":
+            words = f"Wrote counts of {summary['grains']} grains in {summary['taxa']} taxa ({what} images) to {summary['path']}"
+        else:
+            words = (f"Wrote {summary['annotations']} annotations on {summary['images']} {what} images "
+                     f"to {summary['path']}")
+            if summary.get("missing_images"):
+                words += f" ({len(summary['missing_images'])} image files were missing and not copied)"
+        if summary.get("images") == 0 and summary.get("reviewed_only"):
+            words += ". No image is fully reviewed yet: review one, or export all with scores."
+        self._done(summary, words)
+
+
+class ImportDialog(_JobDialog):
+    def __init__(self, ctl, parent=None):
+        super().__init__(ctl, "Import annotations or images", "Import", parent)
+        self.fmt = QComboBox(self)
+        self.fmt.addItems(list(IMPORT_FORMATS))
+        self.path = QLineEdit(self)
+        self.images_root = QLineEdit(self)
+        self.images_root.setPlaceholderText("folder the file names are relative to (default: the JSON's folder)")
+        self.form.addRow("Format", self.fmt)
+        self.form.addRow("From", _path_row(self, self.path, self._browse))
+        self.form.addRow("Images in", _path_row(self, self.images_root, self._browse_root))
+        self.fmt.currentTextChanged.connect(lambda t: self.images_root.setEnabled(IMPORT_FORMATS[t][0] == "coco"))
+
+    def format(self) -> str:
+        return IMPORT_FORMATS[self.fmt.currentText()][0]
+
+    def _browse(self) -> None:
+        fmt, folder = IMPORT_FORMATS[self.fmt.currentText()]
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Import from folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Import COCO file", "", "COCO JSON (*.json)")
+        if path:
+            self.path.setText(path)
+
+    def _browse_root(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder with the images")
+        if path:
+            self.images_root.setText(path)
+
+    def start(self) -> None:
+        path = self.path.text().strip()
+        if not path:
+            self._failed("Choose what to import.")
+            return
+        self._running()
+        self.job = self.ctl.import_data(
+            self.format(), path, images_root=self.images_root.text().strip() or None,
+            on_done=self._import_done, on_error=self._failed, on_progress=self._progress,
+        )
+
+    def _import_done(self, summary: dict) -> None:
+        if self.format() == "folder":
+            words = f"Added {len(summary['added'])} images"
+            if summary["duplicates"]:
+                words += f"; {len(summary['duplicates'])} were already in the project"
+            if summary["errors"]:
+                first = summary["errors"][0]
+                words += f"; {len(summary['errors'])} could not be read (first: {first[0]}: {first[1]})"
+        else:
+            words = (f"Added {summary['images_added']} images and {summary['annotations_added']} annotations"
+                     f" ({summary['images_reused']} images were already in the project,"
+                     f" {summary['annotations_duplicate']} annotations were duplicates)")
+            if summary.get("categories_added"):
+                words += f"; new taxa: {', '.join(summary['categories_added'])}"
+            problems = summary.get("missing_files") or summary.get("unreadable_images") or []
+            if problems:
+                words += f"; {len(problems)} image files missing or unreadable (first: {problems[0]})"
+            for w in summary.get("warnings", [])[:3]:
+                words += f"\n{w}"
+        self._done(summary, words)

@@ -1,0 +1,95 @@
+"""File > Export... / Import... dialogs: the work runs in a worker, results and errors in words."""
+
+import json
+
+from pollenstudio.core.types import AnnotationStatus
+
+
+def _review_first_image(ctl):
+    """Accept every proposal of the first image except one rejected: the image is reviewed."""
+    p = ctl.project
+    rec = p.images()[0]
+    anns = p.annotations(rec.id)
+    for a in anns[:-1]:
+        p.accept(a.id)
+    p.reject(anns[-1].id)
+    return rec, [a for a in p.annotations(rec.id) if a.status.is_object]
+
+
+def _run(qtbot, dlg):
+    dlg.run_button.click()
+    qtbot.waitUntil(lambda: dlg.summary is not None or dlg.error is not None, timeout=20000)
+
+
+def test_exported_coco_holds_exactly_the_reviewed_annotations(qtbot, window, tmp_path):
+    from pycocotools.coco import COCO
+
+    rec, kept = _review_first_image(window.ctl)
+    dlg = window.export_dialog()
+    assert dlg.format() == "coco" and dlg.reviewed.isChecked()
+    out = tmp_path / "out" / "reviewed.json"
+    dlg.path.setText(str(out))
+    _run(qtbot, dlg)
+    assert dlg.error is None, dlg.error
+    assert f"{len(kept)} annotations on 1 reviewed images" in dlg.result.text()
+    coco = COCO(str(out))
+    assert [im["file_name"].rsplit("/", 1)[-1] for im in coco.dataset["images"]] == [rec.path.rsplit("/", 1)[-1]]
+    got = sorted(tuple(round(v, 1) for v in a["bbox"]) for a in coco.dataset["annotations"])
+    want = sorted(tuple(round(v, 1) for v in (a.box.x1, a.box.y1, a.box.width, a.box.height)) for a in kept)
+    assert got == want
+    assert all("score" not in a for a in coco.dataset["annotations"])
+
+    # with scores: every image, undecided proposals included with their scores
+    dlg.all.setChecked(True)
+    out_all = tmp_path / "out" / "all.json"
+    dlg.path.setText(str(out_all))
+    _run(qtbot, dlg)
+    doc = json.loads(out_all.read_text())
+    p = window.ctl.project
+    n_live = sum(1 for r in p.images() for a in p.annotations(r.id) if a.status is not AnnotationStatus.REJECTED)
+    assert len(doc["images"]) == len(p.images()) and len(doc["annotations"]) == n_live
+    assert any("score" in a for a in doc["annotations"])
+
+
+def test_csv_export_and_import_errors_in_words(qtbot, window, tmp_path):
+    _review_first_image(window.ctl)
+    dlg = window.export_dialog()
+    dlg.fmt.setCurrentIndex(2)
+    assert dlg.format() == "csv" and dlg.path.text().endswith("counts.csv")
+    dlg.path.setText(str(tmp_path / "counts.csv"))
+    _run(qtbot, dlg)
+    assert dlg.error is None and "grains" in dlg.result.text()
+    from pollenstudio.project.report import COLUMNS
+
+    assert (tmp_path / "counts.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    dlg.close()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": 3}')
+    imp = window.import_dialog()
+    imp.path.setText(str(bad))
+    n_images = len(window.ctl.project.images())
+    _run(qtbot, imp)
+    assert imp.error and "bad.json" in imp.error and "COCO" in imp.result.text()
+    assert len(window.ctl.project.images()) == n_images  # bad input changed nothing
+
+
+def test_import_a_folder_of_images_adds_them_to_the_list(qtbot, window, tmp_path):
+    import shutil
+
+    src = tmp_path / "more"
+    src.mkdir()
+    first = window.ctl.project.image_path(window.ctl.project.images()[0])
+    import cv2
+
+    img = cv2.imread(str(first))
+    cv2.imwrite(str(src / "new_slide.png"), img[::-1].copy())  # new content, not a duplicate
+    shutil.copy(first, src / "same_as_first.png")  # same content: reported as already there
+    imp = window.import_dialog()
+    imp.fmt.setCurrentIndex(2)
+    assert imp.format() == "folder"
+    imp.path.setText(str(src))
+    _run(qtbot, imp)
+    assert imp.error is None, imp.error
+    assert "Added 1 images; 1 were already in the project" in imp.result.text()
+    qtbot.waitUntil(lambda: window.images.model.total() == 4, timeout=5000)
