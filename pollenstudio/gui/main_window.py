@@ -237,6 +237,7 @@ class MainWindow(QMainWindow):
         self.overlay_kind: str | None = None  # "edge", "gradcam" or None: one layer at a time
         self._overlay_exp = None  # the Explanation on screen
         self.overlay_bar = OverlayBar(self.actions["edge_map"], self.actions["gradcam"], self)
+        self.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)  # own row: its legend must never fold away
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.overlay_bar)
         self.overlay_bar.levelChanged.connect(self._overlay_level_changed)
         self.overlay_bar.opacityChanged.connect(self.canvas.set_heat_opacity)
@@ -258,7 +259,7 @@ class MainWindow(QMainWindow):
         self.st_counts = QLabel(self)
         # detection progress: shown only while a detection runs
         self.st_progress = QProgressBar(self)
-        self.st_progress.setFixedWidth(180)
+        self.st_progress.setFixedWidth(150)
         self.st_progress.setFormat("Detecting %v / %m")
         self.st_eta = QLabel(self)
         self.st_cancel = QPushButton("Cancel", self)
@@ -639,6 +640,7 @@ class MainWindow(QMainWindow):
 
         self._detect_t0 = time.monotonic()
         self._detect_first = None  # (time, done) when the first image finished: model loading excluded from the ETA
+        self.statusBar().clearMessage()  # a note would be drawn over the progress widgets
         self.st_progress.setRange(0, max(total, 1))
         self.st_progress.setValue(0)
         self.st_eta.setText("loading the model...")
@@ -655,6 +657,7 @@ class MainWindow(QMainWindow):
         self.st_progress.setValue(done)
         if done <= 0:
             return
+        name = name.rsplit("/", 1)[-1]
         now = time.monotonic()
         if self._detect_first is None:
             self._detect_first = (now, done)

@@ -173,6 +173,21 @@ def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
 
 
+def whole_image_predictor(pred, w: int, h: int):
+    """The same model (training form, same lock) run on the whole (already downscaled)
+    image in one input instead of tiles: the maps then have no seams at tile borders
+    (the edge features of each tile's own border drew a grid over the image) and
+    Grad-CAM sees the grain's whole neighbourhood. The detector is fully convolutional."""
+    from pollenstudio.engine.predict import Predictor
+
+    side = max(pred.imgsz, -(-max(w, h) // 32) * 32)
+    ep = Predictor(pred.explain_model, pred.cfg, device=pred.device, tile="off", imgsz=side, fuse=False,
+                   conf=pred.conf, iou=pred.iou, source=pred.source)
+    ep.lock = pred.lock  # one model: never two forward passes with hooks at once
+    ep.model_version_id = pred.model_version_id
+    return ep
+
+
 def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
              max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
     from pollenstudio.core.imageio import read_image
@@ -184,7 +199,7 @@ def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, le
     token.check()
     pred = cache.get(project)
     token.check()
-    maps = edge_maps(pred, small)
+    maps = edge_maps(whole_image_predictor(pred, small.shape[1], small.shape[0]), small)
     return Explanation(image_id, "edge", level, maps[level], w, h, maps)
 
 
@@ -210,5 +225,5 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
     b = ann.box
     box = Box(b.x1 * s, b.y1 * s, b.x2 * s, b.y2 * s)
     det = Detection(box, pred.class_names.index(name), name, float(ann.score or 1.0))
-    heat = grad_cam(pred, small, det)
+    heat = grad_cam(whole_image_predictor(pred, small.shape[1], small.shape[0]), small, det)
     return Explanation(image_id, "gradcam", ann.id, heat, w, h)

@@ -1,10 +1,14 @@
 """Render the documentation screenshots from generated data (no display needed).
 
-    python -m pollenstudio.gui.screenshots docs/screenshots
+    python -m pollenstudio.gui.screenshots docs/screenshots [--model CHECKPOINT] [--only-model]
 
 welcome.png: first start with two recent projects; review.png: synthetic micrographs with
 proposals, some accepted / rejected, one selected with handles, the review queue beside;
 large_zoom.png: a 16000 x 16000 slide scan zoomed in to pixel level.
+With --model (a .safetensors checkpoint; the docs use the tiny test model of
+tests/fixtures_models.py, whose two made-up taxa are "Roundum" and "Triangula"):
+detection_in_progress.png, edge_map.png, gradcam.png, export_dialog.png, all from a real
+run of that model on synthetic micrographs.
 """
 
 from __future__ import annotations
@@ -31,10 +35,120 @@ def _settle(app, ms: int = 200) -> None:
         time.sleep(0.01)
 
 
+def model_shots(app, out: Path, model: str) -> None:
+    """Screenshots of the model in the loop, with a real model run."""
+    import cv2
+    from PySide6.QtCore import QSettings
+
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project import Project
+
+    tmp = Path(tempfile.mkdtemp(prefix="ps_model_shots_"))
+    folder = tmp / "Honey samples (Ticino)"
+    (folder / "images").mkdir(parents=True)
+    cfg = SynthConfig(width=1024, height=768, n_grains=(7, 10), difficulty="easy")
+    for i in range(10):
+        img, _objs = generate_image(3000 + i, cfg)
+        cv2.imwrite(str(folder / "images" / f"honey_{i + 1:02d}.png"), img[..., ::-1].copy())
+    proj = Project.create(folder)
+    proj.add_folder(folder / "images")
+    proj.close()
+    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    win.resize(1400, 900)
+    win.show()
+    win.open_project(str(folder))
+    ctl = win.ctl
+    import shutil
+
+    (folder / "models").mkdir()
+    model = str(shutil.copy(model, folder / "models" / "tiny-test-model.safetensors"))  # a readable version name
+    ctl.choose_model(model)
+    for _ in range(200):
+        _settle(app, 50)
+        if ctl.model_name() is not None and ctl.device_text:
+            break
+    win.queue.set_threshold(0.3)
+
+    # 1. detection running: progress, ETA and Cancel in the status bar, first images done
+    ctl.detect_batch = 1
+    progress = []
+    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
+    ctl.detect_which("all")
+    for _ in range(1200):
+        _settle(app, 50)
+        if progress and progress[-1] >= 4:
+            break
+    ctl.show_image(ctl.project.images()[0].id)
+    _settle(app, 300)
+    win.grab().save(str(out / "detection_in_progress.png"))
+    for _ in range(2400):
+        _settle(app, 50)
+        if not ctl.detecting():
+            break
+    _settle(app, 300)
+
+    # 2. edge map P3 over the first image
+    win.actions["edge_map"].trigger()
+    for _ in range(600):
+        _settle(app, 50)
+        if win._overlay_exp is not None:
+            break
+    _settle(app, 300)
+    win.grab().save(str(out / "edge_map.png"))
+    win.actions["edge_map"].trigger()
+
+    # 3. Grad-CAM of one grain, zoomed in so the grain can be judged
+    anns = sorted((a for a in ctl.annotations() if a.status.value == "proposed"), key=lambda a: -(a.score or 0))
+    if anns:
+        a = anns[min(1, len(anns) - 1)]
+        ctl.select(a.id)
+        win.canvas.set_zoom(2.0, a.box.center)
+        win.actions["gradcam"].trigger()
+        for _ in range(600):
+            _settle(app, 50)
+            if win._overlay_exp is not None and win._overlay_exp.kind == "gradcam":
+                break
+        _settle(app, 300)
+        win.grab().save(str(out / "gradcam.png"))
+        win.actions["gradcam"].trigger()
+
+    # 4. export dialog after exporting the reviewed images
+    p = ctl.project
+    for rec in p.images()[:3]:
+        for a in p.annotations(rec.id):
+            (p.reject if (a.score or 0) < 0.4 else p.accept)(a.id)
+    dlg = win.export_dialog()
+    dlg.path.setText(str(folder / "exports" / "honey_reviewed.json"))
+    dlg.start()
+    for _ in range(200):
+        _settle(app, 50)
+        if dlg.summary is not None or dlg.error is not None:
+            break
+    _settle(app, 200)
+    dlg.grab().save(str(out / "export_dialog.png"))
+    dlg.close()
+    win.close()
+    print(f"wrote {out}/detection_in_progress.png, edge_map.png, gradcam.png, export_dialog.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0] if argv else "docs/screenshots")
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m pollenstudio.gui.screenshots")
+    ap.add_argument("out", nargs="?", default="docs/screenshots")
+    ap.add_argument("--model", help="checkpoint for the model screenshots")
+    ap.add_argument("--only-model", action="store_true", help="only the model screenshots")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_model:
+        from pollenstudio.gui.app import create_app
+
+        model_shots(create_app(["screenshots"]), out, args.model)
+        return 0
     import numpy as np
     from PySide6.QtCore import QSettings
 
@@ -130,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     win.grab().save(str(out / "large_zoom.png"))
     win.close()
     print(f"wrote {out}/welcome.png, review.png, large_zoom.png")
+    if args.model:
+        model_shots(app, out, args.model)
     return 0
 
 
