@@ -179,3 +179,54 @@ def test_huge_image_maps_are_computed_downscaled_and_stretched(qtbot, model_wind
     win._explanation_ready(exp)
     rect = win.canvas.heat.mapRectToParent(win.canvas.heat.boundingRect())
     assert (round(rect.width()), round(rect.height())) == (IMGSZ, IMGSZ)
+
+
+def test_a_new_detection_replaces_the_running_one(qtbot, model_window):
+    win = model_window
+    ctl = win.ctl
+    ctl.detect_batch = 1
+    ids = [r.id for r in ctl.project.images()]
+    progress = []
+    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
+    ctl.detect(ids)
+    old = ctl.jobs._slots["detect"]
+    qtbot.waitUntil(lambda: any(d >= 1 for d in progress), timeout=30000)  # mid-run
+    with qtbot.waitSignal(ctl.detectEnded, timeout=60000) as ended:
+        ctl.detect([ids[-1]])  # the user asks for one image while "all" runs
+    assert old.token.cancelled and ended.args[0].startswith("Detection done")
+    qtbot.waitUntil(lambda: old.done, timeout=30000)
+    runs = ctl.project.runs("detect")
+    assert [r.status for r in runs[-2:]] == ["cancelled", "done"]
+    # the old run stopped early: most images never got proposals from it
+    with_props = {a.image_id for a in _proposals(ctl.project)}
+    assert ids[-1] in with_props and len(with_props) < len(ids)
+
+
+def test_activating_another_version_changes_status_bar_and_next_detection(qtbot, model_window, tmp_path):
+    import shutil
+
+    win = model_window
+    ctl = win.ctl
+    first = ctl.project.active_model_version()
+    second_file = shutil.copy(ctl.project.model_file(first), tmp_path / "retrained-v2.safetensors")
+    ctl.choose_model(str(second_file))
+    qtbot.waitUntil(lambda: "retrained-v2" in win.st_model.text(), timeout=10000)
+    second = ctl.project.active_model_version()
+    assert second.id != first.id
+    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
+        ctl.detect_which("image")
+    props = [a for a in ctl.project.annotations(ctl.image_id) if a.status.value == "proposed"]
+    assert props and all(a.model_version == second.id for a in props)
+
+
+def test_a_bad_model_file_is_refused_in_words(qtbot, model_window, tmp_path):
+    win = model_window
+    errors = []
+    win.ctl.errorRaised.connect(lambda t, m: errors.append((t, m)))
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a model")
+    n = len(win.ctl.project.model_versions())
+    win.ctl.choose_model(str(bad))
+    qtbot.waitUntil(lambda: bool(errors), timeout=10000)
+    assert errors[0][0] == "Cannot use this model file" and "broken.safetensors is not a PollenStudio model" in errors[0][1]
+    assert len(win.ctl.project.model_versions()) == n  # nothing registered
