@@ -1,0 +1,124 @@
+"""Longest GUI event-loop stall while the model works in the background: detection of a
+project (Detect all) and edge-map / Grad-CAM overlays.
+
+A 2 ms QTimer records the gap between its ticks: a gap well above 2 ms is time the GUI
+thread could not react to input. Target: longest gap under 100 ms.
+
+    python bench/ui_stall_model.py --model CHECKPOINT [--images 20] [--size 1024x768] [--threads N]
+
+(The tests' tiny model: ``ls .pytest_cache/d/pollenstudio-tiny-model/``.) Prints one line
+per phase: wall time, longest gap, 99th percentile gap, gaps over 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--images", type=int, default=20)
+    ap.add_argument("--size", default="1024x768")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    args = ap.parse_args()
+    w, h = (int(v) for v in args.size.lower().split("x"))
+
+    import cv2
+    import numpy as np
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.gui.app import create_app
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project import Project
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    app = create_app(["bench"])
+    tmp = Path(tempfile.mkdtemp(prefix="ps_stall_model_"))
+    try:
+        folder = tmp / "proj"
+        (folder / "images").mkdir(parents=True)
+        cfg = SynthConfig(width=w, height=h, n_grains=(6, 10), difficulty="easy")
+        for i in range(args.images):
+            img, _ = generate_image(100 + i, cfg)
+            cv2.imwrite(str(folder / "images" / f"img{i:04d}.png"), img[..., ::-1].copy())
+        Project.create(folder).add_folder(folder / "images")
+        win = MainWindow(QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat))
+        win.show()
+        win.open_project(str(folder))
+        ctl = win.ctl
+        ctl.choose_model(args.model)
+
+        gaps: list[float] = []
+        clock = QElapsedTimer()
+        last = [0.0]
+
+        def tick():
+            now = clock.nsecsElapsed() / 1e6
+            gaps.append(now - last[0])
+            last[0] = now
+
+        timer = QTimer()
+        timer.setInterval(2)
+        timer.timeout.connect(tick)
+
+        def run_phase(name, start, done):
+            gaps.clear()
+            clock.start()
+            last[0] = 0.0
+            timer.start()
+            t0 = time.perf_counter()
+            start()
+            while not done():
+                app.processEvents()
+                time.sleep(0.001)
+                if time.perf_counter() - t0 > 600:
+                    print(f"{name}: gave up after 600 s")
+                    break
+            wall = time.perf_counter() - t0
+            timer.stop()
+            g = np.array(gaps or [0.0])
+            print(f"  (longest gap ends at {np.cumsum(g)[int(g.argmax())] / 1000:.2f} s)")
+            print(f"{name:<28} wall {wall:7.2f} s  longest gap {g.max():6.1f} ms  p99 {np.percentile(g, 99):6.1f} ms  "
+                  f"gaps > 50 ms: {int((g > 50).sum())}")
+
+        t0 = time.perf_counter()
+        while ctl.model_name() is None and time.perf_counter() - t0 < 60:
+            app.processEvents()
+            time.sleep(0.005)
+        ended = []
+        ctl.detectEnded.connect(ended.append)
+        run_phase(f"detect {args.images} x {w}x{h}", lambda: ctl.detect_which("all"), lambda: bool(ended))
+        print("  ", ended[-1] if ended else "")
+        ended.clear()  # again: the model is loaded now (the first run paid for loading it)
+        run_phase("detect again (model loaded)", lambda: ctl.detect_which("all"), lambda: bool(ended))
+        ctl.show_image(ctl.project.images()[0].id)
+        run_phase("edge map (E)", lambda: win.actions["edge_map"].trigger(),
+                  lambda: win._overlay_exp is not None or not win.actions["edge_map"].isChecked())
+        win.actions["edge_map"].trigger()
+        ctl.set_threshold(0.0)
+        anns = ctl.annotations()
+        if anns:
+            ctl.select(anns[0].id)
+            run_phase("Grad-CAM (G)", lambda: win.actions["gradcam"].trigger(),
+                      lambda: win._overlay_exp is not None or not win.actions["gradcam"].isChecked())
+        win.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
