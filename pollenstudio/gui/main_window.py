@@ -424,6 +424,7 @@ class MainWindow(QMainWindow):
         self.overlay_bar.hide()
         for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
             w.clear()
+            w.hide()  # an empty label still drew a stray glyph on the welcome page
         self._refresh_recent()
 
     def _project_changed(self) -> None:
@@ -450,6 +451,8 @@ class MainWindow(QMainWindow):
                 d.show()
         self.display_toolbar.show()
         self.overlay_bar.show()
+        for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
+            w.show()
         self.images.set_rows(c.image_rows())
         ids = self.images.model.ids()
         if ids:
@@ -503,7 +506,10 @@ class MainWindow(QMainWindow):
     def _refresh_taxa(self) -> None:
         self.taxa.set_rows(self.ctl.taxon_rows())  # image counts now, project counts cached
         self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)
-        self._project_counts_timer.start()
+        # while a detection writes an image every few hundred ms the reviewer never
+        # "pauses": throttle instead of debounce, so project counts keep up with the run
+        if not (self.ctl.detecting() and self._project_counts_timer.isActive()):
+            self._project_counts_timer.start()
 
     def _refresh_project_counts(self) -> None:
         self.ctl.refresh_project_counts()
@@ -680,9 +686,9 @@ class MainWindow(QMainWindow):
             self.st_model.clear()
             return
         name = c.model_name()
-        model = f"model {name}" if name else ("default model" if c.model_available() else "no model")
-        device = c.device_text or "device ..."
-        self.st_model.setText(f"{model} · {device}")
+        model = f"model {name}" if name else ("default model" if c.model_available() else "no model chosen")
+        # the device is found in a worker (torch import): shown once known, never a placeholder
+        self.st_model.setText(f"{model} · {c.device_text}" if c.device_text else model)
         if not c.device_text and not c.jobs.busy("device"):
             c.request_device()
 

@@ -112,6 +112,6 @@ class TopKPanel(QWidget):
                 )
             rows.append("</table>")
         else:
-            rows.append("<span style='color:#888'>no model probabilities (drawn or imported box)</span>")
+            rows.append("<br><span style='color:#888'>no per-taxon probabilities stored for this box</span>")
         self.label.setText("".join(rows))
         self.text = self.label.text()
