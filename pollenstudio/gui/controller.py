@@ -123,7 +123,15 @@ class ReviewController(QObject):
         self.categoriesChanged.emit()
 
     def close_project(self) -> None:
+        detecting = self.jobs.busy("detect")
         self.jobs.cancel_all()
+        if detecting:
+            # a cancelled detection stops within one batch: let it finish its last write
+            # (and record the run as cancelled) before the database is closed under it
+            from pollenstudio.gui.model_jobs import DETECT_SERIAL
+
+            if DETECT_SERIAL.acquire(timeout=10.0):
+                DETECT_SERIAL.release()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -118,6 +118,9 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: self.canvas.zoom_by(1.5),
             "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
             "help": self.show_help,
+            "detect_image": lambda: c.detect_which("image"),
+            "cancel_detect": c.cancel_detection,
+            "export": self.export_dialog,
             "edge_map": lambda checked=False: self.toggle_overlay("edge", checked),
             "gradcam": lambda checked=False: self.toggle_overlay("gradcam", checked),
         }
@@ -149,9 +152,8 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         self.act_import = m.addAction("Import...", self.import_dialog)
         self.act_import.setStatusTip("Add annotations from COCO or YOLO, or a folder of images")
-        self.act_export = m.addAction("Export...", self.export_dialog)
-        self.act_export.setShortcut(QKeySequence("Ctrl+E"))
-        self.act_export.setStatusTip("Write COCO, YOLO or a CSV of counts")
+        self.act_export = a["export"]
+        m.addAction(self.act_export)
         m.addSeparator()
         self.act_choose_model = m.addAction("Choose model file...", self.choose_model_dialog)
         self.act_choose_model.setStatusTip("Use a trained model (.safetensors) for detection: it becomes the active version")
@@ -167,15 +169,15 @@ class MainWindow(QMainWindow):
         for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon"):
             m.addAction(a[n])
         m = mb.addMenu("&Model")
-        self.act_detect_image = m.addAction("Detect this image", lambda: c.detect_which("image"))
-        self.act_detect_image.setShortcut(QKeySequence("Ctrl+D"))
-        self.act_detect_image.setStatusTip("Run the active model on the image on screen")
+        self.act_detect_image = a["detect_image"]
+        m.addAction(self.act_detect_image)
         self.act_detect_selected = m.addAction("Detect selected images", self.detect_selected)
         self.act_detect_selected.setStatusTip("Run the model on the images selected in the image list (Ctrl+click)")
         self.act_detect_unreviewed = m.addAction("Detect unreviewed images", lambda: c.detect_which("unreviewed"))
         self.act_detect_all = m.addAction("Detect all images", lambda: c.detect_which("all"))
         m.addSeparator()
-        self.act_cancel_detect = m.addAction("Cancel detection", c.cancel_detection)
+        self.act_cancel_detect = a["cancel_detect"]
+        m.addAction(self.act_cancel_detect)
         self.act_cancel_detect.setEnabled(False)
         m.addSeparator()
         m.addAction(self.act_choose_model)

@@ -47,6 +47,11 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "Show / hide where the model sees edges (level P3/P4/P5 in the Overlay bar)"),
     Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View",
              "Show / hide what made the model call the selected box its taxon (follows the selection)"),
+    Shortcut("detect_image", "Detect this image", ("Ctrl+D",), "Model",
+             "Run the active model on the image on screen (Model menu: selected, unreviewed, all)"),
+    Shortcut("cancel_detect", "Cancel detection", ("Ctrl+.",), "Model",
+             "Stop detection after the current batch; finished images keep their proposals"),
+    Shortcut("export", "Export...", ("Ctrl+E",), "File", "Write COCO, YOLO or a CSV of counts"),
     Shortcut("help", "Keyboard shortcuts", ("F1",), "Help", "List every shortcut"),
 )
 

@@ -230,3 +230,31 @@ def test_a_bad_model_file_is_refused_in_words(qtbot, model_window, tmp_path):
     qtbot.waitUntil(lambda: bool(errors), timeout=10000)
     assert errors[0][0] == "Cannot use this model file" and "broken.safetensors is not a PollenStudio model" in errors[0][1]
     assert len(win.ctl.project.model_versions()) == n  # nothing registered
+
+
+def test_closing_the_project_mid_detection_waits_for_the_last_write(qtbot, model_window, caplog):
+    win = model_window
+    ctl = win.ctl
+    ctl.detect_batch = 1
+    progress = []
+    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
+    project = ctl.project
+    ctl.detect_which("all")
+    job = ctl.jobs._slots["detect"]
+    qtbot.waitUntil(lambda: any(d >= 1 for d in progress), timeout=30000)
+    win.close_project()
+    assert job.done  # stopped before the database closed
+    assert "failed" not in caplog.text
+    from pollenstudio.project import Project
+
+    with Project.open(project.folder) as again:
+        assert again.runs("detect")[-1].status == "cancelled"
+
+
+def test_help_lists_the_model_keys(window):
+    from pollenstudio.gui.help_dialog import shortcuts_html
+
+    html = shortcuts_html()
+    assert "Detect this image" in html and "Cancel detection" in html and "Grad-CAM" in html
+    assert window.actions["detect_image"].shortcut().toString() == "Ctrl+D"
+    assert window.actions["export"].shortcut().toString() == "Ctrl+E"
