@@ -258,3 +258,18 @@ def test_help_lists_the_model_keys(window):
     assert "Detect this image" in html and "Cancel detection" in html and "Grad-CAM" in html
     assert window.actions["detect_image"].shortcut().toString() == "Ctrl+D"
     assert window.actions["export"].shortcut().toString() == "Ctrl+E"
+
+
+def test_detect_selected_images_runs_on_exactly_those(qtbot, model_window):
+    from PySide6.QtCore import QItemSelectionModel
+
+    win = model_window
+    ctl = win.ctl
+    sel = win.images.view.selectionModel()
+    sel.clearSelection()
+    for row in (1, 3):
+        sel.select(win.images.model.index(row), QItemSelectionModel.SelectionFlag.Select)
+    want = {win.images.model.row_data(r).id for r in (1, 3)}
+    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
+        win.act_detect_selected.trigger()
+    assert {a.image_id for a in _proposals(ctl.project)} == want
