@@ -529,16 +529,6 @@ class ReviewController(QObject):
             return False
         return True
 
-    def request_device(self) -> None:
-        """Find the device description in a worker (importing torch takes a second)."""
-        from pollenstudio.gui.model_jobs import device_job
-
-        def done(text):
-            self.device_text = text
-            self.modelChanged.emit()
-
-        self.jobs.submit("device", device_job, on_done=done)
-
     def choose_model(self, path: str) -> None:
         """Check a checkpoint file in a worker, then register it as a model version and
         make it active (the next detection uses it)."""
@@ -547,7 +537,8 @@ class ReviewController(QObject):
         if self.project is None:
             return
 
-        def done(config, path=path):
+        def done(result, path=path):
+            config, self.device_text = result
             if self.project is None:
                 return
             mv_id = self._edit(self.project.add_model_version, Path(path).stem, path, None, config,

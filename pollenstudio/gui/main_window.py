@@ -690,9 +690,9 @@ class MainWindow(QMainWindow):
         name = c.model_name()
         model = f"model {name}" if name else ("default model" if c.model_available() else "no model chosen")
         # the device is found in a worker (torch import): shown once known, never a placeholder
+        # (known once a model was loaded: importing torch just for this label stalled the
+        # GUI for 200-300 ms while a project opened, see bench/ui_stall.py)
         self.st_model.setText(f"{model} · {c.device_text}" if c.device_text else model)
-        if not c.device_text and not c.jobs.busy("device"):
-            c.request_device()
 
     # ------------------------------------------------------------------ dialogs
     def pick_taxon(self) -> None:

@@ -88,13 +88,13 @@ def device_job(token) -> str:
     return describe_device(select_device("auto"))
 
 
-def check_checkpoint_job(token, path: str) -> dict:
+def check_checkpoint_job(token, path: str) -> tuple[dict, str]:
     """Load a checkpoint (safely: no code runs) to check it before it becomes a model
-    version. Returns its config dict."""
+    version. Returns its config dict and the device detection will run on."""
     from pollenstudio.detector.checkpoint import load_checkpoint
 
     _model, cfg, _meta = load_checkpoint(path, device="cpu")
-    return cfg.to_dict()
+    return cfg.to_dict(), device_job(token)
 
 
 def format_eta(seconds: float | None) -> str:
