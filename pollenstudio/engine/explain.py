@@ -1,13 +1,15 @@
 """Explanations shown in the review view: edge-attention maps and Grad-CAM.
 
 Every map comes back as a float32 array with the image's own (H, W), values 0..1, aligned
-pixel for pixel with the image (letterbox padding removed, tiles pasted in place), so the
+pixel for pixel with the image (letterbox padding removed, tiles blended in place), so the
 GUI can draw it over the image with a colour map and an opacity slider.
 
 - :func:`edge_maps`: the HEM edge features EP3/EP4/EP5 (strides 8/16/32). A flat region
   has Sobel magnitude exactly 0, so its edge feature is the constant ``EP(0)``; the map is
-  the channel-mean of ``|EP - EP(0)|``: how far each place is from "no edge". Normalised
-  to 0..1 by a high percentile of the whole image, the same for every tile.
+  the channel-mean of ``|EP - EP(0)|``: how far each place is from "no edge". On tiled
+  images the raw responses are blended with feathered weights that drop to 0 near a side
+  shared with another tile (where the backbone's zero padding makes false edges), then
+  normalised once to 0..1 by a high percentile of the whole image: no seams.
 - :func:`grad_cam`: for one detection, the gradient of its class logit (at the anchor
   that produced it) with respect to a feature map (the neck output of its own pyramid
   level by default, or a level/kind chosen by the user), combined with that feature map:
@@ -69,6 +71,31 @@ def _windows(predictor, w: int, h: int) -> list[tuple[int, int, int, int]]:
     return [(t.x0, t.y0, t.x1, t.y1) for t in plan_tiles(w, h, tile, int(round(tile * predictor.overlap)))]
 
 
+def _ramp(n: int, lo_inner: bool, hi_inner: bool, overlap: int) -> np.ndarray:
+    """(n,) weights along one tile axis: 0 within ``overlap * 3/8`` of a side shared with
+    another tile (the conv response there sees the tile's zero padding, not the image),
+    rising linearly to 1 at ``overlap / 2``; 1 at sides on the image border (no other tile
+    covers them). Neighbours overlap by >= ``overlap``, so at every pixel some tile has
+    full or partial weight and the hand-over happens inside the overlap."""
+    r = np.ones(n, np.float32)
+    if overlap < 4:
+        return r
+    cut, full = 0.375 * overlap, 0.5 * overlap
+    d = np.arange(n, dtype=np.float32) + 0.5
+    if lo_inner:
+        r = np.minimum(r, np.clip((d - cut) / (full - cut), 0.0, 1.0))
+    if hi_inner:
+        r = np.minimum(r, np.clip((n - d - cut) / (full - cut), 0.0, 1.0))
+    return r
+
+
+def _feather(x0: int, y0: int, x1: int, y1: int, w: int, h: int, overlap: int) -> np.ndarray:
+    """(y1 - y0, x1 - x0) blending weight of one tile of a w x h image."""
+    rx = _ramp(x1 - x0, x0 > 0, x1 < w, overlap)
+    ry = _ramp(y1 - y0, y0 > 0, y1 < h, overlap)
+    return np.outer(ry, rx)
+
+
 # ----------------------------------------------------------------------------------------
 # edge maps
 # ----------------------------------------------------------------------------------------
@@ -87,7 +114,13 @@ def edge_maps(predictor, image: np.ndarray) -> dict[str, np.ndarray]:
         raise ModelMismatchError("this model was trained without edge priors (edge='none'): it has no edge map")
     h, w = image.shape[:2]
     rng = intensity_range(image)
-    out = [np.zeros((h, w), np.float32) for _ in LEVEL_NAMES]
+    # Raw (unnormalised) responses blended across tiles with feathered weights, then one
+    # normalisation over the whole image: no tile is scaled on its own and no tile's
+    # border artefact (zero padding in the backbone convs) is pasted over its neighbour.
+    acc = [np.zeros((h, w), np.float32) for _ in LEVEL_NAMES]
+    wsum = np.zeros((h, w), np.float32)
+    tile = resolve_tile_size(predictor.tile, w, h, predictor.imgsz)
+    overlap = 0 if tile is None else int(round(tile * predictor.overlap))
     captured: dict = {}
     predictor.lock.acquire()
     handle = hem.register_forward_hook(lambda mod, args, res: captured.__setitem__("ep", res))
@@ -102,14 +135,16 @@ def edge_maps(predictor, image: np.ndarray) -> dict[str, np.ndarray]:
                     # EP of a zero edge magnitude: what every flat region produces
                     zeros = [torch.zeros((1, hem.c_in, 1, 1), device=eps[0].device) for _ in range(4)]
                     flat = [f.float() for f in hem.features(zeros)]
+                wt = _feather(x0, y0, x1, y1, w, h, overlap)
+                wsum[y0:y1, x0:x1] += wt
                 for li, (ep, f0) in enumerate(zip(eps, flat)):
                     dev = (ep - f0).abs().mean(1)[0]  # (h, w)
                     up = cv2.resize(dev.cpu().numpy(), (lb.size, lb.size), interpolation=cv2.INTER_LINEAR)
-                    region = out[li][y0:y1, x0:x1]
-                    np.maximum(region, lb.map_to_source(up), out=region)  # tiles overlap: keep the stronger
+                    acc[li][y0:y1, x0:x1] += wt * lb.map_to_source(up)
     finally:
         handle.remove()
         predictor.lock.release()
+    out = [a / np.maximum(wsum, 1e-12) for a in acc]
     return {name: _normalise(m) for name, m in zip(LEVEL_NAMES, out)}
 
 

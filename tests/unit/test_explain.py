@@ -115,3 +115,36 @@ def test_class_activation_covers_the_grains_of_that_taxon(tiny_predictor, scene)
     assert cam.shape == img.shape[:2] and cam.max() > 0
     inside = sum(_mass_inside(cam, Box(*map(float, b))) for b, c in zip(boxes, classes) if c == 0)
     assert inside > 0.5
+
+
+def test_edge_maps_of_a_tiled_image_show_no_tile_seams(tiny_predictor):
+    """Empty background across tile borders stays as dark as background elsewhere: the GUI
+    overlay shows grains, not the tile grid."""
+    from pollenstudio.engine.explain import _windows
+
+    w, h = 4 * IMGSZ, 3 * IMGSZ  # tiled: 5 x 4 tiles of 256 px
+    img, boxes, _ = render_scene(w, h, [(320, 300, 0, 50), (704, 470, 1, 50)], seed=3)
+    wins = _windows(tiny_predictor, w, h)
+    assert len(wins) > 1
+    xs = {x for win in wins for x in (win[0], win[2]) if 0 < x < w}
+    ys = {y for win in wins for y in (win[1], win[3]) if 0 < y < h}
+    yy, xx = np.mgrid[0:h, 0:w]
+    usable = (xx >= 16) & (xx < w - 16) & (yy >= 16) & (yy < h - 16)  # image border aside
+    for b in boxes:
+        usable &= ~((xx > b[0] - 30) & (xx < b[2] + 30) & (yy > b[1] - 30) & (yy < b[3] + 30))
+    seam = np.zeros((h, w), bool)
+    near = np.zeros((h, w), bool)
+    for x in xs:
+        seam |= np.abs(xx - x + 0.5) <= 3
+        near |= np.abs(xx - x) <= 40
+    for y in ys:
+        seam |= np.abs(yy - y + 0.5) <= 3
+        near |= np.abs(yy - y) <= 40
+    maps = edge_maps(tiny_predictor, img)
+    ring, _ = _ring_and_background((h, w), boxes, 0)
+    for name, m in maps.items():
+        assert m.shape == (h, w) and 0.0 <= m.min() and m.max() <= 1.0
+        background = m[usable & ~near].mean()
+        along_seams = m[usable & seam].mean()
+        assert along_seams < 2.0 * background + 0.01, (name, along_seams, background)
+        assert along_seams < 0.25 * m[ring].mean(), name
