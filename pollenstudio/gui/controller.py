@@ -46,7 +46,9 @@ class ReviewController(QObject):
     imageReady = Signal(object)  # DisplayImage for the canvas (None: could not read)
     boxesChanged = Signal()  # current image's boxes or the selection changed
     rowsChanged = Signal(object)  # list[ImageRow] whose status/counts changed
-    queueChanged = Signal()
+    queueChanged = Signal()  # the queue may have changed: views call refresh_queue
+    queueReady = Signal(object, int, int)  # list[QueueItem], total, hidden (read in a worker)
+    projectCountsReady = Signal()  # project-wide taxon counts were re-read (in a worker)
     categoriesChanged = Signal()
     historyChanged = Signal()
     centreRequested = Signal(object)  # Box to bring into view
@@ -73,7 +75,7 @@ class ReviewController(QObject):
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
-        self._project_counts: dict[int, int] | None = None
+        self._project_counts: dict[int, int] | None = None  # last read (may lag an edit)
         self._unsubscribe = None
         self.jobs = JobRunner(self)
         from pollenstudio.gui.model_jobs import PredictorCache
@@ -116,6 +118,7 @@ class ReviewController(QObject):
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
         self.predictors.clear()
+        self.refresh_project_counts()
         self.projectChanged.emit()
         self.modelChanged.emit()
         self.queueChanged.emit()
@@ -196,8 +199,6 @@ class ReviewController(QObject):
         p = self.project
         if p is None:
             return []
-        if self._project_counts is None:
-            self.refresh_project_counts()
         project_counts = self._project_counts or {}
         image_counts: dict[int, int] = {}
         for a in self._anns:
@@ -211,9 +212,52 @@ class ReviewController(QObject):
         return rows
 
     def refresh_project_counts(self) -> None:
-        """Grains per taxon in the whole project: one GROUP BY over every annotation
-        (~200 ms at 300,000), so the window runs it when the user pauses, not per key."""
-        self._project_counts = dict(self.project.category_counts()) if self.project is not None else None
+        """Re-read the grains per taxon in the whole project: one GROUP BY over every
+        annotation (~200 ms at 300,000), so it runs in a worker on a read-only connection
+        (a newer request cancels the older) and ``projectCountsReady`` says when it landed.
+        Until then taxon_rows shows the last counts read."""
+        from pollenstudio.gui.store_reads import category_counts_job
+
+        p = self.project
+        if p is None:
+            return
+
+        def done(counts, p=p):
+            if self.project is p:
+                self._project_counts = counts
+                self.projectCountsReady.emit()
+
+        self.jobs.submit("counts", category_counts_job, str(p.db_path), str(p.folder), on_done=done,
+                         on_error=lambda msg: log.warning("taxon counts not read: %s", msg))
+
+    def refresh_queue(self) -> None:
+        """Re-read the review queue page in a worker; ``queueReady`` delivers it."""
+        from pollenstudio.gui.store_reads import queue_job
+
+        p = self.project
+        if p is None:
+            self.queueReady.emit([], 0, 0)
+            return
+
+        def done(res, p=p):
+            if self.project is not p:
+                return
+            self._names.update(res.new_names)
+            cats = {c.id: c for c in p.categories()}
+            items = []
+            for aid, iid, cid, score, margin in res.rows:
+                c = cats.get(cid)
+                items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
+                                       c.color if c else "#e6a23c", score, margin))
+            self.queueReady.emit(items, res.total, res.hidden)
+
+        self.jobs.submit("queue", queue_job, str(p.db_path), str(p.folder), self.threshold, self.order,
+                         QUEUE_PANEL_LIMIT, frozenset(self._names), on_done=done,
+                         on_error=lambda msg: log.warning("review queue not read: %s", msg))
+
+    def reads_pending(self) -> bool:
+        """A project-wide read (taxon counts, queue page) is still running in a worker."""
+        return self.jobs.busy("counts") or self.jobs.busy("queue")
 
     def annotations(self) -> list[Annotation]:
         """Current image's annotations (all, including hidden low-score proposals)."""
@@ -661,7 +705,9 @@ class ReviewController(QObject):
             return
         taxa_changed = ev.kind in ("categories", "import") or bool(ev.category_ids) or "tax" in ev.label
         if taxa_changed:
-            self._project_counts = None  # rare and visible at once (merge moves grains)
+            # rare and visible at once (merge moves grains): re-read now, not on a pause;
+            # submitting cancels a read that may have started before this change
+            self.refresh_project_counts()
         if self.image_id is not None and (
             self.image_id in ev.image_ids or ev.kind in ("categories", "import", "undo", "redo")
             or ev.category_ids or "taxon" in ev.label or "taxa" in ev.label

@@ -286,6 +286,8 @@ class MainWindow(QMainWindow):
         c.boxesChanged.connect(self._refresh_boxes)
         c.rowsChanged.connect(self._rows_changed)
         c.queueChanged.connect(self._refresh_queue)
+        c.queueReady.connect(self._queue_ready)
+        c.projectCountsReady.connect(lambda: self.taxa.set_rows(self.ctl.taxon_rows()))
         c.categoriesChanged.connect(self._refresh_taxa)
         c.historyChanged.connect(self._refresh_history)
         c.centreRequested.connect(self.canvas.center_on)
@@ -501,7 +503,9 @@ class MainWindow(QMainWindow):
             self.images.update_rows(rows)
 
     def _refresh_queue(self) -> None:
-        items, total, hidden = self.ctl.queue_items()
+        self.ctl.refresh_queue()  # read in a worker: _queue_ready shows it
+
+    def _queue_ready(self, items, total: int, hidden: int) -> None:
         self.queue.set_items(items, hidden, total)
         self.queue.set_current(self.ctl.selected)
 
@@ -514,8 +518,7 @@ class MainWindow(QMainWindow):
             self._project_counts_timer.start()
 
     def _refresh_project_counts(self) -> None:
-        self.ctl.refresh_project_counts()
-        self.taxa.set_rows(self.ctl.taxon_rows())
+        self.ctl.refresh_project_counts()  # in a worker: projectCountsReady updates the panel
 
     def _refresh_history(self) -> None:
         p = self.ctl.project

@@ -42,6 +42,8 @@ def window(qtbot, settings, project_dir):
     with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
         assert win.open_project(str(project_dir))
     win.canvas.fit()
+    # taxon counts and the queue page are read in a worker: start every test from them
+    qtbot.waitUntil(lambda: not win.ctl.reads_pending() and win.ctl._project_counts is not None, timeout=5000)
     qtbot.wait(10)
     win.canvas.view.setFocus()
     yield win

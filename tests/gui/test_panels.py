@@ -116,7 +116,7 @@ def test_taxon_picker_finds_by_typing(qtbot):
     assert dlg.list.item(0).isHidden() and dlg.list.item(2).isHidden()
 
 
-def test_taxon_panel_counts_and_edits_go_to_the_store(window):
+def test_taxon_panel_counts_and_edits_go_to_the_store(window, qtbot):
     win, ctl = window, window.ctl
     rows = win.taxa.rows()
     assert [r.category.hotkey for r in rows][:6] == ["1", "2", "3", "4", "5", "6"]
@@ -136,7 +136,9 @@ def test_taxon_panel_counts_and_edits_go_to_the_store(window):
     win.taxa.mergeRequested.emit(src.category.id, dst.category.id)
     after = {r.category.id: r for r in win.taxa.rows()}
     assert src.category.id not in after
-    assert after[dst.category.id].n_project == dst.n_project + src.n_project
+    # project counts are re-read in a worker: they follow the merge within moments
+    qtbot.waitUntil(lambda: {r.category.id: r for r in win.taxa.rows()}[dst.category.id].n_project
+                    == dst.n_project + src.n_project, timeout=3000)
     # a refused edit shows a message and changes nothing
     win.taxa.addRequested.emit("Corylus avellana")
     assert len([c for c in ctl.categories() if c.name == "Corylus avellana"]) == 1
@@ -154,3 +156,21 @@ def test_queue_panel_says_how_many_when_it_lists_only_the_first(qtbot):
     assert panel.model.rowCount() == 500  # paged in
     panel.set_current(1999)
     assert panel.view.selectionModel().selectedRows()[0].row() == 1999
+
+
+def test_project_counts_and_queue_follow_a_rejection_read_off_the_gui_thread(window, qtbot):
+    """Project-wide taxon counts and the queue are read in a worker: after a rejection
+    they still show the store's numbers once the reviewer pauses."""
+    win, ctl = window, window.ctl
+    win.queue.slider.setValue(0)
+    qtbot.waitUntil(lambda: not ctl.reads_pending(), timeout=3000)
+    ctl.step_proposal(1)
+    a = ctl.selected_annotation()
+    before = {r.category.id: r.n_project for r in win.taxa.rows()}[a.category_id]
+    n_queue = ctl.project.undecided_count(0.0)
+    assert before == ctl.project.category_counts()[a.category_id]
+    ctl.reject()
+    qtbot.waitUntil(lambda: {r.category.id: r.n_project for r in win.taxa.rows()}[a.category_id] == before - 1,
+                    timeout=3000)
+    qtbot.waitUntil(lambda: f"{n_queue - 1} proposals to review" in win.queue.summary.text(), timeout=3000)
+    assert a.id not in [it.ann_id for it in win.queue.model.items()]
