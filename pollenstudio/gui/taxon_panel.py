@@ -74,7 +74,17 @@ class TaxonPanel(QWidget):
         self._rows: list[TaxonRow] = []
 
     def set_rows(self, rows: list[TaxonRow]) -> None:
+        same_taxa = [r.category for r in rows] == [r.category for r in self._rows]
         self._rows = list(rows)
+        if same_taxa:
+            # every review key press lands here: only the counts change, so set their text
+            # rather than rebuild 4 items per taxon (setItem cost ~5 ms per refresh)
+            for i, r in enumerate(rows):
+                for col, n in ((2, r.n_image), (3, r.n_project)):
+                    it = self.table.item(i, col)
+                    if it.text() != str(n):
+                        it.setText(str(n))
+            return
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             c = r.category

@@ -174,3 +174,5 @@ def test_project_counts_and_queue_follow_a_rejection_read_off_the_gui_thread(win
                     timeout=3000)
     qtbot.waitUntil(lambda: f"{n_queue - 1} proposals to review" in win.queue.summary.text(), timeout=3000)
     assert a.id not in [it.ann_id for it in win.queue.model.items()]
+    row = [r.category.id for r in win.taxa.rows()].index(a.category_id)
+    assert win.taxa.table.item(row, 3).text() == str(before - 1)  # the cell shows it, not just the model
