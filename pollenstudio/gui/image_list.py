@@ -426,6 +426,14 @@ class ImageListPanel(QWidget):
         self.view.clicked.connect(lambda idx: self.imageActivated.emit(idx.data(ImageIdRole)))
         self.model.rowRepaint.connect(self._repaint_row)
         self._current: int | None = None
+        # the summary counts statuses over every image (~5 ms at 10,000): after a review
+        # edit it follows once the key presses pause, not on each one
+        from PySide6.QtCore import QTimer
+
+        self._summary_timer = QTimer(self)
+        self._summary_timer.setSingleShot(True)
+        self._summary_timer.setInterval(150)
+        self._summary_timer.timeout.connect(self._refresh_summary)
 
     def _repaint_row(self, row: int) -> None:
         rect = self.view.visualRect(self.model.index(row))
@@ -438,7 +446,7 @@ class ImageListPanel(QWidget):
 
     def update_rows(self, rows: list[ImageRow]) -> None:
         self.model.update_rows(rows)
-        self._refresh_summary()
+        self._summary_timer.start()
 
     def _filter_changed(self, name: str) -> None:
         self.model.set_filter(name)

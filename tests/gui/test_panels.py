@@ -176,3 +176,15 @@ def test_project_counts_and_queue_follow_a_rejection_read_off_the_gui_thread(win
     assert a.id not in [it.ann_id for it in win.queue.model.items()]
     row = [r.category.id for r in win.taxa.rows()].index(a.category_id)
     assert win.taxa.table.item(row, 3).text() == str(before - 1)  # the cell shows it, not just the model
+
+
+def test_image_list_summary_follows_review_edits(qtbot):
+    panel = ImageListPanel()
+    qtbot.addWidget(panel)
+    rows = _rows(30)
+    panel.set_rows(rows)
+    assert "10 reviewed" in panel.summary.text()
+    new = rows[0]  # status NEW
+    panel.update_rows([ImageRow(new.id, new.name, new.path, 640, 480, ReviewStatus.REVIEWED)])
+    # refreshed once edits pause (it counts every image)
+    qtbot.waitUntil(lambda: "11 reviewed" in panel.summary.text(), timeout=2000)
