@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pollenstudio.commands._console import positive_int
+
 HELP = "Generate synthetic brightfield pollen images with COCO annotations (for demos, tests, training)."
 
 _KEEP = {"images", "annotations.json"}
@@ -19,16 +21,6 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def _quality(text: str) -> int:
     try:
         v = int(text)
@@ -41,7 +33,7 @@ def _quality(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created; images/ and annotations.json inside)")
-    p.add_argument("--n", type=_positive, default=200, help="number of images (default 200)")
+    p.add_argument("--n", type=positive_int, default=200, help="number of images (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and options give identical files")
     p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="image size in pixels (default 640x480)")
     p.add_argument("--difficulty", choices=("easy", "default", "hard"), default="default",

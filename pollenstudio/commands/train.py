@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import argparse
 
+from pollenstudio.commands._console import positive_int
+
 HELP = "Train a new model version on the project's reviewed images (also under torchrun for several GPUs)."
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
-
-
 def _imgsz(text: str) -> int:
-    v = _positive(text)
+    v = positive_int(text)
     if v % 32 or v < 64:
         raise argparse.ArgumentTypeError(f"input size must be a multiple of 32 and at least 64, got {v}")
     return v
@@ -44,9 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="project folder (or its project.pollen file)")
     p.add_argument("--base", default=None, metavar="VERSION|FILE",
                    help="fine-tune from this model version id or .safetensors file (default: train from scratch)")
-    p.add_argument("--epochs", type=_positive, default=100, help="training epochs (default 100)")
+    p.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
     p.add_argument("--imgsz", type=_imgsz, default=640, help="model input size in pixels, multiple of 32 (default 640)")
-    p.add_argument("--batch", type=_positive, default=16, help="images per batch and process (default 16)")
+    p.add_argument("--batch", type=positive_int, default=16, help="images per batch and process (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--scale", choices=("n", "s"), default="n",
                    help="model size when training from scratch (default n; with --base the base decides)")
@@ -62,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mosaic", action="store_true", help="switch off 4-image mosaic augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="data loading processes (default: 0 on CPU)")
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads per process (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--tiny", action="store_true", help="a very small model of the same design (smoke tests, demos)")
     p.add_argument("--name", default=None, help="name of the new model version")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
