@@ -545,20 +545,18 @@ class MainWindow(QMainWindow):
     def export_dialog(self):
         from pollenstudio.gui.transfer import ExportDialog
 
-        if self.ctl.project is None:
-            return None
-        dlg = ExportDialog(self.ctl, self)
-        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dlg.show()
-        self._transfer = dlg
-        return dlg
+        return self._open_transfer(ExportDialog)
 
     def import_dialog(self):
         from pollenstudio.gui.transfer import ImportDialog
 
+        return self._open_transfer(ImportDialog)
+
+    def _open_transfer(self, dialog_cls):
+        """Show an import/export dialog (non-modal: the job runs in a worker)."""
         if self.ctl.project is None:
             return None
-        dlg = ImportDialog(self.ctl, self)
+        dlg = dialog_cls(self.ctl, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self._transfer = dlg

@@ -188,17 +188,25 @@ def whole_image_predictor(pred, w: int, h: int):
     return ep
 
 
-def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
-             max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
+def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: int):
+    """Read the image, downscale it for explaining, get the project's predictor; checks
+    cancel between the slow steps. Returns (small image, scale, full w, full h, predictor)."""
     from pollenstudio.core.imageio import read_image
-    from pollenstudio.engine.explain import edge_maps
 
     img = read_image(path)
     h, w = img.shape[:2]
-    small, _ = _downscaled(img, max_side)
+    small, s = _downscaled(img, max_side)
     token.check()
     pred = cache.get(project)
     token.check()
+    return small, s, w, h, pred
+
+
+def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
+             max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
+    from pollenstudio.engine.explain import edge_maps
+
+    small, _, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
     maps = edge_maps(whole_image_predictor(pred, small.shape[1], small.shape[0]), small)
     return Explanation(image_id, "edge", level, maps[level], w, h, maps)
 
@@ -207,16 +215,10 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
                 max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
     """Grad-CAM for one annotation (its box and taxon stand in for the detection)."""
     from pollenstudio.core.errors import ModelMismatchError
-    from pollenstudio.core.imageio import read_image
     from pollenstudio.core.types import Box, Detection
     from pollenstudio.engine.explain import grad_cam
 
-    img = read_image(path)
-    h, w = img.shape[:2]
-    small, s = _downscaled(img, max_side)
-    token.check()
-    pred = cache.get(project)
-    token.check()
+    small, s, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
     name = project.category(ann.category_id).name
     if name not in pred.class_names:
         raise ModelMismatchError(
