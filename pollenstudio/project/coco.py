@@ -44,19 +44,25 @@ _MAX_LISTED = 8
 
 
 @dataclass
-class ImportSummary:
+class ImportCounts:
+    """What any import added; format-specific summaries extend it (JSON key order kept)."""
+
     images_added: int = 0
     images_reused: int = 0
     annotations_added: int = 0
     annotations_duplicate: int = 0
     categories_added: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ImportSummary(ImportCounts):
     categories_skipped: list[str] = field(default_factory=list)  # unused super-categories
     missing_files: list[str] = field(default_factory=list)
     skipped_crowd: int = 0
     warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class _Problems:

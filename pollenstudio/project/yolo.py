@@ -27,24 +27,16 @@ from pathlib import Path
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
 from pollenstudio.core.types import AnnotationStatus, Box
-from pollenstudio.project.coco import _Problems
+from pollenstudio.project.coco import ImportCounts, _Problems
 
 TOLERANCE = 1e-3
 CLASS_FILES = ("classes.txt", "obj.names")
 
 
 @dataclass
-class YoloImportSummary:
-    images_added: int = 0
-    images_reused: int = 0
-    annotations_added: int = 0
-    annotations_duplicate: int = 0
-    categories_added: list[str] = field(default_factory=list)
+class YoloImportSummary(ImportCounts):
     unreadable_images: list[str] = field(default_factory=list)
     orphan_labels: list[str] = field(default_factory=list)  # label files without an image
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def is_yolo_folder(folder: str | os.PathLike) -> bool:
