@@ -15,57 +15,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Conv
-from .omnikernel import OmniKernel
-
-# CPU: the FFT route wins from tiny maps on (bench/latency.py --dwconv, 16 channels, k=31,
-# 1 thread on the 2-core dev VM: 10x10 1.1 vs 0.3 ms, 80x80 222 vs 5.9 ms, 160x160 927 vs
-# 12.9 ms direct vs FFT). On CUDA the direct cuDNN depthwise kernel should win on small maps;
-# the CUDA threshold is an estimate, not yet measured (no GPU was available).
-CPU_FFT_MIN_PIXELS = 8 * 8
-CUDA_FFT_MIN_PIXELS = 128 * 128
-
-
-def _fast_len(n: int) -> int:
-    """Smallest m >= n whose prime factors are 2, 3, 5 (fast FFT sizes)."""
-    m = n
-    while True:
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        if r == 1:
-            return m
-        m += 1
-
-
-def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                         _cache: dict | None = None) -> torch.Tensor:
-    """Same as ``F.conv2d(x, weight, bias, padding=k//2, groups=C)`` for odd square k, by FFT.
-
-    x (B, C, H, W); weight (C, 1, k, k). Zero 'same' padding: the linear (not circular)
-    convolution is obtained by transforming at size >= H + k - 1, then cropped at k//2.
-    conv2d is a cross-correlation, hence the flipped kernel. Always float32.
-    """
-    b, c, h, w = x.shape
-    k = weight.shape[-1]
-    p = k // 2
-    fh, fw = _fast_len(h + k - 1), _fast_len(w + k - 1)
-    dtype = x.dtype
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        # inference-mode tensors cannot enter autograd later (Grad-CAM on a fused model),
-        # so spectra made inside and outside inference mode are cached apart
-        key = (fh, fw, x.device, torch.is_inference_mode_enabled())
-        kf = _cache.get(key) if _cache is not None else None
-        if kf is None:
-            kf = torch.fft.rfft2(weight.float().flip(-1, -2).squeeze(1), s=(fh, fw))  # (C, fh, fw//2+1)
-            if _cache is not None:
-                _cache[key] = kf
-        y = torch.fft.irfft2(torch.fft.rfft2(x.float(), s=(fh, fw)) * kf, s=(fh, fw))
-        y = y[..., p : p + h, p : p + w]
-        if bias is not None:
-            y = y + bias.float().view(1, c, 1, 1)
-    return y.to(dtype)
-
+from .omnikernel import (  # noqa: F401  (re-exported: bench/latency.py, tests)
+    CPU_FFT_MIN_PIXELS,
+    CUDA_FFT_MIN_PIXELS,
+    OmniKernel,
+    _fast_len,
+    fft_depthwise_conv2d,
+)
 
 class FastDepthwiseConv(nn.Module):
     """A kxk depthwise conv (stride 1, 'same' zero padding) that picks direct or FFT by

@@ -12,6 +12,56 @@ from torch import nn
 from .blocks import Conv
 
 
+# CPU: the FFT route wins from tiny maps on (bench/latency.py --dwconv, 16 channels, k=31,
+# 1 thread on the 2-core dev VM: 10x10 1.1 vs 0.3 ms, 80x80 222 vs 5.9 ms, 160x160 927 vs
+# 12.9 ms direct vs FFT). On CUDA the direct cuDNN depthwise kernel should win on small maps;
+# the CUDA threshold is an estimate, not yet measured (no GPU was available).
+CPU_FFT_MIN_PIXELS = 8 * 8
+CUDA_FFT_MIN_PIXELS = 128 * 128
+
+
+def _fast_len(n: int) -> int:
+    """Smallest m >= n whose prime factors are 2, 3, 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                         _cache: dict | None = None) -> torch.Tensor:
+    """Same as ``F.conv2d(x, weight, bias, padding=k//2, groups=C)`` for odd square k, by FFT.
+
+    x (B, C, H, W); weight (C, 1, k, k). Zero 'same' padding: the linear (not circular)
+    convolution is obtained by transforming at size >= H + k - 1, then cropped at k//2.
+    conv2d is a cross-correlation, hence the flipped kernel. Always float32.
+    """
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    p = k // 2
+    fh, fw = _fast_len(h + k - 1), _fast_len(w + k - 1)
+    dtype = x.dtype
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        # inference-mode tensors cannot enter autograd later (Grad-CAM on a fused model),
+        # so spectra made inside and outside inference mode are cached apart
+        key = (fh, fw, x.device, torch.is_inference_mode_enabled())
+        kf = _cache.get(key) if _cache is not None else None
+        if kf is None:
+            kf = torch.fft.rfft2(weight.float().flip(-1, -2).squeeze(1), s=(fh, fw))  # (C, fh, fw//2+1)
+            if _cache is not None:
+                _cache[key] = kf
+        y = torch.fft.irfft2(torch.fft.rfft2(x.float(), s=(fh, fw)) * kf, s=(fh, fw))
+        y = y[..., p : p + h, p : p + w]
+        if bias is not None:
+            y = y + bias.float().view(1, c, 1, 1)
+    return y.to(dtype)
+
+
 def _no_autocast(x: torch.Tensor):
     return torch.autocast(device_type=x.device.type, enabled=False)
 
@@ -81,9 +131,26 @@ class OmniKernel(nn.Module):
         self.fgm = FGM(dim)
         self.large: nn.Module | None = None  # set by deploy.reparameterize_omnikernel
 
+    def merged_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The four depthwise branches as one kxk kernel (C, 1, k, k) and bias (C,), built
+        differentiably, so gradients reach each branch's own weights."""
+        p = self.k // 2
+        w = self.dw_kk.weight
+        w = w + F.pad(self.dw_1k.weight, (0, 0, p, p))  # 1xk -> centre row
+        w = w + F.pad(self.dw_k1.weight, (p, p, 0, 0))  # kx1 -> centre column
+        w = w + F.pad(self.dw_11.weight, (p, p, p, p))  # 1x1 -> centre tap
+        b = self.dw_kk.bias + self.dw_1k.bias + self.dw_k1.bias + self.dw_11.bias
+        return w, b
+
     def large_kernel(self, o: torch.Tensor) -> torch.Tensor:
         if self.large is not None:
             return self.large(o)
+        if not o.is_cuda and o.shape[-1] * o.shape[-2] >= CPU_FFT_MIN_PIXELS:
+            # Training on CPU: the direct 31x31 depthwise conv (forward and backward) costs
+            # about as much as the rest of the network; one FFT conv with the merged kernel
+            # computes the same sum (bench/train_step.py measures both).
+            w, b = self.merged_kernel()
+            return fft_depthwise_conv2d(o, w, b)
         return self.dw_1k(o) + self.dw_k1(o) + self.dw_kk(o) + self.dw_11(o)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
