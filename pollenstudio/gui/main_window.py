@@ -379,16 +379,33 @@ class MainWindow(QMainWindow):
         dlg.canceled.connect(j.token.cancel)
 
     def open_demo(self) -> None:
+        """Prepare the demo project in a worker (generating images and loading the model
+        takes seconds the first time) with progress and Cancel, then open it."""
         hook = demo_hook()
         if hook is None:
             show_error(self, "Demo not available", "The demo project is not installed in this build.")
             return
-        try:
-            path = hook(None)
-        except Exception as exc:
-            show_error(self, "Cannot open the demo", error_text(exc))
-            return
-        self.open_project(str(path))
+        dlg = QProgressDialog("Preparing the demo project...", "Cancel", 0, 0, self)
+        dlg.setWindowTitle("Demo project")
+        dlg.setMinimumDuration(300)
+        self._demo_dialog = dlg
+
+        def done(path):
+            dlg.close()
+            self.open_project(str(path))
+
+        def failed(msg):
+            dlg.close()
+            show_error(self, "Cannot open the demo", msg)
+
+        def progress(done_, total, msg):
+            dlg.setMaximum(max(total, 1))
+            dlg.setValue(done_)
+            dlg.setLabelText(f"Preparing the demo project: {msg}")
+
+        self.ctl.jobs.submit("demo", lambda token: hook(token), on_done=done, on_error=failed, on_progress=progress)
+        # cancel through the runner: the job stops at its next check and late signals are dropped
+        dlg.canceled.connect(lambda: self.ctl.jobs.cancel("demo"))
 
     def close_project(self) -> None:
         self._save_review_state()
