@@ -3,6 +3,8 @@
     python bench/latency.py                 # CPU, 640x640, batch 1, nc 120
     python bench/latency.py --threads 1 2   # one table per intra-op thread count
     python bench/latency.py --dwconv        # also: 31x31 depthwise conv, direct vs FFT
+    python bench/latency.py --all-variants --forms deploy --threads 1 --nc 6
+                                            # the ablation's four rows: base, +edge, +CSPOKM, full
 
 All four models are timed round-robin (one run of each in turn, repeated), so a load
 change on a shared machine hits them alike and the ratios stay meaningful; medians are
@@ -66,13 +68,21 @@ def time_round_robin(fns: dict, runs: int, warmup: int, device, cpu_time: dict |
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench_models(device, imgsz, nc, runs, warmup, amp=False):
+LABELS = {"base": "base-n", "edge": "base+edge-n", "cspokm": "base+CSPOKM-n", "full": "HieraEdgeNet-n"}
+
+
+def bench_models(device, imgsz, nc, runs, warmup, amp=False, variants=("base", "full"), forms=("train", "deploy")):
     models = {}
-    for variant, label in (("base", "base-n"), ("full", "HieraEdgeNet-n")):
+    for variant in variants:
+        label = LABELS[variant]
         torch.manual_seed(0)
         m = build_model(ModelConfig.variant(variant, nc=nc)).to(device).eval()
         models[(label, "train")] = m
-        models[(label, "deploy")] = deploy_model(m)
+        if "deploy" in forms:
+            models[(label, "deploy")] = deploy_model(m)
+        if "train" not in forms:
+            # kept for parameters/GFLOPs (counted on the training form), not timed
+            models[(label, "train")] = None
     x = torch.rand(1, 3, imgsz, imgsz, device=device)
 
     def runner(m):
@@ -83,30 +93,48 @@ def bench_models(device, imgsz, nc, runs, warmup, amp=False):
         return f
 
     cpu: dict = {}
-    ms = time_round_robin({k: runner(m) for k, m in models.items()}, runs, warmup, device, cpu)
+    ms = time_round_robin({k: runner(m) for k, m in models.items() if m is not None}, runs, warmup, device, cpu)
     return models, x, ms, cpu
 
 
-def print_table(models, x, ms, cpu, title):
+def print_table(models, x, ms, cpu, title, ref="base-n"):
+    """One row per (model, form); ratios of every other model against ``ref`` (base-n)."""
     print(f"\n{title}")
     print(f"{'model':<16}{'form':<8}{'params':>11}{'GFLOPs':>9}{'median ms':>11}{'CPU ms':>9}")
-    flops = {}
+    flops, params = {}, {}
+    train_forms = {label: m for (label, form), m in models.items() if form == "train"}
+    for label, m in train_forms.items():
+        if m is None:  # deploy-only run: count on a fresh training-form model
+            variant = next(v for v, lb in LABELS.items() if lb == label)
+            torch.manual_seed(0)
+            m = build_model(ModelConfig.variant(variant, nc=models_nc(models))).to(x.device).eval()
+        flops[label], params[label] = gflops(m, x), count_parameters(m)
     for (label, form), m in models.items():
-        if form == "train":
-            flops[label] = gflops(m, x)
-        print(f"{label:<16}{form:<8}{count_parameters(m):>11,}{flops[label]:>9.2f}{ms[(label, form)]:>11.1f}"
+        if (label, form) not in ms:
+            continue
+        print(f"{label:<16}{form:<8}{params[label]:>11,}{flops[label]:>9.2f}{ms[(label, form)]:>11.1f}"
               f"{cpu[(label, form)]:>9.1f}")
-    for form in ("train", "deploy"):
-        r = ms[("HieraEdgeNet-n", form)] / ms[("base-n", form)]
-        rc = cpu[("HieraEdgeNet-n", form)] / cpu[("base-n", form)]
-        print(f"ratio HieraEdgeNet/base ({form}): latency {r:.2f}x (CPU time {rc:.2f}x)", end="")
-        if form == "train":
-            print(f", params {count_parameters(models[('HieraEdgeNet-n', 'train')]) / count_parameters(models[('base-n', 'train')]):.2f}x,"
-                  f" GFLOPs {flops['HieraEdgeNet-n'] / flops['base-n']:.2f}x")
-        else:
-            print()
-    print(f"deploy speed-up: base {ms[('base-n', 'train')] / ms[('base-n', 'deploy')]:.2f}x, "
-          f"HieraEdgeNet {ms[('HieraEdgeNet-n', 'train')] / ms[('HieraEdgeNet-n', 'deploy')]:.2f}x")
+    for label in flops:
+        if label == ref or ref not in flops:
+            continue
+        for form in ("train", "deploy"):
+            if (label, form) not in ms or (ref, form) not in ms:
+                continue
+            r = ms[(label, form)] / ms[(ref, form)]
+            rc = cpu[(label, form)] / cpu[(ref, form)]
+            print(f"ratio {label}/{ref} ({form}): latency {r:.2f}x (CPU time {rc:.2f}x), "
+                  f"params {params[label] / params[ref]:.2f}x, GFLOPs {flops[label] / flops[ref]:.2f}x")
+    speedups = [f"{label} {ms[(label, 'train')] / ms[(label, 'deploy')]:.2f}x" for label in flops
+                if (label, "train") in ms and (label, "deploy") in ms]
+    if speedups:
+        print("deploy speed-up: " + ", ".join(speedups))
+
+
+def models_nc(models) -> int:
+    for m in models.values():
+        if m is not None:
+            return int(getattr(m, "nc", 0) or m.cfg.nc)
+    raise ValueError("no model")
 
 
 def bench_dwconv(device, runs):
@@ -135,13 +163,19 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="*", default=None, help="intra-op thread counts to try")
     ap.add_argument("--dwconv", action="store_true", help="also time the 31x31 depthwise conv alone")
     ap.add_argument("--no-cuda", action="store_true")
+    ap.add_argument("--all-variants", action="store_true",
+                    help="time all four ablation variants (base, edge, cspokm, full) instead of base and full")
+    ap.add_argument("--forms", nargs="+", choices=("train", "deploy"), default=["train", "deploy"],
+                    help="model forms to time (parameters and GFLOPs always come from the training form)")
     args = ap.parse_args(argv)
 
+    variants = tuple(LABELS) if args.all_variants else ("base", "full")
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, CPU threads available {torch.get_num_threads()}")
     for nt in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(nt)
-        models, x, ms, cpu_ms = bench_models(cpu, args.imgsz, args.nc, args.runs, args.warmup)
+        models, x, ms, cpu_ms = bench_models(cpu, args.imgsz, args.nc, args.runs, args.warmup,
+                                             variants=variants, forms=args.forms)
         print_table(models, x, ms, cpu_ms, f"CPU, {nt} thread(s), {args.imgsz}x{args.imgsz}, batch 1, nc={args.nc}")
         if args.dwconv:
             bench_dwconv(cpu, max(args.runs // 2, 5))
@@ -151,7 +185,8 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         print(f"\nGPU: {torch.cuda.get_device_name(0)}")
         for amp in (False, True):
-            models, x, ms, cpu_ms = bench_models(gpu, args.imgsz, args.nc, max(args.runs, 50), 10, amp=amp)
+            models, x, ms, cpu_ms = bench_models(gpu, args.imgsz, args.nc, max(args.runs, 50), 10, amp=amp,
+                                                 variants=variants, forms=args.forms)
             print_table(models, x, ms, cpu_ms, f"CUDA {'float16 autocast' if amp else 'float32'}, {args.imgsz}x{args.imgsz}, batch 1")
         if args.dwconv:
             bench_dwconv(gpu, 50)
