@@ -19,8 +19,10 @@ Four measurements, on the trained full model and on an untrained one of the same
 (b) Magnitudes at each SEF fusion point: mean |x|, std and spatial std (per-channel std
     over positions, averaged) of the edge input EPk and of the backbone features Pk it is
     concatenated with, plus the raw Sobel magnitudes against the P2 features HEM reads.
-    Trained model in eval mode; untrained model with BatchNorm in training mode (what the
-    first training step sees; also for (a), as its BatchNorm has no running statistics).
+    Both models in eval mode; the untrained model's BatchNorm statistics are first
+    calibrated on the same images (a forward pass in training mode, cumulative average), so
+    its features have the scale the first training steps see, not the identity-BN scale of
+    a fresh module.
 (c) Causal knock-out on the held-out set (pycocotools mAP through evaluate_model, the
     ``pollenstudio eval`` path): EP3/EP4/EP5 intact; replaced by EP(flat) (the features of
     a zero Sobel magnitude: "no edge anywhere"); by their per-image spatial mean; by zeros;
@@ -154,6 +156,19 @@ def contrast(model, scenes, imgsz: int, train_bn: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------------------- magnitudes
+@torch.no_grad()
+def calibrate_bn(model, scenes, imgsz: int) -> None:
+    """Set every BatchNorm's running statistics to those of ``scenes`` (untrained model)."""
+    x = torch.cat([_to_input(s["img"], imgsz)[0] for s in scenes])
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration pass
+    model.train()
+    model(x)
+    model.eval()
+
+
 def _stats(t: torch.Tensor) -> dict:
     t = t.float()
     return dict(mean_abs=float(t.abs().mean()), std=float(t.std()),
@@ -315,11 +330,12 @@ def main(argv=None) -> int:
     print("regions (source pixels): " + ", ".join(f"{r} {sum(int(s['regions'][r].sum()) for s in scenes)}" for r in REGIONS)
           + f"; grains {sum(s['n_grains'] for s in scenes)}")
     report: dict = dict(weights=str(weights), imgsz=cfg.imgsz, seeds=[s["seed"] for s in scenes])
-    for tag, model, train_bn in (("trained", trained, False), ("untrained", untrained, True)):
-        report[f"contrast_{tag}"] = c = contrast(model, scenes, cfg.imgsz, train_bn=train_bn)
-        _print_contrast(tag + (" (BatchNorm in training mode)" if train_bn else " (eval mode)"), c)
-        report[f"magnitudes_{tag}"] = m = magnitudes(model, scenes, cfg.imgsz, train_bn=train_bn)
-        _print_mags(tag + (" (BatchNorm in training mode)" if train_bn else " (eval mode)"), m)
+    calibrate_bn(untrained, scenes, cfg.imgsz)
+    for tag, model in (("trained", trained), ("untrained", untrained)):
+        report[f"contrast_{tag}"] = c = contrast(model, scenes, cfg.imgsz)
+        _print_contrast(tag, c)
+        report[f"magnitudes_{tag}"] = m = magnitudes(model, scenes, cfg.imgsz)
+        _print_mags(tag, m)
 
     if not args.no_knockout:
         if not heldout:
