@@ -42,6 +42,7 @@ def load_display_image(token, path: str) -> DisplayImage:
 
 class ReviewController(QObject):
     projectChanged = Signal()  # opened or closed
+    projectClosing = Signal()  # the store is about to close: jobs outside this controller stop and wait
     imageShown = Signal(int)  # image id whose pixels are on the canvas now
     imageReady = Signal(object)  # DisplayImage for the canvas (None: could not read)
     boxesChanged = Signal()  # current image's boxes or the selection changed
@@ -126,6 +127,8 @@ class ReviewController(QObject):
         self.categoriesChanged.emit()
 
     def close_project(self) -> None:
+        if self.project is not None:
+            self.projectClosing.emit()  # e.g. a training run records itself as cancelled first
         detecting = self.jobs.busy("detect")
         self.jobs.cancel_all()
         if detecting:
@@ -594,6 +597,27 @@ class ReviewController(QObject):
 
         self.jobs.submit("model", check_checkpoint_job, str(path), on_done=done,
                          on_error=lambda msg: self.errorRaised.emit("Cannot use this model file", msg))
+
+    def activate_model_version(self, mv_id: int) -> bool:
+        """Make a registered version active (training dashboard, version list): the status
+        bar shows it and the next detection loads it. False: refused (said in words)."""
+        p = self.project
+        if p is None:
+            return False
+        try:
+            mv = p.model_version(mv_id)
+            f = p.model_file(mv)
+            if f is None or not f.is_file():
+                raise PollenStudioError(f"the weights file of model version {mv.name} is missing ({mv.file}); "
+                                        "choose another version or a model file")
+            p.set_active_model_version(mv_id)
+        except PollenStudioError as exc:
+            self.errorRaised.emit("Cannot use this model", str(exc))
+            return False
+        self.predictors.clear()  # the store event clears it too; never detect with the old one
+        self.message.emit(f"Model {mv.name} is now active: the next detection uses it")
+        self.modelChanged.emit()
+        return True
 
     def detect(self, image_ids: list[int]) -> bool:
         """Detect on ``image_ids`` in a worker; proposals land image by image. A running

@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
             "detect_image": lambda: c.detect_which("image"),
             "cancel_detect": c.cancel_detection,
             "export": self.export_dialog,
+            "train": self.training_dashboard,
             "edge_map": lambda checked=False: self.toggle_overlay("edge", checked),
             "gradcam": lambda checked=False: self.toggle_overlay("gradcam", checked),
         }
@@ -180,6 +181,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_cancel_detect)
         self.act_cancel_detect.setEnabled(False)
         m.addSeparator()
+        self.act_train = a["train"]
+        m.addAction(self.act_train)
         m.addAction(self.act_choose_model)
         self.model_menu = m
         m = self.view_menu = mb.addMenu("&View")
@@ -456,7 +459,7 @@ class MainWindow(QMainWindow):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
-                    self.act_choose_model, self.act_import, self.act_export):
+                    self.act_choose_model, self.act_import, self.act_export, self.act_train):
             act.setEnabled(review)
         if not review:
             self.canvas.set_image(None)
@@ -577,6 +580,22 @@ class MainWindow(QMainWindow):
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self._transfer = dlg
+        return dlg
+
+    def training_dashboard(self):
+        """Model > Train...: one dashboard per open project, non-modal; a run goes on while
+        it is hidden and showing it again shows the run."""
+        from pollenstudio.gui.training import TrainingDashboard
+
+        if self.ctl.project is None:
+            return None
+        dlg = getattr(self, "_training", None)
+        if dlg is None or dlg.project is not self.ctl.project:
+            dlg = TrainingDashboard(self.ctl, self)
+            self._training = dlg
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
         return dlg
 
     def choose_model_dialog(self) -> None:

@@ -51,6 +51,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "Run the active model on the image on screen (Model menu: selected, unreviewed, all)"),
     Shortcut("cancel_detect", "Cancel detection", ("Ctrl+.",), "Model",
              "Stop detection after the current batch; finished images keep their proposals"),
+    Shortcut("train", "Train...", ("Ctrl+T",), "Model",
+             "Retrain on the reviewed images with live curves, compare with the active model, choose a version"),
     Shortcut("export", "Export...", ("Ctrl+E",), "File", "Write COCO, YOLO or a CSV of counts"),
     Shortcut("help", "Keyboard shortcuts", ("F1",), "Help", "List every shortcut"),
 )

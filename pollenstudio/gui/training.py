@@ -1,0 +1,769 @@
+"""Model > Train...: the training dashboard.
+
+Start a training run on the project's reviewed images (base version or scratch, epochs,
+input size, device, batch) in a worker; follow the loss and mAP curves live; Cancel; on
+finish compare the new version with the active model on the same validation images
+(overall and per taxon) and make it active with "Use this model"; list every model version
+and reactivate an older one.
+
+Worker side (no widgets): :func:`train_job` runs ``engine.train.train_project`` and then
+scores the active model on the new run's validation split. The Trainer's events go into a
+:class:`TrainFeed` (a thread-safe queue) that the dashboard drains on a timer: a fast batch
+loop never floods the GUI thread with signals, and the curves redraw a few times a second
+at most. Training has its own one-thread pool, so a long run never holds a thread the
+review reads (queue page, taxon counts, thumbnails) need.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyqtgraph as pg
+from PySide6.QtCore import QThreadPool, QTimer, Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError
+from pollenstudio.gui.workers import JobRunner
+
+log = logging.getLogger(__name__)
+
+TRAIN_SERIAL = threading.Lock()  # held while a training job runs: closing a project waits on it
+CLOSE_WAIT_S = 60.0  # a cancelled run stops within one batch (or one validation pass)
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH = 8
+IMGSZ_CHOICES = (320, 416, 512, 640, 800, 960, 1024, 1280)
+GAIN, LOSS, NEUTRAL = "#1e7b45", "#b03a2e", "#6b7680"  # AP change colours (readable on white)
+CURVE_COLOURS = {"batch": "#a9bcd6", "loss": "#1f4e79", "map50": "#d35400", "map50_95": "#117a65"}
+
+
+# ---------------------------------------------------------------------------- worker side (no widgets)
+
+
+@dataclass
+class TrainRequest:
+    """What the user asked for in the dashboard."""
+
+    base: int | None  # model version id to fine-tune; None: from scratch
+    epochs: int = DEFAULT_EPOCHS
+    imgsz: int = 640
+    batch: int = DEFAULT_BATCH
+    device: str = "auto"
+    model_cfg: object = None  # architecture when training from scratch (None: HieraEdgeNet-n, full)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def train_config(self):
+        from pollenstudio.engine.train import TrainConfig
+
+        return TrainConfig(epochs=int(self.epochs), imgsz=int(self.imgsz), batch=int(self.batch),
+                           device=self.device, threads=self.threads)
+
+
+@dataclass
+class TrainOutcome:
+    """A finished run: the new version and the reference it was compared with."""
+
+    version_id: int
+    name: str
+    metrics: dict  # new version, EvalResult.to_dict on the validation split ({} without one)
+    n_train: int
+    n_val: int
+    epochs_run: int
+    best_epoch: int
+    seconds: float
+    reference_name: str | None = None  # the model that was active when the run finished
+    reference_id: int | None = None
+    reference_metrics: dict | None = None  # same validation images, same evaluation
+    note: str = ""  # why there is no comparison, in words
+
+
+@dataclass
+class TaxonChange:
+    name: str
+    grains: int  # validation grains of this taxon
+    old: float | None  # AP50 of the reference model (None: not scored / unknown taxon)
+    new: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+
+class TrainFeed:
+    """Events from the training thread, drained by the GUI on a timer. Tuples:
+    ("phase", text), ("batch", x_epochs, loss), ("epoch", epoch, loss, map50, map50_95),
+    ("trained", version_id), ("outcome", TrainOutcome)."""
+
+    def __init__(self):
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, *event) -> None:
+        self._q.put(event)
+
+    def drain(self) -> list[tuple]:
+        out = []
+        while True:
+            try:
+                out.append(self._q.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def taxon_changes(old: dict | None, new: dict) -> list[TaxonChange]:
+    """Per-taxon AP50 of two EvalResult dicts, matched by taxon name, in the new model's
+    order; taxa without validation grains are left out (their AP is undefined)."""
+    old_rows = {r["name"]: r for r in (old or {}).get("per_class", [])}
+    out = []
+    for r in new.get("per_class", []):
+        if not r.get("n_gt"):
+            continue
+        o = old_rows.get(r["name"])
+        out.append(TaxonChange(r["name"], int(r["n_gt"]), None if o is None else o.get("ap50"), r.get("ap50")))
+    return out
+
+
+def reference_model(project):
+    """The model detection uses now: (weights path or None, name or None, version id or None)."""
+    from pollenstudio.engine.paths import default_model_path
+
+    mv = project.active_model_version()
+    if mv is not None:
+        path = project.model_file(mv)
+        return (path if path is not None and path.is_file() else None), mv.name, mv.id
+    try:
+        return default_model_path(), "shipped default model", None
+    except CheckpointError:
+        return None, None, None
+
+
+def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None) -> dict | None:
+    """EvalResult dict of the checkpoint ``weights`` on the reviewed images ``image_ids``
+    (the truth is read from the store now), or None when none of them is still reviewed."""
+    from pollenstudio.detector.checkpoint import load_checkpoint
+    from pollenstudio.engine.dataset import data_from_project
+    from pollenstudio.engine.evaluate import evaluate_model
+
+    ids = set(image_ids)
+    data = data_from_project(project, list(class_names))
+    samples = [s for s in data.samples if s.image_id in ids]
+    if not samples:
+        return None
+    model, mcfg, _ = load_checkpoint(weights, device="cpu")
+    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress)
+    return res.to_dict()
+
+
+def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOutcome:
+    """Worker job: train a new version (never activated here), then score the active model
+    on the new run's validation images. Cancel stops training within one batch (the engine
+    records the run as cancelled; no version is registered); a cancel while the active
+    model is being scored only skips that comparison."""
+    from pollenstudio.engine.train import train_project
+
+    with TRAIN_SERIAL:
+        token.check()
+        feed.put("phase", "Reading the reviewed images and preparing the model...")
+
+        def on_train_start(trainer):
+            feed.put("phase", f"Training on {len(trainer.train_samples)} images, validating on "
+                              f"{len(trainer.val_samples)} (device {trainer.device})")
+
+        def on_batch_end(trainer, epoch, i, n, loss):
+            feed.put("batch", epoch + (i + 1) / max(1, n), float(loss))
+
+        def on_epoch_end(trainer, epoch, m):
+            feed.put("epoch", int(epoch), float(m.get("loss", float("nan"))), m.get("map50"), m.get("map50_95"))
+
+        cfg = request.train_config()
+        res = train_project(project, cfg, model_cfg=request.model_cfg, base=request.base, activate=False,
+                            progress=token, callbacks={"on_train_start": on_train_start, "on_batch_end": on_batch_end,
+                                                       "on_epoch_end": on_epoch_end})
+        mv = project.model_version(res.version_id)
+        feed.put("trained", res.version_id)
+        out = TrainOutcome(res.version_id, mv.name, dict(res.metrics), res.n_train_images, res.n_val_images,
+                           res.result.epochs_run, res.result.best_epoch, res.result.seconds)
+        val_ids = mv.summary.get("val_image_ids") or []
+        path, out.reference_name, out.reference_id = reference_model(project)
+        if not val_ids:
+            out.note = ("No image was held out for validation (too few reviewed images), so there are no mAP "
+                        "figures to compare. Review more images and train again.")
+        elif out.reference_name is None:
+            out.note = "There was no model before this one to compare with."
+        elif path is None:
+            out.note = f"The weights file of {out.reference_name} is missing; it could not be scored."
+        else:
+            feed.put("phase", f"Scoring {out.reference_name} on the same {len(val_ids)} validation images...")
+            try:
+                out.reference_metrics = score_on_images(
+                    project, path, mv.config.get("model", {}).get("class_names") or [], val_ids, cfg.device,
+                    cfg.conf, cfg.batch, progress=token)
+            except Cancelled:
+                out.note = f"Comparison with {out.reference_name} skipped (cancelled)."
+            except PollenStudioError as exc:
+                out.note = f"{out.reference_name} could not be scored on these images: {exc}"
+        feed.put("outcome", out)
+        return out
+
+
+def device_choices_job(token) -> list[tuple[str, str]]:
+    """(value, label) of the devices training can use; imports torch, so off the GUI thread."""
+    import torch
+
+    out = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}"))
+    return out
+
+
+def format_duration(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+# ---------------------------------------------------------------------------- the dashboard
+
+
+
+def _plot(title: str, ylabel: str) -> pg.PlotWidget:
+    w = pg.PlotWidget(background="w")
+    w.setTitle(title, color="#2c3e50", size="11pt")
+    pi = w.getPlotItem()
+    for side in ("left", "bottom"):
+        ax = pi.getAxis(side)
+        ax.setPen(pg.mkPen("#4a5560"))
+        ax.setTextPen(pg.mkPen("#2c3e50"))
+    pi.setLabel("bottom", "epoch", color="#2c3e50")
+    pi.setLabel("left", ylabel, color="#2c3e50")
+    pi.showGrid(x=True, y=True, alpha=0.15)
+    pi.setMenuEnabled(False)
+    w.setMinimumHeight(200)
+    return w
+
+
+def _item(text: str, align=Qt.AlignmentFlag.AlignRight, colour: str | None = None, bold=False) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+    it.setTextAlignment(align | Qt.AlignmentFlag.AlignVCenter)
+    if colour:
+        it.setForeground(QBrush(QColor(colour)))
+    if bold:
+        f = QFont()
+        f.setBold(True)
+        it.setFont(f)
+    return it
+
+
+def _delta_item(d: float | None) -> QTableWidgetItem:
+    if d is None:
+        return _item("-", colour=NEUTRAL)
+    if abs(d) < 0.0005:
+        return _item("±0.000", colour=NEUTRAL)
+    return _item(f"{'▲' if d > 0 else '▼'} {d:+.3f}", colour=GAIN if d > 0 else LOSS, bold=True)
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.verticalHeader().hide()
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.setAlternatingRowColors(True)
+    h = t.horizontalHeader()
+    h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    for c in range(1, len(headers)):
+        h.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+    return t
+
+
+class TrainingDashboard(QDialog):
+    """Model > Train...: one per open project, non-modal; closing it leaves a run going."""
+
+    def __init__(self, ctl, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctl = ctl
+        self.project = ctl.project
+        self.setWindowTitle(f"Train a model - {self.project.name}")
+        self.resize(1180, 860)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(1)  # one run at a time, never in the global pool
+        self.jobs = JobRunner(self, pool=self.pool)
+        self.job = None
+        self.feed = TrainFeed()
+        self.outcome: TrainOutcome | None = None
+        self.trained_version: int | None = None  # registered by the current run (even if its comparison was cancelled)
+        self.threads: int | None = None  # torch CPU threads for runs (None: torch's default)
+        self.scratch_model_cfg = None  # architecture for "from scratch" (None: HieraEdgeNet-n, full)
+        self._t0 = 0.0
+        self._first = None  # (time, steps) of the first finished batch: setup time is not in the ETA
+        self._epochs = 0
+        self._phase = ""
+        self._batch_xy: tuple[list, list] = ([], [])
+        self._epoch_rows: list[tuple] = []  # (epoch + 1, loss, map50, map50_95)
+
+        self._build()
+        self._poll = QTimer(self)
+        self._poll.setInterval(250)
+        self._poll.timeout.connect(self._drain)
+        ctl.modelChanged.connect(self.refresh_versions)
+        ctl.projectClosing.connect(self.shutdown)
+        ctl.projectChanged.connect(self._project_changed)
+        self.refresh_versions()
+        self._fill_bases()
+        self._set_running(False)
+        self.jobs.submit("devices", device_choices_job, on_done=self._devices_found,
+                         on_error=lambda msg: log.warning("GPU check failed: %s", msg))
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> None:
+        settings = QGroupBox("New training run", self)
+        g = QGridLayout(settings)
+        self.base = QComboBox(self)
+        self.base.setToolTip("Fine-tune a model version (fast, needs fewer images) or start from scratch")
+        self.base.setMinimumWidth(260)
+        self.epochs = QSpinBox(self)
+        self.epochs.setRange(1, 1000)
+        self.epochs.setValue(DEFAULT_EPOCHS)
+        self.epochs.setToolTip("Passes over the training images; validation after each")
+        self.imgsz = QComboBox(self)
+        self.imgsz.setEditable(True)
+        self.imgsz.addItems([str(v) for v in IMGSZ_CHOICES])
+        self.imgsz.setToolTip("Model input side in pixels (a multiple of 32): larger sees small grains better, "
+                              "trains slower")
+        self.device = QComboBox(self)
+        self.device.addItem("Automatic (GPU if there is one)", "auto")
+        self.device.addItem("CPU", "cpu")
+        self.batch = QSpinBox(self)
+        self.batch.setRange(1, 256)
+        self.batch.setValue(DEFAULT_BATCH)
+        self.batch.setToolTip("Images per step: lower it if the GPU runs out of memory")
+        self.start_button = QPushButton("Start training", self)
+        self.start_button.setDefault(True)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop after the current batch: no model version is added")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        for col, (label, w) in enumerate((("Base model", self.base), ("Epochs", self.epochs),
+                                          ("Image size", self.imgsz), ("Device", self.device), ("Batch", self.batch))):
+            g.addWidget(QLabel(label, self), 0, col)
+            g.addWidget(w, 1, col)
+        g.setColumnStretch(0, 3)
+        g.setColumnStretch(3, 2)
+        g.addWidget(self.start_button, 1, 5)
+        g.addWidget(self.cancel_button, 1, 6)
+
+        self.progress = QProgressBar(self)
+        self.progress.setFormat("%p %")
+        self.time_label = QLabel(self)
+        self.phase_label = QLabel(self)
+        self.phase_label.setWordWrap(True)
+        status = QHBoxLayout()
+        status.addWidget(self.progress, 2)
+        status.addWidget(self.time_label, 3)
+
+        self.loss_plot = _plot("Training loss", "loss per image")
+        li = self.loss_plot.getPlotItem()
+        li.addLegend(offset=(-10, 10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
+        self.batch_curve = li.plot([], [], pen=pg.mkPen(CURVE_COLOURS["batch"], width=1), name="each batch")
+        self.loss_curve = li.plot([], [], pen=pg.mkPen(CURVE_COLOURS["loss"], width=2.5), symbol="o", symbolSize=7,
+                                  symbolBrush=CURVE_COLOURS["loss"], symbolPen=None, name="epoch mean")
+        self.map_plot = _plot("Validation mAP (held-out reviewed images)", "mAP")
+        mi = self.map_plot.getPlotItem()
+        mi.addLegend(offset=(10, 10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
+        self.map50_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50"], width=2.5), symbol="o", symbolSize=7,
+                                   symbolBrush=CURVE_COLOURS["map50"], symbolPen=None, name="mAP@.5")
+        self.map5095_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50_95"], width=2.5), symbol="s",
+                                     symbolSize=7, symbolBrush=CURVE_COLOURS["map50_95"], symbolPen=None,
+                                     name="mAP@.5:.95")
+        mi.setYRange(0.0, 1.0, padding=0.02)
+        mi.setXRange(0, 1, padding=0.02)
+        li.setXRange(0, 1, padding=0.02)
+        plots = QHBoxLayout()
+        plots.addWidget(self.loss_plot, 1)
+        plots.addWidget(self.map_plot, 1)
+
+        result = QGroupBox("Result: new version next to the active model, same validation images", self)
+        rl = QVBoxLayout(result)
+        self.result_label = QLabel("Train a model to compare it with the active one here.", self)
+        self.result_label.setWordWrap(True)
+        self.summary = _table(["", "active", "new", "change"])
+        self.summary.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.summary.setFixedHeight(150)
+        self.taxa_table = _table(["taxon", "grains", "AP50 active", "AP50 new", "change"])
+        self.taxa_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.use_button = QPushButton("Use this model", self)
+        self.use_button.setToolTip("Make the new version active: detection uses it from now on")
+        self.use_button.clicked.connect(self.use_new_model)
+        rl.addWidget(self.result_label)
+        rl.addWidget(self.summary)
+        rl.addWidget(QLabel("AP50 per taxon", self))
+        rl.addWidget(self.taxa_table, 1)
+        rl.addWidget(self.use_button, 0, Qt.AlignmentFlag.AlignRight)
+
+        versions = QGroupBox("Model versions of this project", self)
+        vl = QVBoxLayout(versions)
+        self.versions = _table(["name", "created", "parent", "mAP@.5", "mAP@.5:.95", "in use"])
+        self.versions.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.versions.itemSelectionChanged.connect(self._version_selected)
+        self.versions.itemDoubleClicked.connect(lambda _it: self.activate_selected())
+        self.activate_button = QPushButton("Use selected version", self)
+        self.activate_button.setToolTip("Make the selected version active again (double-click does the same)")
+        self.activate_button.clicked.connect(self.activate_selected)
+        vl.addWidget(self.versions, 1)
+        vl.addWidget(self.activate_button, 0, Qt.AlignmentFlag.AlignRight)
+
+        bottom = QHBoxLayout()
+        bottom.addWidget(result, 5)
+        bottom.addWidget(versions, 6)
+
+        hint = QLabel("Training reads reviewed images only and never changes an annotation. Closing this window "
+                      "keeps a run going; Model > Train... shows it again.", self)
+        hint.setObjectName("hint")
+        hint.setWordWrap(True)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(settings)
+        lay.addLayout(status)
+        lay.addWidget(self.phase_label)
+        lay.addLayout(plots, 5)
+        lay.addLayout(bottom, 4)
+        lay.addWidget(hint)
+
+    # ------------------------------------------------------------------ choices
+    def _fill_bases(self) -> None:
+        p = self.project
+        self.base.clear()
+        self.base.addItem("From scratch (new HieraEdgeNet-n)", None)
+        active = p.active_model_version()
+        for mv in p.model_versions():
+            f = p.model_file(mv)
+            if f is None or not f.is_file():
+                continue
+            self.base.addItem(f"{mv.name}{'  (in use)' if mv.active else ''}", mv.id)
+        i = self.base.findData(active.id) if active is not None else -1
+        self.base.setCurrentIndex(max(i, 0))
+        imgsz = (active.config.get("model", {}).get("imgsz") or active.config.get("imgsz")) if active else None
+        self.imgsz.setCurrentText(str(imgsz or 640))
+
+    def _devices_found(self, gpus: list) -> None:
+        for value, label in gpus:
+            if self.device.findData(value) < 0:
+                self.device.addItem(label, value)
+
+    def request(self) -> TrainRequest:
+        """The run the form describes; raises PollenStudioError for a bad image size."""
+        text = self.imgsz.currentText().strip()
+        if not text.isdigit() or int(text) < 64 or int(text) % 32:
+            raise PollenStudioError(f"image size must be a multiple of 32 and at least 64 (got {text or 'nothing'})")
+        return TrainRequest(base=self.base.currentData(), epochs=self.epochs.value(), imgsz=int(text),
+                            batch=self.batch.value(), device=self.device.currentData(),
+                            model_cfg=self.scratch_model_cfg, threads=self.threads)
+
+    # ------------------------------------------------------------------ running
+    def running(self) -> bool:
+        return self.job is not None and not self.job.done
+
+    def start(self) -> bool:
+        if self.project is None or self.running():
+            return False
+        try:
+            req = self.request()
+        except PollenStudioError as exc:
+            self._say(str(exc), error=True)
+            return False
+        if req.model_cfg is None and req.base is None:
+            from pollenstudio.detector.config import ModelConfig
+
+            req.model_cfg = ModelConfig.variant("full", scale="n", imgsz=req.imgsz)
+        self.feed = TrainFeed()
+        self.outcome, self.trained_version = None, None
+        self._batch_xy = ([], [])
+        self._epoch_rows = []
+        self._epochs = req.epochs
+        self._t0 = time.monotonic()
+        self._first = None
+        self._phase = "train"
+        for c in (self.batch_curve, self.loss_curve, self.map50_curve, self.map5095_curve):
+            c.setData([], [])
+        for p in (self.loss_plot, self.map_plot):
+            p.getPlotItem().setXRange(0, req.epochs, padding=0.02)
+        self._clear_result()
+        self.progress.setRange(0, 0)
+        self.time_label.setText("starting...")
+        self._say("Reading the reviewed images and preparing the model...")
+        self.job = self.jobs.submit("train", train_job, self.project, req, self.feed, on_done=self._finished,
+                                    on_error=self._failed, on_progress=self._progress)
+        self.job.signals.cancelled.connect(self._cancelled)
+        self._set_running(True)
+        self._poll.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.running():
+            self.job.token.cancel()
+            self.cancel_button.setEnabled(False)
+            self._say("Cancelling: the run stops after the current batch...")
+
+    def shutdown(self) -> None:
+        """The project is closing: stop a run and wait for its last write (the run record)
+        before the database closes under it."""
+        if self.running():
+            self.jobs.cancel("train")
+            if TRAIN_SERIAL.acquire(timeout=CLOSE_WAIT_S):
+                TRAIN_SERIAL.release()
+            else:
+                log.warning("training did not stop within %.0f s of the project closing", CLOSE_WAIT_S)
+        self._poll.stop()
+
+    def _project_changed(self) -> None:
+        if self.ctl.project is not self.project:
+            self.project = None
+            self.hide()
+            self.deleteLater()
+
+    def _set_running(self, on: bool) -> None:
+        for w in (self.base, self.epochs, self.imgsz, self.device, self.batch, self.start_button):
+            w.setEnabled(not on)
+        self.cancel_button.setEnabled(on)
+        self.progress.setVisible(on or self.progress.value() > 0)
+
+    def _progress(self, done: int, total: int, msg: str) -> None:
+        if total <= 0:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        if self._phase != "train":
+            self.time_label.setText(f"{msg.rsplit('/', 1)[-1]}  ·  image {done} / {total}")
+            return
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (now, done)
+        t1, d1 = self._first
+        rate = (done - d1) / (now - t1) if now > t1 and done > d1 else 0.0
+        epoch = min(self._epochs, max(1, -(-done * self._epochs // total)))
+        text = f"epoch {epoch} / {self._epochs}  ·  {format_duration(now - self._t0)} elapsed"
+        if rate > 0:
+            from pollenstudio.gui.model_jobs import format_eta
+
+            text += f"  ·  about {format_eta((total - done) / rate)}"
+        self.time_label.setText(text)
+
+    def _drain(self) -> None:
+        events = self.feed.drain()
+        if not events:
+            return
+        bx, by = self._batch_xy
+        curves = False
+        for ev in events:
+            kind = ev[0]
+            if kind == "batch":
+                bx.append(ev[1])
+                by.append(ev[2])
+            elif kind == "epoch":
+                _, epoch, loss, m50, m5095 = ev
+                self._epoch_rows.append((epoch + 1, loss, m50, m5095))
+                curves = True
+            elif kind == "phase":
+                self._say(ev[1])
+            elif kind == "trained":
+                self.trained_version = ev[1]
+                self._phase = "compare"
+                self.progress.setRange(0, 0)
+            elif kind == "outcome":
+                self.outcome = ev[1]
+        self.batch_curve.setData(bx, by)
+        if curves:
+            rows = self._epoch_rows
+            self.loss_curve.setData([r[0] for r in rows], [r[1] for r in rows])
+            scored = [r for r in rows if r[2] is not None]
+            self.map50_curve.setData([r[0] for r in scored], [r[2] for r in scored])
+            self.map5095_curve.setData([r[0] for r in scored], [r[3] for r in scored])
+            top = max([r[2] for r in scored] + [0.0])
+            # a fixed 0..1 scale would flatten early epochs; never zoom in past 0..0.2
+            self.map_plot.getPlotItem().setYRange(0.0, min(1.0, max(0.2, top * 1.15)), padding=0.02)
+
+    def _finished(self, outcome: TrainOutcome) -> None:
+        if self.project is None:  # the project closed under the run
+            return
+        self._drain()
+        self._end()
+        self.outcome = outcome
+        self.show_outcome(outcome)
+
+    def _cancelled(self) -> None:
+        if self.project is None:  # the project closed under the run
+            return
+        self._drain()
+        self._end()
+        if self.outcome is not None:  # cancelled while scoring the old model: the version is there
+            self.show_outcome(self.outcome)
+            return
+        if self.trained_version is not None:
+            self._say("The new version was registered; the comparison with the active model was cancelled.")
+            self.refresh_versions()
+            return
+        n = len(self._epoch_rows)
+        self._say(f"Training cancelled after {n} finished epoch{'s' if n != 1 else ''}. No model version was "
+                  "added; the project is unchanged (the run is recorded as cancelled).")
+
+    def _failed(self, msg: str) -> None:
+        if self.project is None:  # the project closed under the run
+            return
+        self._drain()
+        self._end()
+        self._say(f"Training failed: {msg}", error=True)
+
+    def _end(self) -> None:
+        self._poll.stop()
+        n = len(self._epoch_rows)
+        self.time_label.setText(f"{n} epoch{'s' if n != 1 else ''} in {format_duration(time.monotonic() - self._t0)}")
+        self._set_running(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if self.outcome is not None else 0)
+        self.progress.hide()
+        self._phase = ""
+        self._fill_bases()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.phase_label.setStyleSheet(f"color: {LOSS}" if error else "")
+        self.phase_label.setText(text)
+
+    # ------------------------------------------------------------------ results
+    def _clear_result(self) -> None:
+        self.summary.setRowCount(0)
+        self.taxa_table.setRowCount(0)
+        self.use_button.setEnabled(False)
+        self.use_button.setText("Use this model")
+        self.result_label.setText("Results appear here when the run finishes.")
+
+    def show_outcome(self, o: TrainOutcome) -> None:
+        new, old = o.metrics or {}, o.reference_metrics
+        epochs = f"{o.epochs_run} epochs (best {o.best_epoch + 1})" if o.best_epoch >= 0 else f"{o.epochs_run} epochs"
+        words = (f"New version <b>{o.name}</b>: {epochs} on {o.n_train} images in {format_duration(o.seconds)}; "
+                 f"scored on {o.n_val} held-out validation images")
+        if new.get("n_truth") is not None:
+            words += f" ({new['n_truth']} grains)"
+        words += "."
+        if o.note:
+            words += " " + o.note
+        self.result_label.setText(words)
+        self._say(f"Done: {o.name} is registered. " + ("Compare, then press \"Use this model\" to detect with it."
+                                                        if o.version_id is not None else ""))
+        old_name = o.reference_name or "active"
+        self.summary.setHorizontalHeaderLabels(["", f"active: {old_name}", f"new: {o.name}", "change"])
+        rows = (("mAP@.5", "map50"), ("mAP@.5:.95", "map50_95"), ("precision", "precision"), ("recall", "recall"))
+        self.summary.setRowCount(len(rows))
+        for r, (label, key) in enumerate(rows):
+            a = None if old is None else old.get(key)
+            b = new.get(key)
+            self.summary.setItem(r, 0, _item(label, Qt.AlignmentFlag.AlignLeft))
+            self.summary.setItem(r, 1, _item(_fmt(a)))
+            self.summary.setItem(r, 2, _item(_fmt(b), bold=True))
+            self.summary.setItem(r, 3, _delta_item(None if a is None or b is None else b - a))
+        changes = taxon_changes(old, new)
+        self.taxa_table.setRowCount(len(changes))
+        for r, c in enumerate(changes):
+            self.taxa_table.setItem(r, 0, _item(c.name, Qt.AlignmentFlag.AlignLeft))
+            self.taxa_table.setItem(r, 1, _item(str(c.grains)))
+            self.taxa_table.setItem(r, 2, _item(_fmt(c.old)))
+            self.taxa_table.setItem(r, 3, _item(_fmt(c.new)))
+            self.taxa_table.setItem(r, 4, _delta_item(c.delta))
+        self._update_use_button()
+        self.refresh_versions()
+
+    def _update_use_button(self) -> None:
+        o = self.outcome
+        p = self.project
+        if o is None or p is None:
+            self.use_button.setEnabled(False)
+            return
+        active = p.active_model_version()
+        in_use = active is not None and active.id == o.version_id
+        self.use_button.setEnabled(not in_use)
+        self.use_button.setText(f"{o.name} is in use" if in_use else "Use this model")
+
+    def use_new_model(self) -> bool:
+        if self.outcome is None:
+            return False
+        return self.ctl.activate_model_version(self.outcome.version_id)
+
+    # ------------------------------------------------------------------ versions
+    def refresh_versions(self) -> None:
+        p = self.project
+        if p is None:
+            return
+        versions = p.model_versions()
+        names = {mv.id: mv.name for mv in versions}
+        keep = self.selected_version()
+        t = self.versions
+        t.setRowCount(len(versions))
+        for r, mv in enumerate(reversed(versions)):  # newest first
+            m = mv.metrics or {}
+            created = datetime.fromtimestamp(mv.created).strftime("%Y-%m-%d %H:%M") if mv.created else "-"
+            name = _item(mv.name, Qt.AlignmentFlag.AlignLeft, bold=mv.active)
+            name.setData(Qt.ItemDataRole.UserRole, mv.id)
+            f = p.model_file(mv)
+            if f is None or not f.is_file():
+                name.setToolTip(f"weights file missing: {mv.file}")
+                name.setForeground(QBrush(QColor(NEUTRAL)))
+            t.setItem(r, 0, name)
+            t.setItem(r, 1, _item(created, Qt.AlignmentFlag.AlignLeft))
+            t.setItem(r, 2, _item(names.get(mv.parent_id, "-") if mv.parent_id else "-", Qt.AlignmentFlag.AlignLeft))
+            t.setItem(r, 3, _item(_fmt(m.get("map50"))))
+            t.setItem(r, 4, _item(_fmt(m.get("map50_95"))))
+            t.setItem(r, 5, _item("● in use" if mv.active else "", Qt.AlignmentFlag.AlignLeft, colour=GAIN, bold=True))
+            if mv.id == keep:
+                t.selectRow(r)
+        self._version_selected()
+        self._update_use_button()
+
+    def selected_version(self) -> int | None:
+        rows = self.versions.selectionModel().selectedRows() if self.versions.selectionModel() else []
+        if not rows:
+            return None
+        it = self.versions.item(rows[0].row(), 0)
+        return None if it is None else it.data(Qt.ItemDataRole.UserRole)
+
+    def select_version(self, mv_id: int) -> None:
+        for r in range(self.versions.rowCount()):
+            if self.versions.item(r, 0).data(Qt.ItemDataRole.UserRole) == mv_id:
+                self.versions.selectRow(r)
+                return
+
+    def _version_selected(self) -> None:
+        mv_id = self.selected_version()
+        active = self.project.active_model_version() if self.project is not None else None
+        self.activate_button.setEnabled(mv_id is not None and (active is None or active.id != mv_id))
+
+    def activate_selected(self) -> bool:
+        mv_id = self.selected_version()
+        return mv_id is not None and self.ctl.activate_model_version(mv_id)

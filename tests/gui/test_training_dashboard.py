@@ -1,0 +1,193 @@
+"""Model > Train...: a real (tiny, 2-epoch, 128 px) fine-tuning run started from the
+dashboard, its live curves, Cancel, the comparison with the active model, "Use this model"
+and reactivating an older version. The project's images are scenes the tiny test model
+(tests/fixtures_models.py) knows, with their true boxes drawn in by hand (reviewed)."""
+
+import cv2
+import numpy as np
+import pytest
+from fixtures_models import IMGSZ, TAXA, random_grains, render_scene, tiny_model_path  # noqa: F401
+
+N_IMAGES = 10
+
+
+@pytest.fixture(scope="session")
+def reviewed_template(tmp_path_factory):
+    from pollenstudio.core.types import Box
+    from pollenstudio.project import Project
+
+    folder = tmp_path_factory.mktemp("reviewed") / "proj"
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(11)
+    truth = {}
+    for i in range(N_IMAGES):
+        img, boxes, classes = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=4), seed=900 + i)
+        name = f"field{i + 1:02d}.png"
+        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
+        truth[name] = (boxes, classes)
+    proj = Project.create(folder)
+    ids = proj.ensure_categories(TAXA)
+    proj.add_folder(folder / "images")
+    for rec in proj.images():
+        boxes, classes = truth[rec.path.rsplit("/", 1)[-1]]
+        for b, c in zip(boxes, classes):
+            proj.add_annotation(rec.id, Box(*map(float, b)), ids[TAXA[c]])
+    assert proj.image_count("reviewed") == N_IMAGES
+    proj.close()
+    return folder
+
+
+@pytest.fixture
+def train_window(qtbot, settings, reviewed_template, tmp_path, tiny_model_path):
+    import shutil
+
+    import torch
+
+    from pollenstudio.gui.main_window import MainWindow
+
+    threads = torch.get_num_threads()
+    dst = tmp_path / "proj"
+    shutil.copytree(reviewed_template, dst)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(dst))
+    win.ctl.choose_model(str(tiny_model_path))
+    qtbot.waitUntil(lambda: win.ctl.model_name() is not None, timeout=10000)
+    yield win
+    win.close()
+    torch.set_num_threads(threads)  # a run with threads=1 sets it process-wide
+
+
+def _dashboard(win, epochs=2):
+    win.actions["train"].trigger()  # Model > Train... (Ctrl+T)
+    dlg = win._training
+    assert dlg.isVisible()
+    dlg.epochs.setValue(epochs)
+    dlg.imgsz.setCurrentText("128")
+    dlg.batch.setValue(4)
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    dlg.threads = 1  # the tiny model is overhead-bound: one thread is fastest on a shared CPU
+    return dlg
+
+
+def _points(curve):
+    x, _y = curve.getData()
+    return 0 if x is None else len(x)
+
+
+def test_training_from_the_dashboard_registers_a_version_and_use_this_model_switches_detection(qtbot, train_window):
+    win = train_window
+    ctl = win.ctl
+    p = ctl.project
+    first = p.active_model_version()
+    dlg = _dashboard(win)
+    assert dlg.base.currentData() == first.id  # default base: the active version
+    ticks = []
+    from PySide6.QtCore import QTimer
+
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    assert dlg.start()
+    assert not dlg.start_button.isEnabled() and dlg.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
+    timer.stop()
+    assert len(ticks) > 20  # the GUI thread kept handling events while it trained
+    o = dlg.outcome
+    versions = p.model_versions()
+    assert len(versions) == 2 and versions[-1].id == o.version_id and versions[-1].parent_id == first.id
+    assert p.active_model_version().id == first.id  # trained, not yet in use
+    assert p.runs("train")[-1].status == "done"
+
+    # live curves: every batch, and one point per epoch for loss and both mAPs
+    assert _points(dlg.batch_curve) >= 2
+    assert _points(dlg.loss_curve) == 2 and _points(dlg.map50_curve) == 2 and _points(dlg.map5095_curve) == 2
+    assert dlg.time_label.text().startswith("2 epochs in")
+
+    # comparison: the active (tiny) model scored on the same validation images
+    assert o.n_val >= 1 and o.reference_id == first.id and o.reference_metrics is not None
+    assert o.reference_metrics["n_images"] == o.n_val == o.metrics["n_images"]
+    assert first.name in dlg.summary.horizontalHeaderItem(1).text()
+    assert dlg.summary.item(0, 1).text() == f"{o.reference_metrics['map50']:.3f}"
+    assert dlg.summary.item(0, 2).text() == f"{o.metrics['map50']:.3f}"
+    taxa = [dlg.taxa_table.item(r, 0).text() for r in range(dlg.taxa_table.rowCount())]
+    assert taxa and set(taxa) <= set(TAXA)
+    change = dlg.taxa_table.item(0, 4).text()
+    assert change.startswith(("▲", "▼", "±"))
+
+    # the version list: both, the first one in use
+    assert dlg.versions.rowCount() == 2
+    assert "in use" in dlg.versions.item(1, 5).text() and dlg.versions.item(0, 5).text() == ""
+    assert dlg.versions.item(0, 2).text() == first.name  # parent
+
+    # "Use this model": status bar, version list and the next detection follow
+    assert dlg.use_button.isEnabled()
+    dlg.use_button.click()
+    new = p.model_version(o.version_id)
+    assert p.active_model_version().id == new.id
+    assert f"model {new.name}" in win.st_model.text()
+    assert not dlg.use_button.isEnabled() and "in use" in dlg.versions.item(0, 5).text()
+    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
+        ctl.detect_which("all")
+    assert ctl.predictors._key[0] == str(p.model_file(new))  # the cache loaded the new weights
+    props = [a for r in p.images() for a in p.annotations(r.id) if a.status.value == "proposed"]
+    assert all(a.model_version == new.id for a in props)
+
+    # reactivate the older version from the list
+    dlg.select_version(first.id)
+    assert dlg.activate_button.isEnabled()
+    dlg.activate_button.click()
+    assert p.active_model_version().id == first.id
+    assert f"model {first.name}" in win.st_model.text()
+    assert ctl.predictors._key is None  # the next detection loads the old weights again
+    assert dlg.use_button.isEnabled()
+
+
+def test_cancel_stops_the_run_within_a_batch_and_changes_nothing(qtbot, train_window):
+    win = train_window
+    p = win.ctl.project
+    n_versions = len(p.model_versions())
+    dlg = _dashboard(win, epochs=50)
+    dlg.batch.setValue(2)
+    assert dlg.start()
+    job = dlg.job
+    qtbot.waitUntil(lambda: _points(dlg.batch_curve) >= 1, timeout=60000)
+    assert "elapsed" in dlg.time_label.text() and "epoch 1 / 50" in dlg.time_label.text()
+    steps = job.token.done
+    dlg.cancel_button.click()
+    qtbot.waitUntil(lambda: job.done, timeout=60000)
+    qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=5000)
+    assert job.token.done <= steps + 2  # the batch in flight (and one more if it ended as we read)
+    assert job.token.done < job.token.total
+    assert "cancelled" in dlg.phase_label.text() and "unchanged" in dlg.phase_label.text()
+    assert len(p.model_versions()) == n_versions
+    assert p.runs("train")[-1].status == "cancelled"
+    assert dlg.outcome is None and not dlg.use_button.isEnabled()
+
+
+def test_bad_image_size_is_refused_in_words(qtbot, train_window):
+    dlg = _dashboard(train_window)
+    dlg.imgsz.setCurrentText("100")
+    assert not dlg.start()
+    assert "multiple of 32" in dlg.phase_label.text()
+    assert not dlg.running()
+
+
+def test_closing_the_project_mid_training_records_the_run_as_cancelled(qtbot, train_window):
+    win = train_window
+    folder = win.ctl.project.folder
+    dlg = _dashboard(win, epochs=50)
+    assert dlg.start()
+    job = dlg.job
+    qtbot.waitUntil(lambda: _points(dlg.batch_curve) >= 1, timeout=60000)
+    win.close_project()  # waits for the cancelled run's last write
+    qtbot.waitUntil(lambda: job.done, timeout=5000)
+    from pollenstudio.project import Project
+
+    with Project.open(folder) as again:
+        assert again.runs("train")[-1].status == "cancelled"
+        assert len(again.model_versions()) == 1
