@@ -130,6 +130,25 @@ def _check_model(model) -> tuple[Path, object, dict]:
     return path, cfg, meta
 
 
+class _Steps:
+    """Maps one sub-job's progress (drawing, then adding images) onto one bar of 2n steps,
+    in words a user follows ("drawing image 3 of 8"), instead of raw file names."""
+
+    def __init__(self, progress, offset: int, total: int, verb: str):
+        self.p, self.offset, self.total, self.verb = progress, offset, total, verb
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        done = min(done, total)
+        self.p.update(self.offset + done, self.total, f"{self.verb} image {max(done, 1)} of {total}")
+
+    @property
+    def cancelled(self) -> bool:
+        return self.p.cancelled
+
+    def check(self) -> None:
+        self.p.check()
+
+
 def _build(tmp: Path, n: int, model_path: Path, cfg, meta: dict, progress) -> None:
     """Fill the empty folder ``tmp`` with the demo project (closed on return)."""
     import json
@@ -143,7 +162,7 @@ def _build(tmp: Path, n: int, model_path: Path, cfg, meta: dict, progress) -> No
 
     w, h = DEMO_SIZE
     synth = SynthConfig(width=w, height=h, difficulty=DEMO_DIFFICULTY)
-    gen = generate_dataset(tmp, n, seed=DEMO_SEED, cfg=synth, progress=progress)
+    gen = generate_dataset(tmp, n, seed=DEMO_SEED, cfg=synth, progress=_Steps(progress, 0, 2 * n, "drawing"))
     gen.unlink()  # the true boxes: the user finds the grains, as on a real slide
     progress.check()
     models = tmp / "models"
@@ -153,7 +172,7 @@ def _build(tmp: Path, n: int, model_path: Path, cfg, meta: dict, progress) -> No
     proj = Project.create(tmp, name=PROJECT_NAME)
     try:
         proj.ensure_categories(cfg.class_names)  # hotkeys 1-9 follow the model's class order
-        res = proj.add_folder(tmp / "images", progress=progress)
+        res = proj.add_folder(tmp / "images", progress=_Steps(progress, n, 2 * n, "adding"))
         if res.errors or len(res.added) != n:
             from pollenstudio.core.errors import ProjectError
 
@@ -230,7 +249,7 @@ def create_demo(folder: str | os.PathLike | None = None, n: int | None = None, m
     n = DEMO_IMAGES if n is None else int(n)
     if n < 1:
         raise ProjectError(f"the demo needs at least one image, got {n}")
-    progress.update(0, n, "checking the model")
+    progress.update(0, 2 * n, "loading the model")
     model_path, cfg, meta = _check_model(model)  # before anything is written
     progress.check()
 
@@ -261,7 +280,7 @@ def create_demo(folder: str | os.PathLike | None = None, n: int | None = None, m
     finally:
         if old is not None:
             _remove(old)
-    progress.update(n, n, "demo ready")
+    progress.update(2 * n, 2 * n, "demo ready")
     res = _existing_result(final)
     res.created = True
     return res

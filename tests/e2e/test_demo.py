@@ -126,11 +126,15 @@ def test_cancel_while_building_leaves_nothing_and_foreign_folders_are_refused(tm
     class CancelAfter(CancelToken):
         def update(self, done, total, message=""):
             super().update(done, total, message)
-            if done >= 1 and "png" in message:
+            self.seen.append(message)
+            if message == "drawing image 2 of 3":
                 self.cancel()
 
+    token = CancelAfter()
+    token.seen = []
     with pytest.raises(Cancelled):
-        demo.create_demo(tmp_path / "demo", n=3, progress=CancelAfter())
+        demo.create_demo(tmp_path / "demo", n=3, progress=token)
+    assert token.seen == ["loading the model", "drawing image 1 of 3", "drawing image 2 of 3"]
     assert _leftovers(tmp_path) == ["models"]
 
     mine = tmp_path / "my-slides"
@@ -153,3 +157,12 @@ def test_default_folder_is_per_user_and_overridable(monkeypatch, tmp_path):
     assert demo.default_demo_dir().parts[-4:] == ("Library", "Application Support", "PollenStudio", "demo")
     monkeypatch.setenv(demo.ENV_DIR, str(tmp_path / "here"))
     assert demo.default_demo_dir() == tmp_path / "here"
+
+
+def test_open_hands_the_demo_to_the_main_window(tmp_path, models_dir, monkeypatch):
+    import pollenstudio.commands.gui as gui_cmd
+
+    opened = []
+    monkeypatch.setattr(gui_cmd, "run", lambda args: opened.append(args.project) or 0)
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--n", "1", "--open", "--quiet"]) == 0
+    assert opened == [str((tmp_path / "demo").resolve())]
