@@ -1,8 +1,8 @@
 """`pollenstudio demo`: a ready-to-review demo project with the shipped default model active.
 
-The demo is a handful of synthetic 640x480 brightfield micrographs (the same pixels as
-``pollenstudio synth --seed 2026 --n 8``; training used other seeds) WITHOUT their true
-boxes: the user detects, reviews, retrains and exports as on real slides. It lives in a
+The demo is a handful of synthetic 640x480 brightfield micrographs (``field_01.png``, ...
+are the images of ``pollenstudio synth --seed 2026 --n 8`` in order; the default model was
+trained on other seeds) WITHOUT their true boxes: the user detects, reviews, retrains and exports as on real slides. It lives in a
 per-user data folder (``POLLENSTUDIO_DEMO_DIR`` or ``--dir`` overrides) and is reused while
 intact, so review work in it survives. It is built in a temporary folder next to its
 final place and renamed at the end: a missing model, a cancel or a crash leaves nothing
@@ -164,6 +164,8 @@ def _build(tmp: Path, n: int, model_path: Path, cfg, meta: dict, progress) -> No
     synth = SynthConfig(width=w, height=h, difficulty=DEMO_DIFFICULTY)
     gen = generate_dataset(tmp, n, seed=DEMO_SEED, cfg=synth, progress=_Steps(progress, 0, 2 * n, "drawing"))
     gen.unlink()  # the true boxes: the user finds the grains, as on a real slide
+    for i in range(n):  # names a reader can talk about ("field 3"), in synth's order
+        (tmp / "images" / f"{i:06d}.png").rename(tmp / "images" / f"field_{i + 1:02d}.png")
     progress.check()
     models = tmp / "models"
     models.mkdir()
@@ -190,7 +192,7 @@ def _build(tmp: Path, n: int, model_path: Path, cfg, meta: dict, progress) -> No
         seed=DEMO_SEED, images=n, size=list(DEMO_SIZE), difficulty=DEMO_DIFFICULTY,
         model=model_path.name, model_sha256=file_sha256(weights), app_version=__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        note=f"same images as: pollenstudio synth --seed {DEMO_SEED} --n {n} --size {w}x{h}",
+        note=f"field_NN.png = image NN-1 of: pollenstudio synth --seed {DEMO_SEED} --n {n} --size {w}x{h}",
     )
     (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 

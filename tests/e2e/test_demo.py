@@ -46,6 +46,8 @@ def test_demo_cli_creates_the_project_then_reuses_it_with_the_review_work(tmp_pa
 
     with Project.open(target) as proj:
         assert proj.image_count() == 3 and proj.annotation_count() == 0  # the user finds the grains
+        assert [r.path for r in proj.images()] == ["images/field_01.png", "images/field_02.png", "images/field_03.png"]
+        assert [f.name for f in target.rglob("*.json")] == ["demo.json"]  # no file of true boxes
         mv = proj.active_model_version()
         assert mv is not None and mv.id == out["model_version_id"] and mv.name == "hieraedgenet-n"
         weights = proj.model_file(mv)
@@ -61,7 +63,7 @@ def test_demo_cli_creates_the_project_then_reuses_it_with_the_review_work(tmp_pa
     from pollenstudio.engine.synthetic import SynthConfig, generate_dataset
 
     generate_dataset(tmp_path / "synth", 1, seed=demo.DEMO_SEED, cfg=SynthConfig(width=640, height=480))
-    assert (tmp_path / "synth" / "images" / "000000.png").read_bytes() == (target / "images" / "000000.png").read_bytes()
+    assert (tmp_path / "synth" / "images" / "000000.png").read_bytes() == (target / "images" / "field_01.png").read_bytes()
 
     # second run: reused as it is, the review work kept, even with no model installed any more
     shutil.rmtree(models_dir)
@@ -91,7 +93,7 @@ def test_fresh_rebuilds_and_a_broken_demo_is_rebuilt(tmp_path, models_dir, capsy
         assert proj.image_count() == 1 and proj.annotation_count() == 0
     assert _leftovers(tmp_path) == ["demo", "models"]
 
-    (target / "images" / "000000.png").unlink()  # e.g. a cleaning tool removed an image
+    (target / "images" / "field_01.png").unlink()  # e.g. a cleaning tool removed an image
     assert "missing" in demo.check_demo(target)
     res = demo.create_demo(target, n=1)
     assert res.created and res.images == 1
