@@ -406,7 +406,7 @@ class MainWindow(QMainWindow):
             dlg.setValue(done_)
             dlg.setLabelText(f"Preparing the demo project: {msg}")
 
-        self.ctl.jobs.submit("demo", lambda token: hook(token), on_done=done, on_error=failed, on_progress=progress)
+        self.ctl.jobs.submit("demo", hook, on_done=done, on_error=failed, on_progress=progress)
         # cancel through the runner: the job stops at its next check and late signals are dropped
         dlg.canceled.connect(lambda: self.ctl.jobs.cancel("demo"))
 
