@@ -2,12 +2,12 @@
 
 The demo is a handful of synthetic 640x480 brightfield micrographs (``field_01.png``, ...
 are the images of ``pollenstudio synth --seed 2026 --n 8`` in order; the default model was
-trained on other seeds) WITHOUT their true boxes: the user detects, reviews, retrains and exports as on real slides. It lives in a
-per-user data folder (``POLLENSTUDIO_DEMO_DIR`` or ``--dir`` overrides) and is reused while
-intact, so review work in it survives. It is built in a temporary folder next to its
-final place and renamed at the end: a missing model, a cancel or a crash leaves nothing
-half-made. The model file is copied into the project, so the demo keeps working when
-the installation moves.
+trained on other seeds) WITHOUT their true boxes: the user detects, reviews, retrains and
+exports as on real slides. It lives in a per-user data folder (``POLLENSTUDIO_DEMO_DIR`` or
+``--dir`` overrides) and is reused while intact, so review work in it survives. It is built
+in a temporary folder next to its final place and renamed at the end: a missing model, a
+cancel or a crash leaves nothing half-made. The model file is copied into the project, so
+the demo keeps working when the installation moves.
 
 The welcome page calls :func:`demo_project_path` (in a worker) for "Open demo project".
 """

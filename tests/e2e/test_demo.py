@@ -63,7 +63,8 @@ def test_demo_cli_creates_the_project_then_reuses_it_with_the_review_work(tmp_pa
     from pollenstudio.engine.synthetic import SynthConfig, generate_dataset
 
     generate_dataset(tmp_path / "synth", 1, seed=demo.DEMO_SEED, cfg=SynthConfig(width=640, height=480))
-    assert (tmp_path / "synth" / "images" / "000000.png").read_bytes() == (target / "images" / "field_01.png").read_bytes()
+    synth_png = (tmp_path / "synth" / "images" / "000000.png").read_bytes()
+    assert synth_png == (target / "images" / "field_01.png").read_bytes()
 
     # second run: reused as it is, the review work kept, even with no model installed any more
     shutil.rmtree(models_dir)
