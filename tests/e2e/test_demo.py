@@ -169,3 +169,42 @@ def test_open_hands_the_demo_to_the_main_window(tmp_path, models_dir, monkeypatc
     monkeypatch.setattr(gui_cmd, "run", lambda args: opened.append(args.project) or 0)
     assert main(["demo", "--dir", str(tmp_path / "demo"), "--n", "1", "--open", "--quiet"]) == 0
     assert opened == [str((tmp_path / "demo").resolve())]
+
+
+@pytest.mark.slow
+def test_demo_with_the_shipped_model_finds_most_grains(tmp_path):
+    """The real thing once the default model is installed: the demo's own model detects most
+    of the grains the generator drew on the demo images (truth from the same synth seed)."""
+    from pollenstudio.engine.detect_job import detect_project
+    from pollenstudio.engine.paths import default_model_path
+    from pollenstudio.engine.predict import Predictor
+    from pollenstudio.engine.synthetic import SynthConfig, generate_dataset
+
+    try:
+        default_model_path()
+    except CheckpointError:
+        pytest.skip("the shipped default model is not installed in this checkout yet")
+    res = demo.create_demo(tmp_path / "demo", n=2)
+    with Project.open(res.folder) as proj:
+        pred = Predictor.from_project(proj, device="cpu")
+        assert pred.model_version_id == res.model_version_id  # the demo's active model, not a fallback
+        summary = detect_project(proj, pred)
+        assert summary.done == 2
+        found = {r.path.rsplit("/", 1)[-1]: [a.box.xyxy() for a in proj.annotations(r.id)] for r in proj.images()}
+    truth = json.loads(generate_dataset(tmp_path / "truth", 2, seed=demo.DEMO_SEED,
+                                        cfg=SynthConfig(width=640, height=480)).read_text())
+    hits = total = 0
+    for im in truth["images"]:
+        boxes = found[f"field_{im['id']:02d}.png"]
+        for a in (a for a in truth["annotations"] if a["image_id"] == im["id"]):
+            x, y, w, h = a["bbox"]
+            total += 1
+            hits += any(_iou((x, y, x + w, y + h), b) >= 0.5 for b in boxes)
+    assert total and hits / total >= 0.8, f"{hits} of {total} grains found"
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
