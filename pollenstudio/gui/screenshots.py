@@ -8,7 +8,8 @@ large_zoom.png: a 16000 x 16000 slide scan zoomed in to pixel level.
 With --model (a .safetensors checkpoint; the docs use the tiny test model of
 tests/fixtures_models.py, whose two made-up taxa are "Roundum" and "Triangula"):
 detection_in_progress.png, edge_map.png, gradcam.png, export_dialog.png, all from a real
-run of that model on synthetic micrographs.
+run of that model on synthetic micrographs, and training_dashboard.png: a short real
+fine-tuning run (started from the dashboard) next to the version it started from.
 """
 
 from __future__ import annotations
@@ -133,6 +134,65 @@ def model_shots(app, out: Path, model: str) -> None:
     print(f"wrote {out}/detection_in_progress.png, edge_map.png, gradcam.png, export_dialog.png")
 
 
+def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
+    """training_dashboard.png: reviewed synthetic micrographs (their true boxes as the
+    palynologist's), a first version fine-tuned headless from ``model`` and made active,
+    then a second run started from the dashboard, shown with its curves and comparison."""
+    import cv2
+    from PySide6.QtCore import QSettings
+
+    from pollenstudio.core.types import Box
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.engine.train import TrainConfig, train_project
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project import Project
+
+    tmp = Path(tempfile.mkdtemp(prefix="ps_train_shot_"))
+    folder = tmp / "Birch season 2024 - Station Basel"
+    (folder / "images").mkdir(parents=True)
+    taxa = ("Betula", "Pinus", "Poaceae")
+    cfg = SynthConfig(width=640, height=480, n_grains=(5, 8), difficulty="easy", taxa=taxa, grain_size=(40.0, 80.0))
+    truth = {}
+    for i in range(36):
+        img, objects = generate_image(7000 + i, cfg)
+        name = f"basel_{i + 1:03d}.png"
+        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
+        truth[name] = objects
+    proj = Project.create(folder)
+    ids = proj.ensure_categories(taxa)
+    proj.add_folder(folder / "images")
+    for rec in proj.images():
+        for o in truth[rec.path.rsplit("/", 1)[-1]]:
+            proj.add_annotation(rec.id, Box(*o["bbox"]), ids[o["name"]])
+    import torch
+
+    torch.set_num_threads(1)  # the tiny model is overhead-bound: one thread is fastest
+    train_project(proj, TrainConfig(epochs=6, imgsz=320, batch=8, device="cpu", threads=1), base=model,
+                  activate=True, name="v1 spring counts")
+    proj.close()
+
+    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    win.resize(1400, 900)
+    win.show()
+    win.open_project(str(folder))
+    dlg = win.training_dashboard()
+    dlg.resize(1180, 860)
+    dlg.epochs.setValue(epochs)
+    dlg.imgsz.setCurrentText("320")
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    dlg.threads = 1
+    dlg.start()
+    for _ in range(12000):
+        _settle(app, 50)
+        if not dlg.running():
+            break
+    _settle(app, 300)
+    dlg.grab().save(str(out / "training_dashboard.png"))
+    win.close()
+    print(f"wrote {out}/training_dashboard.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import argparse
@@ -141,13 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", nargs="?", default="docs/screenshots")
     ap.add_argument("--model", help="checkpoint for the model screenshots")
     ap.add_argument("--only-model", action="store_true", help="only the model screenshots")
+    ap.add_argument("--only-training", action="store_true", help="only the training dashboard (needs --model)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_training:
+        from pollenstudio.gui.app import create_app
+
+        training_shot(create_app(["screenshots"]), out, args.model)
+        return 0
     if args.only_model:
         from pollenstudio.gui.app import create_app
 
-        model_shots(create_app(["screenshots"]), out, args.model)
+        app = create_app(["screenshots"])
+        model_shots(app, out, args.model)
+        training_shot(app, out, args.model)
         return 0
     import numpy as np
     from PySide6.QtCore import QSettings
@@ -246,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}/welcome.png, review.png, large_zoom.png")
     if args.model:
         model_shots(app, out, args.model)
+        training_shot(app, out, args.model)
     return 0
 
 

@@ -16,6 +16,7 @@ review reads (queue page, taxon counts, thumbnails) need.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -262,6 +263,7 @@ def _plot(title: str, ylabel: str) -> pg.PlotWidget:
         ax = pi.getAxis(side)
         ax.setPen(pg.mkPen("#4a5560"))
         ax.setTextPen(pg.mkPen("#2c3e50"))
+        ax.enableAutoSIPrefix(False)  # "mAP (x0.001)" with ticks 100..300 misreads as percent
     pi.setLabel("bottom", "epoch", color="#2c3e50")
     pi.setLabel("left", ylabel, color="#2c3e50")
     pi.showGrid(x=True, y=True, alpha=0.15)
@@ -404,6 +406,13 @@ class TrainingDashboard(QDialog):
         self.map5095_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50_95"], width=2.5), symbol="s",
                                      symbolSize=7, symbolBrush=CURVE_COLOURS["map50_95"], symbolPen=None,
                                      name="mAP@.5:.95")
+        # where the model in use stands on the same images, drawn once the run has scored it
+        self.reference_line = pg.InfiniteLine(
+            angle=0, movable=False, pen=pg.mkPen(CURVE_COLOURS["map50"], width=1.5, style=Qt.PenStyle.DashLine),
+            label="", labelOpts={"position": 0.6, "color": "#6b4a2e", "anchors": [(0.5, 0), (0.5, 0)],
+                                 "fill": pg.mkBrush(255, 255, 255, 230)})
+        self.reference_line.hide()
+        mi.addItem(self.reference_line, ignoreBounds=True)
         mi.setYRange(0.0, 1.0, padding=0.02)
         mi.setXRange(0, 1, padding=0.02)
         li.setXRange(0, 1, padding=0.02)
@@ -417,7 +426,10 @@ class TrainingDashboard(QDialog):
         self.result_label.setWordWrap(True)
         self.summary = _table(["", "active", "new", "change"])
         self.summary.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.summary.setFixedHeight(150)
+        self.summary.setRowCount(4)
+        self.summary.setFixedHeight(self.summary.horizontalHeader().sizeHint().height()
+                                    + 4 * self.summary.verticalHeader().defaultSectionSize() + 4)
+        self.summary.setRowCount(0)
         self.taxa_table = _table(["taxon", "grains", "AP50 active", "AP50 new", "change"])
         self.taxa_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.use_button = QPushButton("Use this model", self)
@@ -504,6 +516,11 @@ class TrainingDashboard(QDialog):
             from pollenstudio.detector.config import ModelConfig
 
             req.model_cfg = ModelConfig.variant("full", scale="n", imgsz=req.imgsz)
+        # Python's full garbage collection holds the GIL while it walks every object of the
+        # app (torch, Qt, pyqtgraph); run from the training thread it froze the GUI for
+        # 350-500 ms a few times per run (bench/ui_stall_model.py). Objects alive now are
+        # taken out of those walks, so they only visit what the run itself allocates.
+        gc.freeze()
         self.feed = TrainFeed()
         self.outcome, self.trained_version = None, None
         self._batch_xy = ([], [])
@@ -516,6 +533,7 @@ class TrainingDashboard(QDialog):
             c.setData([], [])
         for p in (self.loss_plot, self.map_plot):
             p.getPlotItem().setXRange(0, req.epochs, padding=0.02)
+        self.reference_line.hide()
         self._clear_result()
         self.progress.setRange(0, 0)
         self.time_label.setText("starting...")
@@ -590,6 +608,8 @@ class TrainingDashboard(QDialog):
                 by.append(ev[2])
             elif kind == "epoch":
                 _, epoch, loss, m50, m5095 = ev
+                if not self._epoch_rows:
+                    gc.freeze()  # and what the first epoch imported and built (see start)
                 self._epoch_rows.append((epoch + 1, loss, m50, m5095))
                 curves = True
             elif kind == "phase":
@@ -689,6 +709,12 @@ class TrainingDashboard(QDialog):
             self.summary.setItem(r, 1, _item(_fmt(a)))
             self.summary.setItem(r, 2, _item(_fmt(b), bold=True))
             self.summary.setItem(r, 3, _delta_item(None if a is None or b is None else b - a))
+        if old is not None and old.get("map50") is not None:
+            self.reference_line.show()  # first: a hidden line's label ignores new text
+            self.reference_line.setValue(old["map50"])
+            self.reference_line.label.setFormat(f"{old_name} (in use): mAP@.5 {old['map50']:.3f}")
+            top = max(old["map50"], *[r[2] for r in self._epoch_rows if r[2] is not None], 0.0)
+            self.map_plot.getPlotItem().setYRange(0.0, min(1.0, max(0.2, top * 1.15)), padding=0.02)
         changes = taxon_changes(old, new)
         self.taxa_table.setRowCount(len(changes))
         for r, c in enumerate(changes):

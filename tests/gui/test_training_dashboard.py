@@ -41,11 +41,8 @@ def reviewed_template(tmp_path_factory):
 def train_window(qtbot, settings, reviewed_template, tmp_path, tiny_model_path):
     import shutil
 
-    import torch
-
     from pollenstudio.gui.main_window import MainWindow
 
-    threads = torch.get_num_threads()
     dst = tmp_path / "proj"
     shutil.copytree(reviewed_template, dst)
     win = MainWindow(settings)
@@ -58,7 +55,6 @@ def train_window(qtbot, settings, reviewed_template, tmp_path, tiny_model_path):
     qtbot.waitUntil(lambda: win.ctl.model_name() is not None, timeout=10000)
     yield win
     win.close()
-    torch.set_num_threads(threads)  # a run with threads=1 sets it process-wide
 
 
 def _dashboard(win, epochs=2):
@@ -69,7 +65,6 @@ def _dashboard(win, epochs=2):
     dlg.imgsz.setCurrentText("128")
     dlg.batch.setValue(4)
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
-    dlg.threads = 1  # the tiny model is overhead-bound: one thread is fastest on a shared CPU
     return dlg
 
 
@@ -78,6 +73,7 @@ def _points(curve):
     return 0 if x is None else len(x)
 
 
+@pytest.mark.slow
 def test_training_from_the_dashboard_registers_a_version_and_use_this_model_switches_detection(qtbot, train_window):
     win = train_window
     ctl = win.ctl
