@@ -394,6 +394,9 @@ class TrainingDashboard(QDialog):
 
         self.loss_plot = _plot("Training loss", "loss per image")
         li = self.loss_plot.getPlotItem()
+        # a long run has 100,000s of batches: draw only what one pixel column can show
+        li.setDownsampling(auto=True, mode="peak")
+        li.setClipToView(True)
         li.addLegend(offset=(-10, 10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
         self.batch_curve = li.plot([], [], pen=pg.mkPen(CURVE_COLOURS["batch"], width=1), name="each batch")
         self.loss_curve = li.plot([], [], pen=pg.mkPen(CURVE_COLOURS["loss"], width=2.5), symbol="o", symbolSize=7,

@@ -187,3 +187,17 @@ def test_closing_the_project_mid_training_records_the_run_as_cancelled(qtbot, tr
     with Project.open(folder) as again:
         assert again.runs("train")[-1].status == "cancelled"
         assert len(again.model_versions()) == 1
+
+
+def test_nothing_reviewed_says_what_to_do_and_adds_nothing(qtbot, window):
+    """The generated review project has proposals only: nothing to train on yet."""
+    p = window.ctl.project
+    window.actions["train"].trigger()
+    dlg = window._training
+    assert dlg.base.currentData() is None  # no version yet: from scratch
+    dlg.epochs.setValue(1)
+    assert dlg.start()
+    qtbot.waitUntil(lambda: not dlg.running() and dlg.start_button.isEnabled(), timeout=30000)
+    text = dlg.phase_label.text()
+    assert text.startswith("Training failed") and "reviewed" in text and "Accept" in text
+    assert p.model_versions() == [] and dlg.outcome is None
