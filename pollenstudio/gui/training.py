@@ -219,6 +219,8 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
                 out.reference_metrics = score_on_images(
                     project, path, mv.config.get("model", {}).get("class_names") or [], val_ids, cfg.device,
                     cfg.conf, cfg.batch, progress=token)
+                if out.reference_metrics is None:
+                    out.note = "Its validation images are no longer reviewed, so there is nothing to compare on."
             except Cancelled:
                 out.note = f"Comparison with {out.reference_name} skipped (cancelled)."
             except PollenStudioError as exc:
@@ -252,7 +254,6 @@ def _fmt(v) -> str:
 
 
 # ---------------------------------------------------------------------------- the dashboard
-
 
 
 def _plot(title: str, ylabel: str) -> pg.PlotWidget:
