@@ -201,3 +201,18 @@ def test_nothing_reviewed_says_what_to_do_and_adds_nothing(qtbot, window):
     text = dlg.phase_label.text()
     assert text.startswith("Training failed") and "reviewed" in text and "Accept" in text
     assert p.model_versions() == [] and dlg.outcome is None
+
+
+def test_a_version_whose_weights_are_gone_is_not_activated(qtbot, window):
+    p = window.ctl.project
+    mv_id = p.add_model_version("v1 lost", p.folder / "models" / "gone.safetensors")
+    errors = []
+    window.ctl.errorRaised.connect(lambda t, m: errors.append(m))
+    window.actions["train"].trigger()
+    dlg = window._training
+    assert dlg.versions.rowCount() == 1 and "missing" in dlg.versions.item(0, 0).toolTip()
+    dlg.select_version(mv_id)
+    assert not dlg.activate_selected()
+    assert errors and "weights file of model version v1 lost is missing" in errors[0]
+    assert p.active_model_version() is None
+    assert dlg.base.count() == 1  # only "from scratch": a version without weights is no base
