@@ -24,6 +24,28 @@ def project_dir(template_project, tmp_path):
 
 
 @pytest.fixture
+def window_on_copy(qtbot, settings, tmp_path):
+    """Factory: a shown main window on a copy of a template project with ``model_path`` as
+    its active model (for the tests that detect or train)."""
+    from pollenstudio.gui.main_window import MainWindow
+
+    def make(template, model_path):
+        dst = tmp_path / "proj"
+        shutil.copytree(template, dst)
+        win = MainWindow(settings)
+        qtbot.addWidget(win)
+        win.show()
+        qtbot.waitExposed(win)
+        with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+            assert win.open_project(str(dst))
+        win.ctl.choose_model(str(model_path))
+        qtbot.waitUntil(lambda: win.ctl.model_name() is not None, timeout=10000)
+        return win
+
+    return make
+
+
+@pytest.fixture
 def settings(tmp_path):
     from PySide6.QtCore import QSettings
 

@@ -38,21 +38,8 @@ def reviewed_template(tmp_path_factory):
 
 
 @pytest.fixture
-def train_window(qtbot, settings, reviewed_template, tmp_path, tiny_model_path):
-    import shutil
-
-    from pollenstudio.gui.main_window import MainWindow
-
-    dst = tmp_path / "proj"
-    shutil.copytree(reviewed_template, dst)
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(dst))
-    win.ctl.choose_model(str(tiny_model_path))
-    qtbot.waitUntil(lambda: win.ctl.model_name() is not None, timeout=10000)
+def train_window(window_on_copy, reviewed_template, tiny_model_path):
+    win = window_on_copy(reviewed_template, tiny_model_path)
     yield win
     win.close()
 
