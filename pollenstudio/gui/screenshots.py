@@ -48,7 +48,7 @@ def model_shots(app, out: Path, model: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ps_model_shots_"))
     folder = tmp / "Honey samples (Ticino)"
     (folder / "images").mkdir(parents=True)
-    cfg = SynthConfig(width=1024, height=768, n_grains=(7, 10), difficulty="easy")
+    cfg = SynthConfig(width=640, height=480, n_grains=(7, 10))  # the default model's frame size
     for i in range(10):
         img, _objs = generate_image(3000 + i, cfg)
         cv2.imwrite(str(folder / "images" / f"honey_{i + 1:02d}.png"), img[..., ::-1].copy())
@@ -64,7 +64,7 @@ def model_shots(app, out: Path, model: str) -> None:
     import shutil
 
     (folder / "models").mkdir()
-    model = str(shutil.copy(model, folder / "models" / "tiny-test-model.safetensors"))  # a readable version name
+    model = str(shutil.copy(model, folder / "models" / Path(model).name))  # the version is named after the file
     ctl.choose_model(model)
     for _ in range(200):
         _settle(app, 50)

@@ -404,7 +404,7 @@ class TrainingDashboard(QDialog):
                                   symbolBrush=CURVE_COLOURS["loss"], symbolPen=None, name="epoch mean")
         self.map_plot = _plot("Validation mAP (held-out reviewed images)", "mAP")
         mi = self.map_plot.getPlotItem()
-        mi.addLegend(offset=(10, 10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
+        mi.addLegend(offset=(-10, -10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
         self.map50_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50"], width=2.5), symbol="o", symbolSize=7,
                                    symbolBrush=CURVE_COLOURS["map50"], symbolPen=None, name="mAP@.5")
         self.map5095_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50_95"], width=2.5), symbol="s",
@@ -413,11 +413,11 @@ class TrainingDashboard(QDialog):
         # where the model in use stands on the same images, drawn once the run has scored it
         self.reference_line = pg.InfiniteLine(
             angle=0, movable=False, pen=pg.mkPen(CURVE_COLOURS["map50"], width=1.5, style=Qt.PenStyle.DashLine),
-            label="", labelOpts={"position": 0.6, "color": "#6b4a2e", "anchors": [(0.5, 0), (0.5, 0)],
+            label="", labelOpts={"position": 0.5, "color": "#6b4a2e", "anchors": [(0.5, 1), (0.5, 1)],
                                  "fill": pg.mkBrush(255, 255, 255, 230)})
         self.reference_line.hide()
         mi.addItem(self.reference_line, ignoreBounds=True)
-        mi.setYRange(0.0, 1.0, padding=0.02)
+        mi.setYRange(0.0, 1.1, padding=0.0)  # room above 1.0 for the reference line's label
         mi.setXRange(0, 1, padding=0.02)
         li.setXRange(0, 1, padding=0.02)
         plots = QHBoxLayout()
@@ -633,7 +633,7 @@ class TrainingDashboard(QDialog):
             self.map5095_curve.setData([r[0] for r in scored], [r[3] for r in scored])
             top = max([r[2] for r in scored] + [0.0])
             # a fixed 0..1 scale would flatten early epochs; never zoom in past 0..0.2
-            self.map_plot.getPlotItem().setYRange(0.0, min(1.0, max(0.2, top * 1.15)), padding=0.02)
+            self.map_plot.getPlotItem().setYRange(0.0, min(1.1, max(0.2, top * 1.15)), padding=0.02)
 
     def _finished(self, outcome: TrainOutcome) -> None:
         if self.project is None:  # the project closed under the run
@@ -718,7 +718,7 @@ class TrainingDashboard(QDialog):
             self.reference_line.setValue(old["map50"])
             self.reference_line.label.setFormat(f"{old_name} (in use): mAP@.5 {old['map50']:.3f}")
             top = max(old["map50"], *[r[2] for r in self._epoch_rows if r[2] is not None], 0.0)
-            self.map_plot.getPlotItem().setYRange(0.0, min(1.0, max(0.2, top * 1.15)), padding=0.02)
+            self.map_plot.getPlotItem().setYRange(0.0, min(1.1, max(0.2, top * 1.15)), padding=0.02)
         changes = taxon_changes(old, new)
         self.taxa_table.setRowCount(len(changes))
         for r, c in enumerate(changes):
