@@ -15,25 +15,19 @@ import argparse
 import cv2
 import numpy as np
 
+from pollenstudio.core.types import Box
 from pollenstudio.engine.predict import Predictor
 from pollenstudio.engine.synthetic import SynthConfig, generate_image
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def score(pred, img, objs, f: float = 1.0) -> np.ndarray:
     """(found, right taxon, grains, detections); detections scaled back by 1/f."""
     dets = pred.predict(np.ascontiguousarray(img))
-    boxes = [((d.box.x1 / f, d.box.y1 / f, d.box.x2 / f, d.box.y2 / f), d.label) for d in dets]
+    boxes = [(Box(d.box.x1 / f, d.box.y1 / f, d.box.x2 / f, d.box.y2 / f), d.label) for d in dets]
     found = right = 0
     for o in objs:
-        best, label = max(((iou(o["bbox"], b), lab) for b, lab in boxes), default=(0.0, None))
+        truth = Box(*o["bbox"])
+        best, label = max(((truth.iou(b), lab) for b, lab in boxes), default=(0.0, None))
         if best >= 0.5:
             found += 1
             right += label == o["name"]

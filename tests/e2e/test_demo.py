@@ -187,21 +187,14 @@ def test_demo_with_the_shipped_model_finds_most_grains(tmp_path):
         assert pred.model_version_id == res.model_version_id  # the demo's active model, not a fallback
         summary = detect_project(proj, pred)
         assert summary.done == 2
-        found = {r.path.rsplit("/", 1)[-1]: [a.box.xyxy() for a in proj.annotations(r.id)] for r in proj.images()}
+        found = {r.path.rsplit("/", 1)[-1]: [a.box for a in proj.annotations(r.id)] for r in proj.images()}
     truth = json.loads(generate_dataset(tmp_path / "truth", 2, seed=demo.DEMO_SEED,
                                         cfg=SynthConfig(width=640, height=480)).read_text())
     hits = total = 0
     for im in truth["images"]:
         boxes = found[f"field_{im['id']:02d}.png"]
         for a in (a for a in truth["annotations"] if a["image_id"] == im["id"]):
-            x, y, w, h = a["bbox"]
             total += 1
-            hits += any(_iou((x, y, x + w, y + h), b) >= 0.5 for b in boxes)
+            hits += any(Box.from_xywh(*a["bbox"]).iou(b) >= 0.5 for b in boxes)
     assert total and hits / total >= 0.8, f"{hits} of {total} grains found"
 
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pollenstudio.core.types import Box
 from pollenstudio.engine.paths import default_model_path, models_dir
 
 FRESH_SEEDS = (20261127, 31337, 4242)
@@ -35,14 +36,6 @@ def test_shipped_model_is_small_and_loads_with_the_safe_loader(shipped):
     assert sum(p.numel() for p in model.parameters()) > 1_000_000
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def test_shipped_model_finds_most_grains_on_fresh_images(shipped):
     from pollenstudio.engine.predict import Predictor
     from pollenstudio.engine.synthetic import SynthConfig, generate_image
@@ -52,19 +45,19 @@ def test_shipped_model_finds_most_grains_on_fresh_images(shipped):
     for seed in FRESH_SEEDS:
         img, objects = generate_image(seed, SynthConfig())
         dets = pred.predict(np.ascontiguousarray(img))
-        boxes = [(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in dets]
         used: set[int] = set()
         for o in objects:
             total += 1
             best, j = 0.0, -1
-            for k, b in enumerate(boxes):
-                if k not in used and (iou := _iou(o["bbox"], b)) > best:
+            truth = Box(*o["bbox"])
+            for k, d in enumerate(dets):
+                if k not in used and (iou := truth.iou(d.box)) > best:
                     best, j = iou, k
             if best >= 0.5:
                 used.add(j)
                 found += 1
                 right_taxon += dets[j].label == o["name"]
-        false_pos += len(boxes) - len(used)
+        false_pos += len(dets) - len(used)
     assert total >= 15
     assert found / total >= 0.8, f"found {found} of {total} grains"
     assert right_taxon / total >= 0.7, f"right taxon for {right_taxon} of {total} grains"
