@@ -22,30 +22,25 @@ export OMP_NUM_THREADS=1
 mkdir -p "$W"
 [ -f "$W/train-data/annotations.json" ] || nice -n 10 pollenstudio synth --out "$W/train-data" --n 300 --seed 7 --quiet
 [ -f "$W/project/project.pollen" ] || nice -n 10 pollenstudio import "$W/project" "$W/train-data/annotations.json" --quiet
-for V in base edge cspokm full; do
-    if [ ! -s "$W/train-$V.json" ]; then
-        start=$(date +%s)
-        nice -n 10 pollenstudio train "$W/project" --variant "$V" --scale n --epochs "$E" --imgsz 320 --batch 8 \
-            --device cpu --threads 1 --seed 0 --name "ablation-$V" --quiet --json > "$W/train-$V.json.part"
-        mv "$W/train-$V.json.part" "$W/train-$V.json"
-        echo "$(( $(date +%s) - start ))" > "$W/train-$V.seconds"
-    fi
-done
-for V in $R; do
-    if [ ! -s "$W/train-$V-seed1.json" ]; then
-        start=$(date +%s)
-        nice -n 10 pollenstudio train "$W/project" --variant "$V" --scale n --epochs "$E" --imgsz 320 --batch 8 \
-            --device cpu --threads 1 --seed 1 --name "ablation-$V-seed1" --quiet --json > "$W/train-$V-seed1.json.part"
-        mv "$W/train-$V-seed1.json.part" "$W/train-$V-seed1.json"
-        echo "$(( $(date +%s) - start ))" > "$W/train-$V-seed1.seconds"
-    fi
-done
+# train VARIANT SEED TAG: one row, registered as model version "ablation-TAG"
+train() {
+    local V=$1 S=$2 T=$3 start
+    [ -s "$W/train-$T.json" ] && return 0
+    start=$(date +%s)
+    nice -n 10 pollenstudio train "$W/project" --variant "$V" --scale n --epochs "$E" --imgsz 320 --batch 8 \
+        --device cpu --threads 1 --seed "$S" --name "ablation-$T" --quiet --json > "$W/train-$T.json.part"
+    mv "$W/train-$T.json.part" "$W/train-$T.json"
+    echo "$(( $(date +%s) - start ))" > "$W/train-$T.seconds"
+}
+for V in base edge cspokm full; do train "$V" 0 "$V"; done
+for V in $R; do train "$V" 1 "$V-seed1"; done
+ROWS="base edge cspokm full $(for r in $R; do echo "$r-seed1"; done)"
 [ -f "$W/heldout/annotations.json" ] || nice -n 10 pollenstudio synth --out "$W/heldout" --n 200 --seed 99 --quiet
-for V in base edge cspokm full $(for r in $R; do echo "$r-seed1"; done); do
+for V in $ROWS; do
     if [ ! -s "$W/eval-$V.json" ]; then
         WEIGHTS=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["weights"])' "$W/train-$V.json")
         nice -n 10 pollenstudio eval "$W/heldout/annotations.json" --model "$WEIGHTS" --device cpu --json > "$W/eval-$V.json.part"
         mv "$W/eval-$V.json.part" "$W/eval-$V.json"
     fi
 done
-for V in base edge cspokm full $(for r in $R; do echo "$r-seed1"; done); do echo "== $V"; cat "$W/eval-$V.json"; done
+for V in $ROWS; do echo "== $V"; cat "$W/eval-$V.json"; done
