@@ -36,13 +36,26 @@ def _settle(app, ms: int = 200) -> None:
         time.sleep(0.01)
 
 
+def _main_window(tmp: Path, recent: list[str] | None = None):
+    """A shown 1400x900 main window whose settings live in ``tmp`` (never the user's)."""
+    from PySide6.QtCore import QSettings
+
+    from pollenstudio.gui.main_window import MainWindow
+
+    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+    if recent is not None:
+        settings.setValue("recent", recent)
+    win = MainWindow(settings)
+    win.resize(1400, 900)
+    win.show()
+    return win
+
+
 def model_shots(app, out: Path, model: str) -> None:
     """Screenshots of the model in the loop, with a real model run."""
     import cv2
-    from PySide6.QtCore import QSettings
 
     from pollenstudio.engine.synthetic import SynthConfig, generate_image
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
 
     tmp = Path(tempfile.mkdtemp(prefix="ps_model_shots_"))
@@ -55,10 +68,7 @@ def model_shots(app, out: Path, model: str) -> None:
     proj = Project.create(folder)
     proj.add_folder(folder / "images")
     proj.close()
-    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings)
-    win.resize(1400, 900)
-    win.show()
+    win = _main_window(tmp)
     win.open_project(str(folder))
     ctl = win.ctl
     import shutil
@@ -139,12 +149,10 @@ def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
     palynologist's), a first version fine-tuned headless from ``model`` and made active,
     then a second run started from the dashboard, shown with its curves and comparison."""
     import cv2
-    from PySide6.QtCore import QSettings
 
     from pollenstudio.core.types import Box
     from pollenstudio.engine.synthetic import SynthConfig, generate_image
     from pollenstudio.engine.train import TrainConfig, train_project
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
 
     tmp = Path(tempfile.mkdtemp(prefix="ps_train_shot_"))
@@ -166,15 +174,12 @@ def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
             proj.add_annotation(rec.id, Box(*o["bbox"]), ids[o["name"]])
     import torch
 
-    torch.set_num_threads(1)  # the tiny model is overhead-bound: one thread is fastest
+    torch.set_num_threads(1)  # on the shared 2-core dev VM one thread is the fastest
     train_project(proj, TrainConfig(epochs=6, imgsz=320, batch=8, device="cpu", threads=1), base=model,
                   activate=True, name="v1 spring counts")
     proj.close()
 
-    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings)
-    win.resize(1400, 900)
-    win.show()
+    win = _main_window(tmp)
     win.open_project(str(folder))
     dlg = win.training_dashboard()
     dlg.resize(1180, 860)
@@ -218,11 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         training_shot(app, out, args.model)
         return 0
     import numpy as np
-    from PySide6.QtCore import QSettings
 
-    from pollenstudio.core.types import AnnotationStatus
     from pollenstudio.gui.app import create_app
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.gui.sample_project import make_review_project
 
     app = create_app(["screenshots"])
@@ -232,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     proj.close()
     other = tmp / "Honey samples (Ticino)"
     other.mkdir()
-    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("recent", [str(proj_dir), str(other)])
-
-    win = MainWindow(settings)
-    win.resize(1400, 900)
-    win.show()
+    win = _main_window(tmp, recent=[str(proj_dir), str(other)])
     _settle(app)
     win.grab().save(str(out / "welcome.png"))
 
