@@ -75,12 +75,27 @@ def main() -> int:
             gaps.append(now - last[0])
             last[0] = now
 
+        # Python's cyclic garbage collector holds the GIL for a whole collection: record each
+        # one, so a stall can be told apart from the model's own work
+        import gc
+
+        collections: list[tuple[float, int]] = []
+        gc_t0 = [0.0]
+
+        def on_gc(phase, info):
+            if phase == "start":
+                gc_t0[0] = time.perf_counter()
+            else:
+                collections.append(((time.perf_counter() - gc_t0[0]) * 1e3, info["generation"]))
+
+        gc.callbacks.append(on_gc)
         timer = QTimer()
         timer.setInterval(2)
         timer.timeout.connect(tick)
 
         def run_phase(name, start, done):
             gaps.clear()
+            collections.clear()
             clock.start()
             last[0] = 0.0
             timer.start()
@@ -95,7 +110,9 @@ def main() -> int:
             wall = time.perf_counter() - t0
             timer.stop()
             g = np.array(gaps or [0.0])
-            print(f"  (longest gap ends at {np.cumsum(g)[int(g.argmax())] / 1000:.2f} s)")
+            worst_gc = max(collections, default=(0.0, -1))
+            print(f"  (longest gap ends at {np.cumsum(g)[int(g.argmax())] / 1000:.2f} s; {len(collections)} garbage "
+                  f"collections, longest {worst_gc[0]:.1f} ms (generation {worst_gc[1]}))")
             print(f"{name:<28} wall {wall:7.2f} s  longest gap {g.max():6.1f} ms  p99 {np.percentile(g, 99):6.1f} ms  "
                   f"gaps > 50 ms: {int((g > 50).sum())}")
 

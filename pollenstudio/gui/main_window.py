@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pollenstudio.gui import gcguard
 from pollenstudio.gui.app import error_text, show_error
 from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
@@ -82,6 +83,7 @@ class MainWindow(QMainWindow):
         self.ctl.threshold = self.queue.threshold()
         self._restore_layout()
         self._show_welcome()
+        gcguard.freeze()  # the window's objects live as long as the app: out of full collections
 
     # ------------------------------------------------------------------ building
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pollenstudio.gui import gcguard
+
 DETECT_SERIAL = threading.Lock()
 EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long
 
@@ -41,7 +43,8 @@ class PredictorCache:
             if self._pred is not None and self._key == key:
                 return self._pred
         kw = {"batch": batch} if batch else {}
-        pred = Predictor.from_project(project, None, **kw)
+        with gcguard.held():  # importing torch and building the model: a burst of allocation
+            pred = Predictor.from_project(project, None, **kw)
         with self._lock:
             self._key, self._pred = key, pred
         return pred
@@ -83,9 +86,10 @@ def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batc
 
 def device_job(token) -> str:
     """What detection would run on, for the status bar (imports torch: keep it off the GUI thread)."""
-    from pollenstudio.engine.predict import describe_device, select_device
+    with gcguard.held():
+        from pollenstudio.engine.predict import describe_device, select_device
 
-    return describe_device(select_device("auto"))
+        return describe_device(select_device("auto"))
 
 
 def check_checkpoint_job(token, path: str) -> tuple[dict, str]:
@@ -93,7 +97,8 @@ def check_checkpoint_job(token, path: str) -> tuple[dict, str]:
     version. Returns its config dict and the device detection will run on."""
     from pollenstudio.detector.checkpoint import load_checkpoint
 
-    _model, cfg, _meta = load_checkpoint(path, device="cpu")
+    with gcguard.held():
+        _model, cfg, _meta = load_checkpoint(path, device="cpu")
     return cfg.to_dict(), device_job(token)
 
 

@@ -16,7 +16,6 @@ review reads (queue page, taxon counts, thumbnails) need.
 
 from __future__ import annotations
 
-import gc
 import logging
 import queue
 import threading
@@ -46,6 +45,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError
+from pollenstudio.gui import gcguard
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def score_on_images(project, weights, class_names, image_ids, device, conf, batc
     samples = [s for s in data.samples if s.image_id in ids]
     if not samples:
         return None
-    model, mcfg, _ = load_checkpoint(weights, device="cpu")
+    with gcguard.held():
+        model, mcfg, _ = load_checkpoint(weights, device="cpu")
     res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress)
     return res.to_dict()
 
@@ -180,9 +181,12 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
     on the new run's validation images. Cancel stops training within one batch (the engine
     records the run as cancelled; no version is registered); a cancel while the active
     model is being scored only skips that comparison."""
-    from pollenstudio.engine.train import train_project
+    # Until its first batch is done the run imports torch's training code, reads the images
+    # and builds the model and the optimiser: no garbage collection meanwhile (see gcguard).
+    burst = gcguard.Burst()
+    with TRAIN_SERIAL, burst:
+        from pollenstudio.engine.train import train_project
 
-    with TRAIN_SERIAL:
         token.check()
         feed.put("phase", "Reading the reviewed images and preparing the model...")
 
@@ -191,6 +195,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
                               f"{len(trainer.val_samples)} (device {trainer.device})")
 
         def on_batch_end(trainer, epoch, i, n, loss):
+            burst.end()
             feed.put("batch", epoch + (i + 1) / max(1, n), float(loss))
 
         def on_epoch_end(trainer, epoch, m):
@@ -231,7 +236,8 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
 
 def device_choices_job(token) -> list[tuple[str, str]]:
     """(value, label) of the devices training can use; imports torch, so off the GUI thread."""
-    import torch
+    with gcguard.held():
+        import torch
 
     out = []
     if torch.cuda.is_available():
@@ -389,6 +395,12 @@ class TrainingDashboard(QDialog):
         self.time_label = QLabel(self)
         self.phase_label = QLabel(self)
         self.phase_label.setWordWrap(True)
+        # Showing the bar or a longer phase text must not reflow the dialog: a reflow resizes
+        # the plots, and re-rendering them took 80 ms of the GUI thread as a run started.
+        keep = self.progress.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)
+        self.progress.setSizePolicy(keep)
+        self.phase_label.setMinimumHeight(2 * self.phase_label.fontMetrics().lineSpacing())
         status = QHBoxLayout()
         status.addWidget(self.progress, 2)
         status.addWidget(self.time_label, 3)
@@ -524,7 +536,7 @@ class TrainingDashboard(QDialog):
         # app (torch, Qt, pyqtgraph); run from the training thread it froze the GUI for
         # 350-500 ms a few times per run (bench/ui_stall_model.py). Objects alive now are
         # taken out of those walks, so they only visit what the run itself allocates.
-        gc.freeze()
+        gcguard.freeze()
         self.feed = TrainFeed()
         self.outcome, self.trained_version = None, None
         self._batch_xy = ([], [])
@@ -613,7 +625,7 @@ class TrainingDashboard(QDialog):
             elif kind == "epoch":
                 _, epoch, loss, m50, m5095 = ev
                 if not self._epoch_rows:
-                    gc.freeze()  # and what the first epoch imported and built (see start)
+                    gcguard.freeze()  # and what the first epoch imported and built (see start)
                 self._epoch_rows.append((epoch + 1, loss, m50, m5095))
                 curves = True
             elif kind == "phase":

@@ -1,9 +1,18 @@
 """Fixtures for GUI tests: a tiny generated project (made once, copied per test) and a
 main window on it with settings in tmp_path, so tests never touch the user's settings."""
 
+import gc
 import shutil
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _one_app_lifetime_per_test():
+    """The app freezes its long-lived objects out of garbage collection (gcguard) for the
+    rest of its life; a test is one such life, so what it froze becomes collectable again."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

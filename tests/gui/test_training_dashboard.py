@@ -136,9 +136,13 @@ def test_cancel_stops_the_run_within_a_batch_and_changes_nothing(qtbot, train_wi
     n_versions = len(p.model_versions())
     dlg = _dashboard(win, epochs=50)
     dlg.batch.setValue(2)
+    plot_size = dlg.loss_plot.size()
     assert dlg.start()
     job = dlg.job
     qtbot.waitUntil(lambda: _points(dlg.batch_curve) >= 1, timeout=60000)
+    # the progress bar and the phase text appeared without reflowing the dialog (a reflow
+    # re-renders the plots on the GUI thread just as the run starts: bench/ui_stall_model.py)
+    assert dlg.loss_plot.size() == plot_size
     assert "elapsed" in dlg.time_label.text() and "epoch 1 / 50" in dlg.time_label.text()
     steps = job.token.done
     dlg.cancel_button.click()
