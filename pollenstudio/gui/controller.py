@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SYNC_LOAD_PIXELS = 4_000_000  # images up to this size load on the GUI thread (a few ms)
 QUEUE_PANEL_LIMIT = 1000  # the panel lists this many most-uncertain proposals (Tab goes on past them)
+QUEUE_MAX_WAIT_MS = 1000  # while changes keep coming, the queue is re-read at least this often
 NUDGE_SMALL, NUDGE_BIG = 1.0, 10.0
 
 
@@ -91,6 +92,7 @@ class ReviewController(QObject):
         # costs ~100 ms, too much for every key press (the panel keeps following meanwhile)
         self._queue_timer.setInterval(300)
         self._queue_timer.timeout.connect(self.queueChanged.emit)
+        self._queue_waiting = QElapsedTimer()  # since the first change the timer waits for
 
     # ------------------------------------------------------------------ project
     def open_project(self, path: str | Path) -> None:
@@ -438,6 +440,17 @@ class ReviewController(QObject):
         if self.selected_annotation() not in self.visible():
             self.selected = None
         self.boxesChanged.emit()
+        self._queue_soon()
+
+    def _queue_soon(self) -> None:
+        """Re-read the queue once changes pause, and at least every QUEUE_MAX_WAIT_MS while
+        they keep coming: a detection writes an image's proposals every few hundred ms, and
+        a plain debounce left the queue empty until the whole run had finished."""
+        if self._queue_timer.isActive():
+            if self._queue_waiting.elapsed() >= QUEUE_MAX_WAIT_MS:
+                return  # let the pending re-read fire
+        else:
+            self._queue_waiting.start()
         self._queue_timer.start()
 
     # ------------------------------------------------------------------ edits
@@ -749,7 +762,7 @@ class ReviewController(QObject):
             self.rowsChanged.emit(self.image_rows(ev.image_ids))
         self.categoriesChanged.emit()
         self.historyChanged.emit()
-        self._queue_timer.start()
+        self._queue_soon()
 
 
 def _tidy(box: Box) -> Box:

@@ -260,3 +260,21 @@ def test_detect_selected_images_runs_on_exactly_those(qtbot, model_window):
     with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
         win.act_detect_selected.trigger()
     assert {a.image_id for a in _proposals(ctl.project)} == want
+
+
+def test_the_queue_follows_a_detection_while_it_runs(qtbot, window):
+    """Proposals written every 200 ms (a detection on CPU) show up in the review queue
+    within about a second, not only once the run is over."""
+    from pollenstudio.core.types import Box, Detection
+
+    p = window.ctl.project
+    window.ctl.set_threshold(0.0)
+    qtbot.waitUntil(lambda: not window.ctl.reads_pending(), timeout=5000)
+    shown = []
+    window.ctl.queueReady.connect(lambda items, total, hidden: shown.append(total))
+    ids = [r.id for r in p.images()]
+    for k in range(12):  # 2.4 s of writes, one per 200 ms
+        p.write_proposals(ids[k % len(ids)], [Detection(Box(10, 10, 40 + k, 40 + k), 0, TAXA[0], 0.5)])
+        qtbot.wait(200)
+    assert shown, "the queue was not re-read while proposals kept coming"
+    assert shown[0] > 0
