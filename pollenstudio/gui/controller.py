@@ -93,6 +93,7 @@ class ReviewController(QObject):
         self._queue_timer.setInterval(300)
         self._queue_timer.timeout.connect(self.queueChanged.emit)
         self._queue_waiting = QElapsedTimer()  # since the first change the timer waits for
+        self._queue_again = False  # something changed while a queue read was running
 
     # ------------------------------------------------------------------ project
     def open_project(self, path: str | Path) -> None:
@@ -243,22 +244,35 @@ class ReviewController(QObject):
         if p is None:
             self.queueReady.emit([], 0, 0)
             return
+        if self.jobs.busy("queue"):
+            # One read at a time, and one more after it: cancelling the read in flight for
+            # each change starved the queue while a detection wrote faster than a read took.
+            self._queue_again = True
+            return
+        self._queue_again = False
 
         def done(res, p=p):
-            if self.project is not p:
-                return
-            self._names.update(res.new_names)
-            cats = {c.id: c for c in p.categories()}
-            items = []
-            for aid, iid, cid, score, margin in res.rows:
-                c = cats.get(cid)
-                items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
-                                       c.color if c else "#e6a23c", score, margin))
-            self.queueReady.emit(items, res.total, res.hidden)
+            if self.project is p:
+                self._names.update(res.new_names)
+                cats = {c.id: c for c in p.categories()}
+                items = []
+                for aid, iid, cid, score, margin in res.rows:
+                    c = cats.get(cid)
+                    items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
+                                           c.color if c else "#e6a23c", score, margin))
+                self.queueReady.emit(items, res.total, res.hidden)
+            self._queue_read_over()
+
+        def failed(msg):
+            log.warning("review queue not read: %s", msg)
+            self._queue_read_over()
 
         self.jobs.submit("queue", queue_job, str(p.db_path), str(p.folder), self.threshold, self.order,
-                         QUEUE_PANEL_LIMIT, frozenset(self._names), on_done=done,
-                         on_error=lambda msg: log.warning("review queue not read: %s", msg))
+                         QUEUE_PANEL_LIMIT, frozenset(self._names), on_done=done, on_error=failed)
+
+    def _queue_read_over(self) -> None:
+        if self._queue_again:
+            self.refresh_queue()  # what changed while it ran (threshold, order, proposals)
 
     def reads_pending(self) -> bool:
         """A project-wide read (taxon counts, queue page) is still running in a worker."""

@@ -278,3 +278,29 @@ def test_the_queue_follows_a_detection_while_it_runs(qtbot, window):
         qtbot.wait(200)
     assert shown, "the queue was not re-read while proposals kept coming"
     assert shown[0] > 0
+
+
+def test_a_slow_queue_read_is_not_starved_by_new_proposals(qtbot, window, monkeypatch):
+    """A queue read slower than the gap between detections (a busy CPU) still lands: the
+    next read waits for it instead of cancelling it."""
+    import time
+
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.gui import store_reads
+
+    real = store_reads.queue_job
+
+    def slow_queue_job(token, *args, **kwargs):
+        time.sleep(1.5)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(store_reads, "queue_job", slow_queue_job)
+    p = window.ctl.project
+    window.ctl.set_threshold(0.0)
+    shown = []
+    window.ctl.queueReady.connect(lambda items, total, hidden: shown.append(total))
+    ids = [r.id for r in p.images()]
+    for k in range(20):  # 4 s of writes, one per 200 ms
+        p.write_proposals(ids[k % len(ids)], [Detection(Box(10, 10, 40 + k, 40 + k), 0, TAXA[0], 0.5)])
+        qtbot.wait(200)
+    assert shown, "every queue read was cancelled by the next change"
