@@ -498,7 +498,10 @@ class MainWindow(QMainWindow):
         self.images.show_current(image_id)
         if rec is not None:
             ch = "grey" if rec.channels == 1 else "RGB"
-            self.st_image.setText(f"{Path(rec.path).name}  {rec.width} x {rec.height} px  {rec.bit_depth}-bit {ch}")
+            # the name is in the window title and the image list: the status bar keeps the
+            # room it has at 1400 px for what only it shows
+            self.st_image.setText(f"{rec.width} x {rec.height} px · {rec.bit_depth}-bit {ch}")
+            self.st_image.setToolTip(rec.path)
 
     def _refresh_boxes(self) -> None:
         self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)

@@ -241,7 +241,7 @@ def test_next_previous_image_and_title(window):
     key(win, Qt.Key.Key_P)
     assert ctl.image_id == ids[1]
     assert ctl.project.name in win.windowTitle() and "slide02" in win.windowTitle()
-    assert "slide02" in win.st_image.text() and "320 x 240" in win.st_image.text()
+    assert "320 x 240 px" in win.st_image.text() and "slide02" in win.st_image.toolTip()
 
 
 def test_escape_cancels_a_drawing_in_progress(window):
