@@ -37,7 +37,7 @@ def _model_path(args, project):
     from pathlib import Path
 
     from pollenstudio.core.errors import CheckpointError
-    from pollenstudio.engine.paths import default_model_path
+    from pollenstudio.engine.paths import active_model_file, default_model_path
 
     m = args.model
     if m is not None and str(m).isdigit():
@@ -53,9 +53,8 @@ def _model_path(args, project):
             raise CheckpointError(f"model file not found: {m}")
         return p, None
     if project is not None:
-        mv = project.active_model_version()
-        if mv is not None:
-            return project.model_file(mv), mv.id
+        path, mv = active_model_file(project)
+        return path, (mv.id if mv is not None else None)
     return default_model_path(), None
 
 

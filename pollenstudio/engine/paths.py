@@ -45,3 +45,24 @@ def default_model_path() -> Path:
         f"no default model is installed in {folder}. Train a model on your reviewed images "
         "(pollenstudio train PROJECT) or choose a model file (--model PATH)."
     )
+
+
+def active_model_file(project):
+    """The weights detection uses for ``project`` now: ``(path, model version)``.
+
+    The active model version's file, or ``(shipped default, None)`` when no version is
+    active. A :class:`CheckpointError` says what is wrong when the active version's file
+    is gone (never silently the default instead: proposals would record the wrong model)
+    or when there is no active version and no default model is installed.
+    """
+    mv = project.active_model_version()
+    if mv is None:
+        return default_model_path(), None
+    path = project.model_file(mv)
+    if path is None or not path.is_file():
+        raise CheckpointError(
+            f"the weights file of the active model version {mv.id} ({mv.name}) is missing"
+            + (f": {path}" if path is not None else "")
+            + ". Activate another version (Model menu) or choose a model file."
+        )
+    return path, mv

@@ -254,12 +254,9 @@ class Predictor:
 
         mv = None
         if model is None:
-            mv = project.active_model_version()
-            path = project.model_file(mv) if mv is not None else None
-            if path is None:
-                from pollenstudio.engine.paths import default_model_path
+            from pollenstudio.engine.paths import active_model_file
 
-                path = default_model_path()
+            path, mv = active_model_file(project)
         elif isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
             mv = project.model_version(int(model))
             path = project.model_file(mv)

@@ -590,15 +590,11 @@ class ReviewController(QObject):
         p = self.project
         if p is None:
             return False
-        mv = p.active_model_version()
-        if mv is not None:
-            f = p.model_file(mv)
-            return f is not None and f.is_file()
         from pollenstudio.core.errors import CheckpointError
-        from pollenstudio.engine.paths import default_model_path
+        from pollenstudio.engine.paths import active_model_file
 
         try:
-            default_model_path()
+            active_model_file(p)
         except CheckpointError:
             return False
         return True

@@ -146,16 +146,14 @@ def taxon_changes(old: dict | None, new: dict) -> list[TaxonChange]:
 
 def reference_model(project):
     """The model detection uses now: (weights path or None, name or None, version id or None)."""
-    from pollenstudio.engine.paths import default_model_path
+    from pollenstudio.engine.paths import active_model_file
 
-    mv = project.active_model_version()
-    if mv is not None:
-        path = project.model_file(mv)
-        return (path if path is not None and path.is_file() else None), mv.name, mv.id
     try:
-        return default_model_path(), "shipped default model", None
-    except CheckpointError:
-        return None, None, None
+        path, mv = active_model_file(project)
+    except CheckpointError:  # its file is gone (said by the caller), or no model at all
+        mv = project.active_model_version()
+        return None, (mv.name if mv else None), (mv.id if mv else None)
+    return path, (mv.name if mv else "shipped default model"), (mv.id if mv else None)
 
 
 def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None) -> dict | None:

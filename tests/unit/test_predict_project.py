@@ -1,5 +1,6 @@
 """Detection jobs on a project: proposals through the merge rule, run records, cancel."""
 
+import shutil
 import threading
 
 import cv2
@@ -100,3 +101,20 @@ def test_cancel_stops_a_50_image_run_within_one_batch_and_the_project_stays_cons
         assert n == stored.get(rec.id, 0), rec.path
     assert proj.integrity_check() == "ok"
     proj.close()
+
+
+def test_an_active_version_whose_weights_are_gone_is_named_not_replaced_by_the_default(project):
+    """Detection never quietly falls back to another model: the proposals would record
+    the wrong model version."""
+    from pollenstudio.core.errors import CheckpointError
+
+    proj, _truth, _mv = project
+    copy = proj.folder / "retrained.safetensors"
+    shutil.copyfile(proj.model_file(_mv), copy)  # the test model itself is shared: never delete it
+    mv = proj.add_model_version("retrained", copy, activate=True)
+    n_versions = len(proj.model_versions())
+    copy.unlink()
+    with pytest.raises(CheckpointError, match=r"active model version .*retrained.* missing"):
+        Predictor.from_project(proj, device="cpu")
+    assert len(proj.model_versions()) == n_versions
+    assert proj.active_model_version().id == mv
