@@ -262,9 +262,9 @@ def test_detect_selected_images_runs_on_exactly_those(qtbot, model_window):
     assert {a.image_id for a in _proposals(ctl.project)} == want
 
 
-def test_the_queue_follows_a_detection_while_it_runs(qtbot, window):
-    """Proposals written every 200 ms (a detection on CPU) show up in the review queue
-    within about a second, not only once the run is over."""
+def _queue_totals_while_proposals_arrive(qtbot, window, n_writes: int) -> list[int]:
+    """Write one proposal every 200 ms (a detection on the CPU), ``n_writes`` times; return
+    the queue totals the panel was given meanwhile."""
     from pollenstudio.core.types import Box, Detection
 
     p = window.ctl.project
@@ -273,9 +273,16 @@ def test_the_queue_follows_a_detection_while_it_runs(qtbot, window):
     shown = []
     window.ctl.queueReady.connect(lambda items, total, hidden: shown.append(total))
     ids = [r.id for r in p.images()]
-    for k in range(12):  # 2.4 s of writes, one per 200 ms
+    for k in range(n_writes):
         p.write_proposals(ids[k % len(ids)], [Detection(Box(10, 10, 40 + k, 40 + k), 0, TAXA[0], 0.5)])
         qtbot.wait(200)
+    return shown
+
+
+def test_the_queue_follows_a_detection_while_it_runs(qtbot, window):
+    """Proposals written every 200 ms show up in the review queue within about a second,
+    not only once the run is over."""
+    shown = _queue_totals_while_proposals_arrive(qtbot, window, 12)  # 2.4 s of writes
     assert shown, "the queue was not re-read while proposals kept coming"
     assert shown[0] > 0
 
@@ -285,7 +292,6 @@ def test_a_slow_queue_read_is_not_starved_by_new_proposals(qtbot, window, monkey
     next read waits for it instead of cancelling it."""
     import time
 
-    from pollenstudio.core.types import Box, Detection
     from pollenstudio.gui import store_reads
 
     real = store_reads.queue_job
@@ -295,12 +301,5 @@ def test_a_slow_queue_read_is_not_starved_by_new_proposals(qtbot, window, monkey
         return real(token, *args, **kwargs)
 
     monkeypatch.setattr(store_reads, "queue_job", slow_queue_job)
-    p = window.ctl.project
-    window.ctl.set_threshold(0.0)
-    shown = []
-    window.ctl.queueReady.connect(lambda items, total, hidden: shown.append(total))
-    ids = [r.id for r in p.images()]
-    for k in range(20):  # 4 s of writes, one per 200 ms
-        p.write_proposals(ids[k % len(ids)], [Detection(Box(10, 10, 40 + k, 40 + k), 0, TAXA[0], 0.5)])
-        qtbot.wait(200)
+    shown = _queue_totals_while_proposals_arrive(qtbot, window, 20)  # 4 s of writes
     assert shown, "every queue read was cancelled by the next change"
