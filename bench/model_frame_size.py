@@ -4,9 +4,9 @@
 
 Generates unseen synthetic frames (seeds 777..), runs the Predictor and matches detections
 to the true boxes (IoU >= 0.5, greedy by IoU per grain). Prints grains found, found with the
-right taxon, and the number of detections for: 640x480 frames (the training size), 1280x960
-frames as they are (tiled at native resolution), and the same 1280x960 frames shrunk to
-640x480 first. Figures only.
+right taxon, and the number of detections for: 640x480 frames (the training size); 1280x960
+frames as the app runs them (tile "auto": letterboxed or tiled, as the row says), cut into
+tiles at native resolution, and shrunk to 640x480 first. Figures only.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 from pollenstudio.core.types import Box
 from pollenstudio.engine.predict import Predictor
 from pollenstudio.engine.synthetic import SynthConfig, generate_image
+from pollenstudio.engine.tiling import resolve_tile_size
 
 
 def score(pred, img, objs, f: float = 1.0) -> np.ndarray:
@@ -39,17 +40,22 @@ def main() -> None:
     ap.add_argument("--model", default="models/hieraedgenet-n.safetensors")
     a = ap.parse_args()
     pred = Predictor.from_checkpoint(a.model, device="cpu", conf=0.25)
-    rows = {"640x480": np.zeros(4, int), "1280x960 tiled": np.zeros(4, int), "1280x960 shrunk": np.zeros(4, int)}
+    native = Predictor.from_checkpoint(a.model, device="cpu", conf=0.25, tile=pred.imgsz)
+    auto = "tiled" if resolve_tile_size("auto", 1280, 960, pred.imgsz) else "letterboxed"
+    big = f"1280x960 auto ({auto})"
+    rows = {k: np.zeros(4, int) for k in ("640x480", big, "1280x960 native tiles", "1280x960 shrunk")}
     for s in range(777, 783):
         img, objs = generate_image(s, SynthConfig())
         rows["640x480"] += score(pred, img, objs)
     for s in range(777, 780):
         img, objs = generate_image(s, SynthConfig(width=1280, height=960))
-        rows["1280x960 tiled"] += score(pred, img, objs)
+        rows[big] += score(pred, img, objs)
+        rows["1280x960 native tiles"] += score(native, img, objs)
         small = cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA)
         rows["1280x960 shrunk"] += score(pred, small, objs, 0.5)
+    print(f"model input {pred.imgsz} px")
     for k, (f, r, n, d) in rows.items():
-        print(f"{k:<16} found {f}/{n} ({f / n:.2f})  right taxon {r}/{n} ({r / n:.2f})  detections {d}")
+        print(f"{k:<30} found {f}/{n} ({f / n:.2f})  right taxon {r}/{n} ({r / n:.2f})  detections {d}")
 
 
 if __name__ == "__main__":
