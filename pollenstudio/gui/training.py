@@ -414,20 +414,21 @@ class TrainingDashboard(QDialog):
                                   symbolBrush=CURVE_COLOURS["loss"], symbolPen=None, name="epoch mean")
         self.map_plot = _plot("Validation mAP (held-out reviewed images)", "mAP")
         mi = self.map_plot.getPlotItem()
-        mi.addLegend(offset=(-10, -10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220))
+        # two columns: a low, wide legend sits in the empty band below the curves
+        mi.addLegend(offset=(-10, -10), labelTextColor="#2c3e50", brush=pg.mkBrush(255, 255, 255, 220), colCount=2)
         self.map50_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50"], width=2.5), symbol="o", symbolSize=7,
                                    symbolBrush=CURVE_COLOURS["map50"], symbolPen=None, name="mAP@.5")
         self.map5095_curve = mi.plot([], [], pen=pg.mkPen(CURVE_COLOURS["map50_95"], width=2.5), symbol="s",
                                      symbolSize=7, symbolBrush=CURVE_COLOURS["map50_95"], symbolPen=None,
                                      name="mAP@.5:.95")
-        # where the model in use stands on the same images, drawn once the run has scored it
-        self.reference_line = pg.InfiniteLine(
-            angle=0, movable=False, pen=pg.mkPen(CURVE_COLOURS["map50"], width=1.5, style=Qt.PenStyle.DashLine),
-            label="", labelOpts={"position": 0.5, "color": "#6b4a2e", "anchors": [(0.5, 1), (0.5, 1)],
-                                 "fill": pg.mkBrush(255, 255, 255, 230)})
+        # where the model in use stands on the same images, drawn once the run has scored it;
+        # named in the legend (a label on the line hid the curve wherever the two met)
+        ref_pen = pg.mkPen(CURVE_COLOURS["map50"], width=1.5, style=Qt.PenStyle.DashLine)
+        self.reference_line = pg.InfiniteLine(angle=0, movable=False, pen=ref_pen)
         self.reference_line.hide()
         mi.addItem(self.reference_line, ignoreBounds=True)
-        mi.setYRange(0.0, 1.1, padding=0.0)  # room above 1.0 for the reference line's label
+        self.reference_key = pg.PlotDataItem([], [], pen=ref_pen)  # its legend entry only
+        mi.setYRange(0.0, 1.1, padding=0.0)
         mi.setXRange(0, 1, padding=0.02)
         li.setXRange(0, 1, padding=0.02)
         plots = QHBoxLayout()
@@ -548,6 +549,7 @@ class TrainingDashboard(QDialog):
         for p in (self.loss_plot, self.map_plot):
             p.getPlotItem().setXRange(0, req.epochs, padding=0.02)
         self.reference_line.hide()
+        self.map_plot.getPlotItem().legend.removeItem(self.reference_key)
         self._clear_result()
         self.progress.setRange(0, 0)
         self.time_label.setText("starting...")
@@ -724,9 +726,11 @@ class TrainingDashboard(QDialog):
             self.summary.setItem(r, 2, _item(_fmt(b), bold=True))
             self.summary.setItem(r, 3, _delta_item(None if a is None or b is None else b - a))
         if old is not None and old.get("map50") is not None:
-            self.reference_line.show()  # first: a hidden line's label ignores new text
             self.reference_line.setValue(old["map50"])
-            self.reference_line.label.setFormat(f"{old_name} (in use): mAP@.5 {old['map50']:.3f}")
+            self.reference_line.show()
+            legend = self.map_plot.getPlotItem().legend
+            legend.removeItem(self.reference_key)
+            legend.addItem(self.reference_key, f"{old_name} (in use): mAP@.5 {old['map50']:.3f}")
             top = max(old["map50"], *[r[2] for r in self._epoch_rows if r[2] is not None], 0.0)
             self.map_plot.getPlotItem().setYRange(0.0, min(1.1, max(0.2, top * 1.15)), padding=0.02)
         changes = taxon_changes(old, new)
