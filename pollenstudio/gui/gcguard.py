@@ -14,8 +14,9 @@ first batches of a training run. Two measures:
   left alive is frozen.
 
 Frozen objects are still freed by reference counting when the app lets go of them (a
-replaced model, a closed project); only reference cycles among them are never reclaimed,
-a few kilobytes per model load, which is the price of a GUI that does not stall.
+replaced model, a closed project); only reference cycles among them are never reclaimed.
+That leak is not measured; it grows with each model load or project switch, not with
+time, and is the price of a GUI that does not stall.
 """
 
 from __future__ import annotations
