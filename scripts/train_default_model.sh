@@ -36,24 +36,17 @@ if [ ! -s "$W/train.json" ]; then
         --variant full --scale n --activate --name hieraedgenet-n-synthetic --json > "$W/train.json.part"
     mv "$W/train.json.part" "$W/train.json"
 fi
-if [ ! -s "$W/finetune.json" ]; then
-    pollenstudio train "$W/project" --base "$(json "$W/train.json" version_id)" --epochs 12 --imgsz 320 \
-        --batch 8 --lr0 0.0005 --device cpu --threads "$T" --seed 1 --activate \
-        --name hieraedgenet-n-synthetic-ft --json > "$W/finetune.json.part"
-    mv "$W/finetune.json.part" "$W/finetune.json"
-fi
-if [ ! -s "$W/finetune640.json" ]; then
-    pollenstudio train "$W/project" --base "$(json "$W/finetune.json" version_id)" --epochs 10 --imgsz 640 \
-        --batch 8 --lr0 0.001 --device cpu --threads "$T" --seed 2 --activate \
-        --name hieraedgenet-n-synthetic-640 --json > "$W/finetune640.json.part"
-    mv "$W/finetune640.json.part" "$W/finetune640.json"
-fi
-if [ ! -s "$W/finetune640b.json" ]; then
-    pollenstudio train "$W/project" --base "$(json "$W/finetune640.json" version_id)" --epochs 7 --imgsz 640 \
-        --batch 8 --lr0 0.0005 --device cpu --threads "$T" --seed 3 --activate \
-        --name hieraedgenet-n-synthetic-640b --json > "$W/finetune640b.json.part"
-    mv "$W/finetune640b.json.part" "$W/finetune640b.json"
-fi
+# finetune OUT BASE EPOCHS IMGSZ LR0 SEED NAME: train from the version recorded in
+# $W/BASE.json into $W/OUT.json (skipped when that exists)
+finetune() {
+    [ -s "$W/$1.json" ] && return 0
+    pollenstudio train "$W/project" --base "$(json "$W/$2.json" version_id)" --epochs "$3" --imgsz "$4" \
+        --batch 8 --lr0 "$5" --device cpu --threads "$T" --seed "$6" --activate --name "$7" --json > "$W/$1.json.part"
+    mv "$W/$1.json.part" "$W/$1.json"
+}
+finetune finetune train 12 320 0.0005 1 hieraedgenet-n-synthetic-ft
+finetune finetune640 finetune 10 640 0.001 2 hieraedgenet-n-synthetic-640
+finetune finetune640b finetune640 7 640 0.0005 3 hieraedgenet-n-synthetic-640b
 [ -f "$W/heldout/annotations.json" ] || pollenstudio synth --out "$W/heldout" --n 200 --seed 99 --quiet
 WEIGHTS=$(json "$W/finetune640b.json" weights)
 pollenstudio eval "$W/heldout/annotations.json" --model "$WEIGHTS" --device cpu --json > "$W/heldout-eval.json"
