@@ -531,11 +531,6 @@ class TrainingDashboard(QDialog):
             from pollenstudio.detector.config import ModelConfig
 
             req.model_cfg = ModelConfig.variant("full", scale="n", imgsz=req.imgsz)
-        # Python's full garbage collection holds the GIL while it walks every object of the
-        # app (torch, Qt, pyqtgraph); run from the training thread it froze the GUI for
-        # 350-500 ms a few times per run (bench/ui_stall_model.py). Objects alive now are
-        # taken out of those walks, so they only visit what the run itself allocates.
-        gcguard.freeze()
         self.feed = TrainFeed()
         self.outcome, self.trained_version = None, None
         self._batch_xy = ([], [])
@@ -625,7 +620,11 @@ class TrainingDashboard(QDialog):
             elif kind == "epoch":
                 _, epoch, loss, m50, m5095 = ev
                 if not self._epoch_rows:
-                    gcguard.freeze()  # and what the first epoch imported and built (see start)
+                    # a full garbage collection holds the GIL while it walks every object
+                    # (350-500 ms stalls during runs, bench/ui_stall_model.py): what the first
+                    # epoch's validation imported and built is taken out of those walks, as
+                    # train_job's burst did for the model and the first batch
+                    gcguard.freeze()
                 self._epoch_rows.append((epoch + 1, loss, m50, m5095))
                 curves = True
             elif kind == "phase":
