@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.startswith("pollenstudio.commands"):
                 continue  # command not built yet in this checkout
             raise
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        epilog = getattr(mod, "EPILOG", None)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -8,6 +8,13 @@ from pollenstudio.commands._console import positive_int
 
 HELP = "Generate synthetic brightfield pollen images with COCO annotations (for demos, tests, training)."
 
+EPILOG = """With --grains, frames are composited from real single-grain crops (one subfolder per
+taxon; images lying directly in a folder are one taxon named after it) instead of drawn:
+each grain is cut out of its crop (a crop whose cut-out fails its quality check is skipped
+and counted), and pasted on grain-free generated backgrounds and on tiles of --debris, at
+--grain-size diameters, rotated, flipped, blurred, restained. --split keeps a deterministic
+share of the crops (or whole taxa with --split-by taxon) for held-out sets."""
+
 _KEEP = {"images", "annotations.json"}
 
 
@@ -19,6 +26,24 @@ def _size(text: str) -> tuple[int, int]:
     if not (16 <= w <= 40000 and 16 <= h <= 40000):
         raise argparse.ArgumentTypeError(f"width and height must be 16..40000 pixels, got {text!r}")
     return w, h
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 12,250), got {text!r}") from None
+    return lo, hi
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return v
 
 
 def _quality(text: str) -> int:
@@ -39,6 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--difficulty", choices=("easy", "default", "hard"), default="default",
                    help="blur, noise, clutter and contrast preset (default: default)")
     p.add_argument("--jpeg", type=_quality, default=None, metavar="Q", help="write JPEG at quality Q instead of PNG")
+    p.add_argument("--class-agnostic", action="store_true", help='name every grain "pollen" (one class)')
+    g = p.add_argument_group("real grains (compositor)")
+    g.add_argument("--grains", action="append", metavar="DIR", help="folder of real single-grain crops, one subfolder per taxon (repeatable)")
+    g.add_argument("--debris", metavar="DIR", help="folder of real debris tiles (slide background without grains) to paste")
+    g.add_argument("--grain-size", type=_range, default=(12.0, 250.0), metavar="MIN,MAX", help="grain diameter on the frame, px (default 12,250)")
+    g.add_argument("--grains-per-frame", type=_range, default=(1, 14), metavar="MIN,MAX", help="grains per frame (default 1,14)")
+    g.add_argument("--split", choices=("train", "test"), help="use only this deterministic share of the crops")
+    g.add_argument("--split-by", choices=("crop", "taxon"), default="crop", help="split whole crops (default) or whole taxa")
+    g.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F", help="share of crops/taxa in the test split (default 0.2)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -66,9 +100,23 @@ def run(args) -> int:
             if old.is_file() and old.suffix in (".png", ".jpg"):
                 old.unlink()  # so a smaller --n leaves no stale images behind
     w, h = args.size
-    cfg = SynthConfig(width=w, height=h, difficulty=args.difficulty, jpeg_quality=args.jpeg)
     progress = ConsoleProgress("synth", quiet=args.quiet or args.json)
-    path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress)
+    extra = {}
+    if args.grains:
+        from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_dataset, debris_tiles
+
+        library = GrainLibrary.from_folders(args.grains, split=args.split, split_by=args.split_by, test_fraction=args.test_fraction)
+        debris = debris_tiles(args.debris) if args.debris else None
+        lo, hi = args.grains_per_frame
+        ccfg = CompositeConfig(width=w, height=h, grain_size=args.grain_size, grains_per_frame=(int(lo), int(hi)),
+                               class_agnostic=args.class_agnostic, jpeg_quality=args.jpeg)
+        path = composite_dataset(out, args.n, library, seed=args.seed, cfg=ccfg, debris=debris, progress=progress)
+        extra = dict(crops=len(library.files), crops_skipped=sum(library.rejected.values()), taxa=len(library.taxa))
+    else:
+        if args.debris or args.split:
+            raise PollenStudioError("--debris and --split need --grains (a folder of real grain crops)")
+        cfg = SynthConfig(width=w, height=h, difficulty=args.difficulty, jpeg_quality=args.jpeg)
+        path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress, class_agnostic=args.class_agnostic)
 
     import json
 
@@ -80,10 +128,13 @@ def run(args) -> int:
         images=len(coco["images"]),
         grains=len(coco["annotations"]),
         per_taxon={name: counts.get(name, 0) for name in names.values()},
+        **extra,
     )
     if args.json:
         print_json(summary)
     else:
         print(f"wrote {summary['images']} images with {summary['grains']} grains to {out}", file=sys.stderr)
+        if extra:
+            print(f"{extra['crops']} crops of {extra['taxa']} taxa; {extra['crops_skipped']} skipped (cut-out failed its quality check)", file=sys.stderr)
         print(str(path))
     return 0

@@ -54,13 +54,14 @@ def _image_seed(seed: int, index: int) -> int:
     return _seed_of(seed, 1000, index) >> 1  # stays a positive int64 for JSON readers
 
 
-def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = None, progress=None) -> Path:
+def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = None, progress=None, class_agnostic: bool = False) -> Path:
     """Write ``n`` images under ``out_dir/images/`` and ``out_dir/annotations.json`` (COCO).
 
     File names in the json are relative to ``out_dir``; category ids are 1-based positions
     in ``cfg.taxa_names``; annotation ids are unique from 1. Same arguments -> same bytes.
     ``progress`` is a :class:`pollenstudio.core.progress.CancelToken`-like sink
-    (``update``/``check``); on cancel the json is not written. Returns the json path.
+    (``update``/``check``); on cancel the json is not written. ``class_agnostic`` names every
+    grain "pollen" (one category). Returns the json path.
     """
     cfg = cfg or SynthConfig()
     if not isinstance(n, (int, np.integer)) or n < 1:
@@ -87,7 +88,7 @@ def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = N
                 dict(
                     id=ann_id,
                     image_id=i + 1,
-                    category_id=o["category"] + 1,
+                    category_id=1 if class_agnostic else o["category"] + 1,
                     bbox=[x1, y1, x2 - x1, y2 - y1],
                     area=float(o["area"]),
                     iscrowd=0,
@@ -102,7 +103,8 @@ def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = N
         licenses=[],
         images=images,
         annotations=annotations,
-        categories=[dict(id=k + 1, name=name, supercategory="pollen") for k, name in enumerate(names)],
+        categories=[dict(id=1, name="pollen", supercategory="pollen")] if class_agnostic
+        else [dict(id=k + 1, name=name, supercategory="pollen") for k, name in enumerate(names)],
     )
     path = out / ANNOTATIONS
     tmp = path.with_name(path.name + ".tmp")
