@@ -371,9 +371,11 @@ def composite_image(seed: int, library: GrainLibrary, cfg: CompositeConfig | Non
     placed: list[tuple[float, float, float]] = []
     objects = []
     for k in range(n):
-        idx = good[int(rng.integers(len(good)))]
-        c = library.cutout(idx)
+        # each grain draws from its own stream: the frame's own draws (light, noise) do not
+        # depend on how many grains it holds
         grng = np.random.default_rng(_seed_of(seed, 22, k))
+        idx = good[int(grng.integers(len(good)))]
+        c = library.cutout(idx)
         d = float(np.exp(grng.uniform(np.log(lo_d), np.log(hi_d))))
         d = min(d, c.diameter * cfg.max_upscale)
         scale = d / c.diameter
