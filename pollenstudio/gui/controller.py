@@ -102,15 +102,6 @@ class ReviewController(QObject):
         proj = Project.open(path)
         self._set_project(proj)
 
-    def create_project(self, folder: str | Path, progress=None):
-        """Make a project in an image folder and add its images. Returns the add result."""
-        from pollenstudio.project import Project
-
-        proj = Project.create(folder)
-        res = proj.add_folder(folder, progress=progress)
-        self._set_project(proj)
-        return res
-
     def set_project(self, project) -> None:
         """Adopt an already-open Project (tests, demo)."""
         self._set_project(project)
@@ -696,24 +687,6 @@ class ReviewController(QObject):
         if self.jobs.busy("detect"):
             self.jobs.cancel("detect")
             self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
-
-    # ------------------------------------------------------------------ import / export
-    def export_data(self, fmt: str, path: str, reviewed_only: bool = True, copy_images: bool = True,
-                    on_done=None, on_error=None):
-        """Export in a worker: fmt "coco", "yolo" or "csv". on_done gets the summary dict."""
-        from pollenstudio.gui.model_jobs import export_job
-
-        return self.jobs.submit("export", export_job, self.project, fmt, path, reviewed_only, copy_images,
-                                on_done=on_done, on_error=on_error)
-
-    def import_data(self, fmt: str, path: str, images_root: str | None = None,
-                    on_done=None, on_error=None, on_progress=None):
-        """Import in a worker: fmt "coco", "yolo" or "folder" (images only). The store's
-        events refresh the views as usual; on_done gets the summary dict."""
-        from pollenstudio.gui.model_jobs import import_job
-
-        return self.jobs.submit("import-data", import_job, self.project, fmt, path, images_root,
-                                on_done=on_done, on_error=on_error, on_progress=on_progress)
 
     # ------------------------------------------------------------------ explanations
     def explain(self, kind: str, level: str = "P3") -> bool:

@@ -35,6 +35,7 @@ from pollenstudio.gui.image_list import ImageListPanel
 from pollenstudio.gui.review_queue import ReviewQueuePanel
 from pollenstudio.gui.shortcuts import SHORTCUTS
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
+from pollenstudio.gui.transfer_controller import TransferController
 from pollenstudio.gui.welcome import WelcomePage, demo_hook
 
 MAX_RECENT = 8
@@ -46,6 +47,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or QSettings()
         self.ctl = ReviewController(self)
+        self.transfer = TransferController(self.ctl, self)
         self.resize(*DEFAULT_SIZE)
         self.setObjectName("mainWindow")
 
@@ -355,21 +357,16 @@ class MainWindow(QMainWindow):
         dlg.setWindowTitle("New project")
         dlg.setMinimumDuration(300)
 
-        def job(token, folder):
-            from pollenstudio.project import Project
-
-            proj = Project.create(folder)
-            return proj, proj.add_folder(folder, progress=token)
-
         def done(result):
             dlg.close()
             proj, res = result
             self.ctl.set_project(proj)
             self._remember(str(proj.folder))
-            if res.errors:
-                lines = "\n".join(msg for _p, msg in res.errors[:10])
-                more = f"\n... and {len(res.errors) - 10} more" if len(res.errors) > 10 else ""
-                show_error(self, "Some images were skipped", f"{len(res.errors)} files could not be read:\n{lines}{more}")
+            bad = res.summary["unreadable"]
+            if bad:
+                lines = "\n".join(u["reason"] for u in bad[:10])
+                more = f"\n... and {len(bad) - 10} more" if len(bad) > 10 else ""
+                show_error(self, "Some images were skipped", f"{len(bad)} files could not be read:\n{lines}{more}")
 
         def failed(msg):
             dlg.close()
@@ -380,7 +377,8 @@ class MainWindow(QMainWindow):
             dlg.setValue(done_)
             dlg.setLabelText(f"Reading {msg}")
 
-        j = self.ctl.jobs.submit("import", job, folder, on_done=done, on_error=failed, on_progress=progress)
+        # the transfer service creates the project and removes it again on cancel or failure
+        j = self.transfer.new_project(folder, on_done=done, on_error=failed, on_progress=progress)
         dlg.canceled.connect(j.token.cancel)
 
     def open_demo(self) -> None:
@@ -581,7 +579,7 @@ class MainWindow(QMainWindow):
         """Show an import/export dialog (non-modal: the job runs in a worker)."""
         if self.ctl.project is None:
             return None
-        dlg = dialog_cls(self.ctl, self)
+        dlg = dialog_cls(self.transfer, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self._transfer = dlg
