@@ -20,7 +20,7 @@ from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
 from pollenstudio.gui.image_list import ImageRow
 from pollenstudio.gui.pyramid import DisplayImage
-from pollenstudio.gui.review_queue import QueueItem
+from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, QueueItem
 from pollenstudio.gui.taxon_panel import TaxonRow
 from pollenstudio.gui.workers import JobRunner
 
@@ -70,7 +70,8 @@ class ReviewController(QObject):
         self.image_id: int | None = None
         self.image_record = None
         self.selected: int | None = None
-        self.threshold = 0.25
+        self.threshold = DEFAULT_REVIEW_THRESHOLD
+        self.lowest_score: float | None = None  # least confident undecided proposal (last queue read)
         self.order = "score"  # queue order: "score" (lowest first) or "margin"
         self.within_image = False  # advance inside the image first, then along the queue
         self.last_category: int | None = None
@@ -245,6 +246,7 @@ class ReviewController(QObject):
         def done(res, p=p):
             if self.project is p:
                 self._names.update(res.new_names)
+                self.lowest_score = res.lowest
                 cats = {c.id: c for c in p.categories()}
                 items = []
                 for aid, iid, cid, score, margin in res.rows:

@@ -32,7 +32,7 @@ from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
 from pollenstudio.gui.image_list import ImageListPanel
-from pollenstudio.gui.review_queue import ReviewQueuePanel
+from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
 from pollenstudio.gui.shortcuts import SHORTCUTS
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
 from pollenstudio.gui.transfer_controller import TransferController
@@ -81,7 +81,7 @@ class MainWindow(QMainWindow):
         self._project_counts_timer.setInterval(700)
         self._project_counts_timer.timeout.connect(self._refresh_project_counts)
         self._wire()
-        self.queue.set_threshold(float(self.settings.value("review/threshold", 0.25)))
+        self.queue.set_threshold(float(self.settings.value("review/threshold", DEFAULT_REVIEW_THRESHOLD)))
         self.ctl.threshold = self.queue.threshold()
         self._restore_layout()
         self._show_welcome()
@@ -529,6 +529,7 @@ class MainWindow(QMainWindow):
         self.ctl.refresh_queue()  # read in a worker: _queue_ready shows it
 
     def _queue_ready(self, items, total: int, hidden: int) -> None:
+        self.queue.set_floor(self.ctl.lowest_score)
         self.queue.set_items(items, hidden, total)
         self.queue.set_current(self.ctl.selected)
 

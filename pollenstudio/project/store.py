@@ -1038,6 +1038,10 @@ class Project:
         return self._q("SELECT COUNT(*) FROM annotations WHERE status = 'proposed' AND score >= ?",
                        (min_score,)).fetchone()[0]
 
+    def lowest_undecided_score(self) -> float | None:
+        """Score of the least confident undecided proposal (None: none left)."""
+        return self._q("SELECT MIN(score) FROM annotations WHERE status = 'proposed'").fetchone()[0]
+
     def next_undecided(self, after_annotation_id: int | None = None, min_score: float = 0.0, order: str = "score",
                        image_id: int | None = None, backwards: bool = False) -> Annotation | None:
         """The proposal after (or before, ``backwards``) ``after_annotation_id`` in queue
