@@ -42,7 +42,10 @@ def test_default_conf_is_the_default_of_every_detection_entry_point():
 
     from pollenstudio.detector.postprocess import postprocess
     from pollenstudio.engine.evaluate import evaluate_detections
+    from pollenstudio.engine.predict import Predictor
 
     assert DEFAULT_CONF == 0.25
+    # GUI detection uses the Predictor's default: the review slider starts there
+    assert inspect.signature(Predictor.__init__).parameters["conf"].default == DEFAULT_CONF
     assert inspect.signature(postprocess).parameters["conf"].default == DEFAULT_CONF
     assert inspect.signature(evaluate_detections).parameters["conf"].default == DEFAULT_CONF
