@@ -6,13 +6,16 @@ HELP = "detect pollen grains on a project's images (a folder of images becomes a
 
 
 def add_arguments(parser) -> None:
+    from pollenstudio.core.types import DEFAULT_CONF
+
     parser.add_argument("target", metavar="PROJECT_OR_FOLDER", help="project folder, or a folder of images (a project is created in it)")
     parser.add_argument(
         "--model",
         help="model file (.safetensors) or model version id of the project (default: the project's active model, else the shipped default)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    parser.add_argument("--conf", type=float, default=DEFAULT_CONF,
+                        help=f"confidence threshold (default {DEFAULT_CONF})")
     parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     parser.add_argument(
         "--tile", default="auto", help="auto (tile images over twice the model input), off, or tile size in pixels"

@@ -18,22 +18,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pollenstudio.commands._console import print_json
     from pollenstudio.project import Project
+    from pollenstudio.project.transfer import export_project
 
-    reviewed_only = not args.all
     with Project.open(args.project) as proj:
-        if args.format == "coco":
-            from pollenstudio.project.coco import export_coco
-
-            summary = export_coco(proj, args.out, reviewed_only=reviewed_only)
-        elif args.format == "yolo":
-            from pollenstudio.project.yolo import export_yolo
-
-            summary = export_yolo(proj, args.out, reviewed_only=reviewed_only, copy_images=not args.no_images)
-        else:
-            from pollenstudio.project.report import write_counts_csv
-
-            summary = write_counts_csv(proj, args.out, reviewed_only=reviewed_only)
-    summary = {"format": args.format, **summary}
+        summary = export_project(proj, args.format, args.out, reviewed_only=not args.all,
+                                 copy_images=not args.no_images)
     if args.json:
         print_json(summary)
     else:

@@ -16,61 +16,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
 
     from pollenstudio.commands._console import ConsoleProgress, print_json
-    from pollenstudio.core.errors import ImportFormatError
-    from pollenstudio.project import Project
-    from pollenstudio.project.schema import DB_NAME
+    from pollenstudio.project.transfer import import_to_folder
 
-    source = Path(args.source)
-    target = Path(args.project)
-    if not source.exists():
-        raise ImportFormatError(f"{source}: not found")
-    created = not (target / DB_NAME).exists() and not target.is_file()
-    folder_existed = target.exists()
-    proj = Project.create(target) if created else Project.open(target)
     progress = ConsoleProgress("import", quiet=args.quiet or args.json)
-    try:
-        with proj:
-            if source.is_file() and source.suffix.lower() == ".json":
-                from pollenstudio.project.coco import import_coco
-
-                kind = "coco"
-                summary = import_coco(proj, source, images_root=args.images, progress=progress).to_dict()
-            elif source.is_dir():
-                from pollenstudio.project.yolo import import_yolo, is_yolo_folder
-
-                from pollenstudio.project.coco import find_coco_files, import_coco
-
-                coco_files = [] if is_yolo_folder(source) else find_coco_files(source)
-                if is_yolo_folder(source):
-                    kind = "yolo"
-                    summary = import_yolo(proj, source, progress=progress).to_dict()
-                elif len(coco_files) == 1:
-                    kind = "coco"
-                    summary = import_coco(proj, coco_files[0], progress=progress).to_dict()
-                elif coco_files:
-                    names = ", ".join(str(f.relative_to(source)) for f in coco_files)
-                    raise ImportFormatError(f"{source} holds several COCO files ({names}); import them one by one")
-                else:
-                    kind = "images"
-                    res = proj.add_folder(source, progress=progress)
-                    summary = {"images_added": len(res.added), "duplicates": res.duplicates,
-                               "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
-            else:
-                raise ImportFormatError(f"{source}: expected a COCO .json file or a folder (YOLO dataset or images)")
-            # recorded only on success: a failed import leaves the project as it was
-            run_id = proj.start_run("import", {"source": str(source.resolve()), "kind": kind})
-            proj.finish_run(run_id, "done", summary)
-    except BaseException:
-        if created:  # do not leave an empty project behind a failed first import
-            for suffix in ("", "-wal", "-shm"):
-                (target / (DB_NAME + suffix)).unlink(missing_ok=True)
-            if not folder_existed and not any(target.iterdir()):
-                target.rmdir()
-        raise
-    summary = {"project": str(target), "created": created, "kind": kind, **summary}
+    proj, result = import_to_folder(args.project, args.source, images_root=args.images, progress=progress)
+    proj.close()
+    summary = {"project": str(args.project), "created": result.created, **result.to_dict()}
     if args.json:
         print_json(summary)
     else:

@@ -30,7 +30,26 @@ class AnnotationStatus(str, enum.Enum):
     @property
     def is_object(self) -> bool:
         """True when a reviewed annotation counts as a real grain (training, export)."""
-        return self in (AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED)
+        return self in OBJECT_STATUSES
+
+
+# What counts as a grain: the one spelling of the rule. Exports, reports, training data and
+# the store's SQL (``sql_in(OBJECT_STATUSES)``) all read it from here.
+OBJECT_STATUSES: frozenset[AnnotationStatus] = frozenset(
+    {AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED}
+)
+
+
+def sql_in(statuses) -> str:
+    """``('accepted', 'edited', 'added')``: an SQL IN-list of status values, in a fixed
+    order (the values are this module's enum constants, never user input)."""
+    ordered = sorted((AnnotationStatus(s) for s in statuses), key=list(AnnotationStatus).index)
+    return "(" + ", ".join(f"'{s.value}'" for s in ordered) + ")"
+
+
+# Detection threshold: a detection scoring below it is dropped (predict, ``pollenstudio
+# detect``, GUI detection) and precision / recall / confusion are read at it (evaluate).
+DEFAULT_CONF = 0.25
 
 
 class ReviewStatus(str, enum.Enum):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pollenstudio.core.types import DEFAULT_CONF
+
 from .boxes import box_iou
 from .head import decode
 
@@ -82,7 +84,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
 def postprocess(
     outputs: Sequence[torch.Tensor],
     strides: Sequence[int],
-    conf: float = 0.25,
+    conf: float = DEFAULT_CONF,
     iou: float = 0.7,
     max_det: int = 300,
     agnostic: bool = False,

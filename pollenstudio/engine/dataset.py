@@ -1,7 +1,8 @@
 """Training data: samples from a project's reviewed annotations or a COCO file, a stable
 train/val split, and the torch Dataset + collate the Trainer iterates.
 
-What counts as a grain: annotations with status accepted, edited or added. Rejected
+What counts as a grain: annotations with status accepted, edited or added
+(``core.types.OBJECT_STATUSES``). Rejected
 proposals are not objects, and images that still have undecided proposals are left out
 (their unreviewed grains would teach the model that grains are background).
 

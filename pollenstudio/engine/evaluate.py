@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pollenstudio.core.types import DEFAULT_CONF
+
 
 @dataclass
 class ImageTruth:
@@ -164,7 +166,7 @@ def evaluate_detections(
     truths: list[ImageTruth],
     preds: list[ImagePreds],
     class_names: list[str],
-    conf: float = 0.25,
+    conf: float = DEFAULT_CONF,
     iou_match: float = 0.5,
 ) -> EvalResult:
     """Score ``preds`` against ``truths`` (same image order).
@@ -275,7 +277,7 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
     return out
 
 
-def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cpu", conf: float = 0.25,
+def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cpu", conf: float = DEFAULT_CONF,
                    batch: int = 8, progress=None) -> EvalResult:
     """COCO metrics of ``model`` on dataset ``samples`` (objects with ``boxes``, ``classes``
     indexed into ``class_names``, ``path``, ``width``, ``height``).

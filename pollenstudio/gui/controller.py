@@ -1,9 +1,14 @@
-"""Review controller: the one place the GUI talks to the project store.
+"""Review controller: the review session and the one place views edit the project.
 
+It holds the open project, the image on screen, the selection, navigation, edits and taxa.
 Every user edit is one undoable store command, committed before the method returns (no
-Save button). The controller keeps what the views need (current image, selection,
-threshold) and turns the store's change events, which may arrive on a worker thread,
-into Qt signals on the GUI thread. Views never call the store themselves.
+Save button). It turns the store's change events, which may arrive on a worker thread,
+into Qt signals on the GUI thread, and schedules its own project-wide reads (review queue,
+taxon counts) in workers once changes pause. Views never call the store themselves.
+
+Model choice, detection and explanations are in ``model_controller.ModelController``;
+import / export in ``transfer_controller.TransferController``; both follow this one's
+project and store events.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
 from pollenstudio.gui.image_list import ImageRow
 from pollenstudio.gui.pyramid import DisplayImage
-from pollenstudio.gui.review_queue import QueueItem
+from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, QueueItem
 from pollenstudio.gui.taxon_panel import TaxonRow
 from pollenstudio.gui.workers import JobRunner
 
@@ -28,7 +33,10 @@ log = logging.getLogger(__name__)
 
 SYNC_LOAD_PIXELS = 4_000_000  # images up to this size load on the GUI thread (a few ms)
 QUEUE_PANEL_LIMIT = 1000  # the panel lists this many most-uncertain proposals (Tab goes on past them)
+QUEUE_PAUSE_MS = 300  # the queue is re-read once changes pause this long
 QUEUE_MAX_WAIT_MS = 1000  # while changes keep coming, the queue is re-read at least this often
+COUNTS_PAUSE_MS = 700  # project-wide taxon counts likewise
+COUNTS_MAX_WAIT_MS = 700
 NUDGE_SMALL, NUDGE_BIG = 1.0, 10.0
 
 
@@ -48,7 +56,6 @@ class ReviewController(QObject):
     imageReady = Signal(object)  # DisplayImage for the canvas (None: could not read)
     boxesChanged = Signal()  # current image's boxes or the selection changed
     rowsChanged = Signal(object)  # list[ImageRow] whose status/counts changed
-    queueChanged = Signal()  # the queue may have changed: views call refresh_queue
     queueReady = Signal(object, int, int)  # list[QueueItem], total, hidden (read in a worker)
     projectCountsReady = Signal()  # project-wide taxon counts were re-read (in a worker)
     categoriesChanged = Signal()
@@ -56,12 +63,7 @@ class ReviewController(QObject):
     centreRequested = Signal(object)  # Box to bring into view
     message = Signal(str)  # status-bar note
     errorRaised = Signal(str, str)  # title, message: shown in a dialog
-    detectStarted = Signal(int)  # images to detect
-    detectProgress = Signal(int, int, str)  # images done, total, last image name
-    detectEnded = Signal(str)  # what happened, in words ("" never)
-    modelChanged = Signal()  # active model version or device description changed
-    explanationReady = Signal(object)  # model_jobs.Explanation for the current image
-    explanationFailed = Signal(str)
+    storeChanged = Signal(object)  # ChangeEvent, on the GUI thread, after this controller handled it
     _storeEvent = Signal(object)  # ChangeEvent from whatever thread made the change
 
     def __init__(self, parent: QObject | None = None):
@@ -70,7 +72,8 @@ class ReviewController(QObject):
         self.image_id: int | None = None
         self.image_record = None
         self.selected: int | None = None
-        self.threshold = 0.25
+        self.threshold = DEFAULT_REVIEW_THRESHOLD
+        self.lowest_score: float | None = None  # least confident undecided proposal (last queue read)
         self.order = "score"  # queue order: "score" (lowest first) or "margin"
         self.within_image = False  # advance inside the image first, then along the queue
         self.last_category: int | None = None
@@ -80,20 +83,13 @@ class ReviewController(QObject):
         self._project_counts: dict[int, int] | None = None  # last read (may lag an edit)
         self._unsubscribe = None
         self.jobs = JobRunner(self)
-        from pollenstudio.gui.model_jobs import PredictorCache
-
-        self.predictors = PredictorCache()
-        self.device_text = ""  # "CPU, 2 threads" once known (found in a worker: torch import)
-        self.detect_batch: int | None = None  # None: the predictor's default
         self._storeEvent.connect(self._on_store_event)
-        self._queue_timer = QTimer(self)
-        self._queue_timer.setSingleShot(True)
         # the queue is re-read once the reviewer pauses: at 300,000 annotations a re-read
         # costs ~100 ms, too much for every key press (the panel keeps following meanwhile)
-        self._queue_timer.setInterval(300)
-        self._queue_timer.timeout.connect(self.queueChanged.emit)
-        self._queue_waiting = QElapsedTimer()  # since the first change the timer waits for
+        self._queue_soon = _Coalesced(self, QUEUE_PAUSE_MS, QUEUE_MAX_WAIT_MS, self.refresh_queue)
         self._queue_again = False  # something changed while a queue read was running
+        # project-wide taxon counts (~200 ms at 300,000 annotations) likewise
+        self._counts_soon = _Coalesced(self, COUNTS_PAUSE_MS, COUNTS_MAX_WAIT_MS, self.refresh_project_counts)
 
     # ------------------------------------------------------------------ project
     def open_project(self, path: str | Path) -> None:
@@ -101,15 +97,6 @@ class ReviewController(QObject):
 
         proj = Project.open(path)
         self._set_project(proj)
-
-    def create_project(self, folder: str | Path, progress=None):
-        """Make a project in an image folder and add its images. Returns the add result."""
-        from pollenstudio.project import Project
-
-        proj = Project.create(folder)
-        res = proj.add_folder(folder, progress=progress)
-        self._set_project(proj)
-        return res
 
     def set_project(self, project) -> None:
         """Adopt an already-open Project (tests, demo)."""
@@ -121,26 +108,21 @@ class ReviewController(QObject):
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
-        self.predictors.clear()
+        self.lowest_score = None
         self.refresh_project_counts()
         self.projectChanged.emit()
-        self.modelChanged.emit()
-        self.queueChanged.emit()
+        self.refresh_queue()
         self.historyChanged.emit()
         self.categoriesChanged.emit()
 
     def close_project(self) -> None:
         if self.project is not None:
-            self.projectClosing.emit()  # e.g. a training run records itself as cancelled first
-        detecting = self.jobs.busy("detect")
+            # a training run records itself as cancelled, a detection finishes its last
+            # write: both before the database is closed under them
+            self.projectClosing.emit()
         self.jobs.cancel_all()
-        if detecting:
-            # a cancelled detection stops within one batch: let it finish its last write
-            # (and record the run as cancelled) before the database is closed under it
-            from pollenstudio.gui.model_jobs import DETECT_SERIAL
-
-            if DETECT_SERIAL.acquire(timeout=10.0):
-                DETECT_SERIAL.release()
+        self._queue_soon.stop()
+        self._counts_soon.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -254,6 +236,7 @@ class ReviewController(QObject):
         def done(res, p=p):
             if self.project is p:
                 self._names.update(res.new_names)
+                self.lowest_score = res.lowest
                 cats = {c.id: c for c in p.categories()}
                 items = []
                 for aid, iid, cid, score, margin in res.rows:
@@ -456,17 +439,6 @@ class ReviewController(QObject):
         self.boxesChanged.emit()
         self._queue_soon()
 
-    def _queue_soon(self) -> None:
-        """Re-read the queue once changes pause, and at least every QUEUE_MAX_WAIT_MS while
-        they keep coming: a detection writes an image's proposals every few hundred ms, and
-        a plain debounce left the queue empty until the whole run had finished."""
-        if self._queue_timer.isActive():
-            if self._queue_waiting.elapsed() >= QUEUE_MAX_WAIT_MS:
-                return  # let the pending re-read fire
-        else:
-            self._queue_waiting.start()
-        self._queue_timer.start()
-
     # ------------------------------------------------------------------ edits
     def _edit(self, fn, *args):
         """Run one store command; a refused edit is shown, never raised into Qt."""
@@ -579,172 +551,6 @@ class ReviewController(QObject):
     def merge_categories(self, src: int, dst: int) -> None:
         self._edit(self.project.merge_categories, src, dst)
 
-    # ------------------------------------------------------------------ model
-    def model_name(self) -> str | None:
-        """Name of the active model version (None: no version active)."""
-        mv = self.project.active_model_version() if self.project is not None else None
-        return None if mv is None else mv.name
-
-    def model_available(self) -> bool:
-        """An active model version with weights, or a shipped default model."""
-        p = self.project
-        if p is None:
-            return False
-        from pollenstudio.core.errors import CheckpointError
-        from pollenstudio.engine.paths import active_model_file
-
-        try:
-            active_model_file(p)
-        except CheckpointError:
-            return False
-        return True
-
-    def choose_model(self, path: str) -> None:
-        """Check a checkpoint file in a worker, then register it as a model version and
-        make it active (the next detection uses it)."""
-        from pollenstudio.gui.model_jobs import check_checkpoint_job
-
-        if self.project is None:
-            return
-
-        def done(result, path=path):
-            config, self.device_text = result
-            if self.project is None:
-                return
-            mv_id = self._edit(self.project.add_model_version, Path(path).stem, path, None, config,
-                               None, None, {"registered_by": "gui"}, True)
-            if mv_id is not None:
-                self.predictors.clear()
-                self.message.emit(f"Model {Path(path).stem} is now active")
-                self.modelChanged.emit()
-
-        self.jobs.submit("model", check_checkpoint_job, str(path), on_done=done,
-                         on_error=lambda msg: self.errorRaised.emit("Cannot use this model file", msg))
-
-    def activate_model_version(self, mv_id: int) -> bool:
-        """Make a registered version active (training dashboard, version list): the status
-        bar shows it and the next detection loads it. False: refused (said in words)."""
-        p = self.project
-        if p is None:
-            return False
-        try:
-            mv = p.model_version(mv_id)
-            f = p.model_file(mv)
-            if f is None or not f.is_file():
-                raise PollenStudioError(f"the weights file of model version {mv.name} is missing ({mv.file}); "
-                                        "choose another version or a model file")
-            p.set_active_model_version(mv_id)
-        except PollenStudioError as exc:
-            self.errorRaised.emit("Cannot use this model", str(exc))
-            return False
-        self.predictors.clear()  # the store event clears it too; never detect with the old one
-        self.message.emit(f"Model {mv.name} is now active: the next detection uses it")
-        self.modelChanged.emit()
-        return True
-
-    def detect(self, image_ids: list[int]) -> bool:
-        """Detect on ``image_ids`` in a worker; proposals land image by image. A running
-        detection is cancelled first (its late results never land). False: nothing started."""
-        from pollenstudio.gui.model_jobs import detect_job
-
-        if self.project is None:
-            return False
-        if not image_ids:
-            self.message.emit("No images to detect")
-            return False
-        if not self.model_available():
-            self.errorRaised.emit(
-                "No model to detect with",
-                "This project has no model yet. Choose a model file (File > Choose model file...) "
-                "or train a model on your reviewed images (pollenstudio train PROJECT).",
-            )
-            return False
-        ids = list(image_ids)
-
-        def done(result):
-            summary, name, device = result
-            self.device_text = device
-            self.modelChanged.emit()
-            words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
-            if summary.failed:
-                words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
-            self.detectEnded.emit(words)
-
-        def failed(msg):
-            self.detectEnded.emit(f"Detection failed: {msg}")
-            self.errorRaised.emit("Detection failed", msg)
-
-        self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
-                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
-        self.detectStarted.emit(len(ids))
-        return True
-
-    def detect_which(self, which: str) -> bool:
-        """"image" (the one on screen), "all" or "unreviewed"."""
-        from pollenstudio.engine.detect_job import select_images
-
-        if self.project is None:
-            return False
-        if which == "image":
-            return self.detect([self.image_id] if self.image_id is not None else [])
-        return self.detect(select_images(self.project, which))
-
-    def detecting(self) -> bool:
-        return self.jobs.busy("detect")
-
-    def cancel_detection(self) -> None:
-        if self.jobs.busy("detect"):
-            self.jobs.cancel("detect")
-            self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
-
-    # ------------------------------------------------------------------ import / export
-    def export_data(self, fmt: str, path: str, reviewed_only: bool = True, copy_images: bool = True,
-                    on_done=None, on_error=None):
-        """Export in a worker: fmt "coco", "yolo" or "csv". on_done gets the summary dict."""
-        from pollenstudio.gui.model_jobs import export_job
-
-        return self.jobs.submit("export", export_job, self.project, fmt, path, reviewed_only, copy_images,
-                                on_done=on_done, on_error=on_error)
-
-    def import_data(self, fmt: str, path: str, images_root: str | None = None,
-                    on_done=None, on_error=None, on_progress=None):
-        """Import in a worker: fmt "coco", "yolo" or "folder" (images only). The store's
-        events refresh the views as usual; on_done gets the summary dict."""
-        from pollenstudio.gui.model_jobs import import_job
-
-        return self.jobs.submit("import-data", import_job, self.project, fmt, path, images_root,
-                                on_done=on_done, on_error=on_error, on_progress=on_progress)
-
-    # ------------------------------------------------------------------ explanations
-    def explain(self, kind: str, level: str = "P3") -> bool:
-        """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
-        map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""
-        from pollenstudio.gui import model_jobs
-
-        p = self.project
-        if p is None or self.image_record is None:
-            return False
-        if not self.model_available():
-            self.explanationFailed.emit("No model: choose a model file (File > Choose model file...) first")
-            return False
-        path = str(p.image_path(self.image_record))
-        iid = self.image_id
-        if kind == "edge":
-            args = (model_jobs.edge_job, p, self.predictors, iid, path, level)
-        else:
-            a = self.selected_annotation()
-            if a is None:
-                self.explanationFailed.emit("Select a box for Grad-CAM")
-                return False
-            args = (model_jobs.gradcam_job, p, self.predictors, iid, path, a)
-
-        def done(exp):
-            if exp.image_id == self.image_id:
-                self.explanationReady.emit(exp)
-
-        self.jobs.submit("explain", *args, on_done=done, on_error=self.explanationFailed.emit)
-        return True
-
     # ------------------------------------------------------------------ store events
     def _on_store_event(self, ev) -> None:
         p = self.project
@@ -755,6 +561,8 @@ class ReviewController(QObject):
             # rare and visible at once (merge moves grains): re-read now, not on a pause;
             # submitting cancels a read that may have started before this change
             self.refresh_project_counts()
+        else:
+            self._counts_soon()  # grains may have moved between taxa: re-read once edits pause
         if self.image_id is not None and (
             self.image_id in ev.image_ids or ev.kind in ("categories", "import", "undo", "redo")
             or ev.category_ids or "taxon" in ev.label or "taxa" in ev.label
@@ -763,9 +571,6 @@ class ReviewController(QObject):
             if self.selected is not None and self.selected_annotation() is None:
                 self.selected = None
             self.boxesChanged.emit()
-        if ev.kind == "model_versions":
-            self.predictors.clear()
-            self.modelChanged.emit()
         if ev.kind in ("images", "import"):
             self.rowsChanged.emit(None)
         elif ev.image_ids:
@@ -773,6 +578,32 @@ class ReviewController(QObject):
         self.categoriesChanged.emit()
         self.historyChanged.emit()
         self._queue_soon()
+        self.storeChanged.emit(ev)
+
+
+class _Coalesced:
+    """Call ``fn`` once changes pause for ``pause_ms``, and at least every ``max_wait_ms``
+    while they keep coming: a detection writes an image's proposals every few hundred ms,
+    and a plain debounce left the queue and the counts stale until the whole run ended."""
+
+    def __init__(self, parent: QObject, pause_ms: int, max_wait_ms: int, fn):
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(pause_ms)
+        self._timer.timeout.connect(fn)
+        self._waiting = QElapsedTimer()  # since the first change the timer waits for
+        self._max_wait = max_wait_ms
+
+    def __call__(self) -> None:
+        if self._timer.isActive():
+            if self._waiting.elapsed() >= self._max_wait:
+                return  # let the pending call fire
+        else:
+            self._waiting.start()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
 
 
 def _tidy(box: Box) -> Box:

@@ -1,14 +1,16 @@
-"""Main window: wires the panels to the review controller and registers the shortcuts.
+"""Main window: wires the panels to the controllers and registers the shortcuts.
 
-It owns no review logic: the canvas maps input to edits, the controller talks to the
-store, panels show lists. Layout and geometry are remembered with QSettings.
+It owns no review logic: the canvas maps input to edits, the review controller (``ctl``)
+talks to the store, the model controller (``models``) detects and explains, the transfer
+controller (``transfer``) imports and exports, ``overlay`` keeps the explanation layer in
+step; panels show lists. Layout and geometry are remembered with QSettings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -31,10 +33,12 @@ from pollenstudio.gui.app import error_text, show_error
 from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
+from pollenstudio.gui.model_controller import ModelController
 from pollenstudio.gui.image_list import ImageListPanel
-from pollenstudio.gui.review_queue import ReviewQueuePanel
+from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
 from pollenstudio.gui.shortcuts import SHORTCUTS
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
+from pollenstudio.gui.transfer_controller import TransferController
 from pollenstudio.gui.welcome import WelcomePage, demo_hook
 
 MAX_RECENT = 8
@@ -46,6 +50,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or QSettings()
         self.ctl = ReviewController(self)
+        self.models = ModelController(self.ctl, self)
+        self.transfer = TransferController(self.ctl, self)
         self.resize(*DEFAULT_SIZE)
         self.setObjectName("mainWindow")
 
@@ -73,13 +79,8 @@ class MainWindow(QMainWindow):
         self._build_view_toolbar()
         self._build_overlay()
         self._build_status_bar()
-        # project-wide taxon counts are refreshed once the user pauses (see controller)
-        self._project_counts_timer = QTimer(self)
-        self._project_counts_timer.setSingleShot(True)
-        self._project_counts_timer.setInterval(700)
-        self._project_counts_timer.timeout.connect(self._refresh_project_counts)
         self._wire()
-        self.queue.set_threshold(float(self.settings.value("review/threshold", 0.25)))
+        self.queue.set_threshold(float(self.settings.value("review/threshold", DEFAULT_REVIEW_THRESHOLD)))
         self.ctl.threshold = self.queue.threshold()
         self._restore_layout()
         self._show_welcome()
@@ -120,12 +121,12 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: self.canvas.zoom_by(1.5),
             "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
             "help": self.show_help,
-            "detect_image": lambda: c.detect_which("image"),
-            "cancel_detect": c.cancel_detection,
+            "detect_image": lambda: self.models.detect_which("image"),
+            "cancel_detect": self.models.cancel_detection,
             "export": self.export_dialog,
             "train": self.training_dashboard,
-            "edge_map": lambda checked=False: self.toggle_overlay("edge", checked),
-            "gradcam": lambda checked=False: self.toggle_overlay("gradcam", checked),
+            "edge_map": lambda checked=False: self.overlay.toggle("edge", checked),
+            "gradcam": lambda checked=False: self.overlay.toggle("gradcam", checked),
         }
         for i in range(1, 10):
             handlers[f"taxon_{i}"] = lambda _checked=False, d=str(i): c.assign_hotkey(d)
@@ -176,8 +177,9 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_detect_image)
         self.act_detect_selected = m.addAction("Detect selected images", self.detect_selected)
         self.act_detect_selected.setStatusTip("Run the model on the images selected in the image list (Ctrl+click)")
-        self.act_detect_unreviewed = m.addAction("Detect unreviewed images", lambda: c.detect_which("unreviewed"))
-        self.act_detect_all = m.addAction("Detect all images", lambda: c.detect_which("all"))
+        self.act_detect_unreviewed = m.addAction("Detect unreviewed images",
+                                                 lambda: self.models.detect_which("unreviewed"))
+        self.act_detect_all = m.addAction("Detect all images", lambda: self.models.detect_which("all"))
         m.addSeparator()
         self.act_cancel_detect = a["cancel_detect"]
         m.addAction(self.act_cancel_detect)
@@ -240,23 +242,18 @@ class MainWindow(QMainWindow):
 
     def _build_overlay(self) -> None:
         from pollenstudio.gui.overlay import OverlayBar, TopKPanel
+        from pollenstudio.gui.overlay_state import ExplanationOverlay
 
-        self.overlay_kind: str | None = None  # "edge", "gradcam" or None: one layer at a time
-        self._overlay_exp = None  # the Explanation on screen
         self.overlay_bar = OverlayBar(self.actions["edge_map"], self.actions["gradcam"], self)
         self.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)  # own row: its legend must never fold away
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.overlay_bar)
-        self.overlay_bar.levelChanged.connect(self._overlay_level_changed)
-        self.overlay_bar.opacityChanged.connect(self.canvas.set_heat_opacity)
-        self.canvas.set_heat_opacity(self.overlay_bar.opacity.value() / 100.0)
+        self.overlay = ExplanationOverlay(
+            self.canvas, self.overlay_bar, self.actions["edge_map"], self.actions["gradcam"], self.ctl, self.models,
+            self._taxon_name, lambda text: self.statusBar().showMessage(text, 8000), self,
+        )
         self.topk = TopKPanel(self)
         self.topk_dock = self._dock("Selected box", self.topk, Qt.DockWidgetArea.RightDockWidgetArea)
         self.view_menu.addAction(self.topk_dock.toggleViewAction())
-        # Grad-CAM follows the selection, but Tab-Tab-Tab should not queue three backward passes
-        self._gradcam_timer = QTimer(self)
-        self._gradcam_timer.setSingleShot(True)
-        self._gradcam_timer.setInterval(150)
-        self._gradcam_timer.timeout.connect(lambda: self._request_overlay())
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -272,7 +269,7 @@ class MainWindow(QMainWindow):
         self.st_cancel = QPushButton("Cancel", self)
         self.st_cancel.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.st_cancel.setToolTip("Stop detection after the current batch; finished images keep their proposals")
-        self.st_cancel.clicked.connect(self.ctl.cancel_detection)
+        self.st_cancel.clicked.connect(self.models.cancel_detection)
         for w in (self.st_progress, self.st_eta, self.st_cancel):
             sb.addWidget(w)
             w.hide()
@@ -290,20 +287,19 @@ class MainWindow(QMainWindow):
         c.imageShown.connect(self._image_shown)
         c.boxesChanged.connect(self._refresh_boxes)
         c.rowsChanged.connect(self._rows_changed)
-        c.queueChanged.connect(self._refresh_queue)
         c.queueReady.connect(self._queue_ready)
         c.projectCountsReady.connect(lambda: self.taxa.set_rows(self.ctl.taxon_rows()))
         c.categoriesChanged.connect(self._refresh_taxa)
         c.historyChanged.connect(self._refresh_history)
         c.centreRequested.connect(self.canvas.center_on)
-        c.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
-        c.errorRaised.connect(lambda t, m: show_error(self, t, m))
-        c.detectStarted.connect(self._detect_started)
-        c.detectProgress.connect(self._detect_progress)
-        c.detectEnded.connect(self._detect_ended)
-        c.modelChanged.connect(self._refresh_model_label)
-        c.explanationReady.connect(self._explanation_ready)
-        c.explanationFailed.connect(self._explanation_failed)
+        m = self.models
+        for ctl in (c, m):
+            ctl.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+            ctl.errorRaised.connect(lambda t, text: show_error(self, t, text))
+        m.detectStarted.connect(self._detect_started)
+        m.detectProgress.connect(self._detect_progress)
+        m.detectEnded.connect(self._detect_ended)
+        m.modelChanged.connect(self._refresh_model_label)
         self.canvas.selectionRequested.connect(c.select)
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
@@ -355,21 +351,16 @@ class MainWindow(QMainWindow):
         dlg.setWindowTitle("New project")
         dlg.setMinimumDuration(300)
 
-        def job(token, folder):
-            from pollenstudio.project import Project
-
-            proj = Project.create(folder)
-            return proj, proj.add_folder(folder, progress=token)
-
         def done(result):
             dlg.close()
             proj, res = result
             self.ctl.set_project(proj)
             self._remember(str(proj.folder))
-            if res.errors:
-                lines = "\n".join(msg for _p, msg in res.errors[:10])
-                more = f"\n... and {len(res.errors) - 10} more" if len(res.errors) > 10 else ""
-                show_error(self, "Some images were skipped", f"{len(res.errors)} files could not be read:\n{lines}{more}")
+            bad = res.summary["unreadable"]
+            if bad:
+                lines = "\n".join(u["reason"] for u in bad[:10])
+                more = f"\n... and {len(bad) - 10} more" if len(bad) > 10 else ""
+                show_error(self, "Some images were skipped", f"{len(bad)} files could not be read:\n{lines}{more}")
 
         def failed(msg):
             dlg.close()
@@ -380,7 +371,8 @@ class MainWindow(QMainWindow):
             dlg.setValue(done_)
             dlg.setLabelText(f"Reading {msg}")
 
-        j = self.ctl.jobs.submit("import", job, folder, on_done=done, on_error=failed, on_progress=progress)
+        # the transfer service creates the project and removes it again on cancel or failure
+        j = self.transfer.new_project(folder, on_done=done, on_error=failed, on_progress=progress)
         dlg.canceled.connect(j.token.cancel)
 
     def open_demo(self) -> None:
@@ -487,9 +479,7 @@ class MainWindow(QMainWindow):
 
     def _image_ready(self, img) -> None:
         self.canvas.set_image(img)  # clears the overlay: it belonged to the previous image
-        self._overlay_exp = None
-        if self.overlay_kind is not None:
-            QTimer.singleShot(0, self._request_overlay)
+        self.overlay.image_ready()
 
     def _image_shown(self, image_id: int) -> None:
         rec = self.ctl.image_record
@@ -512,13 +502,7 @@ class MainWindow(QMainWindow):
         self.st_counts.setText(f"{n_obj} grains · {n_prop} to review on this image")
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
-        if self.overlay_kind == "gradcam":
-            exp = self._overlay_exp
-            if exp is None or exp.key != self.ctl.selected or exp.image_id != self.ctl.image_id:
-                if exp is not None:  # never leave the old box's map under a new selection
-                    self.canvas.set_heat(None)
-                    self._overlay_exp = None
-                self._gradcam_timer.start()
+        self.overlay.selection_changed()
 
     def _rows_changed(self, rows) -> None:
         if rows is None:
@@ -527,23 +511,16 @@ class MainWindow(QMainWindow):
         else:
             self.images.update_rows(rows)
 
-    def _refresh_queue(self) -> None:
-        self.ctl.refresh_queue()  # read in a worker: _queue_ready shows it
-
     def _queue_ready(self, items, total: int, hidden: int) -> None:
+        self.queue.set_floor(self.ctl.lowest_score)
         self.queue.set_items(items, hidden, total)
         self.queue.set_current(self.ctl.selected)
 
     def _refresh_taxa(self) -> None:
-        self.taxa.set_rows(self.ctl.taxon_rows())  # image counts now, project counts cached
+        # image counts now; project counts as last read (the controller re-reads them in a
+        # worker once edits pause, and projectCountsReady shows them)
+        self.taxa.set_rows(self.ctl.taxon_rows())
         self.canvas.set_boxes(self.ctl.box_views(), self.ctl.selected)
-        # while a detection writes an image every few hundred ms the reviewer never
-        # "pauses": throttle instead of debounce, so project counts keep up with the run
-        if not (self.ctl.detecting() and self._project_counts_timer.isActive()):
-            self._project_counts_timer.start()
-
-    def _refresh_project_counts(self) -> None:
-        self.ctl.refresh_project_counts()  # in a worker: projectCountsReady updates the panel
 
     def _refresh_history(self) -> None:
         p = self.ctl.project
@@ -565,7 +542,7 @@ class MainWindow(QMainWindow):
         ids = [self.images.model.row_data(i.row()).id for i in sel.selectedIndexes()] if sel is not None else []
         if not ids and self.ctl.image_id is not None:
             ids = [self.ctl.image_id]
-        self.ctl.detect(ids)
+        self.models.detect(ids)
 
     def export_dialog(self):
         from pollenstudio.gui.transfer import ExportDialog
@@ -581,7 +558,7 @@ class MainWindow(QMainWindow):
         """Show an import/export dialog (non-modal: the job runs in a worker)."""
         if self.ctl.project is None:
             return None
-        dlg = dialog_cls(self.ctl, self)
+        dlg = dialog_cls(self.transfer, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self._transfer = dlg
@@ -596,7 +573,7 @@ class MainWindow(QMainWindow):
             return None
         dlg = getattr(self, "_training", None)
         if dlg is None or dlg.project is not self.ctl.project:
-            dlg = TrainingDashboard(self.ctl, self)
+            dlg = TrainingDashboard(self.models, self)
             self._training = dlg
         dlg.show()
         dlg.raise_()
@@ -609,78 +586,7 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Choose model file", "", "PollenStudio models (*.safetensors)")
         if path:
-            self.ctl.choose_model(path)
-
-    # ------------------------------------------------------------------ overlays
-    def toggle_overlay(self, kind: str, on: bool) -> None:
-        """E / G: one overlay at a time; turning one on turns the other off."""
-        other = "gradcam" if kind == "edge" else "edge_map"
-        if on:
-            self.actions[other].setChecked(False)
-            self.overlay_kind = kind
-            self._request_overlay()
-        elif self.overlay_kind == kind:
-            self.overlay_kind = None
-            self.ctl.jobs.cancel("explain")
-            self._overlay_exp = None
-            self.canvas.set_heat(None)
-            self.overlay_bar.set_state("")
-
-    def _overlay_level_changed(self, level: str) -> None:
-        if self.overlay_kind != "edge":
-            return
-        exp = self._overlay_exp
-        if exp is not None and exp.maps and exp.image_id == self.ctl.image_id:
-            exp.key, exp.heat = level, exp.maps[level]
-            self._show_explanation(exp)
-        else:
-            self._request_overlay()
-
-    def _wanted_key(self):
-        return self.overlay_bar.level.currentText() if self.overlay_kind == "edge" else self.ctl.selected
-
-    def _request_overlay(self) -> None:
-        kind = self.overlay_kind
-        if kind is None or self.ctl.image_id is None:
-            return
-        exp = self._overlay_exp
-        if exp is not None and exp.kind == kind and exp.image_id == self.ctl.image_id and exp.key == self._wanted_key():
-            return  # already on screen
-        if kind == "gradcam" and self.ctl.selected is None:
-            self.canvas.set_heat(None)
-            self._overlay_exp = None
-            self.overlay_bar.set_state("  Grad-CAM: select a box")
-            return
-        if self.ctl.explain(kind, self.overlay_bar.level.currentText()):
-            self.overlay_bar.set_state("  computing...")
-
-    def _explanation_ready(self, exp) -> None:
-        if exp.kind != self.overlay_kind or exp.image_id != self.ctl.image_id:
-            return
-        if exp.kind == "edge" and exp.maps:
-            level = self.overlay_bar.level.currentText()
-            exp.key, exp.heat = level, exp.maps[level]
-        elif exp.key != self.ctl.selected:
-            return  # the selection moved on; its own request is on the way
-        self._show_explanation(exp)
-
-    def _show_explanation(self, exp) -> None:
-        self._overlay_exp = exp
-        self.canvas.set_heat(exp.heat, exp.width, exp.height)
-        if exp.kind == "edge":
-            self.overlay_bar.set_state(f"  edge map {exp.key}")
-        else:
-            a = self.ctl.selected_annotation()
-            name = self._taxon_name(a.category_id) if a is not None else ""
-            self.overlay_bar.set_state(f"  Grad-CAM: why {name}")
-
-    def _explanation_failed(self, msg: str) -> None:
-        self.overlay_bar.set_state("")
-        self.statusBar().showMessage(f"Overlay not available: {msg}", 8000)
-        for n in ("edge_map", "gradcam"):
-            self.actions[n].setChecked(False)
-        self.overlay_kind = None
-        self.canvas.set_heat(None)
+            self.models.choose_model(path)
 
     def _taxon_name(self, cid: int) -> str:
         return next((c.name for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
@@ -725,7 +631,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(words, 8000)
 
     def _refresh_model_label(self) -> None:
-        c = self.ctl
+        c = self.models
         if c.project is None:
             self.st_model.clear()
             return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -111,47 +110,6 @@ def format_eta(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s left"
     return f"{s // 3600} h {s % 3600 // 60:02d} min left"
-
-
-# ---------------------------------------------------------------------------- import / export
-
-
-def export_job(token, project, fmt: str, path: str, reviewed_only: bool = True, copy_images: bool = True) -> dict:
-    """COCO / YOLO / CSV export with the library functions the CLI uses; returns their summary."""
-    token.update(0, 0, f"Exporting {fmt.upper()}...")
-    if fmt == "coco":
-        from pollenstudio.project.coco import export_coco
-
-        return export_coco(project, path, reviewed_only=reviewed_only)
-    if fmt == "yolo":
-        from pollenstudio.project.yolo import export_yolo
-
-        return export_yolo(project, path, reviewed_only=reviewed_only, copy_images=copy_images)
-    if fmt == "csv":
-        from pollenstudio.project.report import write_counts_csv
-
-        return write_counts_csv(project, path, reviewed_only=reviewed_only)
-    raise ValueError(f"unknown export format {fmt!r}")
-
-
-def import_job(token, project, fmt: str, path: str, images_root: str | None = None) -> dict:
-    from dataclasses import asdict
-
-    if fmt == "coco":
-        from pollenstudio.project.coco import import_coco
-
-        return import_coco(project, path, images_root, progress=token).to_dict()
-    if fmt == "yolo":
-        from pollenstudio.project.yolo import import_yolo
-
-        return import_yolo(project, path, progress=token).to_dict()
-    if fmt == "folder":
-        from pollenstudio.core.errors import ImportFormatError
-
-        if not Path(path).is_dir():
-            raise ImportFormatError(f"{path}: not a folder")
-        return asdict(project.add_folder(path, progress=token))
-    raise ValueError(f"unknown import format {fmt!r}")
 
 
 # ---------------------------------------------------------------------------- explanations

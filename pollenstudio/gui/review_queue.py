@@ -7,13 +7,28 @@ table model pages rows in like the image list, so 100,000 proposals do not stall
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QSlider, QTableView, QVBoxLayout, QWidget
 
+from pollenstudio.core.types import DEFAULT_CONF
+
 PAGE = 500
+# Where the "Min. confidence" slider starts: every proposal a detection kept is shown.
+# A different thing from DEFAULT_CONF (what a detection keeps), set to the same value.
+DEFAULT_REVIEW_THRESHOLD = DEFAULT_CONF
+
+
+def slider_floor(lowest_score: float | None) -> float:
+    """The slider's lowest value. Detection (GUI and ``pollenstudio detect``) keeps nothing
+    below DEFAULT_CONF, so a lower position would promise proposals that cannot exist; the
+    floor goes lower only as far as the project really holds proposals (e.g. written by
+    ``pollenstudio detect --conf 0.1``), so every one of them can still be shown."""
+    floor = DEFAULT_CONF if lowest_score is None else min(DEFAULT_CONF, max(0.0, float(lowest_score)))
+    return math.floor(floor * 100 + 1e-9) / 100
 
 
 @dataclass(frozen=True)
@@ -126,10 +141,11 @@ class ReviewQueuePanel(QWidget):
         hh.resizeSection(1, 110)
         hh.resizeSection(2, 48)
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
-        self.slider.setRange(0, 100)
-        self.slider.setValue(25)
+        self.slider.setRange(round(slider_floor(None) * 100), 100)
+        self.slider.setValue(round(DEFAULT_REVIEW_THRESHOLD * 100))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.slider.setToolTip("Proposals below this confidence are hidden (not rejected)")
+        self.slider.setToolTip(f"Proposals below this confidence are hidden (not rejected). Detection keeps "
+                               f"proposals from {DEFAULT_CONF:.2f}: the slider starts there")
         self.slider_label = QLabel(self)
         self.summary = QLabel(self)
         self.summary.setWordWrap(True)
@@ -151,6 +167,10 @@ class ReviewQueuePanel(QWidget):
 
     def set_threshold(self, value: float) -> None:
         self.slider.setValue(int(round(value * 100)))
+
+    def set_floor(self, lowest_score: float | None) -> None:
+        """Let the slider reach down to the lowest proposal in the project (see slider_floor)."""
+        self.slider.setMinimum(round(slider_floor(lowest_score) * 100))
 
     def _slider_moved(self, value: int, emit: bool = True) -> None:
         self.slider_label.setText(f"{value / 100:.2f}")

@@ -70,23 +70,23 @@ def model_shots(app, out: Path, model: str) -> None:
     proj.close()
     win = _main_window(tmp)
     win.open_project(str(folder))
-    ctl = win.ctl
+    ctl, models = win.ctl, win.models
     import shutil
 
     (folder / "models").mkdir()
     model = str(shutil.copy(model, folder / "models" / Path(model).name))  # the version is named after the file
-    ctl.choose_model(model)
+    models.choose_model(model)
     for _ in range(200):
         _settle(app, 50)
-        if ctl.model_name() is not None and ctl.device_text:
+        if models.model_name() is not None and models.device_text:
             break
     win.queue.set_threshold(0.3)
 
     # 1. detection running: progress, ETA and Cancel in the status bar, first images done
-    ctl.detect_batch = 1
+    models.detect_batch = 1
     progress = []
-    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
-    ctl.detect_which("all")
+    models.detectProgress.connect(lambda d, t, m: progress.append(d))
+    models.detect_which("all")
     for _ in range(1200):
         _settle(app, 50)
         if progress and progress[-1] >= 4:
@@ -96,7 +96,7 @@ def model_shots(app, out: Path, model: str) -> None:
     win.grab().save(str(out / "detection_in_progress.png"))
     for _ in range(2400):
         _settle(app, 50)
-        if not ctl.detecting():
+        if not models.detecting():
             break
     _settle(app, 300)
 
@@ -104,7 +104,7 @@ def model_shots(app, out: Path, model: str) -> None:
     win.actions["edge_map"].trigger()
     for _ in range(600):
         _settle(app, 50)
-        if win._overlay_exp is not None:
+        if win.overlay.exp is not None:
             break
     _settle(app, 300)
     win.grab().save(str(out / "edge_map.png"))
@@ -119,7 +119,7 @@ def model_shots(app, out: Path, model: str) -> None:
         win.actions["gradcam"].trigger()
         for _ in range(600):
             _settle(app, 50)
-            if win._overlay_exp is not None and win._overlay_exp.kind == "gradcam":
+            if win.overlay.exp is not None and win.overlay.exp.kind == "gradcam":
                 break
         _settle(app, 300)
         win.grab().save(str(out / "gradcam.png"))

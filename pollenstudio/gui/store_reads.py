@@ -20,13 +20,14 @@ from pollenstudio.core.errors import ProjectError
 @dataclass(frozen=True)
 class QueueRead:
     """What the review queue panel shows: rows of (ann_id, image_id, category_id, score,
-    margin), how many proposals pass the threshold, how many it hides, and names of
-    images the caller did not know yet."""
+    margin), how many proposals pass the threshold, how many it hides, names of images
+    the caller did not know yet, and the lowest undecided score (the slider's floor)."""
 
     rows: list[tuple]
     total: int
     hidden: int
     new_names: dict[int, str]
+    lowest: float | None = None
 
 
 @contextmanager
@@ -70,4 +71,4 @@ def queue_job(token, db_path: str, folder: str, threshold: float, order: str, li
         token.check()
         total = p.undecided_count(threshold)
         hidden = p.undecided_count(0.0) - total
-        return QueueRead(rows, total, hidden, new_names)
+        return QueueRead(rows, total, hidden, new_names, p.lowest_undecided_score())

@@ -1,8 +1,8 @@
 """File > Import... and File > Export... dialogs.
 
 The dialogs collect choices and show progress and results in words; the work runs in a
-worker through the controller (``ReviewController.import_data`` / ``export_data``), using
-the same library functions as ``pollenstudio import`` / ``export``.
+worker through ``TransferController.import_data`` / ``export_data``, which call the same
+service as ``pollenstudio import`` / ``export`` (``pollenstudio.project.transfer``).
 """
 
 from __future__ import annotations
@@ -227,13 +227,13 @@ class ImportDialog(_JobDialog):
         )
 
     def _import_done(self, summary: dict) -> None:
-        if self.format() == "folder":
-            words = f"Added {len(summary['added'])} images"
+        if summary["kind"] == "images":
+            words = f"Added {summary['images_added']} images"
             if summary["duplicates"]:
                 words += f"; {len(summary['duplicates'])} were already in the project"
-            if summary["errors"]:
-                first = summary["errors"][0]
-                words += f"; {len(summary['errors'])} could not be read (first: {first[0]}: {first[1]})"
+            if summary["unreadable"]:
+                first = summary["unreadable"][0]
+                words += f"; {len(summary['unreadable'])} could not be read (first: {first['path']}: {first['reason']})"
         else:
             words = (f"Added {summary['images_added']} images and {summary['annotations_added']} annotations"
                      f" ({summary['images_reused']} images were already in the project,"

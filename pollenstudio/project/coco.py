@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
-from pollenstudio.core.types import AnnotationStatus, Box, Source
+from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, Box, Source
 
 OVERSHOOT_PX = 1.0
 _MAX_LISTED = 8
@@ -112,7 +112,7 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     ]
     if reviewed_only:
         recs = project.images(status="reviewed")
-        keep = {AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED}
+        keep = OBJECT_STATUSES
     else:
         recs = project.images()
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}

@@ -20,7 +20,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from pollenstudio.core.types import AnnotationStatus
+from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
 
 COLUMNS = ["scope", "image", "status", "taxon", "count", "percent", "mean_size_um", "min_size_um", "max_size_um"]
 
@@ -33,9 +33,8 @@ def _stats(sizes: list[float]) -> tuple:
 
 def count_rows(project, reviewed_only: bool = True) -> list[dict]:
     names = {c.id: c.name for c in project.categories()}
-    keep = {AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED}
-    if not reviewed_only:
-        keep.add(AnnotationStatus.PROPOSED)
+    # grains; with every image, the undecided proposals count too (rejected never do)
+    keep = OBJECT_STATUSES if reviewed_only else OBJECT_STATUSES | {AnnotationStatus.PROPOSED}
     recs = project.images(status="reviewed") if reviewed_only else project.images()
     rows = []
     total_count: dict[int, int] = defaultdict(int)

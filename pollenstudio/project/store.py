@@ -38,8 +38,10 @@ from pollenstudio.core.types import (
     Category,
     Detection,
     ImageRecord,
+    OBJECT_STATUSES,
     ReviewStatus,
     Source,
+    sql_in,
 )
 from pollenstudio.project import history as hist
 from pollenstudio.project.merge import plan_merge
@@ -53,6 +55,7 @@ _ANN_COLS = (
     "id, image_id, x1, y1, x2, y2, polygon, category_id, score, topk, source, status, "
     "model_version_id, author, created, updated, run_id"
 )
+_OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
 _IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -343,7 +346,7 @@ class Project:
         sql = (
             "UPDATE images SET "
             "n_objects = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id "
-            "  AND a.status IN ('accepted', 'edited', 'added')), "
+            f"  AND a.status IN {_OBJECTS_SQL}), "
             "n_undecided = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'proposed'), "
             "n_rejected = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'rejected')"
         )
@@ -527,7 +530,7 @@ class Project:
     def category_counts(self, include_proposed: bool = True) -> dict[int, int]:
         """Grains per taxon over the project (rejected never count; undecided proposals
         count unless ``include_proposed`` is False). One grouped query."""
-        st = "('accepted', 'edited', 'added', 'proposed')" if include_proposed else "('accepted', 'edited', 'added')"
+        st = sql_in(OBJECT_STATUSES | {AnnotationStatus.PROPOSED}) if include_proposed else _OBJECTS_SQL
         return {r[0]: r[1] for r in self._q(
             f"SELECT category_id, COUNT(*) FROM annotations WHERE status IN {st} GROUP BY category_id")}
 
@@ -1035,6 +1038,10 @@ class Project:
         return self._q("SELECT COUNT(*) FROM annotations WHERE status = 'proposed' AND score >= ?",
                        (min_score,)).fetchone()[0]
 
+    def lowest_undecided_score(self) -> float | None:
+        """Score of the least confident undecided proposal (None: none left)."""
+        return self._q("SELECT MIN(score) FROM annotations WHERE status = 'proposed'").fetchone()[0]
+
     def next_undecided(self, after_annotation_id: int | None = None, min_score: float = 0.0, order: str = "score",
                        image_id: int | None = None, backwards: bool = False) -> Annotation | None:
         """The proposal after (or before, ``backwards``) ``after_annotation_id`` in queue
@@ -1080,7 +1087,7 @@ class Project:
         imgs = self.images(status=ReviewStatus.REVIEWED)
         by_image: dict[int, list[Annotation]] = {r.id: [] for r in imgs}
         rows = self._q(
-            f"SELECT {_ANN_COLS} FROM annotations WHERE status IN ('accepted', 'edited', 'added') "
+            f"SELECT {_ANN_COLS} FROM annotations WHERE status IN {_OBJECTS_SQL} "
             "AND image_id IN (SELECT id FROM images WHERE status = 'reviewed') ORDER BY image_id, id"
         ).fetchall()
         for r in rows:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
-from pollenstudio.core.types import AnnotationStatus, Box
+from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, Box
 from pollenstudio.project.coco import ImportCounts, _Problems
 
 TOLERANCE = 1e-3
@@ -63,7 +63,7 @@ def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True,
     (out / "classes.txt").write_text("".join(c.name + "\n" for c in cats), encoding="utf-8")
     if reviewed_only:
         recs = project.images(status="reviewed")
-        keep = {AnnotationStatus.ACCEPTED, AnnotationStatus.EDITED, AnnotationStatus.ADDED}
+        keep = OBJECT_STATUSES
     else:
         recs = project.images()
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}

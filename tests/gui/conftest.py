@@ -47,8 +47,8 @@ def window_on_copy(qtbot, settings, tmp_path):
         qtbot.waitExposed(win)
         with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
             assert win.open_project(str(dst))
-        win.ctl.choose_model(str(model_path))
-        qtbot.waitUntil(lambda: win.ctl.model_name() is not None, timeout=10000)
+        win.models.choose_model(str(model_path))
+        qtbot.waitUntil(lambda: win.models.model_name() is not None, timeout=10000)
         return win
 
     return make

@@ -45,7 +45,7 @@ def test_demo_from_the_welcome_screen_detect_review_export(qtbot, settings, tmp_
     assert "hieraedgenet-n" in win.st_model.text()  # the model is active, no file to choose
     assert str(proj.folder) in win.recent_projects()
 
-    with qtbot.waitSignal(ctl.detectEnded, timeout=120000) as ended:
+    with qtbot.waitSignal(win.models.detectEnded, timeout=120000) as ended:
         win.act_detect_all.trigger()
     assert ended.args[0].startswith("Detection done"), ended.args
     mv = proj.active_model_version()
@@ -85,6 +85,7 @@ def test_demo_from_the_welcome_screen_detect_review_export(qtbot, settings, tmp_
     assert [round(v, 1) for v in ann["bbox"]] == [round(v, 1) for v in (b.x1, b.y1, b.width, b.height)]
     assert coco.cats[ann["category_id"]]["name"] == proj.category(first.category_id).name
     assert "score" not in ann
+    win.models.jobs.cancel_all()
     ctl.jobs.cancel_all()
     win.close()
 

@@ -30,6 +30,7 @@ def scene_template(tmp_path_factory):
 def model_window(window_on_copy, scene_template, tiny_model_path):
     win = window_on_copy(scene_template, tiny_model_path)
     yield win
+    win.models.jobs.cancel_all()
     win.ctl.jobs.cancel_all()
     win.close()
 
@@ -49,10 +50,10 @@ def test_detection_runs_in_a_worker_and_proposals_land(qtbot, model_window):
     timer.start()
     shown = []
     ctl.boxesChanged.connect(lambda: shown.append(len(ctl.annotations())))
-    with qtbot.waitSignal(ctl.detectStarted, timeout=1000):
+    with qtbot.waitSignal(win.models.detectStarted, timeout=1000):
         win.act_detect_all.trigger()
     assert win.st_progress.isVisible() and win.st_cancel.isVisible()
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000) as ended:
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000) as ended:
         pass
     timer.stop()
     assert ended.args[0].startswith("Detection done"), ended.args
@@ -69,12 +70,12 @@ def test_detection_runs_in_a_worker_and_proposals_land(qtbot, model_window):
 def test_cancel_stops_within_one_batch_and_new_run_wins(qtbot, model_window):
     win = model_window
     ctl = win.ctl
-    ctl.detect_batch = 1
+    win.models.detect_batch = 1
     n = len(ctl.project.images())
     progress = []
-    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
-    ctl.detect_which("all")
-    job = ctl.jobs._slots["detect"]
+    win.models.detectProgress.connect(lambda d, t, m: progress.append(d))
+    win.models.detect_which("all")
+    job = win.models.jobs._slots["detect"]
     qtbot.waitUntil(lambda: any(d >= 1 for d in progress), timeout=30000)
     win.st_cancel.click()
     assert not win.st_progress.isVisible()
@@ -84,31 +85,31 @@ def test_cancel_stops_within_one_batch_and_new_run_wins(qtbot, model_window):
     assert 1 <= len(done_images) <= min(progress[-1] + 1, n - 1)
     assert ctl.project.runs("detect")[-1].status == "cancelled"
     # a new run after the cancel finishes the rest
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
-        ctl.detect_which("all")
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
+        win.models.detect_which("all")
     assert {a.image_id for a in _proposals(ctl.project)} == {r.id for r in ctl.project.images()}
 
 
 def test_no_model_says_what_to_do(qtbot, window, monkeypatch):
-    import pollenstudio.gui.controller as controller_mod
+    import pollenstudio.gui.model_controller as controller_mod
 
     errors = []
-    window.ctl.errorRaised.connect(lambda t, m: errors.append((t, m)))
-    monkeypatch.setattr(controller_mod.ReviewController, "model_available", lambda self: False)
-    assert not window.ctl.detect_which("all")
+    window.models.errorRaised.connect(lambda t, m: errors.append((t, m)))
+    monkeypatch.setattr(controller_mod.ModelController, "model_available", lambda self: False)
+    assert not window.models.detect_which("all")
     assert errors and "Choose model file" in errors[0][1]
-    assert not window.ctl.detecting()
+    assert not window.models.detecting()
 
 
-def _detect_all(qtbot, ctl):
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
-        ctl.detect_which("all")
+def _detect_all(qtbot, models):
+    with qtbot.waitSignal(models.detectEnded, timeout=60000):
+        models.detect_which("all")
 
 
 def _wait_layer(qtbot, win, kind):
-    qtbot.waitUntil(lambda: win._overlay_exp is not None and win._overlay_exp.kind == kind
+    qtbot.waitUntil(lambda: win.overlay.exp is not None and win.overlay.exp.kind == kind
                     and win.canvas.heat.isVisible(), timeout=30000)
-    return win._overlay_exp
+    return win.overlay.exp
 
 
 def test_edge_map_overlay_has_the_image_shape_and_follows_the_level(qtbot, model_window):
@@ -121,7 +122,7 @@ def test_edge_map_overlay_has_the_image_shape_and_follows_the_level(qtbot, model
     assert (rect.width(), rect.height()) == (rec.width, rec.height)
     p3 = exp.heat.copy()
     win.overlay_bar.level.setCurrentText("P5")  # no recompute: all levels came together
-    assert win._overlay_exp.key == "P5" and not np.allclose(win._overlay_exp.heat, p3)
+    assert win.overlay.exp.key == "P5" and not np.allclose(win.overlay.exp.heat, p3)
     assert "P5" in win.overlay_bar.state.text()
     win.actions["edge_map"].trigger()  # E again hides it
     assert not win.canvas.heat.isVisible()
@@ -130,7 +131,7 @@ def test_edge_map_overlay_has_the_image_shape_and_follows_the_level(qtbot, model
 def test_gradcam_follows_the_selection_and_topk_is_shown(qtbot, model_window):
     win = model_window
     ctl = win.ctl
-    _detect_all(qtbot, ctl)
+    _detect_all(qtbot, win.models)
     ctl.set_threshold(0.0)
     anns = [a for a in ctl.annotations() if a.status.value == "proposed"]
     assert len(anns) >= 2
@@ -160,10 +161,10 @@ def test_huge_image_maps_are_computed_downscaled_and_stretched(qtbot, model_wind
     win = model_window
     ctl = win.ctl
     path = str(ctl.project.image_path(ctl.image_record))
-    exp = model_jobs.edge_job(CancelToken(), ctl.project, ctl.predictors, ctl.image_id, path, "P3", max_side=128)
+    exp = model_jobs.edge_job(CancelToken(), ctl.project, win.models.predictors, ctl.image_id, path, "P3", max_side=128)
     assert exp.heat.shape == (128, 128) and (exp.width, exp.height) == (IMGSZ, IMGSZ)
-    win.overlay_kind = "edge"
-    win._explanation_ready(exp)
+    win.overlay.kind = "edge"
+    win.overlay.explanation_ready(exp)
     rect = win.canvas.heat.mapRectToParent(win.canvas.heat.boundingRect())
     assert (round(rect.width()), round(rect.height())) == (IMGSZ, IMGSZ)
 
@@ -171,15 +172,15 @@ def test_huge_image_maps_are_computed_downscaled_and_stretched(qtbot, model_wind
 def test_a_new_detection_replaces_the_running_one(qtbot, model_window):
     win = model_window
     ctl = win.ctl
-    ctl.detect_batch = 1
+    win.models.detect_batch = 1
     ids = [r.id for r in ctl.project.images()]
     progress = []
-    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
-    ctl.detect(ids)
-    old = ctl.jobs._slots["detect"]
+    win.models.detectProgress.connect(lambda d, t, m: progress.append(d))
+    win.models.detect(ids)
+    old = win.models.jobs._slots["detect"]
     qtbot.waitUntil(lambda: any(d >= 1 for d in progress), timeout=30000)  # mid-run
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000) as ended:
-        ctl.detect([ids[-1]])  # the user asks for one image while "all" runs
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000) as ended:
+        win.models.detect([ids[-1]])  # the user asks for one image while "all" runs
     assert old.token.cancelled and ended.args[0].startswith("Detection done")
     qtbot.waitUntil(lambda: old.done, timeout=30000)
     runs = ctl.project.runs("detect")
@@ -196,12 +197,12 @@ def test_activating_another_version_changes_status_bar_and_next_detection(qtbot,
     ctl = win.ctl
     first = ctl.project.active_model_version()
     second_file = shutil.copy(ctl.project.model_file(first), tmp_path / "retrained-v2.safetensors")
-    ctl.choose_model(str(second_file))
+    win.models.choose_model(str(second_file))
     qtbot.waitUntil(lambda: "retrained-v2" in win.st_model.text(), timeout=10000)
     second = ctl.project.active_model_version()
     assert second.id != first.id
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
-        ctl.detect_which("image")
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
+        win.models.detect_which("image")
     props = [a for a in ctl.project.annotations(ctl.image_id) if a.status.value == "proposed"]
     assert props and all(a.model_version == second.id for a in props)
 
@@ -209,11 +210,11 @@ def test_activating_another_version_changes_status_bar_and_next_detection(qtbot,
 def test_a_bad_model_file_is_refused_in_words(qtbot, model_window, tmp_path):
     win = model_window
     errors = []
-    win.ctl.errorRaised.connect(lambda t, m: errors.append((t, m)))
+    win.models.errorRaised.connect(lambda t, m: errors.append((t, m)))
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a model")
     n = len(win.ctl.project.model_versions())
-    win.ctl.choose_model(str(bad))
+    win.models.choose_model(str(bad))
     qtbot.waitUntil(lambda: bool(errors), timeout=10000)
     assert errors[0][0] == "Cannot use this model file" and "broken.safetensors is not a PollenStudio model" in errors[0][1]
     assert len(win.ctl.project.model_versions()) == n  # nothing registered
@@ -222,12 +223,12 @@ def test_a_bad_model_file_is_refused_in_words(qtbot, model_window, tmp_path):
 def test_closing_the_project_mid_detection_waits_for_the_last_write(qtbot, model_window, caplog):
     win = model_window
     ctl = win.ctl
-    ctl.detect_batch = 1
+    win.models.detect_batch = 1
     progress = []
-    ctl.detectProgress.connect(lambda d, t, m: progress.append(d))
+    win.models.detectProgress.connect(lambda d, t, m: progress.append(d))
     project = ctl.project
-    ctl.detect_which("all")
-    job = ctl.jobs._slots["detect"]
+    win.models.detect_which("all")
+    job = win.models.jobs._slots["detect"]
     qtbot.waitUntil(lambda: any(d >= 1 for d in progress), timeout=30000)
     win.close_project()
     assert job.done  # stopped before the database closed
@@ -257,7 +258,7 @@ def test_detect_selected_images_runs_on_exactly_those(qtbot, model_window):
     for row in (1, 3):
         sel.select(win.images.model.index(row), QItemSelectionModel.SelectionFlag.Select)
     want = {win.images.model.row_data(r).id for r in (1, 3)}
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
         win.act_detect_selected.trigger()
     assert {a.image_id for a in _proposals(ctl.project)} == want
 

@@ -258,3 +258,30 @@ def test_escape_cancels_a_drawing_in_progress(window):
     QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, win.canvas.image_to_widget(spot.x2, spot.y2))
     assert snapshot(ctl.project) == before
     assert win.canvas.overlay._preview is None and not win.canvas.editor.draw_armed
+
+
+def test_slider_starts_at_the_detection_threshold_and_reaches_every_proposal(window, qtbot):
+    """What the slider promises is true: detection keeps nothing below DEFAULT_CONF, so the
+    slider does not go below it, unless the project holds lower proposals (written by
+    ``pollenstudio detect --conf``): then it reaches down to them and shows them."""
+    from pollenstudio.core.types import DEFAULT_CONF, Detection
+    from pollenstudio.gui.review_queue import slider_floor
+
+    assert slider_floor(None) == DEFAULT_CONF and slider_floor(0.9) == DEFAULT_CONF
+    assert slider_floor(0.127) == 0.12 and slider_floor(-1) == 0.0
+    win, ctl = window, window.ctl
+    win.queue.slider.setValue(0)
+    assert win.queue.threshold() == DEFAULT_CONF == ctl.threshold
+    assert all((a.score or 1) >= DEFAULT_CONF for a in ctl.annotations())  # every proposal shown
+    # a proposal below the detection threshold, as `pollenstudio detect --conf 0.1` writes it
+    img = ctl.image_record
+    spot = empty_spot(ctl.annotations(), img.width, img.height, size=30)
+    name = ctl.categories()[0].name
+    ctl.project.write_proposals(img.id, [Detection(spot, 0, name, 0.123)], iou_threshold=0.0)
+    low = next(a for a in ctl.annotations() if a.score == 0.123)
+    assert low.id not in {v.key for v in win.canvas.overlay.views}  # hidden at the old floor
+    qtbot.waitUntil(lambda: win.queue.slider.minimum() == 12, timeout=3000)
+    win.queue.slider.setValue(0)
+    assert ctl.threshold == 0.12
+    assert low.id in {v.key for v in win.canvas.overlay.views}
+    qtbot.waitUntil(lambda: low.id in [it.ann_id for it in win.queue.model.items()], timeout=3000)

@@ -114,9 +114,9 @@ def test_training_from_the_dashboard_registers_a_version_and_use_this_model_swit
     assert p.active_model_version().id == new.id
     assert f"model {new.name}" in win.st_model.text()
     assert not dlg.use_button.isEnabled() and "in use" in dlg.versions.item(0, 5).text()
-    with qtbot.waitSignal(ctl.detectEnded, timeout=60000):
-        ctl.detect_which("all")
-    assert ctl.predictors._key[0] == str(p.model_file(new))  # the cache loaded the new weights
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
+        win.models.detect_which("all")
+    assert win.models.predictors._key[0] == str(p.model_file(new))  # the cache loaded the new weights
     props = [a for r in p.images() for a in p.annotations(r.id) if a.status.value == "proposed"]
     assert all(a.model_version == new.id for a in props)
 
@@ -126,7 +126,7 @@ def test_training_from_the_dashboard_registers_a_version_and_use_this_model_swit
     dlg.activate_button.click()
     assert p.active_model_version().id == first.id
     assert f"model {first.name}" in win.st_model.text()
-    assert ctl.predictors._key is None  # the next detection loads the old weights again
+    assert win.models.predictors._key is None  # the next detection loads the old weights again
     assert dlg.use_button.isEnabled()
 
 
@@ -198,7 +198,7 @@ def test_a_version_whose_weights_are_gone_is_not_activated(qtbot, window):
     p = window.ctl.project
     mv_id = p.add_model_version("v1 lost", p.folder / "models" / "gone.safetensors")
     errors = []
-    window.ctl.errorRaised.connect(lambda t, m: errors.append(m))
+    window.models.errorRaised.connect(lambda t, m: errors.append(m))
     window.actions["train"].trigger()
     dlg = window._training
     assert dlg.versions.rowCount() == 1 and "missing" in dlg.versions.item(0, 0).toolTip()

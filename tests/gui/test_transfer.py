@@ -93,3 +93,64 @@ def test_import_a_folder_of_images_adds_them_to_the_list(qtbot, window, tmp_path
     assert imp.error is None, imp.error
     assert "Added 1 images; 1 were already in the project" in imp.result.text()
     qtbot.waitUntil(lambda: window.images.model.total() == 4, timeout=5000)
+
+
+def test_gui_import_is_recorded_as_a_run(qtbot, window, tmp_path):
+    import cv2
+
+    src = tmp_path / "more"
+    src.mkdir()
+    first = window.ctl.project.image_path(window.ctl.project.images()[0])
+    cv2.imwrite(str(src / "new_slide.png"), cv2.imread(str(first))[::-1].copy())
+    imp = window.import_dialog()
+    imp.fmt.setCurrentIndex(2)
+    imp.path.setText(str(src))
+    _run(qtbot, imp)
+    assert imp.error is None, imp.error
+    runs = window.ctl.project.runs("import")
+    assert [r.status for r in runs] == ["done"]
+    assert runs[0].params["kind"] == "images" and runs[0].summary["images_added"] == 1
+
+    # a refused import records nothing
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": 3}')
+    imp.fmt.setCurrentIndex(0)
+    imp.path.setText(str(bad))
+    _run(qtbot, imp)
+    assert imp.error and len(window.ctl.project.runs("import")) == 1
+
+
+def test_open_folder_that_fails_leaves_no_project_behind(qtbot, settings, tmp_path, monkeypatch):
+    """"Open image folder" creates the project through the transfer service: when reading
+    the images fails, the project it created is removed and the images stay."""
+    import cv2
+    import numpy as np
+
+    from pollenstudio.core.errors import ImageReadError
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project.schema import DB_NAME
+    from pollenstudio.project.store import Project
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"field{i}.png"), np.full((60, 80, 3), 40 * i, np.uint8))
+    real_add_images = Project.add_images
+
+    def add_then_fail(self, paths, progress=None, **kw):
+        real_add_images(self, list(paths)[:1], progress=progress, **kw)  # one image is in, then:
+        raise ImageReadError("the disk went away")
+
+    monkeypatch.setattr(Project, "add_images", add_then_fail)
+    errors = []
+    monkeypatch.setattr("pollenstudio.gui.main_window.show_error", lambda parent, title, msg: errors.append((title, msg)))
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    win.open_folder(str(folder))
+    qtbot.waitUntil(lambda: bool(errors), timeout=10000)
+    assert errors[0][0] == "Cannot create project" and "disk went away" in errors[0][1]
+    assert win.ctl.project is None
+    assert not (folder / DB_NAME).exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["field0.png", "field1.png", "field2.png"]
+    win.close()

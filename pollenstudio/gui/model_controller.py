@@ -1,0 +1,227 @@
+"""Model controller: which model the project uses, detection, and explanations.
+
+The window owns it next to the review controller. It reads the open project, the image on
+screen and the selection from the review controller and never edits annotations itself:
+detection writes proposals through the store, whose change events reach the views through
+the review controller like any other edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.gui.workers import JobRunner
+
+
+class ModelController(QObject):
+    # the project's lifecycle, forwarded from the review controller (training dashboard)
+    projectChanged = Signal()
+    projectClosing = Signal()
+    message = Signal(str)  # status-bar note
+    errorRaised = Signal(str, str)  # title, message: shown in a dialog
+    detectStarted = Signal(int)  # images to detect
+    detectProgress = Signal(int, int, str)  # images done, total, last image name
+    detectEnded = Signal(str)  # what happened, in words ("" never)
+    modelChanged = Signal()  # active model version or device description changed
+    explanationReady = Signal(object)  # model_jobs.Explanation for the current image
+    explanationFailed = Signal(str)
+
+    def __init__(self, review, parent: QObject | None = None):
+        super().__init__(parent)
+        self.review = review  # ReviewController: project, image on screen, selection
+        self.jobs = JobRunner(self)
+        from pollenstudio.gui.model_jobs import PredictorCache
+
+        self.predictors = PredictorCache()
+        self.device_text = ""  # "CPU, 2 threads" once known (found in a worker: torch import)
+        self.detect_batch: int | None = None  # None: the predictor's default
+        review.projectClosing.connect(self.projectClosing.emit)  # e.g. a training run records itself first
+        review.projectClosing.connect(self._project_closing)
+        review.projectChanged.connect(self._project_changed)
+        review.storeChanged.connect(self._store_changed)
+
+    @property
+    def project(self):
+        return self.review.project
+
+    # ------------------------------------------------------------------ project lifecycle
+    def _project_changed(self) -> None:
+        self.predictors.clear()
+        self.projectChanged.emit()
+        self.modelChanged.emit()
+
+    def _project_closing(self) -> None:
+        detecting = self.jobs.busy("detect")
+        self.jobs.cancel_all()
+        if detecting:
+            # a cancelled detection stops within one batch: let it finish its last write
+            # (and record the run as cancelled) before the database is closed under it
+            from pollenstudio.gui.model_jobs import DETECT_SERIAL
+
+            if DETECT_SERIAL.acquire(timeout=10.0):
+                DETECT_SERIAL.release()
+
+    def _store_changed(self, ev) -> None:
+        if ev.kind == "model_versions":
+            self.predictors.clear()
+            self.modelChanged.emit()
+
+    # ------------------------------------------------------------------ model choice
+    def model_name(self) -> str | None:
+        """Name of the active model version (None: no version active)."""
+        mv = self.project.active_model_version() if self.project is not None else None
+        return None if mv is None else mv.name
+
+    def model_available(self) -> bool:
+        """An active model version with weights, or a shipped default model."""
+        p = self.project
+        if p is None:
+            return False
+        from pollenstudio.core.errors import CheckpointError
+        from pollenstudio.engine.paths import active_model_file
+
+        try:
+            active_model_file(p)
+        except CheckpointError:
+            return False
+        return True
+
+    def choose_model(self, path: str) -> None:
+        """Check a checkpoint file in a worker, then register it as a model version and
+        make it active (the next detection uses it)."""
+        from pollenstudio.gui.model_jobs import check_checkpoint_job
+
+        if self.project is None:
+            return
+
+        def done(result, path=path):
+            config, self.device_text = result
+            p = self.project
+            if p is None:
+                return
+            try:
+                p.add_model_version(Path(path).stem, path, None, config, None, None, {"registered_by": "gui"}, True)
+            except PollenStudioError as exc:
+                self.errorRaised.emit("Cannot use this model file", str(exc))
+                return
+            self.predictors.clear()
+            self.message.emit(f"Model {Path(path).stem} is now active")
+            self.modelChanged.emit()
+
+        self.jobs.submit("model", check_checkpoint_job, str(path), on_done=done,
+                         on_error=lambda msg: self.errorRaised.emit("Cannot use this model file", msg))
+
+    def activate_model_version(self, mv_id: int) -> bool:
+        """Make a registered version active (training dashboard, version list): the status
+        bar shows it and the next detection loads it. False: refused (said in words)."""
+        p = self.project
+        if p is None:
+            return False
+        try:
+            mv = p.model_version(mv_id)
+            f = p.model_file(mv)
+            if f is None or not f.is_file():
+                raise PollenStudioError(f"the weights file of model version {mv.name} is missing ({mv.file}); "
+                                        "choose another version or a model file")
+            p.set_active_model_version(mv_id)
+        except PollenStudioError as exc:
+            self.errorRaised.emit("Cannot use this model", str(exc))
+            return False
+        self.predictors.clear()  # the store event clears it too; never detect with the old one
+        self.message.emit(f"Model {mv.name} is now active: the next detection uses it")
+        self.modelChanged.emit()
+        return True
+
+    # ------------------------------------------------------------------ detection
+    def detect(self, image_ids: list[int]) -> bool:
+        """Detect on ``image_ids`` in a worker; proposals land image by image. A running
+        detection is cancelled first (its late results never land). False: nothing started."""
+        from pollenstudio.gui.model_jobs import detect_job
+
+        if self.project is None:
+            return False
+        if not image_ids:
+            self.message.emit("No images to detect")
+            return False
+        if not self.model_available():
+            self.errorRaised.emit(
+                "No model to detect with",
+                "This project has no model yet. Choose a model file (File > Choose model file...) "
+                "or train a model on your reviewed images (pollenstudio train PROJECT).",
+            )
+            return False
+        ids = list(image_ids)
+
+        def done(result):
+            summary, name, device = result
+            self.device_text = device
+            self.modelChanged.emit()
+            words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
+            if summary.failed:
+                words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
+            self.detectEnded.emit(words)
+
+        def failed(msg):
+            self.detectEnded.emit(f"Detection failed: {msg}")
+            self.errorRaised.emit("Detection failed", msg)
+
+        self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
+                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
+        self.detectStarted.emit(len(ids))
+        return True
+
+    def detect_which(self, which: str) -> bool:
+        """"image" (the one on screen), "all" or "unreviewed"."""
+        from pollenstudio.engine.detect_job import select_images
+
+        if self.project is None:
+            return False
+        if which == "image":
+            iid = self.review.image_id
+            return self.detect([iid] if iid is not None else [])
+        return self.detect(select_images(self.project, which))
+
+    def detecting(self) -> bool:
+        return self.jobs.busy("detect")
+
+    def cancel_detection(self) -> None:
+        if self.jobs.busy("detect"):
+            self.jobs.cancel("detect")
+            self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
+
+    # ------------------------------------------------------------------ explanations
+    def explain(self, kind: str, level: str = "P3") -> bool:
+        """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
+        map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""
+        from pollenstudio.gui import model_jobs
+
+        r = self.review
+        p = self.project
+        if p is None or r.image_record is None:
+            return False
+        if not self.model_available():
+            self.explanationFailed.emit("No model: choose a model file (File > Choose model file...) first")
+            return False
+        path = str(p.image_path(r.image_record))
+        iid = r.image_id
+        if kind == "edge":
+            args = (model_jobs.edge_job, p, self.predictors, iid, path, level)
+        else:
+            a = r.selected_annotation()
+            if a is None:
+                self.explanationFailed.emit("Select a box for Grad-CAM")
+                return False
+            args = (model_jobs.gradcam_job, p, self.predictors, iid, path, a)
+
+        def done(exp):
+            if exp.image_id == self.review.image_id:
+                self.explanationReady.emit(exp)
+
+        self.jobs.submit("explain", *args, on_done=done, on_error=self.explanationFailed.emit)
+        return True
+
+    def cancel_explanation(self) -> None:
+        self.jobs.cancel("explain")

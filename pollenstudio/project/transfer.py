@@ -1,0 +1,173 @@
+"""Import and export: the one place that decides what a source is and how it gets in.
+
+``pollenstudio import`` / ``export``, File > Import... / Export... and "Open image folder"
+all call this module; none of them dispatches on formats itself.
+
+- :func:`detect_source` says what a path is: a COCO ``.json`` file (or a folder holding
+  exactly one, e.g. a Roboflow export), a YOLO dataset folder (``classes.txt`` + labels),
+  or a plain folder of images.
+- :func:`import_into` imports into an open project and records the import as a run
+  (only once it succeeded: a failed or cancelled import leaves the project as it was; the
+  format importers write in one transaction).
+- :func:`import_to_folder` opens the project at a folder, or creates one there, and
+  imports; if it created the project and the import fails or is cancelled, the project is
+  removed again, so a failed first import leaves no empty project behind.
+- :func:`export_project` writes COCO JSON, a YOLO folder or the CSV count report.
+
+Progress and cancel go through ``core.progress`` (``progress.update`` / ``progress.check``).
+No torch and no Qt here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pollenstudio.core.errors import ImportFormatError, PollenStudioError
+from pollenstudio.core.progress import NullProgress
+from pollenstudio.project.schema import DB_NAME
+
+IMPORT_KINDS = ("coco", "yolo", "images")
+EXPORT_FORMATS = ("coco", "yolo", "csv")
+
+
+@dataclass
+class ImportResult:
+    kind: str  # "coco", "yolo" or "images"
+    source: str  # the file or folder imported (resolved)
+    run_id: int
+    summary: dict = field(default_factory=dict)  # the importer's counts (see to_dict)
+    created: bool = False  # import_to_folder made the project
+
+    def to_dict(self) -> dict:
+        """The summary ``pollenstudio import --json`` prints: kind + the importer's keys.
+        Image folders: images_added, duplicates, unreadable [{path, reason}]."""
+        return {"kind": self.kind, **self.summary}
+
+
+def detect_source(source: str | os.PathLike, kind: str = "auto") -> tuple[str, Path]:
+    """(kind, path to read) for ``source``. ``kind`` "auto" decides from the path; an
+    explicit kind is checked against it. Raises ImportFormatError, changing nothing."""
+    from pollenstudio.project.coco import find_coco_files
+    from pollenstudio.project.yolo import is_yolo_folder
+
+    src = Path(source)
+    if kind not in ("auto", *IMPORT_KINDS):
+        raise ImportFormatError(f"unknown import kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
+    if not src.exists():
+        raise ImportFormatError(f"{src}: not found")
+    if src.is_file():
+        if kind in ("auto", "coco") and src.suffix.lower() == ".json":
+            return "coco", src
+        if kind == "auto":
+            raise ImportFormatError(f"{src}: expected a COCO .json file or a folder (YOLO dataset or images)")
+        raise ImportFormatError(f"{src}: a {kind} import reads a folder" if kind != "coco"
+                                else f"{src}: a COCO import reads a .json file")
+    # a folder
+    if kind == "images":
+        return "images", src
+    yolo = is_yolo_folder(src)
+    if kind == "yolo" or (kind == "auto" and yolo):
+        return "yolo", src
+    coco_files = [] if yolo else find_coco_files(src)
+    if len(coco_files) == 1:
+        return "coco", coco_files[0]
+    if coco_files:
+        names = ", ".join(str(f.relative_to(src)) for f in coco_files)
+        raise ImportFormatError(f"{src} holds several COCO files ({names}); import them one by one")
+    if kind == "coco":
+        raise ImportFormatError(f"{src}: no COCO .json file in this folder")
+    return "images", src
+
+
+def import_into(project, source: str | os.PathLike, kind: str = "auto", images_root: str | os.PathLike | None = None,
+                progress=None) -> ImportResult:
+    """Import ``source`` into an open ``project`` and record the run. ``images_root``: COCO,
+    the folder the file names are relative to (default: the JSON's folder)."""
+    progress = progress or NullProgress()
+    kind, path = detect_source(source, kind)
+    progress.check()
+    if kind == "coco":
+        from pollenstudio.project.coco import import_coco
+
+        summary = import_coco(project, path, images_root=images_root, progress=progress).to_dict()
+    elif kind == "yolo":
+        from pollenstudio.project.yolo import import_yolo
+
+        summary = import_yolo(project, path, progress=progress).to_dict()
+    else:
+        # a cancel raises Cancelled; into an existing project the files read so far stay
+        res = project.add_folder(path, progress=progress)
+        summary = {"images_added": len(res.added), "duplicates": list(res.duplicates),
+                   "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
+    # recorded only on success: a failed import leaves the project as it was
+    params = {"source": str(Path(source).resolve()), "kind": kind}
+    if images_root is not None:
+        params["images_root"] = str(images_root)
+    run_id = project.start_run("import", params)
+    project.finish_run(run_id, "done", summary)
+    return ImportResult(kind, params["source"], run_id, summary)
+
+
+def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind: str = "auto",
+                     images_root: str | os.PathLike | None = None, progress=None):
+    """Open the project in ``target`` (a new one when it holds none) and import ``source``
+    into it. Returns ``(project, ImportResult)`` with the project open: the caller closes
+    it (or hands it to the GUI). On any failure, cancel included, a project this call
+    created is closed and removed (its folder too, when the call made the folder and it
+    is empty again) and the error is raised; an existing project is left as it was."""
+    from pollenstudio.project.store import Project
+
+    target = Path(target)
+    detect_source(source, kind)  # bad input: say so before creating anything
+    created = not (target / DB_NAME).exists() and not target.is_file()
+    folder_existed = target.exists()
+    project = Project.create(target) if created else Project.open(target)
+    try:
+        result = import_into(project, source, kind, images_root, progress)
+    except BaseException:
+        project.close()
+        if created:
+            _remove_project(target, remove_folder=not folder_existed)
+        raise
+    result.created = created
+    return project, result
+
+
+def _remove_project(folder: Path, remove_folder: bool) -> None:
+    """Delete the database files of a project made moments ago (nothing else in it)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (folder / (DB_NAME + suffix)).unlink(missing_ok=True)
+    if remove_folder and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: bool = True,
+                   copy_images: bool = True, progress=None) -> dict:
+    """Write ``fmt`` ("coco", "yolo", "csv") to ``out`` (a file; a folder for YOLO).
+    ``reviewed_only``: reviewed images and their grains (training data); else every
+    image with every non-rejected annotation and its score. Returns the writer's summary
+    with "format" added. ``copy_images``: YOLO links or copies the image files."""
+    if fmt not in EXPORT_FORMATS:
+        raise PollenStudioError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    progress = progress or NullProgress()
+    progress.update(0, 0, f"Exporting {fmt.upper()}...")
+    progress.check()
+    if fmt == "coco":
+        from pollenstudio.project.coco import export_coco
+
+        summary = export_coco(project, out, reviewed_only=reviewed_only)
+    elif fmt == "yolo":
+        from pollenstudio.project.yolo import export_yolo
+
+        summary = export_yolo(project, out, reviewed_only=reviewed_only, copy_images=copy_images)
+    else:
+        from pollenstudio.project.report import write_counts_csv
+
+        summary = write_counts_csv(project, out, reviewed_only=reviewed_only)
+    return {"format": fmt, **summary}
+
+
+__all__ = ["EXPORT_FORMATS", "IMPORT_KINDS", "ImportResult", "detect_source", "export_project", "import_into",
+           "import_to_folder"]
