@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pollenstudio.gui import gcguard
+from pollenstudio.core import gcguard
 
 DETECT_SERIAL = threading.Lock()
 EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long

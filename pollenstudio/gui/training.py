@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError
-from pollenstudio.gui import gcguard
+from pollenstudio.core import gcguard
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
