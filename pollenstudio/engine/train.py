@@ -569,20 +569,15 @@ class ProjectTrainResult:
 
 
 def resolve_base(project, base) -> tuple[Path | None, int | None]:
-    """``base``: None, a model version id (int or digits), or a checkpoint file path.
-    Returns (checkpoint path, parent version id)."""
+    """``base``: None (train from scratch) or a model reference for
+    :func:`pollenstudio.engine.models.resolve_model` (version id or name, checkpoint file).
+    Returns (checkpoint path, parent version id: only when a version was named)."""
     if base is None or base == "":
         return None, None
-    if isinstance(base, int) or (isinstance(base, str) and base.isdigit()):
-        mv = project.model_version(int(base))
-        path = project.model_file(mv)
-        if path is None or not path.is_file():
-            raise CheckpointError(f"the weights file of model version {mv.id} ({mv.file}) is missing")
-        return path, mv.id
-    p = Path(base)
-    if not p.is_file():
-        raise CheckpointError(f"base model not found: {base} (give a model version id or a .safetensors file)")
-    return p, None
+    from pollenstudio.engine.models import resolve_model
+
+    r = resolve_model(project, base)
+    return r.path, (r.version_id if r.kind == "version" else None)
 
 
 def _interrupted_run(project):
