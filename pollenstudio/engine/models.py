@@ -13,7 +13,7 @@ typed error from :mod:`pollenstudio.core.errors` saying what is wrong: an unknow
 quietly falls back to another model: proposals record which model wrote them.
 
 Also the thin routes the GUI takes to the detector's checkpoint and config code
-(:func:`checkpoint_config`, :func:`scratch_model_config`), so gui never imports detector.
+(:func:`check_checkpoint`, :func:`scratch_model_config`), so gui never imports detector.
 """
 
 from __future__ import annotations
@@ -51,10 +51,6 @@ class ResolvedModel:
         except OSError:
             stamp = None
         return (str(self.path), stamp, self.version_id)
-
-    def class_names(self) -> list[str]:
-        """The model's taxa in class-index order (reads the checkpoint, builds no model)."""
-        return list(checkpoint_config(self.path).class_names)
 
 
 def _is_id(ref) -> bool:
@@ -125,14 +121,6 @@ def active_model(project) -> ResolvedModel | None:
         return None
 
 
-def checkpoint_config(path):
-    """The ModelConfig of a checkpoint file, read safely without building the model
-    (``CheckpointError`` for a damaged, unsafe or foreign file)."""
-    from pollenstudio.detector.checkpoint import read_checkpoint
-
-    return read_checkpoint(path)[0]
-
-
 def check_checkpoint(path):
     """Load a checkpoint fully (safely: no code runs) to check that it works before it
     becomes a model version. Returns its ModelConfig."""
@@ -151,5 +139,5 @@ def scratch_model_config(imgsz: int = 640, variant: str = "full", scale: str = "
     return make(variant, scale=scale, imgsz=imgsz)
 
 
-__all__ = ["DEFAULT_LABEL", "ResolvedModel", "active_model", "check_checkpoint", "checkpoint_config",
+__all__ = ["DEFAULT_LABEL", "ResolvedModel", "active_model", "check_checkpoint",
            "resolve_model", "scratch_model_config"]
