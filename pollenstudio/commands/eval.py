@@ -37,28 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model_path(args, project):
-    from pathlib import Path
+    from pollenstudio.engine.models import resolve_model
 
-    from pollenstudio.core.errors import CheckpointError
-    from pollenstudio.engine.paths import active_model_file, default_model_path
-
-    m = args.model
-    if m is not None and str(m).isdigit():
-        if project is None:
-            raise CheckpointError("a model version id needs a project; for a COCO file give --model FILE.safetensors")
-        path = project.model_file(int(m))
-        if path is None or not path.is_file():
-            raise CheckpointError(f"the weights file of model version {m} is missing")
-        return path, int(m)
-    if m is not None:
-        p = Path(m)
-        if not p.is_file():
-            raise CheckpointError(f"model file not found: {m}")
-        return p, None
-    if project is not None:
-        path, mv = active_model_file(project)
-        return path, (mv.id if mv is not None else None)
-    return default_model_path(), None
+    r = resolve_model(project, args.model)
+    return r.path, (None if r.kind == "file" else r.version_id)  # a file: scored as given, whatever version holds it
 
 
 def run(args) -> int:

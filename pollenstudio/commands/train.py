@@ -1,5 +1,9 @@
 """`pollenstudio train`: retrain the detector on a project's reviewed annotations.
 
+After training, the model in use before the run is scored on the new version's validation
+images and the two are printed side by side, overall and per taxon (``engine.compare``, the
+same comparison the training dashboard shows; ``--no-compare`` skips it).
+
 Works as one process or under torchrun (one process per GPU, or several CPU processes)::
 
     pollenstudio train myproject --epochs 50 --activate
@@ -57,7 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--tiny", action="store_true", help="a very small model of the same design (smoke tests, demos)")
     p.add_argument("--name", default=None, help="name of the new model version")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip scoring the model in use on the new version's validation images")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (with the comparison)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -66,9 +72,10 @@ def run(args) -> int:
     import time
 
     from pollenstudio.commands._console import ConsoleProgress, print_json
-    from pollenstudio.detector.config import ModelConfig
     from pollenstudio.engine.augment import AugmentConfig
+    from pollenstudio.engine.compare import compare_with_reference, reference_model
     from pollenstudio.engine.distributed import init_from_env, shutdown
+    from pollenstudio.engine.models import scratch_model_config
     from pollenstudio.engine.train import TrainConfig, train_project
     from pollenstudio.project.store import Project
 
@@ -82,8 +89,7 @@ def run(args) -> int:
             lr0=args.lr0, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
             workers=args.workers, threads=args.threads, augment=aug,
         )
-        make = ModelConfig.tiny if args.tiny else ModelConfig.variant
-        model_cfg = make(args.variant, scale=args.scale, imgsz=args.imgsz)
+        model_cfg = scratch_model_config(args.imgsz, args.variant, args.scale, tiny=args.tiny)
         quiet = args.quiet or args.json or not ctx.is_main
         progress = ConsoleProgress("train", quiet=quiet)
         log = []
@@ -99,10 +105,19 @@ def run(args) -> int:
         t0 = time.perf_counter()
         project = Project.open(args.project)
         try:
+            compare = ctx.is_main and not args.no_compare
+            reference = reference_model(project) if compare else None  # in use before --activate switches
             res = train_project(
                 project, cfg, model_cfg=model_cfg, base=args.base, activate=args.activate, resume=args.resume,
                 progress=progress, callbacks={"on_epoch_end": on_epoch_end}, dist=ctx, device=device, name=args.name,
             )
+            seconds = time.perf_counter() - t0
+            comparison = None
+            if compare:
+                comparison = compare_with_reference(
+                    project, res.version_id, reference, device=str(device), conf=cfg.conf, batch=cfg.batch,
+                    progress=ConsoleProgress("compare", quiet=quiet),
+                )
         finally:
             project.close()
         if not ctx.is_main:
@@ -122,8 +137,10 @@ def run(args) -> int:
             "val_images": res.n_val_images,
             "processes": ctx.world_size,
             "device": str(device),
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(seconds, 1),  # training; the comparison's scoring is not counted
         }
+        if comparison is not None:
+            out["comparison"] = comparison.to_dict()
         if args.json:
             print_json(out)
         else:
@@ -134,6 +151,30 @@ def run(args) -> int:
                   f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
             print(f"trained      {out['epochs']} epochs (best {out['best_epoch']}) on {out['train_images']} images, "
                   f"{out['processes']} process(es) on {out['device']}, {out['seconds']:.0f} s")
+            if comparison is not None:
+                _print_comparison(comparison)
         return 0
     finally:
         shutdown(ctx)
+
+
+def _print_comparison(c) -> None:
+    """The new version against the model in use, overall and per taxon (AP@.5)."""
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    change = lambda a, b: "-" if a is None or b is None else f"{b - a:+.4f}"  # noqa: E731
+    if c.reference_metrics is None:
+        print(f"comparison   {c.note or 'none'}")
+        return
+    old, new = c.reference_metrics, c.metrics
+    print(f"comparison   new model vs model in use ({c.reference_name}), on the same {c.n_val} validation images")
+    print(f"  {'':<12}{'in use':>10}{'new':>10}{'change':>10}")
+    for label, key in (("mAP@.5", "map50"), ("mAP@.5:.95", "map50_95"), ("precision", "precision"),
+                       ("recall", "recall")):
+        print(f"  {label:<12}{fmt(old.get(key)):>10}{fmt(new.get(key)):>10}{change(old.get(key), new.get(key)):>10}")
+    if c.taxa:
+        width = max(12, *(len(t.name) + 2 for t in c.taxa))
+        print(f"  {'taxon (AP@.5)':<{width}}{'grains':>8}{'in use':>10}{'new':>10}{'change':>10}")
+        for t in c.taxa:
+            print(f"  {t.name:<{width}}{t.grains:>8}{fmt(t.old):>10}{fmt(t.new):>10}{change(t.old, t.new):>10}")
+    if c.note:
+        print(f"  {c.note}")

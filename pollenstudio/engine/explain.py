@@ -302,3 +302,19 @@ def class_activation(
             if g is not None:
                 np.maximum(full, _paste(_cam(g, a, "gradcam"), p, (h, w)), out=full)
     return _normalise(full, 100.0)
+
+
+def whole_image_predictor(pred, w: int, h: int):
+    """The same model as ``pred`` (training form, same lock) run on a whole (already
+    downscaled) ``w`` x ``h`` image in one input instead of tiles: the maps then have no
+    seams at tile borders (the edge features of each tile's own border drew a grid over
+    the image) and Grad-CAM sees the grain's whole neighbourhood. The detector is fully
+    convolutional."""
+    from pollenstudio.engine.predict import Predictor
+
+    side = max(pred.imgsz, -(-max(w, h) // 32) * 32)
+    ep = Predictor(pred.explain_model, pred.cfg, device=pred.device, tile="off", imgsz=side, fuse=False,
+                   conf=pred.conf, iou=pred.iou, source=pred.source)
+    ep.lock = pred.lock  # one model: never two forward passes with hooks at once
+    ep.model_version_id = pred.model_version_id
+    return ep

@@ -2,7 +2,8 @@
 
 With an editable install (the supported way to run from a checkout) the package lives in
 ``<repo>/pollenstudio``, so both folders sit next to it. ``POLLENSTUDIO_MODELS`` overrides
-the models folder (e.g. a lab that keeps its models on a shared drive).
+the models folder (e.g. a lab that keeps its models on a shared drive). Which model a
+reference means (active version, version id, file) is :mod:`pollenstudio.engine.models`.
 """
 
 from __future__ import annotations
@@ -46,23 +47,3 @@ def default_model_path() -> Path:
         "(pollenstudio train PROJECT) or choose a model file (--model PATH)."
     )
 
-
-def active_model_file(project):
-    """The weights detection uses for ``project`` now: ``(path, model version)``.
-
-    The active model version's file, or ``(shipped default, None)`` when no version is
-    active. A :class:`CheckpointError` says what is wrong when the active version's file
-    is gone (never silently the default instead: proposals would record the wrong model)
-    or when there is no active version and no default model is installed.
-    """
-    mv = project.active_model_version()
-    if mv is None:
-        return default_model_path(), None
-    path = project.model_file(mv)
-    if path is None or not path.is_file():
-        raise CheckpointError(
-            f"the weights file of the active model version {mv.id} ({mv.name}) is missing"
-            + (f": {path}" if path is not None else "")
-            + ". Activate another version (Model menu) or choose a model file."
-        )
-    return path, mv

@@ -30,7 +30,7 @@ import numpy as np
 from pollenstudio.core.errors import CheckpointError, ImageReadError, PollenStudioError
 from pollenstudio.core.imageio import read_image
 from pollenstudio.core.progress import NullProgress, Progress
-from pollenstudio.core.types import Box, Detection
+from pollenstudio.core.types import DEFAULT_CONF, Box, Detection
 from pollenstudio.engine.tiling import (
     Letterbox,
     intensity_range,
@@ -88,6 +88,15 @@ def select_device(spec: str | None = "auto"):
     elif dev.type != "cpu":
         raise DeviceUnavailableError(f"unsupported device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def gpu_choices() -> list[tuple[str, str]]:
+    """(device spec, label) of each CUDA GPU, e.g. ("cuda:0", "GPU 0: NVIDIA H200"); [] without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [(f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}") for i in range(torch.cuda.device_count())]
 
 
 def describe_device(device) -> str:
@@ -164,7 +173,7 @@ class Predictor:
         *,
         device: str | None = "auto",
         half: bool | None = None,
-        conf: float = 0.25,
+        conf: float = DEFAULT_CONF,
         iou: float = 0.7,
         max_det: int = 300,
         tile: str | int | None = "auto",
@@ -245,39 +254,22 @@ class Predictor:
     def from_project(cls, project, model: str | int | os.PathLike | None = None, **kwargs) -> "Predictor":
         """The model to use for a project, with ``model_version_id`` set for provenance.
 
-        model: None -> the project's active model version, else the shipped default; an
-        int (or digits) -> that model version; a file path -> that checkpoint. A file or the
-        default that is not yet a model version of the project is registered as one (not
-        activated), so every proposal records which model wrote it.
+        model: a reference for :func:`pollenstudio.engine.models.resolve_model` (None: the
+        active version, else the shipped default; a version id or name; a file path) or a
+        ``ResolvedModel`` already resolved. A file or the default that is not yet a model
+        version of the project is registered as one (not activated), so every proposal
+        records which model wrote it.
         """
-        from pollenstudio.core.errors import ProjectError
+        from pollenstudio.engine.models import ResolvedModel, resolve_model
 
-        mv = None
-        if model is None:
-            from pollenstudio.engine.paths import active_model_file
-
-            path, mv = active_model_file(project)
-        elif isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
-            mv = project.model_version(int(model))
-            path = project.model_file(mv)
-            if path is None:
-                raise ProjectError(f"model version {mv.id} ({mv.name}) has no weights file")
-        else:
-            path = Path(model)
+        resolved = model if isinstance(model, ResolvedModel) else resolve_model(project, model)
+        path = resolved.path
         pred = cls.from_checkpoint(path, **kwargs)
-        if mv is None:
-            resolved = Path(path).resolve()
-            for v in project.model_versions():
-                f = project.model_file(v)
-                if f is not None and f.resolve() == resolved:
-                    mv = v
-                    break
-        if mv is None:
+        mv_id = resolved.version_id
+        if mv_id is None:
             mv_id = project.add_model_version(
                 Path(path).stem, path, config=pred.cfg.to_dict(), summary={"registered_by": "detect"}
             )
-        else:
-            mv_id = mv.id
         pred.model_version_id = mv_id
         return pred
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError, ProjectError
 from pollenstudio.core.progress import NullProgress, Progress
+from pollenstudio.core.types import DEFAULT_CONF
 from pollenstudio.engine.augment import AugmentConfig
 from pollenstudio.engine.dataset import (
     DatasetError,
@@ -100,7 +101,7 @@ class TrainConfig:
     grad_clip: float = 10.0
     patience: int = 50  # epochs without val improvement before stopping (0: never)
     val_fraction: float = 0.2
-    conf: float = 0.25  # operating threshold for precision / recall
+    conf: float = DEFAULT_CONF  # operating threshold for precision / recall
     seed: int = 0
     workers: int | None = None  # DataLoader workers (None: 0 on CPU, up to 8 on CUDA)
     threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -569,20 +570,15 @@ class ProjectTrainResult:
 
 
 def resolve_base(project, base) -> tuple[Path | None, int | None]:
-    """``base``: None, a model version id (int or digits), or a checkpoint file path.
-    Returns (checkpoint path, parent version id)."""
+    """``base``: None (train from scratch) or a model reference for
+    :func:`pollenstudio.engine.models.resolve_model` (version id or name, checkpoint file).
+    Returns (checkpoint path, parent version id: only when a version was named)."""
     if base is None or base == "":
         return None, None
-    if isinstance(base, int) or (isinstance(base, str) and base.isdigit()):
-        mv = project.model_version(int(base))
-        path = project.model_file(mv)
-        if path is None or not path.is_file():
-            raise CheckpointError(f"the weights file of model version {mv.id} ({mv.file}) is missing")
-        return path, mv.id
-    p = Path(base)
-    if not p.is_file():
-        raise CheckpointError(f"base model not found: {base} (give a model version id or a .safetensors file)")
-    return p, None
+    from pollenstudio.engine.models import resolve_model
+
+    r = resolve_model(project, base)
+    return r.path, (r.version_id if r.kind == "version" else None)
 
 
 def _interrupted_run(project):

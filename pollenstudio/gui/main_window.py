@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.gui import gcguard
+from pollenstudio.core import gcguard
 from pollenstudio.gui.app import error_text, show_error
 from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController

@@ -81,10 +81,10 @@ class ModelController(QObject):
         if p is None:
             return False
         from pollenstudio.core.errors import CheckpointError
-        from pollenstudio.engine.paths import active_model_file
+        from pollenstudio.engine.models import resolve_model
 
         try:
-            active_model_file(p)
+            resolve_model(p)
         except CheckpointError:
             return False
         return True

@@ -1,4 +1,5 @@
-"""Worker jobs that put the model in the review loop: detection and explanations. No Qt.
+"""Worker jobs that put the model in the review loop: detection and explanations. No Qt
+(the headless work they call lives in engine: ``detect_job``, ``explain``, ``models``).
 
 Each job is ``fn(token, ...)`` for :class:`pollenstudio.gui.workers.JobRunner`. The store is
 thread-safe and its change events are marshalled to the GUI thread by the controller, so a
@@ -17,15 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pollenstudio.gui import gcguard
+from pollenstudio.core import gcguard
 
 DETECT_SERIAL = threading.Lock()
 EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long
 
 
 class PredictorCache:
-    """The last loaded Predictor, reused while the same checkpoint file is asked for
-    (loading costs a second or more; explanations and detection share it via ``lock``)."""
+    """The last loaded Predictor, reused while the project's model reference resolves to
+    the same model (same version, same file, unchanged on disk); loading costs a second or
+    more; explanations and detection share it via ``lock``."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -33,17 +35,17 @@ class PredictorCache:
         self._pred = None
 
     def get(self, project, batch: int | None = None):
+        from pollenstudio.engine.models import resolve_model
         from pollenstudio.engine.predict import Predictor
 
-        mv = project.active_model_version()
-        path = project.model_file(mv) if mv is not None else None
-        key = (str(path) if path is not None else None, batch)
+        resolved = resolve_model(project)  # the active version, else the default; or a clear error
+        key = (*resolved.key, batch)
         with self._lock:
             if self._pred is not None and self._key == key:
                 return self._pred
         kw = {"batch": batch} if batch else {}
         with gcguard.held():  # importing torch and building the model: a burst of allocation
-            pred = Predictor.from_project(project, None, **kw)
+            pred = Predictor.from_project(project, resolved, **kw)
         with self._lock:
             self._key, self._pred = key, pred
         return pred
@@ -94,10 +96,10 @@ def device_job(token) -> str:
 def check_checkpoint_job(token, path: str) -> tuple[dict, str]:
     """Load a checkpoint (safely: no code runs) to check it before it becomes a model
     version. Returns its config dict and the device detection will run on."""
-    from pollenstudio.detector.checkpoint import load_checkpoint
+    from pollenstudio.engine.models import check_checkpoint
 
     with gcguard.held():
-        _model, cfg, _meta = load_checkpoint(path, device="cpu")
+        cfg = check_checkpoint(path)
     return cfg.to_dict(), device_job(token)
 
 
@@ -136,21 +138,6 @@ def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
 
 
-def whole_image_predictor(pred, w: int, h: int):
-    """The same model (training form, same lock) run on the whole (already downscaled)
-    image in one input instead of tiles: the maps then have no seams at tile borders
-    (the edge features of each tile's own border drew a grid over the image) and
-    Grad-CAM sees the grain's whole neighbourhood. The detector is fully convolutional."""
-    from pollenstudio.engine.predict import Predictor
-
-    side = max(pred.imgsz, -(-max(w, h) // 32) * 32)
-    ep = Predictor(pred.explain_model, pred.cfg, device=pred.device, tile="off", imgsz=side, fuse=False,
-                   conf=pred.conf, iou=pred.iou, source=pred.source)
-    ep.lock = pred.lock  # one model: never two forward passes with hooks at once
-    ep.model_version_id = pred.model_version_id
-    return ep
-
-
 def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: int):
     """Read the image, downscale it for explaining, get the project's predictor; checks
     cancel between the slow steps. Returns (small image, scale, full w, full h, predictor)."""
@@ -167,7 +154,7 @@ def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: 
 
 def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
              max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
-    from pollenstudio.engine.explain import edge_maps
+    from pollenstudio.engine.explain import edge_maps, whole_image_predictor
 
     small, _, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
     maps = edge_maps(whole_image_predictor(pred, small.shape[1], small.shape[0]), small)
@@ -179,7 +166,7 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
     """Grad-CAM for one annotation (its box and taxon stand in for the detection)."""
     from pollenstudio.core.errors import ModelMismatchError
     from pollenstudio.core.types import Box, Detection
-    from pollenstudio.engine.explain import grad_cam
+    from pollenstudio.engine.explain import grad_cam, whole_image_predictor
 
     small, s, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
     name = project.category(ann.category_id).name

@@ -172,9 +172,7 @@ def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
     for rec in proj.images():
         for o in truth[rec.path.rsplit("/", 1)[-1]]:
             proj.add_annotation(rec.id, Box(*o["bbox"]), ids[o["name"]])
-    import torch
-
-    torch.set_num_threads(1)  # on the shared 2-core dev VM one thread is the fastest
+    # threads=1: on the shared 2-core dev VM one thread is the fastest (the trainer sets it)
     train_project(proj, TrainConfig(epochs=6, imgsz=320, batch=8, device="cpu", threads=1), base=model,
                   activate=True, name="v1 spring counts")
     proj.close()

@@ -7,7 +7,8 @@ finish compare the new version with the active model on the same validation imag
 and reactivate an older one.
 
 Worker side (no widgets): :func:`train_job` runs ``engine.train.train_project`` and then
-scores the active model on the new run's validation split. The Trainer's events go into a
+``engine.compare.compare_with_reference`` (the active model scored on the new run's
+validation split; ``pollenstudio train`` prints the same comparison). The Trainer's events go into a
 :class:`TrainFeed` (a thread-safe queue) that the dashboard drains on a timer: a fast batch
 loop never floods the GUI thread with signals, and the curves redraw a few times a second
 at most. Training has its own one-thread pool, so a long run never holds a thread the
@@ -44,8 +45,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError
-from pollenstudio.gui import gcguard
+from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core import gcguard
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -99,18 +100,6 @@ class TrainOutcome:
     note: str = ""  # why there is no comparison, in words
 
 
-@dataclass
-class TaxonChange:
-    name: str
-    grains: int  # validation grains of this taxon
-    old: float | None  # AP50 of the reference model (None: not scored / unknown taxon)
-    new: float | None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.old is None or self.new is None else self.new - self.old
-
-
 class TrainFeed:
     """Events from the training thread, drained by the GUI on a timer. Tuples:
     ("phase", text), ("batch", x_epochs, loss), ("epoch", epoch, loss, map50, map50_95),
@@ -131,49 +120,6 @@ class TrainFeed:
                 return out
 
 
-def taxon_changes(old: dict | None, new: dict) -> list[TaxonChange]:
-    """Per-taxon AP50 of two EvalResult dicts, matched by taxon name, in the new model's
-    order; taxa without validation grains are left out (their AP is undefined)."""
-    old_rows = {r["name"]: r for r in (old or {}).get("per_class", [])}
-    out = []
-    for r in new.get("per_class", []):
-        if not r.get("n_gt"):
-            continue
-        o = old_rows.get(r["name"])
-        out.append(TaxonChange(r["name"], int(r["n_gt"]), None if o is None else o.get("ap50"), r.get("ap50")))
-    return out
-
-
-def reference_model(project):
-    """The model detection uses now: (weights path or None, name or None, version id or None)."""
-    from pollenstudio.engine.paths import active_model_file
-
-    try:
-        path, mv = active_model_file(project)
-    except CheckpointError:  # its file is gone (said by the caller), or no model at all
-        mv = project.active_model_version()
-        return None, (mv.name if mv else None), (mv.id if mv else None)
-    return path, (mv.name if mv else "shipped default model"), (mv.id if mv else None)
-
-
-def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None) -> dict | None:
-    """EvalResult dict of the checkpoint ``weights`` on the reviewed images ``image_ids``
-    (the truth is read from the store now), or None when none of them is still reviewed."""
-    from pollenstudio.detector.checkpoint import load_checkpoint
-    from pollenstudio.engine.dataset import data_from_project
-    from pollenstudio.engine.evaluate import evaluate_model
-
-    ids = set(image_ids)
-    data = data_from_project(project, list(class_names))
-    samples = [s for s in data.samples if s.image_id in ids]
-    if not samples:
-        return None
-    with gcguard.held():
-        model, mcfg, _ = load_checkpoint(weights, device="cpu")
-    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress)
-    return res.to_dict()
-
-
 def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOutcome:
     """Worker job: train a new version (never activated here), then score the active model
     on the new run's validation images. Cancel stops training within one batch (the engine
@@ -183,6 +129,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
     # and builds the model and the optimiser: no garbage collection meanwhile (see gcguard).
     burst = gcguard.Burst()
     with TRAIN_SERIAL, burst:
+        from pollenstudio.engine.compare import compare_with_reference
         from pollenstudio.engine.train import train_project
 
         token.check()
@@ -203,45 +150,22 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
         res = train_project(project, cfg, model_cfg=request.model_cfg, base=request.base, activate=False,
                             progress=token, callbacks={"on_train_start": on_train_start, "on_batch_end": on_batch_end,
                                                        "on_epoch_end": on_epoch_end})
-        mv = project.model_version(res.version_id)
         feed.put("trained", res.version_id)
-        out = TrainOutcome(res.version_id, mv.name, dict(res.metrics), res.n_train_images, res.n_val_images,
-                           res.result.epochs_run, res.result.best_epoch, res.result.seconds)
-        val_ids = mv.summary.get("val_image_ids") or []
-        path, out.reference_name, out.reference_id = reference_model(project)
-        if not val_ids:
-            out.note = ("No image was held out for validation (too few reviewed images), so there are no mAP "
-                        "figures to compare. Review more images and train again.")
-        elif out.reference_name is None:
-            out.note = "There was no model before this one to compare with."
-        elif path is None:
-            out.note = f"The weights file of {out.reference_name} is missing; it could not be scored."
-        else:
-            feed.put("phase", f"Scoring {out.reference_name} on the same {len(val_ids)} validation images...")
-            try:
-                out.reference_metrics = score_on_images(
-                    project, path, mv.config.get("model", {}).get("class_names") or [], val_ids, cfg.device,
-                    cfg.conf, cfg.batch, progress=token)
-                if out.reference_metrics is None:
-                    out.note = "Its validation images are no longer reviewed, so there is nothing to compare on."
-            except Cancelled:
-                out.note = f"Comparison with {out.reference_name} skipped (cancelled)."
-            except PollenStudioError as exc:
-                out.note = f"{out.reference_name} could not be scored on these images: {exc}"
+        cmp = compare_with_reference(project, res.version_id, device=cfg.device, conf=cfg.conf, batch=cfg.batch,
+                                     progress=token, on_phase=lambda text: feed.put("phase", text))
+        out = TrainOutcome(res.version_id, cmp.name, dict(res.metrics), res.n_train_images, res.n_val_images,
+                           res.result.epochs_run, res.result.best_epoch, res.result.seconds, cmp.reference_name,
+                           cmp.reference_id, cmp.reference_metrics, cmp.note)
         feed.put("outcome", out)
         return out
 
 
 def device_choices_job(token) -> list[tuple[str, str]]:
-    """(value, label) of the devices training can use; imports torch, so off the GUI thread."""
+    """(value, label) of the GPUs training can use; imports torch, so off the GUI thread."""
     with gcguard.held():
-        import torch
+        from pollenstudio.engine.predict import gpu_choices
 
-    out = []
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            out.append((f"cuda:{i}", f"GPU {i}: {torch.cuda.get_device_name(i)}"))
-    return out
+        return gpu_choices()
 
 
 def format_duration(seconds: float) -> str:
@@ -528,9 +452,9 @@ class TrainingDashboard(QDialog):
             self._say(str(exc), error=True)
             return False
         if req.model_cfg is None and req.base is None:
-            from pollenstudio.detector.config import ModelConfig
+            from pollenstudio.engine.models import scratch_model_config
 
-            req.model_cfg = ModelConfig.variant("full", scale="n", imgsz=req.imgsz)
+            req.model_cfg = scratch_model_config(req.imgsz)
         self.feed = TrainFeed()
         self.outcome, self.trained_version = None, None
         self._batch_xy = ([], [])
@@ -732,6 +656,8 @@ class TrainingDashboard(QDialog):
             legend.addItem(self.reference_key, f"{old_name} (in use): mAP@.5 {old['map50']:.3f}")
             top = max(old["map50"], *[r[2] for r in self._epoch_rows if r[2] is not None], 0.0)
             self.map_plot.getPlotItem().setYRange(0.0, min(1.1, max(0.2, top * 1.15)), padding=0.02)
+        from pollenstudio.engine.compare import taxon_changes
+
         changes = taxon_changes(old, new)
         self.taxa_table.setRowCount(len(changes))
         for r, c in enumerate(changes):

@@ -1,10 +1,8 @@
 """Welcome page: what a first-time user sees. Open an image folder (makes a project),
-open a project, reopen a recent one, or open the demo project once it ships."""
+open a project, reopen a recent one, or open the demo project."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -20,25 +18,19 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio import __version__
-
-
-DEMO_HOOK = "demo_project_path"  # pollenstudio.commands.demo.demo_project_path(progress) -> project folder
+from pollenstudio.engine.demo import demo_project_path
 
 
 def demo_hook():
-    """The demo module's function that prepares the demo project and returns its folder,
-    or None while the demo (which needs the default model) is not in this build."""
-    try:
-        if importlib.util.find_spec("pollenstudio.commands.demo") is None:
-            return None
-        mod = importlib.import_module("pollenstudio.commands.demo")
-    except Exception:  # a half-built demo module must not break the welcome page
-        return None
-    return getattr(mod, DEMO_HOOK, None)
+    """The function that prepares the demo project and returns its folder (slow: call it
+    in a worker): :func:`pollenstudio.engine.demo.demo_project_path`."""
+    return demo_project_path
 
 
 def demo_available() -> bool:
-    return demo_hook() is not None
+    """The demo is part of every build; a missing default model is reported when the
+    user asks for the demo (with what to do instead)."""
+    return True
 
 
 class WelcomePage(QWidget):

@@ -12,7 +12,7 @@ import pytest
 from fixtures_models import TAXA, tiny_model_path  # noqa: F401
 
 from pollenstudio.cli import main
-from pollenstudio.commands import demo
+from pollenstudio.engine import demo
 from pollenstudio.core.errors import Cancelled, CheckpointError
 from pollenstudio.core.progress import CancelToken
 from pollenstudio.core.types import Box

@@ -80,3 +80,46 @@ def test_clear_errors_and_nothing_written(synth_project, tmp_path):
     r = _cli("eval", data / "annotations.json", "--model", tmp_path / "nope.safetensors")
     assert r.returncode == 1 and "not found" in r.stderr
     assert len(sqlite3.connect(proj / "project.pollen").execute("SELECT id FROM model_versions").fetchall()) == n_versions
+
+
+@pytest.mark.slow
+def test_train_prints_the_comparison_with_the_model_in_use(tmp_path):
+    """The new version against the model in use before the run, on the same validation
+    images, overall and per taxon: in words, and in the --json summary."""
+    data, proj = tmp_path / "data", tmp_path / "proj"
+    env = {**ENV, "POLLENSTUDIO_MODELS": str(tmp_path / "no-models")}  # no shipped default to compare with
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pollenstudio", *map(str, args)], capture_output=True,
+                              text=True, timeout=300, env=env)
+
+    assert cli("synth", "--out", data, "--n", 8, "--size", "256x256", "--difficulty", "easy", "--quiet").returncode == 0
+    assert cli("import", proj, data / "annotations.json", "--quiet").returncode == 0
+    fast = ("--epochs", 1, "--imgsz", 128, "--batch", 4, "--device", "cpu")
+
+    r = cli("train", proj, "--tiny", *fast, "--activate", "--json")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)["comparison"]
+    assert first["reference"] is None and "no model before" in first["note"]
+
+    r = cli("train", proj, "--base", 1, *fast, "--json")  # v1 is in use
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    c = out["comparison"]
+    assert c["reference"]["version_id"] == 1 and c["new"]["version_id"] == out["version_id"] == 2
+    assert c["val_images"] == out["val_images"] >= 1 and c["note"] == ""
+    assert 0.0 <= c["reference"]["map50"] <= 1.0 and c["new"]["map50"] == out["map50"]
+    assert c["taxa"] and all(t["grains"] >= 1 and t["reference_ap50"] is not None for t in c["taxa"])
+    for t in c["taxa"]:
+        assert t["change"] == pytest.approx(t["new_ap50"] - t["reference_ap50"])
+
+    r = cli("train", proj, "--base", 1, *fast, "--quiet")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("comparison"))
+    assert "model in use (v1" in lines[head] and f"same {c['val_images']} validation images" in lines[head]
+    assert lines[head + 2].split()[0] == "mAP@.5" and len(lines[head + 2].split()) == 4  # in use, new, change
+    assert any(line.split()[0] == c["taxa"][0]["name"] for line in lines[head + 6:])
+
+    r = cli("train", proj, "--base", 1, *fast, "--json", "--no-compare")
+    assert r.returncode == 0 and "comparison" not in json.loads(r.stdout)

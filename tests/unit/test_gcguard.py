@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pollenstudio.gui import gcguard
+from pollenstudio.core import gcguard
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,157 @@
+"""A newly trained model version against the model in use, on the same validation images.
+
+After a training run the user decides whether to switch models, so both models are scored
+by the same evaluation on the new run's held-out validation images (the truth read from
+the store now), overall and per taxon. The training dashboard and ``pollenstudio train``
+both show this comparison; it lives here so they cannot disagree.
+
+``reference_model(project)`` names the model in use (take it before a run that activates
+its result); ``compare_with_reference(project, version_id, reference, ...)`` scores it and
+returns a :class:`ModelComparison`. A comparison that cannot be made (no validation images,
+no model before, its file gone, cancelled) is not an error: ``note`` says why, in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pollenstudio.core import gcguard
+from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError
+
+SUMMARY_KEYS = ("map50", "map50_95", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The model in use: its file (None when it is gone), name and version id (None for
+    the shipped default model, or when there is no model at all)."""
+
+    path: Path | None
+    name: str | None
+    version_id: int | None
+
+
+@dataclass
+class TaxonChange:
+    name: str
+    grains: int  # validation grains of this taxon
+    old: float | None  # AP50 of the reference model (None: not scored / unknown taxon)
+    new: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.old is None or self.new is None else self.new - self.old
+
+
+@dataclass
+class ModelComparison:
+    """The new version's validation metrics and the reference's on the same images."""
+
+    version_id: int
+    name: str
+    metrics: dict  # new version, EvalResult.to_dict on the validation split ({} without one)
+    n_val: int
+    reference_name: str | None = None
+    reference_id: int | None = None
+    reference_metrics: dict | None = None  # None: not scored (see note)
+    note: str = ""  # why there is no comparison, in words
+    taxa: list[TaxonChange] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Summary for JSON output: overall figures of both models and per-taxon AP50."""
+        ref = self.reference_metrics
+        return {
+            "reference": None if self.reference_name is None else {
+                "version_id": self.reference_id,
+                "name": self.reference_name,
+                **{k: (None if ref is None else ref.get(k)) for k in SUMMARY_KEYS},
+            },
+            "new": {"version_id": self.version_id, "name": self.name,
+                    **{k: self.metrics.get(k) for k in SUMMARY_KEYS}},
+            "val_images": self.n_val,
+            "taxa": [{"name": t.name, "grains": t.grains, "reference_ap50": t.old, "new_ap50": t.new,
+                      "change": t.delta} for t in self.taxa],
+            "note": self.note,
+        }
+
+
+def taxon_changes(old: dict | None, new: dict) -> list[TaxonChange]:
+    """Per-taxon AP50 of two EvalResult dicts, matched by taxon name, in the new model's
+    order; taxa without validation grains are left out (their AP is undefined)."""
+    old_rows = {r["name"]: r for r in (old or {}).get("per_class", [])}
+    out = []
+    for r in new.get("per_class", []):
+        if not r.get("n_gt"):
+            continue
+        o = old_rows.get(r["name"])
+        out.append(TaxonChange(r["name"], int(r["n_gt"]), None if o is None else o.get("ap50"), r.get("ap50")))
+    return out
+
+
+def reference_model(project) -> Reference:
+    """The model detection uses now (the active version, else the shipped default), as
+    :func:`pollenstudio.engine.models.resolve_model` resolves it; a version whose file is
+    gone keeps its name with ``path`` None."""
+    from pollenstudio.engine.models import resolve_model
+
+    try:
+        r = resolve_model(project, None)
+    except CheckpointError:  # its file is gone, or no model at all
+        mv = project.active_model_version()
+        return Reference(None, mv.name if mv else None, mv.id if mv else None)
+    return Reference(r.path, r.label, r.version_id)
+
+
+def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None) -> dict | None:
+    """EvalResult dict of the checkpoint ``weights`` on the reviewed images ``image_ids``
+    (the truth is read from the store now), or None when none of them is still reviewed."""
+    from pollenstudio.detector.checkpoint import load_checkpoint
+    from pollenstudio.engine.dataset import data_from_project
+    from pollenstudio.engine.evaluate import evaluate_model
+
+    ids = set(image_ids)
+    data = data_from_project(project, list(class_names))
+    samples = [s for s in data.samples if s.image_id in ids]
+    if not samples:
+        return None
+    with gcguard.held():
+        model, mcfg, _ = load_checkpoint(weights, device="cpu")
+    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress)
+    return res.to_dict()
+
+
+def compare_with_reference(project, version_id: int, reference: Reference | None = None, device="auto",
+                           conf: float = 0.25, batch: int = 8, progress=None,
+                           on_phase: Callable[[str], None] | None = None) -> ModelComparison:
+    """Score ``reference`` (default: :func:`reference_model` now) on the validation images
+    of model version ``version_id`` and pair it with that version's own metrics.
+    ``progress`` cancels the scoring only (the note says so); ``on_phase(text)`` hears
+    what is being done."""
+    mv = project.model_version(version_id)
+    val_ids = mv.summary.get("val_image_ids") or []
+    ref = reference_model(project) if reference is None else reference
+    out = ModelComparison(mv.id, mv.name, dict(mv.metrics or {}), len(val_ids), ref.name, ref.version_id)
+    if not val_ids:
+        out.note = ("No image was held out for validation (too few reviewed images), so there are no mAP "
+                    "figures to compare. Review more images and train again.")
+    elif ref.name is None:
+        out.note = "There was no model before this one to compare with."
+    elif ref.path is None:
+        out.note = f"The weights file of {ref.name} is missing; it could not be scored."
+    else:
+        if on_phase is not None:
+            on_phase(f"Scoring {ref.name} on the same {len(val_ids)} validation images...")
+        try:
+            out.reference_metrics = score_on_images(
+                project, ref.path, mv.config.get("model", {}).get("class_names") or [], val_ids, device,
+                conf, batch, progress=progress)
+            if out.reference_metrics is None:
+                out.note = "Its validation images are no longer reviewed, so there is nothing to compare on."
+        except Cancelled:
+            out.note = f"Comparison with {ref.name} skipped (cancelled)."
+        except PollenStudioError as exc:
+            out.note = f"{ref.name} could not be scored on these images: {exc}"
+    out.taxa = taxon_changes(out.reference_metrics, out.metrics)
+    return out
