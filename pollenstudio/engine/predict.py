@@ -143,6 +143,7 @@ class _ImageState:
     tiles: list = field(default_factory=list)  # Tile objects when tiled
     parts: list = field(default_factory=list)  # per unit: (boxes, scores, classes, probs, levels, tile index)
     error: str | None = None
+    resample: object | None = None  # engine.scale.Resample when calibrated: boxes map back through it
 
     @property
     def complete(self) -> bool:
@@ -164,6 +165,10 @@ class Predictor:
     form (Conv+BN folded, OmniKernel re-parameterised): same detections, faster.
     ``tile``: "auto" | "off" | tile side in pixels (see ``tiling.resolve_tile_size``);
     ``overlap``: share of the tile side that neighbouring tiles share.
+    ``grain_size`` / ``um_per_px``: calibration of the images (typical grain diameter in
+    pixels, or pixel scale): each image is resampled so its grains land in the size range the
+    model was trained on (``meta["grain_size_px"]``), see :mod:`pollenstudio.engine.scale`;
+    per image with ``iter_predict(..., grain_sizes=...)``.
     """
 
     def __init__(
@@ -184,6 +189,8 @@ class Predictor:
         fuse: bool = True,
         meta: dict | None = None,
         source: str = "",
+        grain_size: float | None = None,
+        um_per_px: float | None = None,
     ):
         import torch
 
@@ -207,6 +214,12 @@ class Predictor:
         self.topk = max(1, int(topk))
         self.meta = dict(meta or {})
         self.source = source
+        from pollenstudio.engine.scale import typical_grain_px
+
+        self.grain_range = self.meta.get("grain_size_px")  # [lo, hi] model-input px, or None
+        self.grain_size = typical_grain_px(grain_size, um_per_px)
+        if self.grain_size is not None:
+            self.resample_factor(self.grain_size)  # a model without a recorded range: say so now
         self.model_version_id: int | None = None  # set when loaded from a project's model version
         model = model.eval()
         # the training form answers Grad-CAM (gradients through the exact layers the paper
@@ -273,6 +286,12 @@ class Predictor:
         pred.model_version_id = mv_id
         return pred
 
+    def resample_factor(self, grain_px: float) -> float:
+        """How much an image whose typical grain is ``grain_px`` wide is resized for this model."""
+        from pollenstudio.engine.scale import resample_factor
+
+        return resample_factor(self.grain_range, grain_px)
+
     @property
     def device_description(self) -> str:
         d = describe_device(self.device)
@@ -300,8 +319,12 @@ class Predictor:
         progress: Progress | None = None,
         names: Sequence[str] | None = None,
         total: int | None = None,
+        grain_sizes: Sequence[float | None] | None = None,
     ) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per source (array or path), in input order.
+
+        ``grain_sizes``: per source, its typical grain diameter in pixels (None: the
+        predictor's own ``grain_size``, and without that no calibration).
 
         A file that cannot be read gives a result with ``error`` naming it; the run goes on.
         ``progress.check()`` before every batch raises ``Cancelled`` within one batch of a
@@ -314,7 +337,7 @@ class Predictor:
         pending: deque[_ImageState] = deque()
         batch: list = []
         done = 0
-        for state, unit in self._units(sources, names, progress):
+        for state, unit in self._units(sources, names, progress, grain_sizes):
             if not pending or pending[-1] is not state:
                 pending.append(state)
             if unit is not None:
@@ -338,8 +361,10 @@ class Predictor:
             progress.update(done, max(total, done), s.name)
 
     # -- internals -----------------------------------------------------------------------
-    def _units(self, sources: Iterable, names, progress) -> Iterator[tuple[_ImageState, tuple | None]]:
+    def _units(self, sources: Iterable, names, progress, grain_sizes=None) -> Iterator[tuple[_ImageState, tuple | None]]:
         """Decode each source lazily and cut it into model inputs (memory: one image + one batch)."""
+        from pollenstudio.engine.scale import Resample
+
         for i, src in enumerate(sources):
             name = names[i] if names is not None else (Path(src).name if isinstance(src, (str, os.PathLike)) else f"image {i}")
             state = _ImageState(index=i, name=name)
@@ -357,10 +382,19 @@ class Predictor:
             h, w = img.shape[:2]
             state.width, state.height = w, h
             rng = intensity_range(img)  # whole-image scaling, shared by all its tiles
-            tile = resolve_tile_size(self.tile, w, h, self.imgsz)
+            grain = grain_sizes[i] if grain_sizes is not None and grain_sizes[i] is not None else self.grain_size
+            if grain is not None:
+                # calibrated: resample so grains have the trained size, then run at native
+                # resolution (tiles if larger than the input, padded, never stretched, if not)
+                state.resample = Resample.by(w, h, self.resample_factor(grain))
+                img = state.resample.apply(img)
+                h, w = img.shape[:2]
+                tile = self.imgsz if max(w, h) > self.imgsz else None
+            else:
+                tile = resolve_tile_size(self.tile, w, h, self.imgsz)
             if tile is None:
                 state.expected = 1
-                arr, lb = letterbox(to_model_uint8(img, rng), self.imgsz)
+                arr, lb = letterbox(to_model_uint8(img, rng), self.imgsz, upscale=state.resample is None)
                 self.timings["preprocess"] += time.perf_counter() - t1
                 yield state, (arr, lb, 0)
                 continue
@@ -460,6 +494,9 @@ class Predictor:
             )
             idx = idx[keep]
         idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_det]
+        if s.resample is not None and len(idx):
+            boxes = boxes.copy()
+            boxes[idx] = s.resample.to_source(boxes[idx])  # back to original pixels
         dets = [self._detection(boxes[i], scores[i], classes[i], probs[i], levels[i]) for i in idx]
         self.timings["postprocess"] += time.perf_counter() - t0
         self.images_done += 1

@@ -127,10 +127,15 @@ class Letterbox:
         return cv2.resize(crop.astype(np.float32), (self.src_w, self.src_h), interpolation=cv2.INTER_LINEAR)
 
 
-def letterbox(img: np.ndarray, size: int, origin: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, Letterbox]:
-    """(h, w, 3) uint8 -> ((size, size, 3) uint8, Letterbox), aspect ratio kept, centred."""
+def letterbox(
+    img: np.ndarray, size: int, origin: tuple[float, float] = (0.0, 0.0), upscale: bool = True
+) -> tuple[np.ndarray, Letterbox]:
+    """(h, w, 3) uint8 -> ((size, size, 3) uint8, Letterbox), aspect ratio kept, centred.
+    ``upscale=False``: a smaller image is padded, never enlarged (calibrated detection)."""
     h, w = img.shape[:2]
     scale = min(size / h, size / w)
+    if not upscale:
+        scale = min(scale, 1.0)
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     if (nw, nh) != (w, h):
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR

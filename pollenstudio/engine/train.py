@@ -700,7 +700,13 @@ def train_project(
             "world_size": ctx.world_size,
             "history": result.history,
         }
-        save_checkpoint(weights, model, mcfg, {"parent_id": parent_id, "run_id": run_id, "project": project.name},
+        from pollenstudio.engine.scale import grain_size_range
+
+        # the grain sizes this model has seen (model-input px): calibrated detection aims there
+        grain_px = grain_size_range(train_s, cfg.imgsz)
+        summary["grain_size_px"] = grain_px
+        save_checkpoint(weights, model, mcfg, {"parent_id": parent_id, "run_id": run_id, "project": project.name,
+                                               "grain_size_px": grain_px},
                         {"metrics": _brief(result.metrics), "epochs": result.epochs_run})
         version_id = project.add_model_version(
             name or f"v{n} {mcfg.variant_name}-{mcfg.scale}",
