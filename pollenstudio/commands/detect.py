@@ -25,6 +25,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--images", choices=("all", "unreviewed", "new"), default="all", help="which images to run on (default all)"
     )
+    cal = parser.add_mutually_exclusive_group()
+    cal.add_argument("--grain-size", type=float, default=None, metavar="PX",
+                     help="typical grain diameter on these images, in pixels: images are resampled so grains have the "
+                          "size the model was trained on (default: each image's µm/px or the project's calibration, if any)")
+    cal.add_argument("--um-per-px", type=float, default=None, metavar="X",
+                     help="pixel scale of these images (µm per pixel); grains are taken as 30 µm across")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -50,6 +56,9 @@ def run(args) -> int:
         resolve_tile_size(args.tile, 10**6, 10**6, 640)
     except ValueError as exc:
         raise PollenStudioError(f"--tile: {exc}") from None
+    from pollenstudio.engine.scale import typical_grain_px
+
+    typical_grain_px(args.grain_size, args.um_per_px)  # CalibrationError in words
     target = Path(args.target)
     if not target.exists():
         raise ProjectError(f"{target}: no such project or folder")
@@ -85,11 +94,15 @@ def run(args) -> int:
             tile=args.tile,
             batch=args.batch,
             imgsz=args.imgsz,
+            grain_size=args.grain_size,
+            um_per_px=args.um_per_px,
         )
         if not quiet:
             print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
         ids = select_images(proj, args.images)
         summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet))
+        if not quiet and summary.calibration != "none":
+            print(f"grain-size calibration: {summary.calibration}", file=sys.stderr)
     out = {"project": str(proj.folder), "created": created, **summary.to_dict()}
     if args.json:
         print_json(out)

@@ -34,6 +34,7 @@ class DetectSummary:
     model: str = ""
     model_version_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    calibration: str = "none"  # how images were resampled for the model's grain sizes
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -69,6 +70,7 @@ def detect_project(
     progress = progress or NullProgress()
     ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
     records = [project.image(i) for i in ids]
+    grain_sizes, calibration = image_grain_sizes(project, predictor, records)
     params = {
         "model": predictor.source,
         "model_version_id": predictor.model_version_id,
@@ -81,6 +83,7 @@ def detect_project(
         "batch": predictor.batch,
         "device": predictor.device_description,
         "images": len(ids),
+        "calibration": calibration,
     }
     run_id = project.start_run("detect", params)
     summary = DetectSummary(
@@ -89,6 +92,7 @@ def detect_project(
         device=predictor.device_description,
         model=predictor.source,
         model_version_id=predictor.model_version_id,
+        calibration=calibration,
     )
     predictor.reset_timings()
     t0 = time.perf_counter()
@@ -96,7 +100,7 @@ def detect_project(
     try:
         paths = [project.image_path(r) for r in records]
         names = [r.path for r in records]
-        for res in predictor.iter_predict(paths, progress, names=names):
+        for res in predictor.iter_predict(paths, progress, names=names, grain_sizes=grain_sizes):
             rec = records[res.index]
             if res.error is not None:
                 summary.failed.append((rec.path, res.error))
@@ -125,6 +129,34 @@ def detect_project(
         raise
     _finish(project, summary, status, t0, predictor)
     return summary
+
+
+def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], str]:
+    """Per image, the typical grain size (px) detection calibrates to, and a line saying how.
+
+    The predictor's own calibration (``--grain-size`` / ``--um-per-px``) applies to every
+    image; otherwise an image's µm/px (turned into pixels with the typical pollen size), then
+    the project's typical grain size. A model that records no training grain sizes is run
+    uncalibrated (the µm/px may have been set only for measuring sizes), and the line says so.
+    """
+    from pollenstudio.engine.scale import CalibrationError, typical_grain_px
+
+    def from_scale(um_per_px):
+        try:
+            return typical_grain_px(um_per_px=um_per_px)
+        except CalibrationError:  # a scale outside what microscopes give: not a calibration
+            return None
+
+    if predictor.grain_size is not None:
+        return [None] * len(records), f"every image: typical grain {predictor.grain_size:.0f} px (given)"
+    project_px = project.grain_size_px
+    sizes = [(from_scale(r.um_per_px) if r.um_per_px else None) or project_px for r in records]
+    n = sum(v is not None for v in sizes)
+    if not n:
+        return sizes, "none"
+    if not predictor.grain_range:
+        return [None] * len(records), f"none: the model records no training grain sizes ({n} image(s) have a scale)"
+    return sizes, f"{n} of {len(records)} image(s) from their µm/px or the project's typical grain size"
 
 
 def _finish(project, summary: DetectSummary, status: str, t0: float, predictor) -> None:

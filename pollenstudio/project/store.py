@@ -240,6 +240,25 @@ class Project:
         return row[0] if row else self.folder.name
 
     @property
+    def grain_size_px(self) -> float | None:
+        """Typical grain diameter on this project's images, in pixels (grain-size calibration;
+        None: not calibrated). An image's own µm/px, when set, is more specific."""
+        row = self._q("SELECT value FROM meta WHERE key = 'grain_size_px'").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def set_grain_size_px(self, px: float | None) -> None:
+        """Set (or clear with None) the project's typical grain diameter in pixels."""
+        if px is not None:
+            px = float(px)
+            if not (px == px and 2.0 <= px <= 20000.0):
+                raise ProjectError(f"typical grain size must be 2..20000 pixels, got {px}")
+        with self._tx() as conn:
+            if px is None:
+                conn.execute("DELETE FROM meta WHERE key = 'grain_size_px'")
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('grain_size_px', ?)", (str(px),))
+
+    @property
     def schema_version(self) -> int:
         return self._q("PRAGMA user_version").fetchone()[0]
 

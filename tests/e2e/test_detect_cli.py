@@ -90,3 +90,39 @@ def test_detect_rejects_a_bad_tile_setting(tmp_path, tiny_model_path):
     res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cuda:7")
     assert res.returncode == 1 and ("CUDA" in res.stderr or "GPU" in res.stderr)
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+
+
+def test_detect_calibrates_grain_size_from_the_flag_or_the_project(tmp_path, tiny_model_path):
+    """Frames at twice the tiny model's grain size: with a calibration they are halved for the
+    model and the grains are found in original pixels; a model without a recorded grain-size
+    range refuses the flag in words and is run uncalibrated when only the project is calibrated."""
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+
+    model, cfg, _ = load_checkpoint(tiny_model_path)
+    ranged = save_checkpoint(tmp_path / "ranged.safetensors", model, cfg, {"grain_size_px": [45.0, 55.0]})
+    folder = tmp_path / "big"
+    folder.mkdir()
+    grains = [(60, 70, 0, 50), (180, 90, 1, 52), (110, 190, 0, 50)]
+    img, boxes, _ = render_scene(IMGSZ, IMGSZ, grains, seed=101)
+    big = np.repeat(np.repeat(img, 2, 0), 2, 1)  # 512x512, grains ~100 px
+    cv2.imwrite(str(folder / "big.png"), big[:, :, ::-1])
+
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--grain-size", "100")
+    assert res.returncode == 1 and "does not record" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--grain-size", "-4")
+    assert res.returncode == 1 and "grain size" in res.stderr
+
+    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--grain-size", "100", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["calibration"].startswith("every image: typical grain 100 px") and out["proposals"] == 3
+    with Project.open(folder) as proj:
+        anns = proj.annotations(proj.images()[0].id)
+        got = sorted((a.box.x1, a.box.y1) for a in anns)
+        want = sorted((2 * b[0], 2 * b[1]) for b in boxes)
+        assert np.allclose(got, want, atol=12), (got, want)  # found where they are, in original pixels
+        proj.set_grain_size_px(100)
+    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["calibration"].startswith("1 of 1 image")
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--json")
+    assert res.returncode == 0 and "records no training grain sizes" in json.loads(res.stdout)["calibration"]
