@@ -51,6 +51,10 @@ def sql_in(statuses) -> str:
 # detect``, GUI detection) and precision / recall / confusion are read at it (evaluate).
 DEFAULT_CONF = 0.25
 
+# A grain found but not yet named (the taxon-agnostic grain model's one class). Training a
+# project that also has named taxa uses such boxes for localisation only, never as a taxon.
+UNIDENTIFIED = "pollen"
+
 
 class ReviewStatus(str, enum.Enum):
     NEW = "new"  # nothing detected or reviewed yet

@@ -15,13 +15,18 @@ from .boxes import box_iou
 class Assignment:
     """target_labels (B, A) long; target_boxes (B, A, 4) xyxy (same units as gt_boxes);
     target_scores (B, A, C) soft one-hot (normalised alignment); fg_mask (B, A) bool;
-    target_gt_idx (B, A) long (index into the M padded gts, 0 where background)."""
+    target_gt_idx (B, A) long (index into the M padded gts, 0 where background);
+    target_weight (B, A) the normalised alignment of each positive (its box-loss weight);
+    unknown (B, A) bool: positives of a grain of unknown class (label -1): they learn the box,
+    and their class scores are neither pushed up nor down."""
 
     target_labels: torch.Tensor
     target_boxes: torch.Tensor
     target_scores: torch.Tensor
     fg_mask: torch.Tensor
     target_gt_idx: torch.Tensor
+    target_weight: torch.Tensor | None = None
+    unknown: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -41,7 +46,9 @@ def assign(
 
     pd_scores (B, A, C) class probabilities (sigmoid); pd_boxes (B, A, 4) xyxy;
     anchor_points (A, 2) xy in the same units as the boxes; gt_labels (B, M) long;
-    gt_boxes (B, M, 4) xyxy; gt_mask (B, M) bool (False = padding).
+    gt_boxes (B, M, 4) xyxy; gt_mask (B, M) bool (False = padding). A label of -1 marks a
+    grain of unknown class (an unidentified pollen grain): its alignment uses the best class
+    score, and its positives get no class target (``unknown``).
 
     For each gt: candidates are anchors whose point lies strictly inside the box; alignment
     t = score(gt class)^alpha * IoU(pred, gt)^beta; the top-k candidates by t are positive.
@@ -58,6 +65,8 @@ def assign(
             torch.zeros_like(pd_scores),
             torch.zeros(b, a, dtype=torch.bool, device=device),
             torch.zeros(b, a, dtype=torch.long, device=device),
+            torch.zeros(b, a, device=device, dtype=pd_scores.dtype),
+            torch.zeros(b, a, dtype=torch.bool, device=device),
         )
     gt_labels = gt_labels.long()
     gt_mask = gt_mask.bool()
@@ -70,6 +79,9 @@ def assign(
 
     iou = box_iou(gt_boxes, pd_boxes).clamp(min=0)  # (B, M, A)
     score = pd_scores.gather(2, gt_labels.clamp(0, c - 1)[:, None, :].expand(b, a, m)).transpose(1, 2)  # (B,M,A)
+    unknown_gt = gt_labels < 0
+    if unknown_gt.any():
+        score = torch.where(unknown_gt[:, :, None], pd_scores.amax(-1)[:, None, :].expand(b, m, a), score)
     iou = iou * cand
     align = score.pow(alpha) * iou.pow(beta) * cand
 
@@ -98,8 +110,10 @@ def assign(
     max_align = align.amax(-1, keepdim=True)  # (B, M, 1)
     max_iou = iou.amax(-1, keepdim=True)
     norm = (align * max_iou / (max_align + eps)).amax(1)  # (B, A)
+    unknown = fg & (labels < 0)
     scores = torch.zeros_like(pd_scores)
     scores.scatter_(2, labels.clamp(0, c - 1)[..., None], norm[..., None])
-    scores = scores * fg[..., None]
+    scores = scores * (fg & ~unknown)[..., None]
     labels = torch.where(fg, labels, torch.zeros_like(labels))
-    return Assignment(labels, boxes, scores, fg, torch.where(fg, gt_idx, torch.zeros_like(gt_idx)))
+    weight = norm * fg
+    return Assignment(labels, boxes, scores, fg, torch.where(fg, gt_idx, torch.zeros_like(gt_idx)), weight, unknown)

@@ -162,7 +162,8 @@ def load_for_finetune(
     Same class list -> every weight kept. Different list -> everything but the final
     class-prediction convs is kept; those are freshly initialised, then the rows of taxa
     present in both lists (matched by name) are copied over so known taxa keep their
-    classifier. meta['finetuned_from'] records the parent's class names.
+    classifier. A one-class model (the grain model) grown to other taxa gives every new
+    taxon its one class row. meta['finetuned_from'] records the parent's class names.
     """
     cfg, tensors, meta = read_checkpoint(path)
     name = Path(path).name
@@ -182,6 +183,10 @@ def load_for_finetune(
     _load_into(model, tensors, name, skip)
     old_index = {c: i for i, c in enumerate(cfg.class_names)}
     pairs = [(j, old_index[c]) for j, c in enumerate(new_cfg.class_names) if c in old_index]
+    if len(cfg.class_names) == 1 and not pairs:
+        # growing a one-class grain model into taxa: every taxon starts from the grain class,
+        # so the grown model finds grains from its first step and only learns to tell them apart
+        pairs = [(j, 0) for j in range(len(new_cfg.class_names))]
     if pairs:
         new_i = torch.tensor([p[0] for p in pairs])
         old_i = torch.tensor([p[1] for p in pairs])

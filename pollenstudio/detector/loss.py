@@ -41,7 +41,7 @@ class DetectionLoss:
     """``loss_fn(outputs, targets) -> (total, parts)``.
 
     outputs: the model's raw per-level list; targets (N, 6) [batch_idx, class, x1, y1, x2, y2]
-    in input pixels. ``total`` is a scalar for ``backward()``: the weighted sum of the three
+    in input pixels; class -1 = a grain of unknown class (trains the boxes, not the classes). ``total`` is a scalar for ``backward()``: the weighted sum of the three
     parts multiplied by the batch size (the YOLO convention, so the gradient scale matches the
     published learning rates, which were tuned for a summed-over-batch loss). ``parts`` holds
     the unweighted, unscaled {'box', 'dfl', 'cls'} values, detached, for logging.
@@ -69,8 +69,8 @@ class DetectionLoss:
         if targets.ndim != 2 or targets.shape[-1] != 6:
             raise ModelMismatchError(f"targets must be (N, 6) [batch, class, x1, y1, x2, y2], got {tuple(targets.shape)}")
         targets = targets.to(outputs[0].device)
-        if targets.numel() and (targets[:, 1].min() < 0 or targets[:, 1].max() >= self.nc):
-            raise ModelMismatchError(f"a target class index is outside 0..{self.nc - 1}")
+        if targets.numel() and (targets[:, 1].min() < -1 or targets[:, 1].max() >= self.nc):
+            raise ModelMismatchError(f"a target class index is outside 0..{self.nc - 1} (or -1 for unknown)")
         d = decode_parts(outputs, self.strides, self.reg_max)
         labels, gt_boxes, gt_mask = pad_targets(targets, b)
 
@@ -86,13 +86,16 @@ class DetectionLoss:
             self.beta,
         )
         ts = asg.target_scores
-        ts_sum = ts.sum().clamp(min=1.0)
-        cls = F.binary_cross_entropy_with_logits(d.class_logits, ts, reduction="sum") / ts_sum
+        ts_sum = asg.target_weight.sum().clamp(min=1.0)
+        bce = F.binary_cross_entropy_with_logits(d.class_logits, ts, reduction="none")
+        if asg.unknown.any():  # unidentified grains: their anchors' class scores are left alone
+            bce = bce * (~asg.unknown)[..., None]
+        cls = bce.sum() / ts_sum
 
         fg = asg.fg_mask
         if fg.any():
             tb = asg.target_boxes / d.stride  # grid units of each anchor's level
-            weight = ts.sum(-1)[fg]  # (F,)
+            weight = asg.target_weight[fg]  # (F,)
             iou = bbox_iou(d.boxes[fg], tb[fg], ciou=True)
             box = ((1.0 - iou) * weight).sum() / ts_sum
             pts = d.points.expand(b, -1, -1)[fg]

@@ -165,8 +165,13 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
 
     ``class_names`` fixes the class order (e.g. a base model's list); taxa of the project
     not in it are appended. Default: the project's categories in id order.
+
+    Unidentified grains (category :data:`~pollenstudio.core.types.UNIDENTIFIED`, "pollen")
+    are a class only when no reviewed grain carries a real taxon (a grain model). Otherwise
+    they are dropped from the class list and their boxes get class -1: the detector learns
+    to find them, never to call anything "pollen".
     """
-    from pollenstudio.core.types import AnnotationStatus
+    from pollenstudio.core.types import UNIDENTIFIED, AnnotationStatus
 
     cats = list(project.categories())
     names_by_id = {c.id: c.name for c in cats}
@@ -174,11 +179,19 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
     for c in sorted(cats, key=lambda c: c.id):
         if c.name not in order:
             order.append(c.name)
+    reviewed = list(project.reviewed_dataset())
+    named = {names_by_id[a.category_id] for _, anns in reviewed for a in anns
+             if AnnotationStatus(a.status).is_object and names_by_id[a.category_id] != UNIDENTIFIED}
+    if named:
+        order = [n for n in order if n != UNIDENTIFIED]
+    elif any(names_by_id[a.category_id] == UNIDENTIFIED for _, anns in reviewed for a in anns):
+        order = [UNIDENTIFIED]
     index = {n: i for i, n in enumerate(order)}
+    index.setdefault(UNIDENTIFIED, -1)
     id_by_name = {c.name: c.id for c in cats}
     root = Path(project.folder)
     samples = []
-    for rec, anns in project.reviewed_dataset():
+    for rec, anns in reviewed:
         boxes, classes, ids = [], [], []
         for a in anns:
             if not AnnotationStatus(a.status).is_object:

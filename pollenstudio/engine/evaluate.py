@@ -157,6 +157,25 @@ def _coco_eval(truths, preds, nc):
     return ev.eval["precision"]
 
 
+def _without_unknown(truths, preds, iou_match):
+    """Truth boxes of class -1 (unidentified grains) are ignore regions: they are not scored,
+    and predictions on them (IoU >= ``iou_match``) are neither hits nor false alarms."""
+    if not any(np.any(np.asarray(t.classes).reshape(-1) < 0) for t in truths):
+        return truths, preds
+    t_out, p_out = [], []
+    for t, p in zip(truths, preds):
+        gc = np.asarray(t.classes, int).reshape(-1)
+        gb = np.asarray(t.boxes, np.float64).reshape(-1, 4)
+        unknown = gb[gc < 0]
+        t_out.append(ImageTruth(gb[gc >= 0], gc[gc >= 0], t.width, t.height))
+        pb = np.asarray(p.boxes, np.float64).reshape(-1, 4)
+        keep = np.ones(len(pb), bool)
+        if len(unknown) and len(pb):
+            keep = box_iou(pb, unknown).max(1) < iou_match
+        p_out.append(ImagePreds(pb[keep], np.asarray(p.scores).reshape(-1)[keep], np.asarray(p.classes).reshape(-1)[keep]))
+    return t_out, p_out
+
+
 def _mean_valid(x: np.ndarray) -> float | None:
     v = x[x > -1]
     return float(v.mean()) if v.size else None
@@ -177,6 +196,7 @@ def evaluate_detections(
     """
     if len(truths) != len(preds):
         raise ValueError(f"{len(truths)} images of ground truth but {len(preds)} of predictions")
+    truths, preds = _without_unknown(truths, preds, iou_match)
     nc = len(class_names)
     prec = _coco_eval(truths, preds, nc)
     n_gt = np.zeros(nc, int)
