@@ -111,9 +111,11 @@ def _check_model(model) -> tuple[Path, object, dict]:
     """The model file to ship in the demo, loaded once with the safe loader so a broken file
     is refused before anything is written. -> (path, ModelConfig, meta)."""
     from pollenstudio.engine.models import resolve_model
+    from pollenstudio.engine.paths import taxa_model_path
 
-    # None: the shipped default (CheckpointError saying what to do when none is installed)
-    path = resolve_model(None, model).path
+    # None: the shipped six-taxon model, whose taxa the generated demo images show (not the
+    # grain model new projects use); CheckpointError saying what to do when none is installed
+    path = taxa_model_path() if model is None else resolve_model(None, model).path
     from pollenstudio.detector.checkpoint import load_checkpoint
 
     _model, cfg, meta = load_checkpoint(path, device="cpu")

@@ -15,8 +15,10 @@ from pollenstudio.core.errors import CheckpointError
 
 _REPO = Path(__file__).resolve().parents[2]
 
-# File names tried, in order, for the shipped default model in models/.
+# File names tried, in order, for the shipped six-taxon model in models/ (the demo's model).
 DEFAULT_MODEL_NAMES = ("default.safetensors", "hieraedgenet-n.safetensors", "default.pt")
+# The taxon-agnostic grain model ("pollen"): what new projects detect with when it is installed.
+GRAIN_MODEL_NAMES = ("pollen-grain-n.safetensors",)
 
 
 def repo_root() -> Path:
@@ -33,7 +35,18 @@ def resources_dir() -> Path:
 
 
 def default_model_path() -> Path:
-    """The shipped default model, or a :class:`CheckpointError` saying what to do instead."""
+    """The model a project without an active version detects with: the shipped grain model
+    (finds grains of any taxon, names them "pollen") when installed, else the six-taxon model;
+    a :class:`CheckpointError` saying what to do when there is neither."""
+    for name in GRAIN_MODEL_NAMES:
+        p = models_dir() / name
+        if p.is_file():
+            return p
+    return taxa_model_path()
+
+
+def taxa_model_path() -> Path:
+    """The shipped six-taxon model (the demo's), or a :class:`CheckpointError`."""
     folder = models_dir()
     for name in DEFAULT_MODEL_NAMES:
         p = folder / name

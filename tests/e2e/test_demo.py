@@ -176,11 +176,11 @@ def test_demo_with_the_shipped_model_finds_most_grains(tmp_path):
     """The real thing: the demo's own (shipped) model detects most of the grains the
     generator drew on the demo images (truth from the same synth seed)."""
     from pollenstudio.engine.detect_job import detect_project
-    from pollenstudio.engine.paths import default_model_path
+    from pollenstudio.engine.paths import taxa_model_path
     from pollenstudio.engine.predict import Predictor
     from pollenstudio.engine.synthetic import SynthConfig, generate_dataset
 
-    default_model_path()  # the model ships in models/: its absence is a failure, not a skip
+    taxa_model_path()  # the model ships in models/: its absence is a failure, not a skip
     res = demo.create_demo(tmp_path / "demo", n=2)
     with Project.open(res.folder) as proj:
         pred = Predictor.from_project(proj, device="cpu")

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from pollenstudio.core.types import Box
-from pollenstudio.engine.paths import default_model_path, models_dir
+from pollenstudio.engine.paths import models_dir, taxa_model_path
 
 FRESH_SEEDS = (20261127, 31337, 4242)
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    path = default_model_path()
+    path = taxa_model_path()
     assert path.parent == models_dir()
     return path
 

@@ -145,3 +145,21 @@ def test_the_predictor_cache_reloads_when_the_reference_means_another_model(proj
     assert [m.version_id for m in loads] == [v1, v2, v1, v1]
     project.set_active_model_version(None)
     assert cache.get(project) is not None and loads[-1].kind == "default"
+
+
+def test_new_projects_default_to_the_grain_model_and_the_demo_keeps_the_taxa_model(tmp_path, monkeypatch):
+    from pollenstudio.engine import demo
+    from pollenstudio.engine.paths import default_model_path, taxa_model_path
+
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "hieraedgenet-n.safetensors").write_bytes(b"six taxa")
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(d))
+    assert default_model_path() == taxa_model_path() == d / "hieraedgenet-n.safetensors"
+    (d / "pollen-grain-n.safetensors").write_bytes(b"grains")
+    assert default_model_path() == d / "pollen-grain-n.safetensors"
+    assert resolve_model(None).path == d / "pollen-grain-n.safetensors"
+    assert taxa_model_path() == d / "hieraedgenet-n.safetensors"
+    seen = []
+    monkeypatch.setattr("pollenstudio.detector.checkpoint.load_checkpoint", lambda p, device="cpu": seen.append(p) or (None, None, {}))
+    assert demo._check_model(None)[0] == d / "hieraedgenet-n.safetensors" and seen == [d / "hieraedgenet-n.safetensors"]
