@@ -86,16 +86,22 @@ class DetectionLoss:
             self.beta,
         )
         ts = asg.target_scores
-        ts_sum = asg.target_weight.sum().clamp(min=1.0)
-        bce = F.binary_cross_entropy_with_logits(d.class_logits, ts, reduction="none")
-        if asg.unknown.any():  # unidentified grains: their anchors' class scores are left alone
-            bce = bce * (~asg.unknown)[..., None]
-        cls = bce.sum() / ts_sum
+        if asg.unknown.any():
+            # unidentified grains: their boxes weigh in as usual, their anchors' class
+            # scores are left alone (no taxon target, and not background either)
+            anchor_weight = asg.target_weight
+            ts_sum = anchor_weight.sum().clamp(min=1.0)
+            bce = F.binary_cross_entropy_with_logits(d.class_logits, ts, reduction="none")
+            cls = (bce * (~asg.unknown)[..., None]).sum() / ts_sum
+        else:  # (the same quantities, in the order every shipped model was trained with)
+            anchor_weight = ts.sum(-1)
+            ts_sum = ts.sum().clamp(min=1.0)
+            cls = F.binary_cross_entropy_with_logits(d.class_logits, ts, reduction="sum") / ts_sum
 
         fg = asg.fg_mask
         if fg.any():
             tb = asg.target_boxes / d.stride  # grid units of each anchor's level
-            weight = asg.target_weight[fg]  # (F,)
+            weight = anchor_weight[fg]  # (F,)
             iou = bbox_iou(d.boxes[fg], tb[fg], ciou=True)
             box = ((1.0 - iou) * weight).sum() / ts_sum
             pts = d.points.expand(b, -1, -1)[fg]

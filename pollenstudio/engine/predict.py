@@ -34,6 +34,7 @@ from pollenstudio.core.types import DEFAULT_CONF, Box, Detection
 from pollenstudio.engine.tiling import (
     Letterbox,
     intensity_range,
+    join_fragments,
     letterbox,
     merge_tile_detections,
     plan_tiles,
@@ -489,6 +490,11 @@ class Predictor:
         idx = np.nonzero(ok)[0]
         if s.tiles and len(idx):
             scale = self.imgsz / max(s.tiles[0].width, s.tiles[0].height)
+            # a grain larger than the tile overlap comes in pieces: join them first
+            joined, whole = join_fragments(boxes[idx], scores[idx], tidx[idx], s.tiles, edge_margin=2.0 / min(scale, 1.0))
+            boxes = boxes.copy()
+            boxes[idx] = joined
+            idx = idx[whole]
             keep = merge_tile_detections(
                 boxes[idx], scores[idx], tidx[idx], s.tiles, iou=min(self.iou, 0.5), edge_margin=2.0 / min(scale, 1.0)
             )

@@ -274,6 +274,68 @@ def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return iou, ios
 
 
+def join_fragments(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    tile_index: np.ndarray,
+    tiles: list[Tile],
+    edge_margin: float = 2.0,
+    aligned: float = 0.7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pieces of one grain larger than the tile overlap, joined into one box.
+
+    A grain wider than the overlap is seen whole by no tile: each neighbour reports the part
+    it sees, cut at its inner side. Two such boxes from different tiles, both cut at a side
+    of the same orientation, overlapping, and lined up along the cut (their extents along it
+    overlap by at least ``aligned`` of the shorter) are the two halves of one grain: the better-scored
+    one becomes their union, the other is dropped. Repeats until nothing joins (a grain
+    across a tile corner has four pieces).
+
+    Returns ``(boxes, keep)``: a copy of the boxes with unions written in, and a bool mask of
+    the boxes that remain. Grains that some tile saw whole are untouched (not cut).
+    """
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
+    keep = np.ones(n, dtype=bool)
+    if n < 2 or not tiles:
+        return boxes, keep
+    scores = np.asarray(scores, dtype=np.float64)
+    tile_index = np.asarray(tile_index, dtype=np.int64)
+    cut_x = np.zeros(n, dtype=bool)  # cut by a left/right inner side
+    cut_y = np.zeros(n, dtype=bool)  # cut by a top/bottom inner side
+    for ti, tile in enumerate(tiles):
+        m = tile_index == ti
+        if m.any():
+            b = boxes[m]
+            cut_x[m] = (tile.inner_left & (b[:, 0] <= tile.x0 + edge_margin)) | (tile.inner_right & (b[:, 2] >= tile.x1 - edge_margin))
+            cut_y[m] = (tile.inner_top & (b[:, 1] <= tile.y0 + edge_margin)) | (tile.inner_bottom & (b[:, 3] >= tile.y1 - edge_margin))
+    cut = cut_x | cut_y
+    changed = True
+    while changed:
+        changed = False
+        for i in np.argsort(-scores, kind="stable"):
+            if not (keep[i] and cut[i]):
+                continue
+            for j in np.nonzero(keep & cut & (tile_index != tile_index[i]))[0]:
+                if j == i:
+                    continue
+                a, b = boxes[i], boxes[j]
+                ix = min(a[2], b[2]) - max(a[0], b[0])
+                iy = min(a[3], b[3]) - max(a[1], b[1])
+                if ix <= 0 or iy <= 0:
+                    continue
+                along_x = ix / max(min(a[2] - a[0], b[2] - b[0]), 1e-9)
+                along_y = iy / max(min(a[3] - a[1], b[3] - b[1]), 1e-9)
+                side_by_side = cut_x[i] and cut_x[j] and along_y >= aligned
+                stacked = cut_y[i] and cut_y[j] and along_x >= aligned
+                if not (side_by_side or stacked):
+                    continue
+                boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                keep[j] = False
+                changed = True
+    return boxes, keep
+
+
 def merge_tile_detections(
     boxes: np.ndarray,
     scores: np.ndarray,

@@ -6,6 +6,7 @@ import pytest
 from pollenstudio.engine.tiling import (
     PAD_VALUE,
     intensity_range,
+    join_fragments,
     letterbox,
     merge_tile_detections,
     plan_tiles,
@@ -130,3 +131,23 @@ def test_overlapping_grains_within_one_tile_are_not_merged():
     boxes = np.array([[20, 20, 80, 80], [40, 40, 100, 100]], float)
     keep = merge_tile_detections(boxes, np.array([0.9, 0.8]), np.array([0, 0]), tiles)
     assert sorted(keep.tolist()) == [0, 1]
+
+
+def test_a_grain_larger_than_the_overlap_is_joined_from_its_pieces():
+    tiles = plan_tiles(448, 448, 256, 64)  # 2x2 tiles: 0..256 and 192..448 on each axis
+    # a 200 px grain across the vertical border, seen as two cut pieces (no tile sees it whole)
+    pieces = np.array([[150, 100, 256, 300], [192, 102, 350, 298]], float)
+    boxes, keep = join_fragments(pieces, np.array([0.6, 0.8]), np.array([0, 1]), tiles)
+    assert keep.tolist() == [False, True] and boxes[1].tolist() == [150, 100, 350, 300]
+    # across the corner: four pieces, one grain
+    corner = np.array([[150, 150, 256, 256], [192, 150, 330, 256], [150, 192, 256, 330], [192, 192, 330, 330]], float)
+    boxes, keep = join_fragments(corner, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 1, 2, 3]), tiles)
+    assert keep.tolist() == [True, False, False, False] and boxes[0].tolist() == [150, 150, 330, 330]
+    # two different grains cut by the same border but not lined up: left alone
+    apart = np.array([[200, 40, 256, 100], [192, 90, 260, 160]], float)
+    boxes, keep = join_fragments(apart, np.array([0.9, 0.8]), np.array([0, 1]), tiles)
+    assert keep.all() and np.array_equal(boxes, apart)
+    # a grain a tile saw whole is never joined to a cut piece of its neighbour
+    whole = np.array([[200, 100, 250, 150], [192, 100, 250, 150]], float)
+    _, keep = join_fragments(whole, np.array([0.9, 0.8]), np.array([0, 1]), tiles)
+    assert keep.all()
