@@ -105,6 +105,10 @@ def run(args) -> int:
         t0 = time.perf_counter()
         project = Project.open(args.project)
         try:
+            if not quiet and not args.resume:
+                from pollenstudio.engine.train import plan_training
+
+                sys.stderr.write(plan_training(project, args.base).describe() + "\n")
             compare = ctx.is_main and not args.no_compare
             reference = reference_model(project) if compare else None  # in use before --activate switches
             res = train_project(

@@ -581,6 +581,57 @@ def resolve_base(project, base) -> tuple[Path | None, int | None]:
     return r.path, (r.version_id if r.kind == "version" else None)
 
 
+@dataclass
+class TrainPlan:
+    """What a training of a project will learn, in words for the CLI and the dashboard."""
+
+    class_names: list[str]  # the new model's classes, in order
+    grains: dict[str, int]  # reviewed grains per class
+    unidentified: int  # reviewed grains left "pollen" that train boxes only
+    images: int  # reviewed images
+    base_classes: list[str] | None  # the base model's classes (None: from scratch)
+
+    def describe(self) -> str:
+        from pollenstudio.core.types import UNIDENTIFIED
+
+        taxa = ", ".join(f"{n} {self.grains.get(n, 0)}" for n in self.class_names)
+        if self.class_names == [UNIDENTIFIED]:
+            what = f"a grain model: finds pollen grains, names none ({self.grains.get(UNIDENTIFIED, 0)} grains)"
+        else:
+            what = f"{len(self.class_names)} taxa ({taxa})"
+        lines = [f"Learns {what} from {self.images} reviewed images."]
+        if self.unidentified and self.class_names != [UNIDENTIFIED]:
+            lines.append(f"{self.unidentified} unidentified grains (\"{UNIDENTIFIED}\") teach where grains are, not a taxon.")
+        if self.base_classes is not None:
+            if self.base_classes == [UNIDENTIFIED] and self.class_names != [UNIDENTIFIED]:
+                lines.append("Grows the grain model into these taxa: it keeps what it knows about finding grains.")
+            else:
+                new = [n for n in self.class_names if n not in self.base_classes]
+                if new:
+                    lines.append(f"New to the base model: {', '.join(new)}.")
+        return " ".join(lines)
+
+
+def plan_training(project, base=None) -> TrainPlan:
+    """The class list, grain counts and base of a training of ``project`` from ``base``."""
+    base_path, _ = resolve_base(project, base)
+    base_classes = None
+    if base_path is not None:
+        from pollenstudio.detector.checkpoint import read_checkpoint
+
+        base_classes = list(read_checkpoint(base_path)[0].class_names)
+    data = data_from_project(project, base_classes)
+    counts = {n: 0 for n in data.class_names}
+    unidentified = 0
+    for smp in data.samples:
+        for c in smp.classes.tolist():
+            if c < 0:
+                unidentified += 1
+            else:
+                counts[data.class_names[c]] += 1
+    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes)
+
+
 def _interrupted_run(project):
     for run in reversed(project.runs("train")):
         wd = run.params.get("work_dir")

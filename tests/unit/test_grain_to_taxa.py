@@ -108,3 +108,24 @@ def test_predictions_on_unidentified_grains_are_neither_hits_nor_false_alarms():
     assert r.precision == 1.0 and r.recall == 1.0 and r.n_truth == 1 and r.map50 == pytest.approx(1.0)
     preds = [ImagePreds(np.array([[0, 0, 10, 10], [50, 50, 60, 60.0]]), np.array([0.9, 0.8]), np.array([0, 0]))]
     assert evaluate_detections(truths, preds, ["Betula"], conf=0.25).precision == 0.5
+
+
+def test_training_plan_says_what_will_be_learnt(tmp_path):
+    from pollenstudio.engine.train import plan_training
+
+    cfg = ModelConfig.tiny("full", nc=1, class_names=[UNIDENTIFIED])
+    base = save_checkpoint(tmp_path / "grain.safetensors", build_model(cfg), cfg)
+    with Project.create(tmp_path / "p") as pr:
+        pr.add_images([_image(tmp_path / "imgs", i) for i in range(3)])
+        ims = pr.images()
+        cats = pr.ensure_categories([UNIDENTIFIED, "Betula", "Quercus"])
+        pr.add_annotation(ims[0].id, Box(10, 10, 30, 30), cats[UNIDENTIFIED])
+        plan = plan_training(pr, str(base))
+        assert plan.class_names == [UNIDENTIFIED] and "a grain model" in plan.describe()
+        pr.add_annotation(ims[1].id, Box(12, 12, 32, 32), cats["Betula"])
+        pr.add_annotation(ims[2].id, Box(12, 12, 32, 32), cats["Quercus"])
+        plan = plan_training(pr, str(base))
+        assert plan.class_names == ["Betula", "Quercus"] and plan.grains == {"Betula": 1, "Quercus": 1}
+        assert plan.unidentified == 1 and plan.images == 3
+        text = plan.describe()
+        assert "2 taxa (Betula 1, Quercus 1)" in text and "1 unidentified grains" in text and "Grows the grain model" in text
