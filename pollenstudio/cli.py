@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["gui"])
         run = args._run
     try:
-        return int(run(args) or 0)
+        rc = int(run(args) or 0)
+        # flush here, not at interpreter exit: a reader that went away before a
+        # block-buffered stdout was flushed is then caught below instead of Python printing
+        # "Exception ignored ... BrokenPipeError" on its way out
+        sys.stdout.flush()
+        return rc
     except Cancelled:
         print("cancelled", file=sys.stderr)
         return 130

@@ -2,7 +2,8 @@
 
 Import the fixtures into a test module (``from fixtures_models import tiny_model_path``).
 Training takes about half a minute on 2 CPU cores the first time; the checkpoint is then
-cached under pytest's cache dir, keyed by a hash of the detector code and this file, so
+cached under pytest's cache dir (a session temp dir when the cache plugin is off), keyed by
+a hash of the detector code and this file, so
 reruns load it in a fraction of a second (a clean clone pays the training once).
 
 The grains are drawn here (not with the full micrograph generator) so the scenes are
@@ -197,9 +198,17 @@ def _cached_model(cache_dir: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_path(request) -> Path:
-    """Checkpoint of the tiny over-fitted model (trained once, cached across runs)."""
-    return _cached_model(str(request.config.cache.mkdir("pollenstudio-tiny-model")))
+def tiny_model_path(request, tmp_path_factory) -> Path:
+    """Checkpoint of the tiny over-fitted model (trained once, cached across runs).
+
+    Without pytest's cache plugin (``-p no:cacheprovider``, read-only checkouts) it is
+    trained once per session into a temporary folder instead."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        folder = cache.mkdir("pollenstudio-tiny-model")
+    else:
+        folder = tmp_path_factory.mktemp("pollenstudio-tiny-model")
+    return _cached_model(str(folder))
 
 
 @pytest.fixture(scope="session")

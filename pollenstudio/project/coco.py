@@ -8,6 +8,21 @@ grains of reviewed images as plain labels; ``reviewed_only=False`` writes every 
 every non-rejected annotation, with ``score``, ``status`` and ``source`` keys for those
 that have them.
 
+Extra keys (COCO allows them; pycocotools and other tools ignore them), written only when
+set and read back by the import below, so an export/import round trip keeps the project's
+image- and taxon-level facts:
+- image ``review_status``: ``"new"``, ``"in_review"`` or ``"reviewed"`` (always written).
+  Import gives a new image the explicit mark that reproduces it: a reviewed image without any
+  decided grain in the file (a reviewed *empty* image, a training negative) stays reviewed,
+  an image marked "not finished" without proposals stays in review;
+- image ``um_per_px`` (calibration, a positive number) and ``group`` (slide / sample id);
+- category ``color`` (``"#rrggbb"``), ``hotkey`` (``"1"``-``"9"``) and ``parent`` (name of
+  the parent taxon in the same file). On import they apply to taxa the import creates; a
+  taxon already in the project keeps its own, and a hotkey another taxon uses is not taken.
+Images already in the project are reused as they are: their review mark, calibration and
+group are not changed by an import. Project-level facts (the grain-size calibration, model
+versions, runs, undo history) are not part of a COCO file.
+
 Import reads files from other tools as they are: ids from 0, a Roboflow-style
 super-category that no annotation uses (skipped), empty segmentation lists, fractional
 areas (ignored: recomputed), extra keys, absent optional fields, sub-folders in file
@@ -105,11 +120,16 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     cats = project.categories()
     cat_index = {c.id: i + 1 for i, c in enumerate(cats)}
     by_id = {c.id: c for c in cats}
-    categories = [
-        {"id": cat_index[c.id], "name": c.name,
-         "supercategory": by_id[c.parent_id].name if c.parent_id in by_id else "pollen"}
-        for c in cats
-    ]
+    categories = []
+    for c in cats:
+        entry = {"id": cat_index[c.id], "name": c.name,
+                 "supercategory": by_id[c.parent_id].name if c.parent_id in by_id else "pollen",
+                 "color": c.color}
+        if c.hotkey:
+            entry["hotkey"] = c.hotkey
+        if c.parent_id in by_id:
+            entry["parent"] = by_id[c.parent_id].name
+        categories.append(entry)
     if reviewed_only:
         recs = project.images(status="reviewed")
         keep = OBJECT_STATUSES
@@ -122,7 +142,13 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
             rel = Path(os.path.relpath(project.image_path(rec), out_dir)).as_posix()
         except ValueError:  # another drive (Windows): only an absolute path can point there
             rel = project.image_path(rec).as_posix()
-        images.append({"id": n, "file_name": rel, "width": rec.width, "height": rec.height})
+        image = {"id": n, "file_name": rel, "width": rec.width, "height": rec.height,
+                 "review_status": rec.status.value}
+        if rec.um_per_px is not None:
+            image["um_per_px"] = rec.um_per_px
+        if rec.group is not None:
+            image["group"] = rec.group
+        images.append(image)
         for a in project.annotations(rec.id):
             if a.status not in keep:
                 continue
@@ -211,6 +237,33 @@ def _box_from_polygon(poly) -> list[float]:
     return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 
+def _status_of(a: dict) -> str:
+    """Annotation status on import: the ``status`` key of our own ``--all`` export, else a
+    proposal when it has a score, else a human label."""
+    status = a.get("status")
+    if status not in {s.value for s in AnnotationStatus}:
+        status = "proposed" if a.get("score") is not None else "added"
+    return status
+
+
+def _apply_category_extras(conn, created: list[str], name_to_id: dict[str, int], extra: dict[str, dict],
+                           existing: dict) -> None:
+    """Colour, hotkey and parent from the file for the taxa this import created (in the
+    import's transaction; not undoable, like the rest of an import)."""
+    taken = {c.hotkey for c in existing.values() if c.hotkey}
+    for name in created:
+        e = extra.get(name, {})
+        cid = name_to_id[name]
+        if "color" in e:
+            conn.execute("UPDATE categories SET color = ? WHERE id = ?", (e["color"], cid))
+        if e.get("hotkey") and e["hotkey"] not in taken:
+            taken.add(e["hotkey"])
+            conn.execute("UPDATE categories SET hotkey = ? WHERE id = ?", (e["hotkey"], cid))
+        parent = name_to_id.get(e.get("parent", ""))
+        if parent is not None and parent != cid:
+            conn.execute("UPDATE categories SET parent_id = ? WHERE id = ?", (parent, cid))
+
+
 def import_coco(project, json_path: str | os.PathLike, images_root: str | os.PathLike | None = None,
                 progress=None) -> ImportSummary:
     """Import a COCO detection file into ``project`` (see module docstring for the rules)."""
@@ -233,6 +286,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
 
     # categories ---------------------------------------------------------------
     cats: dict[int, str] = {}
+    cat_extra: dict[str, dict] = {}  # name -> color / hotkey / parent from our own exports
     supers = set()
     for i, c in enumerate(doc["categories"]):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not str(c.get("name", "")).strip():
@@ -244,6 +298,16 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         cats[c["id"]] = str(c["name"]).strip()
         if c.get("supercategory"):
             supers.add(str(c["supercategory"]))
+        extra = {}
+        color = c.get("color")
+        if isinstance(color, str) and len(color) == 7 and color[0] == "#" and all(
+                ch in "0123456789abcdefABCDEF" for ch in color[1:]):
+            extra["color"] = color.lower()
+        if isinstance(c.get("hotkey"), str) and c["hotkey"] in "123456789" and len(c["hotkey"]) == 1:
+            extra["hotkey"] = c["hotkey"]
+        if isinstance(c.get("parent"), str) and c["parent"].strip():
+            extra["parent"] = c["parent"].strip()
+        cat_extra[cats[c["id"]]] = extra
 
     # images ---------------------------------------------------------------------
     imgs: dict[int, dict] = {}
@@ -258,7 +322,16 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         if (w is not None and not _finite_number(w)) or (h is not None and not _finite_number(h)):
             pr.add(f"image {im['id']} ({im['file_name']}): width/height must be numbers")
             continue
-        imgs[im["id"]] = {"file_name": im["file_name"], "width": w, "height": h}
+        um = im.get("um_per_px")
+        if um is not None and not (_finite_number(um) and um > 0):
+            pr.add(f"image {im['id']} ({im['file_name']}): um_per_px must be a positive number")
+            continue
+        group = im.get("group")
+        review = im.get("review_status")
+        imgs[im["id"]] = {"file_name": im["file_name"], "width": w, "height": h,
+                          "um_per_px": float(um) if um is not None else None,
+                          "group": group if isinstance(group, str) and group else None,
+                          "review_status": review if review in ("new", "in_review", "reviewed") else None}
 
     # annotations ------------------------------------------------------------------
     seen_ann: set = set()
@@ -306,9 +379,11 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         used_cats.add(a["category_id"])
         parsed.append((a, Box(x, y, x + w, y + h), poly, label))
 
-    # an unused category that is another's super-category (Roboflow's id 0) is a folder, not a taxon
+    # an unused category that is another's super-category (Roboflow's id 0) is a folder, not a
+    # taxon, unless a category names it as its ``parent`` (a parent taxon in our own export)
+    parents = {e["parent"] for e in cat_extra.values() if "parent" in e}
     for cid, name in list(cats.items()):
-        if cid not in used_cats and name in supers:
+        if cid not in used_cats and name in supers and name not in parents:
             summary.categories_skipped.append(name)
             del cats[cid]
     pr.raise_if_any()
@@ -321,7 +396,8 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             progress.check()
             progress.update(n, total, im["file_name"])
         path = _find_image(root, im["file_name"])
-        entry = {"key": iid, "width": im["width"], "height": im["height"], "missing": 0}
+        entry = {"key": iid, "width": im["width"], "height": im["height"], "missing": 0,
+                 "um_per_px": im["um_per_px"], "group": im["group"]}
         if path is None:
             entry.update(path=project._rel(root / im["file_name"]), missing=1)
             summary.missing_files.append(im["file_name"])
@@ -359,11 +435,24 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         boxes.append((a, box, poly))
     pr.raise_if_any()
 
+    # the review mark a new image needs to keep the status the file gives it (see the docstring)
+    decided: set[int] = set()
+    proposed: set[int] = set()
+    for a, _box, _poly in boxes:
+        (proposed if _status_of(a) == "proposed" else decided).add(a["image_id"])
+    for iid, entry in resolved.items():
+        review = imgs[iid]["review_status"]
+        if review == "reviewed" and iid not in decided:
+            entry["mark"] = "reviewed"
+        elif review == "in_review" and iid not in proposed:
+            entry["mark"] = "open"
+
     # write: one transaction ---------------------------------------------------------------
-    with project.importing():
-        existing_cats = {c.name for c in project.categories()}
+    with project.importing() as conn:
+        existing = {c.name: c for c in project.categories()}
         name_to_id = project.ensure_categories(sorted(set(cats.values()), key=lambda s: list(cats.values()).index(s)))
-        summary.categories_added = [n for n in name_to_id if n not in existing_cats]
+        summary.categories_added = [n for n in name_to_id if n not in existing]
+        _apply_category_extras(conn, summary.categories_added, name_to_id, cat_extra, existing)
         new_images, key_to_image = [], {}
         for iid, entry in resolved.items():
             old = project.find_image(path=project.resolve_path(entry["path"]), sha256=entry.get("sha256"))
@@ -389,9 +478,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 continue
             have[image_id].add(sig)
             score = a.get("score")
-            status = a.get("status")
-            if status not in {s.value for s in AnnotationStatus}:
-                status = "proposed" if score is not None else "added"
+            status = _status_of(a)
             source = a.get("source")
             if source not in {s.value for s in Source}:
                 source = "model" if score is not None and status != "added" else "human"

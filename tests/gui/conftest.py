@@ -15,6 +15,22 @@ def _one_app_lifetime_per_test():
     gc.unfreeze()
 
 
+def _qsettings_defaults():
+    from PySide6.QtCore import QSettings
+
+    probe = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "pollenstudio-tests", "probe")
+    return QSettings.defaultFormat(), probe.fileName()
+
+
+@pytest.fixture(autouse=True)
+def _no_global_qsettings_change():
+    """A test may not change Qt's process-wide settings format or path (QSettings.setPath /
+    setDefaultFormat): every later test, and the user's settings, would see the change."""
+    before = _qsettings_defaults()
+    yield
+    assert _qsettings_defaults() == before, "the test changed QSettings' global default format or path"
+
+
 @pytest.fixture(scope="session")
 def template_project(tmp_path_factory):
     from pollenstudio.gui.sample_project import make_review_project

@@ -3,7 +3,7 @@
 import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 
 from pollenstudio.gui.app import ErrorReporter
 
@@ -110,16 +110,64 @@ def test_window_layout_and_recent_projects_are_remembered(qtbot, settings, proje
     win2.close()
 
 
-def test_demo_button_waits_for_the_demo(qtbot, settings):
-    from pollenstudio.gui import welcome
+def test_demo_button_waits_for_the_demo(qtbot, settings, project_dir, monkeypatch):
+    """The click returns at once while the demo is prepared in a worker (with a progress
+    dialog); the project opens when it is ready. Cancel stops it: nothing opens, no error."""
+    import threading
+
+    from PySide6.QtCore import Qt
+
+    from pollenstudio.gui import main_window
     from pollenstudio.gui.main_window import MainWindow
 
+    release = threading.Event()
+    started = threading.Event()
+    calls = []
+
+    def slow_demo(progress):
+        calls.append(threading.current_thread() is threading.main_thread())
+        started.set()
+        for _ in range(500):  # at most 10 s, so a GUI that wrongly waits here fails instead of hanging
+            if release.wait(0.02):
+                break
+            progress.check()  # raises Cancelled once the user cancels
+        progress.check()
+        return project_dir
+
+    monkeypatch.setattr(main_window, "demo_hook", lambda: slow_demo)
     win = MainWindow(settings)
     qtbot.addWidget(win)
-    available = welcome.demo_available()
-    assert win.welcome.open_demo.isEnabled() == available
-    if not available:
-        assert "not installed" in win.welcome.open_demo.toolTip()
+    win.show()
+    assert win.stack.currentWidget() is win.welcome and win.welcome.open_demo.isEnabled()
+    qtbot.mouseClick(win.welcome.open_demo, Qt.MouseButton.LeftButton)
+    assert win.ctl.project is None  # the click did not wait for the demo
+    qtbot.waitUntil(started.is_set, timeout=5000)
+    assert calls == [False]  # prepared off the GUI thread
+    assert win._demo_dialog is not None and not win._demo_dialog.wasCanceled()
+    qtbot.wait(50)
+    assert win.ctl.project is None and win.stack.currentWidget() is win.welcome  # still waiting
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=10000):
+        release.set()
+    assert win.ctl.project.folder == project_dir.resolve()
+    assert win.stack.currentWidget() is win.canvas
+
+    # a second window: cancel while the demo is being prepared
+    release.clear()
+    started.clear()
+    win2 = MainWindow(settings)
+    qtbot.addWidget(win2)
+    win2.show()
+    win2.open_demo()
+    qtbot.waitUntil(started.is_set, timeout=5000)
+    qtbot.waitUntil(win2._demo_dialog.isVisible, timeout=5000)  # shown after its minimum duration
+    (cancel,) = [b for b in win2._demo_dialog.findChildren(QPushButton) if b.text() == "Cancel"]
+    qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
+    release.set()
+    qtbot.wait(300)  # give a (wrongly) finishing job time to deliver its result
+    assert win2.ctl.project is None and win2.stack.currentWidget() is win2.welcome
+    assert not _visible_boxes()  # a cancel is not an error
+    win2.close()
+    win.close()
 
 
 def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_dir, monkeypatch, tmp_path):
@@ -136,13 +184,18 @@ def test_gui_command_opens_the_project_given_on_the_command_line(qtbot, project_
     monkeypatch.setattr(app_mod, "_REPORTER", None)
     # running the real event loop (and quitting it) would disturb the other tests' loop
     monkeypatch.setattr(QApplication, "exec", lambda self=None: 0)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    from pollenstudio.gui import main_window
+
+    # the window `gui.run` makes reads QSettings(): give it one in tmp_path through the
+    # module (undone after the test), never through Qt's process-wide default path/format
+    monkeypatch.setattr(main_window, "QSettings",
+                        lambda: QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     before = set(QApplication.topLevelWidgets())
     assert gui.run(argparse.Namespace(project=str(project_dir))) == 0
     wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w not in before]
     assert len(wins) == 1 and wins[0].isVisible()
     assert "proj" in wins[0].windowTitle() and "slide01" in wins[0].windowTitle()
+    assert wins[0].settings.fileName() == str(tmp_path / "settings.ini")
     wins[0].close()
 
 

@@ -177,6 +177,89 @@ def test_missing_image_files_are_registered_and_relinked_later(tmp_path):
         assert p.missing_images() == [] and len(p.image(1).sha256) == 64
 
 
+def image_facts(project):
+    """Per image file name: review status, calibration, group."""
+    return {project.image_path(r).name: (r.status.value, r.um_per_px, r.group) for r in project.images()}
+
+
+def taxon_facts(project):
+    names = {c.id: c.name for c in project.categories()}
+    return {c.name: (c.color, c.hotkey, names.get(c.parent_id)) for c in project.categories()}
+
+
+@pytest.fixture
+def rich(tmp_path):
+    """Images in every review state, calibrated and grouped, and taxa with colours, keys and
+    a parent: the facts a COCO round trip has to carry besides the boxes."""
+    p = Project.create(tmp_path / "rich")
+    for name, value in (("empty.png", 1), ("grains.png", 2), ("open.png", 3), ("fresh.png", 4), ("props.png", 5)):
+        _img(tmp_path / "rich" / name, 120, 90, value)
+    p.add_folder(tmp_path / "rich")
+    ids = {p.image_path(r).name: r.id for r in p.images()}
+    fam = p.add_category("Betulaceae", color="#102030")
+    betula = p.add_category("Betula", color="#a0b0c0", hotkey="3")
+    p.set_category_parent(betula, fam)
+    p.add_category("Alnus", color="#0a0b0c", hotkey="5", parent_id=fam)
+    p.set_image_status(ids["empty.png"], ReviewStatus.REVIEWED)  # reviewed, no grain: a negative
+    p.add_annotation(ids["grains.png"], Box(10, 10, 40, 40), betula)
+    p.add_annotation(ids["open.png"], Box(20, 20, 50, 50), betula)
+    p.set_image_status(ids["open.png"], ReviewStatus.IN_REVIEW)  # "not finished" mark
+    p.write_proposals(ids["props.png"], [Detection(Box(5, 5, 30, 30), 0, "Betula", 0.6)])
+    p.set_um_per_px(0.25, [ids["empty.png"], ids["grains.png"]])
+    p.set_image_group(ids["grains.png"], "slide-7")
+    assert [r.status for r in p.images()] == [ReviewStatus.REVIEWED, ReviewStatus.NEW, ReviewStatus.REVIEWED,
+                                              ReviewStatus.IN_REVIEW, ReviewStatus.IN_REVIEW]
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("reviewed_only", [True, False])
+def test_image_and_taxon_facts_survive_a_round_trip(rich, tmp_path, reviewed_only):
+    """A reviewed image with no grain stays reviewed (a training negative, not a new image),
+    a "not finished" mark stays, µm/px, group, taxon colours, hotkeys and parents survive;
+    the file stays valid COCO."""
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "out" / "ann.json"
+    summary = export_coco(rich, out, reviewed_only=reviewed_only)
+    COCO(str(out))  # pycocotools reads it with the extra keys
+    doc = json.loads(out.read_text())
+    assert {c["name"]: c["supercategory"] for c in doc["categories"]}["Betula"] == "Betulaceae"
+    with Project.create(tmp_path / "copy") as q:
+        import_coco(q, out)
+        want = {k: v for k, v in image_facts(rich).items() if not reviewed_only or v[0] == "reviewed"}
+        assert summary["images"] == len(want)
+        assert image_facts(q) == want
+        assert taxon_facts(q) == taxon_facts(rich)
+        assert [d for d, _ in q.reviewed_dataset()] and {q.image_path(r).name for r, _ in q.reviewed_dataset()} == {
+            "empty.png", "grains.png"}  # the negative is still training data
+        export_coco(q, tmp_path / "again.json", reviewed_only=reviewed_only)
+        again = json.loads((tmp_path / "again.json").read_text())
+        strip = lambda d: [{k: v for k, v in i.items() if k != "file_name"} for i in d["images"]]  # noqa: E731
+        assert strip(again) == strip(doc) and again["categories"] == doc["categories"]
+
+
+def test_import_keeps_an_existing_taxon_and_image_as_they_are(rich, tmp_path):
+    """Extras apply to what the import creates: a taxon already in the project keeps its
+    colour, a hotkey in use is not taken, a reused image keeps its mark and calibration."""
+    out = tmp_path / "ann.json"
+    export_coco(rich, out, reviewed_only=False)
+    with Project.create(tmp_path / "other") as q:
+        q.add_category("Betula", color="#ffffff")
+        q.add_category("Poaceae", hotkey="5")
+        import_coco(q, out)
+        facts = taxon_facts(q)
+        assert facts["Betula"] == ("#ffffff", None, None)  # kept as the project had it
+        assert facts["Alnus"] == ("#0a0b0c", None, "Betulaceae")  # key 5 belongs to Poaceae
+        assert facts["Poaceae"][1] == "5"
+    before = image_facts(rich)
+    rich.set_um_per_px(0.5)
+    rich.set_image_status(rich.images()[3].id, ReviewStatus.REVIEWED)
+    changed = image_facts(rich)
+    import_coco(rich, out)  # same files: every image reused
+    assert image_facts(rich) == changed != before
+
+
 BAD = {
     "malformed JSON": ("{\"images\": [", "not valid JSON"),
     "unknown image": ({"annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [1, 1, 2, 2]}]}, "unknown image id 7"),
@@ -189,6 +272,8 @@ BAD = {
     "outside the image": ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20]}]}, "outside image"),
     "bbox not numbers": ({"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": ["a", 1, 2, 2]}]}, "four numbers"),
     "not coco": ([1, 2, 3], "JSON object"),
+    "bad calibration": ({"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30, "um_per_px": -0.5}]},
+                        "um_per_px must be a positive number"),
 }
 
 

@@ -98,6 +98,39 @@ def test_grad_cam_level_and_method_are_selectable(tiny_predictor, scene):
         grad_cam(tiny_predictor, img, d, level=5)
 
 
+def test_classic_grad_cam_is_the_channel_weighted_sum_not_hirescam(tiny_predictor, scene):
+    """method="gradcam" is Selvaraju et al.'s map: ReLU(sum_c mean_xy(dS/dA_c) * A_c), one
+    weight per channel; HiResCAM multiplies gradient and activation element-wise. The map is
+    recomputed here from the same forward pass and compared; returning the HiResCAM map (or
+    any other) for "gradcam" fails."""
+    import torch
+
+    from pollenstudio.engine import explain
+
+    img, _, _ = scene
+    d = tiny_predictor.predict(img)[0]
+    h, w = img.shape[:2]
+    p = explain._forward_with_grad(tiny_predictor, img, (0, 0, w, h), explain.intensity_range(img), "neck")
+    level, yy, xx = explain._find_anchor(tiny_predictor, p, d)
+    reg = 4 * tiny_predictor.cfg.reg_max
+    score = p.outputs[level][0, reg + d.class_index, yy, xx]
+    act = p.feats[level]
+    (grad,) = torch.autograd.grad(score, act)
+    weights = grad[0].mean(dim=(1, 2))  # (C,): one weight per channel
+    ref = torch.einsum("c,chw->hw", weights, act[0]).clamp(min=0).detach().numpy()
+    expected = explain._normalise(explain._paste(ref, p, (h, w)), 100.0)
+    elementwise = (grad[0] * act[0]).sum(0).clamp(min=0).detach().numpy()
+    hires_expected = explain._normalise(explain._paste(elementwise, p, (h, w)), 100.0)
+    assert np.abs(expected - hires_expected).max() > 0.2  # the two methods differ on this grain
+
+    classic = grad_cam(tiny_predictor, img, d, method="gradcam")
+    hires = grad_cam(tiny_predictor, img, d, method="hirescam")
+    np.testing.assert_allclose(classic, expected, atol=1e-3)
+    np.testing.assert_allclose(hires, hires_expected, atol=1e-3)
+    with pytest.raises(ValueError, match="method"):
+        grad_cam(tiny_predictor, img, d, method="gradcam++")
+
+
 @pytest.mark.slow
 def test_grad_cam_on_a_tiled_image_lands_on_the_grain(tiny_predictor):
     size = 3 * IMGSZ

@@ -45,7 +45,25 @@ op_st = st.one_of(
     st.tuples(st.just("add_taxon"), st.integers(0, 999), st.just(0), st.just(0), st.just(0)),
     st.tuples(st.just("merge"), st.integers(0, 5), st.integers(0, 5), st.just(0), st.just(0)),
     st.tuples(st.just("rename"), st.integers(0, 5), st.integers(0, 999), st.just(0), st.just(0)),
+    st.tuples(st.just("reject_all"), st.integers(1, 3), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("recolor"), st.integers(0, 5), st.integers(0, 0xFFFFFF), st.just(0), st.just(0)),
+    st.tuples(st.just("hotkey"), st.integers(0, 5), st.integers(0, 9), st.just(0), st.just(0)),
+    st.tuples(st.just("parent"), st.integers(0, 5), st.integers(0, 6), st.just(0), st.just(0)),
+    st.tuples(st.just("delete_taxon"), st.integers(0, 5), st.just(0), st.just(0), st.just(0)),
+    st.tuples(st.just("add_polygon"), st.integers(1, 3), st.integers(0, 70), st.integers(0, 50), st.integers(0, 5)),
+    st.tuples(st.just("batch"), st.integers(0, 99), st.integers(0, 5), st.just(0), st.just(0)),
 )
+
+# every undoable edit of Project, by the op kind that exercises it (checked below, so a new
+# edit method cannot be left out of the property tests unnoticed)
+EDIT_KINDS = {
+    "add_annotation": "add", "move_annotation": "move", "resize_annotation": "resize", "relabel": "relabel",
+    "accept": "accept", "reject": "reject", "delete": "delete", "accept_all": "accept_all",
+    "reject_all": "reject_all", "set_image_status": "mark", "add_category": "add_taxon",
+    "merge_categories": "merge", "rename_category": "rename", "recolor_category": "recolor",
+    "set_category_hotkey": "hotkey", "set_category_parent": "parent", "delete_category": "delete_taxon",
+    "batch": "batch",
+}
 
 
 def apply(p, op):
@@ -74,31 +92,138 @@ def apply(p, op):
             p.merge_categories(cats[a % len(cats)], cats[b % len(cats)])
         elif kind == "rename":
             p.rename_category(cats[a % len(cats)], f"Renamed {b}")
+        elif kind == "reject_all":
+            p.reject_all(a)
+        elif kind == "recolor":
+            p.recolor_category(cats[a % len(cats)], f"#{b:06x}")
+        elif kind == "hotkey":
+            p.set_category_hotkey(cats[a % len(cats)], None if b == 0 else str(b))
+        elif kind == "parent":
+            p.set_category_parent(cats[a % len(cats)], None if b >= len(cats) else cats[b])
+        elif kind == "delete_taxon":
+            p.delete_category(cats[a % len(cats)])  # refused while it labels grains
+        elif kind == "add_polygon":
+            p.add_annotation(a, Box(b, c, b + 20, c + 20), cats[d % len(cats)],
+                             polygon=[b + 10, c, b + 20, c + 10, b + 10, c + 20, b, c + 10])
+        elif kind == "batch" and pick:  # several edits, one undo step
+            with p.batch("accept and relabel"):
+                p.accept(pick.id)
+                p.relabel(pick.id, cats[b % len(cats)])
     except ProjectError:
         pass  # refused edits (box off the image, self-merge, name taken) change nothing
 
 
+def reopen(p):
+    folder = p.folder
+    p.close()
+    return Project.open(folder)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(op_st, min_size=1, max_size=25))
-def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, ops):
+@given(ops=st.lists(st.one_of(op_st, st.just(("reopen", 0, 0, 0, 0))), min_size=1, max_size=25),
+       reopen_at=st.sets(st.integers(0, 60), max_size=6))
+def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, ops, reopen_at):
+    """Any mix of edits, with the project closed and reopened between edits and at random
+    points of the walk back (undo) and forth (redo): every earlier state comes back exactly."""
     p = make_project(tmp_path_factory.mktemp("u") / "p")
     states = [state(p)]
     for op in ops:
+        if op[0] == "reopen":
+            p = reopen(p)
+            assert state(p) == states[-1]
+            continue
         before_depth = depth(p)
         apply(p, op)
         if depth(p) > before_depth:
             states.append(state(p))
         else:
             assert state(p) == states[-1], f"{op} changed data without an undo step"
+    step = 0
     for expected in reversed(states[:-1]):
+        if step in reopen_at:
+            p = reopen(p)
+        step += 1
         assert p.undo() is not None
         assert state(p) == expected
+    if step in reopen_at:
+        p = reopen(p)
     assert not p.can_undo() and p.undo() is None
     for expected in states[1:]:
+        step += 1
+        if step in reopen_at:
+            p = reopen(p)
         assert p.redo() is not None
         assert state(p) == expected
-    assert not p.can_redo()
+    p = reopen(p)
+    assert state(p) == states[-1] and not p.can_redo()
     p.close()
+
+
+def test_every_undoable_edit_of_project_is_listed():
+    """A public Project method that opens an undo step (``_command``) must be in EDIT_KINDS,
+    so the tests here exercise it across reopening."""
+    import inspect
+
+    undoable = set()
+    for name, fn in vars(Project).items():
+        if name.startswith("_") or not callable(fn):
+            continue
+        src = inspect.getsource(fn)
+        if "self._command(" in src or "self._set_status_many(" in src:
+            undoable.add(name)
+    assert {"accept", "merge_categories", "batch"} <= undoable  # the scan finds them
+    assert undoable <= set(EDIT_KINDS), sorted(undoable - set(EDIT_KINDS))
+
+
+@pytest.mark.parametrize("method", sorted(EDIT_KINDS))
+def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
+    """One edit of each kind; the project is closed and reopened before the undo and again
+    before the redo (the app is often closed between an edit and the user's Ctrl+Z)."""
+    p = make_project(tmp_path / "p")
+    betula, pinus = p.category_by_name("Betula").id, p.category_by_name("Pinus").id
+    (prop,) = p.review_queue(image_id=1, limit=1)
+    human = p.add_annotation(3, Box(5, 5, 30, 30), betula)
+    unused = p.add_category("Unused")
+    p.clear_history()
+    edits = {
+        "add_annotation": lambda: p.add_annotation(2, Box(60, 40, 80, 60), pinus, polygon=[60, 40, 80, 40, 70, 60]),
+        "move_annotation": lambda: p.move_annotation(prop.id, prop.box.translated(3, 2)),
+        "resize_annotation": lambda: p.resize_annotation(human, Box(5, 5, 40, 35)),
+        "relabel": lambda: p.relabel(prop.id, pinus if prop.category_id != pinus else betula),
+        "accept": lambda: p.accept(prop.id),
+        "reject": lambda: p.reject(prop.id),
+        "delete": lambda: p.delete(human),
+        "accept_all": lambda: p.accept_all(1),
+        "reject_all": lambda: p.reject_all(2),
+        "set_image_status": lambda: p.set_image_status(3, ReviewStatus.IN_REVIEW),
+        "add_category": lambda: p.add_category("Corylus", color="#123456", hotkey="1"),
+        "merge_categories": lambda: p.merge_categories(pinus, betula),
+        "rename_category": lambda: p.rename_category(pinus, "Pinus sylvestris"),
+        "recolor_category": lambda: p.recolor_category(betula, "#00ff00"),
+        "set_category_hotkey": lambda: p.set_category_hotkey(pinus, "7"),
+        "set_category_parent": lambda: p.set_category_parent(pinus, betula),
+        "delete_category": lambda: p.delete_category(unused),
+        "batch": lambda: _batch(p, prop.id, pinus),
+    }
+    before = state(p)
+    edits[method]()
+    after = state(p)
+    assert after != before and depth(p) == 1, f"{method} made no single undo step"
+    p = reopen(p)
+    assert state(p) == after
+    assert p.undo() is not None and state(p) == before
+    p = reopen(p)
+    assert state(p) == before and p.can_redo()
+    assert p.redo() is not None and state(p) == after
+    p = reopen(p)
+    assert state(p) == after and not p.can_redo()
+    p.close()
+
+
+def _batch(p, ann_id, cat):
+    with p.batch("accept and relabel"):
+        p.accept(ann_id)
+        p.relabel(ann_id, cat)
 
 
 def test_new_edit_clears_redo_and_undo_survives_reopening(tmp_path):

@@ -82,13 +82,22 @@ def trained(tmp_path_factory):
     events = []
     cbs = {e: [lambda tr, *a, e=e: events.append((e, a))] for e in EVENTS}
     res = train_project(pr, fast_cfg(epochs=12, batch=4), model_cfg=tiny(), callbacks=cbs)
-    yield pr, res, events, before
+    # what this training left, read before any other test adds runs, versions or taxa to
+    # the shared project: the assertions on it must not depend on the order tests run in
+    after = {
+        "train_runs": [r.status for r in pr.runs("train")],
+        "versions": [mv.id for mv in pr.model_versions()],
+        "active": pr.active_model_version(),
+        "annotation_ids": sorted(a.id for a in pr.iter_annotations()),
+        "annotations": annotations_snapshot(pr),
+    }
+    yield pr, res, events, before, after
     pr.close()
 
 
 @pytest.mark.slow
 def test_training_from_scratch_learns_and_registers_a_version(trained):
-    pr, res, events, before = trained
+    pr, res, events, before, after = trained
     m = res.metrics
     print(f"\nfrom scratch: mAP@.5 {m['map50']:.3f}, mAP@.5:.95 {m['map50_95']:.3f} on {res.n_val_images} val images, "
           f"{res.result.epochs_run} epochs, {res.result.seconds:.1f} s")
@@ -96,18 +105,18 @@ def test_training_from_scratch_learns_and_registers_a_version(trained):
     assert res.n_train_images + res.n_val_images == 40 and res.n_val_images >= 4
 
     mv = pr.model_version(res.version_id)
-    assert not mv.active and pr.active_model_version() is None  # only on request
+    assert after["versions"] == [res.version_id]  # one version per training
+    assert not mv.active and after["active"] is None  # active only on request
     assert mv.parent_id is None
     assert mv.metrics["map50"] == pytest.approx(m["map50"]) and "per_class" in mv.metrics
     assert mv.config["model"]["class_names"] == ["Poaceae"] and mv.config["train"]["epochs"] == 12
-    all_ids = sorted(a.id for a in pr.iter_annotations())
-    assert mv.annotation_ids == all_ids
+    assert mv.annotation_ids == after["annotation_ids"]
     path = pr.model_file(mv)
     assert path.is_file() and path.parent == pr.folder / "models"
     model, cfg, _ = load_checkpoint(path)
     assert cfg.class_names == ["Poaceae"]
-    assert [r.status for r in pr.runs("train")] == ["done"]
-    assert annotations_snapshot(pr) == before  # training never changes an annotation
+    assert after["train_runs"] == ["done"]
+    assert after["annotations"] == before  # training never changes an annotation
 
     names = [e for e, _ in events]
     assert names[0] == "on_train_start" and names[-1] == "on_train_end"
@@ -119,7 +128,7 @@ def test_training_from_scratch_learns_and_registers_a_version(trained):
 
 @pytest.mark.slow
 def test_finetune_starts_from_the_base_weights_even_with_new_taxa(trained):
-    pr, res, _, _ = trained
+    pr, res, _, _, _ = trained
     base_sd = load_checkpoint(pr.model_file(res.version_id))[0].state_dict()
     seen = {}
 
