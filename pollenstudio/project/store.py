@@ -620,6 +620,23 @@ class Project:
             self._notify(ChangeEvent("images", "relink", tuple(u[-1] for u in updates)))
         return {u[-1]: u[0] for u in updates}
 
+    def missing_by_name(self) -> dict[str, list[ImageRecord]]:
+        """Images whose file is missing, by lower-case file name (for importers and relink
+        to recognise a moved file instead of adding it a second time)."""
+        out: dict[str, list[ImageRecord]] = {}
+        for rec in self.missing_images():
+            out.setdefault(Path(rec.path).name.lower(), []).append(rec)
+        return out
+
+    def _relocate(self, image_id: int, path: str | os.PathLike, sha256: str | None, size_bytes: int | None,
+                  width: int, height: int, bit_depth: int = 8, channels: int = 3) -> None:
+        """Point a (missing) image at its file found elsewhere, in the caller's transaction."""
+        self._conn.execute(
+            "UPDATE images SET path = ?, sha256 = ?, size_bytes = ?, missing = 0, width = ?, height = ?, "
+            "bit_depth = ?, channels = ? WHERE id = ?",
+            (self._rel(path), sha256, size_bytes, width, height, bit_depth, channels, image_id))
+        self._notify(ChangeEvent("images", "relink", (image_id,)))
+
     @staticmethod
     def _same_size(rec: ImageRecord, p: Path) -> bool:
         """A file found by name only is the image when its size matches (else boxes would not fit)."""
@@ -665,9 +682,16 @@ class Project:
 
     @staticmethod
     def _check_name(name: str) -> str:
+        if name is not None and not isinstance(name, str):
+            raise ProjectError(f"a taxon name is text, got {type(name).__name__}")
         name = (name or "").strip()
         if not name:
             raise ProjectError("a taxon needs a name")
+        if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in name):
+            # a line break would split the name in YOLO's classes.txt and shift every index
+            raise ProjectError(f"a taxon name cannot contain a line break or control character: {name[:40]!r}")
+        if len(name) > 200:
+            raise ProjectError("a taxon name is at most 200 characters long")
         return name
 
     def add_category(self, name: str, color: str | None = None, hotkey: str | None = None,
