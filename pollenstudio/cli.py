@@ -25,6 +25,7 @@ COMMANDS = {
     "detect": "detect",
     "train": "train",
     "eval": "eval",
+    "relink": "relink",
 }
 
 

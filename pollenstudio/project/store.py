@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pollenstudio.core.errors import ImageReadError, ProjectError
+from pollenstudio.core.errors import DamagedProjectError, ImageReadError, ProjectError
 from pollenstudio.core.types import (
     Annotation,
     AnnotationStatus,
@@ -58,6 +58,32 @@ _ANN_COLS = (
 _OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
 _IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+BACKUP_DIR = ".pollen-backups"  # beside project.pollen: project.pollen.1 (newest) .. .N
+BACKUP_GENERATIONS = 3
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
+
+
+def backup_paths(db: Path) -> list[Path]:
+    """The automatic backups of a project file that exist, newest first."""
+    folder = db.parent / BACKUP_DIR
+    return [p for p in (folder / f"{db.name}.{i}" for i in range(1, BACKUP_GENERATIONS + 1)) if p.is_file()]
+
+
+def damage_message(db: Path, verdict: str) -> str:
+    """What to tell the user about a damaged project file, and how to recover it."""
+    verdict = " ".join(str(verdict).split())[:300]
+    backups = backup_paths(db)
+    if backups:
+        newest = backups[0]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(newest.stat().st_mtime))
+        how = (f"To recover, close PollenStudio, keep the damaged file aside (rename it), and copy the automatic "
+               f"backup {newest} (taken {when}) to {db}; edits made after that are lost. Older backups: "
+               + (", ".join(str(b) for b in backups[1:]) or "none") + ".")
+    else:
+        how = (f"There is no automatic backup in {db.parent / BACKUP_DIR}. Keep a copy of the file; the sqlite3 "
+               "tool's '.recover' command may rescue most of it.")
+    return (f"the project file {db} is damaged (SQLite integrity check: {verdict}). PollenStudio will not write "
+            f"to it. {how}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +167,7 @@ class Project:
         self._batch_depth = 0
         self._subscribers: list[Callable[[ChangeEvent], None]] = []
         self._pending: list[ChangeEvent] = []
+        self._damaged: str = ""  # set when a damaged page was met: no more writes
 
     @classmethod
     def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
@@ -175,15 +202,54 @@ class Project:
             if not db.exists():
                 raise ProjectError(f"project not found: {p}")
         cls._check_is_project(db)
-        conn = cls._connect(db)
+        try:
+            conn = cls._connect(db)
+        except sqlite3.Error as exc:
+            raise ProjectError(f"cannot open {db}: {exc}") from None
         try:
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and any(w in str(exc) for w in _DAMAGE_WORDS):
+                raise DamagedProjectError(damage_message(db, str(exc))) from None
             raise ProjectError(f"{db}: could not upgrade the project ({exc})") from exc
         proj = cls(db.parent, conn)
         proj._trim_history()
+        proj.backup()
         return proj
+
+    def backup(self, generations: int = BACKUP_GENERATIONS) -> Path | None:
+        """Rolling backup of the project file (SQLite's online backup: a consistent copy
+        even while the file is in use) into ``.pollen-backups/project.pollen.1``, the older
+        ones shifted to .2 .. .N. Skipped when nothing changed since the newest backup.
+        A backup that cannot be written (full disk) is skipped, never fatal: returns None."""
+        folder = self.folder / BACKUP_DIR
+        db = self.db_path
+        newest = folder / f"{db.name}.1"
+        try:
+            changed = max(p.stat().st_mtime for p in (db, Path(f"{db}-wal")) if p.exists())
+            if newest.is_file() and newest.stat().st_mtime >= changed:
+                return newest
+            folder.mkdir(exist_ok=True)
+            tmp = folder / f".{db.name}.{os.getpid()}.tmp"
+            dst = sqlite3.connect(str(tmp))
+            try:
+                with self._lock:
+                    self._conn.backup(dst)
+            finally:
+                dst.close()
+            for i in range(generations - 1, 0, -1):
+                older = folder / f"{db.name}.{i}"
+                if older.is_file():
+                    os.replace(older, folder / f"{db.name}.{i + 1}")
+            os.replace(tmp, newest)
+            return newest
+        except (OSError, sqlite3.Error):
+            try:
+                (folder / f".{db.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+            except OSError:
+                pass
+            return None
 
     @staticmethod
     def _check_is_project(db: Path) -> None:
@@ -194,6 +260,10 @@ class Project:
             raise ProjectError(f"cannot read {db}: {exc.strerror}") from exc
         if head != _SQLITE_MAGIC:
             raise ProjectError(f"{db} is not a PollenStudio project (not an SQLite database)")
+        if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+            raise ProjectError(f"{db} is read-only: PollenStudio saves every edit into the project, so it needs to "
+                               "write there; copy the project folder somewhere you can write, or change its "
+                               "permissions")
         try:
             ro = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
@@ -201,10 +271,16 @@ class Project:
         try:
             version = ro.execute("PRAGMA user_version").fetchone()[0]
             app = ro.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
-        except sqlite3.Error as exc:
+            # a damaged page must be found before anything reads half a table or writes
+            verdict = "; ".join(r[0] for r in ro.execute("PRAGMA quick_check(20)").fetchall())
+        except sqlite3.DatabaseError as exc:
+            if any(w in str(exc) for w in _DAMAGE_WORDS):
+                raise DamagedProjectError(damage_message(db, str(exc))) from None
             raise ProjectError(f"{db} is not a PollenStudio project ({exc})") from exc
         finally:
             ro.close()
+        if verdict != "ok":
+            raise DamagedProjectError(damage_message(db, verdict))
         if not app or app[0] != APP_ID:
             raise ProjectError(f"{db} is an SQLite database but not a PollenStudio project")
         if version > SCHEMA_VERSION:
@@ -253,7 +329,26 @@ class Project:
         with self._lock:
             if self._conn is None:
                 raise ProjectError("the project is closed")
-            return _Rows(self._conn.execute(sql, params).fetchall())
+            try:
+                return _Rows(self._conn.execute(sql, params).fetchall())
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
+
+    def _db_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        """A damaged page found while working: stop writing and say how to recover."""
+        text = str(exc)
+        if not isinstance(exc, sqlite3.OperationalError) or any(w in text for w in _DAMAGE_WORDS):
+            self._damaged = text
+            try:
+                verdict = "; ".join(r[0] for r in self._conn.execute("PRAGMA quick_check(20)").fetchall())
+            except sqlite3.Error as exc2:
+                verdict = str(exc2)
+            return DamagedProjectError(damage_message(self.db_path, f"{text}; {verdict}"))
+        if "readonly" in text or "read-only" in text:
+            return ProjectError(f"{self.db_path} is read-only ({text}); nothing was saved")
+        if "locked" in text or "busy" in text:
+            return ProjectError(f"{self.db_path} is busy: another program is writing to it ({text}); try again")
+        return ProjectError(f"{self.db_path}: {text}")
 
     @contextmanager
     def _tx(self):
@@ -264,13 +359,23 @@ class Project:
             if self._conn.in_transaction:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            if self._damaged:
+                raise DamagedProjectError(damage_message(self.db_path, self._damaged))
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 self._pending.clear()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._db_error(exc) from None
                 raise
         self._flush_events()
 
@@ -311,7 +416,7 @@ class Project:
                 for s in (before, after):
                     if s is not None:
                         ids.add(s["image_id"])
-            elif table == "images":
+            elif table in ("images", "image_rows"):
                 ids.add(row_id)
         return sorted(ids)
 
@@ -636,6 +741,23 @@ class Project:
             "bit_depth = ?, channels = ? WHERE id = ?",
             (self._rel(path), sha256, size_bytes, width, height, bit_depth, channels, image_id))
         self._notify(ChangeEvent("images", "relink", (image_id,)))
+
+    def remove_images(self, image_ids: Iterable[int], label: str = "remove images") -> int:
+        """Remove images from the project (the files stay on disk): one undoable command
+        that also removes their annotations; undo brings back the images with every
+        annotation as it was. Returns the number removed. Unknown ids are an error."""
+        ids = sorted(set(int(i) for i in image_ids))
+        for i in ids:
+            self.image(i)  # raises ProjectError for an unknown id, before anything changes
+        if not ids:
+            return 0
+        with self._command(label):
+            for image_id in ids:
+                for (aid,) in self._conn.execute("SELECT id FROM annotations WHERE image_id = ?",
+                                                 (image_id,)).fetchall():
+                    self._set_row("annotations", aid, None)
+                self._set_row("image_rows", image_id, None)
+        return len(ids)
 
     @staticmethod
     def _same_size(rec: ImageRecord, p: Path) -> bool:
