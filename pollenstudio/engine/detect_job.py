@@ -94,6 +94,16 @@ def detect_project(
     t0 = time.perf_counter()
     status = "done"
     try:
+        taxon_names: dict[int, str] = {}
+        # a file that is missing, or no longer the picture registered, is reported, not used
+        ok = []
+        for rec in records:
+            problem = project.file_problem(rec)
+            if problem is None:
+                ok.append(rec)
+            else:
+                summary.failed.append((rec.path, problem))
+        records = ok
         paths = [project.image_path(r) for r in records]
         names = [r.path for r in records]
         for res in predictor.iter_predict(paths, progress, names=names):
@@ -106,8 +116,13 @@ def detect_project(
             summary.proposals += len(pr.written)
             summary.skipped += pr.skipped
             summary.replaced += pr.replaced
-            for d in res.detections:
-                summary.per_taxon[d.label] = summary.per_taxon.get(d.label, 0) + 1
+            # count what was written: a detection of a grain a person already decided is not a proposal
+            if pr.written:
+                if pr.categories_created or not taxon_names:
+                    taxon_names = {c.id: c.name for c in project.categories()}
+                for aid in pr.written:
+                    label = taxon_names.get(project.annotation(aid).category_id, "?")
+                    summary.per_taxon[label] = summary.per_taxon.get(label, 0) + 1
             if on_image is not None:
                 on_image(rec.id, res.detections)
     except (Cancelled, KeyboardInterrupt) as exc:

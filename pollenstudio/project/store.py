@@ -149,6 +149,12 @@ def _now() -> float:
     return time.time()
 
 
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 def _loads(text, default):
     return default if text is None else json.loads(text)
 
@@ -215,8 +221,32 @@ class Project:
             raise ProjectError(f"{db}: could not upgrade the project ({exc})") from exc
         proj = cls(db.parent, conn)
         proj._trim_history()
+        proj._close_dead_runs()
         proj.backup()
         return proj
+
+    def _close_dead_runs(self) -> None:
+        """A run still "running" whose process on this machine is gone was killed: record
+        it as "interrupted" instead of running forever."""
+        dead = []
+        for rid, summary in self._q("SELECT id, summary FROM runs WHERE status = 'running'"):
+            try:
+                owner = json.loads(summary) if summary else {}
+                pid = int(owner.get("pid", 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if pid <= 0 or owner.get("host") != _host() or pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                dead.append(rid)
+            except OSError:
+                continue
+        if dead:
+            with self._tx() as conn:
+                conn.executemany("UPDATE runs SET status = 'interrupted', finished = ? WHERE id = ?",
+                                 [(_now(), rid) for rid in dead])
 
     def backup(self, generations: int = BACKUP_GENERATIONS) -> Path | None:
         """Rolling backup of the project file (SQLite's online backup: a consistent copy
@@ -318,6 +348,19 @@ class Project:
     @property
     def schema_version(self) -> int:
         return self._q("PRAGMA user_version").fetchone()[0]
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the project's key/value table (None when absent)."""
+        row = self._q("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a key of the project's key/value table. Not undoable."""
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
 
     def integrity_check(self) -> str:
         return self._q("PRAGMA integrity_check").fetchone()[0]
@@ -724,6 +767,37 @@ class Project:
                 "bit_depth = ?, channels = ? WHERE id = ?", updates)
             self._notify(ChangeEvent("images", "relink", tuple(u[-1] for u in updates)))
         return {u[-1]: u[0] for u in updates}
+
+    def file_problem(self, image: int | ImageRecord) -> str | None:
+        """Why the file of an image is not the picture the project registered, or None.
+        Missing file; other pixel size; other content (checked by SHA-256 whenever the
+        file's size changed or it was modified after it was added). Boxes drawn on one
+        picture must never be applied to another that took its name."""
+        from pollenstudio.core.imageio import file_sha256, image_info
+
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        p = self.image_path(rec)
+        if not p.is_file():
+            return (f"{rec.path}: file not found; if it was moved or renamed, run 'pollenstudio relink "
+                    f"{self.folder} SEARCH_DIR' (or File > Find missing images...)")
+        row = self._q("SELECT size_bytes, added FROM images WHERE id = ?", (rec.id,)).fetchone()
+        size, added = (row or (None, None))
+        try:
+            st = p.stat()
+            if rec.width and rec.height:
+                info = image_info(p)
+                if (info.width, info.height) != (rec.width, rec.height):
+                    return (f"{rec.path}: the file is now {info.width}x{info.height} pixels, the project registered "
+                            f"{rec.width}x{rec.height}; it was replaced by another picture")
+            changed = (size is not None and st.st_size != size) or (added is not None and st.st_mtime > added + 1)
+            if rec.sha256 and changed and file_sha256(p) != rec.sha256:
+                return (f"{rec.path}: the file's content changed since it was added (another picture under the "
+                        "same name?); remove the image from the project or put the original back")
+        except ImageReadError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{rec.path}: cannot read ({exc.strerror or exc})"
+        return None
 
     def missing_by_name(self) -> dict[str, list[ImageRecord]]:
         """Images whose file is missing, by lower-case file name (for importers and relink
@@ -1300,8 +1374,10 @@ class Project:
     def start_run(self, kind: str, params: dict | None = None) -> int:
         """Record a job (detect, train, import, ...) as running; returns its id."""
         with self._tx() as conn:
-            cur = conn.execute("INSERT INTO runs(kind, params, status, summary, started) VALUES (?, ?, 'running', NULL, ?)",
-                               (kind, json.dumps(params or {}, default=str), _now()))
+            # who runs it, so that a later open can tell a run whose process was killed
+            owner = json.dumps({"pid": os.getpid(), "host": _host()})
+            cur = conn.execute("INSERT INTO runs(kind, params, status, summary, started) VALUES (?, ?, 'running', ?, ?)",
+                               (kind, json.dumps(params or {}, default=str), owner, _now()))
             self._notify(ChangeEvent("runs", kind))
         return cur.lastrowid
 
