@@ -178,20 +178,37 @@ class Project:
     @classmethod
     def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
         """Make a new project in ``folder`` (created if needed)."""
+        if str(folder).strip() == "" or "\x00" in str(folder):
+            raise ProjectError(f"{str(folder)!r} is not a folder name; choose a folder for the project")
         folder = Path(folder)
         db = folder / DB_NAME
         if db.exists():
             raise ProjectError(f"{folder} already holds a project; open it instead")
         if folder.exists() and not folder.is_dir():
             raise ProjectError(f"{folder} is a file, not a folder; choose a folder for the project")
-        folder.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(db)
-        migrate(conn)
-        with conn:
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("app", APP_ID), ("name", name or folder.name), ("created", str(_now()))],
-            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"cannot create the project folder {folder}: {exc.strerror or exc}") from None
+        try:
+            conn = cls._connect(db)
+            try:
+                migrate(conn)
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO meta(key, value) VALUES (?, ?)",
+                        [("app", APP_ID), ("name", name or folder.name), ("created", str(_now()))],
+                    )
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                except OSError:
+                    pass
+            raise ProjectError(f"cannot create a project in {folder}: {exc}") from None
         return cls(folder, conn)
 
     @classmethod
@@ -449,7 +466,9 @@ class Project:
         )
         images = self._images_of_changes(conn, changes)
         self._refresh_status(images)
-        self._pending.append(self._event(cmd.label, changes, images))
+        # removing images: views reload their image lists instead of refreshing rows that are gone
+        kind = "images" if any(t == "image_rows" for t, _, _, _ in changes) else cmd.label
+        self._pending.append(self._event(kind, changes, images, label=cmd.label))
 
     @staticmethod
     def _images_of_changes(conn, changes) -> list[int]:
@@ -1181,7 +1200,10 @@ class Project:
                 conn.execute("UPDATE history SET undone = ? WHERE id = ?", (1 if undo else 0, hid))
                 images = self._images_of_changes(conn, changes)
                 self._refresh_status(images)
-                ev = self._event("undo" if undo else "redo", done, images, label=label)
+                kind = "undo" if undo else "redo"
+                if any(t == "image_rows" for t, _, _, _ in done):
+                    kind = "images"  # images came back or went again: views reload their lists
+                ev = self._event(kind, done, images, label=label)
                 self._pending.append(ev)
             return ev
 
