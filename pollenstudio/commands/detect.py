@@ -52,6 +52,8 @@ def run(args) -> int:
         resolve_tile_size(args.tile, 10**6, 10**6, 640)
     except ValueError as exc:
         raise PollenStudioError(f"--tile: {exc}") from None
+    if not args.target.strip() or "\x00" in args.target:
+        raise ProjectError(f"{args.target!r} is not a project or folder name")
     target = Path(args.target)
     if not target.exists():
         raise ProjectError(f"{target}: no such project or folder")

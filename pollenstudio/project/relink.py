@@ -90,10 +90,11 @@ def find_missing_files(project, search_dirs=None, progress=None) -> RelinkReport
     the project folder). Changes nothing; see :func:`apply_relink`."""
     from pollenstudio.core.imageio import file_sha256, image_info
 
-    dirs = [Path(d) for d in (search_dirs or [project.folder])]
-    for d in dirs:
-        if not str(d).strip() or not d.is_dir():
+    raw = list(search_dirs) if search_dirs else [project.folder]
+    for d in raw:
+        if not str(d).strip() or "\x00" in str(d) or not Path(d).is_dir():
             raise ProjectError(f"search folder {str(d)!r} not found (give folders to search for the images)")
+    dirs = [Path(d) for d in raw]
     report = RelinkReport(searched=[str(d) for d in dirs])
     missing = {r.id: r for r in project.missing_images()}
     if not missing:

@@ -215,6 +215,8 @@ class Project:
     def open(cls, path: str | os.PathLike) -> "Project":
         """Open a project folder or its ``project.pollen`` file. Nothing is written to a
         file that turns out not to be a project."""
+        if str(path).strip() == "" or "\x00" in str(path):
+            raise ProjectError(f"{str(path)!r} is not a project folder or file name")
         p = Path(path)
         if p.is_dir():
             db = p / DB_NAME

@@ -125,8 +125,11 @@ def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind:
     it (or hands it to the GUI). On any failure, cancel included, a project this call
     created is closed and removed (its folder too, when the call made the folder and it
     is empty again) and the error is raised; an existing project is left as it was."""
+    from pollenstudio.core.errors import ProjectError
     from pollenstudio.project.store import Project
 
+    if str(target).strip() == "" or "\x00" in str(target):
+        raise ProjectError(f"{str(target)!r} is not a project folder name")
     target = Path(target)
     detect_source(source, kind)  # bad input: say so before creating anything
     created = not (target / DB_NAME).exists() and not target.is_file()
