@@ -5,6 +5,22 @@ from __future__ import annotations
 HELP = "detect pollen grains on a project's images (a folder of images becomes a project) and store them as proposals"
 
 
+def _tile(text: str) -> str:
+    """argparse type for --tile: auto, off, or a size of at least 64 px (a usage error otherwise)."""
+    import argparse
+
+    t = text.strip().lower()
+    if t in ("auto", "off", "none", "0"):
+        return t
+    try:
+        n = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a tile size in pixels, got {text!r}") from None
+    if n < 64 or n > 1_000_000:
+        raise argparse.ArgumentTypeError(f"tile size must be from 64 to 1000000 px, got {n}")
+    return t
+
+
 def add_arguments(parser) -> None:
     from pollenstudio.commands._console import model_imgsz, number_in, positive_int
     from pollenstudio.core.types import DEFAULT_CONF
@@ -19,7 +35,7 @@ def add_arguments(parser) -> None:
                         help=f"confidence threshold (default {DEFAULT_CONF})")
     parser.add_argument("--iou", type=number_in(0.0, 1.0, lo_open=True), default=0.7, help="NMS IoU threshold (default 0.7)")
     parser.add_argument(
-        "--tile", default="auto", help="auto (tile images over twice the model input), off, or tile size in pixels"
+        "--tile", default="auto", type=_tile, help="auto (tile images over twice the model input), off, or tile size in pixels"
     )
     parser.add_argument("--batch", type=positive_int, default=8, help="model inputs per batch (default 8)")
     parser.add_argument("--imgsz", type=model_imgsz, default=None,

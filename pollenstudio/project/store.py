@@ -810,7 +810,7 @@ class Project:
                 if (info.width, info.height) != (rec.width, rec.height):
                     return (f"{rec.path}: the file is now {info.width}x{info.height} pixels, the project registered "
                             f"{rec.width}x{rec.height}; it was replaced by another picture")
-            changed = (size is not None and st.st_size != size) or (added is not None and st.st_mtime > added + 1)
+            changed = (size is not None and st.st_size != size) or (added is not None and st.st_mtime > added)
             if rec.sha256 and changed and file_sha256(p) != rec.sha256:
                 return (f"{rec.path}: the file's content changed since it was added (another picture under the "
                         "same name?); remove the image from the project or put the original back")
