@@ -79,6 +79,8 @@ def run(args) -> int:
     if target.is_file() or (target / DB_NAME).exists():
         proj = Project.open(target)
         adding = proj.get_meta(_ADDING)
+        if not adding and target.is_dir() and proj.image_count() == 0 and not proj.runs():
+            adding = str(target.resolve())  # killed even before it could leave the marker
         if adding:  # a run that created this project was killed while registering its images
             print(f"adding the images of {adding} that an interrupted run had not registered yet", file=sys.stderr)
             _add_images(proj, Path(adding), quiet)
