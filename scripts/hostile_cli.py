@@ -290,6 +290,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", help="build the fixtures in this folder and keep them")
     ap.add_argument("--only", help="run only cases whose name contains this")
+    ap.add_argument("--skip", action="append", default=[], help="skip cases whose name contains this (repeatable)")
     ap.add_argument("--verbose", action="store_true", help="print each case's output")
     args = ap.parse_args()
     w = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hostile_"))
@@ -299,6 +300,7 @@ def main() -> int:
     cases, facts = build(w)
     if args.only:
         cases = [c for c in cases if args.only in c[0]]
+    cases = [c for c in cases if not any(k in c[0] for k in args.skip)]
     env = dict(os.environ, POLLENSTUDIO_DEBUG="1", PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     tracebacks = hangs = 0
     all_out = []

@@ -399,7 +399,9 @@ class Project:
     def _db_error(self, exc: sqlite3.DatabaseError) -> Exception:
         """A damaged page found while working: stop writing and say how to recover."""
         text = str(exc)
-        if not isinstance(exc, sqlite3.OperationalError) or any(w in text for w in _DAMAGE_WORDS):
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return exc  # our own mistake or a constraint, not damage: raised as it is
+        if any(w in text for w in _DAMAGE_WORDS) or type(exc) is sqlite3.DatabaseError:
             self._damaged = text
             try:
                 verdict = "; ".join(r[0] for r in self._conn.execute("PRAGMA quick_check(20)").fetchall())

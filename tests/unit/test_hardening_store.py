@@ -184,3 +184,14 @@ def test_relink_reports_what_is_still_missing_and_refuses_bad_folders(tmp_path):
     with pytest.raises(ProjectError, match="not found"):
         relink_project(p, [tmp_path / "nope"])
     p.close()
+
+
+def test_a_constraint_error_is_not_mistaken_for_damage(tmp_path):
+    folder = _project(tmp_path, n_ann=1)
+    p = Project.open(folder)
+    with pytest.raises(sqlite3.IntegrityError):
+        with p._tx() as conn:
+            conn.execute("INSERT INTO categories(name, color) VALUES ('Olea', '#000000')")
+    p.add_category("Pinus")  # still writable
+    assert [c.name for c in p.categories()] == ["Olea", "Pinus"]
+    p.close()
