@@ -146,3 +146,51 @@ def open_relink_dialog(window) -> None:
     dlg = RelinkDialog(project, window)
     dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dlg.open()
+
+
+def selected_image_ids(window) -> list[int]:
+    """Images selected in the image list, else the one on screen."""
+    from pollenstudio.gui.image_list import ImageIdRole
+
+    view = window.images.view
+    ids = [i.data(ImageIdRole) for i in view.selectionModel().selectedIndexes()] if view.selectionModel() else []
+    ids = [int(i) for i in ids if i is not None]
+    if not ids and window.ctl.image_id is not None:
+        ids = [window.ctl.image_id]
+    return ids
+
+
+def remove_images(window, image_ids: list[int], confirm: bool = True) -> int:
+    """Remove images from the project after a confirmation: one undoable step that keeps
+    their annotations in the undo history (the files on disk are not touched)."""
+    project = window.ctl.project
+    if project is None or not image_ids:
+        return 0
+    if confirm:
+        names = ", ".join(project.image(i).path for i in image_ids[:3]) + (" ..." if len(image_ids) > 3 else "")
+        answer = QMessageBox.question(
+            window, "Remove images",
+            f"Remove {len(image_ids)} image(s) from the project ({names}) with their annotations? The files "
+            "stay on disk, and Edit > Undo brings the images back.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return 0
+    try:
+        n = project.remove_images(image_ids)
+    except PollenStudioError as exc:
+        window.statusBar().showMessage(str(exc), 8000)
+        return 0
+    window.statusBar().showMessage(f"Removed {n} image(s) from the project (Edit > Undo brings them back)", 8000)
+    return n
+
+
+def install_remove_images(window) -> None:
+    """A "Remove from project..." entry in the image list's context menu."""
+    from PySide6.QtGui import QAction
+
+    view = window.images.view
+    act = QAction("Remove from project...", view)
+    act.triggered.connect(lambda: remove_images(window, selected_image_ids(window)))
+    view.addAction(act)
+    view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+    window.act_remove_images = act

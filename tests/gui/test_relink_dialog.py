@@ -34,3 +34,17 @@ def test_find_missing_images_relinks_and_removes(qtbot, window, project_dir, tmp
     qtbot.wait(50)  # the views reload their lists from the "images" event without an error
     p.undo()  # the removed image comes back with its annotations
     assert p.image_count() == len(recs) and p.annotation_count() == n_ann
+
+
+def test_remove_images_from_the_image_list_is_undoable(qtbot, window):
+    from pollenstudio.gui.relink_dialog import remove_images
+
+    p = window.ctl.project
+    n_img, n_ann = p.image_count(), p.annotation_count()
+    assert window.act_remove_images.text() == "Remove from project..."
+    victim = p.images()[-1].id
+    assert remove_images(window, [victim], confirm=False) == 1
+    qtbot.waitUntil(lambda: window.images.model.total() == n_img - 1, timeout=5000)
+    window.ctl.undo()  # Edit > Undo
+    qtbot.waitUntil(lambda: window.images.model.total() == n_img, timeout=5000)
+    assert p.image_count() == n_img and p.annotation_count() == n_ann
