@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from pollenstudio import __version__
@@ -25,6 +26,7 @@ COMMANDS = {
     "detect": "detect",
     "train": "train",
     "eval": "eval",
+    "relink": "relink",
 }
 
 
@@ -89,6 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     except PollenStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("error: not enough memory for this job (try a smaller --batch or --imgsz)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # a file system refusal (no space, permission, read-only, /proc): say which file and why
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: say so in one line, full details only when asked
+        if os.environ.get("POLLENSTUDIO_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc}\n(this is a bug in PollenStudio; "
+              "run again with POLLENSTUDIO_DEBUG=1 for the details and please report them)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

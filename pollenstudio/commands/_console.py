@@ -66,3 +66,45 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def number_in(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+    """argparse type: a finite number within [lo, hi] (ends open when asked)."""
+
+    def parse(text: str) -> float:
+        import math
+
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+            raise argparse.ArgumentTypeError(
+                f"must be {'more than' if lo_open else 'at least'} {lo:g} and {'below' if hi_open else 'at most'} "
+                f"{hi:g}, got {text}")
+        return v
+
+    return parse
+
+
+MAX_IMGSZ = 4096  # model input side: larger inputs need tens of GB (use tiling for big images)
+
+
+def model_imgsz(text: str) -> int:
+    """argparse type: a model input size, a multiple of 32 from 64 to MAX_IMGSZ."""
+    v = positive_int(text)
+    if v % 32 or not 64 <= v <= MAX_IMGSZ:
+        raise argparse.ArgumentTypeError(
+            f"input size must be a multiple of 32 from 64 to {MAX_IMGSZ}, got {v} (big images are tiled)")
+    return v

@@ -5,7 +5,24 @@ from __future__ import annotations
 HELP = "detect pollen grains on a project's images (a folder of images becomes a project) and store them as proposals"
 
 
+def _tile(text: str) -> str:
+    """argparse type for --tile: auto, off, or a size of at least 64 px (a usage error otherwise)."""
+    import argparse
+
+    t = text.strip().lower()
+    if t in ("auto", "off", "none", "0"):
+        return t
+    try:
+        n = int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a tile size in pixels, got {text!r}") from None
+    if n < 64 or n > 1_000_000:
+        raise argparse.ArgumentTypeError(f"tile size must be from 64 to 1000000 px, got {n}")
+    return t
+
+
 def add_arguments(parser) -> None:
+    from pollenstudio.commands._console import model_imgsz, number_in, positive_int
     from pollenstudio.core.types import DEFAULT_CONF
 
     parser.add_argument("target", metavar="PROJECT_OR_FOLDER", help="project folder, or a folder of images (a project is created in it)")
@@ -14,14 +31,15 @@ def add_arguments(parser) -> None:
         help="model file (.safetensors) or model version id of the project (default: the project's active model, else the shipped default)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--conf", type=float, default=DEFAULT_CONF,
+    parser.add_argument("--conf", type=number_in(0.0, 1.0), default=DEFAULT_CONF,
                         help=f"confidence threshold (default {DEFAULT_CONF})")
-    parser.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    parser.add_argument("--iou", type=number_in(0.0, 1.0, lo_open=True), default=0.7, help="NMS IoU threshold (default 0.7)")
     parser.add_argument(
-        "--tile", default="auto", help="auto (tile images over twice the model input), off, or tile size in pixels"
+        "--tile", default="auto", type=_tile, help="auto (tile images over twice the model input), off, or tile size in pixels"
     )
-    parser.add_argument("--batch", type=int, default=8, help="model inputs per batch (default 8)")
-    parser.add_argument("--imgsz", type=int, default=None, help="model input size (default: the model's own)")
+    parser.add_argument("--batch", type=positive_int, default=8, help="model inputs per batch (default 8)")
+    parser.add_argument("--imgsz", type=model_imgsz, default=None,
+                        help="model input size, a multiple of 32 (default: the model's own)")
     parser.add_argument(
         "--images", choices=("all", "unreviewed", "new"), default="all", help="which images to run on (default all)"
     )
@@ -56,6 +74,8 @@ def run(args) -> int:
         resolve_tile_size(args.tile, 10**6, 10**6, 640)
     except ValueError as exc:
         raise PollenStudioError(f"--tile: {exc}") from None
+    if not args.target.strip() or "\x00" in args.target:
+        raise ProjectError(f"{args.target!r} is not a project or folder name")
     from pollenstudio.engine.scale import typical_grain_px
 
     typical_grain_px(args.grain_size, args.um_per_px)  # CalibrationError in words
@@ -67,6 +87,12 @@ def run(args) -> int:
     created = False
     if target.is_file() or (target / DB_NAME).exists():
         proj = Project.open(target)
+        adding = proj.get_meta(_ADDING)
+        if not adding and target.is_dir() and proj.image_count() == 0 and not proj.runs():
+            adding = str(target.resolve())  # killed even before it could leave the marker
+        if adding:  # a run that created this project was killed while registering its images
+            print(f"adding the images of {adding} that an interrupted run had not registered yet", file=sys.stderr)
+            _add_images(proj, Path(adding), quiet)
     elif target.is_dir():
         from pollenstudio.core.imageio import is_image_file
 
@@ -75,9 +101,13 @@ def run(args) -> int:
         _check_model_before_creating(args.model)  # bad input changes nothing: no half-made project
         proj = Project.create(target)
         created = True
-        res = proj.add_folder(target, progress=ConsoleProgress("add images", quiet=quiet))
-        for p, reason in res.errors:
-            print(f"warning: {reason}", file=sys.stderr)
+        try:
+            proj.set_meta(_ADDING, str(target.resolve()))  # cleared once every image is in
+            _add_images(proj, target, quiet)
+        except BaseException:
+            if proj.image_count() == 0:  # nothing worth keeping: no half-made project
+                _remove_created(proj, target)
+            raise
     else:
         raise ProjectError(f"{target}: no such project or folder")
 
@@ -85,18 +115,23 @@ def run(args) -> int:
     from pollenstudio.engine.predict import Predictor
 
     with proj:
-        predictor = Predictor.from_project(
-            proj,
-            args.model,
-            device=args.device,
-            conf=args.conf,
-            iou=args.iou,
-            tile=args.tile,
-            batch=args.batch,
-            imgsz=args.imgsz,
-            grain_size=args.grain_size,
-            um_per_px=args.um_per_px,
-        )
+        try:
+            predictor = Predictor.from_project(
+                proj,
+                args.model,
+                device=args.device,
+                conf=args.conf,
+                iou=args.iou,
+                tile=args.tile,
+                batch=args.batch,
+                imgsz=args.imgsz,
+                grain_size=args.grain_size,
+                um_per_px=args.um_per_px,
+            )
+        except BaseException:
+            if created:  # the model did not load: leave the folder as it was
+                _remove_created(proj, target)
+            raise
         if not quiet:
             print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
         ids = select_images(proj, args.images)
@@ -123,6 +158,27 @@ def run(args) -> int:
     return 0 if summary.done or not summary.images else 1
 
 
+_ADDING = "detect_adding_images"  # meta key: the folder whose images are being registered
+
+
+def _add_images(proj, folder, quiet: bool) -> None:
+    import sys
+
+    from pollenstudio.commands._console import ConsoleProgress
+
+    res = proj.add_folder(folder, progress=ConsoleProgress("add images", quiet=quiet))
+    for p, reason in res.errors:
+        print(f"warning: {reason}", file=sys.stderr)
+    proj.set_meta(_ADDING, None)
+
+
+def _remove_created(proj, folder) -> None:
+    from pollenstudio.project.transfer import _remove_project
+
+    proj.close()
+    _remove_project(folder, remove_folder=False)
+
+
 def _check_model_before_creating(model) -> None:
     from pathlib import Path
 
@@ -136,3 +192,7 @@ def _check_model_before_creating(model) -> None:
         raise ProjectError("a new project has no model versions yet; give a model file with --model PATH")
     elif not Path(model).is_file():
         raise CheckpointError(f"model file not found: {model}")
+    else:  # the whole file, checked without building the model: damaged, foreign, absurd
+        from pollenstudio.detector.checkpoint import read_checkpoint
+
+        read_checkpoint(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pollenstudio.commands._console import positive_int
 from pollenstudio.core.types import DEFAULT_CONF
 
 HELP = "Score a model (mAP@.5, mAP@.5:.95, per-taxon AP, precision/recall) on a project or a COCO file."
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=_conf, default=DEFAULT_CONF,
                    help=f"operating confidence for precision/recall (default {DEFAULT_CONF})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--batch", type=positive_int, default=8, help="images per batch (default 8)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (map50, map50_95, per_class ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

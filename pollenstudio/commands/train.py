@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from pollenstudio.commands._console import positive_int
+from pollenstudio.commands._console import model_imgsz, non_negative_int, number_in, positive_int
 
 HELP = "Train a new model version on the project's reviewed images (also under torchrun for several GPUs)."
 
 
-def _imgsz(text: str) -> int:
-    v = positive_int(text)
-    if v % 32 or v < 64:
-        raise argparse.ArgumentTypeError(f"input size must be a multiple of 32 and at least 64, got {v}")
-    return v
+_imgsz = model_imgsz  # a multiple of 32 from 64 to 4096
 
 
 def _fraction(text: str) -> float:
@@ -52,12 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activate", action="store_true", help="make the new model version the project's active model")
     p.add_argument("--resume", action="store_true", help="continue the project's last interrupted training")
     p.add_argument("--optimizer", choices=("auto", "sgd", "adamw"), default="auto", help="default auto")
-    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (default: 0.01 SGD, 0.002 AdamW)")
-    p.add_argument("--patience", type=int, default=50, help="stop after this many epochs without validation gain (0: never)")
+    p.add_argument("--lr0", type=number_in(0.0, 10.0, lo_open=True), default=None, help="initial learning rate (default: 0.01 SGD, 0.002 AdamW)")
+    p.add_argument("--patience", type=non_negative_int, default=50, help="stop after this many epochs without validation gain (0: never)")
     p.add_argument("--val-fraction", type=_fraction, default=0.2, help="share of images (or slides) for validation (default 0.2)")
     p.add_argument("--no-mosaic", action="store_true", help="switch off 4-image mosaic augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=None, help="data loading processes (default: 0 on CPU)")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="data loading processes (default: 0 on CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--tiny", action="store_true", help="a very small model of the same design (smoke tests, demos)")
     p.add_argument("--name", default=None, help="name of the new model version")

@@ -31,3 +31,8 @@ class ModelMismatchError(PollenStudioError):
 
 class Cancelled(PollenStudioError):
     """A long job stopped because the user asked it to."""
+
+
+class DamagedProjectError(ProjectError):
+    """The project database is damaged; it is not written to. The message says how to
+    recover it from the automatic backup."""

@@ -63,6 +63,40 @@ def _normalise_layout(arr: np.ndarray, name: str) -> np.ndarray:
     )
 
 
+def _quiet():
+    """Library warnings (tifffile's log, PIL's) are not for the user's terminal: a file we
+    cannot use raises ImageReadError in words instead. Filters are set once, globally
+    (``warnings.catch_warnings`` is not thread-safe and images are read in workers)."""
+    import contextlib
+
+    global _QUIETED
+    if not _QUIETED:
+        import logging
+        import warnings
+
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"tifffile(\..*)?$")
+        warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+        _QUIETED = True
+    return contextlib.nullcontext()
+
+
+_QUIETED = False
+
+
+def _check_single_image(tif, name: str) -> None:
+    """A TIFF of several full-size pages (a focal or time stack) is not one image: say so
+    instead of silently using its first page. Reduced-size pages (thumbnails, pyramid
+    levels) are fine."""
+    pages = tif.pages
+    if len(pages) > 1:
+        first = pages[0].shape
+        full = sum(1 for pg in pages if getattr(pg, "shape", None) == first)
+        if full > 1:
+            raise ImageReadError(f"{name}: a TIFF stack of {full} images (e.g. focal planes); PollenStudio "
+                                 "reads single images: export the focal plane to review")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to (H, W) or (H, W, 3) RGB, uint8 or uint16."""
     p = Path(path)
@@ -73,7 +107,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if p.suffix.lower() in _TIFF:
             import tifffile
 
-            with tifffile.TiffFile(p) as tif:
+            with _quiet(), tifffile.TiffFile(p) as tif:
+                _check_single_image(tif, name)
                 arr = tif.pages[0].asarray()
         else:
             import cv2
@@ -103,7 +138,8 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
         if p.suffix.lower() in _TIFF:
             import tifffile
 
-            with tifffile.TiffFile(p) as tif:
+            with _quiet(), tifffile.TiffFile(p) as tif:
+                _check_single_image(tif, name)
                 page = tif.pages[0]
                 shape = page.shape
                 dtype = np.dtype(page.dtype)
@@ -116,7 +152,7 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
             return ImageInfo(int(w), int(h), bits, int(c))
         from PIL import Image
 
-        with Image.open(p) as im:
+        with _quiet(), Image.open(p) as im:
             w, h = im.size
             mode = im.mode
         bits = 16 if mode.startswith("I;16") or mode in ("I", "F") else 8

@@ -124,9 +124,32 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         meta = dict(json.loads(md.get("meta", "{}")))
         meta["training"] = json.loads(md.get("training", "{}"))
         meta["format_version"] = version
-    except (KeyError, ValueError, TypeError, ModelMismatchError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError, RecursionError, ModelMismatchError) as e:
         raise CheckpointError(f"{path.name} has a damaged model description: {e}") from e
+    _check_tensors(path.name, cfg, tensors)
     return cfg, tensors, meta
+
+
+def _check_tensors(name: str, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Weights must fit the described model (checked on the meta device: no memory is
+    allocated for a model the file cannot fill) and be finite (NaN weights, e.g. from a
+    diverged training run, would silently find nothing)."""
+    with torch.device("meta"):
+        expected = build_model(cfg).state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise CheckpointError(f"{name}: the weights do not match the model description ({detail})")
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{name}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}); "
+                              "the training that wrote this file diverged, so it cannot detect anything")
 
 
 def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], name: str, skip: set[str] = frozenset()) -> None:

@@ -27,6 +27,48 @@ VARIANTS = {
 }
 
 
+# Sane bounds: generous for any real detector (YOLO11-x is width 1.5, depth 1.0), far from
+# what would exhaust a machine. A config outside them is refused before a module is built.
+MAX_CLASSES = 10_000
+BOUNDS = {
+    "width": (0.01, 2.0),
+    "depth": (0.01, 2.0),
+    "max_channels": (8, 2048),
+    "imgsz": (32, 8192),
+    "reg_max": (1, 64),
+    "omni_kernel": (1, 127),
+    "cspokm_e": (0.01, 1.0),
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_bounds(cfg: "ModelConfig") -> None:
+    for key, (lo, hi) in BOUNDS.items():
+        v = getattr(cfg, key)
+        if v is None and key in ("width", "depth", "max_channels"):
+            continue
+        integral = key in ("max_channels", "imgsz", "reg_max", "omni_kernel")
+        ok = _is_int(v) if integral else _is_num(v)
+        if not ok or not lo <= v <= hi:
+            kind = "a whole number" if integral else "a number"
+            raise ModelMismatchError(f"model config: {key} must be {kind} from {lo} to {hi}, got {_show(v)}; "
+                                     "this model file is damaged or was not made for PollenStudio")
+    if not isinstance(cfg.scale, str) or not isinstance(cfg.edge, str) or not isinstance(cfg.cspokm, bool):
+        raise ModelMismatchError("model config: scale and edge must be text and cspokm true or false")
+
+
 @dataclass
 class ModelConfig:
     """Architecture of one detector.
@@ -55,14 +97,27 @@ class ModelConfig:
     cspokm_e: float = 0.25
 
     def __post_init__(self) -> None:
+        if not _is_int(self.nc) or not 1 <= self.nc <= MAX_CLASSES:
+            raise ModelMismatchError(f"a detector has 1 to {MAX_CLASSES} classes, got nc={_show(self.nc)}")
         if not self.class_names:
             self.class_names = [f"class{i}" for i in range(self.nc)]
+        for key in ("class_names", "sef_levels", "cspokm_levels"):
+            v = getattr(self, key)
+            if not isinstance(v, (list, tuple)) or len(v) > MAX_CLASSES:
+                raise ModelMismatchError(f"{key} must be a list, got {_show(v)}")
         self.class_names = [str(c) for c in self.class_names]
+        for key in ("sef_levels", "cspokm_levels"):
+            if not all(_is_int(v) for v in getattr(self, key)):
+                raise ModelMismatchError(f"{key} takes values among 3, 4, 5, got {_show(getattr(self, key))}")
         self.sef_levels = [int(v) for v in self.sef_levels]
         self.cspokm_levels = [int(v) for v in self.cspokm_levels]
         self.validate()
 
     def validate(self) -> None:
+        """Refuse, in words, a config that is inconsistent or would build an absurd model
+        (thousands of layers, hundreds of GB of weights): checked before any module is built,
+        so a crafted checkpoint cannot make us allocate memory or run for minutes."""
+        _check_bounds(self)
         if self.nc < 1:
             raise ModelMismatchError(f"a detector needs at least one class, got nc={self.nc}")
         if len(self.class_names) != self.nc:

@@ -98,9 +98,22 @@ def detect_project(
     t0 = time.perf_counter()
     status = "done"
     try:
+        taxon_names: dict[int, str] = {}
+        # a file that is missing, or no longer the picture registered, is reported, not used
+        ok, ok_sizes = [], []
+        for rec, size in zip(records, grain_sizes):
+            problem = project.file_problem(rec)
+            if problem is None:
+                ok.append(rec)
+                ok_sizes.append(size)
+            else:
+                summary.failed.append((rec.path, problem))
+        records = ok
         paths = [project.image_path(r) for r in records]
         names = [r.path for r in records]
-        for res in predictor.iter_predict(paths, progress, names=names, grain_sizes=grain_sizes):
+        # calibration per image only when some image has one (any predictor-like object works)
+        extra = {"grain_sizes": ok_sizes} if any(v is not None for v in ok_sizes) else {}
+        for res in predictor.iter_predict(paths, progress, names=names, **extra):
             rec = records[res.index]
             if res.error is not None:
                 summary.failed.append((rec.path, res.error))
@@ -110,8 +123,13 @@ def detect_project(
             summary.proposals += len(pr.written)
             summary.skipped += pr.skipped
             summary.replaced += pr.replaced
-            for d in res.detections:
-                summary.per_taxon[d.label] = summary.per_taxon.get(d.label, 0) + 1
+            # count what was written: a detection of a grain a person already decided is not a proposal
+            if pr.written:
+                if pr.categories_created or not taxon_names:
+                    taxon_names = {c.id: c.name for c in project.categories()}
+                for aid in pr.written:
+                    label = taxon_names.get(project.annotation(aid).category_id, "?")
+                    summary.per_taxon[label] = summary.per_taxon.get(label, 0) + 1
             if on_image is not None:
                 on_image(rec.id, res.detections)
     except (Cancelled, KeyboardInterrupt) as exc:
@@ -147,14 +165,15 @@ def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], 
         except CalibrationError:  # a scale outside what microscopes give: not a calibration
             return None
 
-    if predictor.grain_size is not None:
-        return [None] * len(records), f"every image: typical grain {predictor.grain_size:.0f} px (given)"
+    own = getattr(predictor, "grain_size", None)
+    if own is not None:
+        return [None] * len(records), f"every image: typical grain {own:.0f} px (given)"
     project_px = project.grain_size_px
     sizes = [(from_scale(r.um_per_px) if r.um_per_px else None) or project_px for r in records]
     n = sum(v is not None for v in sizes)
     if not n:
         return sizes, "none"
-    if not predictor.grain_range:
+    if not getattr(predictor, "grain_range", None):
         return [None] * len(records), f"none: the model records no training grain sizes ({n} image(s) have a scale)"
     return sizes, f"{n} of {len(records)} image(s) from their µm/px or the project's typical grain size"
 

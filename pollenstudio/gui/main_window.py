@@ -34,6 +34,7 @@ from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
 from pollenstudio.gui.model_controller import ModelController
+from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_dialog
 from pollenstudio.gui.image_list import ImageListPanel
 from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
 from pollenstudio.gui.shortcuts import SHORTCUTS
@@ -158,6 +159,8 @@ class MainWindow(QMainWindow):
         self.act_import.setStatusTip("Add annotations from COCO or YOLO, or a folder of images")
         self.act_export = a["export"]
         m.addAction(self.act_export)
+        self.act_find_missing = m.addAction("Find missing images...", lambda: open_relink_dialog(self))
+        install_remove_images(self)  # image list context menu: Remove from project...
         m.addSeparator()
         self.act_choose_model = m.addAction("Choose model file...", self.choose_model_dialog)
         self.act_choose_model.setStatusTip("Use a trained model (.safetensors) for detection: it becomes the active version")

@@ -51,6 +51,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pollenstudio.core.atomic import write_text
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, Box, Source
 
@@ -76,6 +77,7 @@ class ImportCounts:
 class ImportSummary(ImportCounts):
     categories_skipped: list[str] = field(default_factory=list)  # unused super-categories
     missing_files: list[str] = field(default_factory=list)
+    images_relinked: int = 0  # images the project had lost, found again by this import
     skipped_crowd: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -109,13 +111,37 @@ def _polygon_area(poly) -> float:
 
 
 def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an integer like 10**400
+        return False
+
+
+MAX_COORD = 1e7  # pixels; no micrograph is ten million pixels across
+MAX_SIDE = 1_000_000  # image width/height
+MAX_NAME = 200  # characters in a taxon name
+
+
+def _is_id(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def bad_text(text: str) -> str | None:
+    """Why ``text`` cannot be a taxon name or file name (control characters break one-name-
+    per-line files and terminals), or None."""
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in text):
+        return "contains a line break or control character"
+    return None
 
 
 # ---------------------------------------------------------------------------- export
 def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
     """Write a COCO JSON of the project; returns a summary (counts, path)."""
-    out_path = Path(out_path)
+    from pollenstudio.core.atomic import check_output_path
+
+    out_path = check_output_path(out_path, "COCO file")
     out_dir = out_path.resolve().parent
     cats = project.categories()
     cat_index = {c.id: i + 1 for i, c in enumerate(cats)}
@@ -178,11 +204,8 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
         "annotations": annotations,
         "categories": categories,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc))  # dumps uses the C encoder; dump(f) streams in pure Python (5x slower)
-    os.replace(tmp, out_path)  # a reader never sees half a file
+    text = json.dumps(doc)  # dumps uses the C encoder; dump(f) streams in pure Python (5x slower)
+    write_text(out_path, text)  # unique temp file + rename: a reader never sees half a file
     return {"path": str(out_path), "images": len(images), "annotations": len(annotations),
             "categories": len(categories), "reviewed_only": reviewed_only}
 
@@ -205,23 +228,34 @@ def find_coco_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _load_json(path: Path):
+    if not path.is_file():  # a folder, a FIFO or a device would block or fail to read
+        raise ImportFormatError(f"{path}: not found or not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ImportFormatError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise ImportFormatError(f"{path.name}: not a text file (COCO annotations are JSON)") from None
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImportFormatError(f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise ImportFormatError(f"{path.name}: JSON nested too deeply to be a COCO file") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise ImportFormatError(f"{path.name}: not a usable JSON file ({exc})") from None
 
 
 def _find_image(root: Path, file_name: str) -> Path | None:
     rel = Path(file_name.replace("\\", "/"))
     for cand in (root / rel, root / "images" / rel, root / rel.name, root / "images" / rel.name):
-        if cand.is_file():
-            return cand
+        try:
+            if cand.is_file():
+                return cand
+        except (OSError, ValueError):
+            continue
     return None
 
 
@@ -270,6 +304,10 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
     from pollenstudio.core.imageio import file_sha256, image_info
 
     json_path = Path(json_path)
+    if images_root is not None:
+        if str(images_root).strip() == "" or not Path(images_root).is_dir():
+            raise ImportFormatError(f"images folder {str(images_root)!r} not found; nothing imported "
+                                    "(--images names the folder the COCO file names are relative to)")
     root = Path(images_root) if images_root is not None else json_path.resolve().parent
     doc = _load_json(json_path)
     pr = _Problems(json_path.name)
@@ -289,15 +327,21 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
     cat_extra: dict[str, dict] = {}  # name -> color / hotkey / parent from our own exports
     supers = set()
     for i, c in enumerate(doc["categories"]):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or not str(c.get("name", "")).strip():
-            pr.add(f"category #{i} needs an integer 'id' and a 'name'")
+        if not isinstance(c, dict) or not _is_id(c.get("id")) or not isinstance(c.get("name"), str) \
+                or not c["name"].strip():
+            pr.add(f"category #{i} needs an integer 'id' and a text 'name'")
             continue
         if c["id"] in cats:
             pr.add(f"category id {c['id']} appears twice")
             continue
-        cats[c["id"]] = str(c["name"]).strip()
-        if c.get("supercategory"):
-            supers.add(str(c["supercategory"]))
+        name = c["name"].strip()
+        why = bad_text(name) or ("is longer than 200 characters" if len(name) > MAX_NAME else None)
+        if why:
+            pr.add(f"category {c['id']}: the name {name[:40]!r} {why}")
+            continue
+        cats[c["id"]] = name
+        if isinstance(c.get("supercategory"), str) and c["supercategory"]:
+            supers.add(c["supercategory"])
         extra = {}
         color = c.get("color")
         if isinstance(color, str) and len(color) == 7 and color[0] == "#" and all(
@@ -305,32 +349,42 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             extra["color"] = color.lower()
         if isinstance(c.get("hotkey"), str) and c["hotkey"] in "123456789" and len(c["hotkey"]) == 1:
             extra["hotkey"] = c["hotkey"]
-        if isinstance(c.get("parent"), str) and c["parent"].strip():
+        if isinstance(c.get("parent"), str) and c["parent"].strip() and not bad_text(c["parent"].strip()):
             extra["parent"] = c["parent"].strip()
         cat_extra[cats[c["id"]]] = extra
 
     # images ---------------------------------------------------------------------
     imgs: dict[int, dict] = {}
+    names_seen: dict[str, int] = {}
     for i, im in enumerate(doc["images"]):
-        if not isinstance(im, dict) or not isinstance(im.get("id"), int) or not isinstance(im.get("file_name"), str):
+        if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
             pr.add(f"image #{i} needs an integer 'id' and a 'file_name'")
             continue
         if im["id"] in imgs:
             pr.add(f"image id {im['id']} appears twice")
             continue
+        fname = im["file_name"]
+        if not fname.strip() or fname.endswith(("/", "\\")) or bad_text(fname):
+            pr.add(f"image {im['id']}: file_name {fname[:60]!r} is not a file name")
+            continue
+        key = os.path.normpath(fname.replace("\\", "/"))
+        if key in names_seen:
+            pr.add(f"image {im['id']}: {fname!r} is listed twice (also image {names_seen[key]})")
+            continue
+        names_seen[key] = im["id"]
         w, h = im.get("width"), im.get("height")
-        if (w is not None and not _finite_number(w)) or (h is not None and not _finite_number(h)):
-            pr.add(f"image {im['id']} ({im['file_name']}): width/height must be numbers")
+        if any(v is not None and not (_finite_number(v) and 0 <= v <= MAX_SIDE) for v in (w, h)):
+            pr.add(f"image {im['id']} ({fname}): width/height must be numbers from 1 to {MAX_SIDE}")
             continue
         um = im.get("um_per_px")
-        if um is not None and not (_finite_number(um) and um > 0):
-            pr.add(f"image {im['id']} ({im['file_name']}): um_per_px must be a positive number")
+        if um is not None and not (_finite_number(um) and 0 < um <= 1e6):
+            pr.add(f"image {im['id']} ({fname}): um_per_px must be a positive number")
             continue
         group = im.get("group")
         review = im.get("review_status")
-        imgs[im["id"]] = {"file_name": im["file_name"], "width": w, "height": h,
+        imgs[im["id"]] = {"file_name": fname, "width": w, "height": h,
                           "um_per_px": float(um) if um is not None else None,
-                          "group": group if isinstance(group, str) and group else None,
+                          "group": group if isinstance(group, str) and group and not bad_text(group) else None,
                           "review_status": review if review in ("new", "in_review", "reviewed") else None}
 
     # annotations ------------------------------------------------------------------
@@ -343,15 +397,18 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             pr.add(f"{label} is not an object")
             continue
         if "id" in a:
+            if not isinstance(a["id"], (int, str)) or isinstance(a["id"], bool):
+                pr.add(f"annotation #{i}: 'id' must be a number or text")
+                continue
             if a["id"] in seen_ann:
                 pr.add(f"annotation id {a['id']} appears twice")
                 continue
             seen_ann.add(a["id"])
-        if a.get("image_id") not in imgs:
-            pr.add(f"{label}: unknown image id {a.get('image_id')!r}")
+        if not _is_id(a.get("image_id")) or a["image_id"] not in imgs:
+            pr.add(f"{label}: unknown image id {str(a.get('image_id'))[:40]}")
             continue
-        if a.get("category_id") not in cats:
-            pr.add(f"{label}: unknown category id {a.get('category_id')!r}")
+        if not _is_id(a.get("category_id")) or a["category_id"] not in cats:
+            pr.add(f"{label}: unknown category id {str(a.get('category_id'))[:40]}")
             continue
         if a.get("iscrowd", 0):
             summary.skipped_crowd += 1
@@ -369,12 +426,18 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             pr.add(f"{label}: 'bbox' must be four numbers [x, y, width, height]")
             continue
         x, y, w, h = (float(v) for v in bbox)
+        if max(abs(x), abs(y), w, h) > MAX_COORD:
+            pr.add(f"{label}: box {bbox} is far outside any image")
+            continue
+        if poly is not None and max(abs(v) for v in poly) > MAX_COORD:
+            pr.add(f"{label}: polygon is far outside any image")
+            continue
         if w <= 0 or h <= 0:
             pr.add(f"{label}: box has zero or negative size (width {w}, height {h})")
             continue
         score = a.get("score")
-        if score is not None and not _finite_number(score):
-            pr.add(f"{label}: 'score' must be a number")
+        if score is not None and not (_finite_number(score) and 0.0 <= score <= 1.0):
+            pr.add(f"{label}: 'score' must be a number from 0 to 1, got {str(score)[:40]}")
             continue
         used_cats.add(a["category_id"])
         parsed.append((a, Box(x, y, x + w, y + h), poly, label))
@@ -390,6 +453,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
 
     # resolve image files (headers only) -------------------------------------------
     resolved: dict[int, dict] = {}
+    files_seen: dict[str, int] = {}
     total = len(imgs)
     for n, (iid, im) in enumerate(imgs.items()):
         if progress is not None:
@@ -398,11 +462,21 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         path = _find_image(root, im["file_name"])
         entry = {"key": iid, "width": im["width"], "height": im["height"], "missing": 0,
                  "um_per_px": im["um_per_px"], "group": im["group"]}
+        if path is None and (root / im["file_name"]).is_dir():
+            pr.add(f"image {iid}: {im['file_name']!r} is a folder, not an image file")
+            continue
+        if path is not None:
+            real = str(path.resolve())
+            if real in files_seen:
+                pr.add(f"image {iid}: {im['file_name']!r} is the same file as image {files_seen[real]}")
+                continue
+            files_seen[real] = iid
         if path is None:
             entry.update(path=project._rel(root / im["file_name"]), missing=1)
             summary.missing_files.append(im["file_name"])
             if not im["width"] or not im["height"]:
                 pr.add(f"image {iid} ({im['file_name']}): file not found and no width/height given")
+                continue
         else:
             try:
                 info = image_info(path)
@@ -416,6 +490,9 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                          channels=info.channels, sha256=file_sha256(path), size_bytes=path.stat().st_size)
         entry["width"], entry["height"] = int(entry["width"] or 0), int(entry["height"] or 0)
         resolved[iid] = entry
+    if images_root is not None and resolved and all(e["missing"] for e in resolved.values()):
+        raise ImportFormatError(f"none of the {len(resolved)} image files named in {json_path.name} is in "
+                                f"{images_root}; nothing imported (check --images)")
 
     # bounds (1 px tolerance, then clip) -------------------------------------------------
     boxes = []
@@ -432,6 +509,13 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             if not box.is_valid():
                 pr.add(f"{label}: box has no area inside the image")
                 continue
+            if poly is not None:
+                xs, ys = poly[0::2], poly[1::2]
+                if min(xs) < -OVERSHOOT_PX or min(ys) < -OVERSHOOT_PX or max(xs) > W + OVERSHOOT_PX \
+                        or max(ys) > H + OVERSHOOT_PX:
+                    pr.add(f"{label}: polygon lies outside image {im['path']} ({W}x{H})")
+                    continue
+                poly = [min(max(v, 0.0), float(W if i % 2 == 0 else H)) for i, v in enumerate(poly)]
         boxes.append((a, box, poly))
     pr.raise_if_any()
 
@@ -454,16 +538,43 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         summary.categories_added = [n for n in name_to_id if n not in existing]
         _apply_category_extras(conn, summary.categories_added, name_to_id, cat_extra, existing)
         new_images, key_to_image = [], {}
+        by_sha: dict[str, int] = {}
+        alias: dict[int, int] = {}
+        missing_named = None
         for iid, entry in resolved.items():
-            old = project.find_image(path=project.resolve_path(entry["path"]), sha256=entry.get("sha256"))
+            sha = entry.get("sha256")
+            old = project.find_image(path=project.resolve_path(entry["path"]), sha256=sha)
+            if old is None and not entry["missing"]:
+                # a file the project lost (moved, or registered as missing by an import
+                # with the wrong --images): adopt it instead of adding the image twice
+                if missing_named is None:
+                    missing_named = project.missing_by_name()
+                cands = [r for r in missing_named.get(Path(entry["path"]).name.lower(), [])
+                         if (r.width, r.height) in ((entry["width"], entry["height"]), (0, 0))
+                         and (r.sha256 is None or r.sha256 == sha)]
+                if cands:
+                    old = cands[0]
+                    missing_named[Path(entry["path"]).name.lower()].remove(old)
             if old is not None:
+                if not entry["missing"] and not project.image_path(old).is_file():
+                    project._relocate(old.id, project.resolve_path(entry["path"]), sha, entry.get("size_bytes"),
+                                      entry["width"], entry["height"], entry.get("bit_depth", 8),
+                                      entry.get("channels", 3))
+                    summary.images_relinked += 1
                 key_to_image[iid] = old.id
                 summary.images_reused += 1
+            elif sha and sha in by_sha:  # the same picture under two names in this file
+                alias[iid] = by_sha[sha]
+                summary.images_reused += 1
             else:
+                if sha:
+                    by_sha[sha] = iid
                 new_images.append(entry)
         img_ids, _ = project.bulk_insert(new_images, [])
         for entry, new_id in zip(new_images, img_ids):
             key_to_image[entry["key"]] = new_id
+        for iid, first in alias.items():
+            key_to_image[iid] = key_to_image[first]
         summary.images_added = len(new_images)
         have = {}
         rows = []

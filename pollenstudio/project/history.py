@@ -27,7 +27,15 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "categories": ("id", "name", "color", "hotkey", "parent_id"),
     "images": ("id", "mark"),
+    # a whole image row, for removing an image from the project (undoable); its
+    # annotations are recorded as their own rows in the same command
+    "image_rows": (
+        "id", "path", "sha256", "width", "height", "bit_depth", "channels", "um_per_px", "status", "group_name",
+        "added", "mark", "size_bytes", "missing", "n_objects", "n_undecided", "n_rejected",
+    ),
 }
+# pseudo-tables -> the table they live in
+REAL_TABLE = {"image_rows": "images"}
 
 
 @dataclass
@@ -57,6 +65,7 @@ class Command:
 
 def snapshot(conn: sqlite3.Connection, table: str, row_id: int) -> dict | None:
     cols = SNAPSHOT_COLUMNS[table]
+    table = REAL_TABLE.get(table, table)
     row = conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", (row_id,)).fetchone()
     return None if row is None else dict(zip(cols, tuple(row)))
 
@@ -64,6 +73,7 @@ def snapshot(conn: sqlite3.Connection, table: str, row_id: int) -> dict | None:
 def write_state(conn: sqlite3.Connection, table: str, row_id: int, state: dict | None) -> None:
     """Make row ``row_id`` equal ``state`` (None deletes). Uses UPDATE for existing rows so
     that nothing else on the row (e.g. an image's path) is touched."""
+    table = REAL_TABLE.get(table, table)
     exists = conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)).fetchone() is not None
     if state is None:
         if exists:

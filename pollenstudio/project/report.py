@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from pathlib import Path
 
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
 
@@ -60,10 +59,12 @@ def count_rows(project, reviewed_only: bool = True) -> list[dict]:
 
 
 def write_counts_csv(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    from pollenstudio.core.atomic import atomic_write, check_output_path
+
+    out_path = check_output_path(out_path, "CSV report")
     rows = count_rows(project, reviewed_only)
-    with open(out_path, "w", newline="", encoding="utf-8") as f:
+    # unique temp file + rename: a full disk leaves the previous report as it was
+    with atomic_write(out_path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows(rows)

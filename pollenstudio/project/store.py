@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pollenstudio.core.errors import ImageReadError, ProjectError
+from pollenstudio.core.errors import DamagedProjectError, ImageReadError, ProjectError
 from pollenstudio.core.types import (
     Annotation,
     AnnotationStatus,
@@ -58,6 +58,32 @@ _ANN_COLS = (
 _OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
 _IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+BACKUP_DIR = ".pollen-backups"  # beside project.pollen: project.pollen.1 (newest) .. .N
+BACKUP_GENERATIONS = 3
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
+
+
+def backup_paths(db: Path) -> list[Path]:
+    """The automatic backups of a project file that exist, newest first."""
+    folder = db.parent / BACKUP_DIR
+    return [p for p in (folder / f"{db.name}.{i}" for i in range(1, BACKUP_GENERATIONS + 1)) if p.is_file()]
+
+
+def damage_message(db: Path, verdict: str) -> str:
+    """What to tell the user about a damaged project file, and how to recover it."""
+    verdict = " ".join(str(verdict).split())[:300]
+    backups = backup_paths(db)
+    if backups:
+        newest = backups[0]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(newest.stat().st_mtime))
+        how = (f"To recover, close PollenStudio, keep the damaged file aside (rename it), and copy the automatic "
+               f"backup {newest} (taken {when}) to {db}; edits made after that are lost. Older backups: "
+               + (", ".join(str(b) for b in backups[1:]) or "none") + ".")
+    else:
+        how = (f"There is no automatic backup in {db.parent / BACKUP_DIR}. Keep a copy of the file; the sqlite3 "
+               "tool's '.recover' command may rescue most of it.")
+    return (f"the project file {db} is damaged (SQLite integrity check: {verdict}). PollenStudio will not write "
+            f"to it. {how}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,12 @@ def _now() -> float:
     return time.time()
 
 
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 def _loads(text, default):
     return default if text is None else json.loads(text)
 
@@ -141,30 +173,50 @@ class Project:
         self._batch_depth = 0
         self._subscribers: list[Callable[[ChangeEvent], None]] = []
         self._pending: list[ChangeEvent] = []
+        self._damaged: str = ""  # set when a damaged page was met: no more writes
 
     @classmethod
     def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
         """Make a new project in ``folder`` (created if needed)."""
+        if str(folder).strip() == "" or "\x00" in str(folder):
+            raise ProjectError(f"{str(folder)!r} is not a folder name; choose a folder for the project")
         folder = Path(folder)
         db = folder / DB_NAME
         if db.exists():
             raise ProjectError(f"{folder} already holds a project; open it instead")
         if folder.exists() and not folder.is_dir():
             raise ProjectError(f"{folder} is a file, not a folder; choose a folder for the project")
-        folder.mkdir(parents=True, exist_ok=True)
-        conn = cls._connect(db)
-        migrate(conn)
-        with conn:
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("app", APP_ID), ("name", name or folder.name), ("created", str(_now()))],
-            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"cannot create the project folder {folder}: {exc.strerror or exc}") from None
+        try:
+            conn = cls._connect(db)
+            try:
+                migrate(conn)
+                with conn:
+                    conn.executemany(
+                        "INSERT INTO meta(key, value) VALUES (?, ?)",
+                        [("app", APP_ID), ("name", name or folder.name), ("created", str(_now()))],
+                    )
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+                except OSError:
+                    pass
+            raise ProjectError(f"cannot create a project in {folder}: {exc}") from None
         return cls(folder, conn)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Project":
         """Open a project folder or its ``project.pollen`` file. Nothing is written to a
         file that turns out not to be a project."""
+        if str(path).strip() == "" or "\x00" in str(path):
+            raise ProjectError(f"{str(path)!r} is not a project folder or file name")
         p = Path(path)
         if p.is_dir():
             db = p / DB_NAME
@@ -175,15 +227,78 @@ class Project:
             if not db.exists():
                 raise ProjectError(f"project not found: {p}")
         cls._check_is_project(db)
-        conn = cls._connect(db)
+        try:
+            conn = cls._connect(db)
+        except sqlite3.Error as exc:
+            raise ProjectError(f"cannot open {db}: {exc}") from None
         try:
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and any(w in str(exc) for w in _DAMAGE_WORDS):
+                raise DamagedProjectError(damage_message(db, str(exc))) from None
             raise ProjectError(f"{db}: could not upgrade the project ({exc})") from exc
         proj = cls(db.parent, conn)
         proj._trim_history()
+        proj._close_dead_runs()
+        proj.backup()
         return proj
+
+    def _close_dead_runs(self) -> None:
+        """A run still "running" whose process on this machine is gone was killed: record
+        it as "interrupted" instead of running forever."""
+        dead = []
+        for rid, summary in self._q("SELECT id, summary FROM runs WHERE status = 'running'"):
+            try:
+                owner = json.loads(summary) if summary else {}
+                pid = int(owner.get("pid", 0))
+            except (ValueError, TypeError, AttributeError):
+                continue
+            if pid <= 0 or owner.get("host") != _host() or pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                dead.append(rid)
+            except OSError:
+                continue
+        if dead:
+            with self._tx() as conn:
+                conn.executemany("UPDATE runs SET status = 'interrupted', finished = ? WHERE id = ?",
+                                 [(_now(), rid) for rid in dead])
+
+    def backup(self, generations: int = BACKUP_GENERATIONS) -> Path | None:
+        """Rolling backup of the project file (SQLite's online backup: a consistent copy
+        even while the file is in use) into ``.pollen-backups/project.pollen.1``, the older
+        ones shifted to .2 .. .N. Skipped when nothing changed since the newest backup.
+        A backup that cannot be written (full disk) is skipped, never fatal: returns None."""
+        folder = self.folder / BACKUP_DIR
+        db = self.db_path
+        newest = folder / f"{db.name}.1"
+        try:
+            changed = max(p.stat().st_mtime for p in (db, Path(f"{db}-wal")) if p.exists())
+            if newest.is_file() and newest.stat().st_mtime >= changed:
+                return newest
+            folder.mkdir(exist_ok=True)
+            tmp = folder / f".{db.name}.{os.getpid()}.tmp"
+            dst = sqlite3.connect(str(tmp))
+            try:
+                with self._lock:
+                    self._conn.backup(dst)
+            finally:
+                dst.close()
+            for i in range(generations - 1, 0, -1):
+                older = folder / f"{db.name}.{i}"
+                if older.is_file():
+                    os.replace(older, folder / f"{db.name}.{i + 1}")
+            os.replace(tmp, newest)
+            return newest
+        except (OSError, sqlite3.Error):
+            try:
+                (folder / f".{db.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+            except OSError:
+                pass
+            return None
 
     @staticmethod
     def _check_is_project(db: Path) -> None:
@@ -194,6 +309,10 @@ class Project:
             raise ProjectError(f"cannot read {db}: {exc.strerror}") from exc
         if head != _SQLITE_MAGIC:
             raise ProjectError(f"{db} is not a PollenStudio project (not an SQLite database)")
+        if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+            raise ProjectError(f"{db} is read-only: PollenStudio saves every edit into the project, so it needs to "
+                               "write there; copy the project folder somewhere you can write, or change its "
+                               "permissions")
         try:
             ro = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
@@ -201,10 +320,16 @@ class Project:
         try:
             version = ro.execute("PRAGMA user_version").fetchone()[0]
             app = ro.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
-        except sqlite3.Error as exc:
+            # a damaged page must be found before anything reads half a table or writes
+            verdict = "; ".join(r[0] for r in ro.execute("PRAGMA quick_check(20)").fetchall())
+        except sqlite3.DatabaseError as exc:
+            if any(w in str(exc) for w in _DAMAGE_WORDS):
+                raise DamagedProjectError(damage_message(db, str(exc))) from None
             raise ProjectError(f"{db} is not a PollenStudio project ({exc})") from exc
         finally:
             ro.close()
+        if verdict != "ok":
+            raise DamagedProjectError(damage_message(db, verdict))
         if not app or app[0] != APP_ID:
             raise ProjectError(f"{db} is an SQLite database but not a PollenStudio project")
         if version > SCHEMA_VERSION:
@@ -262,6 +387,19 @@ class Project:
     def schema_version(self) -> int:
         return self._q("PRAGMA user_version").fetchone()[0]
 
+    def get_meta(self, key: str) -> str | None:
+        """A value of the project's key/value table (None when absent)."""
+        row = self._q("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (None: remove) a key of the project's key/value table. Not undoable."""
+        with self._tx() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+
     def integrity_check(self) -> str:
         return self._q("PRAGMA integrity_check").fetchone()[0]
 
@@ -272,7 +410,28 @@ class Project:
         with self._lock:
             if self._conn is None:
                 raise ProjectError("the project is closed")
-            return _Rows(self._conn.execute(sql, params).fetchall())
+            try:
+                return _Rows(self._conn.execute(sql, params).fetchall())
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
+
+    def _db_error(self, exc: sqlite3.DatabaseError) -> Exception:
+        """A damaged page found while working: stop writing and say how to recover."""
+        text = str(exc)
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return exc  # our own mistake or a constraint, not damage: raised as it is
+        if any(w in text for w in _DAMAGE_WORDS) or type(exc) is sqlite3.DatabaseError:
+            self._damaged = text
+            try:
+                verdict = "; ".join(r[0] for r in self._conn.execute("PRAGMA quick_check(20)").fetchall())
+            except sqlite3.Error as exc2:
+                verdict = str(exc2)
+            return DamagedProjectError(damage_message(self.db_path, f"{text}; {verdict}"))
+        if "readonly" in text or "read-only" in text:
+            return ProjectError(f"{self.db_path} is read-only ({text}); nothing was saved")
+        if "locked" in text or "busy" in text:
+            return ProjectError(f"{self.db_path} is busy: another program is writing to it ({text}); try again")
+        return ProjectError(f"{self.db_path}: {text}")
 
     @contextmanager
     def _tx(self):
@@ -283,13 +442,23 @@ class Project:
             if self._conn.in_transaction:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            if self._damaged:
+                raise DamagedProjectError(damage_message(self.db_path, self._damaged))
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._db_error(exc) from None
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 self._pending.clear()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._db_error(exc) from None
                 raise
         self._flush_events()
 
@@ -320,7 +489,9 @@ class Project:
         )
         images = self._images_of_changes(conn, changes)
         self._refresh_status(images)
-        self._pending.append(self._event(cmd.label, changes, images))
+        # removing images: views reload their image lists instead of refreshing rows that are gone
+        kind = "images" if any(t == "image_rows" for t, _, _, _ in changes) else cmd.label
+        self._pending.append(self._event(kind, changes, images, label=cmd.label))
 
     @staticmethod
     def _images_of_changes(conn, changes) -> list[int]:
@@ -330,7 +501,7 @@ class Project:
                 for s in (before, after):
                     if s is not None:
                         ids.add(s["image_id"])
-            elif table == "images":
+            elif table in ("images", "image_rows"):
                 ids.add(row_id)
         return sorted(ids)
 
@@ -639,6 +810,71 @@ class Project:
             self._notify(ChangeEvent("images", "relink", tuple(u[-1] for u in updates)))
         return {u[-1]: u[0] for u in updates}
 
+    def file_problem(self, image: int | ImageRecord) -> str | None:
+        """Why the file of an image is not the picture the project registered, or None.
+        Missing file; other pixel size; other content (checked by SHA-256 whenever the
+        file's size changed or it was modified after it was added). Boxes drawn on one
+        picture must never be applied to another that took its name."""
+        from pollenstudio.core.imageio import file_sha256, image_info
+
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        p = self.image_path(rec)
+        if not p.is_file():
+            return (f"{rec.path}: file not found; if it was moved or renamed, run 'pollenstudio relink "
+                    f"{self.folder} SEARCH_DIR' (or File > Find missing images...)")
+        row = self._q("SELECT size_bytes, added FROM images WHERE id = ?", (rec.id,)).fetchone()
+        size, added = (row or (None, None))
+        try:
+            st = p.stat()
+            if rec.width and rec.height:
+                info = image_info(p)
+                if (info.width, info.height) != (rec.width, rec.height):
+                    return (f"{rec.path}: the file is now {info.width}x{info.height} pixels, the project registered "
+                            f"{rec.width}x{rec.height}; it was replaced by another picture")
+            changed = (size is not None and st.st_size != size) or (added is not None and st.st_mtime > added)
+            if rec.sha256 and changed and file_sha256(p) != rec.sha256:
+                return (f"{rec.path}: the file's content changed since it was added (another picture under the "
+                        "same name?); remove the image from the project or put the original back")
+        except ImageReadError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"{rec.path}: cannot read ({exc.strerror or exc})"
+        return None
+
+    def missing_by_name(self) -> dict[str, list[ImageRecord]]:
+        """Images whose file is missing, by lower-case file name (for importers and relink
+        to recognise a moved file instead of adding it a second time)."""
+        out: dict[str, list[ImageRecord]] = {}
+        for rec in self.missing_images():
+            out.setdefault(Path(rec.path).name.lower(), []).append(rec)
+        return out
+
+    def _relocate(self, image_id: int, path: str | os.PathLike, sha256: str | None, size_bytes: int | None,
+                  width: int, height: int, bit_depth: int = 8, channels: int = 3) -> None:
+        """Point a (missing) image at its file found elsewhere, in the caller's transaction."""
+        self._conn.execute(
+            "UPDATE images SET path = ?, sha256 = ?, size_bytes = ?, missing = 0, width = ?, height = ?, "
+            "bit_depth = ?, channels = ? WHERE id = ?",
+            (self._rel(path), sha256, size_bytes, width, height, bit_depth, channels, image_id))
+        self._notify(ChangeEvent("images", "relink", (image_id,)))
+
+    def remove_images(self, image_ids: Iterable[int], label: str = "remove images") -> int:
+        """Remove images from the project (the files stay on disk): one undoable command
+        that also removes their annotations; undo brings back the images with every
+        annotation as it was. Returns the number removed. Unknown ids are an error."""
+        ids = sorted(set(int(i) for i in image_ids))
+        for i in ids:
+            self.image(i)  # raises ProjectError for an unknown id, before anything changes
+        if not ids:
+            return 0
+        with self._command(label):
+            for image_id in ids:
+                for (aid,) in self._conn.execute("SELECT id FROM annotations WHERE image_id = ?",
+                                                 (image_id,)).fetchall():
+                    self._set_row("annotations", aid, None)
+                self._set_row("image_rows", image_id, None)
+        return len(ids)
+
     @staticmethod
     def _same_size(rec: ImageRecord, p: Path) -> bool:
         """A file found by name only is the image when its size matches (else boxes would not fit)."""
@@ -684,9 +920,16 @@ class Project:
 
     @staticmethod
     def _check_name(name: str) -> str:
+        if name is not None and not isinstance(name, str):
+            raise ProjectError(f"a taxon name is text, got {type(name).__name__}")
         name = (name or "").strip()
         if not name:
             raise ProjectError("a taxon needs a name")
+        if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in name):
+            # a line break would split the name in YOLO's classes.txt and shift every index
+            raise ProjectError(f"a taxon name cannot contain a line break or control character: {name[:40]!r}")
+        if len(name) > 200:
+            raise ProjectError("a taxon name is at most 200 characters long")
         return name
 
     def add_category(self, name: str, color: str | None = None, hotkey: str | None = None,
@@ -980,7 +1223,10 @@ class Project:
                 conn.execute("UPDATE history SET undone = ? WHERE id = ?", (1 if undo else 0, hid))
                 images = self._images_of_changes(conn, changes)
                 self._refresh_status(images)
-                ev = self._event("undo" if undo else "redo", done, images, label=label)
+                kind = "undo" if undo else "redo"
+                if any(t == "image_rows" for t, _, _, _ in done):
+                    kind = "images"  # images came back or went again: views reload their lists
+                ev = self._event(kind, done, images, label=label)
                 self._pending.append(ev)
             return ev
 
@@ -1173,8 +1419,10 @@ class Project:
     def start_run(self, kind: str, params: dict | None = None) -> int:
         """Record a job (detect, train, import, ...) as running; returns its id."""
         with self._tx() as conn:
-            cur = conn.execute("INSERT INTO runs(kind, params, status, summary, started) VALUES (?, ?, 'running', NULL, ?)",
-                               (kind, json.dumps(params or {}, default=str), _now()))
+            # who runs it, so that a later open can tell a run whose process was killed
+            owner = json.dumps({"pid": os.getpid(), "host": _host()})
+            cur = conn.execute("INSERT INTO runs(kind, params, status, summary, started) VALUES (?, ?, 'running', ?, ?)",
+                               (kind, json.dumps(params or {}, default=str), owner, _now()))
             self._notify(ChangeEvent("runs", kind))
         return cur.lastrowid
 

@@ -52,11 +52,15 @@ def detect_source(source: str | os.PathLike, kind: str = "auto") -> tuple[str, P
     from pollenstudio.project.coco import find_coco_files
     from pollenstudio.project.yolo import is_yolo_folder
 
+    if str(source).strip() == "" or "\x00" in str(source):
+        raise ImportFormatError(f"{str(source)!r} is not a file or folder name")
     src = Path(source)
     if kind not in ("auto", *IMPORT_KINDS):
         raise ImportFormatError(f"unknown import kind {kind!r}: expected one of {', '.join(IMPORT_KINDS)}")
     if not src.exists():
         raise ImportFormatError(f"{src}: not found")
+    if not (src.is_file() or src.is_dir()):  # a FIFO, socket or device would block or mislead
+        raise ImportFormatError(f"{src}: not a regular file or folder")
     if src.is_file():
         if kind in ("auto", "coco") and src.suffix.lower() == ".json":
             return "coco", src
@@ -99,6 +103,10 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
     else:
         # a cancel raises Cancelled; into an existing project the files read so far stay
         res = project.add_folder(path, progress=progress)
+        if res.errors and not res.added and not res.duplicates:
+            shown = "; ".join(r for _, r in res.errors[:3])
+            raise ImportFormatError(f"{path}: none of the {len(res.errors)} image file(s) could be read ({shown}"
+                                    f"{' ...' if len(res.errors) > 3 else ''}); nothing imported")
         summary = {"images_added": len(res.added), "duplicates": list(res.duplicates),
                    "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
     # recorded only on success: a failed import leaves the project as it was
@@ -117,8 +125,11 @@ def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind:
     it (or hands it to the GUI). On any failure, cancel included, a project this call
     created is closed and removed (its folder too, when the call made the folder and it
     is empty again) and the error is raised; an existing project is left as it was."""
+    from pollenstudio.core.errors import ProjectError
     from pollenstudio.project.store import Project
 
+    if str(target).strip() == "" or "\x00" in str(target):
+        raise ProjectError(f"{str(target)!r} is not a project folder name")
     target = Path(target)
     detect_source(source, kind)  # bad input: say so before creating anything
     created = not (target / DB_NAME).exists() and not target.is_file()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, Box
-from pollenstudio.project.coco import ImportCounts, _Problems
+from pollenstudio.project.coco import MAX_NAME, ImportCounts, _Problems, bad_text
 
 TOLERANCE = 1e-3
 CLASS_FILES = ("classes.txt", "obj.names")
@@ -46,54 +46,126 @@ def is_yolo_folder(folder: str | os.PathLike) -> bool:
 
 # ---------------------------------------------------------------------------- export
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        dst.unlink()
+    """Hard link (else copy) ``src`` to a unique temporary name beside ``dst``, then rename
+    it over ``dst``: whatever stood there (a symlink included) is replaced, never written
+    through."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+MANIFEST = ".pollenstudio-export.json"  # the files an export wrote, so the next one can clear them
+
+
+def _clear_previous_export(out: Path) -> None:
+    """Remove the files our previous export into ``out`` wrote (listed in its manifest), and
+    only those: a reviewed-only export into a folder that held an --all export must not keep
+    the old proposals' label files. Files the user put there are left alone."""
+    import json
+
+    man = out / MANIFEST
+    if not man.is_file():
+        return
+    try:
+        listed = json.loads(man.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        listed = []
+    root = out.resolve()
+    for rel in listed if isinstance(listed, list) else []:
+        if not isinstance(rel, str) or "\x00" in rel:
+            continue
+        p = out / rel
+        try:
+            if p.resolve().parent.is_relative_to(root) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        except (OSError, ValueError):
+            continue
+    man.unlink(missing_ok=True)
 
 
 def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True, copy_images: bool = True) -> dict:
-    """Write a YOLO dataset folder; returns a summary."""
-    out = Path(out_dir)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
+    """Write a YOLO dataset folder; returns a summary. Every file is written to a unique
+    temporary name and renamed into place; the files of an earlier export into the same
+    folder (and only those) are removed first."""
+    import json
+
+    from pollenstudio.core.atomic import WriteError, make_dir, os_reason, write_text
+
     cats = project.categories()
+    for c in cats:  # one name per line: a line break inside a name would shift every index
+        if any(ch in c.name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise WriteError(f"taxon {c.name!r} has a line break in its name; rename it before a YOLO export "
+                             "(classes.txt holds one name per line)")
+    out = make_dir(out_dir, "YOLO export folder")
+    try:
+        _clear_previous_export(out)
+        (out / "labels").mkdir(parents=True, exist_ok=True)
+        if copy_images:
+            (out / "images").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot write into {out}: {os_reason(exc)}") from None
+    written: list[str] = []
+
+    def put(rel: str, text: str) -> None:
+        write_text(out / rel, text)
+        written.append(rel)
+
+    def save_manifest() -> None:
+        write_text(out / MANIFEST, json.dumps({"files": written}))
+
     index = {c.id: i for i, c in enumerate(cats)}
-    (out / "classes.txt").write_text("".join(c.name + "\n" for c in cats), encoding="utf-8")
     if reviewed_only:
         recs = project.images(status="reviewed")
         keep = OBJECT_STATUSES
     else:
         recs = project.images()
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}
-    if copy_images:
-        (out / "images").mkdir(exist_ok=True)
     used_stems: set[str] = set()
     n_ann, missing = 0, []
-    for rec in recs:
-        src = project.image_path(rec)
-        stem = Path(rec.path).stem
-        if stem in used_stems:  # same name in two folders
-            stem = f"{rec.id}_{stem}"
-        used_stems.add(stem)
-        if copy_images:
-            if src.is_file():
-                _link_or_copy(src, out / "images" / (stem + src.suffix.lower()))
-            else:
-                missing.append(rec.path)
-        lines = []
-        W, H = float(rec.width), float(rec.height)
-        for a in project.annotations(rec.id):
-            if a.status not in keep or not W or not H:
-                continue
-            cx, cy = a.box.center
-            line = f"{index[a.category_id]} {cx / W:.6f} {cy / H:.6f} {a.box.width / W:.6f} {a.box.height / H:.6f}"
-            if not reviewed_only and a.status is AnnotationStatus.PROPOSED and a.score is not None:
-                line += f" {a.score:.6f}"
-            lines.append(line + "\n")
-        (out / "labels" / (stem + ".txt")).write_text("".join(lines), encoding="utf-8")
-        n_ann += len(lines)
+    try:
+        put("classes.txt", "".join(c.name + "\n" for c in cats))
+        for rec in recs:
+            src = project.image_path(rec)
+            stem = Path(rec.path).stem
+            if stem in used_stems:  # same name in two folders
+                stem = f"{rec.id}_{stem}"
+            used_stems.add(stem)
+            if copy_images:
+                if src.is_file():
+                    rel = f"images/{stem}{src.suffix.lower()}"
+                    try:
+                        _link_or_copy(src, out / rel)
+                    except OSError as exc:
+                        raise WriteError(f"cannot write {out / rel}: {os_reason(exc)}") from None
+                    written.append(rel)
+                else:
+                    missing.append(rec.path)
+            lines = []
+            W, H = float(rec.width), float(rec.height)
+            for a in project.annotations(rec.id):
+                if a.status not in keep or not W or not H:
+                    continue
+                cx, cy = a.box.center
+                line = f"{index[a.category_id]} {cx / W:.6f} {cy / H:.6f} {a.box.width / W:.6f} {a.box.height / H:.6f}"
+                if not reviewed_only and a.status is AnnotationStatus.PROPOSED and a.score is not None:
+                    line += f" {a.score:.6f}"
+                lines.append(line + "\n")
+            put(f"labels/{stem}.txt", "".join(lines))
+            n_ann += len(lines)
+    finally:
+        save_manifest()  # even a failed export lists what it wrote, so the next one clears it
     return {"path": str(out), "images": len(recs), "annotations": n_ann, "categories": len(cats),
             "missing_images": missing, "reviewed_only": reviewed_only}
 
@@ -103,12 +175,22 @@ def _read_classes(folder: Path) -> list[str]:
     for name in CLASS_FILES:
         for cand in (folder / name, folder.parent / name):
             if cand.is_file():
-                names = [ln.strip() for ln in cand.read_text(encoding="utf-8-sig").splitlines()]
+                try:
+                    text = cand.read_text(encoding="utf-8-sig")
+                except UnicodeDecodeError:
+                    raise ImportFormatError(f"{cand}: not UTF-8 text; save the class list as UTF-8") from None
+                except OSError as exc:
+                    raise ImportFormatError(f"{cand}: cannot read ({exc.strerror or exc})") from None
+                names = [ln.strip() for ln in text.split("\n")]
                 names = [n for n in names if n]
                 if not names:
                     raise ImportFormatError(f"{cand}: the class list is empty")
                 if len(set(names)) != len(names):
                     raise ImportFormatError(f"{cand}: a class name appears twice")
+                for n in names:
+                    why = bad_text(n) or ("is longer than 200 characters" if len(n) > MAX_NAME else None)
+                    if why:
+                        raise ImportFormatError(f"{cand}: the class name {n[:40]!r} {why}")
                 return names
     raise ImportFormatError(f"{folder}: no classes.txt (one taxon name per line) found; it is needed to read YOLO labels")
 
@@ -142,6 +224,9 @@ def _parse_label(path: Path, n_classes: int, pr: _Problems):
         if len(vals) in (4, 5):
             cx, cy, w, h = vals[:4]
             score = vals[4] if len(vals) == 5 else None
+            if score is not None and not 0.0 <= score <= 1.0:
+                pr.add(f"{where}: the score (sixth column) must be from 0 to 1, got {score:g}")
+                continue
             if w <= 0 or h <= 0:
                 pr.add(f"{where}: box has zero or negative size")
                 continue
@@ -173,9 +258,10 @@ def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImport
     names = _read_classes(folder)
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     lab_dir = folder / "labels" if (folder / "labels").is_dir() else folder
+    # regular files only: a FIFO or device named like a label would block the import
     images = sorted(p for p in img_dir.rglob("*") if p.is_file() and is_image_file(p))
     labels = {p.relative_to(lab_dir).with_suffix("").as_posix(): p for p in lab_dir.rglob("*.txt")
-              if p.name not in CLASS_FILES}
+              if p.name not in CLASS_FILES and p.is_file()}
     by_stem: dict[str, list[Path]] = {}
     for p in labels.values():
         by_stem.setdefault(p.stem, []).append(p)
@@ -216,6 +302,9 @@ def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImport
             if old is not None:
                 image_ids[k] = old.id
                 summary.images_reused += 1
+                if not project.image_path(old).is_file():  # the project lost it: this is where it went
+                    project._relocate(old.id, img, sha, img.stat().st_size, info.width, info.height,
+                                      info.bit_depth, info.channels)
                 if empty_label and old.status.value == "new":
                     project._conn.execute("UPDATE images SET mark = 'reviewed' WHERE id = ?", (old.id,))
                     project._refresh_status([old.id])

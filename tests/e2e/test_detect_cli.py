@@ -85,7 +85,8 @@ def test_detect_rejects_a_bad_tile_setting(tmp_path, tiny_model_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((64, 64, 3), 200, np.uint8))
     res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--tile", "big", "--device", "cpu")
-    assert res.returncode == 1 and "tile" in res.stderr and "Traceback" not in res.stderr
+    # a usage error (issue 17: argparse's exit status 2, like every other bad option value)
+    assert res.returncode == 2 and "tile" in res.stderr and "Traceback" not in res.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
     res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cuda:7")
     assert res.returncode == 1 and ("CUDA" in res.stderr or "GPU" in res.stderr)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -482,7 +481,7 @@ def composite_dataset(out_dir, n: int, library: GrainLibrary, seed: int = 0, cfg
         categories=[dict(id=k + 1, name=name, supercategory="pollen") for k, name in enumerate(names)],
     )
     path = out / ANNOTATIONS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(coco, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from pollenstudio.core.atomic import write_text
+
+    write_text(path, json.dumps(coco, indent=1) + "\n")  # unique temp file + rename
     return path

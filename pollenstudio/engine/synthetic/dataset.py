@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -107,7 +106,7 @@ def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = N
         else [dict(id=k + 1, name=name, supercategory="pollen") for k, name in enumerate(names)],
     )
     path = out / ANNOTATIONS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(coco, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from pollenstudio.core.atomic import write_text
+
+    write_text(path, json.dumps(coco, indent=1) + "\n")  # unique temp file + rename
     return path
