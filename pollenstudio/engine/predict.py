@@ -130,6 +130,15 @@ class ImageResult:
     height: int = 0
     tiles: int = 0  # units run: 1 for a letterboxed image, the tile count when tiled
     error: str | None = None
+    cap: int = 0  # the most detections this image could keep (scales with its tiles)
+    dropped: int = 0  # detections over ``cap`` that were dropped: reported, never silent
+    units_capped: int = 0  # model inputs (tiles) whose own output hit max_det: more may be there
+    merged: int = 0  # boxes folded into another box on the same grain (their taxa kept in top-k)
+
+    @property
+    def capped(self) -> bool:
+        """A cap was hit: grains may be missing from ``detections``."""
+        return self.dropped > 0 or self.units_capped > 0
 
 
 @dataclass
@@ -143,10 +152,60 @@ class _ImageState:
     tiles: list = field(default_factory=list)  # Tile objects when tiled
     parts: list = field(default_factory=list)  # per unit: (boxes, scores, classes, probs, levels, tile index)
     error: str | None = None
+    units_capped: int = 0  # units whose own output hit max_det (more may have been there)
 
     @property
     def complete(self) -> bool:
         return self.expected >= 0 and self.received >= self.expected
+
+
+# ----------------------------------------------------------------------------------------
+# one grain, one box
+# ----------------------------------------------------------------------------------------
+
+
+def same_grain_groups(
+    boxes: np.ndarray, scores: np.ndarray, iou: float = 0.45, cover: float = 0.8, min_area_ratio: float = 0.2
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """Class-agnostic suppression of boxes on the same grain.
+
+    Greedy, best score first: a box is folded into a better one when their IoU is at least
+    ``iou``, or when at least ``cover`` of it lies inside the better box and it is not much
+    smaller (area at least ``min_area_ratio`` of it: one sac of a bisaccate grain, not a small
+    grain lying on a large one). Returns (indices kept, best first; {kept index: [folded
+    indices]}).
+    """
+    n = len(boxes)
+    if n == 0:
+        return np.zeros(0, np.int64), {}
+    b = np.asarray(boxes, np.float64)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    alive = np.ones(n, bool)
+    keep: list[int] = []
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        if not alive[i]:
+            continue
+        alive[i] = False
+        keep.append(int(i))
+        rest = np.nonzero(alive)[0]
+        if not len(rest):
+            groups[int(i)] = []
+            continue
+        iw = np.clip(np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0]), 0, None)
+        ih = np.clip(np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1]), 0, None)
+        inter = iw * ih
+        union = area[i] + area[rest] - inter
+        iou_v = inter / np.maximum(union, 1e-9)
+        small = np.minimum(area[i], area[rest])
+        big = np.maximum(area[i], area[rest])
+        cover_v = inter / np.maximum(small, 1e-9)
+        same = (iou_v >= iou) | ((cover_v >= cover) & (small >= min_area_ratio * big))
+        members = rest[same]
+        alive[members] = False
+        groups[int(i)] = [int(m) for m in members]
+    return np.asarray(keep, np.int64), groups
 
 
 # ----------------------------------------------------------------------------------------
@@ -164,7 +223,14 @@ class Predictor:
     form (Conv+BN folded, OmniKernel re-parameterised): same detections, faster.
     ``tile``: "auto" | "off" | tile side in pixels (see ``tiling.resolve_tile_size``);
     ``overlap``: share of the tile side that neighbouring tiles share.
+
+    One grain, one box: boxes of any taxa on the same grain (see :func:`same_grain_groups`)
+    are folded into the best one, whose top-k then lists the others' taxa.
     """
+
+    merge_same_grain: bool = True
+    grain_iou: float = 0.45  # two boxes overlapping this much mark the same grain ...
+    grain_cover: float = 0.8  # ... or one lies this much inside a box not much larger
 
     def __init__(
         self,
@@ -435,6 +501,8 @@ class Predictor:
                     np.full(int(inside.sum()), k, dtype=np.int64),
                 )
             )
+            if len(p.scores) >= self.max_det:
+                state.units_capped += 1
             state.received += 1
         t3 = time.perf_counter()
         self.timings["preprocess"] += t1 - t0
@@ -459,11 +527,27 @@ class Predictor:
                 boxes[idx], scores[idx], tidx[idx], s.tiles, iou=min(self.iou, 0.5), edge_margin=2.0 / min(scale, 1.0)
             )
             idx = idx[keep]
-        idx = idx[np.argsort(-scores[idx], kind="stable")][: self.max_det]
-        dets = [self._detection(boxes[i], scores[i], classes[i], probs[i], levels[i]) for i in idx]
+        merged = 0
+        alts: dict[int, np.ndarray] = {}
+        if self.merge_same_grain and len(idx) > 1:
+            keep, groups = same_grain_groups(boxes[idx], scores[idx], iou=self.grain_iou, cover=self.grain_cover)
+            for k, members in groups.items():
+                if members:  # carry the other boxes' taxa as alternatives of the one kept
+                    alts[int(idx[k])] = np.max(probs[idx[[k, *members]]], axis=0)
+                    merged += len(members)
+            idx = idx[keep]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        # the per-image cap scales with the tiles: a 6000x4000 scan is ~100 model inputs and may
+        # hold hundreds of grains; whatever a cap drops is reported, never silent
+        cap = self.max_det * max(len(s.tiles), 1)
+        dropped = max(0, len(idx) - cap)
+        idx = idx[:cap]
+        dets = [self._detection(boxes[i], scores[i], classes[i], alts.get(int(i), probs[i]), levels[i]) for i in idx]
         self.timings["postprocess"] += time.perf_counter() - t0
         self.images_done += 1
-        return ImageResult(s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1))
+        return ImageResult(
+            s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1), cap=cap, dropped=dropped, units_capped=s.units_capped, merged=merged
+        )
 
     def _detection(self, box, score, cls, probs, level) -> Detection:
         k = min(self.topk, len(probs))

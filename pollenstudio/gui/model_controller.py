@@ -160,6 +160,12 @@ class ModelController(QObject):
             self.device_text = device
             self.modelChanged.emit()
             words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
+            if summary.capped:
+                path, kept, dropped = summary.capped[0]
+                words += (
+                    f"; WARNING: the detection cap was hit on {len(summary.capped)} image(s) "
+                    f"({path}: kept {kept}" + (f", dropped {dropped} weaker)" if dropped else ", a tile was full)")
+                )
             if summary.failed:
                 words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
             self.detectEnded.emit(words)
