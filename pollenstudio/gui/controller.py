@@ -20,7 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
 from pollenstudio.core.errors import PollenStudioError
-from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category
+from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category, ReviewStatus
 from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
 from pollenstudio.gui.image_list import ImageRow
@@ -75,12 +75,15 @@ class ReviewController(QObject):
         self.threshold = DEFAULT_REVIEW_THRESHOLD
         self.lowest_score: float | None = None  # least confident undecided proposal (last queue read)
         self.order = "score"  # queue order: "score" (lowest first) or "margin"
-        self.within_image = False  # advance inside the image first, then along the queue
+        # review order: "image" = the current image's proposals first (least certain first),
+        # then the next image in the list's order; "queue" = one project-wide queue
+        self.within_image = True
         self.last_category: int | None = None
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
-        self._project_counts: dict[int, int] | None = None  # last read (may lag an edit)
+        self._project_counts: dict[int, int] | None = None  # last read (may lag an edit): confirmed + undecided
+        self._project_confirmed: dict[int, int] = {}  # confirmed grains per taxon, same read
         self._unsubscribe = None
         self.jobs = JobRunner(self)
         self._storeEvent.connect(self._on_store_event)
@@ -108,6 +111,7 @@ class ReviewController(QObject):
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
+        self._project_confirmed = {}
         self.lowest_score = None
         self.refresh_project_counts()
         self.projectChanged.emit()
@@ -189,14 +193,18 @@ class ReviewController(QObject):
             return []
         project_counts = self._project_counts or {}
         image_counts: dict[int, int] = {}
+        image_confirmed: dict[int, int] = {}
         for a in self._anns:
             if a.status is not AnnotationStatus.REJECTED:
                 image_counts[a.category_id] = image_counts.get(a.category_id, 0) + 1
+            if a.status.is_object:
+                image_confirmed[a.category_id] = image_confirmed.get(a.category_id, 0) + 1
         by_id = {cid: d for d, cid in self.hotkeys().items()}
         rows = []
         for c in self.categories():
             shown = c if c.hotkey else Category(c.id, c.name, c.color, by_id.get(c.id), c.parent_id)
-            rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0)))
+            rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0),
+                                 image_confirmed.get(c.id, 0), self._project_confirmed.get(c.id, 0)))
         return rows
 
     def refresh_project_counts(self) -> None:
@@ -212,7 +220,7 @@ class ReviewController(QObject):
 
         def done(counts, p=p):
             if self.project is p:
-                self._project_counts = counts
+                self._project_counts, self._project_confirmed = counts
                 self.projectCountsReady.emit()
 
         self.jobs.submit("counts", category_counts_job, str(p.db_path), str(p.folder), on_done=done,
@@ -394,18 +402,39 @@ class ReviewController(QObject):
         else:
             self.select(ann_id, centre=True)
 
+    @property
+    def review_mode(self) -> str:
+        return "image" if self.within_image else "queue"
+
+    def set_review_mode(self, mode: str) -> None:
+        """"image": Tab / A / X stay on the image until its proposals are decided, then Tab
+        (or Enter, image finished) goes on to the next image in the list; "queue": one
+        project-wide queue, least certain first (images change as the queue says)."""
+        if mode not in ("image", "queue"):
+            raise ValueError(f"review mode is image or queue, got {mode!r}")
+        self.within_image = mode == "image"
+
+    def _next_in_image(self, anchor: int | None, backwards: bool = False) -> Annotation | None:
+        p = self.project
+        if self.image_id is None:
+            return None
+        kw = dict(min_score=self.threshold, order=self.order, backwards=backwards, image_id=self.image_id)
+        a = p.next_undecided(anchor, **kw)
+        if a is None:  # wrap within the image before leaving it
+            a = p.next_undecided(None, **kw)
+            if a is not None and a.id == anchor:
+                a = None
+        return a
+
     def _next_undecided(self, anchor: int | None, backwards: bool = False) -> Annotation | None:
         p = self.project
         kw = dict(min_score=self.threshold, order=self.order, backwards=backwards)
-        if self.within_image and self.image_id is not None:
-            a = p.next_undecided(anchor, image_id=self.image_id, **kw)
-            if a is None:  # wrap within the image before leaving it
-                a = p.next_undecided(None, image_id=self.image_id, **kw)
-                if a is not None and a.id == anchor:
-                    a = None
+        if self.within_image:
+            a = self._next_in_image(anchor, backwards)
             if a is not None:
                 return a
-            return p.next_undecided(None, **kw)
+            iid = self._next_image_to_review(backwards, need_proposals=True)
+            return None if iid is None else p.next_undecided(None, image_id=iid, **kw)
         a = p.next_undecided(anchor, **kw)
         if a is None:
             a = p.next_undecided(None, **kw)  # wrap to the start of the queue
@@ -413,17 +442,60 @@ class ReviewController(QObject):
                 return None
         return a
 
+    def _list_order(self) -> list[int]:
+        if self.image_order:
+            return list(self.image_order())
+        return [r.id for r in self.project.images()] if self.project else []
+
+    def _next_image_to_review(self, backwards: bool = False, need_proposals: bool = False) -> int | None:
+        """The next image after the current one in the list's order (wrapping) that still
+        has undecided proposals above the threshold; unless ``need_proposals``, else the next
+        one not yet reviewed (nobody has finished it)."""
+        p = self.project
+        ids = self._list_order()
+        if not ids:
+            return None
+        if self.image_id in ids:
+            i = ids.index(self.image_id)
+            ring = ids[i + 1:] + ids[:i] if not backwards else list(reversed(ids[:i])) + list(reversed(ids[i + 1:]))
+        else:
+            ring = ids if not backwards else list(reversed(ids))
+        counts = p.image_counts()
+        for iid in ring:
+            c = counts.get(iid)
+            if c is not None and c.undecided and p.next_undecided(None, min_score=self.threshold, image_id=iid):
+                return iid
+        if need_proposals:
+            return None
+        reviewed = {r.id for r in p.images(status=ReviewStatus.REVIEWED)}
+        return next((iid for iid in ring if iid not in reviewed), None)
+
     def step_proposal(self, step: int) -> None:
-        """Tab / Shift+Tab: next or previous undecided proposal in queue order."""
+        """Tab / Shift+Tab: next or previous undecided proposal (in the image first, in
+        "image" mode; along the project-wide queue in "queue" mode)."""
         if self.project is None:
             return
         a = self._next_undecided(self.selected, backwards=step < 0)
         if a is None:
             self.message.emit("No undecided proposal left above the threshold")
             return
+        if a.image_id != self.image_id:
+            self.message.emit(f"Next image: {self._names.get(a.image_id) or Path(self.project.image(a.image_id).path).name}")
         self.go_to(a.id, a.image_id)
 
     def _advance_from(self, ann_id: int) -> None:
+        if self.within_image:
+            a = self._next_in_image(ann_id)
+            if a is None:
+                # the image's proposals are decided: stay, so the reviewer can look for
+                # missed grains before calling it finished
+                self.selected = None
+                self.boxesChanged.emit()
+                self.message.emit("Every proposal on this image is decided: draw any missed grain (B), "
+                                  "then Enter = image finished (Tab: next image)")
+                return
+            self.go_to(a.id, a.image_id)
+            return
         a = self._next_undecided(ann_id)
         if a is None:
             self.selected = None
@@ -431,6 +503,60 @@ class ReviewController(QObject):
             self.message.emit("All proposals above the threshold are reviewed")
             return
         self.go_to(a.id, a.image_id)
+
+    def finish_image(self) -> bool:
+        """Enter: the reviewer has looked at the whole image (missed grains drawn): mark it
+        reviewed (one undo step) and go on to the next image to review. Refused while
+        proposals on it are undecided. Returns whether it was marked."""
+        p = self.project
+        if p is None or self.image_id is None:
+            return False
+        left = [a for a in p.annotations(self.image_id) if a.status is AnnotationStatus.PROPOSED]
+        if left:
+            n = len(left)
+            self.message.emit(f"{n} proposal{'s' if n != 1 else ''} on this image still undecided "
+                              "(Tab goes to them; 0 = no grains here rejects them all)")
+            return False
+        if self._edit(p.set_image_status, self.image_id, ReviewStatus.REVIEWED) is None:
+            return False
+        self._go_on_after_finishing("Image finished")
+        return True
+
+    def no_grains(self) -> bool:
+        """0: "no grains on this image": reject its undecided proposals and mark it reviewed,
+        one undo step. Refused when it holds confirmed grains (Enter finishes such an image)."""
+        p = self.project
+        if p is None or self.image_id is None:
+            return False
+        anns = p.annotations(self.image_id)
+        n_obj = sum(1 for a in anns if a.status.is_object)
+        if n_obj:
+            self.message.emit(f"This image has {n_obj} confirmed grain{'s' if n_obj != 1 else ''}: "
+                              "reject them first, or press Enter if the image is finished")
+            return False
+        iid = self.image_id
+
+        def both():
+            with p.batch("no grains on image"):
+                p.reject_all(iid)
+                p.set_image_status(iid, ReviewStatus.REVIEWED)
+            return True
+
+        if self._edit(both) is None:
+            return False
+        self._go_on_after_finishing("No grains here: image finished")
+        return True
+
+    def _go_on_after_finishing(self, what: str) -> None:
+        nxt = self._next_image_to_review()
+        if nxt is None:
+            self.selected = None
+            self.boxesChanged.emit()
+            self.message.emit(f"{what}. Every image is reviewed")
+            return
+        a = self.project.next_undecided(None, min_score=self.threshold, order=self.order, image_id=nxt)
+        self.show_image(nxt, select=a.id if a is not None else None)
+        self.message.emit(f"{what}. Next: {Path(self.image_record.path).name}")
 
     def set_threshold(self, value: float) -> None:
         self.threshold = float(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         self._wire()
         self.queue.set_threshold(float(self.settings.value("review/threshold", DEFAULT_REVIEW_THRESHOLD)))
         self.ctl.threshold = self.queue.threshold()
+        self.set_review_mode(str(self.settings.value("review/mode", "image")))
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections
@@ -106,6 +107,8 @@ class MainWindow(QMainWindow):
             "next_image": lambda: c.step_image(1),
             "prev_image": lambda: c.step_image(-1),
             "pick_taxon": self.pick_taxon,
+            "finish_image": c.finish_image,
+            "no_grains": c.no_grains,
             "draw": self.canvas.arm_draw,
             "nudge_left": lambda: c.nudge(-NUDGE_SMALL, 0),
             "nudge_right": lambda: c.nudge(NUDGE_SMALL, 0),
@@ -170,8 +173,25 @@ class MainWindow(QMainWindow):
         for n in ("undo", "redo", None, "draw", "reject"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m = mb.addMenu("&Review")
-        for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon"):
-            m.addAction(a[n])
+        for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon",
+                  None, "finish_image", "no_grains"):
+            m.addSeparator() if n is None else m.addAction(a[n])
+        m.addSeparator()
+        order = m.addMenu("Review order")
+        group = QActionGroup(self)
+        self.review_mode_actions = {}
+        for mode, text, tip in (
+            ("image", "Image by image (least certain first within each)",
+             "Tab / A / X stay on the image until its proposals are decided; then the next image in the list"),
+            ("queue", "Whole project, least certain first",
+             "One project-wide queue: Tab / A / X jump to whichever image holds the next least certain proposal"),
+        ):
+            act = order.addAction(text)
+            act.setCheckable(True)
+            act.setStatusTip(tip)
+            act.triggered.connect(lambda _=False, md=mode: self.set_review_mode(md))
+            group.addAction(act)
+            self.review_mode_actions[mode] = act
         m = mb.addMenu("&Model")
         self.act_detect_image = a["detect_image"]
         m.addAction(self.act_detect_image)
@@ -449,7 +469,8 @@ class MainWindow(QMainWindow):
         c = self.ctl
         self.setWindowTitle(c.title)
         review = c.project is not None
-        for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo"):
+        for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo",
+                     "finish_image", "no_grains"):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
@@ -499,7 +520,8 @@ class MainWindow(QMainWindow):
         anns = self.ctl.annotations()
         n_prop = sum(1 for a in anns if a.status.value == "proposed")
         n_obj = sum(1 for a in anns if a.status.is_object)
-        self.st_counts.setText(f"{n_obj} grains · {n_prop} to review on this image")
+        grains = "grain" if n_obj == 1 else "grains"
+        self.st_counts.setText(f"{n_obj} {grains} confirmed" + (f" + {n_prop} to review" if n_prop else "") + " on this image")
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
         self.overlay.selection_changed()
@@ -530,6 +552,14 @@ class MainWindow(QMainWindow):
         self.actions["redo"].setEnabled(can_redo)
         self.actions["undo"].setText(f"Undo {p.undo_label()}" if can_undo else "Undo")
         self.actions["redo"].setText(f"Redo {p.redo_label()}" if can_redo else "Redo")
+
+    def set_review_mode(self, mode: str) -> None:
+        """Review order (Review > Review order), remembered across sessions."""
+        if mode not in self.review_mode_actions:
+            mode = "image"
+        self.ctl.set_review_mode(mode)
+        self.review_mode_actions[mode].setChecked(True)
+        self.settings.setValue("review/mode", mode)
 
     def _threshold_changed(self, value: float) -> None:
         self.settings.setValue("review/threshold", value)

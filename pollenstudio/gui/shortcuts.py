@@ -24,6 +24,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("prev_box", "Previous proposal", ("Shift+Tab", "Backtab"), "Review", "Select the previous undecided proposal"),
     Shortcut("next_image", "Next image", ("N",), "Review", "Open the next image in the list"),
     Shortcut("prev_image", "Previous image", ("P",), "Review", "Open the previous image in the list"),
+    Shortcut("finish_image", "Image finished", ("Return", "Enter"), "Review",
+             "Mark the image reviewed (every grain boxed) and open the next image to review"),
+    Shortcut("no_grains", "No grains on this image", ("0",), "Review",
+             "Reject the image's proposals and mark it reviewed, in one step"),
     Shortcut("pick_taxon", "Choose taxon...", ("T",), "Review", "Search the taxa and assign one to the selected box"),
     *(
         Shortcut(f"taxon_{i}", f"Assign taxon {i}", (str(i),), "Review", f"Give the selected box the taxon with hotkey {i}")
