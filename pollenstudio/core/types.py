@@ -51,6 +51,18 @@ def sql_in(statuses) -> str:
 # detect``, GUI detection) and precision / recall / confusion are read at it (evaluate).
 DEFAULT_CONF = 0.25
 
+# A grain whose taxon nobody has named yet: a box drawn by hand (unless the user prefers the
+# last used taxon) or a proposal of a one-class grain model ("pollen"). Such a taxon never
+# takes a digit key, so naming grains with 1-9 works the same in every project.
+UNIDENTIFIED = "unidentified"
+UNASSIGNED_TAXA = frozenset({UNIDENTIFIED, "pollen"})
+UNIDENTIFIED_COLOR = "#9e9e9e"
+
+
+def is_unassigned_taxon(name: str) -> bool:
+    """True for a taxon that only says "a grain" (unidentified, pollen), not which."""
+    return name.strip().lower() in UNASSIGNED_TAXA
+
 
 class ReviewStatus(str, enum.Enum):
     NEW = "new"  # nothing detected or reviewed yet

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QGraphicsView, QVBoxLayout, QWidget
 
 from pollenstudio.core.types import Box
 from pollenstudio.gui.box_items import BoxOverlay, BoxView
-from pollenstudio.gui.interaction import BoxEditor, Mode
+from pollenstudio.gui.interaction import CLICK_SCREEN_PX, MIN_DRAW_PX, MIN_DRAW_SCREEN_PX, BoxEditor, Mode
 from pollenstudio.gui.pyramid import DisplayImage, adjust_levels, to_display
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
@@ -70,6 +70,8 @@ class Canvas(QWidget):
     selectionRequested = Signal(object)  # key or None
     boxEdited = Signal(object, object)  # key, Box
     boxDrawn = Signal(object)  # Box
+    boxClicked = Signal(float, float)  # B then a click (no drag): image px, for click-to-box
+    drawIgnored = Signal(str)  # why a drawing made no box (too small)
     cursorMoved = Signal(float, float)  # image px
     viewChanged = Signal(float)  # zoom, screen px per image px
 
@@ -337,13 +339,23 @@ class Canvas(QWidget):
 
     def _release(self, ev: QMouseEvent) -> None:
         pt = self.widget_to_image(ev.position())
-        out = self.editor.release(pt)
+        drawing = self.editor.mode is Mode.DRAW
+        z = self.zoom()
+        out = self.editor.release(pt, min_draw=max(MIN_DRAW_PX, MIN_DRAW_SCREEN_PX / z), click_tol=CLICK_SCREEN_PX / z)
         self.overlay.set_preview(None)
-        self.view.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        cur = Qt.CursorShape.CrossCursor if self.editor.draw_armed else (
+            Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        self.view.viewport().setCursor(cur)
         if out.kind == "edit":
             self.boxEdited.emit(out.key, out.box)
         elif out.kind == "create":
             self.boxDrawn.emit(out.box)
+        elif out.kind == "click":
+            self.boxClicked.emit(out.box.x1, out.box.y1)
+        elif drawing and out.box is not None:
+            self.drawIgnored.emit(
+                f"Box too small (under {MIN_DRAW_PX:.0f} image px or {MIN_DRAW_SCREEN_PX:.0f} screen px a side): "
+                "ignored. B and drag again, or B and click a grain to box it")
         ev.accept()
 
     def _wheel(self, ev: QWheelEvent) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
 from pollenstudio.core.errors import PollenStudioError
-from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category, ReviewStatus
+from pollenstudio.core.types import (
+    UNIDENTIFIED,
+    UNIDENTIFIED_COLOR,
+    Annotation,
+    AnnotationStatus,
+    Box,
+    Category,
+    ReviewStatus,
+    is_unassigned_taxon,
+)
 from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
 from pollenstudio.gui.image_list import ImageRow
@@ -79,6 +88,9 @@ class ReviewController(QObject):
         # then the next image in the list's order; "queue" = one project-wide queue
         self.within_image = True
         self.last_category: int | None = None
+        # a drawn box gets "unidentified" (default) or the last taxon used ("last")
+        self.draw_taxon = "unidentified"
+        self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
@@ -108,6 +120,7 @@ class ReviewController(QObject):
     def _set_project(self, proj) -> None:
         self.close_project()
         self.project = proj
+        self._learn_taxa()
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
@@ -177,15 +190,48 @@ class ReviewController(QObject):
         return [] if self.project is None else self.project.categories()
 
     def hotkeys(self) -> dict[str, int]:
-        """Digit -> category id: explicit hotkeys first, free digits go to the remaining
-        taxa in list order, so a new project works with 1-9 at once."""
-        cats = self.categories()
+        """Digit -> category id. With the user's taxon list (``user_taxa``) a taxon's digit
+        is its place there, the same in every project; without one, explicit hotkeys first
+        and free digits go to the remaining taxa in list order. "Unidentified" / "pollen"
+        never take a digit."""
+        cats = [c for c in self.categories() if not is_unassigned_taxon(c.name)]
+        if self.user_taxa is not None:
+            keys = {}
+            for c in cats:
+                d = self.user_taxa.key_for(c.name)
+                if d is not None and d not in keys:
+                    keys[d] = c.id
+            return keys
         keys = {c.hotkey: c.id for c in cats if c.hotkey}
         free = [str(d) for d in range(1, 10) if str(d) not in keys]
         for c in cats:
             if not c.hotkey and free:
                 keys[free.pop(0)] = c.id
         return keys
+
+    def taxon_color(self, c: Category) -> str:
+        """The colour a taxon is drawn in: the user's (kept across projects), else the project's."""
+        if is_unassigned_taxon(c.name):
+            return UNIDENTIFIED_COLOR
+        col = self.user_taxa.color_for(c.name) if self.user_taxa is not None else None
+        return col or c.color
+
+    def _learn_taxa(self) -> None:
+        if self.user_taxa is not None and self.project is not None:
+            self.user_taxa.learn(self.project.categories())
+
+    def set_taxon_key(self, cid: int, digit: str) -> None:
+        """Give a taxon the digit ``digit`` in the user's taxon list (every project)."""
+        if self.user_taxa is None or self.project is None:
+            return
+        c = self.project.category(cid)
+        try:
+            self.user_taxa.set_key(c.name, digit)
+        except ValueError as exc:
+            self.errorRaised.emit("Key not set", str(exc))
+            return
+        self.categoriesChanged.emit()
+        self.boxesChanged.emit()
 
     def taxon_rows(self) -> list[TaxonRow]:
         p = self.project
@@ -202,7 +248,7 @@ class ReviewController(QObject):
         by_id = {cid: d for d, cid in self.hotkeys().items()}
         rows = []
         for c in self.categories():
-            shown = c if c.hotkey else Category(c.id, c.name, c.color, by_id.get(c.id), c.parent_id)
+            shown = Category(c.id, c.name, self.taxon_color(c), by_id.get(c.id), c.parent_id)
             rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0),
                                  image_confirmed.get(c.id, 0), self._project_confirmed.get(c.id, 0)))
         return rows
@@ -250,7 +296,7 @@ class ReviewController(QObject):
                 for aid, iid, cid, score, margin in res.rows:
                     c = cats.get(cid)
                     items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
-                                           c.color if c else "#e6a23c", score, margin))
+                                           self.taxon_color(c) if c else "#e6a23c", score, margin))
                 self.queueReady.emit(items, res.total, res.hidden)
             self._queue_read_over()
 
@@ -286,7 +332,7 @@ class ReviewController(QObject):
         for a in self.visible():
             c = cats.get(a.category_id)
             name = c.name if c else f"taxon {a.category_id}"
-            color = c.color if c else "#e6a23c"
+            color = self.taxon_color(c) if c else "#e6a23c"
             style = {"proposed": "proposed", "rejected": "rejected"}.get(a.status.value, "decided")
             out.append(BoxView(a.id, a.box, name, color, style, a.score))
         return out
@@ -307,7 +353,7 @@ class ReviewController(QObject):
             margin = (a.topk[0][1] - a.topk[1][1]) if len(a.topk) >= 2 else None
             items.append(QueueItem(
                 a.id, a.image_id, self._names.get(a.image_id, str(a.image_id)), c.name if c else "?",
-                c.color if c else "#e6a23c", a.score, margin,
+                self.taxon_color(c) if c else "#e6a23c", a.score, margin,
             ))
         total = p.undecided_count(self.threshold)
         hidden = p.undecided_count(0.0) - total
@@ -634,17 +680,32 @@ class ReviewController(QObject):
             self.move(a.id, box)
 
     def add(self, box: Box) -> None:
-        if self.image_id is None:
+        """A box drawn by hand: it takes "unidentified" (the default) or, with the "last"
+        preference, the last taxon used; the status bar says which."""
+        p = self.project
+        if self.image_id is None or p is None:
             return
-        cats = self.categories()
-        if not cats:
-            self.errorRaised.emit("No taxon yet", "Add a taxon in the taxon panel before drawing boxes.")
-            return
-        cid = self.last_category if any(c.id == self.last_category for c in cats) else cats[0].id
-        aid = self._edit(self.project.add_annotation, self.image_id, _tidy(box), cid)
-        if aid is not None:
+        cats = {c.id: c for c in self.categories()}
+        iid = self.image_id
+        use_last = self.draw_taxon == "last" and self.last_category in cats
+
+        def add_box():
+            with p.batch("add box"):
+                if use_last:
+                    cid = self.last_category
+                else:
+                    c = p.category_by_name(UNIDENTIFIED)
+                    cid = c.id if c is not None else p.add_category(UNIDENTIFIED, color=UNIDENTIFIED_COLOR)
+                return p.add_annotation(iid, _tidy(box), cid), cid
+
+        res = self._edit(add_box)
+        if res is not None:
+            aid, cid = res
             self.select(aid)
-            self.message.emit("New box added: press 1-9 or T to give it a taxon")
+            if use_last:
+                self.message.emit(f"New box: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
+            else:
+                self.message.emit("New box: unidentified; press 1-9 or T to name its taxon")
 
     def undo(self) -> None:
         self._undo_redo(self.project.undo if self.project else None, "undo")
@@ -669,9 +730,16 @@ class ReviewController(QObject):
         self._edit(self.project.add_category, name)
 
     def rename_category(self, cid: int, name: str) -> None:
+        if self.project is None:
+            return
+        old = self.project.category(cid).name
         self._edit(self.project.rename_category, cid, name)
+        if self.user_taxa is not None and self.project.category(cid).name == name:
+            self.user_taxa.rename(old, name)
 
     def recolour_category(self, cid: int, colour: str) -> None:
+        if self.user_taxa is not None and self.project is not None:
+            self.user_taxa.set_color(self.project.category(cid).name, colour)
         self._edit(self.project.recolor_category, cid, colour)
 
     def merge_categories(self, src: int, dst: int) -> None:
@@ -684,6 +752,7 @@ class ReviewController(QObject):
             return
         taxa_changed = ev.kind in ("categories", "import") or bool(ev.category_ids) or "tax" in ev.label
         if taxa_changed:
+            self._learn_taxa()
             # rare and visible at once (merge moves grains): re-read now, not on a pause;
             # submitting cancels a read that may have started before this change
             self.refresh_project_counts()

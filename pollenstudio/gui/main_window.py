@@ -39,6 +39,7 @@ from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueueP
 from pollenstudio.gui.shortcuts import SHORTCUTS
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
 from pollenstudio.gui.transfer_controller import TransferController
+from pollenstudio.gui.user_taxa import UserTaxa
 from pollenstudio.gui.welcome import WelcomePage, demo_hook
 
 MAX_RECENT = 8
@@ -50,6 +51,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or QSettings()
         self.ctl = ReviewController(self)
+        self.ctl.user_taxa = UserTaxa(self.settings)
         self.models = ModelController(self.ctl, self)
         self.transfer = TransferController(self.ctl, self)
         self.resize(*DEFAULT_SIZE)
@@ -83,6 +85,7 @@ class MainWindow(QMainWindow):
         self.queue.set_threshold(float(self.settings.value("review/threshold", DEFAULT_REVIEW_THRESHOLD)))
         self.ctl.threshold = self.queue.threshold()
         self.set_review_mode(str(self.settings.value("review/mode", "image")))
+        self.act_draw_last.setChecked(str(self.settings.value("review/draw_taxon", "unidentified")) == "last")
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections
@@ -192,6 +195,10 @@ class MainWindow(QMainWindow):
             act.triggered.connect(lambda _=False, md=mode: self.set_review_mode(md))
             group.addAction(act)
             self.review_mode_actions[mode] = act
+        self.act_draw_last = m.addAction("Drawn boxes take the last taxon used")
+        self.act_draw_last.setCheckable(True)
+        self.act_draw_last.setStatusTip("Off: a box you draw is 'unidentified' until you name it with 1-9 or T")
+        self.act_draw_last.toggled.connect(self._draw_taxon_changed)
         m = mb.addMenu("&Model")
         self.act_detect_image = a["detect_image"]
         m.addAction(self.act_detect_image)
@@ -323,6 +330,7 @@ class MainWindow(QMainWindow):
         self.canvas.selectionRequested.connect(c.select)
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
+        self.canvas.drawIgnored.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.canvas.cursorMoved.connect(lambda x, y: self.st_cursor.setText(f"x {x:.0f}  y {y:.0f} px"))
         self.canvas.viewChanged.connect(lambda z: self.st_zoom.setText(f"zoom {z * 100:.0f} %"))
         self.images.imageActivated.connect(c.show_image)
@@ -333,6 +341,7 @@ class MainWindow(QMainWindow):
         self.taxa.renameRequested.connect(c.rename_category)
         self.taxa.recolourRequested.connect(c.recolour_category)
         self.taxa.mergeRequested.connect(c.merge_categories)
+        self.taxa.keyRequested.connect(c.set_taxon_key)
         self.welcome.openFolderRequested.connect(self.open_folder_dialog)
         self.welcome.openProjectRequested.connect(self.open_project_dialog)
         self.welcome.openRecentRequested.connect(self.open_project)
@@ -560,6 +569,10 @@ class MainWindow(QMainWindow):
         self.ctl.set_review_mode(mode)
         self.review_mode_actions[mode].setChecked(True)
         self.settings.setValue("review/mode", mode)
+
+    def _draw_taxon_changed(self, last: bool) -> None:
+        self.ctl.draw_taxon = "last" if last else "unidentified"
+        self.settings.setValue("review/draw_taxon", self.ctl.draw_taxon)
 
     def _threshold_changed(self, value: float) -> None:
         self.settings.setValue("review/threshold", value)

@@ -58,6 +58,7 @@ class TaxonPanel(QWidget):
     renameRequested = Signal(int, str)
     recolourRequested = Signal(int, str)
     mergeRequested = Signal(int, int)  # from, into
+    keyRequested = Signal(int, str)  # category id, digit: its key in every project
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -81,7 +82,8 @@ class TaxonPanel(QWidget):
         self.table.setToolTip("Double-click: give the selected box this taxon")
         self.table.cellDoubleClicked.connect(lambda r, c: self._assign_row(r))
         buttons = QHBoxLayout()
-        for text, slot in (("Add", self._add), ("Rename", self._rename), ("Colour", self._recolour), ("Merge into...", self._merge)):
+        for text, slot in (("Add", self._add), ("Rename", self._rename), ("Colour", self._recolour), ("Key", self._set_key),
+                           ("Merge into...", self._merge)):
             b = QPushButton(text, self)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.clicked.connect(slot)
@@ -150,6 +152,15 @@ class TaxonPanel(QWidget):
         col = QColorDialog.getColor(QColor(c.color), self, f"Colour of {c.name}")
         if col.isValid():
             self.recolourRequested.emit(c.id, col.name())
+
+    def _set_key(self) -> None:
+        c = self.selected_category()
+        if c is None:
+            return
+        digit, ok = QInputDialog.getInt(self, "Taxon key", f"Digit key for {c.name} (in every project):",
+                                        int(c.hotkey or 1), 1, 9)
+        if ok:
+            self.keyRequested.emit(c.id, str(digit))
 
     def _merge(self) -> None:
         c = self.selected_category()

@@ -104,3 +104,120 @@ def test_counts_show_confirmed_grains_apart_from_proposals_to_review(window, qtb
     want = f"{confirmed} + {todo}" if todo else str(confirmed)
     qtbot.waitUntil(lambda: win.taxa.table.item(row, 3).text() == want, timeout=3000)
     assert "1 grain confirmed" in win.st_counts.text() and "to review on this image" in win.st_counts.text()
+
+
+def _drag(win, start, end, steps=4):
+    vp = win.canvas.view.viewport()
+    c = win.canvas
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, c.image_to_widget(*start))
+    for i in range(1, steps + 1):
+        t = i / steps
+        QTest.mouseMove(vp, c.image_to_widget(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t))
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, c.image_to_widget(*end))
+
+
+def _empty_spot(anns, w, h, size=40):
+    from pollenstudio.core.types import Box
+
+    for y in range(5, h - size - 5, 10):
+        for x in range(5, w - size - 5, 10):
+            b = Box(x, y, x + size, y + size)
+            if all(b.intersection(a.box) == 0 for a in anns):
+                return b
+    raise AssertionError("no empty spot")
+
+
+def test_a_mis_drag_is_ignored_and_a_drawn_box_is_unidentified_until_named(window, qtbot):
+    from pollenstudio.core.types import UNIDENTIFIED
+
+    win, ctl = window, window.ctl
+    proj = ctl.project
+    img = ctl.image_record
+    before = len(proj.annotations(img.id))
+    spot = _empty_spot(ctl.annotations(), img.width, img.height)
+    # a 3 x 3 px drag at fit zoom: a slip of the hand, not a grain
+    key(win, Qt.Key.Key_B)
+    _drag(win, (spot.x1, spot.y1), (spot.x1 + 3, spot.y1 + 3))
+    assert len(proj.annotations(img.id)) == before
+    assert "too small" in win.statusBar().currentMessage()
+    # a real drag: the box is "unidentified", not taxon 1, and says so
+    key(win, Qt.Key.Key_B)
+    _drag(win, (spot.x1, spot.y1), (spot.x2, spot.y2))
+    new = [a for a in proj.annotations(img.id) if a.status is AnnotationStatus.ADDED]
+    assert len(new) == 1 and proj.category(new[0].category_id).name == UNIDENTIFIED
+    assert "unidentified" in win.statusBar().currentMessage()
+    assert UNIDENTIFIED not in [proj.category(c).name for c in ctl.hotkeys().values()]  # no digit of its own
+    # naming it with a digit key
+    quercus = ctl.hotkeys()["5"]
+    key(win, Qt.Key.Key_5)
+    assert proj.annotation(new[0].id).category_id == quercus
+    # with the "last taxon" preference a drawn box takes Quercus, and the message names it
+    win.act_draw_last.trigger()
+    assert ctl.draw_taxon == "last" and win.settings.value("review/draw_taxon") == "last"
+    spot2 = _empty_spot(ctl.annotations(), img.width, img.height)
+    key(win, Qt.Key.Key_B)
+    _drag(win, (spot2.x1, spot2.y1), (spot2.x2, spot2.y2))
+    added = [a for a in proj.annotations(img.id) if a.status is AnnotationStatus.ADDED and a.id != new[0].id]
+    assert len(added) == 1 and added[0].category_id == quercus
+    assert "Quercus" in win.statusBar().currentMessage()
+    # one undo removes the box (and nothing else)
+    key(win, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert proj.annotation(new[0].id).category_id == quercus
+    assert len([a for a in proj.annotations(img.id) if a.status is AnnotationStatus.ADDED]) == 1
+
+
+def test_taxon_keys_and_colours_stay_the_same_across_projects(qtbot, settings, tmp_path):
+    import cv2
+    import numpy as np
+
+    from PySide6.QtWidgets import QApplication
+
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project import Project
+
+    def make(folder, taxa):
+        (folder / "images").mkdir(parents=True)
+        cv2.imwrite(str(folder / "images" / "a.png"), np.full((200, 240, 3), 200, np.uint8))
+        p = Project.create(folder)
+        p.ensure_categories(taxa)
+        p.add_images([folder / "images" / "a.png"])
+        rec = p.images()[0]
+        p.write_proposals(rec.id, [Detection(Box(50, 50, 90, 90), 0, taxa[0], 0.6)])
+        p.close()
+
+    make(tmp_path / "a", ["Betula", "Quercus", "Asteraceae"])
+    make(tmp_path / "b", ["Pinus", "Asteraceae", "pollen", "Betula"])  # a model lists them differently
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+
+    def open_(path):
+        with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+            assert win.open_project(str(path))
+        win.activateWindow()
+        qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=3000)
+        win.canvas.view.setFocus()
+        rows = win.taxa.rows()
+        return {r.category.name: (r.category.hotkey, r.category.color) for r in rows}
+
+    a = open_(tmp_path / "a")
+    assert [a[n][0] for n in ("Betula", "Quercus", "Asteraceae")] == ["1", "2", "3"]
+    b = open_(tmp_path / "b")
+    for n in ("Betula", "Asteraceae"):
+        assert b[n] == a[n], n  # same key, same colour
+    assert b["Pinus"][0] == "4" and b["pollen"][0] is None  # new taxa join at the end; "pollen" has no key
+    # the key reaches the store: 3 names the (Pinus) proposal Asteraceae in project b too
+    key(win, Qt.Key.Key_Tab)
+    aid = win.ctl.selected
+    assert aid is not None
+    key(win, Qt.Key.Key_3)
+    p = win.ctl.project
+    assert p.category(p.annotation(aid).category_id).name == "Asteraceae"
+    # editable: Pinus takes key 1 in every project; the others keep their order
+    win.ctl.set_taxon_key(p.category_by_name("Pinus").id, "1")
+    keys = {r.category.name: r.category.hotkey for r in win.taxa.rows()}
+    assert keys["Pinus"] == "1" and keys["Betula"] == "2" and keys["Asteraceae"] == "4"
+    win.close()
