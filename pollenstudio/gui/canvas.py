@@ -29,6 +29,8 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 GRAB_PX = 6.0  # grab radius on screen for edges and handles
 WHEEL_STEP = 1.25
 MAX_ZOOM = 64.0  # screen px per image px
+COMFORT_MIN_PX = 40.0  # a selected box smaller than this on screen is zoomed in to ...
+COMFORT_PX = 140.0  # ... about this size (its longer side), centred
 DETAIL_MARGIN = 0.25  # cut this fraction of the view extra on each side, so pans rarely re-cut
 
 
@@ -241,10 +243,20 @@ class Canvas(QWidget):
         return cx, cy
 
     def center_on(self, box: Box) -> None:
-        """Bring ``box`` into view for review: nothing moves if it is already well inside
-        the view (no needless jumps); else centre it, zooming out only if it would not fit."""
+        """Bring ``box`` into view for review. A box too small to see at this zoom (a grain
+        on a scan at 12 %) is centred and zoomed to a comfortable size; otherwise nothing
+        moves if it is already well inside the view (no needless jumps), else it is
+        centred, zooming out only if it would not fit."""
+        if self.image is None:
+            return
         r = self.vb.viewRect()
-        m = max(box.width, box.height) * 0.25
+        side = max(box.width, box.height, 1.0)
+        if side * self.zoom() < COMFORT_MIN_PX:
+            vw, vh = max(self.vb.width(), 1.0), max(self.vb.height(), 1.0)
+            zoom = min(MAX_ZOOM, COMFORT_PX / side, 0.5 * min(vw, vh) / side)
+            self.set_zoom(zoom, box.center)
+            return
+        m = side * 0.25
         if r.contains(QRectF(box.x1 - m, box.y1 - m, box.width + 2 * m, box.height + 2 * m)):
             return
         self._auto_fit = False
@@ -254,6 +266,15 @@ class Canvas(QWidget):
             return
         cx, cy = self._clamp_centre(*box.center, r.width(), r.height())
         self.vb.translateBy(x=cx - r.center().x(), y=cy - r.center().y())
+
+    def zoom_keys(self, factor: float) -> None:
+        """+ / -: zoom about the selected box when it is in view (it stays where the eye
+        is), else about the view centre."""
+        centre = None
+        sel = next((v.box for v in self.overlay.views if v.key == self.selected), None)
+        if sel is not None and self.vb.viewRect().contains(QPointF(*sel.center)):
+            centre = QPointF(*sel.center)
+        self.zoom_by(factor, center=centre)
 
     def image_to_widget(self, x: float, y: float) -> QPoint:
         """Viewport position of an image point (tests drive real mouse events with it)."""

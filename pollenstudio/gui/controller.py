@@ -90,6 +90,7 @@ class ReviewController(QObject):
         self.last_category: int | None = None
         # a drawn box gets "unidentified" (default) or the last taxon used ("last")
         self.draw_taxon = "unidentified"
+        self.show_rejected = False  # rejected boxes on the canvas (on demand, to find a wrong reject)
         self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self._anns: list[Annotation] = []
@@ -320,11 +321,21 @@ class ReviewController(QObject):
         return list(self._anns)
 
     def visible(self) -> list[Annotation]:
-        """What the canvas shows: proposals under the threshold are hidden, not rejected."""
+        """What the canvas shows: proposals under the threshold are hidden, not rejected;
+        rejected boxes only while ``show_rejected`` (or while selected)."""
         return [
             a for a in self._anns
             if not (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) < self.threshold)
+            and (a.status is not AnnotationStatus.REJECTED or self.show_rejected or a.id == self.selected)
         ]
+
+    def rejected(self) -> list[Annotation]:
+        """The current image's rejected proposals (for the panel listing them)."""
+        return [a for a in self._anns if a.status is AnnotationStatus.REJECTED]
+
+    def set_show_rejected(self, shown: bool) -> None:
+        self.show_rejected = bool(shown)
+        self.boxesChanged.emit()
 
     def box_views(self) -> list[BoxView]:
         cats = {c.id: c for c in self.categories()}

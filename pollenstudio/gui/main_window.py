@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.ctl.threshold = self.queue.threshold()
         self.set_review_mode(str(self.settings.value("review/mode", "image")))
         self.act_draw_last.setChecked(str(self.settings.value("review/draw_taxon", "unidentified")) == "last")
+        self.set_labels_shown(str(self.settings.value("view/labels", True)).lower() not in ("false", "0"))
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections
@@ -124,8 +125,10 @@ class MainWindow(QMainWindow):
             "undo": c.undo,
             "redo": c.redo,
             "fit": self.canvas.fit,
-            "zoom_in": lambda: self.canvas.zoom_by(1.5),
-            "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
+            "zoom_in": lambda: self.canvas.zoom_keys(1.5),
+            "zoom_out": lambda: self.canvas.zoom_keys(1 / 1.5),
+            "labels": lambda checked=False: self.set_labels_shown(checked),
+            "show_rejected": lambda checked=False: self.set_rejected_shown(checked),
             "help": self.show_help,
             "detect_image": lambda: self.models.detect_which("image"),
             "cancel_detect": self.models.cancel_detection,
@@ -144,7 +147,7 @@ class MainWindow(QMainWindow):
             a.setStatusTip(s.tip)
             a.setToolTip(f"{s.text} ({s.keys[0]})")
             a.setEnabled(s.enabled)
-            if s.name in ("edge_map", "gradcam"):
+            if s.name in ("edge_map", "gradcam", "labels", "show_rejected"):
                 a.setCheckable(True)
             if s.name in handlers:
                 a.triggered.connect(handlers[s.name])
@@ -217,7 +220,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_choose_model)
         self.model_menu = m
         m = self.view_menu = mb.addMenu("&View")
-        for n in ("fit", "zoom_in", "zoom_out", None, "edge_map", "gradcam"):
+        for n in ("fit", "zoom_in", "zoom_out", None, "labels", "show_rejected", None, "edge_map", "gradcam"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m.addSeparator()
         for d in (self.images_dock, self.queue_dock, self.taxa_dock):
@@ -280,6 +283,7 @@ class MainWindow(QMainWindow):
         )
         self.topk = TopKPanel(self)
         self.topk_dock = self._dock("Selected box", self.topk, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.topk.rejectedActivated.connect(lambda aid: self.ctl.select(aid, centre=True))
         self.view_menu.addAction(self.topk_dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -533,6 +537,9 @@ class MainWindow(QMainWindow):
         self.st_counts.setText(f"{n_obj} {grains} confirmed" + (f" + {n_prop} to review" if n_prop else "") + " on this image")
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
+        rejected = self.ctl.rejected()
+        names = {c.id: c.name for c in self.ctl.categories()} if rejected else {}
+        self.topk.set_rejected([(r.id, names.get(r.category_id, f"taxon {r.category_id}"), r.score) for r in rejected])
         self.overlay.selection_changed()
 
     def _rows_changed(self, rows) -> None:
@@ -569,6 +576,18 @@ class MainWindow(QMainWindow):
         self.ctl.set_review_mode(mode)
         self.review_mode_actions[mode].setChecked(True)
         self.settings.setValue("review/mode", mode)
+
+    def set_labels_shown(self, shown: bool) -> None:
+        """L: taxon labels on / off (off: boxes only; a compact form shows at low zoom)."""
+        self.actions["labels"].setChecked(shown)
+        self.canvas.overlay.show_labels = bool(shown)
+        self.canvas.overlay.update()
+        self.settings.setValue("view/labels", bool(shown))
+
+    def set_rejected_shown(self, shown: bool) -> None:
+        """R: show rejected boxes (red, crossed) so a wrong reject can be found and undone."""
+        self.actions["show_rejected"].setChecked(shown)
+        self.ctl.set_show_rejected(bool(shown))
 
     def _draw_taxon_changed(self, last: bool) -> None:
         self.ctl.draw_taxon = "last" if last else "unidentified"

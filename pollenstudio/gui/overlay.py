@@ -14,7 +14,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QComboBox, QLabel, QSlider, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QSlider,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 COLORMAP = "inferno"  # dark (low) to bright yellow (high): readable over brown/yellow grains
 LEVELS = ("P3", "P4", "P5")
@@ -83,7 +92,11 @@ class OverlayBar(QToolBar):
 
 
 class TopKPanel(QWidget):
-    """The selected box: taxon, status, score and the model's top-k taxa with probabilities."""
+    """The selected box: taxon, status, score and the model's top-k taxa with probabilities;
+    below, the image's rejected boxes (click one to select and show it: a wrong reject is
+    found here and undone with 1-9 or A)."""
+
+    rejectedActivated = Signal(int)  # annotation id
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -91,10 +104,33 @@ class TopKPanel(QWidget):
         self.label.setTextFormat(Qt.TextFormat.RichText)
         self.label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.label.setWordWrap(True)
+        self.rejected_title = QLabel(self)
+        self.rejected_list = QListWidget(self)
+        self.rejected_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.rejected_list.setMaximumHeight(110)
+        self.rejected_list.itemClicked.connect(
+            lambda it: self.rejectedActivated.emit(int(it.data(Qt.ItemDataRole.UserRole))))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 4, 6, 4)
         lay.addWidget(self.label)
+        lay.addStretch(1)
+        lay.addWidget(self.rejected_title)
+        lay.addWidget(self.rejected_list)
         self.set_annotation(None)
+        self.set_rejected([])
+
+    def set_rejected(self, items: list[tuple[int, str, float | None]]) -> None:
+        """(annotation id, taxon, score) of the image's rejected boxes."""
+        if items == getattr(self, "_rejected", None):
+            return  # every key press lands here: rebuild only when the list changed
+        self._rejected = list(items)
+        self.rejected_title.setText(f"Rejected on this image: {len(items)}" + (" (R shows them)" if items else ""))
+        self.rejected_list.clear()
+        for aid, taxon, score in items:
+            it = QListWidgetItem(f"{taxon}" + (f"  {score:.2f}" if score is not None else ""))
+            it.setData(Qt.ItemDataRole.UserRole, aid)
+            self.rejected_list.addItem(it)
+        self.rejected_list.setVisible(bool(items))
 
     def set_annotation(self, ann, taxon: str = "") -> None:
         if ann is None:

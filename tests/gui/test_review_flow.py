@@ -221,3 +221,58 @@ def test_taxon_keys_and_colours_stay_the_same_across_projects(qtbot, settings, t
     keys = {r.category.name: r.category.hotkey for r in win.taxa.rows()}
     assert keys["Pinus"] == "1" and keys["Betula"] == "2" and keys["Asteraceae"] == "4"
     win.close()
+
+
+def test_selection_is_brought_into_view_and_zoomed_when_too_small(window, qtbot):
+    from pollenstudio.gui.canvas import COMFORT_MIN_PX
+
+    win, ctl = window, window.ctl
+    c = win.canvas
+    win.queue.slider.setValue(0)
+    # a whole scan at a low zoom: zoom out until a grain is a speck
+    c.zoom_by(1 / 12)
+    key(win, Qt.Key.Key_Tab)
+    a = ctl.selected_annotation()
+    assert a is not None
+    side = max(a.box.width, a.box.height) * c.zoom()
+    assert side >= COMFORT_MIN_PX, side  # zoomed to a size one can judge
+    from PySide6.QtCore import QRectF
+
+    # in view, centred where the image edge allows (the view stays on the image)
+    assert c.vb.viewRect().contains(QRectF(a.box.x1, a.box.y1, a.box.width, a.box.height))
+    # + zooms about the selection: it stays where it was on screen
+    before = c.image_to_widget(*a.box.center)
+    key(win, Qt.Key.Key_Plus)
+    after = c.image_to_widget(*a.box.center)
+    assert abs(before.x() - after.x()) <= 2 and abs(before.y() - after.y()) <= 2
+
+
+def test_labels_toggle_and_rejected_boxes_on_demand(window, qtbot):
+    win, ctl = window, window.ctl
+    proj = ctl.project
+    assert win.canvas.overlay.show_labels
+    key(win, Qt.Key.Key_L)
+    assert not win.canvas.overlay.show_labels and win.settings.value("view/labels") in (False, "false")
+    key(win, Qt.Key.Key_L)
+    assert win.canvas.overlay.show_labels
+    win.queue.slider.setValue(0)
+    key(win, Qt.Key.Key_Tab)
+    rej = ctl.selected
+    key(win, Qt.Key.Key_X)
+    assert proj.annotation(rej).status is AnnotationStatus.REJECTED
+    assert rej not in {v.key for v in win.canvas.overlay.views}  # hidden by default
+    assert win.topk.rejected_list.count() == 1 and "Rejected on this image: 1" in win.topk.rejected_title.text()
+    key(win, Qt.Key.Key_R)
+    views = {v.key: v for v in win.canvas.overlay.views}
+    assert views[rej].style == "rejected" and views[rej].caption.startswith("rejected ")
+    key(win, Qt.Key.Key_R)
+    assert rej not in {v.key for v in win.canvas.overlay.views}
+    # the panel finds it: a click selects it (shown while selected), A takes the reject back
+    item = win.topk.rejected_list.item(0)
+    rect = win.topk.rejected_list.visualItemRect(item)
+    QTest.mouseClick(win.topk.rejected_list.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     rect.center())
+    assert ctl.selected == rej and rej in {v.key for v in win.canvas.overlay.views}
+    win.canvas.view.setFocus()
+    key(win, Qt.Key.Key_A)
+    assert proj.annotation(rej).status is AnnotationStatus.ACCEPTED
