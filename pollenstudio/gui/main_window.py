@@ -552,6 +552,10 @@ class MainWindow(QMainWindow):
     def _queue_ready(self, items, total: int, hidden: int) -> None:
         self.queue.set_floor(self.ctl.lowest_score)
         self.queue.set_items(items, hidden, total)
+        if not total and not hidden:
+            c = self.images.model.counts()
+            if c["images"] and c["new"] == c["images"]:  # nothing detected or decided anywhere yet
+                self.queue.set_nothing_detected()
         self.queue.set_current(self.ctl.selected)
 
     def _refresh_taxa(self) -> None:

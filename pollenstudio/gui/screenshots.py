@@ -196,6 +196,50 @@ def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
     print(f"wrote {out}/training_dashboard.png")
 
 
+def scan_selection_shot(app, out: Path) -> None:
+    """selected_on_scan.png: a 6000 x 4000 scan opened at fit zoom (~12 %), then Tab: the
+    least certain grain is centred and zoomed to a size one can judge (issue #16)."""
+    import numpy as np
+    import tifffile
+
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.project import Project
+
+    tmp = Path(tempfile.mkdtemp(prefix="ps_scan_"))
+    tile, objects = generate_image(21, SynthConfig(width=2000, height=2000, n_grains=(40, 50)))
+    big = np.ascontiguousarray(np.tile(tile, (2, 3, 1)))
+    (tmp / "images").mkdir()
+    path = tmp / "images" / "scan_6000x4000.tif"
+    tifffile.imwrite(path, big)
+    p = Project.create(tmp)
+    p.ensure_categories(sorted({o["name"] for o in objects}))
+    p.add_images([path])
+    rec = p.images()[0]
+    rng = np.random.default_rng(4)
+    dets = []
+    for k in range(6):
+        ox, oy = (k % 3) * 2000, (k // 3) * 2000
+        for o in objects:
+            x1, y1, x2, y2 = o["bbox"]
+            dets.append(Detection(Box(x1 + ox, y1 + oy, x2 + ox, y2 + oy), 0, o["name"], float(rng.uniform(0.3, 0.98))))
+    p.write_proposals(rec.id, dets)
+    p.close()
+    win = _main_window(tmp)
+    win.open_project(str(tmp))
+    for _ in range(400):
+        _settle(app, 50)
+        if win.canvas.image is not None and win.canvas.image.width == 6000:
+            break
+    win.canvas.fit()
+    _settle(app, 300)
+    win.grab().save(str(out / "scan_fit.png"))
+    win.ctl.step_proposal(1)
+    _settle(app, 500)
+    win.grab().save(str(out / "selected_on_scan.png"))
+    win.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import argparse
@@ -205,9 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="checkpoint for the model screenshots")
     ap.add_argument("--only-model", action="store_true", help="only the model screenshots")
     ap.add_argument("--only-training", action="store_true", help="only the training dashboard (needs --model)")
+    ap.add_argument("--only-review-flow", action="store_true", help="only the review-flow shots (scan selection)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_review_flow:
+        from pollenstudio.gui.app import create_app
+
+        scan_selection_shot(create_app(["screenshots"]), out)
+        return 0
     if args.only_training:
         from pollenstudio.gui.app import create_app
 
