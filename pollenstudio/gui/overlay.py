@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 COLORMAP = "inferno"  # dark (low) to bright yellow (high): readable over brown/yellow grains
 LEVELS = ("P3", "P4", "P5")
+LEVEL_NAMES = {"P3": "fine edges", "P4": "medium edges", "P5": "coarse edges (shape)"}  # what the list shows
 LEVEL_TIPS = {
     "P3": "P3: fine edges (stride 8), exine outline and sculpture",
     "P4": "P4: medium edges (stride 16)",
@@ -52,7 +53,7 @@ def legend_pixmap(width: int = 110, height: int = 12) -> QPixmap:
 class OverlayBar(QToolBar):
     """E / G toggles (the window's actions), level, opacity and legend."""
 
-    levelChanged = Signal(str)
+    levelChanged = Signal(str)  # "P3" | "P4" | "P5"
     opacityChanged = Signal(float)
 
     def __init__(self, edge_action, gradcam_action, parent: QWidget | None = None):
@@ -62,10 +63,11 @@ class OverlayBar(QToolBar):
         self.addWidget(QLabel(" Overlay ", self))
         self.addAction(edge_action)
         self.level = QComboBox(self)
-        self.level.addItems(list(LEVELS))
+        for name in LEVELS:
+            self.level.addItem(LEVEL_NAMES[name], name)  # the level's id (P3...) is the item data
         for i, name in enumerate(LEVELS):
             self.level.setItemData(i, LEVEL_TIPS[name], Qt.ItemDataRole.ToolTipRole)
-        self.level.setToolTip("Edge-map level: P3 fine, P5 coarse")
+        self.level.setToolTip("Edge-map level: fine edges (exine outline, sculpture; P3) to coarse (grain shape; P5)")
         self.level.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.addWidget(self.level)
         self.addAction(gradcam_action)
@@ -84,8 +86,12 @@ class OverlayBar(QToolBar):
         self.addWidget(QLabel(" high  ", self))
         self.state = QLabel(self)
         self.addWidget(self.state)
-        self.level.currentTextChanged.connect(self.levelChanged.emit)
+        self.level.currentIndexChanged.connect(lambda _i: self.levelChanged.emit(self.level_id()))
         self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100.0))
+
+    def level_id(self) -> str:
+        """The chosen edge level's id: "P3", "P4" or "P5"."""
+        return self.level.currentData() or LEVELS[0]
 
     def set_state(self, text: str) -> None:
         self.state.setText(text)

@@ -52,7 +52,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("show_rejected", "Show rejected boxes", ("R",), "View",
              "Show rejected proposals (red, crossed) to find a wrong reject; the Selected box panel lists them"),
     Shortcut("edge_map", "Edge map overlay", ("E",), "View",
-             "Show / hide where the model sees edges (level P3/P4/P5 in the Overlay bar)"),
+             "Show / hide where the model sees edges (fine to coarse, chosen in the Overlay bar)"),
     Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View",
              "Show / hide what made the model call the selected box its taxon (follows the selection)"),
     Shortcut("detect_image", "Detect this image", ("Ctrl+D",), "Model",
