@@ -42,6 +42,16 @@ from pollenstudio.engine.tiling import (
 )
 
 DEFAULT_OVERLAP = 0.25  # share of the tile side; >= the largest grain at 640 px tiles
+TILE_PROGRESS = "{name}: tile {k}/{n}"  # progress message while a tiled image is in flight
+
+
+def tile_progress(message: str) -> tuple[str, int, int] | None:
+    """(image name, tiles done, tiles) from a progress message written while a tiled image
+    was in flight, else None: lets a progress bar move within one large scan."""
+    import re
+
+    m = re.fullmatch(r"(.*): tile (\d+)/(\d+)", message or "")
+    return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
 
 
 class DeviceUnavailableError(PollenStudioError):
@@ -389,6 +399,7 @@ class Predictor:
                 progress.check()
                 self._run_batch(batch)
                 batch = []
+                self._report_tiles(pending, done, total, progress)
             while pending and pending[0].complete:
                 s = pending.popleft()
                 done += 1
@@ -402,6 +413,14 @@ class Predictor:
             done += 1
             yield self._finish(s)
             progress.update(done, max(total, done), s.name)
+
+    @staticmethod
+    def _report_tiles(pending, done: int, total: int, progress) -> None:
+        """A tiled image takes many batches: say how far into it the run is (images done
+        stay the count; the message carries the tiles, see :func:`tile_progress`)."""
+        if pending and pending[0].tiles and not pending[0].complete:
+            s = pending[0]
+            progress.update(done, max(total, done + 1), TILE_PROGRESS.format(name=s.name, k=s.received, n=s.expected))
 
     # -- internals -----------------------------------------------------------------------
     def _units(self, sources: Iterable, names, progress) -> Iterator[tuple[_ImageState, tuple | None]]:

@@ -673,22 +673,31 @@ class MainWindow(QMainWindow):
     def _detect_progress(self, done: int, total: int, name: str) -> None:
         import time
 
+        from pollenstudio.engine.predict import tile_progress
         from pollenstudio.gui.model_jobs import format_eta
 
-        self.st_progress.setRange(0, max(total, 1))
-        self.st_progress.setValue(done)
-        if done <= 0:
+        # a large scan is many tiles: the bar and the ETA move with them, not per image
+        tiles = tile_progress(name)
+        where = ""
+        fdone = float(done)
+        if tiles is not None:
+            name, k, n = tiles
+            fdone = done + k / max(n, 1)
+            where = f" · tile {k}/{n}"
+        self.st_progress.setRange(0, max(total, 1) * 100)
+        self.st_progress.setValue(int(round(fdone * 100)))
+        if fdone <= 0:
             return
         name = name.rsplit("/", 1)[-1]
         now = time.monotonic()
         if self._detect_first is None:
-            self._detect_first = (now, done)
-            self.st_eta.setText(name)
+            self._detect_first = (now, fdone)
+            self.st_eta.setText(name + where)
             return
         t1, d1 = self._detect_first
-        rate = (done - d1) / max(now - t1, 1e-6)
-        eta = (total - done) / rate if rate > 0 else None
-        self.st_eta.setText(f"{name}  ·  {format_eta(eta)}")
+        rate = (fdone - d1) / max(now - t1, 1e-6)
+        eta = (total - fdone) / rate if rate > 0 else None
+        self.st_eta.setText(f"{name}{where}  ·  {format_eta(eta)}")
 
     def _detect_ended(self, words: str) -> None:
         for w in (self.st_progress, self.st_eta, self.st_cancel):

@@ -127,3 +127,20 @@ def test_large_scan_keeps_more_grains_than_one_model_input_allows():
     s.parts[0] = s.parts[0][:5] + (np.asarray(tidx, np.int64),)
     res = pred._finish(s)
     assert len(res.detections) == 703 and res.cap >= 703 and not res.capped
+
+
+def test_a_tiled_scan_reports_its_tiles_while_it_runs():
+    from pollenstudio.core.progress import CancelToken
+    from pollenstudio.engine.predict import tile_progress
+
+    seen = []
+    pred = _predictor(tile=64, batch=2)
+    token = CancelToken(on_update=lambda d, t, m: seen.append((d, t, m)))
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    res = list(pred.iter_predict([img], token))
+    assert len(res) == 1 and res[0].tiles > 4
+    tiles = [tile_progress(m) for _d, _t, m in seen if tile_progress(m)]
+    assert len(tiles) >= 2 and tiles[0][0] == "image 0"
+    assert [k for _n, k, _t in tiles] == sorted(k for _n, k, _t in tiles) and all(t == res[0].tiles for *_x, t in tiles)
+    assert seen[-1][:2] == (1, 1)  # the image itself is counted once it is complete
+    assert tile_progress("slide1.png") is None
