@@ -325,7 +325,8 @@ class ReviewController(QObject):
         rejected boxes only while ``show_rejected`` (or while selected)."""
         return [
             a for a in self._anns
-            if not (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) < self.threshold)
+            if not (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) < self.threshold
+                    and a.id != self.selected)
             and (a.status is not AnnotationStatus.REJECTED or self.show_rejected or a.id == self.selected)
         ]
 
@@ -690,7 +691,40 @@ class ReviewController(QObject):
         if box != a.box:
             self.move(a.id, box)
 
-    def add(self, box: Box) -> None:
+    def click_to_box(self, x: float, y: float, pixels) -> str:
+        """B then a click on a grain. The model's best undecided proposal whose box holds
+        the click, even one under the review slider, is selected (A accepts it, 1-9 names
+        it); a grain already boxed is selected; else a box is found around the click by
+        classical segmentation (``engine.segment``) in ``pixels`` (full-resolution array)
+        and added like a drawn box. Returns "candidate", "boxed", "segmented" or "none"."""
+        if self.project is None or self.image_id is None:
+            return "none"
+        inside = [a for a in self._anns if a.box.contains(x, y)]
+        props = [a for a in inside if a.status is AnnotationStatus.PROPOSED]
+        if props:
+            best = max(props, key=lambda a: a.score or 0.0)
+            hidden = (best.score or 0.0) < self.threshold
+            self.select(best.id, centre=True)
+            name = next((c.name for c in self.categories() if c.id == best.category_id), "?")
+            self.message.emit(f"Model candidate at the click: {name} {best.score or 0:.2f}"
+                              + (" (under the slider)" if hidden else "") + ". A accepts, 1-9 names it, X rejects")
+            return "candidate"
+        objs = [a for a in inside if a.status.is_object]
+        if objs:
+            self.select(min(objs, key=lambda a: a.box.area).id, centre=True)
+            self.message.emit("This grain already has a box (selected)")
+            return "boxed"
+        from pollenstudio.engine.segment import box_around_point
+
+        img = pixels() if callable(pixels) else pixels
+        box = None if img is None else box_around_point(img, x, y)
+        if box is None:
+            self.message.emit("No grain stands out at the click: B and drag to draw its box")
+            return "none"
+        self.add(box, how="found around the click")
+        return "segmented"
+
+    def add(self, box: Box, how: str = "") -> None:
         """A box drawn by hand: it takes "unidentified" (the default) or, with the "last"
         preference, the last taxon used; the status bar says which."""
         p = self.project
@@ -713,10 +747,11 @@ class ReviewController(QObject):
         if res is not None:
             aid, cid = res
             self.select(aid)
+            what = f"New box {how}" if how else "New box"
             if use_last:
-                self.message.emit(f"New box: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
+                self.message.emit(f"{what}: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
             else:
-                self.message.emit("New box: unidentified; press 1-9 or T to name its taxon")
+                self.message.emit(f"{what}: unidentified; press 1-9 or T to name its taxon")
 
     def undo(self) -> None:
         self._undo_redo(self.project.undo if self.project else None, "undo")

@@ -335,6 +335,8 @@ class MainWindow(QMainWindow):
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
         self.canvas.drawIgnored.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.canvas.boxClicked.connect(
+            lambda x, y: c.click_to_box(x, y, lambda: self.canvas.image.levels[0] if self.canvas.image else None))
         self.canvas.cursorMoved.connect(lambda x, y: self.st_cursor.setText(f"x {x:.0f}  y {y:.0f} px"))
         self.canvas.viewChanged.connect(lambda z: self.st_zoom.setText(f"zoom {z * 100:.0f} %"))
         self.images.imageActivated.connect(c.show_image)

@@ -33,7 +33,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
         Shortcut(f"taxon_{i}", f"Assign taxon {i}", (str(i),), "Review", f"Give the selected box the taxon with hotkey {i}")
         for i in range(1, 10)
     ),
-    Shortcut("draw", "Draw new box", ("B",), "Edit", "Then drag on the image; Esc cancels"),
+    Shortcut("draw", "Draw new box", ("B",), "Edit",
+             "Then drag on the image, or click a grain to box it (the model's candidate there, else the grain's "
+             "outline); Esc cancels"),
     Shortcut("nudge_left", "Nudge left", ("Left",), "Edit", "Move the selected box 1 px (Shift: 10 px)"),
     Shortcut("nudge_right", "Nudge right", ("Right",), "Edit"),
     Shortcut("nudge_up", "Nudge up", ("Up",), "Edit"),

@@ -276,3 +276,72 @@ def test_labels_toggle_and_rejected_boxes_on_demand(window, qtbot):
     win.canvas.view.setFocus()
     key(win, Qt.Key.Key_A)
     assert proj.annotation(rej).status is AnnotationStatus.ACCEPTED
+
+
+def _scene_project(tmp_path, grains, seed=0):
+    import cv2
+    from fixtures_models import render_scene
+
+    from pollenstudio.project import Project
+
+    img, boxes, _ = render_scene(480, 360, grains, seed=seed)
+    (tmp_path / "scene" / "images").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "scene" / "images" / "field.png"), img[..., ::-1].copy())
+    p = Project.create(tmp_path / "scene")
+    p.ensure_categories(["Betula", "Quercus"])
+    p.add_images([tmp_path / "scene" / "images" / "field.png"])
+    return p, boxes
+
+
+def _click(win, x, y):
+    vp = win.canvas.view.viewport()
+    pt = win.canvas.image_to_widget(x, y)
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pt)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pt)
+
+
+def test_b_then_click_boxes_a_grain_model_candidate_first_else_its_outline(qtbot, settings, tmp_path):
+    from PySide6.QtWidgets import QApplication
+
+    from pollenstudio.core.types import UNIDENTIFIED, Box, Detection
+    from pollenstudio.gui.main_window import MainWindow
+
+    grains = [(120, 120, 0, 60), (330, 200, 1, 64)]
+    p, boxes = _scene_project(tmp_path, grains)
+    rec = p.images()[0]
+    # the model saw the second grain, but under the review slider (0.12 < 0.25)
+    p.write_proposals(rec.id, [Detection(Box(*map(float, boxes[1])), 1, "Quercus", 0.12)])
+    low = p.annotations(rec.id)[0]
+    p.close()
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(tmp_path / "scene"))
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=3000)
+    win.canvas.view.setFocus()
+    ctl = win.ctl
+    proj = ctl.project
+    assert low.id not in {v.key for v in win.canvas.overlay.views}  # hidden by the slider
+    # B, click the first grain (no proposal there): its outline becomes a box, unidentified
+    key(win, Qt.Key.Key_B)
+    _click(win, 125, 118)
+    added = [a for a in proj.annotations(rec.id) if a.status is AnnotationStatus.ADDED]
+    assert len(added) == 1 and added[0].box.iou(Box(*map(float, boxes[0]))) > 0.85
+    assert proj.category(added[0].category_id).name == UNIDENTIFIED
+    assert "found around the click" in win.statusBar().currentMessage()
+    # B, click the second grain: the model's candidate there is selected and shown, not a new box
+    key(win, Qt.Key.Key_B)
+    _click(win, 330, 200)
+    assert ctl.selected == low.id and low.id in {v.key for v in win.canvas.overlay.views}
+    assert "under the slider" in win.statusBar().currentMessage()
+    key(win, Qt.Key.Key_A)
+    assert proj.annotation(low.id).status is AnnotationStatus.ACCEPTED
+    assert len(proj.annotations(rec.id)) == 2
+    # B, click plain mount: nothing is added, the status bar says what to do
+    key(win, Qt.Key.Key_B)
+    _click(win, 440, 330)
+    assert len(proj.annotations(rec.id)) == 2 and "No grain" in win.statusBar().currentMessage()
+    win.close()
