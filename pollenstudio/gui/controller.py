@@ -672,6 +672,48 @@ class ReviewController(QObject):
         if a.status is AnnotationStatus.PROPOSED:
             self._advance_from(a.id)
 
+    def _many(self, label: str, ids: list[int], one) -> None:
+        if self.project is None or not ids:
+            return
+        p = self.project
+
+        def run():
+            with p.batch(label):
+                for aid in ids:
+                    one(aid)
+            return True
+
+        self._edit(run)
+
+    def accept_many(self, ids: list[int]) -> None:
+        """Accept several grains (gallery): one undo step."""
+        n = len(ids)
+        self._many(f"accept {n} grain{'s' if n != 1 else ''}", ids, self.project.accept if self.project else None)
+
+    def reject_many(self, ids: list[int]) -> None:
+        """Reject several grains (a drawn box is deleted): one undo step."""
+        n = len(ids)
+        self._many(f"reject {n} grain{'s' if n != 1 else ''}", ids, self.project.reject if self.project else None)
+
+    def relabel_many(self, ids: list[int], category_id: int) -> None:
+        """Give several grains one taxon (gallery): a proposal already of that taxon is
+        accepted, as with a digit key in the review. One undo step."""
+        p = self.project
+        if p is None:
+            return
+        self.last_category = category_id
+
+        def one(aid: int) -> None:
+            a = p.annotation(aid)
+            if a.category_id == category_id:
+                if a.status in (AnnotationStatus.PROPOSED, AnnotationStatus.REJECTED):
+                    p.accept(aid)
+            else:
+                p.relabel(aid, category_id)
+
+        n = len(ids)
+        self._many(f"relabel {n} grain{'s' if n != 1 else ''}", ids, one)
+
     def assign_hotkey(self, digit: str) -> None:
         cid = self.hotkeys().get(digit)
         if cid is None:

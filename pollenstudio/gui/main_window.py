@@ -112,6 +112,7 @@ class MainWindow(QMainWindow):
             "prev_image": lambda: c.step_image(-1),
             "pick_taxon": self.pick_taxon,
             "finish_image": c.finish_image,
+            "gallery": lambda: self.open_gallery(),
             "no_grains": c.no_grains,
             "draw": self.canvas.arm_draw,
             "nudge_left": lambda: c.nudge(-NUDGE_SMALL, 0),
@@ -180,7 +181,7 @@ class MainWindow(QMainWindow):
             m.addSeparator() if n is None else m.addAction(a[n])
         m = mb.addMenu("&Review")
         for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon",
-                  None, "finish_image", "no_grains"):
+                  None, "finish_image", "no_grains", None, "gallery"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m.addSeparator()
         order = m.addMenu("Review order")
@@ -485,7 +486,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(c.title)
         review = c.project is not None
         for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo",
-                     "finish_image", "no_grains"):
+                     "finish_image", "no_grains", "gallery"):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
@@ -720,6 +721,32 @@ class MainWindow(QMainWindow):
         self.st_model.setText(f"{model} · {c.device_text}" if c.device_text else model)
 
     # ------------------------------------------------------------------ dialogs
+    def open_gallery(self, category_id: int | None = None):
+        """Review > Taxon gallery (Ctrl+G): the taxon of the selected box (or the one picked
+        in the Taxa panel, or the first)."""
+        from pollenstudio.gui.gallery import GalleryDialog
+
+        c = self.ctl
+        if c.project is None:
+            return None
+        if category_id is None:
+            a = c.selected_annotation()
+            picked = self.taxa.selected_category()
+            category_id = a.category_id if a is not None else (picked.id if picked is not None else None)
+        dlg = getattr(self, "_gallery", None)
+        if dlg is None or dlg.ctl.project is not c.project:
+            if dlg is not None:
+                dlg.close()
+            dlg = self._gallery = GalleryDialog(c, self)
+            dlg.openRequested.connect(lambda *_: (self.raise_(), self.activateWindow(), self.canvas.view.setFocus()))
+        if category_id is not None:
+            dlg.show_taxon(category_id)
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        dlg.view.setFocus()
+        return dlg
+
     def pick_taxon(self) -> None:
         if self.ctl.selected_annotation() is None:
             self.statusBar().showMessage("Select a box first", 4000)

@@ -24,6 +24,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("prev_box", "Previous proposal", ("Shift+Tab", "Backtab"), "Review", "Select the previous undecided proposal"),
     Shortcut("next_image", "Next image", ("N",), "Review", "Open the next image in the list"),
     Shortcut("prev_image", "Previous image", ("P",), "Review", "Open the previous image in the list"),
+    Shortcut("gallery", "Taxon gallery...", ("Ctrl+G",), "Review",
+             "Every grain of a taxon across the project as crops: filter, sort, relabel / accept / reject many"),
     Shortcut("finish_image", "Image finished", ("Return", "Enter"), "Review",
              "Mark the image reviewed (every grain boxed) and open the next image to review"),
     Shortcut("no_grains", "No grains on this image", ("0",), "Review",

@@ -800,6 +800,23 @@ class Project:
         rows = self._q(sql + " ORDER BY image_id, id", params).fetchall()
         return (self._ann_from_row(r) for r in rows)
 
+    def grain_rows(self, category_id: int | None = None, statuses: Iterable[AnnotationStatus | str] | None = None,
+                   min_score: float = 0.0, order: str = "score") -> list[tuple]:
+        """Light rows for a gallery of grains, one query: (id, image_id, x1, y1, x2, y2,
+        category_id, score, status). Boxes drawn by hand have no score and count as 1.0.
+        order: "score" (least certain first), "-score" (most certain first), "image"."""
+        where, params = ["COALESCE(score, 1.0) >= ?"], [float(min_score)]
+        if category_id is not None:
+            where.append("category_id = ?")
+            params.append(int(category_id))
+        if statuses is not None:
+            where.append(f"status IN {sql_in(statuses)}")
+        by = {"score": "COALESCE(score, 1.0), id", "-score": "COALESCE(score, 1.0) DESC, id",
+              "image": "image_id, id"}[order]
+        return self._q(
+            f"SELECT id, image_id, x1, y1, x2, y2, category_id, score, status FROM annotations "
+            f"WHERE {' AND '.join(where)} ORDER BY {by}", params).fetchall()
+
     def annotation_count(self, status: AnnotationStatus | str | None = None) -> int:
         if status is None:
             return self._q("SELECT COUNT(*) FROM annotations").fetchone()[0]
