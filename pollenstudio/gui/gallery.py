@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
-from pollenstudio.gui.workers import Job
+from pollenstudio.gui.workers import Job, JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,36 @@ class GrainRow:
     category_id: int
     score: float | None
     status: str
+
+
+@dataclass
+class GalleryRead:
+    rows: list[GrainRow]
+    paths: dict[int, str]  # image id -> file path, for the images of ``rows``
+    confirmed: int
+    undecided: int
+    rejected: int
+
+
+def gallery_job(token, db_path: str, folder: str, category_id, statuses, min_score: float, order: str) -> GalleryRead:
+    """Worker job: the gallery's rows (a taxon of 50,000 grains is ~0.2 s of reading and
+    building rows: never on the GUI thread)."""
+    import os
+
+    from pollenstudio.gui.store_reads import reader
+
+    with reader(db_path, folder) as p:
+        raw = p.grain_rows(category_id, statuses, min_score, order)
+        token.check()
+        rows = [GrainRow(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8]) for r in raw]
+        token.check()
+        c = collections.Counter(r.status for r in rows)
+        wanted = {r.image_id for r in rows}
+        paths = {}
+        for rec in p.images():
+            if rec.id in wanted:
+                paths[rec.id] = rec.path if os.path.isabs(rec.path) else os.path.join(folder, rec.path)
+        return GalleryRead(rows, paths, sum(c[s.value] for s in OBJECT_STATUSES), c["proposed"], c["rejected"])
 
 
 def crop_cache_dir(project_folder: str | Path) -> Path:
@@ -355,6 +385,8 @@ class GalleryDialog(QDialog):
             return paths[image_id]
 
         self._paths = paths
+        self.jobs = JobRunner(self)
+        self._counts = (0, 0, 0)
         self.loader = CropLoader(crop_cache_dir(folder), path_of, self)
         self.model = GalleryModel(self.loader, self)
         self.view = QListView(self)
@@ -427,26 +459,31 @@ class GalleryDialog(QDialog):
             self.taxon.setCurrentIndex(i)  # reloads
 
     def reload(self) -> None:
+        """Re-read the rows for the current filters in a worker (a newer read cancels the
+        older); ``loading()`` is true until they are in."""
         p = self.ctl.project
         if p is None:
             return
-        cid = self.taxon.currentData()
-        rows = p.grain_rows(cid, STATUS_FILTERS[self.status.currentText()], self.min_score.value(),
-                            SORTS[self.sort.currentText()])
-        grains = [GrainRow(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7], r[8]) for r in rows]
-        missing = {g.image_id for g in grains} - self._paths.keys()
-        if missing:
-            for rec in p.images():
-                self._paths.setdefault(rec.id, str(p.image_path(rec)))
-        self.model.set_rows(grains)
+        self.summary.setText("Reading grains...")
+        self.jobs.submit("rows", gallery_job, str(p.db_path), str(p.folder), self.taxon.currentData(),
+                         STATUS_FILTERS[self.status.currentText()], self.min_score.value(),
+                         SORTS[self.sort.currentText()], on_done=self._rows_read,
+                         on_error=lambda msg: self.summary.setText(f"Could not read the grains: {msg}"))
+
+    def loading(self) -> bool:
+        return self.jobs.busy("rows")
+
+    def _rows_read(self, res: GalleryRead) -> None:
+        self._paths.update(res.paths)
+        self.model.set_rows(res.rows)
+        self._counts = (res.confirmed, res.undecided, res.rejected)
         self._summarise()
 
     def _summarise(self) -> None:
         n = self.model.total()
-        c = collections.Counter(self.model.row_data(i).status for i in range(n))
-        confirmed = sum(c[s.value] for s in OBJECT_STATUSES)
-        self.summary.setText(f"{n} grain{'s' if n != 1 else ''}: {confirmed} confirmed, {c['proposed']} to review"
-                             + (f", {c['rejected']} rejected" if c["rejected"] else ""))
+        confirmed, undecided, rejected = self._counts
+        self.summary.setText(f"{n} grain{'s' if n != 1 else ''}: {confirmed} confirmed, {undecided} to review"
+                             + (f", {rejected} rejected" if rejected else ""))
 
     def _repaint_row(self, row: int) -> None:
         rect = self.view.visualRect(self.model.index(row))
@@ -469,9 +506,21 @@ class GalleryDialog(QDialog):
             if i is None:
                 continue
             old = self.model.row_data(i)
+            self._count(old.status, -1)
+            self._count(a.status.value, +1)
             self.model.update_row(replace(old, box=a.box.xyxy(), category_id=a.category_id, status=a.status.value,
                                           score=a.score))
         self._summarise()
+
+    def _count(self, status: str, d: int) -> None:
+        c, u, r = self._counts
+        if status in {s.value for s in OBJECT_STATUSES}:
+            c += d
+        elif status == "proposed":
+            u += d
+        elif status == "rejected":
+            r += d
+        self._counts = (c, u, r)
 
     def relabel(self, digit: str) -> None:
         ids = self.selected_ids()
@@ -524,4 +573,5 @@ class GalleryDialog(QDialog):
 
     def closeEvent(self, ev) -> None:
         self.loader.clear()
+        self.jobs.cancel_all()
         super().closeEvent(ev)

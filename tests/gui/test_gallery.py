@@ -15,6 +15,7 @@ def _open(win, qtbot, cid):
     assert dlg.isVisible()
     dlg.show_taxon(cid)
     qtbot.waitExposed(dlg)
+    qtbot.waitUntil(lambda: not dlg.loading(), timeout=5000)  # rows are read in a worker
     return dlg
 
 
@@ -87,6 +88,7 @@ def test_gallery_lists_a_taxon_and_relabels_accepts_rejects_with_keys(crowded_wi
     # filters: only what is still to review, most certain first
     dlg.status.setCurrentText("To review")
     dlg.sort.setCurrentText("Most certain first")
+    qtbot.waitUntil(lambda: not dlg.loading(), timeout=5000)
     left = [dlg.model.row_data(i) for i in range(dlg.model.total())]
     assert {r.ann_id for r in left} == {r.ann_id for r in rows[4:]}
     assert [r.score for r in left] == sorted((r.score for r in left), reverse=True)
@@ -106,8 +108,12 @@ def test_gallery_follows_edits_made_in_the_main_window(window, qtbot):
     QTest.keyClick(win.canvas.view, Qt.Key.Key_Tab)
     a = ctl.selected_annotation()
     dlg = win.open_gallery()
+    qtbot.waitUntil(lambda: not dlg.loading(), timeout=5000)
     assert dlg.taxon.currentData() == a.category_id  # the selected box's taxon
+    from PySide6.QtWidgets import QApplication
+
     win.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=3000)
     win.canvas.view.setFocus()
     QTest.keyClick(win.canvas.view, Qt.Key.Key_A)
     assert p.annotation(a.id).status is AnnotationStatus.ACCEPTED
