@@ -340,11 +340,12 @@ class ReviewController(QObject):
 
     def box_views(self) -> list[BoxView]:
         cats = {c.id: c for c in self.categories()}
+        colours = {cid: self.taxon_color(c) for cid, c in cats.items()}  # once per taxon, not per box
         out = []
         for a in self.visible():
             c = cats.get(a.category_id)
             name = c.name if c else f"taxon {a.category_id}"
-            color = self.taxon_color(c) if c else "#e6a23c"
+            color = colours.get(a.category_id, "#e6a23c")
             style = {"proposed": "proposed", "rejected": "rejected"}.get(a.status.value, "decided")
             out.append(BoxView(a.id, a.box, name, color, style, a.score))
         return out
@@ -572,8 +573,10 @@ class ReviewController(QObject):
         left = [a for a in p.annotations(self.image_id) if a.status is AnnotationStatus.PROPOSED]
         if left:
             n = len(left)
-            self.message.emit(f"{n} proposal{'s' if n != 1 else ''} on this image still undecided "
-                              "(Tab goes to them; 0 = no grains here rejects them all)")
+            hidden = sum(1 for a in left if (a.score or 0.0) < self.threshold)
+            self.message.emit(f"{n} proposal{'s' if n != 1 else ''} on this image still undecided"
+                              + (f", {hidden} under the slider" if hidden else "")
+                              + " (Tab goes to them; 0 = no grains here rejects them all)")
             return False
         if self._edit(p.set_image_status, self.image_id, ReviewStatus.REVIEWED) is None:
             return False

@@ -159,7 +159,10 @@ class ModelController(QObject):
             summary, name, device = result
             self.device_text = device
             self.modelChanged.emit()
-            words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
+            words = (f"Detection done: {summary.proposals} proposal{'s' if summary.proposals != 1 else ''} on "
+                     f"{summary.done} image{'s' if summary.done != 1 else ''} with {name}")
+            if summary.merged:
+                words += f" ({summary.merged} duplicate box{'es' if summary.merged != 1 else ''} on the same grains folded)"
             if summary.capped:
                 path, kept, dropped = summary.capped[0]
                 words += (

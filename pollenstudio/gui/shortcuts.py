@@ -76,6 +76,8 @@ CANVAS_KEYS: tuple[tuple[str, str], ...] = (
     ("Mouse wheel", "Zoom at the pointer"),
     ("Click a box", "Select it (the smallest box under the pointer)"),
     ("Drag a box / its handles", "Move / resize the selected box"),
+    ("B, then click a grain", "Box it: the model's candidate there, else its outline"),
+    ("B, then drag", "Draw a box (a drag under 4 image px / 8 screen px is ignored)"),
     ("Esc", "Cancel drawing or dragging"),
 )
 

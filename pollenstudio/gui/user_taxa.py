@@ -23,6 +23,11 @@ class UserTaxa:
     def __init__(self, settings: QSettings):
         self.settings = settings
         self._items: list[dict] = self._read()
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._pos = {i["name"].lower(): k for k, i in enumerate(self._items)}
+        self._keys = None
 
     def _read(self) -> list[dict]:
         raw = self.settings.value(KEY, "")
@@ -33,6 +38,7 @@ class UserTaxa:
         return [i for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)]
 
     def _write(self) -> None:
+        self._reindex()
         self.settings.setValue(KEY, json.dumps(self._items))
 
     # -- reads ---------------------------------------------------------------------------
@@ -40,21 +46,19 @@ class UserTaxa:
         return [i["name"] for i in self._items]
 
     def _index(self, name: str) -> int | None:
-        low = name.strip().lower()
-        for k, i in enumerate(self._items):
-            if i["name"].lower() == low:
-                return k
-        return None
+        return self._pos.get(name.strip().lower())
 
     def keys(self) -> dict[str, str]:
-        """Taxon name (as stored here) -> digit, for the first nine named taxa."""
-        out = {}
-        for i in self._items:
-            if len(out) >= N_KEYS:
-                break
-            if not is_unassigned_taxon(i["name"]):
-                out[i["name"].lower()] = str(len(out) + 1)
-        return out
+        """Taxon name (lower case) -> digit, for the first nine named taxa."""
+        if self._keys is None:
+            out = {}
+            for i in self._items:
+                if len(out) >= N_KEYS:
+                    break
+                if not is_unassigned_taxon(i["name"]):
+                    out[i["name"].lower()] = str(len(out) + 1)
+            self._keys = out
+        return self._keys
 
     def key_for(self, name: str) -> str | None:
         return self.keys().get(name.strip().lower())
