@@ -5,8 +5,8 @@
 welcome.png: first start with two recent projects; review.png: synthetic micrographs with
 proposals, some accepted / rejected, one selected with handles, the review queue beside;
 large_zoom.png: a 16000 x 16000 slide scan zoomed in to pixel level.
---only-review-flow (issue #16): scan_fit.png / selected_on_scan.png (a 6000 x 4000 scan at
-fit zoom, then Tab centres and zooms the grain), gallery.png (taxon gallery), and
+--only-review-flow (issue #16): selected_on_scan.png (a 6000 x 4000 scan at fit zoom, then
+Tab centres and zooms the grain), gallery.png (taxon gallery), and
 duplicates_before_after.png (the shipped model on a crowded frame without / with the
 same-grain rule).
 With --model (a .safetensors checkpoint; the docs use the tiny test model of
@@ -237,7 +237,6 @@ def scan_selection_shot(app, out: Path) -> None:
             break
     win.canvas.fit()
     _settle(app, 300)
-    win.grab().save(str(out / "scan_fit.png"))
     win.ctl.step_proposal(1)
     _settle(app, 500)
     win.grab().save(str(out / "selected_on_scan.png"))
@@ -272,12 +271,16 @@ def duplicates_shot(app, out: Path, seed: int = 34) -> None:
         win.open_project(str(tmp))
         win.queue.slider.setValue(0)
         _settle(app, 300)
-        win.canvas.fit()
-        _settle(app, 200)
+        for d in (win.images_dock, win.queue_dock, win.taxa_dock, win.topk_dock):
+            d.hide()  # the frame itself, large enough to read the labels
+        _settle(app, 100)
+        win.canvas.set_zoom(1.6, (300, 230))  # the crowded part of the frame
+        _settle(app, 300)
         shots.append(win.canvas.grab().toImage())
         win.close()
     from PySide6.QtGui import QColor, QFont, QImage, QPainter
 
+    shots = [im.copy(0, 0, min(im.width(), 760), im.height()) for im in shots]
     w = shots[0].width() + shots[1].width() + 12
     h = max(s.height() for s in shots) + 34
     canvas = QImage(w, h, QImage.Format.Format_RGB32)
