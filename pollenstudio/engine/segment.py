@@ -111,3 +111,33 @@ def box_around_point(image: np.ndarray, x: float, y: float, start_side: int = 25
         if box.width < min_side or box.height < min_side:
             return None
         return box
+
+
+def model_box_at(pred, image: np.ndarray, x: float, y: float, conf: float = 0.05,
+                 side: int | None = None) -> tuple[Box, str, float] | None:
+    """The model's best box holding (x, y): the predictor run on one window around the click
+    at a low threshold (``conf``, under the detection threshold: a grain the detection
+    dropped still has its candidate here). Returns (box in image px, taxon, score) or None.
+    The shared predictor is not changed (its own threshold stays); forward passes hold its
+    lock."""
+    from pollenstudio.detector.postprocess import postprocess
+    from pollenstudio.engine.tiling import intensity_range, letterbox, to_model_uint8
+
+    h, w = image.shape[:2]
+    side = int(side or pred.imgsz)
+    x0 = int(min(max(0, x - side / 2), max(0, w - side)))
+    y0 = int(min(max(0, y - side / 2), max(0, h - side)))
+    crop = np.asarray(image[y0:y0 + side, x0:x0 + side])
+    arr, lb = letterbox(to_model_uint8(crop, intensity_range(crop)), pred.imgsz, origin=(x0, y0))
+    out = pred.forward(pred.to_tensor([arr]))
+    p = postprocess(out, pred.strides, conf=conf, iou=pred.iou, max_det=pred.max_det, reg_max=int(pred.cfg.reg_max))[0]
+    boxes = lb.to_source(p.boxes.detach().float().cpu().numpy())
+    scores = p.scores.detach().float().cpu().numpy()
+    classes = p.classes.detach().cpu().numpy()
+    best = None
+    for b, s, c in zip(boxes, scores, classes):
+        if b[0] <= x <= b[2] and b[1] <= y <= b[3] and (b[2] - b[0]) >= 2 and (b[3] - b[1]) >= 2:
+            if best is None or s > best[2]:
+                names = pred.class_names
+                best = (Box(*(float(v) for v in b)), names[int(c)] if 0 <= int(c) < len(names) else str(int(c)), float(s))
+    return best

@@ -736,12 +736,15 @@ class ReviewController(QObject):
         if box != a.box:
             self.move(a.id, box)
 
-    def click_to_box(self, x: float, y: float, pixels) -> str:
+    def click_to_box(self, x: float, y: float, pixels, finder=None) -> str:
         """B then a click on a grain. The model's best undecided proposal whose box holds
         the click, even one under the review slider, is selected (A accepts it, 1-9 names
-        it); a grain already boxed is selected; else a box is found around the click by
-        classical segmentation (``engine.segment``) in ``pixels`` (full-resolution array)
-        and added like a drawn box. Returns "candidate", "boxed", "segmented" or "none"."""
+        it); a grain already boxed is selected. Else ``finder(x, y, on_result)`` (the model
+        controller: the model's candidate at the click, under the detection threshold, else
+        the grain's outline, in a worker) or, without one, classical segmentation
+        (``engine.segment``) in ``pixels`` (full-resolution array) here; the box found is
+        added like a drawn box. Returns "candidate", "boxed", "searching", "segmented" or
+        "none"."""
         if self.project is None or self.image_id is None:
             return "none"
         inside = [a for a in self._anns if a.box.contains(x, y)]
@@ -759,6 +762,21 @@ class ReviewController(QObject):
             self.select(min(objs, key=lambda a: a.box.area).id, centre=True)
             self.message.emit("This grain already has a box (selected)")
             return "boxed"
+        if finder is not None:
+            iid = self.image_id
+            self.message.emit("Looking for the grain at the click...")
+
+            def found(res, iid=iid):
+                if iid != self.image_id or self.project is None:
+                    return
+                if res is None:
+                    self.message.emit("No grain stands out at the click: B and drag to draw its box")
+                    return
+                box, how = res
+                self.add(box, how=how)
+
+            if finder(x, y, found):
+                return "searching"
         from pollenstudio.engine.segment import box_around_point
 
         img = pixels() if callable(pixels) else pixels

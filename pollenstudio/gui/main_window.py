@@ -336,8 +336,7 @@ class MainWindow(QMainWindow):
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
         self.canvas.drawIgnored.connect(lambda text: self.statusBar().showMessage(text, 5000))
-        self.canvas.boxClicked.connect(
-            lambda x, y: c.click_to_box(x, y, lambda: self.canvas.image.levels[0] if self.canvas.image else None))
+        self.canvas.boxClicked.connect(self._click_to_box)
         self.canvas.cursorMoved.connect(lambda x, y: self.st_cursor.setText(f"x {x:.0f}  y {y:.0f} px"))
         self.canvas.viewChanged.connect(lambda z: self.st_zoom.setText(f"zoom {z * 100:.0f} %"))
         self.images.imageActivated.connect(c.show_image)
@@ -721,6 +720,12 @@ class MainWindow(QMainWindow):
         self.st_model.setText(f"{model} · {c.device_text}" if c.device_text else model)
 
     # ------------------------------------------------------------------ dialogs
+    def _click_to_box(self, x: float, y: float) -> str:
+        """B + click: with a model, its candidate at the click (in a worker), else the
+        grain's outline found here."""
+        finder = self.models.find_box_at if self.models.model_available() else None
+        return self.ctl.click_to_box(x, y, lambda: self.canvas.image.levels[0] if self.canvas.image else None, finder)
+
     def open_gallery(self, category_id: int | None = None):
         """Review > Taxon gallery (Ctrl+G): the taxon of the selected box (or the one picked
         in the Taxa panel, or the first)."""

@@ -202,6 +202,18 @@ class ModelController(QObject):
             self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
 
     # ------------------------------------------------------------------ explanations
+    def find_box_at(self, x: float, y: float, on_result) -> bool:
+        """B + click without a stored proposal there: the model's candidate at the click,
+        else the grain's outline, in a worker; ``on_result((Box, how) or None)``."""
+        from pollenstudio.gui import model_jobs
+
+        p, rec = self.project, self.review.image_record
+        if p is None or rec is None:
+            return False
+        self.jobs.submit("clickbox", model_jobs.click_box_job, p, self.predictors, str(p.image_path(rec)), x, y,
+                         on_done=on_result, on_error=lambda msg: on_result(None))
+        return True
+
     def explain(self, kind: str, level: str = "P3") -> bool:
         """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
         map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""

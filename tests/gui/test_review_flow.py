@@ -2,6 +2,7 @@
 afterwards: image-by-image order, "image finished", "no grains here", confirmed counts
 apart from what still waits for review."""
 
+from fixtures_models import tiny_model_path  # noqa: F401
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 
@@ -300,8 +301,10 @@ def _click(win, x, y):
     QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pt)
 
 
-def test_b_then_click_boxes_a_grain_model_candidate_first_else_its_outline(qtbot, settings, tmp_path):
+def test_b_then_click_boxes_a_grain_model_candidate_first_else_its_outline(qtbot, settings, tmp_path, monkeypatch):
     from PySide6.QtWidgets import QApplication
+
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(tmp_path / "no-models"))  # no model: the outline is found
 
     from pollenstudio.core.types import UNIDENTIFIED, Box, Detection
     from pollenstudio.gui.main_window import MainWindow
@@ -332,6 +335,7 @@ def test_b_then_click_boxes_a_grain_model_candidate_first_else_its_outline(qtbot
     assert len(added) == 1 and added[0].box.iou(Box(*map(float, boxes[0]))) > 0.85
     assert proj.category(added[0].category_id).name == UNIDENTIFIED
     assert "found around the click" in win.statusBar().currentMessage()
+    assert not win.models.model_available()
     # B, click the second grain: the model's candidate there is selected and shown, not a new box
     key(win, Qt.Key.Key_B)
     _click(win, 330, 200)
@@ -344,4 +348,38 @@ def test_b_then_click_boxes_a_grain_model_candidate_first_else_its_outline(qtbot
     key(win, Qt.Key.Key_B)
     _click(win, 440, 330)
     assert len(proj.annotations(rec.id)) == 2 and "No grain" in win.statusBar().currentMessage()
+    win.close()
+
+
+def test_b_then_click_asks_the_model_under_its_detection_threshold(qtbot, settings, tmp_path, tiny_model_path):
+    """With a model and no stored proposal at the click, the model is run on a window around
+    it at a low threshold (in a worker) and its box there is added."""
+    from PySide6.QtWidgets import QApplication
+
+    from pollenstudio.core.types import Box
+    from pollenstudio.gui.main_window import MainWindow
+
+    grains = [(120, 130, 0, 56), (340, 210, 1, 60)]
+    p, boxes = _scene_project(tmp_path, grains, seed=4)
+    p.close()
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(tmp_path / "scene"))
+    win.models.choose_model(str(tiny_model_path))
+    qtbot.waitUntil(lambda: win.models.model_name() is not None, timeout=10000)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=3000)
+    win.canvas.view.setFocus()
+    proj = win.ctl.project
+    rec = proj.images()[0]
+    assert proj.annotations(rec.id) == []  # nothing detected: the model is asked at the click
+    key(win, Qt.Key.Key_B)
+    _click(win, 340, 212)
+    qtbot.waitUntil(lambda: len(proj.annotations(rec.id)) == 1, timeout=20000)
+    a = proj.annotations(rec.id)[0]
+    assert a.status is AnnotationStatus.ADDED and a.box.iou(Box(*map(float, boxes[1]))) > 0.7
+    assert "model's candidate" in win.statusBar().currentMessage()
     win.close()
