@@ -58,6 +58,19 @@ class BoxView:
         return name
 
 
+def label_position(x: float, y: float, w: float, h: float, size: tuple[int, int] | None) -> tuple[float, float]:
+    """Top-left of a w x h label for a box whose top-left is (x, y) on screen: above the
+    box, inside it at the window's top edge, and never past the window's left, right or
+    bottom edge (``size`` = window width, height)."""
+    lx, ly = max(0.0, x), y - h
+    if ly < 0:  # box at the top edge of the window: put the label inside
+        ly = y
+    if size is not None:
+        lx = max(0.0, min(lx, size[0] - w))
+        ly = max(0.0, min(ly, size[1] - h))
+    return lx, ly
+
+
 def _text_colour(bg: QColor) -> QColor:
     lum = 0.299 * bg.red() + 0.587 * bg.green() + 0.114 * bg.blue()
     return QColor("#111111") if lum > 150 else QColor("#ffffff")
@@ -212,12 +225,7 @@ class BoxOverlay(QGraphicsItem):
         text = v.short_caption if compact else v.caption
         w = self._fm.horizontalAdvance(text) + 8
         h = self._fm.height() + 2
-        x, y = max(0.0, top_left.x()), top_left.y() - h
-        if y < 0:  # box at the top edge of the window: put the label inside
-            y = top_left.y()
-        if size is not None:  # never clipped at the right or bottom edge of the window
-            x = max(0.0, min(x, size[0] - w))
-            y = max(0.0, min(y, size[1] - h))
+        x, y = label_position(top_left.x(), top_left.y(), w, h, size)
         bg = QColor(REJECTED_COLOUR if v.style == "rejected" else v.color)
         if v.style in ("proposed", "rejected"):
             bg.setAlpha(235 if selected else 190)

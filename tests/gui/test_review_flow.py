@@ -383,3 +383,28 @@ def test_b_then_click_asks_the_model_under_its_detection_threshold(qtbot, settin
     assert a.status is AnnotationStatus.ADDED and a.box.iou(Box(*map(float, boxes[1]))) > 0.7
     assert "model's candidate" in win.statusBar().currentMessage()
     win.close()
+
+
+def test_labels_stay_inside_the_window_and_handles_leave_a_small_box_visible(window, qtbot):
+    from PySide6.QtGui import QColor
+
+    from pollenstudio.core.types import Box
+    from pollenstudio.gui.box_items import BoxView, label_position
+
+    # a box at the right edge: its label is pulled in, not clipped; at the top: inside
+    assert label_position(790, 300, 120, 16, (800, 600)) == (680, 284)
+    assert label_position(-20, 5, 120, 16, (800, 600)) == (0, 5)
+    assert label_position(100, 599, 120, 16, (800, 600)) == (100, 583)
+    # a selected box 8 px wide on screen: the white handles sit outside it
+    c = window.canvas
+    c.set_zoom(1.0, (160, 120))
+    qtbot.wait(50)
+    small = Box(150, 110, 158, 118)
+    c.set_boxes([BoxView("tiny", small, "Quercus", "#00ff00", "decided", None)], "tiny")
+    qtbot.wait(50)
+    img = c.view.viewport().grab().toImage()
+    tl, br = c.image_to_widget(small.x1, small.y1), c.image_to_widget(small.x2, small.y2)
+    inside = [img.pixelColor(x, y) for x in range(tl.x() + 2, br.x() - 1) for y in range(tl.y() + 2, br.y() - 1)]
+    assert inside and not any(p == QColor("#ffffff") for p in inside)  # no handle over the grain
+    ring = [img.pixelColor(x, y) for x in range(tl.x() - 12, br.x() + 12) for y in (tl.y() - 7, br.y() + 6)]
+    assert any(p == QColor("#ffffff") for p in ring)  # the handles are there, around it
