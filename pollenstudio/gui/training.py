@@ -130,7 +130,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
     burst = gcguard.Burst()
     with TRAIN_SERIAL, burst:
         from pollenstudio.engine.compare import compare_with_reference
-        from pollenstudio.engine.train import train_project
+        from pollenstudio.engine.train import readable_version_name, train_project
 
         token.check()
         feed.put("phase", "Reading the reviewed images and preparing the model...")
@@ -159,16 +159,6 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
                            cmp.reference_id, cmp.reference_metrics, cmp.note)
         feed.put("outcome", out)
         return out
-
-
-def readable_version_name(project, when: float | None = None) -> str:
-    """"2026-05-14 · 36 reviewed images": the date and what the model learnt from, in words
-    a palynologist reads at a glance (unique in the project; renameable in the dashboard)."""
-    from pollenstudio.core.types import ReviewStatus
-
-    n = project.image_count(ReviewStatus.REVIEWED)
-    day = datetime.fromtimestamp(when if when is not None else time.time()).strftime("%Y-%m-%d")
-    return project.unique_model_version_name(f"{day} · {n} reviewed image{'s' if n != 1 else ''}")
 
 
 def device_choices_job(token) -> list[tuple[str, str]]:

@@ -216,7 +216,7 @@ def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_
     import shutil
 
     from pollenstudio.core.types import ReviewStatus
-    from pollenstudio.gui.training import readable_version_name
+    from pollenstudio.engine.train import readable_version_name
 
     win = window
     p = win.ctl.project
