@@ -144,6 +144,13 @@ def run(args) -> int:
     else:
         for path, reason in summary.failed:
             print(f"could not read: {reason}", file=sys.stderr)
+        for path, kept, dropped in summary.capped:
+            print(
+                f"warning: {path}: detection cap hit, kept {kept}"
+                + (f", dropped {dropped} weaker" if dropped else ", a tile was full")
+                + ": some grains may have no box",
+                file=sys.stderr,
+            )
         taxa = ", ".join(f"{k} {v}" for k, v in sorted(summary.per_taxon.items(), key=lambda kv: -kv[1]))
         print(
             f"{summary.done}/{summary.images} images, {summary.proposals} proposals"

@@ -51,9 +51,22 @@ def sql_in(statuses) -> str:
 # detect``, GUI detection) and precision / recall / confusion are read at it (evaluate).
 DEFAULT_CONF = 0.25
 
-# A grain found but not yet named (the taxon-agnostic grain model's one class). Training a
-# project that also has named taxa uses such boxes for localisation only, never as a taxon.
-UNIDENTIFIED = "pollen"
+# A grain whose taxon nobody has named yet: a box drawn by hand (unless the user prefers the
+# last used taxon) or a proposal of a one-class grain model ("pollen"). Such a taxon never
+# takes a digit key, so naming grains with 1-9 works the same in every project.
+UNIDENTIFIED = "unidentified"
+UNASSIGNED_TAXA = frozenset({UNIDENTIFIED, "pollen"})
+UNIDENTIFIED_COLOR = "#9e9e9e"
+
+
+def is_unassigned_taxon(name: str) -> bool:
+    """True for a taxon that only says "a grain" (unidentified, pollen), not which."""
+    return name.strip().lower() in UNASSIGNED_TAXA
+
+# The one class of the taxon-agnostic grain model (models/pollen-grain-n.safetensors): a grain
+# found, not named. Like UNIDENTIFIED it never takes a digit key; training a project that
+# also has named taxa uses such boxes for localisation only, never as a taxon.
+GRAIN_CLASS = "pollen"
 
 
 class ReviewStatus(str, enum.Enum):

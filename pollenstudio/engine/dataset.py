@@ -166,12 +166,13 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
     ``class_names`` fixes the class order (e.g. a base model's list); taxa of the project
     not in it are appended. Default: the project's categories in id order.
 
-    Unidentified grains (category :data:`~pollenstudio.core.types.UNIDENTIFIED`, "pollen")
-    are a class only when no reviewed grain carries a real taxon (a grain model). Otherwise
-    they are dropped from the class list and their boxes get class -1: the detector learns
-    to find them, never to call anything "pollen".
+    Unnamed grains (``unidentified`` boxes drawn by hand, ``pollen`` proposals of the grain
+    model: :func:`~pollenstudio.core.types.is_unassigned_taxon`) form one class,
+    :data:`~pollenstudio.core.types.GRAIN_CLASS`, only when no reviewed grain carries a real
+    taxon (a grain model). Otherwise they are dropped from the class list and their boxes get
+    class -1: the detector learns to find them, never to call anything "pollen".
     """
-    from pollenstudio.core.types import UNIDENTIFIED, AnnotationStatus
+    from pollenstudio.core.types import GRAIN_CLASS, AnnotationStatus, is_unassigned_taxon
 
     cats = list(project.categories())
     names_by_id = {c.id: c.name for c in cats}
@@ -180,14 +181,17 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
         if c.name not in order:
             order.append(c.name)
     reviewed = list(project.reviewed_dataset())
-    named = {names_by_id[a.category_id] for _, anns in reviewed for a in anns
-             if AnnotationStatus(a.status).is_object and names_by_id[a.category_id] != UNIDENTIFIED}
-    if named:
-        order = [n for n in order if n != UNIDENTIFIED]
-    elif any(names_by_id[a.category_id] == UNIDENTIFIED for _, anns in reviewed for a in anns):
-        order = [UNIDENTIFIED]
-    index = {n: i for i, n in enumerate(order)}
-    index.setdefault(UNIDENTIFIED, -1)
+    used = {names_by_id[a.category_id] for _, anns in reviewed for a in anns if AnnotationStatus(a.status).is_object}
+    unnamed = {n for n in set(order) | used if is_unassigned_taxon(n)}
+    if any(not is_unassigned_taxon(n) for n in used):
+        order = [n for n in order if n not in unnamed]
+        index = {n: i for i, n in enumerate(order)}
+        index.update({n: -1 for n in unnamed})
+    elif used:  # only unnamed grains: a grain model
+        order = [GRAIN_CLASS]
+        index = {n: 0 for n in unnamed}
+    else:
+        index = {n: i for i, n in enumerate(order)}
     id_by_name = {c.name: c.id for c in cats}
     root = Path(project.folder)
     samples = []

@@ -27,6 +27,8 @@ class DetectSummary:
     skipped: int = 0  # detections dropped because a human already decided that grain
     replaced: int = 0  # older undecided proposals replaced
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason)
+    capped: list[tuple[str, int, int]] = field(default_factory=list)  # (image path, kept, dropped): a cap was hit
+    merged: int = 0  # boxes folded into another box on the same grain
     per_taxon: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
     seconds: float = 0.0
@@ -39,6 +41,7 @@ class DetectSummary:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["failed"] = [{"image": p, "error": e} for p, e in self.failed]
+        d["capped"] = [{"image": p, "kept": k, "dropped": n} for p, k, n in self.capped]
         return d
 
 
@@ -120,6 +123,9 @@ def detect_project(
                 continue
             pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
             summary.done += 1
+            summary.merged += res.merged
+            if res.capped:
+                summary.capped.append((rec.path, len(res.detections), res.dropped))
             summary.proposals += len(pr.written)
             summary.skipped += pr.skipped
             summary.replaced += pr.replaced

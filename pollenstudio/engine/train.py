@@ -592,7 +592,7 @@ class TrainPlan:
     base_classes: list[str] | None  # the base model's classes (None: from scratch)
 
     def describe(self) -> str:
-        from pollenstudio.core.types import UNIDENTIFIED
+        from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
 
         taxa = ", ".join(f"{n} {self.grains.get(n, 0)}" for n in self.class_names)
         if self.class_names == [UNIDENTIFIED]:
@@ -638,6 +638,21 @@ def _interrupted_run(project):
         if run.status != "done" and wd and (Path(project.folder) / wd / "last.ckpt").is_file():
             return run
     return None
+
+
+def readable_version_name(project, when: float | None = None) -> str:
+    """"2026-05-14 · 36 reviewed images": the date and what the model learnt from, in words
+    a palynologist reads at a glance ("v2 full-n" said nothing); unique in the project
+    ("... (2)"), renameable (``Project.rename_model_version``, the dashboard's Rename).
+    The training dashboard names its versions so; ``pollenstudio train`` keeps "vN variant"
+    unless given --name."""
+    from datetime import datetime
+
+    from pollenstudio.core.types import ReviewStatus
+
+    n = project.image_count(ReviewStatus.REVIEWED)
+    day = datetime.fromtimestamp(when if when is not None else time.time()).strftime("%Y-%m-%d")
+    return project.unique_model_version_name(f"{day} · {n} reviewed image{'s' if n != 1 else ''}")
 
 
 def train_project(

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QGraphicsView, QVBoxLayout, QWidget
 
 from pollenstudio.core.types import Box
 from pollenstudio.gui.box_items import BoxOverlay, BoxView
-from pollenstudio.gui.interaction import BoxEditor, Mode
+from pollenstudio.gui.interaction import CLICK_SCREEN_PX, MIN_DRAW_PX, MIN_DRAW_SCREEN_PX, BoxEditor, Mode
 from pollenstudio.gui.pyramid import DisplayImage, adjust_levels, to_display
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
@@ -29,6 +29,8 @@ pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 GRAB_PX = 6.0  # grab radius on screen for edges and handles
 WHEEL_STEP = 1.25
 MAX_ZOOM = 64.0  # screen px per image px
+COMFORT_MIN_PX = 40.0  # a selected box smaller than this on screen is zoomed in to ...
+COMFORT_PX = 140.0  # ... about this size (its longer side), centred
 DETAIL_MARGIN = 0.25  # cut this fraction of the view extra on each side, so pans rarely re-cut
 
 
@@ -70,6 +72,8 @@ class Canvas(QWidget):
     selectionRequested = Signal(object)  # key or None
     boxEdited = Signal(object, object)  # key, Box
     boxDrawn = Signal(object)  # Box
+    boxClicked = Signal(float, float)  # B then a click (no drag): image px, for click-to-box
+    drawIgnored = Signal(str)  # why a drawing made no box (too small)
     cursorMoved = Signal(float, float)  # image px
     viewChanged = Signal(float)  # zoom, screen px per image px
 
@@ -239,10 +243,20 @@ class Canvas(QWidget):
         return cx, cy
 
     def center_on(self, box: Box) -> None:
-        """Bring ``box`` into view for review: nothing moves if it is already well inside
-        the view (no needless jumps); else centre it, zooming out only if it would not fit."""
+        """Bring ``box`` into view for review. A box too small to see at this zoom (a grain
+        on a scan at 12 %) is centred and zoomed to a comfortable size; otherwise nothing
+        moves if it is already well inside the view (no needless jumps), else it is
+        centred, zooming out only if it would not fit."""
+        if self.image is None:
+            return
         r = self.vb.viewRect()
-        m = max(box.width, box.height) * 0.25
+        side = max(box.width, box.height, 1.0)
+        if side * self.zoom() < COMFORT_MIN_PX:
+            vw, vh = max(self.vb.width(), 1.0), max(self.vb.height(), 1.0)
+            zoom = min(MAX_ZOOM, COMFORT_PX / side, 0.5 * min(vw, vh) / side)
+            self.set_zoom(zoom, box.center)
+            return
+        m = side * 0.25
         if r.contains(QRectF(box.x1 - m, box.y1 - m, box.width + 2 * m, box.height + 2 * m)):
             return
         self._auto_fit = False
@@ -252,6 +266,15 @@ class Canvas(QWidget):
             return
         cx, cy = self._clamp_centre(*box.center, r.width(), r.height())
         self.vb.translateBy(x=cx - r.center().x(), y=cy - r.center().y())
+
+    def zoom_keys(self, factor: float) -> None:
+        """+ / -: zoom about the selected box when it is in view (it stays where the eye
+        is), else about the view centre."""
+        centre = None
+        sel = next((v.box for v in self.overlay.views if v.key == self.selected), None)
+        if sel is not None and self.vb.viewRect().contains(QPointF(*sel.center)):
+            centre = QPointF(*sel.center)
+        self.zoom_by(factor, center=centre)
 
     def image_to_widget(self, x: float, y: float) -> QPoint:
         """Viewport position of an image point (tests drive real mouse events with it)."""
@@ -337,13 +360,23 @@ class Canvas(QWidget):
 
     def _release(self, ev: QMouseEvent) -> None:
         pt = self.widget_to_image(ev.position())
-        out = self.editor.release(pt)
+        drawing = self.editor.mode is Mode.DRAW
+        z = self.zoom()
+        out = self.editor.release(pt, min_draw=max(MIN_DRAW_PX, MIN_DRAW_SCREEN_PX / z), click_tol=CLICK_SCREEN_PX / z)
         self.overlay.set_preview(None)
-        self.view.viewport().setCursor(Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        cur = Qt.CursorShape.CrossCursor if self.editor.draw_armed else (
+            Qt.CursorShape.OpenHandCursor if self._space else Qt.CursorShape.ArrowCursor)
+        self.view.viewport().setCursor(cur)
         if out.kind == "edit":
             self.boxEdited.emit(out.key, out.box)
         elif out.kind == "create":
             self.boxDrawn.emit(out.box)
+        elif out.kind == "click":
+            self.boxClicked.emit(out.box.x1, out.box.y1)
+        elif drawing and out.box is not None:
+            self.drawIgnored.emit(
+                f"Box too small (under {MIN_DRAW_PX:.0f} image px or {MIN_DRAW_SCREEN_PX:.0f} screen px a side): "
+                "ignored. B and drag again, or B and click a grain to box it")
         ev.accept()
 
     def _wheel(self, ev: QWheelEvent) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
 from pollenstudio.core.errors import PollenStudioError
-from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Category
+from pollenstudio.core.types import (
+    UNIDENTIFIED,
+    UNIDENTIFIED_COLOR,
+    Annotation,
+    AnnotationStatus,
+    Box,
+    Category,
+    ReviewStatus,
+    is_unassigned_taxon,
+)
 from pollenstudio.gui import interaction
 from pollenstudio.gui.box_items import BoxView
 from pollenstudio.gui.image_list import ImageRow
@@ -75,12 +84,19 @@ class ReviewController(QObject):
         self.threshold = DEFAULT_REVIEW_THRESHOLD
         self.lowest_score: float | None = None  # least confident undecided proposal (last queue read)
         self.order = "score"  # queue order: "score" (lowest first) or "margin"
-        self.within_image = False  # advance inside the image first, then along the queue
+        # review order: "image" = the current image's proposals first (least certain first),
+        # then the next image in the list's order; "queue" = one project-wide queue
+        self.within_image = True
         self.last_category: int | None = None
+        # a drawn box gets "unidentified" (default) or the last taxon used ("last")
+        self.draw_taxon = "unidentified"
+        self.show_rejected = False  # rejected boxes on the canvas (on demand, to find a wrong reject)
+        self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
-        self._project_counts: dict[int, int] | None = None  # last read (may lag an edit)
+        self._project_counts: dict[int, int] | None = None  # last read (may lag an edit): confirmed + undecided
+        self._project_confirmed: dict[int, int] = {}  # confirmed grains per taxon, same read
         self._unsubscribe = None
         self.jobs = JobRunner(self)
         self._storeEvent.connect(self._on_store_event)
@@ -105,9 +121,11 @@ class ReviewController(QObject):
     def _set_project(self, proj) -> None:
         self.close_project()
         self.project = proj
+        self._learn_taxa()
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
         self._project_counts = None
+        self._project_confirmed = {}
         self.lowest_score = None
         self.refresh_project_counts()
         self.projectChanged.emit()
@@ -173,9 +191,18 @@ class ReviewController(QObject):
         return [] if self.project is None else self.project.categories()
 
     def hotkeys(self) -> dict[str, int]:
-        """Digit -> category id: explicit hotkeys first, free digits go to the remaining
-        taxa in list order, so a new project works with 1-9 at once."""
-        cats = self.categories()
+        """Digit -> category id. With the user's taxon list (``user_taxa``) a taxon's digit
+        is its place there, the same in every project; without one, explicit hotkeys first
+        and free digits go to the remaining taxa in list order. "Unidentified" / "pollen"
+        never take a digit."""
+        cats = [c for c in self.categories() if not is_unassigned_taxon(c.name)]
+        if self.user_taxa is not None:
+            keys = {}
+            for c in cats:
+                d = self.user_taxa.key_for(c.name)
+                if d is not None and d not in keys:
+                    keys[d] = c.id
+            return keys
         keys = {c.hotkey: c.id for c in cats if c.hotkey}
         free = [str(d) for d in range(1, 10) if str(d) not in keys]
         for c in cats:
@@ -183,20 +210,48 @@ class ReviewController(QObject):
                 keys[free.pop(0)] = c.id
         return keys
 
+    def taxon_color(self, c: Category) -> str:
+        """The colour a taxon is drawn in: the user's (kept across projects), else the project's."""
+        if is_unassigned_taxon(c.name):
+            return UNIDENTIFIED_COLOR
+        col = self.user_taxa.color_for(c.name) if self.user_taxa is not None else None
+        return col or c.color
+
+    def _learn_taxa(self) -> None:
+        if self.user_taxa is not None and self.project is not None:
+            self.user_taxa.learn(self.project.categories())
+
+    def set_taxon_key(self, cid: int, digit: str) -> None:
+        """Give a taxon the digit ``digit`` in the user's taxon list (every project)."""
+        if self.user_taxa is None or self.project is None:
+            return
+        c = self.project.category(cid)
+        try:
+            self.user_taxa.set_key(c.name, digit)
+        except ValueError as exc:
+            self.errorRaised.emit("Key not set", str(exc))
+            return
+        self.categoriesChanged.emit()
+        self.boxesChanged.emit()
+
     def taxon_rows(self) -> list[TaxonRow]:
         p = self.project
         if p is None:
             return []
         project_counts = self._project_counts or {}
         image_counts: dict[int, int] = {}
+        image_confirmed: dict[int, int] = {}
         for a in self._anns:
             if a.status is not AnnotationStatus.REJECTED:
                 image_counts[a.category_id] = image_counts.get(a.category_id, 0) + 1
+            if a.status.is_object:
+                image_confirmed[a.category_id] = image_confirmed.get(a.category_id, 0) + 1
         by_id = {cid: d for d, cid in self.hotkeys().items()}
         rows = []
         for c in self.categories():
-            shown = c if c.hotkey else Category(c.id, c.name, c.color, by_id.get(c.id), c.parent_id)
-            rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0)))
+            shown = Category(c.id, c.name, self.taxon_color(c), by_id.get(c.id), c.parent_id)
+            rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0),
+                                 image_confirmed.get(c.id, 0), self._project_confirmed.get(c.id, 0)))
         return rows
 
     def refresh_project_counts(self) -> None:
@@ -212,7 +267,7 @@ class ReviewController(QObject):
 
         def done(counts, p=p):
             if self.project is p:
-                self._project_counts = counts
+                self._project_counts, self._project_confirmed = counts
                 self.projectCountsReady.emit()
 
         self.jobs.submit("counts", category_counts_job, str(p.db_path), str(p.folder), on_done=done,
@@ -242,7 +297,7 @@ class ReviewController(QObject):
                 for aid, iid, cid, score, margin in res.rows:
                     c = cats.get(cid)
                     items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
-                                           c.color if c else "#e6a23c", score, margin))
+                                           self.taxon_color(c) if c else "#e6a23c", score, margin))
                 self.queueReady.emit(items, res.total, res.hidden)
             self._queue_read_over()
 
@@ -266,19 +321,31 @@ class ReviewController(QObject):
         return list(self._anns)
 
     def visible(self) -> list[Annotation]:
-        """What the canvas shows: proposals under the threshold are hidden, not rejected."""
+        """What the canvas shows: proposals under the threshold are hidden, not rejected;
+        rejected boxes only while ``show_rejected`` (or while selected)."""
         return [
             a for a in self._anns
-            if not (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) < self.threshold)
+            if not (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) < self.threshold
+                    and a.id != self.selected)
+            and (a.status is not AnnotationStatus.REJECTED or self.show_rejected or a.id == self.selected)
         ]
+
+    def rejected(self) -> list[Annotation]:
+        """The current image's rejected proposals (for the panel listing them)."""
+        return [a for a in self._anns if a.status is AnnotationStatus.REJECTED]
+
+    def set_show_rejected(self, shown: bool) -> None:
+        self.show_rejected = bool(shown)
+        self.boxesChanged.emit()
 
     def box_views(self) -> list[BoxView]:
         cats = {c.id: c for c in self.categories()}
+        colours = {cid: self.taxon_color(c) for cid, c in cats.items()}  # once per taxon, not per box
         out = []
         for a in self.visible():
             c = cats.get(a.category_id)
             name = c.name if c else f"taxon {a.category_id}"
-            color = c.color if c else "#e6a23c"
+            color = colours.get(a.category_id, "#e6a23c")
             style = {"proposed": "proposed", "rejected": "rejected"}.get(a.status.value, "decided")
             out.append(BoxView(a.id, a.box, name, color, style, a.score))
         return out
@@ -299,7 +366,7 @@ class ReviewController(QObject):
             margin = (a.topk[0][1] - a.topk[1][1]) if len(a.topk) >= 2 else None
             items.append(QueueItem(
                 a.id, a.image_id, self._names.get(a.image_id, str(a.image_id)), c.name if c else "?",
-                c.color if c else "#e6a23c", a.score, margin,
+                self.taxon_color(c) if c else "#e6a23c", a.score, margin,
             ))
         total = p.undecided_count(self.threshold)
         hidden = p.undecided_count(0.0) - total
@@ -394,18 +461,39 @@ class ReviewController(QObject):
         else:
             self.select(ann_id, centre=True)
 
+    @property
+    def review_mode(self) -> str:
+        return "image" if self.within_image else "queue"
+
+    def set_review_mode(self, mode: str) -> None:
+        """"image": Tab / A / X stay on the image until its proposals are decided, then Tab
+        (or Enter, image finished) goes on to the next image in the list; "queue": one
+        project-wide queue, least certain first (images change as the queue says)."""
+        if mode not in ("image", "queue"):
+            raise ValueError(f"review mode is image or queue, got {mode!r}")
+        self.within_image = mode == "image"
+
+    def _next_in_image(self, anchor: int | None, backwards: bool = False) -> Annotation | None:
+        p = self.project
+        if self.image_id is None:
+            return None
+        kw = dict(min_score=self.threshold, order=self.order, backwards=backwards, image_id=self.image_id)
+        a = p.next_undecided(anchor, **kw)
+        if a is None:  # wrap within the image before leaving it
+            a = p.next_undecided(None, **kw)
+            if a is not None and a.id == anchor:
+                a = None
+        return a
+
     def _next_undecided(self, anchor: int | None, backwards: bool = False) -> Annotation | None:
         p = self.project
         kw = dict(min_score=self.threshold, order=self.order, backwards=backwards)
-        if self.within_image and self.image_id is not None:
-            a = p.next_undecided(anchor, image_id=self.image_id, **kw)
-            if a is None:  # wrap within the image before leaving it
-                a = p.next_undecided(None, image_id=self.image_id, **kw)
-                if a is not None and a.id == anchor:
-                    a = None
+        if self.within_image:
+            a = self._next_in_image(anchor, backwards)
             if a is not None:
                 return a
-            return p.next_undecided(None, **kw)
+            iid = self._next_image_to_review(backwards, need_proposals=True)
+            return None if iid is None else p.next_undecided(None, image_id=iid, **kw)
         a = p.next_undecided(anchor, **kw)
         if a is None:
             a = p.next_undecided(None, **kw)  # wrap to the start of the queue
@@ -413,17 +501,60 @@ class ReviewController(QObject):
                 return None
         return a
 
+    def _list_order(self) -> list[int]:
+        if self.image_order:
+            return list(self.image_order())
+        return [r.id for r in self.project.images()] if self.project else []
+
+    def _next_image_to_review(self, backwards: bool = False, need_proposals: bool = False) -> int | None:
+        """The next image after the current one in the list's order (wrapping) that still
+        has undecided proposals above the threshold; unless ``need_proposals``, else the next
+        one not yet reviewed (nobody has finished it)."""
+        p = self.project
+        ids = self._list_order()
+        if not ids:
+            return None
+        if self.image_id in ids:
+            i = ids.index(self.image_id)
+            ring = ids[i + 1:] + ids[:i] if not backwards else list(reversed(ids[:i])) + list(reversed(ids[i + 1:]))
+        else:
+            ring = ids if not backwards else list(reversed(ids))
+        counts = p.image_counts()
+        for iid in ring:
+            c = counts.get(iid)
+            if c is not None and c.undecided and p.next_undecided(None, min_score=self.threshold, image_id=iid):
+                return iid
+        if need_proposals:
+            return None
+        reviewed = {r.id for r in p.images(status=ReviewStatus.REVIEWED)}
+        return next((iid for iid in ring if iid not in reviewed), None)
+
     def step_proposal(self, step: int) -> None:
-        """Tab / Shift+Tab: next or previous undecided proposal in queue order."""
+        """Tab / Shift+Tab: next or previous undecided proposal (in the image first, in
+        "image" mode; along the project-wide queue in "queue" mode)."""
         if self.project is None:
             return
         a = self._next_undecided(self.selected, backwards=step < 0)
         if a is None:
             self.message.emit("No undecided proposal left above the threshold")
             return
+        if a.image_id != self.image_id:
+            self.message.emit(f"Next image: {self._names.get(a.image_id) or Path(self.project.image(a.image_id).path).name}")
         self.go_to(a.id, a.image_id)
 
     def _advance_from(self, ann_id: int) -> None:
+        if self.within_image:
+            a = self._next_in_image(ann_id)
+            if a is None:
+                # the image's proposals are decided: stay, so the reviewer can look for
+                # missed grains before calling it finished
+                self.selected = None
+                self.boxesChanged.emit()
+                self.message.emit("Every proposal on this image is decided: draw any missed grain (B), "
+                                  "then Enter = image finished (Tab: next image)")
+                return
+            self.go_to(a.id, a.image_id)
+            return
         a = self._next_undecided(ann_id)
         if a is None:
             self.selected = None
@@ -431,6 +562,62 @@ class ReviewController(QObject):
             self.message.emit("All proposals above the threshold are reviewed")
             return
         self.go_to(a.id, a.image_id)
+
+    def finish_image(self) -> bool:
+        """Enter: the reviewer has looked at the whole image (missed grains drawn): mark it
+        reviewed (one undo step) and go on to the next image to review. Refused while
+        proposals on it are undecided. Returns whether it was marked."""
+        p = self.project
+        if p is None or self.image_id is None:
+            return False
+        left = [a for a in p.annotations(self.image_id) if a.status is AnnotationStatus.PROPOSED]
+        if left:
+            n = len(left)
+            hidden = sum(1 for a in left if (a.score or 0.0) < self.threshold)
+            self.message.emit(f"{n} proposal{'s' if n != 1 else ''} on this image still undecided"
+                              + (f", {hidden} under the slider" if hidden else "")
+                              + " (Tab goes to them; 0 = no grains here rejects them all)")
+            return False
+        if self._edit(p.set_image_status, self.image_id, ReviewStatus.REVIEWED) is None:
+            return False
+        self._go_on_after_finishing("Image finished")
+        return True
+
+    def no_grains(self) -> bool:
+        """0: "no grains on this image": reject its undecided proposals and mark it reviewed,
+        one undo step. Refused when it holds confirmed grains (Enter finishes such an image)."""
+        p = self.project
+        if p is None or self.image_id is None:
+            return False
+        anns = p.annotations(self.image_id)
+        n_obj = sum(1 for a in anns if a.status.is_object)
+        if n_obj:
+            self.message.emit(f"This image has {n_obj} confirmed grain{'s' if n_obj != 1 else ''}: "
+                              "reject them first, or press Enter if the image is finished")
+            return False
+        iid = self.image_id
+
+        def both():
+            with p.batch("no grains on image"):
+                p.reject_all(iid)
+                p.set_image_status(iid, ReviewStatus.REVIEWED)
+            return True
+
+        if self._edit(both) is None:
+            return False
+        self._go_on_after_finishing("No grains here: image finished")
+        return True
+
+    def _go_on_after_finishing(self, what: str) -> None:
+        nxt = self._next_image_to_review()
+        if nxt is None:
+            self.selected = None
+            self.boxesChanged.emit()
+            self.message.emit(f"{what}. Every image is reviewed")
+            return
+        a = self.project.next_undecided(None, min_score=self.threshold, order=self.order, image_id=nxt)
+        self.show_image(nxt, select=a.id if a is not None else None)
+        self.message.emit(f"{what}. Next: {Path(self.image_record.path).name}")
 
     def set_threshold(self, value: float) -> None:
         self.threshold = float(value)
@@ -488,6 +675,48 @@ class ReviewController(QObject):
         if a.status is AnnotationStatus.PROPOSED:
             self._advance_from(a.id)
 
+    def _many(self, label: str, ids: list[int], one) -> None:
+        if self.project is None or not ids:
+            return
+        p = self.project
+
+        def run():
+            with p.batch(label):
+                for aid in ids:
+                    one(aid)
+            return True
+
+        self._edit(run)
+
+    def accept_many(self, ids: list[int]) -> None:
+        """Accept several grains (gallery): one undo step."""
+        n = len(ids)
+        self._many(f"accept {n} grain{'s' if n != 1 else ''}", ids, self.project.accept if self.project else None)
+
+    def reject_many(self, ids: list[int]) -> None:
+        """Reject several grains (a drawn box is deleted): one undo step."""
+        n = len(ids)
+        self._many(f"reject {n} grain{'s' if n != 1 else ''}", ids, self.project.reject if self.project else None)
+
+    def relabel_many(self, ids: list[int], category_id: int) -> None:
+        """Give several grains one taxon (gallery): a proposal already of that taxon is
+        accepted, as with a digit key in the review. One undo step."""
+        p = self.project
+        if p is None:
+            return
+        self.last_category = category_id
+
+        def one(aid: int) -> None:
+            a = p.annotation(aid)
+            if a.category_id == category_id:
+                if a.status in (AnnotationStatus.PROPOSED, AnnotationStatus.REJECTED):
+                    p.accept(aid)
+            else:
+                p.relabel(aid, category_id)
+
+        n = len(ids)
+        self._many(f"relabel {n} grain{'s' if n != 1 else ''}", ids, one)
+
     def assign_hotkey(self, digit: str) -> None:
         cid = self.hotkeys().get(digit)
         if cid is None:
@@ -507,18 +736,85 @@ class ReviewController(QObject):
         if box != a.box:
             self.move(a.id, box)
 
-    def add(self, box: Box) -> None:
-        if self.image_id is None:
+    def click_to_box(self, x: float, y: float, pixels, finder=None) -> str:
+        """B then a click on a grain. The model's best undecided proposal whose box holds
+        the click, even one under the review slider, is selected (A accepts it, 1-9 names
+        it); a grain already boxed is selected. Else ``finder(x, y, on_result)`` (the model
+        controller: the model's candidate at the click, under the detection threshold, else
+        the grain's outline, in a worker) or, without one, classical segmentation
+        (``engine.segment``) in ``pixels`` (full-resolution array) here; the box found is
+        added like a drawn box. Returns "candidate", "boxed", "searching", "segmented" or
+        "none"."""
+        if self.project is None or self.image_id is None:
+            return "none"
+        inside = [a for a in self._anns if a.box.contains(x, y)]
+        props = [a for a in inside if a.status is AnnotationStatus.PROPOSED]
+        if props:
+            best = max(props, key=lambda a: a.score or 0.0)
+            hidden = (best.score or 0.0) < self.threshold
+            self.select(best.id, centre=True)
+            name = next((c.name for c in self.categories() if c.id == best.category_id), "?")
+            self.message.emit(f"Model candidate at the click: {name} {best.score or 0:.2f}"
+                              + (" (under the slider)" if hidden else "") + ". A accepts, 1-9 names it, X rejects")
+            return "candidate"
+        objs = [a for a in inside if a.status.is_object]
+        if objs:
+            self.select(min(objs, key=lambda a: a.box.area).id, centre=True)
+            self.message.emit("This grain already has a box (selected)")
+            return "boxed"
+        if finder is not None:
+            iid = self.image_id
+            self.message.emit("Looking for the grain at the click...")
+
+            def found(res, iid=iid):
+                if iid != self.image_id or self.project is None:
+                    return
+                if res is None:
+                    self.message.emit("No grain stands out at the click: B and drag to draw its box")
+                    return
+                box, how = res
+                self.add(box, how=how)
+
+            if finder(x, y, found):
+                return "searching"
+        from pollenstudio.engine.segment import box_around_point
+
+        img = pixels() if callable(pixels) else pixels
+        box = None if img is None else box_around_point(img, x, y)
+        if box is None:
+            self.message.emit("No grain stands out at the click: B and drag to draw its box")
+            return "none"
+        self.add(box, how="found around the click")
+        return "segmented"
+
+    def add(self, box: Box, how: str = "") -> None:
+        """A box drawn by hand: it takes "unidentified" (the default) or, with the "last"
+        preference, the last taxon used; the status bar says which."""
+        p = self.project
+        if self.image_id is None or p is None:
             return
-        cats = self.categories()
-        if not cats:
-            self.errorRaised.emit("No taxon yet", "Add a taxon in the taxon panel before drawing boxes.")
-            return
-        cid = self.last_category if any(c.id == self.last_category for c in cats) else cats[0].id
-        aid = self._edit(self.project.add_annotation, self.image_id, _tidy(box), cid)
-        if aid is not None:
+        cats = {c.id: c for c in self.categories()}
+        iid = self.image_id
+        use_last = self.draw_taxon == "last" and self.last_category in cats
+
+        def add_box():
+            with p.batch("add box"):
+                if use_last:
+                    cid = self.last_category
+                else:
+                    c = p.category_by_name(UNIDENTIFIED)
+                    cid = c.id if c is not None else p.add_category(UNIDENTIFIED, color=UNIDENTIFIED_COLOR)
+                return p.add_annotation(iid, _tidy(box), cid), cid
+
+        res = self._edit(add_box)
+        if res is not None:
+            aid, cid = res
             self.select(aid)
-            self.message.emit("New box added: press 1-9 or T to give it a taxon")
+            what = f"New box {how}" if how else "New box"
+            if use_last:
+                self.message.emit(f"{what}: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
+            else:
+                self.message.emit(f"{what}: unidentified; press 1-9 or T to name its taxon")
 
     def undo(self) -> None:
         self._undo_redo(self.project.undo if self.project else None, "undo")
@@ -543,9 +839,16 @@ class ReviewController(QObject):
         self._edit(self.project.add_category, name)
 
     def rename_category(self, cid: int, name: str) -> None:
+        if self.project is None:
+            return
+        old = self.project.category(cid).name
         self._edit(self.project.rename_category, cid, name)
+        if self.user_taxa is not None and self.project.category(cid).name == name:
+            self.user_taxa.rename(old, name)
 
     def recolour_category(self, cid: int, colour: str) -> None:
+        if self.user_taxa is not None and self.project is not None:
+            self.user_taxa.set_color(self.project.category(cid).name, colour)
         self._edit(self.project.recolor_category, cid, colour)
 
     def merge_categories(self, src: int, dst: int) -> None:
@@ -558,6 +861,7 @@ class ReviewController(QObject):
             return
         taxa_changed = ev.kind in ("categories", "import") or bool(ev.category_ids) or "tax" in ev.label
         if taxa_changed:
+            self._learn_taxa()
             # rare and visible at once (merge moves grains): re-read now, not on a pause;
             # submitting cancels a read that may have started before this change
             self.refresh_project_counts()

@@ -379,10 +379,10 @@ class _Delegate(QStyledItemDelegate):
         painter.setFont(small)
         sfm = painter.fontMetrics()
         text = STATUS_TEXT[r.status]
-        if r.n_proposed:
-            text += f" · {r.n_proposed} proposed"
-        if r.n_objects:
-            text += f" · {r.n_objects} grains"
+        if r.n_objects or r.n_proposed:  # confirmed grains, then what still waits for review
+            text += f" · {r.n_objects} grain{'' if r.n_objects == 1 else 's'}"
+            if r.n_proposed:
+                text += f" + {r.n_proposed} to review"
         painter.drawText(tx + 14, y2 + sfm.ascent(), text)
         painter.restore()
 
@@ -473,4 +473,5 @@ class ImageListPanel(QWidget):
         c = self.model.counts()
         shown = self.model.total()
         extra = f" · {shown} shown" if shown != c["images"] else ""
-        self.summary.setText(f"{c['images']} images · {c['reviewed']} reviewed · {c['to_review']} to review{extra}")
+        n = c["images"]
+        self.summary.setText(f"{n} image{'' if n == 1 else 's'} · {c['reviewed']} reviewed · {c['to_review']} to review{extra}")

@@ -21,6 +21,9 @@ Point = tuple[float, float]
 Gesture = Generator[Box, Point, None]
 
 MIN_SIZE = 2.0  # image px: a box never collapses below this while dragged
+MIN_DRAW_PX = 4.0  # image px: a drawn box smaller than this either way is a mis-drag, ignored
+MIN_DRAW_SCREEN_PX = 8.0  # likewise on screen (at low zoom a few screen px span many image px)
+CLICK_SCREEN_PX = 3.0  # a press and release closer than this on screen is a click, not a drag
 
 
 class Part(str, enum.Enum):
@@ -203,7 +206,9 @@ class Mode(str, enum.Enum):
 class Outcome:
     """What a finished gesture asks the controller to do.
 
-    kind: "select" (key, or None to clear), "edit" (key, box), "create" (box), "none".
+    kind: "select" (key, or None to clear), "edit" (key, box), "create" (box), "none";
+    while drawing also "click" (box: the clicked point, zero size: click-to-box); a drawing
+    under the minimum size is "none" carrying that box (ignored, so the canvas can say so).
     """
 
     kind: str
@@ -226,6 +231,7 @@ class BoxEditor:
         self._gesture: Gesture | None = None
         self._original: Box | None = None
         self._pan_start: Point | None = None
+        self._draw_start: Point | None = None
 
     def press(
         self,
@@ -244,6 +250,7 @@ class BoxEditor:
             return Outcome("none")
         if self.draw_armed:
             self.mode = Mode.DRAW
+            self._draw_start = pt
             self._gesture = drag_draw(pt, bounds)
             self.preview = next(self._gesture)
             return Outcome("select", None)
@@ -270,18 +277,22 @@ class BoxEditor:
             self.preview = self._gesture.send(pt)
         return self.preview
 
-    def release(self, pt: Point) -> Outcome:
-        """End the gesture; an unchanged box or a click-sized drawing yields no edit."""
-        mode, key, original = self.mode, self.key, self._original
+    def release(self, pt: Point, min_draw: float = MIN_SIZE, click_tol: float = 0.0) -> Outcome:
+        """End the gesture; an unchanged box yields no edit. A drawing smaller than
+        ``min_draw`` image px either way is ignored ("none" with the box), one whose end is
+        within ``click_tol`` image px of its start is a "click". Either way B is used up."""
+        mode, key, original, start = self.mode, self.key, self._original, self._draw_start
         if self._gesture is not None:
             self.preview = self._gesture.send(pt)
         box = self.preview
         self.cancel()
         if mode is Mode.DRAW:
             self.draw_armed = False
-            if box is not None and usable(box):
+            if start is not None and max(abs(pt[0] - start[0]), abs(pt[1] - start[1])) <= click_tol:
+                return Outcome("click", None, Box(start[0], start[1], start[0], start[1]))
+            if box is not None and usable(box, max(min_draw, MIN_SIZE)):
                 return Outcome("create", None, box)
-            return Outcome("none")
+            return Outcome("none", None, box)
         if mode in (Mode.MOVE, Mode.RESIZE) and box is not None and box != original:
             return Outcome("edit", key, box)
         return Outcome("none")
@@ -302,3 +313,4 @@ class BoxEditor:
         self._gesture = None
         self._original = None
         self._pan_start = None
+        self._draw_start = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -40,6 +40,7 @@ from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueueP
 from pollenstudio.gui.shortcuts import SHORTCUTS
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
 from pollenstudio.gui.transfer_controller import TransferController
+from pollenstudio.gui.user_taxa import UserTaxa
 from pollenstudio.gui.welcome import WelcomePage, demo_hook
 
 MAX_RECENT = 8
@@ -51,6 +52,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings or QSettings()
         self.ctl = ReviewController(self)
+        self.ctl.user_taxa = UserTaxa(self.settings)
         self.models = ModelController(self.ctl, self)
         self.transfer = TransferController(self.ctl, self)
         self.resize(*DEFAULT_SIZE)
@@ -83,6 +85,9 @@ class MainWindow(QMainWindow):
         self._wire()
         self.queue.set_threshold(float(self.settings.value("review/threshold", DEFAULT_REVIEW_THRESHOLD)))
         self.ctl.threshold = self.queue.threshold()
+        self.set_review_mode(str(self.settings.value("review/mode", "image")))
+        self.act_draw_last.setChecked(str(self.settings.value("review/draw_taxon", "unidentified")) == "last")
+        self.set_labels_shown(str(self.settings.value("view/labels", True)).lower() not in ("false", "0"))
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections
@@ -107,6 +112,9 @@ class MainWindow(QMainWindow):
             "next_image": lambda: c.step_image(1),
             "prev_image": lambda: c.step_image(-1),
             "pick_taxon": self.pick_taxon,
+            "finish_image": c.finish_image,
+            "gallery": lambda: self.open_gallery(),
+            "no_grains": c.no_grains,
             "draw": self.canvas.arm_draw,
             "nudge_left": lambda: c.nudge(-NUDGE_SMALL, 0),
             "nudge_right": lambda: c.nudge(NUDGE_SMALL, 0),
@@ -119,8 +127,10 @@ class MainWindow(QMainWindow):
             "undo": c.undo,
             "redo": c.redo,
             "fit": self.canvas.fit,
-            "zoom_in": lambda: self.canvas.zoom_by(1.5),
-            "zoom_out": lambda: self.canvas.zoom_by(1 / 1.5),
+            "zoom_in": lambda: self.canvas.zoom_keys(1.5),
+            "zoom_out": lambda: self.canvas.zoom_keys(1 / 1.5),
+            "labels": lambda checked=False: self.set_labels_shown(checked),
+            "show_rejected": lambda checked=False: self.set_rejected_shown(checked),
             "help": self.show_help,
             "detect_image": lambda: self.models.detect_which("image"),
             "cancel_detect": self.models.cancel_detection,
@@ -139,7 +149,7 @@ class MainWindow(QMainWindow):
             a.setStatusTip(s.tip)
             a.setToolTip(f"{s.text} ({s.keys[0]})")
             a.setEnabled(s.enabled)
-            if s.name in ("edge_map", "gradcam"):
+            if s.name in ("edge_map", "gradcam", "labels", "show_rejected"):
                 a.setCheckable(True)
             if s.name in handlers:
                 a.triggered.connect(handlers[s.name])
@@ -173,8 +183,29 @@ class MainWindow(QMainWindow):
         for n in ("undo", "redo", None, "draw", "reject"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m = mb.addMenu("&Review")
-        for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon"):
-            m.addAction(a[n])
+        for n in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "pick_taxon",
+                  None, "finish_image", "no_grains", None, "gallery"):
+            m.addSeparator() if n is None else m.addAction(a[n])
+        m.addSeparator()
+        order = m.addMenu("Review order")
+        group = QActionGroup(self)
+        self.review_mode_actions = {}
+        for mode, text, tip in (
+            ("image", "Image by image (least certain first within each)",
+             "Tab / A / X stay on the image until its proposals are decided; then the next image in the list"),
+            ("queue", "Whole project, least certain first",
+             "One project-wide queue: Tab / A / X jump to whichever image holds the next least certain proposal"),
+        ):
+            act = order.addAction(text)
+            act.setCheckable(True)
+            act.setStatusTip(tip)
+            act.triggered.connect(lambda _=False, md=mode: self.set_review_mode(md))
+            group.addAction(act)
+            self.review_mode_actions[mode] = act
+        self.act_draw_last = m.addAction("Drawn boxes take the last taxon used")
+        self.act_draw_last.setCheckable(True)
+        self.act_draw_last.setStatusTip("Off: a box you draw is 'unidentified' until you name it with 1-9 or T")
+        self.act_draw_last.toggled.connect(self._draw_taxon_changed)
         m = mb.addMenu("&Model")
         self.act_detect_image = a["detect_image"]
         m.addAction(self.act_detect_image)
@@ -193,7 +224,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.act_choose_model)
         self.model_menu = m
         m = self.view_menu = mb.addMenu("&View")
-        for n in ("fit", "zoom_in", "zoom_out", None, "edge_map", "gradcam"):
+        for n in ("fit", "zoom_in", "zoom_out", None, "labels", "show_rejected", None, "edge_map", "gradcam"):
             m.addSeparator() if n is None else m.addAction(a[n])
         m.addSeparator()
         for d in (self.images_dock, self.queue_dock, self.taxa_dock):
@@ -256,6 +287,7 @@ class MainWindow(QMainWindow):
         )
         self.topk = TopKPanel(self)
         self.topk_dock = self._dock("Selected box", self.topk, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.topk.rejectedActivated.connect(lambda aid: self.ctl.select(aid, centre=True))
         self.view_menu.addAction(self.topk_dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -306,6 +338,8 @@ class MainWindow(QMainWindow):
         self.canvas.selectionRequested.connect(c.select)
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
+        self.canvas.drawIgnored.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.canvas.boxClicked.connect(self._click_to_box)
         self.canvas.cursorMoved.connect(lambda x, y: self.st_cursor.setText(f"x {x:.0f}  y {y:.0f} px"))
         self.canvas.viewChanged.connect(lambda z: self.st_zoom.setText(f"zoom {z * 100:.0f} %"))
         self.images.imageActivated.connect(c.show_image)
@@ -316,6 +350,7 @@ class MainWindow(QMainWindow):
         self.taxa.renameRequested.connect(c.rename_category)
         self.taxa.recolourRequested.connect(c.recolour_category)
         self.taxa.mergeRequested.connect(c.merge_categories)
+        self.taxa.keyRequested.connect(c.set_taxon_key)
         self.welcome.openFolderRequested.connect(self.open_folder_dialog)
         self.welcome.openProjectRequested.connect(self.open_project_dialog)
         self.welcome.openRecentRequested.connect(self.open_project)
@@ -452,7 +487,8 @@ class MainWindow(QMainWindow):
         c = self.ctl
         self.setWindowTitle(c.title)
         review = c.project is not None
-        for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo"):
+        for name in ("accept", "reject", "next_box", "prev_box", "next_image", "prev_image", "draw", "undo", "redo",
+                     "finish_image", "no_grains", "gallery"):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
@@ -502,9 +538,13 @@ class MainWindow(QMainWindow):
         anns = self.ctl.annotations()
         n_prop = sum(1 for a in anns if a.status.value == "proposed")
         n_obj = sum(1 for a in anns if a.status.is_object)
-        self.st_counts.setText(f"{n_obj} grains · {n_prop} to review on this image")
+        grains = "grain" if n_obj == 1 else "grains"
+        self.st_counts.setText(f"{n_obj} {grains} confirmed" + (f" + {n_prop} to review" if n_prop else "") + " on this image")
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
+        rejected = self.ctl.rejected()
+        names = {c.id: c.name for c in self.ctl.categories()} if rejected else {}
+        self.topk.set_rejected([(r.id, names.get(r.category_id, f"taxon {r.category_id}"), r.score) for r in rejected])
         self.overlay.selection_changed()
 
     def _rows_changed(self, rows) -> None:
@@ -517,6 +557,10 @@ class MainWindow(QMainWindow):
     def _queue_ready(self, items, total: int, hidden: int) -> None:
         self.queue.set_floor(self.ctl.lowest_score)
         self.queue.set_items(items, hidden, total)
+        if not total and not hidden:
+            c = self.images.model.counts()
+            if c["images"] and c["new"] == c["images"]:  # nothing detected or decided anywhere yet
+                self.queue.set_nothing_detected()
         self.queue.set_current(self.ctl.selected)
 
     def _refresh_taxa(self) -> None:
@@ -533,6 +577,30 @@ class MainWindow(QMainWindow):
         self.actions["redo"].setEnabled(can_redo)
         self.actions["undo"].setText(f"Undo {p.undo_label()}" if can_undo else "Undo")
         self.actions["redo"].setText(f"Redo {p.redo_label()}" if can_redo else "Redo")
+
+    def set_review_mode(self, mode: str) -> None:
+        """Review order (Review > Review order), remembered across sessions."""
+        if mode not in self.review_mode_actions:
+            mode = "image"
+        self.ctl.set_review_mode(mode)
+        self.review_mode_actions[mode].setChecked(True)
+        self.settings.setValue("review/mode", mode)
+
+    def set_labels_shown(self, shown: bool) -> None:
+        """L: taxon labels on / off (off: boxes only; a compact form shows at low zoom)."""
+        self.actions["labels"].setChecked(shown)
+        self.canvas.overlay.show_labels = bool(shown)
+        self.canvas.overlay.update()
+        self.settings.setValue("view/labels", bool(shown))
+
+    def set_rejected_shown(self, shown: bool) -> None:
+        """R: show rejected boxes (red, crossed) so a wrong reject can be found and undone."""
+        self.actions["show_rejected"].setChecked(shown)
+        self.ctl.set_show_rejected(bool(shown))
+
+    def _draw_taxon_changed(self, last: bool) -> None:
+        self.ctl.draw_taxon = "last" if last else "unidentified"
+        self.settings.setValue("review/draw_taxon", self.ctl.draw_taxon)
 
     def _threshold_changed(self, value: float) -> None:
         self.settings.setValue("review/threshold", value)
@@ -610,22 +678,31 @@ class MainWindow(QMainWindow):
     def _detect_progress(self, done: int, total: int, name: str) -> None:
         import time
 
+        from pollenstudio.engine.predict import tile_progress
         from pollenstudio.gui.model_jobs import format_eta
 
-        self.st_progress.setRange(0, max(total, 1))
-        self.st_progress.setValue(done)
-        if done <= 0:
+        # a large scan is many tiles: the bar and the ETA move with them, not per image
+        tiles = tile_progress(name)
+        where = ""
+        fdone = float(done)
+        if tiles is not None:
+            name, k, n = tiles
+            fdone = done + k / max(n, 1)
+            where = f" · tile {k}/{n}"
+        self.st_progress.setRange(0, max(total, 1) * 100)
+        self.st_progress.setValue(int(round(fdone * 100)))
+        if fdone <= 0:
             return
         name = name.rsplit("/", 1)[-1]
         now = time.monotonic()
         if self._detect_first is None:
-            self._detect_first = (now, done)
-            self.st_eta.setText(name)
+            self._detect_first = (now, fdone)
+            self.st_eta.setText(name + where)
             return
         t1, d1 = self._detect_first
-        rate = (done - d1) / max(now - t1, 1e-6)
-        eta = (total - done) / rate if rate > 0 else None
-        self.st_eta.setText(f"{name}  ·  {format_eta(eta)}")
+        rate = (fdone - d1) / max(now - t1, 1e-6)
+        eta = (total - fdone) / rate if rate > 0 else None
+        self.st_eta.setText(f"{name}{where}  ·  {format_eta(eta)}")
 
     def _detect_ended(self, words: str) -> None:
         for w in (self.st_progress, self.st_eta, self.st_cancel):
@@ -646,6 +723,38 @@ class MainWindow(QMainWindow):
         self.st_model.setText(f"{model} · {c.device_text}" if c.device_text else model)
 
     # ------------------------------------------------------------------ dialogs
+    def _click_to_box(self, x: float, y: float) -> str:
+        """B + click: with a model, its candidate at the click (in a worker), else the
+        grain's outline found here."""
+        finder = self.models.find_box_at if self.models.model_available() else None
+        return self.ctl.click_to_box(x, y, lambda: self.canvas.image.levels[0] if self.canvas.image else None, finder)
+
+    def open_gallery(self, category_id: int | None = None):
+        """Review > Taxon gallery (Ctrl+G): the taxon of the selected box (or the one picked
+        in the Taxa panel, or the first)."""
+        from pollenstudio.gui.gallery import GalleryDialog
+
+        c = self.ctl
+        if c.project is None:
+            return None
+        if category_id is None:
+            a = c.selected_annotation()
+            picked = self.taxa.selected_category()
+            category_id = a.category_id if a is not None else (picked.id if picked is not None else None)
+        dlg = getattr(self, "_gallery", None)
+        if dlg is None or dlg.ctl.project is not c.project:
+            if dlg is not None:
+                dlg.close()
+            dlg = self._gallery = GalleryDialog(c, self)
+            dlg.openRequested.connect(lambda *_: (self.raise_(), self.activateWindow(), self.canvas.view.setFocus()))
+        if category_id is not None:
+            dlg.show_taxon(category_id)
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        dlg.view.setFocus()
+        return dlg
+
     def pick_taxon(self) -> None:
         if self.ctl.selected_annotation() is None:
             self.statusBar().showMessage("Select a box first", 4000)

@@ -159,7 +159,16 @@ class ModelController(QObject):
             summary, name, device = result
             self.device_text = device
             self.modelChanged.emit()
-            words = f"Detection done: {summary.proposals} proposals on {summary.done} images with {name}"
+            words = (f"Detection done: {summary.proposals} proposal{'s' if summary.proposals != 1 else ''} on "
+                     f"{summary.done} image{'s' if summary.done != 1 else ''} with {name}")
+            if summary.merged:
+                words += f" ({summary.merged} duplicate box{'es' if summary.merged != 1 else ''} on the same grains folded)"
+            if summary.capped:
+                path, kept, dropped = summary.capped[0]
+                words += (
+                    f"; WARNING: the detection cap was hit on {len(summary.capped)} image(s) "
+                    f"({path}: kept {kept}" + (f", dropped {dropped} weaker)" if dropped else ", a tile was full)")
+                )
             if summary.failed:
                 words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
             self.detectEnded.emit(words)
@@ -193,6 +202,18 @@ class ModelController(QObject):
             self.detectEnded.emit("Detection cancelled: images finished before the cancel keep their proposals")
 
     # ------------------------------------------------------------------ explanations
+    def find_box_at(self, x: float, y: float, on_result) -> bool:
+        """B + click without a stored proposal there: the model's candidate at the click,
+        else the grain's outline, in a worker; ``on_result((Box, how) or None)``."""
+        from pollenstudio.gui import model_jobs
+
+        p, rec = self.project, self.review.image_record
+        if p is None or rec is None:
+            return False
+        self.jobs.submit("clickbox", model_jobs.click_box_job, p, self.predictors, str(p.image_path(rec)), x, y,
+                         on_done=on_result, on_error=lambda msg: on_result(None))
+        return True
+
     def explain(self, kind: str, level: str = "P3") -> bool:
         """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
         map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""

@@ -114,6 +114,29 @@ def format_eta(seconds: float | None) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min left"
 
 
+def click_box_job(token, project, cache: PredictorCache, path: str, x: float, y: float):
+    """Worker job for B + click: the model's best candidate holding the click (run on one
+    window around it, under the detection threshold), else the grain's outline by
+    segmentation. Returns (Box, how) or None."""
+    from pollenstudio.engine.segment import box_around_point, model_box_at
+    from pollenstudio.gui.gallery import _open_pixels
+
+    pixels = _open_pixels(path)
+    token.check()
+    try:
+        pred = cache.get(project)
+    except Exception:  # no usable model: the outline is still worth finding
+        pred = None
+    if pred is not None:
+        found = model_box_at(pred, pixels, x, y)
+        token.check()
+        if found is not None:
+            box, taxon, score = found
+            return box, f"from the model's candidate at the click ({taxon} {score:.2f})"
+    box = box_around_point(pixels, x, y)
+    return None if box is None else (box, "found around the click (outline)")
+
+
 # ---------------------------------------------------------------------------- explanations
 
 

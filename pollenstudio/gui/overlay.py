@@ -14,10 +14,20 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QComboBox, QLabel, QSlider, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QSlider,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 COLORMAP = "inferno"  # dark (low) to bright yellow (high): readable over brown/yellow grains
 LEVELS = ("P3", "P4", "P5")
+LEVEL_NAMES = {"P3": "fine edges", "P4": "medium edges", "P5": "coarse edges (shape)"}  # what the list shows
 LEVEL_TIPS = {
     "P3": "P3: fine edges (stride 8), exine outline and sculpture",
     "P4": "P4: medium edges (stride 16)",
@@ -43,7 +53,7 @@ def legend_pixmap(width: int = 110, height: int = 12) -> QPixmap:
 class OverlayBar(QToolBar):
     """E / G toggles (the window's actions), level, opacity and legend."""
 
-    levelChanged = Signal(str)
+    levelChanged = Signal(str)  # "P3" | "P4" | "P5"
     opacityChanged = Signal(float)
 
     def __init__(self, edge_action, gradcam_action, parent: QWidget | None = None):
@@ -53,10 +63,11 @@ class OverlayBar(QToolBar):
         self.addWidget(QLabel(" Overlay ", self))
         self.addAction(edge_action)
         self.level = QComboBox(self)
-        self.level.addItems(list(LEVELS))
+        for name in LEVELS:
+            self.level.addItem(LEVEL_NAMES[name], name)  # the level's id (P3...) is the item data
         for i, name in enumerate(LEVELS):
             self.level.setItemData(i, LEVEL_TIPS[name], Qt.ItemDataRole.ToolTipRole)
-        self.level.setToolTip("Edge-map level: P3 fine, P5 coarse")
+        self.level.setToolTip("Edge-map level: fine edges (exine outline, sculpture; P3) to coarse (grain shape; P5)")
         self.level.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.addWidget(self.level)
         self.addAction(gradcam_action)
@@ -75,15 +86,23 @@ class OverlayBar(QToolBar):
         self.addWidget(QLabel(" high  ", self))
         self.state = QLabel(self)
         self.addWidget(self.state)
-        self.level.currentTextChanged.connect(self.levelChanged.emit)
+        self.level.currentIndexChanged.connect(lambda _i: self.levelChanged.emit(self.level_id()))
         self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100.0))
+
+    def level_id(self) -> str:
+        """The chosen edge level's id: "P3", "P4" or "P5"."""
+        return self.level.currentData() or LEVELS[0]
 
     def set_state(self, text: str) -> None:
         self.state.setText(text)
 
 
 class TopKPanel(QWidget):
-    """The selected box: taxon, status, score and the model's top-k taxa with probabilities."""
+    """The selected box: taxon, status, score and the model's top-k taxa with probabilities;
+    below, the image's rejected boxes (click one to select and show it: a wrong reject is
+    found here and undone with 1-9 or A)."""
+
+    rejectedActivated = Signal(int)  # annotation id
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -91,10 +110,33 @@ class TopKPanel(QWidget):
         self.label.setTextFormat(Qt.TextFormat.RichText)
         self.label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.label.setWordWrap(True)
+        self.rejected_title = QLabel(self)
+        self.rejected_list = QListWidget(self)
+        self.rejected_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.rejected_list.setMaximumHeight(110)
+        self.rejected_list.itemClicked.connect(
+            lambda it: self.rejectedActivated.emit(int(it.data(Qt.ItemDataRole.UserRole))))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 4, 6, 4)
         lay.addWidget(self.label)
+        lay.addStretch(1)
+        lay.addWidget(self.rejected_title)
+        lay.addWidget(self.rejected_list)
         self.set_annotation(None)
+        self.set_rejected([])
+
+    def set_rejected(self, items: list[tuple[int, str, float | None]]) -> None:
+        """(annotation id, taxon, score) of the image's rejected boxes."""
+        if items == getattr(self, "_rejected", None):
+            return  # every key press lands here: rebuild only when the list changed
+        self._rejected = list(items)
+        self.rejected_title.setText(f"Rejected on this image: {len(items)}" + (" (R shows them)" if items else ""))
+        self.rejected_list.clear()
+        for aid, taxon, score in items:
+            it = QListWidgetItem(f"{taxon}" + (f"  {score:.2f}" if score is not None else ""))
+            it.setData(Qt.ItemDataRole.UserRole, aid)
+            self.rejected_list.addItem(it)
+        self.rejected_list.setVisible(bool(items))
 
     def set_annotation(self, ann, taxon: str = "") -> None:
         if ann is None:

@@ -80,7 +80,7 @@ class ExplanationOverlay(QObject):
 
     # ------------------------------------------------------------------ maps
     def _wanted_key(self):
-        return self.bar.level.currentText() if self.kind == "edge" else self.review.selected
+        return self.bar.level_id() if self.kind == "edge" else self.review.selected
 
     def request(self) -> None:
         kind = self.kind
@@ -94,14 +94,14 @@ class ExplanationOverlay(QObject):
             self.exp = None
             self.bar.set_state("  Grad-CAM: select a box")
             return
-        if self.models.explain(kind, self.bar.level.currentText()):
+        if self.models.explain(kind, self.bar.level_id()):
             self.bar.set_state("  computing...")
 
     def explanation_ready(self, exp) -> None:
         if exp.kind != self.kind or exp.image_id != self.review.image_id:
             return
         if exp.kind == "edge" and exp.maps:
-            level = self.bar.level.currentText()
+            level = self.bar.level_id()
             exp.key, exp.heat = level, exp.maps[level]
         elif exp.key != self.review.selected:
             return  # the selection moved on; its own request is on the way

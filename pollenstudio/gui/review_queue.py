@@ -185,12 +185,19 @@ class ReviewQueuePanel(QWidget):
             text = f"{total} proposals to review (the {len(items)} most uncertain listed)"
         else:
             images = len({it.image_id for it in items})
-            text = f"{total} proposals to review on {images} images"
+            text = (f"{total} proposal{'s' if total != 1 else ''} to review on "
+                    f"{images} image{'s' if images != 1 else ''}")
         if hidden:
             text += f" ({hidden} below the threshold hidden)"
         if not total and not hidden:
             text = "Nothing left to review."
         self.summary.setText(text)
+
+    def set_nothing_detected(self) -> None:
+        """The project holds no proposal and no decision yet: point at Detect, not at an
+        empty queue."""
+        self.summary.setText("No proposals yet: Detect (Ctrl+D) proposes grains on this image; "
+                             "Model > Detect all images for the whole project.")
 
     def set_current(self, ann_id: int | None) -> None:
         row = None if ann_id is None else self.model.row_of(ann_id)

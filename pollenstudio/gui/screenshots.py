@@ -5,6 +5,10 @@
 welcome.png: first start with two recent projects; review.png: synthetic micrographs with
 proposals, some accepted / rejected, one selected with handles, the review queue beside;
 large_zoom.png: a 16000 x 16000 slide scan zoomed in to pixel level.
+--only-review-flow (issue #16): selected_on_scan.png (a 6000 x 4000 scan at fit zoom, then
+Tab centres and zooms the grain), gallery.png (taxon gallery), and
+duplicates_before_after.png (the shipped model on a crowded frame without / with the
+same-grain rule).
 With --model (a .safetensors checkpoint; the docs use the tiny test model of
 tests/fixtures_models.py, whose two made-up taxa are "Roundum" and "Triangula"):
 detection_in_progress.png, edge_map.png, gradcam.png, export_dialog.png, all from a real
@@ -196,6 +200,134 @@ def training_shot(app, out: Path, model: str, epochs: int = 12) -> None:
     print(f"wrote {out}/training_dashboard.png")
 
 
+def scan_selection_shot(app, out: Path) -> None:
+    """selected_on_scan.png: a 6000 x 4000 scan opened at fit zoom (~12 %), then Tab: the
+    least certain grain is centred and zoomed to a size one can judge (issue #16)."""
+    import numpy as np
+    import tifffile
+
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.project import Project
+
+    tmp = Path(tempfile.mkdtemp(prefix="ps_scan_"))
+    tile, objects = generate_image(21, SynthConfig(width=2000, height=2000, n_grains=(40, 50)))
+    big = np.ascontiguousarray(np.tile(tile, (2, 3, 1)))
+    (tmp / "images").mkdir()
+    path = tmp / "images" / "scan_6000x4000.tif"
+    tifffile.imwrite(path, big)
+    p = Project.create(tmp)
+    p.ensure_categories(sorted({o["name"] for o in objects}))
+    p.add_images([path])
+    rec = p.images()[0]
+    rng = np.random.default_rng(4)
+    dets = []
+    for k in range(6):
+        ox, oy = (k % 3) * 2000, (k // 3) * 2000
+        for o in objects:
+            x1, y1, x2, y2 = o["bbox"]
+            dets.append(Detection(Box(x1 + ox, y1 + oy, x2 + ox, y2 + oy), 0, o["name"], float(rng.uniform(0.3, 0.98))))
+    p.write_proposals(rec.id, dets)
+    p.close()
+    win = _main_window(tmp)
+    win.open_project(str(tmp))
+    for _ in range(400):
+        _settle(app, 50)
+        if win.canvas.image is not None and win.canvas.image.width == 6000:
+            break
+    win.canvas.fit()
+    _settle(app, 300)
+    win.ctl.step_proposal(1)
+    _settle(app, 500)
+    win.grab().save(str(out / "selected_on_scan.png"))
+    win.close()
+
+
+def duplicates_shot(app, out: Path, seed: int = 34) -> None:
+    """duplicates_before_after.png: the shipped model on a crowded synthetic frame, in the
+    review window, without and with the same-grain rule (one grain, one box)."""
+    import cv2
+    import numpy as np
+
+    from pollenstudio.engine.predict import Predictor
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+    from pollenstudio.project import Project
+
+    img, _ = generate_image(seed, SynthConfig(width=1024, height=768, n_grains=(25, 30)))
+    pred = Predictor.from_default(device="cpu")
+    shots = []
+    for merge in (False, True):
+        pred.merge_same_grain = merge
+        dets = pred.predict(img)
+        tmp = Path(tempfile.mkdtemp(prefix="ps_dup_"))
+        (tmp / "images").mkdir()
+        cv2.imwrite(str(tmp / "images" / "crowded.png"), np.ascontiguousarray(img[..., ::-1]))
+        p = Project.create(tmp)
+        p.ensure_categories(pred.class_names)
+        p.add_images([tmp / "images" / "crowded.png"])
+        p.write_proposals(p.images()[0].id, dets, iou_threshold=1.01)
+        p.close()
+        win = _main_window(tmp)
+        win.open_project(str(tmp))
+        win.queue.slider.setValue(0)
+        _settle(app, 300)
+        for d in (win.images_dock, win.queue_dock, win.taxa_dock, win.topk_dock):
+            d.hide()  # the frame itself, large enough to read the labels
+        _settle(app, 100)
+        win.canvas.set_zoom(1.6, (300, 230))  # the crowded part of the frame
+        _settle(app, 300)
+        shots.append(win.canvas.grab().toImage())
+        win.close()
+    from PySide6.QtGui import QColor, QFont, QImage, QPainter
+
+    shots = [im.copy(0, 0, min(im.width(), 760), im.height()) for im in shots]
+    w = shots[0].width() + shots[1].width() + 12
+    h = max(s.height() for s in shots) + 34
+    canvas = QImage(w, h, QImage.Format.Format_RGB32)
+    canvas.fill(QColor("#ffffff"))
+    painter = QPainter(canvas)
+    f = QFont()
+    f.setPixelSize(18)
+    f.setBold(True)
+    painter.setFont(f)
+    painter.drawText(10, 24, "Before: boxes of several taxa on one grain")
+    painter.drawText(shots[0].width() + 22, 24, "After: one box per grain (other taxa kept as alternatives)")
+    painter.drawImage(0, 34, shots[0])
+    painter.drawImage(shots[0].width() + 12, 34, shots[1])
+    painter.end()
+    canvas.save(str(out / "duplicates_before_after.png"))
+
+
+def gallery_shot(app, out: Path) -> None:
+    """gallery.png: the taxon gallery of a generated project, a few grains selected."""
+    from PySide6.QtCore import QItemSelection, QItemSelectionModel
+
+    from pollenstudio.gui.sample_project import make_review_project
+
+    tmp = Path(tempfile.mkdtemp(prefix="ps_gallery_"))
+    make_review_project(tmp / "proj", n_images=12, seed=3, width=1024, height=768, n_grains=(7, 10)).close()
+    win = _main_window(tmp)
+    win.open_project(str(tmp / "proj"))
+    _settle(app, 200)
+    p = win.ctl.project
+    counts = p.category_counts()
+    cid = max(counts, key=counts.get)
+    for r in p.grain_rows(cid)[-6:]:
+        p.accept(r[0])
+    dlg = win.open_gallery(cid)
+    dlg.resize(1000, 720)
+    for _ in range(200):
+        _settle(app, 50)
+        if not dlg.loading() and dlg.model.crops_cached() >= min(dlg.model.total(), 40):
+            break
+    sel = QItemSelection(dlg.model.index(1), dlg.model.index(3))
+    dlg.view.selectionModel().select(sel, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+    _settle(app, 300)
+    dlg.grab().save(str(out / "gallery.png"))
+    dlg.close()
+    win.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import argparse
@@ -205,9 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="checkpoint for the model screenshots")
     ap.add_argument("--only-model", action="store_true", help="only the model screenshots")
     ap.add_argument("--only-training", action="store_true", help="only the training dashboard (needs --model)")
+    ap.add_argument("--only-review-flow", action="store_true",
+                    help="only the review-flow shots (scan selection, gallery, duplicates before/after)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only_review_flow:
+        from pollenstudio.gui.app import create_app
+
+        app = create_app(["screenshots"])
+        scan_selection_shot(app, out)
+        gallery_shot(app, out)
+        duplicates_shot(app, out)
+        return 0
     if args.only_training:
         from pollenstudio.gui.app import create_app
 

@@ -24,12 +24,20 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("prev_box", "Previous proposal", ("Shift+Tab", "Backtab"), "Review", "Select the previous undecided proposal"),
     Shortcut("next_image", "Next image", ("N",), "Review", "Open the next image in the list"),
     Shortcut("prev_image", "Previous image", ("P",), "Review", "Open the previous image in the list"),
+    Shortcut("gallery", "Taxon gallery...", ("Ctrl+G",), "Review",
+             "Every grain of a taxon across the project as crops: filter, sort, relabel / accept / reject many"),
+    Shortcut("finish_image", "Image finished", ("Return", "Enter"), "Review",
+             "Mark the image reviewed (every grain boxed) and open the next image to review"),
+    Shortcut("no_grains", "No grains on this image", ("0",), "Review",
+             "Reject the image's proposals and mark it reviewed, in one step"),
     Shortcut("pick_taxon", "Choose taxon...", ("T",), "Review", "Search the taxa and assign one to the selected box"),
     *(
         Shortcut(f"taxon_{i}", f"Assign taxon {i}", (str(i),), "Review", f"Give the selected box the taxon with hotkey {i}")
         for i in range(1, 10)
     ),
-    Shortcut("draw", "Draw new box", ("B",), "Edit", "Then drag on the image; Esc cancels"),
+    Shortcut("draw", "Draw new box", ("B",), "Edit",
+             "Then drag on the image, or click a grain to box it (the model's candidate there, else the grain's "
+             "outline); Esc cancels"),
     Shortcut("nudge_left", "Nudge left", ("Left",), "Edit", "Move the selected box 1 px (Shift: 10 px)"),
     Shortcut("nudge_right", "Nudge right", ("Right",), "Edit"),
     Shortcut("nudge_up", "Nudge up", ("Up",), "Edit"),
@@ -43,8 +51,12 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("fit", "Fit image", ("F",), "View", "Show the whole image"),
     Shortcut("zoom_in", "Zoom in", ("+", "="), "View", "Also the mouse wheel"),
     Shortcut("zoom_out", "Zoom out", ("-",), "View", "Also the mouse wheel"),
+    Shortcut("labels", "Show labels", ("L",), "View",
+             "Taxon labels on / off; at low zoom they shrink to a short form by themselves"),
+    Shortcut("show_rejected", "Show rejected boxes", ("R",), "View",
+             "Show rejected proposals (red, crossed) to find a wrong reject; the Selected box panel lists them"),
     Shortcut("edge_map", "Edge map overlay", ("E",), "View",
-             "Show / hide where the model sees edges (level P3/P4/P5 in the Overlay bar)"),
+             "Show / hide where the model sees edges (fine to coarse, chosen in the Overlay bar)"),
     Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View",
              "Show / hide what made the model call the selected box its taxon (follows the selection)"),
     Shortcut("detect_image", "Detect this image", ("Ctrl+D",), "Model",
@@ -64,6 +76,8 @@ CANVAS_KEYS: tuple[tuple[str, str], ...] = (
     ("Mouse wheel", "Zoom at the pointer"),
     ("Click a box", "Select it (the smallest box under the pointer)"),
     ("Drag a box / its handles", "Move / resize the selected box"),
+    ("B, then click a grain", "Box it: the model's candidate there, else its outline"),
+    ("B, then drag", "Draw a box (a drag under 4 image px / 8 screen px is ignored)"),
     ("Esc", "Cancel drawing or dragging"),
 )
 

@@ -46,11 +46,13 @@ def reader(db_path: str | Path, folder: str | Path):
         proj.close()
 
 
-def category_counts_job(token, db_path: str, folder: str) -> dict[int, int]:
-    """Worker job: grains per taxon over the project."""
+def category_counts_job(token, db_path: str, folder: str) -> tuple[dict[int, int], dict[int, int]]:
+    """Worker job: per taxon over the project, (confirmed + undecided boxes, confirmed grains)."""
     with reader(db_path, folder) as p:
         token.check()
-        return dict(p.category_counts())
+        total = dict(p.category_counts())
+        token.check()
+        return total, dict(p.category_counts(include_proposed=False))
 
 
 def queue_job(token, db_path: str, folder: str, threshold: float, order: str, limit: int,

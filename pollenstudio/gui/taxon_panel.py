@@ -32,8 +32,24 @@ CategoryIdRole = Qt.ItemDataRole.UserRole + 1
 @dataclass(frozen=True)
 class TaxonRow:
     category: Category
-    n_image: int  # grains of this taxon on the current image (decided + undecided shown)
-    n_project: int  # grains in the whole project
+    n_image: int  # boxes of this taxon on the current image, confirmed + undecided (not rejected)
+    n_project: int  # likewise in the whole project
+    n_image_confirmed: int = 0  # grains a person confirmed (accepted / edited / added)
+    n_project_confirmed: int = 0
+
+    @property
+    def image_text(self) -> str:
+        return count_text(self.n_image_confirmed, self.n_image - self.n_image_confirmed)
+
+    @property
+    def project_text(self) -> str:
+        return count_text(self.n_project_confirmed, self.n_project - self.n_project_confirmed)
+
+
+def count_text(confirmed: int, undecided: int) -> str:
+    """"12" when every box is decided, "12 + 4" when 4 proposals still wait for review: a
+    count never mixes what a person confirmed with what a model only proposed."""
+    return f"{confirmed} + {undecided}" if undecided > 0 else str(confirmed)
 
 
 class TaxonPanel(QWidget):
@@ -42,11 +58,15 @@ class TaxonPanel(QWidget):
     renameRequested = Signal(int, str)
     recolourRequested = Signal(int, str)
     mergeRequested = Signal(int, int)  # from, into
+    keyRequested = Signal(int, str)  # category id, digit: its key in every project
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.table = QTableWidget(0, 4, self)
         self.table.setHorizontalHeaderLabels(["Key", "Taxon", "Image", "Project"])
+        for col in (2, 3):
+            self.table.horizontalHeaderItem(col).setToolTip(
+                "Confirmed grains (accepted, edited, drawn); \"+ N\": proposals still to review")
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(22)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -62,7 +82,8 @@ class TaxonPanel(QWidget):
         self.table.setToolTip("Double-click: give the selected box this taxon")
         self.table.cellDoubleClicked.connect(lambda r, c: self._assign_row(r))
         buttons = QHBoxLayout()
-        for text, slot in (("Add", self._add), ("Rename", self._rename), ("Colour", self._recolour), ("Merge into...", self._merge)):
+        for text, slot in (("Add", self._add), ("Rename", self._rename), ("Colour", self._recolour), ("Key", self._set_key),
+                           ("Merge into...", self._merge)):
             b = QPushButton(text, self)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.clicked.connect(slot)
@@ -80,10 +101,10 @@ class TaxonPanel(QWidget):
             # every review key press lands here: only the counts change, so set their text
             # rather than rebuild 4 items per taxon (setItem cost ~5 ms per refresh)
             for i, r in enumerate(rows):
-                for col, n in ((2, r.n_image), (3, r.n_project)):
+                for col, text in ((2, r.image_text), (3, r.project_text)):
                     it = self.table.item(i, col)
-                    if it.text() != str(n):
-                        it.setText(str(n))
+                    if it.text() != text:
+                        it.setText(text)
             return
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
@@ -93,8 +114,8 @@ class TaxonPanel(QWidget):
             name = QTableWidgetItem(c.name)
             name.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
             name.setData(CategoryIdRole, c.id)
-            n_img = QTableWidgetItem(str(r.n_image))
-            n_prj = QTableWidgetItem(str(r.n_project))
+            n_img = QTableWidgetItem(r.image_text)
+            n_prj = QTableWidgetItem(r.project_text)
             for it in (n_img, n_prj):
                 it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for col, it in enumerate((key, name, n_img, n_prj)):
@@ -131,6 +152,15 @@ class TaxonPanel(QWidget):
         col = QColorDialog.getColor(QColor(c.color), self, f"Colour of {c.name}")
         if col.isValid():
             self.recolourRequested.emit(c.id, col.name())
+
+    def _set_key(self) -> None:
+        c = self.selected_category()
+        if c is None:
+            return
+        digit, ok = QInputDialog.getInt(self, "Taxon key", f"Digit key for {c.name} (in every project):",
+                                        int(c.hotkey or 1), 1, 9)
+        if ok:
+            self.keyRequested.emit(c.id, str(digit))
 
     def _merge(self) -> None:
         c = self.selected_category()

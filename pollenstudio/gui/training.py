@@ -130,7 +130,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
     burst = gcguard.Burst()
     with TRAIN_SERIAL, burst:
         from pollenstudio.engine.compare import compare_with_reference
-        from pollenstudio.engine.train import train_project
+        from pollenstudio.engine.train import readable_version_name, train_project
 
         token.check()
         feed.put("phase", "Reading the reviewed images and preparing the model...")
@@ -148,6 +148,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
 
         cfg = request.train_config()
         res = train_project(project, cfg, model_cfg=request.model_cfg, base=request.base, activate=False,
+                            name=readable_version_name(project),
                             progress=token, callbacks={"on_train_start": on_train_start, "on_batch_end": on_batch_end,
                                                        "on_epoch_end": on_epoch_end})
         feed.put("trained", res.version_id)
@@ -265,7 +266,7 @@ class TrainingDashboard(QDialog):
         self._poll = QTimer(self)
         self._poll.setInterval(250)
         self._poll.timeout.connect(self._drain)
-        ctl.modelChanged.connect(self.refresh_versions)
+        ctl.modelChanged.connect(self._model_changed)
         ctl.projectClosing.connect(self.shutdown)
         ctl.projectChanged.connect(self._project_changed)
         self.refresh_versions()
@@ -290,6 +291,8 @@ class TrainingDashboard(QDialog):
         self.imgsz.addItems([str(v) for v in IMGSZ_CHOICES])
         self.imgsz.setToolTip("Model input side in pixels (a multiple of 32): larger sees small grains better, "
                               "trains slower")
+        self.data_note = QLabel(self)
+        self.data_note.setWordWrap(True)
         self.device = QComboBox(self)
         self.device.addItem("Automatic (GPU if there is one)", "auto")
         self.device.addItem("CPU", "cpu")
@@ -311,6 +314,7 @@ class TrainingDashboard(QDialog):
         g.setColumnStretch(3, 2)
         g.addWidget(self.start_button, 1, 5)
         g.addWidget(self.cancel_button, 1, 6)
+        g.addWidget(self.data_note, 2, 0, 1, 7)
 
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p %")
@@ -382,15 +386,25 @@ class TrainingDashboard(QDialog):
 
         versions = QGroupBox("Model versions of this project", self)
         vl = QVBoxLayout(versions)
-        self.versions = _table(["name", "created", "parent", "mAP@.5", "mAP@.5:.95", "in use"])
+        self.versions = _table(["name", "created", "parent", "mAP@.5", "mAP@.5:.95", "in use", "validated on"])
+        self.versions.setToolTip("mAP figures are only comparable on the same validation images: figures measured on "
+                                 "other images than the newest version's are greyed. The Result box compares two "
+                                 "versions on the same images.")
         self.versions.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.versions.itemSelectionChanged.connect(self._version_selected)
         self.versions.itemDoubleClicked.connect(lambda _it: self.activate_selected())
         self.activate_button = QPushButton("Use selected version", self)
         self.activate_button.setToolTip("Make the selected version active again (double-click does the same)")
         self.activate_button.clicked.connect(self.activate_selected)
+        self.rename_button = QPushButton("Rename...", self)
+        self.rename_button.setToolTip("Give the selected version a name you will recognise")
+        self.rename_button.clicked.connect(self.rename_selected)
         vl.addWidget(self.versions, 1)
-        vl.addWidget(self.activate_button, 0, Qt.AlignmentFlag.AlignRight)
+        vbuttons = QHBoxLayout()
+        vbuttons.addStretch(1)
+        vbuttons.addWidget(self.rename_button)
+        vbuttons.addWidget(self.activate_button)
+        vl.addLayout(vbuttons)
 
         bottom = QHBoxLayout()
         bottom.addWidget(result, 5)
@@ -410,6 +424,13 @@ class TrainingDashboard(QDialog):
         lay.addWidget(hint)
 
     # ------------------------------------------------------------------ choices
+    def _model_changed(self) -> None:
+        if self.project is None:
+            return
+        self.refresh_versions()
+        if not self.running():
+            self._fill_bases()  # the base box names the model now in use, not the one before
+
     def _fill_bases(self) -> None:
         p = self.project
         self.base.clear()
@@ -422,8 +443,24 @@ class TrainingDashboard(QDialog):
             self.base.addItem(f"{mv.name}{'  (in use)' if mv.active else ''}", mv.id)
         i = self.base.findData(active.id) if active is not None else -1
         self.base.setCurrentIndex(max(i, 0))
-        imgsz = (active.config.get("model", {}).get("imgsz") or active.config.get("imgsz")) if active else None
-        self.imgsz.setCurrentText(str(imgsz or 640))
+        if not getattr(self, "_imgsz_chosen", False):
+            # the active model's size once, when the dashboard opens; after that the field
+            # keeps what the user set (it forgot 160 after each run)
+            imgsz = (active.config.get("model", {}).get("imgsz") or active.config.get("imgsz")) if active else None
+            self.imgsz.setCurrentText(str(imgsz or 640))
+            self._imgsz_chosen = True
+        self._refresh_data_note()
+
+    def _refresh_data_note(self) -> None:
+        """Which images training reads: say it where the run is started."""
+        p = self.project
+        if p is None:
+            return
+        finished, decided = p.reviewed_breakdown()
+        n = finished + decided
+        self.data_note.setText(
+            f"Training data: {n} reviewed image{'s' if n != 1 else ''} ({finished} marked finished with Enter / 0, "
+            f"{decided} with every proposal decided). Images still in review are left out.")
 
     def _devices_found(self, gpus: list) -> None:
         for value, label in gpus:
@@ -695,6 +732,10 @@ class TrainingDashboard(QDialog):
         keep = self.selected_version()
         t = self.versions
         t.setRowCount(len(versions))
+        # figures are comparable only on the same validation images: those of the newest
+        # version trained here are the yardstick, the others say where theirs come from
+        ref_val = next((tuple(mv.summary.get("val_image_ids") or ()) for mv in reversed(versions)
+                        if mv.summary.get("val_image_ids")), ())
         for r, mv in enumerate(reversed(versions)):  # newest first
             m = mv.metrics or {}
             created = datetime.fromtimestamp(mv.created).strftime("%Y-%m-%d %H:%M") if mv.created else "-"
@@ -704,16 +745,51 @@ class TrainingDashboard(QDialog):
             if f is None or not f.is_file():
                 name.setToolTip(f"weights file missing: {mv.file}")
                 name.setForeground(QBrush(QColor(NEUTRAL)))
+            val = tuple(mv.summary.get("val_image_ids") or ())
+            has_figures = m.get("map50") is not None or m.get("map50_95") is not None
+            if val:
+                where = f"{len(val)} images of this project" + ("" if val == ref_val else " (other images)")
+            elif has_figures:
+                where = "other images (model card)"
+            else:
+                where = "-"
+            comparable = bool(val) and val == ref_val
             t.setItem(r, 0, name)
             t.setItem(r, 1, _item(created, Qt.AlignmentFlag.AlignLeft))
             t.setItem(r, 2, _item(names.get(mv.parent_id, "-") if mv.parent_id else "-", Qt.AlignmentFlag.AlignLeft))
-            t.setItem(r, 3, _item(_fmt(m.get("map50"))))
-            t.setItem(r, 4, _item(_fmt(m.get("map50_95"))))
+            for col, key in ((3, "map50"), (4, "map50_95")):
+                it = _item(_fmt(m.get(key)), colour=None if comparable or not has_figures else NEUTRAL)
+                if has_figures and not comparable:
+                    it.setToolTip("Measured on other validation images: not comparable with the figures above")
+                t.setItem(r, col, it)
             t.setItem(r, 5, _item("● in use" if mv.active else "", Qt.AlignmentFlag.AlignLeft, colour=GAIN, bold=True))
+            t.setItem(r, 6, _item(where, Qt.AlignmentFlag.AlignLeft, colour=None if comparable else NEUTRAL))
             if mv.id == keep:
                 t.selectRow(r)
         self._version_selected()
         self._update_use_button()
+        self._refresh_data_note()
+
+    def rename_selected(self) -> bool:
+        from PySide6.QtWidgets import QInputDialog
+
+        mv_id = self.selected_version()
+        if mv_id is None or self.project is None:
+            return False
+        old = self.project.model_version(mv_id).name
+        name, ok = QInputDialog.getText(self, "Rename model version", "Name:", text=old)
+        return ok and self.rename_version(mv_id, name)
+
+    def rename_version(self, mv_id: int, name: str) -> bool:
+        try:
+            self.project.rename_model_version(mv_id, name.strip())
+        except PollenStudioError as exc:
+            self._say(str(exc), error=True)
+            return False
+        self.refresh_versions()
+        self._fill_bases()
+        self.ctl.modelChanged.emit()
+        return True
 
     def selected_version(self) -> int | None:
         rows = self.versions.selectionModel().selectedRows() if self.versions.selectionModel() else []

@@ -1062,6 +1062,23 @@ class Project:
         rows = self._q(sql + " ORDER BY image_id, id", params).fetchall()
         return (self._ann_from_row(r) for r in rows)
 
+    def grain_rows(self, category_id: int | None = None, statuses: Iterable[AnnotationStatus | str] | None = None,
+                   min_score: float = 0.0, order: str = "score") -> list[tuple]:
+        """Light rows for a gallery of grains, one query: (id, image_id, x1, y1, x2, y2,
+        category_id, score, status). Boxes drawn by hand have no score and count as 1.0.
+        order: "score" (least certain first), "-score" (most certain first), "image"."""
+        where, params = ["COALESCE(score, 1.0) >= ?"], [float(min_score)]
+        if category_id is not None:
+            where.append("category_id = ?")
+            params.append(int(category_id))
+        if statuses is not None:
+            where.append(f"status IN {sql_in(statuses)}")
+        by = {"score": "COALESCE(score, 1.0), id", "-score": "COALESCE(score, 1.0) DESC, id",
+              "image": "image_id, id"}[order]
+        return self._q(
+            f"SELECT id, image_id, x1, y1, x2, y2, category_id, score, status FROM annotations "
+            f"WHERE {' AND '.join(where)} ORDER BY {by}", params).fetchall()
+
     def annotation_count(self, status: AnnotationStatus | str | None = None) -> int:
         if status is None:
             return self._q("SELECT COUNT(*) FROM annotations").fetchone()[0]
@@ -1387,6 +1404,36 @@ class Project:
                 self.set_active_model_version(mid)
             self._notify(ChangeEvent("model_versions", "add model version"))
         return mid
+
+    def rename_model_version(self, mv_id: int, name: str) -> None:
+        """A readable name for a version (not undoable, like other model-version records).
+        Names are unique: a model reference by name must not be ambiguous."""
+        name = self._check_name(name)
+        self.model_version(mv_id)
+        clash = self._q("SELECT id FROM model_versions WHERE name = ? AND id != ?", (name, mv_id)).fetchone()
+        if clash is not None:
+            raise ProjectError(f"another model version is already named {name!r}")
+        with self._tx() as conn:
+            conn.execute("UPDATE model_versions SET name = ? WHERE id = ?", (name, mv_id))
+            self._notify(ChangeEvent("model_versions", "rename model version"))
+
+    def unique_model_version_name(self, name: str) -> str:
+        """``name``, or ``name (2)``, ``name (3)``... when a version already has it."""
+        taken = {r[0] for r in self._q("SELECT name FROM model_versions")}
+        if name not in taken:
+            return name
+        k = 2
+        while f"{name} ({k})" in taken:
+            k += 1
+        return f"{name} ({k})"
+
+    def reviewed_breakdown(self) -> tuple[int, int]:
+        """(reviewed images marked finished by a person, reviewed images whose proposals are
+        all decided without such a mark): what training reads."""
+        rows = dict(self._q(
+            "SELECT COALESCE(mark, '') = 'reviewed' AS m, COUNT(*) FROM images WHERE status = 'reviewed' GROUP BY m"
+        ).fetchall())
+        return int(rows.get(1, 0)), int(rows.get(0, 0))
 
     def model_versions(self) -> list[ModelVersion]:
         return [self._mv_from_row(r) for r in self._q(f"SELECT {self._MV_COLS} FROM model_versions ORDER BY id")]

@@ -175,7 +175,10 @@ def test_project_counts_and_queue_follow_a_rejection_read_off_the_gui_thread(win
     qtbot.waitUntil(lambda: f"{n_queue - 1} proposals to review" in win.queue.summary.text(), timeout=3000)
     assert a.id not in [it.ann_id for it in win.queue.model.items()]
     row = [r.category.id for r in win.taxa.rows()].index(a.category_id)
-    assert win.taxa.table.item(row, 3).text() == str(before - 1)  # the cell shows it, not just the model
+    # the cell shows it, not just the model: confirmed grains, then "+ N" still to review
+    confirmed = ctl.project.category_counts(include_proposed=False).get(a.category_id, 0)
+    undecided = before - 1 - confirmed
+    assert win.taxa.table.item(row, 3).text() == (f"{confirmed} + {undecided}" if undecided else str(confirmed))
 
 
 def test_image_list_summary_follows_review_edits(qtbot):

@@ -183,6 +183,8 @@ def test_review_queue_goes_by_uncertainty_and_marks_images_reviewed(window, qtbo
     win, ctl = window, window.ctl
     proj = ctl.project
     win.queue.slider.setValue(0)  # show every proposal
+    win.review_mode_actions["queue"].trigger()  # the project-wide order (image by image is the default)
+    assert ctl.review_mode == "queue"
     expected = [a.id for a in proj.review_queue(min_score=0.0, limit=1000)]
     scores = [proj.annotation(i).score for i in expected]
     assert scores == sorted(scores) and len(expected) >= 6

@@ -207,3 +207,52 @@ def test_a_version_whose_weights_are_gone_is_not_activated(qtbot, window):
     assert errors and "weights file of model version v1 lost is missing" in errors[0]
     assert p.active_model_version() is None
     assert dlg.base.count() == 1  # only "from scratch": a version without weights is no base
+
+
+def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_compares(qtbot, window, tiny_model_path):
+    """Issue #16: the base box names the model now in use, the image size the user chose
+    survives, each version says which validation images its figures come from, versions
+    have readable, editable names, and the dashboard says which images training reads."""
+    import shutil
+
+    from pollenstudio.core.types import ReviewStatus
+    from pollenstudio.engine.train import readable_version_name
+
+    win = window
+    p = win.ctl.project
+    (p.folder / "models").mkdir(exist_ok=True)
+    shutil.copy(tiny_model_path, p.folder / "models" / "a.safetensors")
+    shutil.copy(tiny_model_path, p.folder / "models" / "b.safetensors")
+    shipped = p.add_model_version("hieraedgenet-n", p.folder / "models" / "a.safetensors", metrics={"map50": 0.91},
+                                  activate=True)
+    ids = [r.id for r in p.images()]
+    trained = p.add_model_version("v2 full-n", p.folder / "models" / "b.safetensors", metrics={"map50": 0.42},
+                                  parent_id=shipped, summary={"val_image_ids": ids[:2]})
+    # one image finished by hand (Enter), one with every proposal decided
+    p.accept_all(ids[0])
+    p.set_image_status(ids[0], ReviewStatus.REVIEWED)
+    p.accept_all(ids[1])
+    win.actions["train"].trigger()
+    dlg = win._training
+    assert dlg.base.currentData() == shipped
+    assert "2 reviewed images (1 marked finished with Enter / 0, 1 with every proposal decided)" in dlg.data_note.text()
+    rows = {dlg.versions.item(r, 0).data(256): r for r in range(dlg.versions.rowCount())}
+    assert dlg.versions.item(rows[trained], 6).text() == "2 images of this project"
+    assert dlg.versions.item(rows[shipped], 6).text() == "other images (model card)"
+    assert "not comparable" in dlg.versions.item(rows[shipped], 3).toolTip()
+    dlg.imgsz.setCurrentText("160")
+    # "Use this model" / "Use selected version": the base box names the new model at once
+    dlg.select_version(trained)
+    assert dlg.activate_selected()
+    assert dlg.base.currentData() == trained and "(in use)" in dlg.base.currentText()
+    assert dlg.imgsz.currentText() == "160"
+    # readable names: date and reviewed images, unique, renameable
+    name = readable_version_name(p)
+    assert "· 2 reviewed images" in name and name[:4].isdigit()
+    p.add_model_version(name, None)
+    assert readable_version_name(p).endswith("(2)")
+    assert dlg.rename_version(trained, "Spring 2024, first 40 slides")
+    assert p.model_version(trained).name == "Spring 2024, first 40 slides"
+    assert dlg.versions.item(0, 0).text() in {mv.name for mv in p.model_versions()}
+    assert not dlg.rename_version(trained, "hieraedgenet-n")  # names stay unique
+    dlg.close()

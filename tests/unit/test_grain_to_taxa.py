@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pollenstudio.core.types import UNIDENTIFIED, Box
+from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
+from pollenstudio.core.types import Box
 from pollenstudio.detector import DetectionLoss, ModelConfig, build_model
 from pollenstudio.detector.assigner import assign
 from pollenstudio.detector.checkpoint import load_for_finetune, save_checkpoint
