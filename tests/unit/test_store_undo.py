@@ -62,7 +62,7 @@ EDIT_KINDS = {
     "reject_all": "reject_all", "set_image_status": "mark", "add_category": "add_taxon",
     "merge_categories": "merge", "rename_category": "rename", "recolor_category": "recolor",
     "set_category_hotkey": "hotkey", "set_category_parent": "parent", "delete_category": "delete_taxon",
-    "batch": "batch",
+    "batch": "batch", "remove_images": "remove_images",
 }
 
 
@@ -204,6 +204,7 @@ def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
         "set_category_parent": lambda: p.set_category_parent(pinus, betula),
         "delete_category": lambda: p.delete_category(unused),
         "batch": lambda: _batch(p, prop.id, pinus),
+        "remove_images": lambda: p.remove_images([1]),  # an image with proposals
     }
     before = state(p)
     edits[method]()
