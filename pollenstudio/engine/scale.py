@@ -87,6 +87,28 @@ def resample_factor(model_range, grain_px: float) -> float:
     return float(np.clip(np.sqrt(lo * hi) / float(grain_px), MIN_FACTOR, MAX_FACTOR))
 
 
+def checkpoint_grain_range(path) -> list[float] | None:
+    """``grain_size_px`` recorded in a checkpoint file, read from its header only (no torch,
+    no weights loaded: cheap enough for a dialog). None when the file records none."""
+    import json
+    import struct
+    from pathlib import Path
+
+    try:
+        with open(Path(path), "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            if not 0 < n < 100_000_000:
+                return None
+            header = json.loads(f.read(n))
+        meta = json.loads(header.get("__metadata__", {}).get("meta", "{}"))
+    except (OSError, ValueError, struct.error):
+        return None
+    rng = meta.get("grain_size_px") if isinstance(meta, dict) else None
+    if isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in rng):
+        return [float(rng[0]), float(rng[1])]
+    return None
+
+
 @dataclass(frozen=True)
 class Resample:
     """A resize by ``factor`` with the exact per-axis factors integer sizes give."""

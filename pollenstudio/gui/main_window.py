@@ -34,6 +34,7 @@ from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
 from pollenstudio.gui.model_controller import ModelController
+from pollenstudio.gui.calibrate_dialog import open_calibrate_dialog
 from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_dialog
 from pollenstudio.gui.image_list import ImageListPanel
 from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
@@ -222,6 +223,9 @@ class MainWindow(QMainWindow):
         self.act_train = a["train"]
         m.addAction(self.act_train)
         m.addAction(self.act_choose_model)
+        self.act_calibrate = m.addAction("Calibrate grain size...", lambda: open_calibrate_dialog(self))
+        self.act_calibrate.setStatusTip("How large a typical grain is on these images: detection resizes them to the "
+                                        "model's grain sizes")
         self.model_menu = m
         m = self.view_menu = mb.addMenu("&View")
         for n in ("fit", "zoom_in", "zoom_out", None, "labels", "show_rejected", None, "edge_map", "gradcam"):

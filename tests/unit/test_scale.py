@@ -85,3 +85,15 @@ def test_calibrated_detection_returns_boxes_in_original_pixels(tiny_model_path):
 def test_a_model_without_a_recorded_range_refuses_calibration(tiny_model_path):  # noqa: F811
     with pytest.raises(CalibrationError, match="does not record"):
         Predictor.from_checkpoint(tiny_model_path, device="cpu", meta={}, grain_size=50)
+
+
+def test_grain_range_is_read_from_the_checkpoint_header(tmp_path, tiny_model_path):  # noqa: F811
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+    from pollenstudio.engine.scale import checkpoint_grain_range
+
+    model, cfg, _ = load_checkpoint(tiny_model_path)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, cfg, {"grain_size_px": [20.0, 80.0]})
+    assert checkpoint_grain_range(path) == [20.0, 80.0]
+    assert checkpoint_grain_range(tiny_model_path) is None
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 40)
+    assert checkpoint_grain_range(tmp_path / "junk.safetensors") is None
