@@ -169,6 +169,13 @@ def device_choices_job(token) -> list[tuple[str, str]]:
         return gpu_choices()
 
 
+def plan_job(token, project, base) -> str:
+    """What a run from ``base`` will learn, in words (reads every reviewed grain: a worker)."""
+    from pollenstudio.engine.train import plan_training
+
+    return plan_training(project, base).describe()
+
+
 def format_duration(seconds: float) -> str:
     s = int(round(max(0.0, seconds)))
     if s < 60:
@@ -282,6 +289,7 @@ class TrainingDashboard(QDialog):
         self.base = QComboBox(self)
         self.base.setToolTip("Fine-tune a model version (fast, needs fewer images) or start from scratch")
         self.base.setMinimumWidth(260)
+        self.base.activated.connect(lambda _i: self._refresh_data_note())  # what it learns depends on the base
         self.epochs = QSpinBox(self)
         self.epochs.setRange(1, 1000)
         self.epochs.setValue(DEFAULT_EPOCHS)
@@ -458,9 +466,14 @@ class TrainingDashboard(QDialog):
             return
         finished, decided = p.reviewed_breakdown()
         n = finished + decided
-        self.data_note.setText(
-            f"Training data: {n} reviewed image{'s' if n != 1 else ''} ({finished} marked finished with Enter / 0, "
-            f"{decided} with every proposal decided). Images still in review are left out.")
+        note = (f"Training data: {n} reviewed image{'s' if n != 1 else ''} ({finished} marked finished with Enter / 0, "
+                f"{decided} with every proposal decided). Images still in review are left out.")
+        self.data_note.setText(note)
+        if n:  # and what it will learn, once a worker has read the grains
+            base = self.base.currentData()
+            self.jobs.submit("plan", plan_job, p, None if base is None else str(base),
+                             on_done=lambda text, note=note: self.data_note.setText(f"{note}\n{text}"),
+                             on_error=lambda msg: log.warning("training plan failed: %s", msg))
 
     def _devices_found(self, gpus: list) -> None:
         for value, label in gpus:

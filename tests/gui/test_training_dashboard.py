@@ -236,6 +236,9 @@ def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_
     dlg = win._training
     assert dlg.base.currentData() == shipped
     assert "2 reviewed images (1 marked finished with Enter / 0, 1 with every proposal decided)" in dlg.data_note.text()
+    # and, once a worker has read the grains, what the run will learn
+    qtbot.waitUntil(lambda: "Learns " in dlg.data_note.text(), timeout=10000)
+    assert "reviewed images." in dlg.data_note.text().split("Learns ", 1)[1]
     rows = {dlg.versions.item(r, 0).data(256): r for r in range(dlg.versions.rowCount())}
     assert dlg.versions.item(rows[trained], 6).text() == "2 images of this project"
     assert dlg.versions.item(rows[shipped], 6).text() == "other images (model card)"
