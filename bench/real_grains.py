@@ -6,7 +6,8 @@
 Needs the real imagery in ../shared/data (POLLEN73S crops, debris tiles, one real field);
 without it the script says so and exits 0. Prints, for each model side by side:
 
-1. class-agnostic AP@.5 and AP@.5:.95 (pycocotools) on composited 640x640 fields made of
+1. class-agnostic AP@.5 and AP@.5:.95 (pycocotools; per-class boxes as `pollenstudio eval`
+   scores them, without the review-time same-grain fold) on composited 640x640 fields made of
    crops of POLLEN73S taxa that the grain model's training never used (the compositor's
    ``--split test --split-by taxon``: whole taxa held out), pasted on generated mounts and
    real debris; every prediction counts as "pollen" whatever taxon a model names;
@@ -140,7 +141,9 @@ def main(argv=None) -> int:
         print(f"   {'model':32s} {'AP@.5':>7s} {'AP@.5:.95':>9s} {'P@.25':>6s} {'R@.25':>6s} {'s':>5s}")
         for n, p in preds.items():
             t0 = time.time()
+            p.merge_same_grain = False  # the COCO protocol of `pollenstudio eval` and the model cards
             dets = _run(p, [f for f, _ in frames])
+            p.merge_same_grain = True  # everything below: what the app shows
             ip = [ImagePreds(boxes=_boxes(d), scores=np.array([x.score for x in d]), classes=np.zeros(len(d), np.int64)) for d in dets]
             r = evaluate_detections(truths, ip, ["pollen"], conf=DEFAULT_CONF)
             print(f"   {n:32s} {r.map50:7.3f} {r.map50_95:9.3f} {r.precision:6.3f} {r.recall:6.3f} {time.time() - t0:5.0f}")

@@ -123,8 +123,8 @@ def detect_project(
                 continue
             pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
             summary.done += 1
-            summary.merged += res.merged
-            if res.capped:
+            summary.merged += getattr(res, "merged", 0)
+            if getattr(res, "capped", False):
                 summary.capped.append((rec.path, len(res.detections), res.dropped))
             summary.proposals += len(pr.written)
             summary.skipped += pr.skipped

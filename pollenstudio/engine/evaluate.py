@@ -280,6 +280,10 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
     from pollenstudio.engine.predict import Predictor
 
     pred = Predictor(model, model_cfg, device=device, conf=conf, iou=0.7, max_det=300, tile="auto", fuse=False, batch=batch)
+    # mAP ranks every per-class candidate down to conf 0.001 (the COCO protocol the model cards
+    # follow); the review-time fold of boxes on one grain into one would remove the runner-up
+    # taxon's box and score the model on a post-processing choice instead
+    pred.merge_same_grain = False
     out = []
     for res in pred.iter_predict(list(paths), progress):
         if res.error:

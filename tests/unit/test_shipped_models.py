@@ -123,6 +123,7 @@ def test_default_model_scores_close_to_its_card_on_held_out_images():
 
     # as `pollenstudio eval` runs it: every detection down to 0.001 for the AP curve
     pred = Predictor.from_checkpoint(MODELS / DEFAULT, device="cpu", conf=0.001, iou=0.7, max_det=300, batch=4)
+    pred.merge_same_grain = False  # as `pollenstudio eval` scores (see evaluate.predict_samples)
     assert list(pred.class_names) == list(TAXA)
     images, truths = [], []
     for i in range(N_HELD_OUT):
@@ -158,6 +159,7 @@ def test_grain_model_scores_close_to_its_card_on_held_out_taxa():
         images.append(img)
         truths.append(ImageTruth(boxes, np.zeros(len(boxes), np.int64), img.shape[1], img.shape[0]))
     pred = Predictor.from_checkpoint(MODELS / GRAIN, device="cpu", conf=0.001, iou=0.7, max_det=300, batch=4)
+    pred.merge_same_grain = False  # as `pollenstudio eval` scores (see evaluate.predict_samples)
     preds = _preds(pred, images)
     for p in preds:
         p.classes = np.zeros(len(p.classes), np.int64)  # class-agnostic: every box is "pollen"
