@@ -78,6 +78,8 @@ def _sniff(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(16)
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= size - 8:
+        return  # a safetensors header (its length may well start with 0x80, like a pickle)
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         raise CheckpointError(
             f"{path.name} is a PyTorch pickle file. Pickle files can run arbitrary code when opened, "

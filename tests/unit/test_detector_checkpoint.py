@@ -111,3 +111,24 @@ def test_finetune_keeps_everything_but_the_class_layers(saved):
         assert new_l.weight.shape[0] == 3
         assert torch.equal(new_l.weight[1], old_l.weight[0])  # Betula kept its classifier row
         assert not torch.equal(new_l.weight[0], old_l.weight[1])
+
+
+def test_a_checkpoint_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A safetensors file starts with its header length (8 bytes, little-endian); about one
+    checkpoint in 256 has 0x80 as its first byte, the pickle protocol marker."""
+    import struct
+
+    from pollenstudio.detector import ModelConfig, build_model
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ModelConfig.tiny("base", nc=1, class_names=["pollen"])
+    model = build_model(cfg)
+    for pad in range(0, 600):
+        path = save_checkpoint(tmp_path / "m.safetensors", model, cfg, {"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        raise AssertionError("no padding gave a header length with low byte 0x80")
+    assert struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    _, cfg2, meta = load_checkpoint(path)
+    assert cfg2.class_names == ["pollen"] and meta["pad"] == "x" * pad
