@@ -104,6 +104,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="/tmp/real_grains")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: ap debris scale fragments field")
+    ap.add_argument("--field-grain-px", type=float, default=None,
+                    help="also run the real fields calibrated to this typical grain diameter (px)")
     args = ap.parse_args(argv)
     data = Path(args.data)
     if not (data / "pollen73s").is_dir():
@@ -205,15 +207,21 @@ def main(argv=None) -> int:
         for f in sorted((data / "fields").glob("*.jpg")):
             img = cv2.imread(str(f))[..., ::-1].copy()
             for n, p in preds.items():
-                dets = [d for d in p.predict(img) if d.score >= DEFAULT_CONF]
-                vis = img[..., ::-1].copy()
-                for d in dets:
-                    cv2.rectangle(vis, (int(d.box.x1), int(d.box.y1)), (int(d.box.x2), int(d.box.y2)), (0, 255, 0), 4)
-                    cv2.putText(vis, f"{d.score:.2f}", (int(d.box.x1), int(d.box.y1) - 6), 0, 1.2, (0, 255, 0), 3)
-                path = out / f"{f.stem}-{n}.png"
-                cv2.imwrite(str(path), cv2.resize(vis, (vis.shape[1] // 2, vis.shape[0] // 2)))
-                sizes = [round(float(np.sqrt((d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1)))) for d in dets]
-                print(f"   {f.name} {n}: {len(dets)} boxes >= {DEFAULT_CONF} (sizes px {sorted(sizes)}) -> {path.name}")
+                runs = [("", None)]
+                if args.field_grain_px and p.grain_range:
+                    runs.append((f"-calibrated{args.field_grain_px:.0f}", args.field_grain_px))
+                for tag, g in runs:
+                    res = next(iter(p.iter_predict([img], grain_sizes=[g])))
+                    dets = [d for d in res.detections if d.score >= DEFAULT_CONF]
+                    vis = img[..., ::-1].copy()
+                    for d in dets:
+                        cv2.rectangle(vis, (int(d.box.x1), int(d.box.y1)), (int(d.box.x2), int(d.box.y2)), (0, 255, 0), 4)
+                        cv2.putText(vis, f"{d.score:.2f}", (int(d.box.x1), int(d.box.y1) - 6), 0, 1.2, (0, 255, 0), 3)
+                    path = out / f"{f.stem}-{n}{tag}.png"
+                    cv2.imwrite(str(path), cv2.resize(vis, (vis.shape[1] // 2, vis.shape[0] // 2)))
+                    sizes = [round(float(np.sqrt((d.box.x2 - d.box.x1) * (d.box.y2 - d.box.y1)))) for d in dets]
+                    how = f"calibrated to {g:.0f} px grains" if g else "uncalibrated"
+                    print(f"   {f.name} {n} {how}: {len(dets)} boxes >= {DEFAULT_CONF} (sizes px {sorted(sizes)}) -> {path.name}")
     return 0
 
 
