@@ -219,3 +219,16 @@ def test_scale_bar_is_right_at_every_zoom():
         # the bar's screen length, back through the zoom and the scale, is its label
         assert screen / zoom * 0.25 == pytest.approx(um)
         assert 150 / 2.5 - 1e-6 <= screen <= 150 + 1e-6
+
+
+def test_export_csv_has_long_and_short_axes_in_micrometres(tmp_path):
+    import csv
+
+    from pollenstudio.project.report import write_counts_csv
+
+    p, ids = make_counted(tmp_path / "p", {("s", "Betula"): 2}, groups=("s",), ump=0.25)
+    p.set_image_status(1, "reviewed")
+    write_counts_csv(p, tmp_path / "c.csv")
+    rows = [r for r in csv.DictReader(open(tmp_path / "c.csv", newline="")) if r["scope"] == "taxon"]
+    # 30 x 20 px boxes at 0.25 µm/px: long 7.5 µm, short 5 µm, mean of sides 6.25 µm
+    assert (rows[0]["mean_long_um"], rows[0]["mean_short_um"], rows[0]["mean_size_um"]) == ("7.5", "5.0", "6.25")
