@@ -409,8 +409,12 @@ class ScaleDialog(QDialog):
         self.view = pg.GraphicsLayoutWidget()
         self.view.setMinimumHeight(260)
         vb = self.view.addViewBox(lockAspect=True, invertY=True)
-        level = image.levels[-1] if hasattr(image, "levels") else image
-        self.shrink = image.width / level.shape[1] if hasattr(image, "width") else 1.0
+        if hasattr(image, "levels"):  # a pyramid level fine enough to place the line's ends (zoom with the wheel)
+            fine = [lv for lv in image.levels if lv.shape[1] >= min(1600, image.width)]
+            level = fine[-1] if fine else image.levels[0]
+            self.shrink = image.width / level.shape[1]
+        else:
+            level, self.shrink = image, 1.0
         vb.addItem(pg.ImageItem(level, axisOrder="row-major"))
         hgt, wid = level.shape[:2]
         self.line = pg.LineSegmentROI([[wid * 0.1, hgt * 0.9], [wid * 0.4, hgt * 0.9]], pen=pg.mkPen("#ffcc00", width=3))
