@@ -4,7 +4,7 @@ a taxon's role (--role) and a sample's target sum and marker / volume settings (
 
 from __future__ import annotations
 
-HELP = "write the count report (per-sample counts, percentages with 95 % intervals, pollen diagram) as HTML, PDF or CSV"
+HELP = "write the count report (per-sample counts, percentages with 95-percent intervals, pollen diagram) as HTML, PDF or CSV"
 
 EPILOG = """examples:
   pollenstudio report myproject --out counts.html
