@@ -232,13 +232,19 @@ class CountController(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
         self._timer.timeout.connect(self.refresh)
-        self.ctl.storeChanged.connect(lambda _ev: self._timer.start())
+        self.ctl.storeChanged.connect(self._store_changed)
         self.ctl.projectChanged.connect(self._project_changed)
         self.ctl.projectClosing.connect(lambda: self.jobs.cancel_all())
         self.ctl.imageShown.connect(self._image_shown)
         self.panel.sampleChosen.connect(self._choose)
         self.panel.targetChanged.connect(self.set_target)
         self.panel.roleRequested.connect(self.set_role)
+
+    def _store_changed(self, ev) -> None:
+        if ev.label == "set sample" and self.ctl.image_id is not None:
+            self.sample_name = None  # the image on screen may have moved to another sample
+            self._image_shown(self.ctl.image_id)
+        self._timer.start()
 
     def _project_changed(self) -> None:
         self.samples = []

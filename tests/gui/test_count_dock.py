@@ -41,6 +41,13 @@ def test_count_dock_target_sum_and_roles(qtbot, window, tmp_path):
     rows = {panel.table.item(i, 0).text() for i in range(panel.table.rowCount())}
     assert f"{pinus.name}  (spore)" in rows
     window.counts.panel.grab().save(str(tmp_path / "count-dock.png"))
+    # moving the image on screen to another sample: the dock follows it
+    from pollenstudio.gui.counting import set_sample_of_selection
+
+    window.images.view.clearSelection()
+    set_sample_of_selection(window, "slide-2")
+    qtbot.waitUntil(lambda: panel.current is not None and panel.current.name == "slide-2", timeout=5000)
+    assert p.image(ids[0]).group == "slide-2" and p.image(ids[1]).group == "slide-1"
 
 
 def test_file_report_writes_in_a_worker(qtbot, window, tmp_path):
