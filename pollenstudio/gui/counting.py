@@ -17,6 +17,8 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
+
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QColor, QDesktopServices, QFont, QPainter, QPen
 from PySide6.QtWidgets import (
@@ -542,6 +544,43 @@ def report_dialog(win, out: str | None = None, open_after: bool = True):
                                   on_done=done, on_error=failed)
 
 
+def outline_job(token, image, box, um_per_px):
+    from pollenstudio.engine.shape import fit_outline
+
+    token.check()
+    return fit_outline(image, box), um_per_px
+
+
+def measure_outline(win):
+    """Review > Measure grain outline: the selected box's outline and fitted ellipse
+    (``engine.shape``), in a worker; drawn on the canvas and written in the Selected box
+    panel until the selection changes."""
+    a = win.ctl.selected_annotation()
+    img = win.canvas.image
+    if a is None or img is None:
+        win.statusBar().showMessage("Select a box to measure its grain's outline", 5000)
+        return None
+    counts = win.counts
+    sel = a.id
+
+    def done(result):
+        shape, ump = result
+        if win.ctl.selected != sel:
+            return
+        if shape is None:
+            counts.outline_text = "Outline: nothing stands out from the slide in this box"
+            counts.outline_curve.setData([], [])
+        else:
+            counts.outline_text = "Outline: " + shape.describe(ump)
+            pts = np.vstack([shape.outline, shape.outline[:1]])
+            counts.outline_curve.setData(pts[:, 0] + 0.5, pts[:, 1] + 0.5)
+        counts.last_shape = shape
+        counts.show_size()
+
+    return counts.jobs.submit("outline", outline_job, img.levels[0], a.box, counts.current_um_per_px, on_done=done,
+                              on_error=lambda msg: QMessageBox.warning(win, "Grain outline", msg))
+
+
 def install_counting(win) -> CountController:
     """Add counting to the main window (see the module docstring)."""
     counts = win.counts = CountController(win)
@@ -593,11 +632,25 @@ def install_counting(win) -> CountController:
 
     def show_size() -> None:
         a = win.ctl.selected_annotation()
+        if a is None or a.id != counts.outline_for:
+            counts.outline_text, counts.outline_for = "", a.id if a is not None else None
+            counts.outline_curve.setData([], [])
         if a is None:
             return
         text = box_axes_text(a.box.width, a.box.height, getattr(counts, "current_um_per_px", None))
+        extra = f"<br><span>{html.escape(counts.outline_text)}</span>" if counts.outline_text else ""
         # the panel keeps the text it was given (``text``): the size goes after it, once
-        win.topk.label.setText(getattr(win.topk, "text", "") + f"<br><span>Size: {html.escape(text)}</span>")
+        win.topk.label.setText(getattr(win.topk, "text", "") + f"<br><span>Size: {html.escape(text)}</span>{extra}")
+
+    import pyqtgraph as pg
+
+    counts.outline_text, counts.outline_for, counts.last_shape = "", None, None
+    counts.outline_curve = pg.PlotCurveItem(pen=pg.mkPen("#00e5ff", width=2))
+    win.canvas.vb.addItem(counts.outline_curve, ignoreBounds=True)
+    counts.show_size = show_size
+    review_menu = win.menuBar().actions()[2].menu()
+    win.act_outline = review_menu.addAction("Measure grain outline", lambda: measure_outline(win))
+    win.act_outline.setStatusTip("Fit an ellipse to the selected grain's outline: axes, area, long/short ratio")
 
     counts.image_scale_changed = image_scale_changed
     counts.current_um_per_px = None

@@ -111,3 +111,26 @@ def test_scale_bar_follows_the_zoom_and_the_box_shows_its_axes(qtbot, window, tm
     window.ctl.select(ann)
     qtbot.waitUntil(lambda: "Size:" in window.topk.label.text(), timeout=3000)
     assert "20.0 × 10.0 µm" in window.topk.label.text()
+
+
+def test_measure_outline_of_the_selected_grain(qtbot, window, tmp_path):
+    from pollenstudio.gui.counting import measure_outline
+
+    p = window.ctl.project
+    props = [a for a in window.ctl.annotations() if a.status.value == "proposed"]
+    a = max(props, key=lambda x: x.box.width * x.box.height)
+    p.set_um_per_px(0.5, [window.ctl.image_id])
+    window.ctl.select(a.id)
+    assert window.act_outline.text() == "Measure grain outline"
+    assert measure_outline(window) is not None
+    qtbot.waitUntil(lambda: "Outline:" in window.topk.label.text(), timeout=5000)
+    shape = window.counts.last_shape
+    assert shape is not None and "µm" in window.topk.label.text()
+    # the ellipse of a grain the box holds: no longer than the box's diagonal, centred inside it
+    assert shape.major_px <= math.hypot(a.box.width, a.box.height) * 1.1
+    assert a.box.x1 <= shape.centre[0] <= a.box.x2 and a.box.y1 <= shape.centre[1] <= a.box.y2
+    assert len(window.counts.outline_curve.getData()[0]) > 5
+    window.grab().save(str(tmp_path / "outline.png"))
+    window.ctl.select(None)
+    qtbot.waitUntil(lambda: window.counts.outline_curve.getData()[0] is None
+                    or len(window.counts.outline_curve.getData()[0]) == 0, timeout=3000)
