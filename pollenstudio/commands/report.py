@@ -30,6 +30,9 @@ def add_arguments(parser) -> None:
                         help="set a taxon's role in counts (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="[SAMPLE:]KEY=VALUE",
                         help="store a count setting of a sample, or of the project without SAMPLE (repeatable)")
+    parser.add_argument("--outlines", action="store_true",
+                        help="also fit an ellipse to every counted grain's outline on calibrated images "
+                             "(reads the images; mean ellipse axes per taxon in the report)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
 
 
@@ -91,7 +94,16 @@ def run(args) -> int:
             proj.set_sample_settings(sample, settings)
         summary = {"roles": len(cats), "settings": len(changes)}
         if args.out is not None:
-            summary = write_report(proj, args.out, args.format, reviewed_only=args.reviewed_only, ci_method=args.ci)
+            ellipses = None
+            if args.outlines:
+                from pollenstudio.commands._console import ConsoleProgress
+                from pollenstudio.engine.shape import measure_project
+
+                ellipses = measure_project(proj, args.reviewed_only, ConsoleProgress("outlines", quiet=args.json))
+            summary = write_report(proj, args.out, args.format, reviewed_only=args.reviewed_only, ci_method=args.ci,
+                                   ellipses=ellipses)
+            if ellipses is not None:
+                summary["outlines"] = len(ellipses)
     if args.json:
         print_json(summary)
     else:

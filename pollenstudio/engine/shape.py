@@ -80,3 +80,32 @@ def fit_outline(image: np.ndarray, box: Box, pad: float = 0.2) -> GrainShape | N
     pts = c.reshape(-1, 2).astype(np.float32) + np.float32([x0, y0])
     return GrainShape(float(major), float(minor), float(angle % 180.0), (float(ex + x0), float(ey + y0)),
                       float(mask.sum()), pts)
+
+
+def measure_project(project, reviewed_only: bool = False, progress=None) -> dict[int, tuple[float, float]]:
+    """Fitted ellipses {annotation id: (major, minor) px} of the confirmed grains on
+    calibrated images (sizes need a scale), reading each image once. Unreadable images
+    and grains without an outline are left out (the report says how many were measured)."""
+    from collections import defaultdict
+
+    from pollenstudio.core.errors import ImageReadError
+    from pollenstudio.core.imageio import read_image
+
+    by_image: dict[int, list] = defaultdict(list)
+    for image_id, _g, _c, _w, _h, ump, _mv, ann_id in project.grain_table(reviewed_only=reviewed_only):
+        if ump:
+            by_image[image_id].append(ann_id)
+    out: dict[int, tuple[float, float]] = {}
+    for n, (image_id, ann_ids) in enumerate(sorted(by_image.items())):
+        if progress is not None:
+            progress.check()
+            progress.update(n, len(by_image), "measuring outlines")
+        try:
+            img = read_image(project.image_path(image_id))
+        except ImageReadError:
+            continue
+        for ann_id in ann_ids:
+            shape = fit_outline(img, project.annotation(ann_id).box)
+            if shape is not None:
+                out[ann_id] = (shape.major_px, shape.minor_px)
+    return out

@@ -80,10 +80,17 @@ class TaxonCount:
     ci_hi: float
     sizes: list[tuple[float, float]] = field(default_factory=list)  # (long, short) µm, calibrated grains
     concentration: Concentration | None = None
+    ellipses: list[tuple[float, float]] = field(default_factory=list)  # fitted (major, minor) µm, on request
 
     @property
     def in_sum(self) -> bool:
         return self.role == SUM_ROLE
+
+    def mean_ellipse(self) -> tuple[float | None, float | None]:
+        if not self.ellipses:
+            return (None, None)
+        n = len(self.ellipses)
+        return (sum(e[0] for e in self.ellipses) / n, sum(e[1] for e in self.ellipses) / n)
 
     def mean_axes(self) -> tuple[float | None, float | None]:
         if not self.sizes:
@@ -129,9 +136,11 @@ def _wants_concentration(settings: dict) -> bool:
 
 
 def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson",
-                  samples: list[str] | None = None) -> list[SampleCount]:
+                  samples: list[str] | None = None, ellipses: dict | None = None) -> list[SampleCount]:
     """Counts of every sample (or of ``samples``), sorted by name (``NO_SAMPLE`` last).
-    Three reads: images, their counts, the grains; 10,000 grains take milliseconds."""
+    Three reads: images, their counts, the grains; 10,000 grains take milliseconds.
+    ``ellipses``: {annotation id: (major, minor) px} fitted outlines (``engine.shape``,
+    measured on request), added in µm to each taxon's ``ellipses`` on calibrated images."""
     names = {c.id: c.name for c in project.categories()}
     roles = project.taxon_roles()
     stored = project.sample_settings()
@@ -153,9 +162,13 @@ def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson
         s.undecided += c.undecided if c else 0
 
     per: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-    for _img, group, cid, w, h, ump, _mv in project.grain_table(reviewed_only=reviewed_only):
+    fitted: dict[tuple[str, int], list] = defaultdict(list)
+    for _img, group, cid, w, h, ump, _mv, ann_id in project.grain_table(reviewed_only=reviewed_only):
         size = (max(w, h) * ump, min(w, h) * ump) if ump else None
         per[group or NO_SAMPLE][cid].append(size)
+        if ellipses and ump and ann_id in ellipses:
+            major, minor = ellipses[ann_id]
+            fitted[(group or NO_SAMPLE, cid)].append((major * ump, minor * ump))
 
     for key, taxa in per.items():
         s = sample(key)
@@ -164,7 +177,7 @@ def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson
             name = names.get(cid, f"taxon {cid}")
             role = UNNAMED_ROLE if is_unassigned_taxon(name) else roles.get(cid, SUM_ROLE)
             rows.append(TaxonCount(name, cid, role, len(sizes), math.nan, math.nan, math.nan,
-                                   [x for x in sizes if x is not None]))
+                                   [x for x in sizes if x is not None], ellipses=fitted.get((key, cid), [])))
         s.taxa = sorted((t for t in rows if t.in_sum), key=lambda t: (-t.count, t.taxon.lower()))
         s.excluded = sorted((t for t in rows if not t.in_sum), key=lambda t: (t.role, t.taxon.lower()))
 

@@ -37,7 +37,7 @@ MAX_DIAGRAM_TAXA = 40
 CSV_COLUMNS = ["sample", "taxon", "role", "in_pollen_sum", "count", "percent", "ci_low", "ci_high", "ci_method",
                "pollen_sum", "target_sum", "images", "reviewed_images", "undecided_proposals",
                "mean_long_um", "mean_short_um", "n_measured", "concentration", "concentration_se",
-               "concentration_unit"]
+               "concentration_unit", "mean_ellipse_major_um", "mean_ellipse_minor_um", "n_outlines"]
 
 
 @dataclass
@@ -59,11 +59,13 @@ class ReportData:
         return sum(t.count for s in self.samples for t in s.taxa + s.excluded)
 
 
-def build_report(project, reviewed_only: bool = False, ci_method: str = "wilson") -> ReportData:
-    """Everything a report shows, read from the project (no files written)."""
+def build_report(project, reviewed_only: bool = False, ci_method: str = "wilson",
+                 ellipses: dict | None = None) -> ReportData:
+    """Everything a report shows, read from the project (no files written). ``ellipses``:
+    fitted outlines {annotation id: (major, minor) px} when measured (``--outlines``)."""
     from pollenstudio import __version__
 
-    samples = count_samples(project, reviewed_only=reviewed_only, ci_method=ci_method)
+    samples = count_samples(project, reviewed_only=reviewed_only, ci_method=ci_method, ellipses=ellipses)
     active = project.active_model_version()
     names = {mv.id: mv.name for mv in project.model_versions()}
     by_mv: dict = {}
@@ -263,6 +265,9 @@ def render_html(data: ReportData) -> str:
         for t in s.taxa + s.excluded:
             lo, sh = t.mean_axes()
             axes = f"{lo:.1f} × {sh:.1f} (n = {len(t.sizes)})" if lo is not None else ""
+            em, en = t.mean_ellipse()
+            if em is not None:
+                axes += f"; ellipse {em:.1f} × {en:.1f} (n = {len(t.ellipses)})"
             role = "" if t.in_sum or t.taxon == t.role else f" <i>({e(t.role)})</i>"
             cls = "" if t.in_sum else " class='ex'"
             parts.append(f"<tr{cls}><td>{e(t.taxon)}{role}</td><td>{t.count}</td><td>{_f(t.percent)}</td>"
@@ -292,7 +297,10 @@ def csv_rows(data: ReportData) -> list[dict]:
         for t in s.taxa + s.excluded:
             lo, sh = t.mean_axes()
             c = t.concentration
+            em, en = t.mean_ellipse()
             rows.append({**common, "taxon": t.taxon, "role": t.role, "in_pollen_sum": int(t.in_sum),
+                         "mean_ellipse_major_um": _f(em, 2), "mean_ellipse_minor_um": _f(en, 2),
+                         "n_outlines": len(t.ellipses),
                          "count": t.count, "percent": _f(t.percent, 2), "ci_low": _f(t.ci_lo, 2),
                          "ci_high": _f(t.ci_hi, 2), "mean_long_um": _f(lo, 2), "mean_short_um": _f(sh, 2),
                          "n_measured": len(t.sizes), "concentration": _f(c.value, 1) if c else "",
@@ -337,14 +345,14 @@ def report_format(out: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def write_report(project, out: str | os.PathLike, fmt: str | None = None, reviewed_only: bool = False,
-                 ci_method: str = "wilson") -> dict:
+                 ci_method: str = "wilson", ellipses: dict | None = None) -> dict:
     """Write the report; returns a summary {path, format, samples, grains}. The file is
     replaced atomically: a failure leaves any earlier report as it was."""
     from pollenstudio.core.atomic import atomic_write, check_output_path
 
     fmt = report_format(out, fmt)
     out = check_output_path(out, "report")
-    data = build_report(project, reviewed_only=reviewed_only, ci_method=ci_method)
+    data = build_report(project, reviewed_only=reviewed_only, ci_method=ci_method, ellipses=ellipses)
     if fmt == "html":
         text = render_html(data)
         with atomic_write(out, "w", encoding="utf-8", newline="") as f:

@@ -823,13 +823,13 @@ class Project:
     def grain_table(self, statuses: Iterable[AnnotationStatus | str] | None = None,
                     reviewed_only: bool = False) -> list[tuple]:
         """One row per grain for counts: (image id, sample or None, category id, box width
-        px, box height px, image µm/px or None, model version id or None). Confirmed grains
-        (``OBJECT_STATUSES``) unless ``statuses``; one query."""
+        px, box height px, image µm/px or None, model version id or None, annotation id).
+        Confirmed grains (``OBJECT_STATUSES``) unless ``statuses``; one query."""
         st = _OBJECTS_SQL if statuses is None else sql_in({AnnotationStatus(x) for x in statuses})
         rev = " AND i.status = 'reviewed'" if reviewed_only else ""
         return self._q(
             "SELECT a.image_id, i.group_name, a.category_id, a.x2 - a.x1, a.y2 - a.y1, i.um_per_px, "
-            f"a.model_version_id FROM annotations a JOIN images i ON i.id = a.image_id WHERE a.status IN {st}{rev}"
+            f"a.model_version_id, a.id FROM annotations a JOIN images i ON i.id = a.image_id WHERE a.status IN {st}{rev}"
         ).fetchall()
 
     def missing_images(self) -> list[ImageRecord]:

@@ -102,3 +102,27 @@ def test_report_cli_sets_roles_and_settings_then_writes(tmp_path, capsys):
     assert {r["sample"]: r["target_sum"] for r in table} == {"100 cm": "150", "110 cm": "120"}
     assert main(["report", str(tmp_path / "p"), "--out", str(tmp_path / "x.txt")]) == 1
     assert "html, .pdf or .csv" in capsys.readouterr().err
+
+
+def test_report_outlines_give_fitted_ellipse_axes(tmp_path):
+    import cv2
+    import numpy as np
+
+    img = np.full((240, 320, 3), (226, 218, 204), np.uint8)
+    cv2.ellipse(img, (100, 120), (40, 25), 0, 0, 360, (150, 100, 70), -1)  # 80 x 50 px
+    cv2.ellipse(img, (240, 120), (30, 30), 0, 0, 360, (150, 100, 70), -1)  # 60 px round
+    cv2.imwrite(str(tmp_path / "slide.png"), img[..., ::-1])
+    p = Project.create(tmp_path / "p")
+    p.add_images([tmp_path / "slide.png"], group="S1", um_per_px=0.5)
+    cid = p.add_category("Betula")
+    p.add_annotation(1, Box(55, 90, 145, 150), cid)
+    p.add_annotation(1, Box(205, 85, 275, 155), cid)
+    p.close()
+    out = tmp_path / "r.csv"
+    assert main(["report", str(tmp_path / "p"), "--outlines", "--out", str(out), "--json"]) == 0
+    row = next(csv.DictReader(open(out, newline="", encoding="utf-8")))
+    assert row["n_outlines"] == "2"
+    # mean of (80, 60) px and (50, 60) px at 0.5 µm/px: 35 x 27.5 µm; the box axes say 40 x 32.5
+    assert float(row["mean_ellipse_major_um"]) == pytest.approx(35.0, rel=0.05)
+    assert float(row["mean_ellipse_minor_um"]) == pytest.approx(27.5, rel=0.05)
+    assert float(row["mean_long_um"]) == pytest.approx(40.0)
