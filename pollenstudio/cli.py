@@ -27,6 +27,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "relink": "relink",
+    "report": "report",
 }
 
 

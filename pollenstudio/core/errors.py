@@ -36,3 +36,8 @@ class Cancelled(PollenStudioError):
 class DamagedProjectError(ProjectError):
     """The project database is damaged; it is not written to. The message says how to
     recover it from the automatic backup."""
+
+
+class ScaleError(PollenStudioError):
+    """A pixel scale or count setting that cannot be right (a zero-length line, a negative
+    length, a marker count of nothing)."""

@@ -200,3 +200,11 @@ class Annotation:
 
     def with_(self, **changes) -> "Annotation":
         return replace(self, **changes)
+
+
+# A taxon's role in a slide count (issue 20). "pollen" taxa make the pollen sum, the basis
+# of percentages; the others are counted on their own, out of the sum: spores (e.g. ferns),
+# the exotic marker added to measure concentration (e.g. Lycopodium tablets), grains too
+# damaged to name ("indeterminate"), anything else left out ("excluded").
+TAXON_ROLES: tuple[str, ...] = ("pollen", "spore", "marker", "indeterminate", "excluded")
+SUM_ROLE = "pollen"

@@ -3,12 +3,16 @@
 One CSV, one row per (image, taxon) with ``scope = image``, then one row per taxon over the
 whole project with ``scope = taxon``. Columns::
 
-    scope, image, status, taxon, count, percent, mean_size_um, min_size_um, max_size_um
+    scope, image, status, taxon, count, percent, mean_size_um, min_size_um, max_size_um,
+    mean_long_um, mean_short_um
+
 
 ``percent`` is the share of the image's grains (image rows) or of all grains (taxon rows).
 A grain's size is the mean of its box width and height - close to the diameter of a round
 grain - times the image's micrometres per pixel; size columns are empty for uncalibrated
-images (project rows use the calibrated images only).
+images (project rows use the calibrated images only). ``mean_long_um`` / ``mean_short_um``
+are the means of each box's longer and shorter side in µm (polar / equatorial axes of a
+grain lying in the plane). The per-sample count report is ``project.pollen_report``.
 Reviewed-only (default) counts the grains of reviewed images; ``reviewed_only=False`` also
 counts undecided proposals on every image (a model count, not a checked one).
 """
@@ -21,13 +25,18 @@ from collections import defaultdict
 
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
 
-COLUMNS = ["scope", "image", "status", "taxon", "count", "percent", "mean_size_um", "min_size_um", "max_size_um"]
+COLUMNS = ["scope", "image", "status", "taxon", "count", "percent", "mean_size_um", "min_size_um", "max_size_um",
+           "mean_long_um", "mean_short_um"]
 
 
-def _stats(sizes: list[float]) -> tuple:
+def _stats(sizes: list) -> tuple:
+    """sizes: (mean of sides, long side, short side) µm per grain."""
     if not sizes:
-        return ("", "", "")
-    return (round(sum(sizes) / len(sizes), 3), round(min(sizes), 3), round(max(sizes), 3))
+        return ("", "", "", "", "")
+    d = [s[0] for s in sizes]
+    n = len(sizes)
+    return (round(sum(d) / n, 3), round(min(d), 3), round(max(d), 3),
+            round(sum(s[1] for s in sizes) / n, 3), round(sum(s[2] for s in sizes) / n, 3))
 
 
 def count_rows(project, reviewed_only: bool = True) -> list[dict]:
@@ -37,12 +46,14 @@ def count_rows(project, reviewed_only: bool = True) -> list[dict]:
     recs = project.images(status="reviewed") if reviewed_only else project.images()
     rows = []
     total_count: dict[int, int] = defaultdict(int)
-    total_sizes: dict[int, list[float]] = defaultdict(list)
+    total_sizes: dict[int, list] = defaultdict(list)
     for rec in recs:
         per: dict[int, list] = defaultdict(list)
         for a in project.annotations(rec.id):
             if a.status in keep:
-                size = (a.box.width + a.box.height) / 2.0 * rec.um_per_px if rec.um_per_px else None
+                w, h = a.box.width, a.box.height
+                size = ((w + h) / 2.0 * rec.um_per_px, max(w, h) * rec.um_per_px, min(w, h) * rec.um_per_px) \
+                    if rec.um_per_px else None
                 per[a.category_id].append(size)
         n_img = sum(len(v) for v in per.values())
         for cid in sorted(per, key=lambda c: names[c]):

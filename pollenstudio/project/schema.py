@@ -112,7 +112,16 @@ UPDATE images SET
     n_rejected = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'rejected')
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# v3 -> v4 (issue 20, counting): a taxon's role in a count (pollen, in the pollen sum, when
+# it has no row here; "spore", "marker", "indeterminate", "excluded" are counted on their
+# own) and per-sample count settings (target sum, exotic marker, sampled volume) as JSON.
+# Both are tables of their own, so the undo history of categories is untouched.
+_V4 = """
+CREATE TABLE taxon_roles (category_id INTEGER PRIMARY KEY, role TEXT NOT NULL);
+CREATE TABLE samples (name TEXT PRIMARY KEY, settings TEXT NOT NULL)
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

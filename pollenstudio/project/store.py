@@ -605,13 +605,17 @@ class Project:
             um_per_px=r[6], status=ReviewStatus(r[7]), group=r[8], sha256=r[9],
         )
 
-    def add_images(self, paths: Iterable[str | os.PathLike], progress=None, group: str | None = None,
+    def add_images(self, paths: Iterable[str | os.PathLike], progress=None,
+                   group: str | Callable[[Path], str | None] | None = None,
                    um_per_px: float | None = None) -> AddImagesResult:
         """Register image files (header read + sha256, no decoding). Unreadable files and
         files already in the project are reported, not fatal. Commits every 200 files and
         on cancel (``progress.check()`` raises ``Cancelled`` after the files read so far are
-        committed). Not undoable."""
+        committed). Not undoable. ``group`` (the sample / slide) is a name or a function of
+        the file's path; without ``um_per_px`` a TIFF's own scale (OME PhysicalSizeX or
+        resolution tags, ``core.pixelscale``) is used when it states a plausible one."""
         from pollenstudio.core.imageio import file_sha256, image_info
+        from pollenstudio.core.pixelscale import um_per_px_from_file
 
         paths = [Path(p) for p in paths]
         res = AddImagesResult()
@@ -651,8 +655,9 @@ class Project:
                 res.duplicates.append(str(p))
                 continue
             known.add(sha)
-            batch.append((self._rel(p), sha, info.width, info.height, info.bit_depth, info.channels, um_per_px,
-                          group, _now(), p.stat().st_size))
+            scale = um_per_px if um_per_px is not None else um_per_px_from_file(p)
+            batch.append((self._rel(p), sha, info.width, info.height, info.bit_depth, info.channels, scale,
+                          group(p) if callable(group) else group, _now(), p.stat().st_size))
             if len(batch) >= 200:
                 flush()
         flush()
@@ -662,13 +667,24 @@ class Project:
 
     def add_folder(self, folder: str | os.PathLike, recursive: bool = True, progress=None,
                    um_per_px: float | None = None) -> AddImagesResult:
-        """Add every image file under ``folder`` (sorted; the project's own files skipped)."""
+        """Add every image file under ``folder`` (sorted; the project's own files skipped).
+        An image in a subfolder belongs to the sample (slide) named by that subfolder's path
+        below ``folder`` (``slide-3/img1.tif`` -> sample ``slide-3``); images directly in
+        ``folder`` get none."""
         from pollenstudio.core.imageio import is_image_file
 
         folder = Path(folder)
         it = folder.rglob("*") if recursive else folder.glob("*")
         files = sorted(p for p in it if p.is_file() and is_image_file(p))
-        return self.add_images(files, progress=progress, um_per_px=um_per_px)
+
+        def sample_of(p: Path) -> str | None:
+            try:
+                rel = p.parent.relative_to(folder)
+            except ValueError:
+                return None
+            return rel.as_posix() if rel.parts else None
+
+        return self.add_images(files, progress=progress, um_per_px=um_per_px, group=sample_of)
 
     def image(self, image_id: int) -> ImageRecord:
         r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE id = ?", (image_id,)).fetchone()
@@ -751,6 +767,70 @@ class Project:
             else:
                 conn.executemany("UPDATE images SET um_per_px = ? WHERE id = ?", [(um_per_px, i) for i in image_ids])
         self._notify(ChangeEvent("images", "calibration"))
+
+    # ------------------------------------------------------------------ counting (issue 20)
+    def set_images_group(self, image_ids: Iterable[int], group: str | None) -> None:
+        """Put images into a sample (slide); None or "" takes them out. Not undoable, like
+        ``set_image_group``."""
+        if group is not None and not isinstance(group, str):
+            raise ProjectError(f"a sample name is text, got {type(group).__name__}")
+        group = (group or "").strip() or None
+        if group is not None and (len(group) > 200 or any(ord(ch) < 32 for ch in group)):
+            raise ProjectError(f"a sample name is one line of at most 200 characters: {group[:40]!r}")
+        ids = list(image_ids)
+        with self._tx() as conn:
+            conn.executemany("UPDATE images SET group_name = ? WHERE id = ?", [(group, i) for i in ids])
+        self._notify(ChangeEvent("images", "set sample", tuple(ids)))
+
+    def taxon_roles(self) -> dict[int, str]:
+        """{category id: role} for taxa that are not plain pollen (``core.types.TAXON_ROLES``);
+        a taxon not listed is pollen and counts in the pollen sum."""
+        return {r[0]: r[1] for r in self._q("SELECT category_id, role FROM taxon_roles")}
+
+    def set_taxon_role(self, category_id: int, role: str) -> None:
+        """A taxon's role in counts: "pollen" (in the sum) or spore / marker / indeterminate /
+        excluded (counted on their own). Not undoable (a setting, not an edit of grains)."""
+        from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES
+
+        if role not in TAXON_ROLES:
+            raise ProjectError(f"a taxon's role is one of {', '.join(TAXON_ROLES)}; got {role!r}")
+        self.category(category_id)
+        with self._tx() as conn:
+            if role == SUM_ROLE:
+                conn.execute("DELETE FROM taxon_roles WHERE category_id = ?", (category_id,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO taxon_roles(category_id, role) VALUES (?, ?)", (category_id, role))
+        self._notify(ChangeEvent("categories", "taxon role", (), (), (category_id,)))
+
+    def sample_settings(self) -> dict[str, dict]:
+        """{sample name: settings} as stored by ``set_sample_settings`` ("" = the project's
+        defaults, e.g. its target sum)."""
+        return {r[0]: _loads(r[1], {}) for r in self._q("SELECT name, settings FROM samples")}
+
+    def set_sample_settings(self, name: str, settings: dict | None) -> None:
+        """Store a sample's count settings (checked by ``project.counting.check_settings``;
+        bad values raise ``ScaleError`` and change nothing); None or {} clears them."""
+        from pollenstudio.project.counting import check_settings
+
+        clean = check_settings(settings or {})
+        with self._tx() as conn:
+            if clean:
+                conn.execute("INSERT OR REPLACE INTO samples(name, settings) VALUES (?, ?)", (name, json.dumps(clean)))
+            else:
+                conn.execute("DELETE FROM samples WHERE name = ?", (name,))
+        self._notify(ChangeEvent("images", "sample settings"))
+
+    def grain_table(self, statuses: Iterable[AnnotationStatus | str] | None = None,
+                    reviewed_only: bool = False) -> list[tuple]:
+        """One row per grain for counts: (image id, sample or None, category id, box width
+        px, box height px, image µm/px or None, model version id or None, annotation id).
+        Confirmed grains (``OBJECT_STATUSES``) unless ``statuses``; one query."""
+        st = _OBJECTS_SQL if statuses is None else sql_in({AnnotationStatus(x) for x in statuses})
+        rev = " AND i.status = 'reviewed'" if reviewed_only else ""
+        return self._q(
+            "SELECT a.image_id, i.group_name, a.category_id, a.x2 - a.x1, a.y2 - a.y1, i.um_per_px, "
+            f"a.model_version_id, a.id FROM annotations a JOIN images i ON i.id = a.image_id WHERE a.status IN {st}{rev}"
+        ).fetchall()
 
     def missing_images(self) -> list[ImageRecord]:
         """Images whose file is not where the project expects it."""
