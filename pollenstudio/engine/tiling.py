@@ -247,19 +247,19 @@ def resolve_tile_size(mode: str | int | None, width: int, height: int, imgsz: in
 # ----------------------------------------------------------------------------------------
 
 
+def _cut_sides(boxes: np.ndarray, tile: Tile, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) bool pair: box (whole-image xyxy) touches a left/right side of ``tile`` that
+    borders another tile, and a top/bottom one."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    cut_x = (tile.inner_left & (b[:, 0] <= tile.x0 + margin)) | (tile.inner_right & (b[:, 2] >= tile.x1 - margin))
+    cut_y = (tile.inner_top & (b[:, 1] <= tile.y0 + margin)) | (tile.inner_bottom & (b[:, 3] >= tile.y1 - margin))
+    return cut_x, cut_y
+
+
 def truncated_at_inner_edge(boxes: np.ndarray, tile: Tile, margin: float) -> np.ndarray:
     """(n,) bool: box (whole-image xyxy) touches a side of ``tile`` that borders another tile."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    t = np.zeros(len(b), dtype=bool)
-    if tile.inner_left:
-        t |= b[:, 0] <= tile.x0 + margin
-    if tile.inner_top:
-        t |= b[:, 1] <= tile.y0 + margin
-    if tile.inner_right:
-        t |= b[:, 2] >= tile.x1 - margin
-    if tile.inner_bottom:
-        t |= b[:, 3] >= tile.y1 - margin
-    return t
+    cut_x, cut_y = _cut_sides(boxes, tile, margin)
+    return cut_x | cut_y
 
 
 def _pairwise_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -306,9 +306,7 @@ def join_fragments(
     for ti, tile in enumerate(tiles):
         m = tile_index == ti
         if m.any():
-            b = boxes[m]
-            cut_x[m] = (tile.inner_left & (b[:, 0] <= tile.x0 + edge_margin)) | (tile.inner_right & (b[:, 2] >= tile.x1 - edge_margin))
-            cut_y[m] = (tile.inner_top & (b[:, 1] <= tile.y0 + edge_margin)) | (tile.inner_bottom & (b[:, 3] >= tile.y1 - edge_margin))
+            cut_x[m], cut_y[m] = _cut_sides(boxes[m], tile, edge_margin)
     cut = cut_x | cut_y
     changed = True
     while changed:
