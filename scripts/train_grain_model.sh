@@ -15,8 +15,10 @@
 # 4. stage 1: 7 epochs fine-tuning the six-taxon model (its backbone and box branch know
 #    micrographs; the head shrinks to one class), 640 px input, batch 8, AdamW lr 0.001,
 #    cosine, 15 % of the frames for validation, seed 0, CPU;
-# 5. the grain sizes the model saw are recorded in the checkpoint (training does this itself
-#    from this version on; stage 1 ran before it did, see the card), weights copied to models/.
+# 5. the grain sizes the model saw are recorded in the checkpoint and the head keeps "pollen"
+#    only (stage 1 ran before training did both itself; see the card). Stage 1 was stopped
+#    after 6 of its 7 epochs (session time); its best checkpoint is what this step reads;
+# 6. stage 2: 3 epochs from stage 1, lr 0.0003, seed 1: the shipped weights.
 # Each step is skipped when its output exists, so an interrupted run goes on.
 set -euo pipefail
 W=${1:?usage: train_grain_model.sh WORKDIR [DATA] [THREADS]}
@@ -42,5 +44,12 @@ if [ ! -s "$W/stage1.json" ]; then
         --no-compare --json > "$W/stage1.json.part"
     mv "$W/stage1.json.part" "$W/stage1.json"
 fi
-python "$HERE/scripts/record_grain_sizes.py" "$W/proj" "$(json "$W/stage1.json" weights)" \
-    "$HERE/models/pollen-grain-n.safetensors"
+[ -f "$W/stage1-grain.safetensors" ] || python "$HERE/scripts/record_grain_sizes.py" "$W/proj" \
+    "$(json "$W/stage1.json" weights)" "$W/stage1-grain.safetensors" --only-class pollen
+if [ ! -s "$W/stage2.json" ]; then
+    pollenstudio train "$W/proj" --base "$W/stage1-grain.safetensors" --epochs 3 --imgsz 640 --batch 8 \
+        --lr0 0.0003 --device cpu --threads "$T" --seed 1 --val-fraction 0.15 --name pollen-grain-n-stage2 \
+        --no-compare --json > "$W/stage2.json.part"
+    mv "$W/stage2.json.part" "$W/stage2.json"
+fi
+cp "$(json "$W/stage2.json" weights)" "$HERE/models/pollen-grain-n.safetensors"
