@@ -202,7 +202,7 @@ class GrainLibrary:
         return _cut(str(self.files[index]))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=192)  # a 1000 px crop's cut-out is ~16 MB of float32: bound the memory
 def _cut(path: str) -> Cutout:
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
@@ -220,7 +220,7 @@ def debris_tiles(folder) -> list[Path]:
     return files
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=320)  # 256 px tiles: ~0.8 MB each, the whole debris folder fits
 def _debris_od(path: str) -> np.ndarray:
     """A debris tile as optical density over its own mount (the bright mode of its pixels)."""
     img = cv2.imread(path, cv2.IMREAD_COLOR)
