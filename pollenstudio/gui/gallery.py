@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
-from pollenstudio.gui.workers import Job, JobRunner
+from pollenstudio.gui.workers import JobRunner, NewestFirstLoader
 
 log = logging.getLogger(__name__)
 
@@ -158,56 +157,21 @@ def _to_qimage(rgb) -> QImage:
     return QImage(rgb.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-class CropLoader(QObject):
+class CropLoader(NewestFirstLoader):
     """Cuts crops in one background job, newest request first, all queued crops of an image
     from one decode; reads and writes the disk cache. Only the latest MAX_QUEUED requests are
-    kept (rows scrolled past ask again when painted again)."""
+    kept (rows scrolled past ask again when painted again; see :class:`NewestFirstLoader`)."""
 
     ready = Signal(int, QImage)  # annotation id, crop
     MAX_QUEUED = 400
 
     def __init__(self, cache: Path, paths, parent: QObject | None = None, pool=None):
-        super().__init__(parent)
-        from PySide6.QtCore import QThreadPool
-
+        super().__init__(parent, pool)
         self.cache = cache
         self.paths = paths  # image id -> file path (callable)
-        self.pool = pool or QThreadPool.globalInstance()
-        self._queue: collections.OrderedDict[int, GrainRow] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._job: Job | None = None
-        self.failed: set[int] = set()
 
     def request(self, row: GrainRow) -> None:
-        if row.ann_id in self.failed:
-            return
-        with self._lock:
-            self._queue[row.ann_id] = row
-            self._queue.move_to_end(row.ann_id)
-            while len(self._queue) > self.MAX_QUEUED:
-                self._queue.popitem(last=False)
-            running = self._job is not None and not self._job.done
-        if not running:
-            self._start()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._queue.clear()
-        if self._job is not None:
-            self._job.token.cancel()
-            self._job = None
-
-    def _start(self) -> None:
-        job = Job(self._drain)
-        job.signals.finished.connect(lambda j=job: self._job_done(j))
-        self._job = job
-        self.pool.start(job)
-
-    def _job_done(self, job: Job) -> None:
-        with self._lock:
-            more = bool(self._queue) and self._job is job
-        if more:
-            self._start()
+        self._enqueue(row.ann_id, row)
 
     def _emit(self, ann_id: int, img: QImage) -> bool:
         try:
@@ -222,10 +186,10 @@ class CropLoader(QObject):
         self.cache.mkdir(parents=True, exist_ok=True)
         while True:
             token.check()
-            with self._lock:
-                if not self._queue:
-                    return
-                _, row = self._queue.popitem(last=True)
+            item = self._pop_newest()
+            if item is None:
+                return
+            _, row = item
             f = crop_file(self.cache, row)
             if f.is_file():
                 img = QImage(str(f))

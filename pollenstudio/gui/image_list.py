@@ -9,7 +9,6 @@ view paints, newest request first, by one background job that drains the queue.
 from __future__ import annotations
 
 import collections
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.types import ReviewStatus
-from pollenstudio.gui.workers import Job
+from pollenstudio.gui.workers import NewestFirstLoader
 
 PAGE = 500
 THUMB = 56
@@ -117,67 +116,29 @@ def _tiff_preview(path: Path, size: int):
     return to_uint8(small)
 
 
-class ThumbnailLoader(QObject):
-    """Makes thumbnails in one background job, most recently requested first.
-
-    Only the latest :data:`MAX_QUEUED` requests are kept: rows scrolled past are dropped
-    (they ask again when painted again), so a fast scroll through 10,000 images does not
-    leave thousands of decodes competing with the GUI afterwards.
-    """
+class ThumbnailLoader(NewestFirstLoader):
+    """Makes thumbnails in one background job, most recently requested first (only the
+    latest :data:`MAX_QUEUED` requests are kept; see :class:`NewestFirstLoader`)."""
 
     ready = Signal(int, QImage)  # image id, thumbnail
     MAX_QUEUED = 128
 
     def __init__(self, parent: QObject | None = None, pool=None):
-        super().__init__(parent)
-        from PySide6.QtCore import QThreadPool
-
-        self.pool = pool or QThreadPool.globalInstance()
-        self._queue: collections.OrderedDict[int, str] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self._job: Job | None = None
+        super().__init__(parent, pool)
         self._current: int | None = None  # being decoded now
-        self.failed: set[int] = set()
 
     def request(self, image_id: int, path: str) -> None:
-        if image_id in self.failed or image_id == self._current:
-            return
-        with self._lock:
-            self._queue[image_id] = path
-            self._queue.move_to_end(image_id)
-            while len(self._queue) > self.MAX_QUEUED:
-                self._queue.popitem(last=False)
-            running = self._job is not None and not self._job.done
-        if not running:
-            self._start()
-
-    def clear(self) -> None:
-        """Drop queued requests and stop the job (project closed or list reset)."""
-        with self._lock:
-            self._queue.clear()
-        if self._job is not None:
-            self._job.token.cancel()
-            self._job = None
-
-    def _start(self) -> None:
-        job = Job(self._drain)
-        job.signals.finished.connect(lambda j=job: self._job_done(j))
-        self._job = job
-        self.pool.start(job)
-
-    def _job_done(self, job: Job) -> None:
-        with self._lock:
-            more = bool(self._queue) and self._job is job
-        if more:
-            self._start()
+        if image_id != self._current:
+            self._enqueue(image_id, path)
 
     def _drain(self, token) -> None:
         while True:
             token.check()
             with self._lock:
-                if not self._queue:
+                item = self._queue.popitem(last=True) if self._queue else None  # newest first: on screen now
+                if item is None:
                     return
-                image_id, path = self._queue.popitem(last=True)  # newest first: on screen now
+                image_id, path = item
                 self._current = image_id
             try:
                 thumb = _make_thumbnail(path)

@@ -134,3 +134,66 @@ class JobRunner(QObject):
 
     def busy(self, kind: str) -> bool:
         return kind in self._slots
+
+
+class NewestFirstLoader(QObject):
+    """One background job that works through requests newest first (what is on screen now),
+    keeping only the latest ``MAX_QUEUED``: items scrolled past are dropped and ask again
+    when painted again, so a fast scroll does not leave thousands of decodes behind it.
+
+    Subclasses call :meth:`_enqueue` from ``request`` and implement ``_drain(token)``, which
+    takes work with :meth:`_pop_newest` (under ``self._lock``) until it returns None.
+    """
+
+    MAX_QUEUED = 128
+
+    def __init__(self, parent: QObject | None = None, pool=None):
+        import collections
+        import threading
+
+        super().__init__(parent)
+        self.pool = pool or QThreadPool.globalInstance()
+        self._queue: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+        self.failed: set = set()
+
+    def _enqueue(self, key, payload) -> None:
+        if key in self.failed:
+            return
+        with self._lock:
+            self._queue[key] = payload
+            self._queue.move_to_end(key)
+            while len(self._queue) > self.MAX_QUEUED:
+                self._queue.popitem(last=False)
+            running = self._job is not None and not self._job.done
+        if not running:
+            self._start()
+
+    def _pop_newest(self):
+        """(key, payload) of the newest request, or None when none is left (hold no lock)."""
+        with self._lock:
+            return self._queue.popitem(last=True) if self._queue else None
+
+    def clear(self) -> None:
+        """Drop queued requests and stop the job (project closed or view reset)."""
+        with self._lock:
+            self._queue.clear()
+        if self._job is not None:
+            self._job.token.cancel()
+            self._job = None
+
+    def _start(self) -> None:
+        job = Job(self._drain)
+        job.signals.finished.connect(lambda j=job: self._job_done(j))
+        self._job = job
+        self.pool.start(job)
+
+    def _job_done(self, job: Job) -> None:
+        with self._lock:
+            more = bool(self._queue) and self._job is job
+        if more:
+            self._start()
+
+    def _drain(self, token) -> None:  # pragma: no cover - subclasses implement it
+        raise NotImplementedError
