@@ -13,7 +13,8 @@ without it the script says so and exits 0. Prints, for each model side by side:
    real debris; every prediction counts as "pollen" whatever taxon a model names;
 2. false detections per 640x640 at confidence 0.25 on fields made only of real debris tiles
    (3x3 mosaics of 256 px tiles, 768x768; the tiles are noisy negatives: a few hold a folded
-   palynomorph);
+   palynomorph). Only the held-out block of tiles (``debris_tiles(split="test")``) is used here
+   and in the composited fields of 1, 3 and 4;
 3. scale: the same held-out grains rendered at 0.3x, 1x and 3x of the middle of the training
    range, recall@.5 without and with calibration (the true typical grain size given);
 4. fragmentation: grains of 150-300 px on 1920x1080 frames, the share reported as one box with
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
                                                    str(ROOT / "models/pollen-grain-n.safetensors")])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data"))
     ap.add_argument("--fields", type=int, default=60, help="held-out composited fields (default 60)")
+    ap.add_argument("--debris-mosaics", type=int, default=40, help="debris-only mosaics (default 40)")
     ap.add_argument("--seed", type=int, default=99)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="/tmp/real_grains")
@@ -132,7 +134,9 @@ def main(argv=None) -> int:
     test_lib = GrainLibrary.from_folders([data / "pollen73s"], split="test", split_by="taxon")
     print(f"held-out crops: {len(test_lib.files)} of {len(test_lib.taxa)} taxa ({', '.join(test_lib.taxa)}); "
           f"usable {len(test_lib.usable())}")
-    debris = debris_tiles(data / "debris")
+    # the tiles the grain model's training never saw (its recipe composites with --split train)
+    debris = debris_tiles(data / "debris", split="test")
+    print(f"held-out debris tiles: {len(debris)} (a contiguous block of the scan's tiles)")
 
     if "ap" not in args.skip:
         t0 = time.time()
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
     if "debris" not in args.skip:
         rng = np.random.default_rng(args.seed)
         mosaics = []
-        for _ in range(20):
+        for _ in range(args.debris_mosaics):
             pick = rng.choice(len(debris), 9, replace=False)
             tiles = [cv2.imread(str(debris[k]))[..., ::-1] for k in pick]
             rows = [np.hstack([cv2.resize(t, (256, 256)) for t in tiles[r * 3:(r + 1) * 3]]) for r in range(3)]

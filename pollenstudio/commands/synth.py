@@ -70,7 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debris", metavar="DIR", help="folder of real debris tiles (slide background without grains) to paste")
     g.add_argument("--grain-size", type=_range, default=(12.0, 250.0), metavar="MIN,MAX", help="grain diameter on the frame, px (default 12,250)")
     g.add_argument("--grains-per-frame", type=_range, default=(1, 14), metavar="MIN,MAX", help="grains per frame (default 1,14)")
-    g.add_argument("--split", choices=("train", "test"), help="use only this deterministic share of the crops")
+    g.add_argument("--debris-density", type=_range, default=(0.0, 1.6), metavar="MIN,MAX",
+                   help="real debris tiles pasted per 256x256 px of frame (default 0,1.6)")
+    g.add_argument("--split", choices=("train", "test"), help="use only this deterministic share of the crops (and of the --debris tiles: "
+                   "a contiguous block of them in name order, so neighbouring tiles of one scan stay together)")
     g.add_argument("--split-by", choices=("crop", "taxon"), default="crop", help="split whole crops (default) or whole taxa")
     g.add_argument("--test-fraction", type=_fraction, default=0.2, metavar="F", help="share of crops/taxa in the test split (default 0.2)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -106,14 +109,14 @@ def run(args) -> int:
         from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_dataset, debris_tiles
 
         library = GrainLibrary.from_folders(args.grains, split=args.split, split_by=args.split_by, test_fraction=args.test_fraction)
-        debris = debris_tiles(args.debris) if args.debris else None
+        debris = debris_tiles(args.debris, split=args.split, test_fraction=args.test_fraction) if args.debris else None
         lo, hi = args.grains_per_frame
         ccfg = CompositeConfig(width=w, height=h, grain_size=args.grain_size, grains_per_frame=(int(lo), int(hi)),
-                               class_agnostic=args.class_agnostic, jpeg_quality=args.jpeg)
+                               debris=args.debris_density, class_agnostic=args.class_agnostic, jpeg_quality=args.jpeg)
         path = composite_dataset(out, args.n, library, seed=args.seed, cfg=ccfg, debris=debris, progress=progress)
         extra = dict(crops=len(library.files), crops_skipped=sum(library.rejected.values()), taxa=len(library.taxa))
     else:
-        if args.debris or args.split:
+        if args.debris or args.split or args.debris_density != (0.0, 1.6):
             raise PollenStudioError("--debris and --split need --grains (a folder of real grain crops)")
         cfg = SynthConfig(width=w, height=h, difficulty=args.difficulty, jpeg_quality=args.jpeg)
         path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress, class_agnostic=args.class_agnostic)

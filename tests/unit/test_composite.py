@@ -8,7 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_dataset, composite_image
+from pollenstudio.engine.synthetic.composite import (
+    CompositeConfig,
+    GrainLibrary,
+    composite_dataset,
+    composite_image,
+    debris_tiles,
+)
 from pollenstudio.engine.synthetic.config import SynthConfigError
 from pollenstudio.engine.synthetic.cutout import CutoutRejected, cut_out, grain_mask
 
@@ -100,6 +106,21 @@ def test_split_keeps_test_crops_and_taxa_out_of_training(grain_dir):
             assert not set(tr.taxa) & set(te.taxa)
     with pytest.raises(SynthConfigError):
         GrainLibrary.from_folders([grain_dir / "nope"])
+
+
+def test_debris_split_is_one_contiguous_block_of_the_scan(tmp_path):
+    # tiles named by their place on the scan; natural order puts tile_10_* after tile_9_*
+    tile = np.full((8, 8, 3), 200, np.uint8)
+    names = [f"scan_{x}_{y}.jpg" for x in range(12) for y in range(2)]
+    for n in names:
+        cv2.imwrite(str(tmp_path / n), tile)
+    train = debris_tiles(tmp_path, split="train", test_fraction=0.25)
+    test = debris_tiles(tmp_path, split="test", test_fraction=0.25)
+    assert len(train) + len(test) == 24 and not set(train) & set(test)
+    assert sorted(p.name for p in test) == sorted(f"scan_{x}_{y}.jpg" for x in (9, 10, 11) for y in range(2))
+    assert debris_tiles(tmp_path) == train + test  # natural order, whole folder
+    with pytest.raises(SynthConfigError):
+        debris_tiles(tmp_path, split="val")
 
 
 def test_composite_dataset_is_deterministic_and_names_classes(grain_dir, tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -210,11 +211,31 @@ def _cut(path: str) -> Cutout:
     return cut_out(np.ascontiguousarray(img[..., ::-1]), Path(path).name)
 
 
-def debris_tiles(folder) -> list[Path]:
+def _natural_key(path: Path) -> list:
+    """Sort key reading runs of digits as numbers: tile_9_3 < tile_10_0."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.as_posix())]
+
+
+def debris_tiles(folder, split: str | None = None, test_fraction: float = 0.2) -> list[Path]:
+    """Debris tiles of a folder, optionally one side of a deterministic held-out split.
+
+    Tiles cut from one slide scan are named by their place on it (``scan_<x>_<y>.jpg``), and
+    neighbouring tiles share the same particles at their edges. A random split would put
+    halves of one particle on both sides, so the split is one contiguous block instead: the
+    last ``test_fraction`` of the tiles in natural name order ("test"), the rest ("train").
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise SynthConfigError(f"debris folder {folder} does not exist or is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if split not in (None, "train", "test"):
+        raise SynthConfigError(f"split must be train or test, got {split!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise SynthConfigError(f"test fraction must be between 0 and 1, got {test_fraction!r}")
+    files = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: _natural_key(p.relative_to(folder)))
+    if split is not None and len(files) >= 2:
+        cut = min(len(files) - 1, max(1, round(len(files) * (1.0 - test_fraction))))
+        files = files[:cut] if split == "train" else files[cut:]
     if not files:
         raise SynthConfigError(f"no debris images found in {folder}")
     return files
@@ -456,7 +477,8 @@ def composite_dataset(out_dir, n: int, library: GrainLibrary, seed: int = 0, cfg
         data, ext = _encode(img, cfg.jpeg_quality)
         rel = f"{IMAGES}/{i:06d}{ext}"
         (out / rel).write_bytes(data)
-        images.append(dict(id=i + 1, file_name=rel, width=cfg.width, height=cfg.height, synth_seed=iseed))
+        images.append(dict(id=i + 1, file_name=rel, width=cfg.width, height=cfg.height, synth_seed=iseed,
+                           review_status="reviewed"))  # complete ground truth: an empty frame is a true negative
         for o in objects:
             x1, y1, x2, y2 = o["bbox"]
             used[o["source"]] += 1

@@ -80,7 +80,8 @@ def generate_dataset(out_dir, n: int, seed: int = 0, cfg: SynthConfig | None = N
         data, ext = _encode(img, cfg.jpeg_quality)
         rel = f"{IMAGES}/{i:06d}{ext}"
         (out / rel).write_bytes(data)
-        images.append(dict(id=i + 1, file_name=rel, width=cfg.width, height=cfg.height, synth_seed=iseed))
+        images.append(dict(id=i + 1, file_name=rel, width=cfg.width, height=cfg.height, synth_seed=iseed,
+                           review_status="reviewed"))  # complete ground truth: an empty frame is a true negative
         for o in objects:
             x1, y1, x2, y2 = o["bbox"]
             annotations.append(
