@@ -1,0 +1,115 @@
+"""Review this next: how much reviewing an image is expected to teach the model.
+
+An image is worth reviewing when the model is unsure about it. Three signals, each per
+proposal and each in 0..1, all computable from one detection pass and one pass on the
+horizontally flipped image (no labels needed):
+
+- *uncertainty*: the binary entropy (bits) of the proposal's score: a box at 0.5 says the
+  model cannot tell grain from debris there; boxes at 0.02 or 0.98 teach little;
+- *naming doubt*: ``1 - (p1 - p2)`` from the proposal's two best taxa (0 with one taxon);
+- *disagreement*: ``1 - IoU`` with the best same-taxon proposal of the flipped pass (1 when
+  the flipped pass does not see it at all); flipped proposals that match nothing count 1
+  each too. A model that is sure of a grain finds it mirrored.
+
+and one about the project: *rarity* ``1 / sqrt(1 + n)`` where ``n`` is the number of grains of
+that taxon already reviewed, so a taxon with few reviewed grains is asked about first.
+
+An image's value is the sum over its proposals of ``(uncertainty + naming doubt +
+disagreement) * (1 + rarity)``: a sum, not a mean, because a field with twelve doubtful grains
+teaches more than one with a single doubtful grain. Images are ordered by value, highest
+first, ties by image id, so the order is a pure function of the detections and the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pollenstudio.core.types import Box, Detection
+
+
+@dataclass(frozen=True)
+class ImageProposals:
+    """One image's proposals from the active model, and from its horizontally flipped input
+    (boxes already mapped back to the original image: :func:`flip_back`); ``flipped`` None
+    when that pass was not run (disagreement then counts 0)."""
+
+    image_id: int
+    detections: Sequence[Detection]
+    flipped: Sequence[Detection] | None = None
+
+
+def flip_back(detections: Sequence[Detection], width: float) -> list[Detection]:
+    """Detections made on ``image[:, ::-1]`` in the original image's coordinates."""
+    out = []
+    for d in detections:
+        b = d.box
+        out.append(Detection(box=Box(width - b.x2, b.y1, width - b.x1, b.y2), class_index=d.class_index, label=d.label,
+                             score=d.score, topk=d.topk, level=d.level))
+    return out
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def _xyxy(dets: Sequence[Detection]) -> np.ndarray:
+    return np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets], np.float64).reshape(-1, 4)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def _naming_doubt(d: Detection) -> float:
+    if len(d.topk) < 2:
+        return 0.0
+    return float(1.0 - (d.topk[0][1] - d.topk[1][1]))
+
+
+def proposal_terms(p: ImageProposals) -> np.ndarray:
+    """Per proposal ``(uncertainty, naming doubt, disagreement)``, shape (N, 3); then one row
+    ``(0, 0, 1)`` per flipped-pass proposal that matches none of the image's."""
+    dets = list(p.detections)
+    scores = np.array([d.score for d in dets], np.float64)
+    terms = np.zeros((len(dets), 3))
+    terms[:, 0] = _entropy(scores) if len(dets) else 0.0
+    terms[:, 1] = [_naming_doubt(d) for d in dets]
+    if p.flipped is None:
+        return terms
+    flipped = list(p.flipped)
+    iou = _iou(_xyxy(dets), _xyxy(flipped))
+    same = np.array([[a.label == b.label for b in flipped] for a in dets], bool).reshape(len(dets), len(flipped))
+    iou = np.where(same, iou, 0.0)
+    terms[:, 2] = 1.0 - (iou.max(axis=1) if len(flipped) else 0.0)
+    unmatched = int((iou.max(axis=0) < 0.5).sum()) if len(dets) else len(flipped)
+    return np.vstack([terms, np.tile([0.0, 0.0, 1.0], (unmatched, 1))])
+
+
+def review_value(p: ImageProposals, reviewed_per_taxon: Mapping[str, int] | None = None) -> float:
+    """How much reviewing this image is expected to teach (see the module docstring)."""
+    reviewed_per_taxon = reviewed_per_taxon or {}
+    terms = proposal_terms(p)
+    if not len(terms):
+        return 0.0
+    labels = [d.label for d in p.detections]
+    labels += [None] * (len(terms) - len(labels))  # unmatched flipped proposals: no own taxon
+    rarity = np.array([0.0 if lab is None else 1.0 / np.sqrt(1.0 + reviewed_per_taxon.get(lab, 0)) for lab in labels])
+    return float((terms.sum(axis=1) * (1.0 + rarity)).sum())
+
+
+def review_order(items: Sequence[ImageProposals], reviewed_per_taxon: Mapping[str, int] | None = None) -> list[int]:
+    """Image ids, the most valuable to review first; ties broken by image id (deterministic)."""
+    values = {p.image_id: review_value(p, reviewed_per_taxon) for p in items}
+    return sorted(values, key=lambda i: (-values[i], i))
