@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.pixelscale import format_um, scale_bar, um_per_px_from_line
-from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES
+from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES, display_taxon
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,9 @@ class CountPanel(QWidget):
         self.table.setRowCount(len(rows))
         grey = QColor("#8a8a8a")
         for i, t in enumerate(rows):
-            name_text = t.taxon if t.in_sum else f"{t.taxon}  ({t.role})"
+            name_text = display_taxon(t.taxon)
+            if not t.in_sum and t.role != "unnamed":  # an unnamed grain's name says it ("pollen (unidentified)")
+                name_text += f"  ({t.role})"
             cells = [name_text, str(t.count), "" if math.isnan(t.percent) else f"{t.percent:.1f}"]
             for j, text in enumerate(cells):
                 it = QTableWidgetItem(text)
