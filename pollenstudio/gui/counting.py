@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.outline import outline_size
 from pollenstudio.core.pixelscale import format_um, scale_bar, um_per_px_from_line
 from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES, display_taxon
 from pollenstudio.gui.workers import JobRunner
@@ -555,8 +556,10 @@ def outline_job(token, image, box, um_per_px):
 
 def measure_outline(win):
     """Review > Measure grain outline: the selected box's outline and fitted ellipse
-    (``engine.shape``), in a worker; drawn on the canvas and written in the Selected box
-    panel until the selection changes."""
+    (``engine.shape``), in a worker, stored on the grain (``Project.set_outline``, one
+    undoable step: Ctrl+Z takes it off). A stored outline is drawn on the canvas while
+    its box is selected and measured in the Selected box panel; moving or resizing the
+    box drops it (``Project.move_annotation``)."""
     a = win.ctl.selected_annotation()
     img = win.canvas.image
     if a is None or img is None:
@@ -565,19 +568,27 @@ def measure_outline(win):
     counts = win.counts
     sel = a.id
 
+    p, box = win.ctl.project, a.box
+
     def done(result):
-        shape, ump = result
-        if win.ctl.selected != sel:
-            return
-        if shape is None:
-            counts.outline_text = "Outline: nothing stands out from the slide in this box"
-            counts.outline_curve.setData([], [])
-        else:
-            counts.outline_text = "Outline: " + shape.describe(ump)
-            pts = np.vstack([shape.outline, shape.outline[:1]])
-            counts.outline_curve.setData(pts[:, 0] + 0.5, pts[:, 1] + 0.5)
+        shape, _ump = result
         counts.last_shape = shape
-        counts.show_size()
+        if shape is not None and win.ctl.project is p:
+            try:
+                cur = p.annotation(sel)
+            except PollenStudioError:
+                return  # deleted (or undone) meanwhile
+            if cur.box != box:
+                return  # moved while it was measured: the outline would be stale
+            try:
+                p.set_outline(sel, shape.polygon)  # the store's change redraws the panel and the canvas
+            except PollenStudioError as exc:
+                QMessageBox.warning(win, "Grain outline", str(exc))
+            return
+        if win.ctl.selected == sel:
+            counts.outline_text = "Outline: nothing stands out from the slide in this box"
+            counts.outline_for = sel
+            counts.show_size()
 
     return counts.jobs.submit("outline", outline_job, img.levels[0], a.box, counts.current_um_per_px, on_done=done,
                               on_error=lambda msg: QMessageBox.warning(win, "Grain outline", msg))
@@ -634,12 +645,22 @@ def install_counting(win) -> CountController:
 
     def show_size() -> None:
         a = win.ctl.selected_annotation()
+        ump = getattr(counts, "current_um_per_px", None)
         if a is None or a.id != counts.outline_for:
             counts.outline_text, counts.outline_for = "", a.id if a is not None else None
+        size = outline_size(a.polygon) if a is not None and a.polygon else None
+        if size is not None:  # the stored outline of the selected grain
+            pts = np.asarray(a.polygon, dtype=np.float64).reshape(-1, 2)
+            pts = np.vstack([pts, pts[:1]])
+            counts.outline_curve.setData(pts[:, 0], pts[:, 1])
+            counts.outline_text = "Outline: " + size.describe(ump)
+        else:
             counts.outline_curve.setData([], [])
+            if counts.outline_text.startswith("Outline: ellipse"):
+                counts.outline_text = ""  # its outline went (moved, undone)
         if a is None:
             return
-        text = box_axes_text(a.box.width, a.box.height, getattr(counts, "current_um_per_px", None))
+        text = box_axes_text(a.box.width, a.box.height, ump)
         extra = f"<br><span>{html.escape(counts.outline_text)}</span>" if counts.outline_text else ""
         # the panel keeps the text it was given (``text``): the size goes after it, once
         win.topk.label.setText(getattr(win.topk, "text", "") + f"<br><span>Size: {html.escape(text)}</span>{extra}")
@@ -652,7 +673,8 @@ def install_counting(win) -> CountController:
     counts.show_size = show_size
     review_menu = win.menuBar().actions()[2].menu()
     win.act_outline = review_menu.addAction("Measure grain outline", lambda: measure_outline(win))
-    win.act_outline.setStatusTip("Fit an ellipse to the selected grain's outline: axes, area, long/short ratio")
+    win.act_outline.setStatusTip("Trace the selected grain's outline and keep it on the grain: ellipse axes, area, "
+                                 "long/short ratio (exported; moving the box drops it)")
 
     counts.image_scale_changed = image_scale_changed
     counts.current_um_per_px = None

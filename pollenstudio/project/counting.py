@@ -138,9 +138,19 @@ def _wants_concentration(settings: dict) -> bool:
 def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson",
                   samples: list[str] | None = None, ellipses: dict | None = None) -> list[SampleCount]:
     """Counts of every sample (or of ``samples``), sorted by name (``NO_SAMPLE`` last).
-    Three reads: images, their counts, the grains; 10,000 grains take milliseconds.
-    ``ellipses``: {annotation id: (major, minor) px} fitted outlines (``engine.shape``,
-    measured on request), added in µm to each taxon's ``ellipses`` on calibrated images."""
+    Four reads: images, their counts, the grains, their outlines; 10,000 grains take
+    milliseconds. Each grain's stored outline (``Project.outlines``, measured by
+    ``core.outline``) adds its ellipse's (major, minor) axes in µm to its taxon's
+    ``ellipses`` on calibrated images; ``ellipses`` ({annotation id: (major, minor) px})
+    adds or overrides some."""
+    from pollenstudio.core.outline import outline_size
+
+    shapes: dict[int, tuple[float, float]] = {}
+    for aid, poly in project.outlines().items():
+        size = outline_size(poly)
+        if size is not None:
+            shapes[aid] = (size.major_px, size.minor_px)
+    shapes.update(ellipses or {})
     names = {c.id: c.name for c in project.categories()}
     roles = project.taxon_roles()
     stored = project.sample_settings()
@@ -166,8 +176,8 @@ def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson
     for _img, group, cid, w, h, ump, _mv, ann_id in project.grain_table(reviewed_only=reviewed_only):
         size = (max(w, h) * ump, min(w, h) * ump) if ump else None
         per[group or NO_SAMPLE][cid].append(size)
-        if ellipses and ump and ann_id in ellipses:
-            major, minor = ellipses[ann_id]
+        if ump and ann_id in shapes:
+            major, minor = shapes[ann_id]
             fitted[(group or NO_SAMPLE, cid)].append((major * ump, minor * ump))
 
     for key, taxa in per.items():
