@@ -86,6 +86,19 @@ def report_job(token, db_path: str, folder: str, out: str, reviewed_only: bool =
         return write_report(p, out, reviewed_only=reviewed_only)
 
 
+def concentration_text(s) -> str:
+    """The count dock's concentration line for a ``SampleCount`` (rich text), or ""."""
+    if s is None:
+        return ""
+    if s.concentration is not None:
+        c = s.concentration
+        return (f"Concentration <b>{c.value:,.0f} ± {c.se:,.0f} {html.escape(c.unit)}</b>"
+                f" <span style='color:#888'>(95 %: {c.lo:,.0f}-{c.hi:,.0f})</span>")
+    if s.concentration_note:
+        return f"<span style='color:#c0392b'>No concentration: {html.escape(s.concentration_note)}</span>"
+    return ""
+
+
 # ------------------------------------------------------------------ the dock
 class CountPanel(QWidget):
     """One sample's running count: sample picker, "287 / 300" progress to the target sum,
@@ -94,6 +107,7 @@ class CountPanel(QWidget):
     sampleChosen = Signal(str)
     targetChanged = Signal(str, int)  # sample, target sum
     roleRequested = Signal(int, str)  # category id, role
+    settingsRequested = Signal(str)  # sample: open its count settings
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -119,7 +133,16 @@ class CountPanel(QWidget):
         self.target.setToolTip("Target pollen sum of this sample (e.g. 300 or 500 grains)")
         self.target.valueChanged.connect(self._target_edited)
         row.addWidget(self.target)
+        self.settings_button = QPushButton("Settings...")
+        self.settings_button.setToolTip("Target sum and concentration (exotic marker or air volume) of this sample")
+        self.settings_button.clicked.connect(
+            lambda: self.settingsRequested.emit(self.current.name if self.current is not None else ""))
+        row.addWidget(self.settings_button)
         lay.addLayout(row)
+        self.concentration = QLabel()
+        self.concentration.setWordWrap(True)
+        self.concentration.setToolTip("Grains of the pollen sum per unit of sample (or of air), ± 1 standard error")
+        lay.addWidget(self.concentration)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Taxon", "Count", "%"])
         self.table.verticalHeader().setVisible(False)
@@ -211,12 +234,9 @@ class CountPanel(QWidget):
             bits = [f"{s.images} images, {s.reviewed_images} reviewed"]
             if s.undecided:
                 bits.append(f"{s.undecided} proposals to review")
-            if s.concentration is not None:
-                c = s.concentration
-                bits.append(f"{c.value:,.0f} ± {c.se:,.0f} {c.unit}")
-            elif s.concentration_note:
-                bits.append(s.concentration_note)
             self.note.setText("; ".join(bits))
+        self.concentration.setText(concentration_text(s))
+        self.concentration.setVisible(bool(self.concentration.text()))
 
 
 class CountController(QObject):
@@ -244,6 +264,7 @@ class CountController(QObject):
         self.panel.sampleChosen.connect(self._choose)
         self.panel.targetChanged.connect(self.set_target)
         self.panel.roleRequested.connect(self.set_role)
+        self.panel.settingsRequested.connect(self.open_settings)
 
     def _store_changed(self, ev) -> None:
         if ev.label == "set sample" and self.ctl.image_id is not None:
@@ -300,6 +321,23 @@ class CountController(QObject):
             p.set_sample_settings(sample, settings)
         except PollenStudioError as exc:
             self.ctl.errorRaised.emit("Target sum", str(exc))
+
+    def open_settings(self, sample: str | None = None):
+        """The count settings dialog of ``sample`` (default: the one in the dock); the
+        dock re-reads the counts when it is saved. Returns the dialog (non-modal)."""
+        from pollenstudio.gui.sample_settings import SampleSettingsDialog
+        from pollenstudio.project.counting import NO_SAMPLE
+
+        p = self.ctl.project
+        if p is None:
+            return None
+        name = sample or (self.panel.current.name if self.panel.current is not None else self.sample_name) or NO_SAMPLE
+        count = next((s for s in self.samples if s.name == name), None)
+        dlg = SampleSettingsDialog(p, name, count, parent=self.win)
+        dlg.accepted.connect(self.refresh)
+        dlg.open()
+        self.settings_dialog = dlg
+        return dlg
 
     def set_role(self, category_id: int, role: str) -> None:
         p = self.ctl.project
@@ -616,6 +654,9 @@ def install_counting(win) -> CountController:
                                      "measured on a scale bar")
     win.act_set_sample = edit_menu.addAction("Set sample of selected images...", lambda: set_sample_of_selection(win))
     win.act_set_sample.setStatusTip("Which slide the images belong to: counts and reports are per sample")
+    win.act_sample_settings = edit_menu.addAction("Count settings of the sample...", lambda: counts.open_settings())
+    win.act_sample_settings.setStatusTip("Target sum and concentration (exotic marker tablets, sample volume or "
+                                         "weight, or sampled air volume) of the sample in the Count panel")
     view = win.images.view
     sample_act = QAction("Set sample...", view)
     sample_act.triggered.connect(lambda: set_sample_of_selection(win))

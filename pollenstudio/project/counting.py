@@ -135,6 +135,14 @@ def _wants_concentration(settings: dict) -> bool:
     return "air_volume_m3" in settings or all(k in settings for k in ("marker_tablets", "marker_per_tablet", "quantity"))
 
 
+def sample_concentration(settings: dict, n_grains: int, n_marker: int) -> Concentration | None:
+    """The concentration ``settings`` (a sample's, defaults merged) give for ``n_grains``
+    with ``n_marker`` marker grains counted: None when they ask for none; ``ScaleError``
+    says why there is none (bad value, no marker counted). Same rule as ``count_samples``."""
+    settings = check_settings(settings)
+    return _concentration(settings, n_grains, n_marker) if _wants_concentration(settings) else None
+
+
 def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson",
                   samples: list[str] | None = None, ellipses: dict | None = None) -> list[SampleCount]:
     """Counts of every sample (or of ``samples``), sorted by name (``NO_SAMPLE`` last).
