@@ -813,7 +813,7 @@ class ReviewController(QObject):
             self.select(aid)
             what = f"New box {how}" if how else "New box"
             if use_last:
-                self.message.emit(f"{what}: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
+                self.message.emit(f"{what}: {display_taxon(cats[cid].name)} (the last taxon used); 1-9 or T to change it")
             else:
                 self.message.emit(f"{what}: unidentified; press 1-9 or T to name its taxon")
 
