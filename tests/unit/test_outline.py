@@ -143,3 +143,19 @@ def test_outline_goes_to_coco_and_the_grain_csv_and_comes_back(slide_project, tm
     with open(tmp_path / "g2.csv", newline="", encoding="utf-8") as f:
         r = next(x for x in csv.DictReader(f) if int(x["annotation_id"]) == aid)
     assert r["major_um"] == r["area_um2"] == "" and float(r["major_px"]) == pytest.approx(80.0, abs=0.05)
+
+
+def test_cli_exports_the_grain_csv(slide_project, tmp_path, capsys):
+    from pollenstudio.cli import main
+
+    p, aid = slide_project
+    p.set_outline(aid, ellipse_polygon(100, 120, 40, 25, 20, n=60))
+    folder = p.folder
+    p.close()
+    out = tmp_path / "grains.csv"
+    assert main(["export", str(folder), "--format", "grains", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == "grains" and summary["grains"] == 1 and summary["outlines"] == 1
+    with open(out, newline="", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert int(row["annotation_id"]) == aid and float(row["pe_ratio"]) == pytest.approx(1.6, abs=0.01)
