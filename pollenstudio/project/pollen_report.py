@@ -135,10 +135,12 @@ def pollen_diagram(samples: list[SampleCount]):
     inch_per_pct = 0.028
     label_w = 0.3 + 0.075 * max(len(s.name) for s in rows)
     w = label_w + sum(widths) * inch_per_pct + 0.25 * len(cols) + 1.2
-    h = 1.6 + 0.32 * len(rows)
+    # room above the columns for the longest name, written at 55 degrees
+    label_top = max(1.15, 0.3 + 0.047 * max(len(display_taxon(name)) for name, _ in cols))
+    h = 0.45 + label_top + 0.32 * len(rows)
     fig = _figure(min(w, 60), h)
     gs = fig.add_gridspec(1, len(cols) + 1, width_ratios=widths + [18], wspace=0.3,
-                          left=label_w / w, right=1 - 0.2 / w, top=1 - 1.15 / h, bottom=0.45 / h)
+                          left=label_w / w, right=1 - 0.2 / w, top=1 - label_top / h, bottom=0.45 / h)
     ys = list(range(len(rows)))
     first = None
     for i, ((name, in_sum), v, width) in enumerate(zip(cols, values, widths)):
