@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.outline import outline_size
 from pollenstudio.core.pixelscale import format_um, scale_bar, um_per_px_from_line
-from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES, display_taxon
+from pollenstudio.core.types import TAXON_ROLES, display_taxon
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
