@@ -1,14 +1,16 @@
-"""`pollenstudio export PROJECT --format coco|yolo|csv --out PATH [--all]`."""
+"""`pollenstudio export PROJECT --format coco|yolo|csv|grains --out PATH [--all]`."""
 
 from __future__ import annotations
 
-HELP = "export a project's annotations as COCO JSON, a YOLO folder or a CSV count report"
+HELP = "export a project's annotations as COCO JSON, a YOLO folder, a CSV count report or a CSV of grains"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("project", help="project folder or its project.pollen file")
-    parser.add_argument("--format", required=True, choices=["coco", "yolo", "csv"], help="output format")
-    parser.add_argument("--out", required=True, help="output file (coco, csv) or folder (yolo)")
+    parser.add_argument("--format", required=True, choices=["coco", "yolo", "csv", "grains"],
+                        help="output format (csv: counts per image and taxon; grains: one row per grain with "
+                             "box and outline sizes, in µm where the image has a scale)")
+    parser.add_argument("--out", required=True, help="output file (coco, csv, grains) or folder (yolo)")
     parser.add_argument("--all", action="store_true",
                         help="every image and every non-rejected annotation with scores (default: reviewed only)")
     parser.add_argument("--no-images", action="store_true", help="yolo: write labels only, do not link/copy images")

@@ -31,8 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="[SAMPLE:]KEY=VALUE",
                         help="store a count setting of a sample, or of the project without SAMPLE (repeatable)")
     parser.add_argument("--outlines", action="store_true",
-                        help="also fit an ellipse to every counted grain's outline on calibrated images "
-                             "(reads the images; mean ellipse axes per taxon in the report)")
+                        help="first trace the outline of every counted grain on a calibrated image that has none "
+                             "yet (reads the images) and store it on the grain (one undoable step); the report "
+                             "gives mean ellipse axes per taxon from the stored outlines")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
 
 
@@ -94,16 +95,17 @@ def run(args) -> int:
             proj.set_sample_settings(sample, settings)
         summary = {"roles": len(cats), "settings": len(changes)}
         if args.out is not None:
-            ellipses = None
+            measured = None
             if args.outlines:
                 from pollenstudio.commands._console import ConsoleProgress
                 from pollenstudio.engine.shape import measure_project
 
-                ellipses = measure_project(proj, args.reviewed_only, ConsoleProgress("outlines", quiet=args.json))
-            summary = write_report(proj, args.out, args.format, reviewed_only=args.reviewed_only, ci_method=args.ci,
-                                   ellipses=ellipses)
-            if ellipses is not None:
-                summary["outlines"] = len(ellipses)
+                measured = measure_project(proj, args.reviewed_only, ConsoleProgress("outlines", quiet=args.json))
+                if measured:
+                    proj.set_outlines(measured, "measure outlines")
+            summary = write_report(proj, args.out, args.format, reviewed_only=args.reviewed_only, ci_method=args.ci)
+            if measured is not None:
+                summary["outlines"] = len(measured)
     if args.json:
         print_json(summary)
     else:

@@ -67,6 +67,14 @@ def is_unassigned_taxon(name: str) -> bool:
 # found, not named. Like UNIDENTIFIED it never takes a digit key; training a project that
 # also has named taxa uses such boxes for localisation only, never as a taxon.
 GRAIN_CLASS = "pollen"
+GRAIN_CLASS_LABEL = "pollen (unidentified)"
+
+
+def display_taxon(name: str) -> str:
+    """A taxon's name as a person reads it: the grain model's class (``GRAIN_CLASS``,
+    "pollen") is shown "pollen (unidentified)" - a grain found, not yet named - and every
+    other name as it is. For display only: the store, COCO / YOLO / CSV keep "pollen"."""
+    return GRAIN_CLASS_LABEL if name.strip().lower() == GRAIN_CLASS else name
 
 
 class ReviewStatus(str, enum.Enum):

@@ -2,9 +2,12 @@
 
 The outline is the region that stands out from the slide around the box (colour against
 the crop's border and exine edges, Otsu, closed and filled: the classical segmentation of
-``engine.segment``), taken at the box's centre; ``cv2.fitEllipse`` fits an ellipse to it.
-Long / short axis ratio = P/E when the grain lies in equatorial view (a box cannot tell
-which axis is polar). No model, milliseconds per grain.
+``engine.segment``), taken at the box's centre, traced along its pixels' edges and
+simplified to half a pixel; its size is measured by ``core.outline`` (area, the ellipse of
+equal second moments), the same function that measures a stored outline. Long / short
+axis ratio = P/E when the grain lies in equatorial view (a box cannot tell which axis is
+polar). No model, milliseconds per grain. The GUI and ``pollenstudio report --outlines``
+store the outline on the annotation (``Project.set_outlines``, one undoable step).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pollenstudio.core.outline import outline_size
 from pollenstudio.core.types import Box
 from pollenstudio.engine.segment import _region_in_crop, _to_rgb8
 
@@ -24,24 +28,24 @@ MIN_CONTRAST = 8.0  # mean Lab difference from the background, inside or along t
 
 @dataclass(frozen=True)
 class GrainShape:
-    major_px: float  # fitted ellipse's full axes, image pixels
+    major_px: float  # the outline's moment ellipse (``core.outline``): full axes, image pixels
     minor_px: float
     angle_deg: float  # of the major axis, from the image x axis
     centre: tuple[float, float]  # image pixels
     area_px: float  # inside the outline
-    outline: np.ndarray  # (N, 2) float32 image pixels, closed
+    outline: np.ndarray  # (N, 2) float32 image pixels (a pixel spans [i, i + 1]), closed
 
     @property
     def ratio(self) -> float:
         return self.major_px / self.minor_px if self.minor_px > 0 else math.inf
 
+    @property
+    def polygon(self) -> list[float]:
+        """The outline as stored (``Annotation.polygon``, COCO segmentation): flat x, y, 0.01 px."""
+        return [round(float(v), 2) for v in self.outline.reshape(-1)]
+
     def describe(self, um_per_px: float | None = None) -> str:
-        if um_per_px:
-            u = um_per_px
-            return (f"ellipse {self.major_px * u:.1f} × {self.minor_px * u:.1f} µm, area {self.area_px * u * u:.0f} µm², "
-                    f"long/short {self.ratio:.2f}")
-        return (f"ellipse {self.major_px:.0f} × {self.minor_px:.0f} px, area {self.area_px:.0f} px², "
-                f"long/short {self.ratio:.2f}")
+        return outline_size(self.polygon).describe(um_per_px)
 
 
 def fit_outline(image: np.ndarray, box: Box, pad: float = 0.2) -> GrainShape | None:
@@ -67,35 +71,48 @@ def fit_outline(image: np.ndarray, box: Box, pad: float = 0.2) -> GrainShape | N
     ring = mask - cv2.erode(mask, np.ones((5, 5), np.uint8))
     if max(float(diff[mask > 0].mean()), float(diff[ring > 0].mean()) if ring.any() else 0.0) < MIN_CONTRAST:
         return None
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return shape_of_mask(mask, x0, y0)
+
+
+UPSAMPLE = 4  # the outline follows the mask's pixel edges to 1 / UPSAMPLE px
+SIMPLIFY_PX = 0.5  # vertices dropped while the outline moves less than this (Douglas-Peucker)
+
+
+def shape_of_mask(mask: np.ndarray, x0: float = 0.0, y0: float = 0.0) -> GrainShape | None:
+    """The outline of the largest region of ``mask`` (uint8, its top-left pixel at image
+    (x0, y0)) along the pixels' edges, simplified to ``SIMPLIFY_PX``, and its ellipse."""
+    big = cv2.resize(mask, None, fx=UPSAMPLE, fy=UPSAMPLE, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     c = max(contours, key=cv2.contourArea)
-    if len(c) < 5:
+    c = cv2.approxPolyDP(c, SIMPLIFY_PX * UPSAMPLE, True)
+    if len(c) < 3:
         return None
-    (ex, ey), (a, b), angle = cv2.fitEllipse(c)
-    major, minor = max(a, b), min(a, b)
-    if a < b:
-        angle += 90.0
-    pts = c.reshape(-1, 2).astype(np.float32) + np.float32([x0, y0])
-    return GrainShape(float(major), float(minor), float(angle % 180.0), (float(ex + x0), float(ey + y0)),
-                      float(mask.sum()), pts)
+    # sub-pixel centres at 4x lie 1/8 px inside the mask's edge: + 0.5 of a 4x pixel
+    pts = (c.reshape(-1, 2).astype(np.float64) + 0.5) / UPSAMPLE + np.array([x0, y0])
+    pts = np.round(pts, 2).astype(np.float32)
+    size = outline_size(pts.reshape(-1))
+    if size is None:
+        return None
+    return GrainShape(size.major_px, size.minor_px, size.angle_deg, size.centre, size.area_px, pts)
 
-
-def measure_project(project, reviewed_only: bool = False, progress=None) -> dict[int, tuple[float, float]]:
-    """Fitted ellipses {annotation id: (major, minor) px} of the confirmed grains on
-    calibrated images (sizes need a scale), reading each image once. Unreadable images
-    and grains without an outline are left out (the report says how many were measured)."""
+def measure_project(project, reviewed_only: bool = False, progress=None, remeasure: bool = False) -> dict[int, list[float]]:
+    """Outlines {annotation id: flat polygon} of the confirmed grains on calibrated images
+    (sizes need a scale) that have none stored yet (every one with ``remeasure``), reading
+    each image once; store them with ``Project.set_outlines``. Unreadable images and grains
+    where nothing stands out are left out (the report says how many were measured)."""
     from collections import defaultdict
 
     from pollenstudio.core.errors import ImageReadError
     from pollenstudio.core.imageio import read_image
 
+    have = set() if remeasure else set(project.outlines())
     by_image: dict[int, list] = defaultdict(list)
     for image_id, _g, _c, _w, _h, ump, _mv, ann_id in project.grain_table(reviewed_only=reviewed_only):
-        if ump:
+        if ump and ann_id not in have:
             by_image[image_id].append(ann_id)
-    out: dict[int, tuple[float, float]] = {}
+    out: dict[int, list[float]] = {}
     for n, (image_id, ann_ids) in enumerate(sorted(by_image.items())):
         if progress is not None:
             progress.check()
@@ -107,5 +124,5 @@ def measure_project(project, reviewed_only: bool = False, progress=None) -> dict
         for ann_id in ann_ids:
             shape = fit_outline(img, project.annotation(ann_id).box)
             if shape is not None:
-                out[ann_id] = (shape.major_px, shape.minor_px)
+                out[ann_id] = shape.polygon
     return out

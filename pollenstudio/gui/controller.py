@@ -28,6 +28,7 @@ from pollenstudio.core.types import (
     Box,
     Category,
     ReviewStatus,
+    display_taxon,
     is_unassigned_taxon,
 )
 from pollenstudio.gui import interaction
@@ -296,7 +297,7 @@ class ReviewController(QObject):
                 items = []
                 for aid, iid, cid, score, margin in res.rows:
                     c = cats.get(cid)
-                    items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), c.name if c else "?",
+                    items.append(QueueItem(aid, iid, self._names.get(iid, str(iid)), display_taxon(c.name) if c else "?",
                                            self.taxon_color(c) if c else "#e6a23c", score, margin))
                 self.queueReady.emit(items, res.total, res.hidden)
             self._queue_read_over()
@@ -344,7 +345,7 @@ class ReviewController(QObject):
         out = []
         for a in self.visible():
             c = cats.get(a.category_id)
-            name = c.name if c else f"taxon {a.category_id}"
+            name = display_taxon(c.name) if c else f"taxon {a.category_id}"
             color = colours.get(a.category_id, "#e6a23c")
             style = {"proposed": "proposed", "rejected": "rejected"}.get(a.status.value, "decided")
             out.append(BoxView(a.id, a.box, name, color, style, a.score))
@@ -365,7 +366,7 @@ class ReviewController(QObject):
             c = cats.get(a.category_id)
             margin = (a.topk[0][1] - a.topk[1][1]) if len(a.topk) >= 2 else None
             items.append(QueueItem(
-                a.id, a.image_id, self._names.get(a.image_id, str(a.image_id)), c.name if c else "?",
+                a.id, a.image_id, self._names.get(a.image_id, str(a.image_id)), display_taxon(c.name) if c else "?",
                 self.taxon_color(c) if c else "#e6a23c", a.score, margin,
             ))
         total = p.undecided_count(self.threshold)
@@ -753,7 +754,7 @@ class ReviewController(QObject):
             best = max(props, key=lambda a: a.score or 0.0)
             hidden = (best.score or 0.0) < self.threshold
             self.select(best.id, centre=True)
-            name = next((c.name for c in self.categories() if c.id == best.category_id), "?")
+            name = next((display_taxon(c.name) for c in self.categories() if c.id == best.category_id), "?")
             self.message.emit(f"Model candidate at the click: {name} {best.score or 0:.2f}"
                               + (" (under the slider)" if hidden else "") + ". A accepts, 1-9 names it, X rejects")
             return "candidate"
@@ -812,7 +813,7 @@ class ReviewController(QObject):
             self.select(aid)
             what = f"New box {how}" if how else "New box"
             if use_last:
-                self.message.emit(f"{what}: {cats[cid].name} (the last taxon used); 1-9 or T to change it")
+                self.message.emit(f"{what}: {display_taxon(cats[cid].name)} (the last taxon used); 1-9 or T to change it")
             else:
                 self.message.emit(f"{what}: unidentified; press 1-9 or T to name its taxon")
 

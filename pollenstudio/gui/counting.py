@@ -47,8 +47,9 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.outline import outline_size
 from pollenstudio.core.pixelscale import format_um, scale_bar, um_per_px_from_line
-from pollenstudio.core.types import SUM_ROLE, TAXON_ROLES
+from pollenstudio.core.types import TAXON_ROLES, display_taxon
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,19 @@ def report_job(token, db_path: str, folder: str, out: str, reviewed_only: bool =
         return write_report(p, out, reviewed_only=reviewed_only)
 
 
+def concentration_text(s) -> str:
+    """The count dock's concentration line for a ``SampleCount`` (rich text), or ""."""
+    if s is None:
+        return ""
+    if s.concentration is not None:
+        c = s.concentration
+        return (f"Concentration <b>{c.value:,.0f} ± {c.se:,.0f} {html.escape(c.unit)}</b>"
+                f" <span style='color:#888'>(95 %: {c.lo:,.0f}-{c.hi:,.0f})</span>")
+    if s.concentration_note:
+        return f"<span style='color:#c0392b'>No concentration: {html.escape(s.concentration_note)}</span>"
+    return ""
+
+
 # ------------------------------------------------------------------ the dock
 class CountPanel(QWidget):
     """One sample's running count: sample picker, "287 / 300" progress to the target sum,
@@ -93,6 +107,7 @@ class CountPanel(QWidget):
     sampleChosen = Signal(str)
     targetChanged = Signal(str, int)  # sample, target sum
     roleRequested = Signal(int, str)  # category id, role
+    settingsRequested = Signal(str)  # sample: open its count settings
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -118,7 +133,16 @@ class CountPanel(QWidget):
         self.target.setToolTip("Target pollen sum of this sample (e.g. 300 or 500 grains)")
         self.target.valueChanged.connect(self._target_edited)
         row.addWidget(self.target)
+        self.settings_button = QPushButton("Settings...")
+        self.settings_button.setToolTip("Target sum and concentration (exotic marker or air volume) of this sample")
+        self.settings_button.clicked.connect(
+            lambda: self.settingsRequested.emit(self.current.name if self.current is not None else ""))
+        row.addWidget(self.settings_button)
         lay.addLayout(row)
+        self.concentration = QLabel()
+        self.concentration.setWordWrap(True)
+        self.concentration.setToolTip("Grains of the pollen sum per unit of sample (or of air), ± 1 standard error")
+        lay.addWidget(self.concentration)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Taxon", "Count", "%"])
         self.table.verticalHeader().setVisible(False)
@@ -188,7 +212,9 @@ class CountPanel(QWidget):
         self.table.setRowCount(len(rows))
         grey = QColor("#8a8a8a")
         for i, t in enumerate(rows):
-            name_text = t.taxon if t.in_sum else f"{t.taxon}  ({t.role})"
+            name_text = display_taxon(t.taxon)
+            if not t.in_sum and t.role != "unnamed":  # an unnamed grain's name says it ("pollen (unidentified)")
+                name_text += f"  ({t.role})"
             cells = [name_text, str(t.count), "" if math.isnan(t.percent) else f"{t.percent:.1f}"]
             for j, text in enumerate(cells):
                 it = QTableWidgetItem(text)
@@ -208,12 +234,9 @@ class CountPanel(QWidget):
             bits = [f"{s.images} images, {s.reviewed_images} reviewed"]
             if s.undecided:
                 bits.append(f"{s.undecided} proposals to review")
-            if s.concentration is not None:
-                c = s.concentration
-                bits.append(f"{c.value:,.0f} ± {c.se:,.0f} {c.unit}")
-            elif s.concentration_note:
-                bits.append(s.concentration_note)
             self.note.setText("; ".join(bits))
+        self.concentration.setText(concentration_text(s))
+        self.concentration.setVisible(bool(self.concentration.text()))
 
 
 class CountController(QObject):
@@ -241,6 +264,7 @@ class CountController(QObject):
         self.panel.sampleChosen.connect(self._choose)
         self.panel.targetChanged.connect(self.set_target)
         self.panel.roleRequested.connect(self.set_role)
+        self.panel.settingsRequested.connect(self.open_settings)
 
     def _store_changed(self, ev) -> None:
         if ev.label == "set sample" and self.ctl.image_id is not None:
@@ -297,6 +321,23 @@ class CountController(QObject):
             p.set_sample_settings(sample, settings)
         except PollenStudioError as exc:
             self.ctl.errorRaised.emit("Target sum", str(exc))
+
+    def open_settings(self, sample: str | None = None):
+        """The count settings dialog of ``sample`` (default: the one in the dock); the
+        dock re-reads the counts when it is saved. Returns the dialog (non-modal)."""
+        from pollenstudio.gui.sample_settings import SampleSettingsDialog
+        from pollenstudio.project.counting import NO_SAMPLE
+
+        p = self.ctl.project
+        if p is None:
+            return None
+        name = sample or (self.panel.current.name if self.panel.current is not None else self.sample_name) or NO_SAMPLE
+        count = next((s for s in self.samples if s.name == name), None)
+        dlg = SampleSettingsDialog(p, name, count, parent=self.win)
+        dlg.accepted.connect(self.refresh)
+        dlg.open()
+        self.settings_dialog = dlg
+        return dlg
 
     def set_role(self, category_id: int, role: str) -> None:
         p = self.ctl.project
@@ -553,8 +594,10 @@ def outline_job(token, image, box, um_per_px):
 
 def measure_outline(win):
     """Review > Measure grain outline: the selected box's outline and fitted ellipse
-    (``engine.shape``), in a worker; drawn on the canvas and written in the Selected box
-    panel until the selection changes."""
+    (``engine.shape``), in a worker, stored on the grain (``Project.set_outline``, one
+    undoable step: Ctrl+Z takes it off). A stored outline is drawn on the canvas while
+    its box is selected and measured in the Selected box panel; moving or resizing the
+    box drops it (``Project.move_annotation``)."""
     a = win.ctl.selected_annotation()
     img = win.canvas.image
     if a is None or img is None:
@@ -563,19 +606,27 @@ def measure_outline(win):
     counts = win.counts
     sel = a.id
 
+    p, box = win.ctl.project, a.box
+
     def done(result):
-        shape, ump = result
-        if win.ctl.selected != sel:
-            return
-        if shape is None:
-            counts.outline_text = "Outline: nothing stands out from the slide in this box"
-            counts.outline_curve.setData([], [])
-        else:
-            counts.outline_text = "Outline: " + shape.describe(ump)
-            pts = np.vstack([shape.outline, shape.outline[:1]])
-            counts.outline_curve.setData(pts[:, 0] + 0.5, pts[:, 1] + 0.5)
+        shape, _ump = result
         counts.last_shape = shape
-        counts.show_size()
+        if shape is not None and win.ctl.project is p:
+            try:
+                cur = p.annotation(sel)
+            except PollenStudioError:
+                return  # deleted (or undone) meanwhile
+            if cur.box != box:
+                return  # moved while it was measured: the outline would be stale
+            try:
+                p.set_outline(sel, shape.polygon)  # the store's change redraws the panel and the canvas
+            except PollenStudioError as exc:
+                QMessageBox.warning(win, "Grain outline", str(exc))
+            return
+        if win.ctl.selected == sel:
+            counts.outline_text = "Outline: nothing stands out from the slide in this box"
+            counts.outline_for = sel
+            counts.show_size()
 
     return counts.jobs.submit("outline", outline_job, img.levels[0], a.box, counts.current_um_per_px, on_done=done,
                               on_error=lambda msg: QMessageBox.warning(win, "Grain outline", msg))
@@ -603,6 +654,9 @@ def install_counting(win) -> CountController:
                                      "measured on a scale bar")
     win.act_set_sample = edit_menu.addAction("Set sample of selected images...", lambda: set_sample_of_selection(win))
     win.act_set_sample.setStatusTip("Which slide the images belong to: counts and reports are per sample")
+    win.act_sample_settings = edit_menu.addAction("Count settings of the sample...", lambda: counts.open_settings())
+    win.act_sample_settings.setStatusTip("Target sum and concentration (exotic marker tablets, sample volume or "
+                                         "weight, or sampled air volume) of the sample in the Count panel")
     view = win.images.view
     sample_act = QAction("Set sample...", view)
     sample_act.triggered.connect(lambda: set_sample_of_selection(win))
@@ -632,12 +686,22 @@ def install_counting(win) -> CountController:
 
     def show_size() -> None:
         a = win.ctl.selected_annotation()
+        ump = getattr(counts, "current_um_per_px", None)
         if a is None or a.id != counts.outline_for:
             counts.outline_text, counts.outline_for = "", a.id if a is not None else None
+        size = outline_size(a.polygon) if a is not None and a.polygon else None
+        if size is not None:  # the stored outline of the selected grain
+            pts = np.asarray(a.polygon, dtype=np.float64).reshape(-1, 2)
+            pts = np.vstack([pts, pts[:1]])
+            counts.outline_curve.setData(pts[:, 0], pts[:, 1])
+            counts.outline_text = "Outline: " + size.describe(ump)
+        else:
             counts.outline_curve.setData([], [])
+            if counts.outline_text.startswith("Outline: ellipse"):
+                counts.outline_text = ""  # its outline went (moved, undone)
         if a is None:
             return
-        text = box_axes_text(a.box.width, a.box.height, getattr(counts, "current_um_per_px", None))
+        text = box_axes_text(a.box.width, a.box.height, ump)
         extra = f"<br><span>{html.escape(counts.outline_text)}</span>" if counts.outline_text else ""
         # the panel keeps the text it was given (``text``): the size goes after it, once
         win.topk.label.setText(getattr(win.topk, "text", "") + f"<br><span>Size: {html.escape(text)}</span>{extra}")
@@ -650,7 +714,8 @@ def install_counting(win) -> CountController:
     counts.show_size = show_size
     review_menu = win.menuBar().actions()[2].menu()
     win.act_outline = review_menu.addAction("Measure grain outline", lambda: measure_outline(win))
-    win.act_outline.setStatusTip("Fit an ellipse to the selected grain's outline: axes, area, long/short ratio")
+    win.act_outline.setStatusTip("Trace the selected grain's outline and keep it on the grain: ellipse axes, area, "
+                                 "long/short ratio (exported; moving the box drops it)")
 
     counts.image_scale_changed = image_scale_changed
     counts.current_um_per_px = None

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
+from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, display_taxon
 from pollenstudio.gui.workers import JobRunner, NewestFirstLoader
 
 log = logging.getLogger(__name__)
@@ -411,7 +411,7 @@ class GalleryDialog(QDialog):
         self.taxon.blockSignals(True)
         self.taxon.clear()
         for c in self.ctl.categories():
-            self.taxon.addItem(c.name, c.id)
+            self.taxon.addItem(display_taxon(c.name), c.id)
         i = self.taxon.findData(keep) if keep is not None else -1
         self.taxon.setCurrentIndex(max(i, 0))
         self.taxon.blockSignals(False)

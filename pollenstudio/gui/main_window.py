@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core import gcguard
+from pollenstudio.core.types import display_taxon
 from pollenstudio.gui.app import error_text, show_error
 from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
@@ -549,7 +550,7 @@ class MainWindow(QMainWindow):
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
         rejected = self.ctl.rejected()
-        names = {c.id: c.name for c in self.ctl.categories()} if rejected else {}
+        names = {c.id: display_taxon(c.name) for c in self.ctl.categories()} if rejected else {}
         self.topk.set_rejected([(r.id, names.get(r.category_id, f"taxon {r.category_id}"), r.score) for r in rejected])
         self.overlay.selection_changed()
 
@@ -666,7 +667,7 @@ class MainWindow(QMainWindow):
             self.models.choose_model(path)
 
     def _taxon_name(self, cid: int) -> str:
-        return next((c.name for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
+        return next((display_taxon(c.name) for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
 
     def _detect_started(self, total: int) -> None:
         import time

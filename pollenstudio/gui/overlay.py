@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pollenstudio.core.types import display_taxon
+
 COLORMAP = "inferno"  # dark (low) to bright yellow (high): readable over brown/yellow grains
 LEVELS = ("P3", "P4", "P5")
 LEVEL_NAMES = {"P3": "fine edges", "P4": "medium edges", "P5": "coarse edges (shape)"}  # what the list shows
@@ -149,7 +151,7 @@ class TopKPanel(QWidget):
             for name, p in ann.topk:
                 bar = "&#9608;" * max(0, int(round(p * 10)))
                 rows.append(
-                    f"<tr><td>{html.escape(name)}&nbsp;</td><td align='right'>{p * 100:.0f}&nbsp;%&nbsp;</td>"
+                    f"<tr><td>{html.escape(display_taxon(name))}&nbsp;</td><td align='right'>{p * 100:.0f}&nbsp;%&nbsp;</td>"
                     f"<td style='color:#e6a23c'>{bar}</td></tr>"
                 )
             rows.append("</table>")

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.core.types import Category
+from pollenstudio.core.types import Category, display_taxon
 
 CategoryIdRole = Qt.ItemDataRole.UserRole + 1
 
@@ -111,7 +111,7 @@ class TaxonPanel(QWidget):
             c = r.category
             key = QTableWidgetItem(c.hotkey or "")
             key.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-            name = QTableWidgetItem(c.name)
+            name = QTableWidgetItem(display_taxon(c.name))
             name.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
             name.setData(CategoryIdRole, c.id)
             n_img = QTableWidgetItem(r.image_text)
@@ -184,7 +184,7 @@ class TaxonPicker(QDialog):
         self.search.setPlaceholderText("Type to search taxa")
         self.list = QListWidget(self)
         for c in categories:
-            it = QListWidgetItem(f"{c.name}" + (f"   [{c.hotkey}]" if c.hotkey else ""))
+            it = QListWidgetItem(display_taxon(c.name) + (f"   [{c.hotkey}]" if c.hotkey else ""))
             it.setData(CategoryIdRole, c.id)
             it.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
             it.setData(Qt.ItemDataRole.UserRole + 2, c.name.lower())

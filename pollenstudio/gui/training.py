@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core import gcguard
+from pollenstudio.core.types import display_taxon
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -711,7 +712,7 @@ class TrainingDashboard(QDialog):
         changes = taxon_changes(old, new)
         self.taxa_table.setRowCount(len(changes))
         for r, c in enumerate(changes):
-            self.taxa_table.setItem(r, 0, _item(c.name, Qt.AlignmentFlag.AlignLeft))
+            self.taxa_table.setItem(r, 0, _item(display_taxon(c.name), Qt.AlignmentFlag.AlignLeft))
             self.taxa_table.setItem(r, 1, _item(str(c.grains)))
             self.taxa_table.setItem(r, 2, _item(_fmt(c.old)))
             self.taxa_table.setItem(r, 3, _item(_fmt(c.new)))

@@ -32,6 +32,7 @@ EXPORT_FORMATS = {  # combo text -> (format, default file name, is a folder)
     "COCO JSON (boxes and taxa)": ("coco", "annotations.json", False),
     "YOLO folder (images + label files)": ("yolo", "yolo", True),
     "CSV counts per image and taxon": ("csv", "counts.csv", False),
+    "CSV of grains (box and outline sizes)": ("grains", "grains.csv", False),
 }
 IMPORT_FORMATS = {  # combo text -> (format, is a folder)
     "COCO JSON file": ("coco", False),
@@ -175,6 +176,9 @@ class ExportDialog(_JobDialog):
         what = "reviewed" if summary.get("reviewed_only") else "all"
         if self.format() == "csv":
             words = f"Wrote counts of {summary['grains']} grains in {summary['taxa']} taxa ({what} images) to {summary['path']}"
+        elif self.format() == "grains":
+            words = (f"Wrote {summary['grains']} grains ({summary['outlines']} with an outline) on {summary['images']} "
+                     f"{what} images to {summary['path']}")
         else:
             words = (f"Wrote {summary['annotations']} annotations on {summary['images']} {what} images "
                      f"to {summary['path']}")

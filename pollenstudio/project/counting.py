@@ -135,12 +135,30 @@ def _wants_concentration(settings: dict) -> bool:
     return "air_volume_m3" in settings or all(k in settings for k in ("marker_tablets", "marker_per_tablet", "quantity"))
 
 
+def sample_concentration(settings: dict, n_grains: int, n_marker: int) -> Concentration | None:
+    """The concentration ``settings`` (a sample's, defaults merged) give for ``n_grains``
+    with ``n_marker`` marker grains counted: None when they ask for none; ``ScaleError``
+    says why there is none (bad value, no marker counted). Same rule as ``count_samples``."""
+    settings = check_settings(settings)
+    return _concentration(settings, n_grains, n_marker) if _wants_concentration(settings) else None
+
+
 def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson",
                   samples: list[str] | None = None, ellipses: dict | None = None) -> list[SampleCount]:
     """Counts of every sample (or of ``samples``), sorted by name (``NO_SAMPLE`` last).
-    Three reads: images, their counts, the grains; 10,000 grains take milliseconds.
-    ``ellipses``: {annotation id: (major, minor) px} fitted outlines (``engine.shape``,
-    measured on request), added in µm to each taxon's ``ellipses`` on calibrated images."""
+    Four reads: images, their counts, the grains, their outlines; 10,000 grains take
+    milliseconds. Each grain's stored outline (``Project.outlines``, measured by
+    ``core.outline``) adds its ellipse's (major, minor) axes in µm to its taxon's
+    ``ellipses`` on calibrated images; ``ellipses`` ({annotation id: (major, minor) px})
+    adds or overrides some."""
+    from pollenstudio.core.outline import outline_size
+
+    shapes: dict[int, tuple[float, float]] = {}
+    for aid, poly in project.outlines().items():
+        size = outline_size(poly)
+        if size is not None:
+            shapes[aid] = (size.major_px, size.minor_px)
+    shapes.update(ellipses or {})
     names = {c.id: c.name for c in project.categories()}
     roles = project.taxon_roles()
     stored = project.sample_settings()
@@ -166,8 +184,8 @@ def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson
     for _img, group, cid, w, h, ump, _mv, ann_id in project.grain_table(reviewed_only=reviewed_only):
         size = (max(w, h) * ump, min(w, h) * ump) if ump else None
         per[group or NO_SAMPLE][cid].append(size)
-        if ellipses and ump and ann_id in ellipses:
-            major, minor = ellipses[ann_id]
+        if ump and ann_id in shapes:
+            major, minor = shapes[ann_id]
             fitted[(group or NO_SAMPLE, cid)].append((major * ump, minor * ump))
 
     for key, taxa in per.items():

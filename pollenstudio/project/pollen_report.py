@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pollenstudio.core.atomic import WriteError
-from pollenstudio.project.counting import SampleCount, count_samples
+from pollenstudio.core.types import display_taxon
+from pollenstudio.project.counting import UNNAMED_ROLE, SampleCount, TaxonCount, count_samples
 from pollenstudio.project.statistics import CI_LABEL
 
 FORMATS = ("html", "pdf", "csv")
@@ -134,10 +135,12 @@ def pollen_diagram(samples: list[SampleCount]):
     inch_per_pct = 0.028
     label_w = 0.3 + 0.075 * max(len(s.name) for s in rows)
     w = label_w + sum(widths) * inch_per_pct + 0.25 * len(cols) + 1.2
-    h = 1.6 + 0.32 * len(rows)
+    # room above the columns for the longest name, written at 55 degrees
+    label_top = max(1.15, 0.3 + 0.047 * max(len(display_taxon(name)) for name, _ in cols))
+    h = 0.45 + label_top + 0.32 * len(rows)
     fig = _figure(min(w, 60), h)
     gs = fig.add_gridspec(1, len(cols) + 1, width_ratios=widths + [18], wspace=0.3,
-                          left=label_w / w, right=1 - 0.2 / w, top=1 - 1.15 / h, bottom=0.45 / h)
+                          left=label_w / w, right=1 - 0.2 / w, top=1 - label_top / h, bottom=0.45 / h)
     ys = list(range(len(rows)))
     first = None
     for i, ((name, in_sum), v, width) in enumerate(zip(cols, values, widths)):
@@ -152,7 +155,7 @@ def pollen_diagram(samples: list[SampleCount]):
         ax.tick_params(axis="y", length=0)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        ax.set_title(name, rotation=55, ha="left", va="bottom", fontsize=8.5,
+        ax.set_title(display_taxon(name), rotation=55, ha="left", va="bottom", fontsize=8.5,
                      fontstyle="italic" if in_sum else "normal", x=0.05, pad=4)
         for y, val in zip(ys, v):  # a rare taxon's presence stays visible
             if 0 < val < 1.0:
@@ -190,7 +193,7 @@ def size_histograms(samples: list[SampleCount], max_taxa: int = 12):
         ax = fig.add_subplot(nrow, ncol, i + 1)
         v = sizes[name]
         ax.hist(v, bins=min(30, max(5, int(math.sqrt(len(v))))), color="#4c72b0")
-        ax.set_title(f"{name} (n = {len(v)})", fontsize=8.5)
+        ax.set_title(f"{display_taxon(name)} (n = {len(v)})", fontsize=8.5)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("long axis (µm)", fontsize=7.5)
     fig.subplots_adjust(hspace=0.75, wspace=0.35, top=1 - 0.35 / (1.9 * nrow + 0.4), bottom=0.12)
@@ -204,6 +207,13 @@ def figure_png(fig, dpi: int = 110) -> bytes:
 
 
 # ------------------------------------------------------------------ text
+def taxon_label(t: TaxonCount) -> str:
+    """A count row's taxon as the report shows it (``display_taxon``), with its role when
+    it is out of the sum; unnamed grains already say so ("pollen (unidentified)")."""
+    name = display_taxon(t.taxon)
+    return name if t.in_sum or t.role == UNNAMED_ROLE or t.taxon == t.role else f"{name} ({t.role})"
+
+
 def _f(v, nd: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -268,9 +278,8 @@ def render_html(data: ReportData) -> str:
             em, en = t.mean_ellipse()
             if em is not None:
                 axes += f"; ellipse {em:.1f} × {en:.1f} (n = {len(t.ellipses)})"
-            role = "" if t.in_sum or t.taxon == t.role else f" <i>({e(t.role)})</i>"
             cls = "" if t.in_sum else " class='ex'"
-            parts.append(f"<tr{cls}><td>{e(t.taxon)}{role}</td><td>{t.count}</td><td>{_f(t.percent)}</td>"
+            parts.append(f"<tr{cls}><td>{e(taxon_label(t))}</td><td>{t.count}</td><td>{_f(t.percent)}</td>"
                          f"<td>{_f(t.ci_lo)}-{_f(t.ci_hi)}</td><td>{axes}</td>"
                          + (f"<td>{_f(t.concentration.value, 0) if t.concentration else ''}</td>" if conc else "")
                          + "</tr>")
@@ -320,7 +329,7 @@ def _table_pages(data: ReportData) -> list[list[str]]:
         lines.append(f"  {'taxon':<28}{'count':>7}{'%':>8}{'95 % interval':>16}   long x short µm")
         for t in s.taxa + s.excluded:
             lo, sh = t.mean_axes()
-            name = t.taxon if t.in_sum or t.taxon == t.role else f"{t.taxon} ({t.role})"
+            name = taxon_label(t)
             lines.append(f"  {name[:27]:<28}{t.count:>7}{_f(t.percent):>8}{_f(t.ci_lo) + '-' + _f(t.ci_hi):>16}   "
                          + (f"{lo:.1f} x {sh:.1f}" if lo is not None else ""))
         lines.append("")

@@ -82,3 +82,61 @@ def write_counts_csv(project, out_path: str | os.PathLike, reviewed_only: bool =
     taxa = [r for r in rows if r["scope"] == "taxon"]
     return {"path": str(out_path), "images": len({r["image"] for r in rows if r["scope"] == "image"}),
             "taxa": len(taxa), "grains": sum(r["count"] for r in taxa), "reviewed_only": reviewed_only}
+
+
+# ------------------------------------------------------------------ one row per grain (issue 20)
+GRAIN_COLUMNS = ["image", "sample", "annotation_id", "taxon", "status", "source", "score",
+                 "x1", "y1", "x2", "y2", "um_per_px", "box_long_px", "box_short_px", "box_long_um", "box_short_um",
+                 "outline_points", "major_px", "minor_px", "area_px2", "major_um", "minor_um", "area_um2",
+                 "pe_ratio"]
+
+
+def grain_rows(project, reviewed_only: bool = True) -> list[dict]:
+    """One row per grain: its box, the box's long and short sides, and when it has an
+    outline (``Annotation.polygon``: measured in the GUI or by ``report --outlines``, or
+    imported) the outline's ellipse axes, area and long/short ratio (P/E in equatorial
+    view), measured by ``core.outline``; µm columns when the image has a scale, else empty.
+    Taxa are written as stored (the grain model's class stays "pollen")."""
+    from pollenstudio.core.outline import outline_size
+
+    names = {c.id: c.name for c in project.categories()}
+    keep = OBJECT_STATUSES if reviewed_only else OBJECT_STATUSES | {AnnotationStatus.PROPOSED}
+    recs = project.images(status="reviewed") if reviewed_only else project.images()
+    r2 = lambda v: round(v, 2)  # noqa: E731
+    rows = []
+    for rec in recs:
+        u = rec.um_per_px
+        for a in project.annotations(rec.id):
+            if a.status not in keep:
+                continue
+            w, h = a.box.width, a.box.height
+            long_, short = max(w, h), min(w, h)
+            row = {"image": rec.path, "sample": rec.group or "", "annotation_id": a.id,
+                   "taxon": names.get(a.category_id, f"taxon {a.category_id}"), "status": a.status.value,
+                   "source": a.source.value, "score": "" if a.score is None else round(a.score, 4),
+                   "x1": r2(a.box.x1), "y1": r2(a.box.y1), "x2": r2(a.box.x2), "y2": r2(a.box.y2),
+                   "um_per_px": u or "", "box_long_px": r2(long_), "box_short_px": r2(short),
+                   "box_long_um": r2(long_ * u) if u else "", "box_short_um": r2(short * u) if u else ""}
+            shape = outline_size(a.polygon) if a.polygon else None
+            if shape is not None:
+                row.update(outline_points=len(a.polygon) // 2, major_px=r2(shape.major_px),
+                           minor_px=r2(shape.minor_px), area_px2=r2(shape.area_px), pe_ratio=round(shape.ratio, 3))
+                if u:
+                    ma, mi, ar = shape.in_um(u)
+                    row.update(major_um=r2(ma), minor_um=r2(mi), area_um2=r2(ar))
+            rows.append({k: row.get(k, "") for k in GRAIN_COLUMNS})
+    return rows
+
+
+def write_grains_csv(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
+    """The per-grain CSV (``grain_rows``), written atomically."""
+    from pollenstudio.core.atomic import atomic_write, check_output_path
+
+    out_path = check_output_path(out_path, "per-grain CSV")
+    rows = grain_rows(project, reviewed_only)
+    with atomic_write(out_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=GRAIN_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return {"path": str(out_path), "grains": len(rows), "outlines": sum(1 for r in rows if r["outline_points"] != ""),
+            "images": len({r["image"] for r in rows}), "reviewed_only": reviewed_only}

@@ -1196,12 +1196,15 @@ class Project:
 
     def move_annotation(self, ann_id: int, box: Box) -> Annotation:
         """Move or resize a box (one undoable step: the GUI commits on mouse release).
-        A model proposal or accepted box becomes edited; a polygon follows the box."""
+        A model proposal or accepted box becomes edited. Its outline (``polygon``) is
+        dropped: an outline traces the image inside the old box, and stretching it with
+        the box would give sizes the image does not show (measure it again; undo brings
+        box and outline back together)."""
         old = self.annotation(ann_id)
         box = self._check_box(old.image_id, box)
         cols = {"x1": box.x1, "y1": box.y1, "x2": box.x2, "y2": box.y2}
-        if old.polygon is not None:
-            cols["polygon"] = json.dumps(_map_polygon(old.polygon, old.box, box))
+        if old.polygon is not None and box != old.box:
+            cols["polygon"] = None
         if old.source is Source.MODEL and old.status in (AnnotationStatus.PROPOSED, AnnotationStatus.ACCEPTED):
             cols["status"] = AnnotationStatus.EDITED.value
         with self._command("move box"):
@@ -1209,6 +1212,60 @@ class Project:
         return self.annotation(ann_id)
 
     resize_annotation = move_annotation
+
+    def set_outlines(self, outlines: dict[int, Iterable[float] | None], label: str = "measure outline") -> list[int]:
+        """Store grains' outlines (flat polygons in image pixels, e.g. fitted by
+        ``engine.shape``; None removes one) in ``annotations.polygon``: one undoable step
+        for all of them. The status is left alone (measuring is not a review decision).
+        Every outline is checked first (``core.outline.check_outline``, inside its image):
+        a bad one raises ``ProjectError`` and nothing is stored. Returns the ids changed."""
+        from pollenstudio.core.outline import check_outline
+
+        clean: dict[int, str | None] = {}
+        for aid, poly in outlines.items():
+            a = self.annotation(int(aid))
+            if poly is None:
+                clean[a.id] = None
+                continue
+            vals = check_outline(poly)
+            img = self.image(a.image_id)
+            if img.width and img.height:
+                xs, ys = vals[0::2], vals[1::2]
+                if min(xs) < -1 or min(ys) < -1 or max(xs) > img.width + 1 or max(ys) > img.height + 1:
+                    raise ProjectError(f"the outline of annotation {a.id} goes outside its image "
+                                       f"({img.width}x{img.height})")
+            clean[a.id] = json.dumps(vals)
+        changed = []
+        with self._command(label):
+            for aid, text in clean.items():
+                before = hist.snapshot(self._conn, "annotations", aid)
+                if before["polygon"] != text:
+                    self._update_ann(aid, polygon=text)
+                    changed.append(aid)
+        return changed
+
+    def set_outline(self, ann_id: int, polygon: Iterable[float] | None) -> Annotation:
+        """One grain's outline (see ``set_outlines``); None removes it."""
+        self.set_outlines({ann_id: polygon}, "measure outline" if polygon is not None else "remove outline")
+        return self.annotation(ann_id)
+
+    def outlines(self, ann_ids: Iterable[int] | None = None) -> dict[int, tuple[float, ...]]:
+        """{annotation id: outline} of the confirmed grains that have one (or of ``ann_ids``)."""
+        if ann_ids is None:
+            rows = self._q(f"SELECT id, polygon FROM annotations WHERE polygon IS NOT NULL AND status IN {_OBJECTS_SQL}")
+        else:
+            ids = [int(i) for i in ann_ids]
+            rows = []
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows += self._q(f"SELECT id, polygon FROM annotations WHERE polygon IS NOT NULL AND id IN "
+                                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        out = {}
+        for aid, text in rows:
+            poly = _loads(text, None)
+            if poly:
+                out[aid] = tuple(float(v) for v in poly)
+        return out
 
     def relabel(self, ann_id: int, category_id: int) -> Annotation:
         """Assign another taxon; a model annotation becomes edited (even a rejected one:
@@ -1670,13 +1727,3 @@ class _Rows(list):
     def fetchall(self):
         return list(self)
 
-
-def _map_polygon(poly: tuple[float, ...], old: Box, new: Box) -> list[float]:
-    """Carry a polygon along when its box is moved or resized (affine box-to-box map)."""
-    sx = new.width / old.width if old.width else 1.0
-    sy = new.height / old.height if old.height else 1.0
-    out = []
-    for i in range(0, len(poly) - 1, 2):
-        out.append(new.x1 + (poly[i] - old.x1) * sx)
-        out.append(new.y1 + (poly[i + 1] - old.y1) * sy)
-    return out

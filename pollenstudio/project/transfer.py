@@ -29,7 +29,7 @@ from pollenstudio.core.progress import NullProgress
 from pollenstudio.project.schema import DB_NAME
 
 IMPORT_KINDS = ("coco", "yolo", "images")
-EXPORT_FORMATS = ("coco", "yolo", "csv")
+EXPORT_FORMATS = ("coco", "yolo", "csv", "grains")
 
 
 @dataclass
@@ -156,7 +156,8 @@ def _remove_project(folder: Path, remove_folder: bool) -> None:
 
 def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: bool = True,
                    copy_images: bool = True, progress=None) -> dict:
-    """Write ``fmt`` ("coco", "yolo", "csv") to ``out`` (a file; a folder for YOLO).
+    """Write ``fmt`` ("coco", "yolo", "csv", "grains": one CSV row per grain with its
+    sizes) to ``out`` (a file; a folder for YOLO).
     ``reviewed_only``: reviewed images and their grains (training data); else every
     image with every non-rejected annotation and its score. Returns the writer's summary
     with "format" added. ``copy_images``: YOLO links or copies the image files."""
@@ -173,6 +174,10 @@ def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: boo
         from pollenstudio.project.yolo import export_yolo
 
         summary = export_yolo(project, out, reviewed_only=reviewed_only, copy_images=copy_images)
+    elif fmt == "grains":
+        from pollenstudio.project.report import write_grains_csv
+
+        summary = write_grains_csv(project, out, reviewed_only=reviewed_only)
     else:
         from pollenstudio.project.report import write_counts_csv
 

@@ -104,7 +104,7 @@ def test_report_cli_sets_roles_and_settings_then_writes(tmp_path, capsys):
     assert "html, .pdf or .csv" in capsys.readouterr().err
 
 
-def test_report_outlines_give_fitted_ellipse_axes(tmp_path):
+def test_report_outlines_give_fitted_ellipse_axes(tmp_path, capsys):
     import cv2
     import numpy as np
 
@@ -126,3 +126,11 @@ def test_report_outlines_give_fitted_ellipse_axes(tmp_path):
     assert float(row["mean_ellipse_major_um"]) == pytest.approx(35.0, rel=0.05)
     assert float(row["mean_ellipse_minor_um"]) == pytest.approx(27.5, rel=0.05)
     assert float(row["mean_long_um"]) == pytest.approx(40.0)
+    # the outlines are stored on the grains (one undo step) and a second report reuses them
+    with Project.open(tmp_path / "p") as p:
+        assert sorted(p.outlines()) == [1, 2] and p.undo_label() == "measure outlines"
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "p"), "--outlines", "--out", str(out), "--json"]) == 0
+    assert '"outlines": 0' in capsys.readouterr().out
+    row = next(csv.DictReader(open(out, newline="", encoding="utf-8")))
+    assert row["n_outlines"] == "2" and float(row["mean_ellipse_major_um"]) == pytest.approx(35.0, rel=0.05)

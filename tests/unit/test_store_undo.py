@@ -52,6 +52,7 @@ op_st = st.one_of(
     st.tuples(st.just("delete_taxon"), st.integers(0, 5), st.just(0), st.just(0), st.just(0)),
     st.tuples(st.just("add_polygon"), st.integers(1, 3), st.integers(0, 70), st.integers(0, 50), st.integers(0, 5)),
     st.tuples(st.just("batch"), st.integers(0, 99), st.integers(0, 5), st.just(0), st.just(0)),
+    st.tuples(st.just("outline"), st.integers(0, 99), st.integers(0, 3), st.integers(1, 6), st.just(0)),
 )
 
 # every undoable edit of Project, by the op kind that exercises it (checked below, so a new
@@ -62,7 +63,7 @@ EDIT_KINDS = {
     "reject_all": "reject_all", "set_image_status": "mark", "add_category": "add_taxon",
     "merge_categories": "merge", "rename_category": "rename", "recolor_category": "recolor",
     "set_category_hotkey": "hotkey", "set_category_parent": "parent", "delete_category": "delete_taxon",
-    "batch": "batch", "remove_images": "remove_images",
+    "batch": "batch", "remove_images": "remove_images", "set_outline": "outline", "set_outlines": "outline",
 }
 
 
@@ -105,6 +106,9 @@ def apply(p, op):
         elif kind == "add_polygon":
             p.add_annotation(a, Box(b, c, b + 20, c + 20), cats[d % len(cats)],
                              polygon=[b + 10, c, b + 20, c + 10, b + 10, c + 20, b, c + 10])
+        elif kind == "outline" and pick:  # an outline around the box's centre, or none (b == 0)
+            x, y = pick.box.center
+            p.set_outline(pick.id, None if b == 0 else [x - c, y - c, x + c, y - c, x + c, y + c, x - b, y + c])
         elif kind == "batch" and pick:  # several edits, one undo step
             with p.batch("accept and relabel"):
                 p.accept(pick.id)
@@ -205,6 +209,8 @@ def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
         "delete_category": lambda: p.delete_category(unused),
         "batch": lambda: _batch(p, prop.id, pinus),
         "remove_images": lambda: p.remove_images([1]),  # an image with proposals
+        "set_outline": lambda: p.set_outline(prop.id, [20, 10, 30, 10, 30, 20, 20, 20]),
+        "set_outlines": lambda: p.set_outlines({prop.id: [20, 10, 30, 10, 25, 20], human: [5, 5, 20, 5, 10, 25]}),
     }
     before = state(p)
     edits[method]()
