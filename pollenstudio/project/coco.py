@@ -301,7 +301,8 @@ def _apply_category_extras(conn, created: list[str], name_to_id: dict[str, int],
 def import_coco(project, json_path: str | os.PathLike, images_root: str | os.PathLike | None = None,
                 progress=None) -> ImportSummary:
     """Import a COCO detection file into ``project`` (see module docstring for the rules)."""
-    from pollenstudio.core.imageio import file_sha256, image_info
+    from pollenstudio.core.imageio import file_sha256
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     json_path = Path(json_path)
     if images_root is not None:

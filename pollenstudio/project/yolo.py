@@ -250,7 +250,8 @@ def _parse_label(path: Path, n_classes: int, pr: _Problems):
 
 def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImportSummary:
     """Import a YOLO dataset folder into ``project`` (one transaction; see module docstring)."""
-    from pollenstudio.core.imageio import file_sha256, image_info, is_image_file
+    from pollenstudio.core.imageio import file_sha256, is_image_file
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     folder = Path(folder)
     if not folder.is_dir():
