@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pollenstudio.core.errors import ImageReadError, PollenStudioError
+from pollenstudio.core.errors import ImageReadError, ImportFormatError
 from pollenstudio.core.imageio import ImageInfo, _normalise_layout, _quiet, image_info, read_image
 
 _TIFF = (".tif", ".tiff")
@@ -40,7 +40,7 @@ STACK_PATTERN_HELP = ("file-name pattern of focal planes: '{z}' marks the plane 
                       "same folder are one stack")
 
 
-class StackPatternError(PollenStudioError):
+class StackPatternError(ImportFormatError):
     """A ``--stack-pattern`` that cannot describe plane files."""
 
 
@@ -236,6 +236,15 @@ def stack_info(path: str | os.PathLike) -> StackInfo:
         return st.info
 
 
+def stack_hash(files: Sequence[str | os.PathLike]) -> str:
+    """Content hash of a stack kept as plane files: SHA-256 of its planes' SHA-256s in order."""
+    import hashlib
+
+    from pollenstudio.core.imageio import file_sha256
+
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
 def is_stack_file(path: str | os.PathLike) -> bool:
     """True for a TIFF with more than one focal plane (readable headers only)."""
     p = Path(path)
@@ -398,5 +407,5 @@ def edf_composite(planes: Iterable[np.ndarray], window: float = 3.0, return_inde
 __all__ = [
     "BEST", "EDF", "FocalStack", "ImageInfo", "STACK_PATTERN_HELP", "StackInfo", "StackPatternError", "best_plane",
     "box_sharpness", "edf_composite", "focus_map", "focus_measure", "group_plane_files", "is_stack_file",
-    "pattern_regex", "sharpest_planes", "stack_info",
+    "pattern_regex", "sharpest_planes", "stack_hash", "stack_info",
 ]

@@ -645,11 +645,9 @@ class Project:
         image with its plane count; an item that is a list of files is one stack of those
         plane files (in plane order; its first file is the image's path, its content hash the
         hash of every plane's hash)."""
-        import hashlib
-
         from pollenstudio.core.imageio import file_sha256
         from pollenstudio.core.pixelscale import um_per_px_from_file
-        from pollenstudio.core.stack import stack_info
+        from pollenstudio.core.stack import stack_hash, stack_info
 
         paths = [[Path(f) for f in p] if isinstance(p, (list, tuple)) else Path(p) for p in paths]
         res = AddImagesResult()
@@ -690,7 +688,7 @@ class Project:
                             if (other.width, other.height) != (info.width, info.height):
                                 raise ImageReadError(f"{files[k].name}: {other.width}x{other.height}, not "
                                                      f"{info.width}x{info.height} like plane 1 {p.name}")
-                    sha = hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+                    sha = stack_hash(files)
                 else:
                     info = stack_info(p)
                     sha = file_sha256(p)
