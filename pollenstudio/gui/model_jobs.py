@@ -121,7 +121,12 @@ def click_box_job(token, project, cache: PredictorCache, path: str, x: float, y:
     from pollenstudio.engine.segment import box_around_point, model_box_at
     from pollenstudio.gui.gallery import _open_pixels
 
-    pixels = _open_pixels(path)
+    if isinstance(path, tuple):  # the plane of a focal stack on screen
+        from pollenstudio.gui.stack_view import read_source
+
+        pixels = read_source(path)
+    else:
+        pixels = _open_pixels(path)
     token.check()
     try:
         pred = cache.get(project)
@@ -149,6 +154,7 @@ class Explanation:
     width: int  # the image's own size
     height: int
     maps: dict | None = None  # edge maps: every level, so switching P3/P4/P5 needs no recompute
+    plane: object = None  # focal stacks: the view (plane index or "edf") the map was computed on
 
 
 def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -164,9 +170,9 @@ def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: int):
     """Read the image, downscale it for explaining, get the project's predictor; checks
     cancel between the slow steps. Returns (small image, scale, full w, full h, predictor)."""
-    from pollenstudio.core.imageio import read_image
+    from pollenstudio.gui.stack_view import read_source
 
-    img = read_image(path)
+    img = read_source(path)  # a file, or the view of a focal stack on screen
     h, w = img.shape[:2]
     small, s = _downscaled(img, max_side)
     token.check()

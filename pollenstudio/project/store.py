@@ -742,6 +742,10 @@ class Project:
             items = sorted(stacks + singles, key=lambda it: it[0] if isinstance(it, list) else it)
         return self.add_images(items, progress=progress, um_per_px=um_per_px, group=sample_of)
 
+    def has_stacks(self) -> bool:
+        """True when some image of the project is a focal stack."""
+        return self._q("SELECT 1 FROM images WHERE planes > 1 LIMIT 1").fetchone() is not None
+
     def image(self, image_id: int) -> ImageRecord:
         r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE id = ?", (image_id,)).fetchone()
         if r is None:
