@@ -133,9 +133,12 @@ def detect_project(
         # calibration per image only when some image has one (any predictor-like object works)
         extra = {"grain_sizes": ok_sizes} if any(v is not None for v in ok_sizes) else {}
 
+        if stacks:  # the progress count covers the stacks that come after the single images
+            extra["total"] = len(records) + len(stacks)
+
         def results():
             yield from ((records[res.index], res) for res in predictor.iter_predict(paths, progress, names=names,
-                                                                                     total=len(records) + len(stacks), **extra))
+                                                                                     **extra))
             for k, (rec, size) in enumerate(stacks):
                 yield rec, detect_stack(project, predictor, rec, size, stack_mode,
                                         _StepProgress(progress, len(records) + k, len(records) + len(stacks)))
