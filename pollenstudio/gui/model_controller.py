@@ -178,7 +178,7 @@ class ModelController(QObject):
             self.errorRaised.emit("Detection failed", msg)
 
         self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
-                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
+                         getattr(self, "stack_mode", "edf"), on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
         self.detectStarted.emit(len(ids))
         return True
 

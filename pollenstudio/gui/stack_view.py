@@ -178,6 +178,7 @@ class StackController(QObject):
         self.best: dict[int, int] = {}  # image id -> best-focus plane (read once)
         self.edf_index: np.ndarray | None = None  # the EDF view's plane map, for boxes drawn on it
         self.timings: list[tuple[str, float]] = []  # (what, seconds) of recent view changes (bench)
+        self._announced = False  # a "Reading ..." note is in the status bar
         from pollenstudio.gui.workers import JobRunner
 
         self.jobs = JobRunner(self)
@@ -244,6 +245,7 @@ class StackController(QObject):
             return
         what = "all-in-focus view" if view == EDF else f"plane {int(view) + 1}"
         self.review.message.emit(f"Reading the {what} of {Path(rec.path).name}...")
+        self._announced = True
 
         def done(img, i=rec.id, v=view):
             self.cache.put((i, v), img)
@@ -259,6 +261,9 @@ class StackController(QObject):
             return  # the user moved on
         if view == EDF:
             self.edf_index = getattr(img, "plane_index", None)
+        if self._announced:
+            self._announced = False
+            self.review.message.emit("")  # "Reading ..." is over
         if first:
             self.review._image_loaded(image_id, img)
         else:
@@ -483,6 +488,14 @@ def install_stacks(win) -> StackController:
     for menu_action in win.menuBar().actions():
         if menu_action.text() == "&Edit":
             menu_action.menu().addAction(acts["set_plane"])
+
+    every = win.model_menu.addAction("Focal stacks: detect on every plane")
+    every.setCheckable(True)
+    every.setStatusTip("Off: detection runs on each stack's all-in-focus EDF view (one pass). On: on every plane, "
+                       "the boxes of one grain merged across planes (slower); either way each grain records its "
+                       "sharpest plane")
+    every.toggled.connect(lambda on: setattr(win.models, "stack_mode", "planes" if on else "edf"))
+    win.act_detect_every_plane = every
 
     def swap(img):
         win.canvas.swap_image(img)
