@@ -135,3 +135,27 @@ def test_help_lists_the_focus_keys():
     for words in ("Next focal plane", "PgDown", "PgUp", "All-in-focus view (EDF)", "Best focus",
                   "Set box plane to plane shown", "Ctrl + mouse wheel"):
         assert words in text, words
+
+
+def test_import_dialog_groups_plane_files_by_the_pattern(qtbot, window, tmp_path):
+    import cv2
+
+    src = tmp_path / "planes"
+    src.mkdir()
+    for z in range(3):
+        cv2.imwrite(str(src / f"field_z{z}.png"), np.full((60, 80, 3), 50 * z + 10, np.uint8))
+    imp = window.import_dialog()
+    imp.fmt.setCurrentIndex(2)
+    assert imp.format() == "folder" and imp.stack_pattern.isEnabled()
+    imp.stack_pattern.setText("*_z{z}.png")
+    imp.path.setText(str(src))
+    imp.run_button.click()
+    qtbot.waitUntil(lambda: imp.summary is not None or imp.error is not None, timeout=20000)
+    assert imp.error is None, imp.error
+    assert "Added 1 images (1 focal stacks of 3 planes)" in imp.result.text()
+    (rec,) = [r for r in window.ctl.project.images() if r.is_stack]
+    assert rec.planes == 3
+    imp.fmt.setCurrentIndex(0)
+    assert not imp.stack_pattern.isEnabled()
+    exp = window.export_dialog()
+    assert exp.planes_as_images.isEnabled() != exp.stack_view.isEnabled()  # one per format
