@@ -159,3 +159,21 @@ def test_import_dialog_groups_plane_files_by_the_pattern(qtbot, window, tmp_path
     assert not imp.stack_pattern.isEnabled()
     exp = window.export_dialog()
     assert exp.planes_as_images.isEnabled() != exp.stack_view.isEnabled()  # one per format
+
+
+def test_explanations_read_the_view_on_screen(qtbot, stack_window):
+    """Edge maps and Grad-CAM jobs get the plane (or EDF view) shown, not the file's first page."""
+    from pollenstudio.core.stack import edf_composite
+    from pollenstudio.gui.stack_view import read_source
+
+    win = stack_window
+    rec = win.ctl.image_record
+    win.stacks.set_view(1)
+    qtbot.waitUntil(lambda: win.stacks.view == 1, timeout=5000)
+    src = win.models._source(rec)
+    assert isinstance(src, tuple) and src[2] == 1
+    with win.ctl.project.open_stack(rec) as st:
+        assert np.array_equal(read_source(src), st.plane(1))
+        win.stacks.set_view("edf")
+        qtbot.waitUntil(lambda: win.stacks.view == "edf", timeout=10000)
+        assert np.array_equal(read_source(win.models._source(rec)), edf_composite(st.planes()))
