@@ -173,7 +173,7 @@ def synth_stacks(tmp_path_factory):
 
 
 def test_detection_through_focus_finds_each_grain_once_on_its_plane(tmp_path, synth_stacks):
-    """The shipped six-taxon model on the EDF view of synthetic stacks: every grain it finds
+    """The shipped default model (the grain model) on the EDF view of synthetic stacks: every grain it finds
     is reported once, with its true plane (within one) for >= 90 % of the grains."""
     from pollenstudio.engine.detect_job import detect_project
     from pollenstudio.engine.predict import Predictor
