@@ -14,6 +14,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--all", action="store_true",
                         help="every image and every non-rejected annotation with scores (default: reviewed only)")
     parser.add_argument("--no-images", action="store_true", help="yolo: write labels only, do not link/copy images")
+    parser.add_argument("--planes-as-images", action="store_true",
+                        help="coco: write each focal-stack plane that holds grains as an image of its own "
+                        "(for tools that know no stacks; import folds them back into their stack)")
+    parser.add_argument("--stack-view", choices=["edf", "best"], default="edf",
+                        help="yolo: a focal stack is written as its all-in-focus EDF composite (default) "
+                        "or its sharpest plane")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
 
 
@@ -24,7 +30,8 @@ def run(args) -> int:
 
     with Project.open(args.project) as proj:
         summary = export_project(proj, args.format, args.out, reviewed_only=not args.all,
-                                 copy_images=not args.no_images)
+                                 copy_images=not args.no_images, planes_as_images=args.planes_as_images,
+                                 stack_view=args.stack_view)
     if args.json:
         print_json(summary)
     else:

@@ -10,6 +10,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("source", help="COCO .json file (or a folder holding one, e.g. a Roboflow export), "
                         "YOLO dataset folder (classes.txt + labels), or folder of images")
     parser.add_argument("--images", help="COCO: folder the file names are relative to (default: the JSON's folder)")
+    parser.add_argument("--stack-pattern", metavar="PATTERN",
+                        help="image folders: file names of focal planes, '{z}' the plane number, '*' any text "
+                        "(e.g. '*_z{z}.png', '{z}z.png'); files differing only in '{z}' in one folder are one "
+                        "focal stack (multi-page and OME-TIFF stacks are recognised without it)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -21,7 +25,8 @@ def run(args) -> int:
     from pollenstudio.project.transfer import import_to_folder
 
     progress = ConsoleProgress("import", quiet=args.quiet or args.json)
-    proj, result = import_to_folder(args.project, args.source, images_root=args.images, progress=progress)
+    proj, result = import_to_folder(args.project, args.source, images_root=args.images, progress=progress,
+                                    stack_pattern=args.stack_pattern)
     proj.close()
     summary = {"project": str(args.project), "created": result.created, **result.to_dict()}
     if args.json:

@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blur, noise, clutter and contrast preset (default: default)")
     p.add_argument("--jpeg", type=_quality, default=None, metavar="Q", help="write JPEG at quality Q instead of PNG")
     p.add_argument("--class-agnostic", action="store_true", help='name every grain "pollen" (one class)')
+    p.add_argument("--planes", type=positive_int, default=None, metavar="N",
+                   help="focal stacks of N planes (2..64): each image a multi-page TIFF, every grain in focus on "
+                        "its own plane (recorded as 'plane' in the COCO file) and defocused on the others")
     g = p.add_argument_group("real grains (compositor)")
     g.add_argument("--grains", action="append", metavar="DIR", help="folder of real single-grain crops, one subfolder per taxon (repeatable)")
     g.add_argument("--debris", metavar="DIR", help="folder of real debris tiles (slide background without grains) to paste")
@@ -100,11 +103,13 @@ def run(args) -> int:
                 f"{out} is not empty and not an earlier synth output (has {', '.join(foreign[:3])}); choose an empty or new --out"
             )
         for old in (out / "images").glob("*"):
-            if old.is_file() and old.suffix in (".png", ".jpg"):
+            if old.is_file() and old.suffix in (".png", ".jpg", ".tif"):
                 old.unlink()  # so a smaller --n leaves no stale images behind
     w, h = args.size
     progress = ConsoleProgress("synth", quiet=args.quiet or args.json)
     extra = {}
+    if args.grains and args.planes is not None:
+        raise PollenStudioError("--planes draws its own grains; it cannot be combined with --grains")
     if args.grains:
         from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_dataset, debris_tiles
 
@@ -119,7 +124,16 @@ def run(args) -> int:
         if args.debris or args.split or args.debris_density != (0.0, 1.6):
             raise PollenStudioError("--debris and --split need --grains (a folder of real grain crops)")
         cfg = SynthConfig(width=w, height=h, difficulty=args.difficulty, jpeg_quality=args.jpeg)
-        path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress, class_agnostic=args.class_agnostic)
+        if args.planes is not None:
+            from pollenstudio.engine.synthetic.stack import generate_stack_dataset
+
+            if args.jpeg is not None:
+                raise PollenStudioError("--planes writes TIFF stacks; leave out --jpeg")
+            path = generate_stack_dataset(out, args.n, args.planes, seed=args.seed, cfg=cfg, progress=progress,
+                                          class_agnostic=args.class_agnostic)
+        else:
+            path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress,
+                                    class_agnostic=args.class_agnostic)
 
     import json
 

@@ -93,8 +93,8 @@ def _check_single_image(tif, name: str) -> None:
         first = pages[0].shape
         full = sum(1 for pg in pages if getattr(pg, "shape", None) == first)
         if full > 1:
-            raise ImageReadError(f"{name}: a TIFF stack of {full} images (e.g. focal planes); PollenStudio "
-                                 "reads single images: export the focal plane to review")
+            raise ImageReadError(f"{name}: a TIFF stack of {full} images (focal planes): read it as a focal "
+                                 "stack (core.stack.FocalStack; a project imports it as one image with planes)")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

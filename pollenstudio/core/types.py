@@ -173,6 +173,7 @@ class Detection:
     score: float
     topk: tuple[tuple[str, float], ...] = ()  # (taxon, probability), best first
     level: int | None = None  # feature level (0=P3, 1=P4, 2=P5) that produced it
+    plane: int | None = None  # focal plane (0-based) where the grain is sharpest, on a focal stack
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,12 @@ class ImageRecord:
     status: ReviewStatus = ReviewStatus.NEW
     group: str | None = None  # slide / sample id: train/val split keeps groups together
     sha256: str | None = None
+    planes: int = 1  # focal planes: > 1 for a focal stack (issue 19)
+    plane_files: tuple[str, ...] | None = None  # a stack's plane files (stored like path), if not one file
+
+    @property
+    def is_stack(self) -> bool:
+        return self.planes > 1
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ class Annotation:
     created: float = 0.0
     updated: float = 0.0
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    plane: int | None = None  # focal plane (0-based) of the grain on a focal stack; None: single image
 
     def with_(self, **changes) -> "Annotation":
         return replace(self, **changes)

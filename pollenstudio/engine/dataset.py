@@ -10,6 +10,13 @@ The split is decided per image (or per slide/sample group when images carry one)
 of a stable key, never by row order: an image stays on its side of the split when new
 images are reviewed, and all images of one slide stay together so near-duplicate fields of
 view never leak from training into validation.
+
+Focal stacks (issue 19): a stack is one sample whose pixels are a view of its planes. In
+training each draw shows the plane one of its grains names (chosen at random among the
+planes its annotations keep), or, with probability ``EDF_AUGMENT_P`` (and for grains without
+a plane), the extended-depth-of-field composite; validation always sees the EDF composite,
+the view detection runs on. Every box of the stack is a target in every view (a grain
+focused on another plane is still a grain).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pollenstudio.engine.augment import AugmentConfig, Augmenter, clip_and_filte
 from pollenstudio.engine.tiling import intensity_range, letterbox, resolve_tile_size, to_model_uint8
 
 SPLIT_SALT = "pollenstudio-split-v1"
+EDF_AUGMENT_P = 0.25  # share of a stack's training draws that show its EDF composite
 
 
 class DatasetError(PollenStudioError):
@@ -48,6 +56,19 @@ class Sample:
     annotation_ids: list[int] = field(default_factory=list)
     group: str | None = None
     sha256: str | None = None
+    stack_planes: list[int] | None = None  # a focal stack: the planes its grains name (may be empty)
+    plane_files: list[str] | None = None  # a stack kept as plane files: their absolute paths
+
+    @property
+    def is_stack(self) -> bool:
+        return self.stack_planes is not None
+
+    def eval_source(self):
+        """What evaluation feeds the model: the file, or a stack's EDF composite (a
+        callable, so it is computed only when its turn comes)."""
+        if not self.is_stack:
+            return self.path
+        return lambda: load_model_image(self.path, "edf", self.plane_files, scale=False)
 
     @property
     def split_key(self) -> str:
@@ -196,7 +217,7 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
     root = Path(project.folder)
     samples = []
     for rec, anns in reviewed:
-        boxes, classes, ids = [], [], []
+        boxes, classes, ids, planes = [], [], [], set()
         for a in anns:
             if not AnnotationStatus(a.status).is_object:
                 continue
@@ -206,6 +227,8 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
             boxes.append([b.x1, b.y1, b.x2, b.y2])
             classes.append(index[names_by_id[a.category_id]])
             ids.append(int(a.id))
+            if a.plane is not None:
+                planes.add(int(a.plane))
         path = Path(rec.path)
         if not path.is_absolute():
             path = root / path
@@ -221,17 +244,27 @@ def data_from_project(project, class_names: list[str] | None = None) -> Detectio
                 annotation_ids=ids,
                 group=rec.group,
                 sha256=rec.sha256,
+                stack_planes=sorted(planes) if rec.is_stack else None,
+                plane_files=[str(q) for q in project.plane_paths(rec)] if rec.plane_files else None,
             )
         )
     return DetectionData(samples, order, [id_by_name.get(n) for n in order])
 
 
 # ---------------------------------------------------------------- torch side
-def load_model_image(path: str) -> np.ndarray:
+def load_model_image(path: str, view=None, plane_files=None, scale: bool = True) -> np.ndarray:
     """Decode and scale to (H, W, 3) uint8 RGB exactly as the Predictor does (16-bit:
-    whole-image robust percentiles), so training and inference see the same pixels."""
-    img = read_image(path)
-    return to_model_uint8(img, intensity_range(img))
+    whole-image robust percentiles), so training and inference see the same pixels. ``view``
+    (a plane index, "best" or "edf") reads a focal stack; ``scale=False`` returns the
+    decoded pixels unscaled (the Predictor scales them itself)."""
+    if view is None and not plane_files:
+        img = read_image(path)
+    else:
+        from pollenstudio.core.stack import FocalStack
+
+        with FocalStack.open(path, plane_files) as st:
+            img = st.view("edf" if view is None else view)
+    return to_model_uint8(img, intensity_range(img)) if scale else img
 
 
 class TrainDataset:
@@ -274,14 +307,25 @@ class TrainDataset:
         if mosaic is not None:
             self.mosaic = bool(mosaic)
 
+    def _view(self, i: int):
+        """Which view of a focal stack this draw shows (None: not a stack)."""
+        s = self.samples[i]
+        if not s.is_stack:
+            return None
+        if self.aug_cfg is None or not s.stack_planes or self._rng.random() < EDF_AUGMENT_P:
+            return "edf"
+        return int(s.stack_planes[int(self._rng.integers(len(s.stack_planes)))])
+
     def _decoded(self, i: int) -> tuple[np.ndarray, float]:
         """(image, scale) with the image shrunk so its long side is at most 2*imgsz."""
-        hit = self._cache.get(i)
+        view = self._view(i)
+        key = i if view is None else (i, view)
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
         s = self.samples[i]
         try:
-            img = load_model_image(s.path)
+            img = load_model_image(s.path, view, s.plane_files)
         except ImageReadError as exc:
             raise ImageReadError(f"{exc} (training image {s.name or s.path})") from None
         h, w = img.shape[:2]
@@ -292,7 +336,7 @@ class TrainDataset:
 
             img = cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
         if self._cache_bytes + img.nbytes <= self._cache_limit:
-            self._cache[i] = (img, r)
+            self._cache[key] = (img, r)
             self._cache_bytes += img.nbytes
         return img, r
 

@@ -5,6 +5,12 @@ Each image's proposals go through :meth:`Project.write_proposals` in one transac
 the store's merge rule (human decisions are never overwritten or resurrected), so a
 cancel or crash leaves every image either fully updated or untouched. The job is recorded
 as a run (model version, thresholds, tiling, device) with its outcome.
+
+Focal stacks (issue 19) are detected through focus: on their extended-depth-of-field
+composite (``stack_mode="edf"``, the default: one pass, every grain sharp), or on every
+plane (``"planes"``: one pass per plane, the boxes of one grain on several planes merged by
+IoU so each grain is reported once). Either way each proposal records the plane where its
+box is sharpest (``core.stack.sharpest_planes``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-from pollenstudio.core.errors import Cancelled
+from pollenstudio.core.errors import Cancelled, ImageReadError
 from pollenstudio.core.progress import NullProgress, Progress
 from pollenstudio.core.types import ReviewStatus
 
@@ -37,6 +43,8 @@ class DetectSummary:
     model_version_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     calibration: str = "none"  # how images were resampled for the model's grain sizes
+    stacks: int = 0  # focal stacks detected through focus
+    stack_mode: str = "edf"  # "edf" (composite) or "planes" (every plane, merged)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -62,6 +70,7 @@ def detect_project(
     image_ids: Iterable[int] | None = None,
     progress: Progress | None = None,
     on_image: Callable[[int, list], None] | None = None,
+    stack_mode: str = "edf",
 ) -> DetectSummary:
     """Detect on ``image_ids`` (default: all images) and write proposals.
 
@@ -69,7 +78,10 @@ def detect_project(
     is then recorded as cancelled and every image finished before the cancel keeps its
     proposals). An unreadable image is reported by name in ``summary.failed`` and the run
     goes on. ``on_image(image_id, detections)`` is called after each image is stored.
+    ``stack_mode``: how focal stacks are detected, "edf" or "planes" (module docstring).
     """
+    if stack_mode not in STACK_MODES:
+        raise ValueError(f"stack_mode must be one of {', '.join(STACK_MODES)}, got {stack_mode!r}")
     progress = progress or NullProgress()
     ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
     records = [project.image(i) for i in ids]
@@ -87,6 +99,7 @@ def detect_project(
         "device": predictor.device_description,
         "images": len(ids),
         "calibration": calibration,
+        "stack_mode": stack_mode,
     }
     run_id = project.start_run("detect", params)
     summary = DetectSummary(
@@ -96,6 +109,7 @@ def detect_project(
         model=predictor.source,
         model_version_id=predictor.model_version_id,
         calibration=calibration,
+        stack_mode=stack_mode,
     )
     predictor.reset_timings()
     t0 = time.perf_counter()
@@ -111,13 +125,26 @@ def detect_project(
                 ok_sizes.append(size)
             else:
                 summary.failed.append((rec.path, problem))
-        records = ok
+        stacks = [(r, z) for r, z in zip(ok, ok_sizes) if r.is_stack]
+        ok_sizes = [z for r, z in zip(ok, ok_sizes) if not r.is_stack]
+        records = [r for r in ok if not r.is_stack]
         paths = [project.image_path(r) for r in records]
         names = [r.path for r in records]
         # calibration per image only when some image has one (any predictor-like object works)
         extra = {"grain_sizes": ok_sizes} if any(v is not None for v in ok_sizes) else {}
-        for res in predictor.iter_predict(paths, progress, names=names, **extra):
-            rec = records[res.index]
+
+        if stacks:  # the progress count covers the stacks that come after the single images
+            extra["total"] = len(records) + len(stacks)
+
+        def results():
+            yield from ((records[res.index], res) for res in predictor.iter_predict(paths, progress, names=names,
+                                                                                     **extra))
+            for k, (rec, size) in enumerate(stacks):
+                yield rec, detect_stack(project, predictor, rec, size, stack_mode,
+                                        _StepProgress(progress, len(records) + k, len(records) + len(stacks)))
+                summary.stacks += 1
+
+        for rec, res in results():
             if res.error is not None:
                 summary.failed.append((rec.path, res.error))
                 continue
@@ -153,6 +180,90 @@ def detect_project(
         raise
     _finish(project, summary, status, t0, predictor)
     return summary
+
+
+STACK_MODES = ("edf", "planes")
+
+
+@dataclass
+class StackResult:
+    """Detections of one focal stack (what ``iter_predict`` gives for an image)."""
+
+    detections: list
+    error: str | None = None
+    merged: int = 0  # boxes of a grain seen on several planes, folded into one
+    capped: bool = False
+    dropped: int = 0
+
+
+class _StepProgress:
+    """Progress of one stack inside a run: the run's count stays at the stack's position
+    while the message tells the plane (or tile) in flight."""
+
+    def __init__(self, outer, done: int, total: int):
+        self.outer, self.done, self.total = outer, done, total
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        self.outer.update(self.done, self.total, message)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.outer.cancelled
+
+    def check(self) -> None:
+        self.outer.check()
+
+
+def merge_across_planes(detections: list, iou: float = 0.5) -> tuple[list, int]:
+    """One detection per grain from detections on several planes: boxes of the same grain
+    (IoU >= ``iou``, or one nearly inside the other, ``predict.same_grain_groups``) fold
+    into the best-scoring one. Returns (kept, best first; number folded)."""
+    import numpy as np
+
+    from pollenstudio.engine.predict import same_grain_groups
+
+    if not detections:
+        return [], 0
+    boxes = np.asarray([d.box.xyxy() for d in detections], np.float64)
+    scores = np.asarray([d.score for d in detections], np.float64)
+    keep, groups = same_grain_groups(boxes, scores, iou=iou)
+    return [detections[i] for i in keep], sum(len(v) for v in groups.values())
+
+
+def detect_stack(project, predictor, rec, grain_size: float | None = None, mode: str = "edf",
+                 progress=None) -> StackResult:
+    """Detect one focal stack (see the module docstring); every detection gets the plane
+    where its box is sharpest. An unreadable plane gives a result with ``error``."""
+    from dataclasses import replace
+
+    from pollenstudio.core.stack import EDF, sharpest_planes
+
+    progress = progress or NullProgress()
+    extra = {"grain_sizes": [grain_size] * (1 if mode == "edf" else rec.planes)} if grain_size is not None else {}
+    try:
+        with project.open_stack(rec) as st:
+            if mode == "edf":
+                progress.update(0, 1, f"{rec.path}: all-in-focus view")
+                sources, names = [st.view(EDF)], [f"{rec.path} (EDF)"]
+            else:
+                sources = (st.plane(i) for i in range(st.n_planes))  # one plane in memory at a time
+                names = [f"{rec.path} plane {i + 1}/{st.n_planes}" for i in range(st.n_planes)]
+            found, capped, dropped = [], False, 0
+            for res in predictor.iter_predict(sources, progress, names=names, total=len(names), **extra):
+                if res.error is not None:
+                    return StackResult([], error=res.error)
+                found.extend(res.detections)
+                capped = capped or getattr(res, "capped", False)
+                dropped += getattr(res, "dropped", 0)
+            merged = 0
+            if mode == "planes":
+                found, merged = merge_across_planes(found, iou=0.5)
+            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
+            planes = sharpest_planes(st, [d.box.xyxy() for d in found])
+    except ImageReadError as exc:
+        return StackResult([], error=str(exc))
+    return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
+                       dropped=dropped)
 
 
 def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], str]:

@@ -285,7 +285,10 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
     # taxon's box and score the model on a post-processing choice instead
     pred.merge_same_grain = False
     out = []
-    for res in pred.iter_predict(list(paths), progress):
+    paths = list(paths)
+    # a focal stack comes as a callable giving its EDF composite: computed when its turn comes
+    sources = (p() if callable(p) else p for p in paths)
+    for res in pred.iter_predict(sources, progress, total=len(paths)):
         if res.error:
             from pollenstudio.core.errors import ImageReadError
 
@@ -323,7 +326,7 @@ def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cp
         if n not in names:
             names.append(n)
     remap = np.array([names.index(n) for n in model_names], np.int64)
-    preds = predict_samples(model, model_cfg, [s.path for s in samples], device, batch=batch, progress=progress)
+    preds = predict_samples(model, model_cfg, [s.eval_source() if getattr(s, "is_stack", False) else s.path for s in samples], device, batch=batch, progress=progress)
     for p in preds:
         p.classes = remap[p.classes] if len(p.classes) else p.classes
     truths = [ImageTruth(s.boxes, s.classes, s.width, s.height) for s in samples]

@@ -76,6 +76,7 @@ class Canvas(QWidget):
     drawIgnored = Signal(str)  # why a drawing made no box (too small)
     cursorMoved = Signal(float, float)  # image px
     viewChanged = Signal(float)  # zoom, screen px per image px
+    planeStep = Signal(int)  # Ctrl+wheel: +1 deeper / -1 shallower focal plane
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -138,6 +139,18 @@ class Canvas(QWidget):
         )
         if fit:
             self.fit()
+        self._schedule_detail()
+
+    def swap_image(self, image: DisplayImage | None) -> None:
+        """Another focal plane of the same field: new pixels under the same zoom, pan, boxes
+        and gesture (an image of another size is opened as a new image)."""
+        if self.image is None or image is None or (image.width, image.height) != (self.image.width, self.image.height):
+            self.set_image(image)
+            return
+        self.image = image
+        self._detail_key = None
+        self.set_heat(None)  # a map of another plane does not belong over this one
+        self._show_overview()
         self._schedule_detail()
 
     def _show_overview(self) -> None:
@@ -382,6 +395,10 @@ class Canvas(QWidget):
     def _wheel(self, ev: QWheelEvent) -> None:
         steps = ev.angleDelta().y() / 120.0
         if steps == 0 or self.image is None:
+            return
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:  # focus through a stack
+            self.planeStep.emit(1 if steps < 0 else -1)
+            ev.accept()
             return
         pos = ev.position()
         p = self.vb.mapSceneToView(self.view.mapToScene(QPoint(int(pos.x()), int(pos.y()))))

@@ -94,6 +94,7 @@ class ReviewController(QObject):
         self.show_rejected = False  # rejected boxes on the canvas (on demand, to find a wrong reject)
         self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
+        self.stacks = None  # StackController: the view of a focal stack (set by gui.stack_view.install_stacks)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
         self._project_counts: dict[int, int] | None = None  # last read (may lag an edit): confirmed + undecided
@@ -396,6 +397,11 @@ class ReviewController(QObject):
             self.boxesChanged.emit()
             self.categoriesChanged.emit()
             return
+        if self.stacks is not None:
+            if rec.is_stack:
+                self.stacks.open(rec)  # a focal stack: its planes are read lazily, one view at a time
+                return
+            self.stacks.leave()
         path = str(p.image_path(rec))
         if rec.width * rec.height <= SYNC_LOAD_PIXELS:
             self.jobs.cancel("image")
@@ -454,6 +460,8 @@ class ReviewController(QObject):
         a = self.selected_annotation()
         if centre and a is not None:
             self.centreRequested.emit(a.box)
+            if self.stacks is not None:
+                self.stacks.focus_box(a)  # a grain of a focal stack is shown on its own plane
 
     def go_to(self, ann_id: int, image_id: int) -> None:
         """Queue click: open the image if needed, select and centre the proposal."""
@@ -805,7 +813,8 @@ class ReviewController(QObject):
                 else:
                     c = p.category_by_name(UNIDENTIFIED)
                     cid = c.id if c is not None else p.add_category(UNIDENTIFIED, color=UNIDENTIFIED_COLOR)
-                return p.add_annotation(iid, _tidy(box), cid), cid
+                plane = self.stacks.plane_for_new_box(box) if self.stacks is not None else None
+                return p.add_annotation(iid, _tidy(box), cid, plane=plane), cid
 
         res = self._edit(add_box)
         if res is not None:

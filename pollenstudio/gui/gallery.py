@@ -137,6 +137,14 @@ def _open_pixels(path: str):
     """The image's pixels for cropping: an uncompressed TIFF through a memory map (a slide
     scan is not read whole for a few crops), anything else decoded."""
     if path.lower().endswith((".tif", ".tiff")):
+        from pollenstudio.core.stack import FocalStack
+
+        try:
+            with FocalStack.open(path) as st:
+                if st.n_planes > 1:  # a focal stack: crops from its middle plane
+                    return st.plane(st.n_planes // 2)
+        except Exception:
+            pass
         try:
             import numpy as np
             import tifffile

@@ -82,6 +82,15 @@ def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
         if img is not None:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img is None and p.suffix.lower() in (".tif", ".tiff"):
+        from pollenstudio.core.stack import FocalStack
+
+        try:
+            with FocalStack.open(p) as st:
+                if st.n_planes > 1:  # a focal stack: its middle plane (one page read)
+                    img = to_uint8(st.plane(st.n_planes // 2))
+        except Exception:
+            img = None
+    if img is None and p.suffix.lower() in (".tif", ".tiff"):
         img = _tiff_preview(p, size)
     if img is None:
         img = to_uint8(read_image(p))

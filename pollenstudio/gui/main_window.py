@@ -41,6 +41,7 @@ from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_di
 from pollenstudio.gui.image_list import ImageListPanel
 from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
 from pollenstudio.gui.shortcuts import SHORTCUTS
+from pollenstudio.gui.stack_view import install_stacks
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
 from pollenstudio.gui.transfer_controller import TransferController
 from pollenstudio.gui.user_taxa import UserTaxa
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.act_draw_last.setChecked(str(self.settings.value("review/draw_taxon", "unidentified")) == "last")
         self.set_labels_shown(str(self.settings.value("view/labels", True)).lower() not in ("false", "0"))
         install_counting(self)  # count dock, File > Report, Edit > Pixel scale / Set sample, View > Scale bar
+        install_stacks(self)  # focal stacks: Focus toolbar, Page Up/Down, Home, End, Z, Ctrl+wheel
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections

@@ -178,7 +178,7 @@ class ModelController(QObject):
             self.errorRaised.emit("Detection failed", msg)
 
         self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
-                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
+                         getattr(self, "stack_mode", "edf"), on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
         self.detectStarted.emit(len(ids))
         return True
 
@@ -210,7 +210,7 @@ class ModelController(QObject):
         p, rec = self.project, self.review.image_record
         if p is None or rec is None:
             return False
-        self.jobs.submit("clickbox", model_jobs.click_box_job, p, self.predictors, str(p.image_path(rec)), x, y,
+        self.jobs.submit("clickbox", model_jobs.click_box_job, p, self.predictors, self._source(rec), x, y,
                          on_done=on_result, on_error=lambda msg: on_result(None))
         return True
 
@@ -226,7 +226,8 @@ class ModelController(QObject):
         if not self.model_available():
             self.explanationFailed.emit("No model: choose a model file (File > Choose model file...) first")
             return False
-        path = str(p.image_path(r.image_record))
+        path = self._source(r.image_record)  # focal stacks: the plane (or EDF view) on screen
+        view = path[2] if isinstance(path, tuple) else None
         iid = r.image_id
         if kind == "edge":
             args = (model_jobs.edge_job, p, self.predictors, iid, path, level)
@@ -238,11 +239,21 @@ class ModelController(QObject):
             args = (model_jobs.gradcam_job, p, self.predictors, iid, path, a)
 
         def done(exp):
-            if exp.image_id == self.review.image_id:
+            exp.plane = view
+            if exp.image_id == self.review.image_id and view == self._view():
                 self.explanationReady.emit(exp)
 
         self.jobs.submit("explain", *args, on_done=done, on_error=self.explanationFailed.emit)
         return True
+
+    def _view(self):
+        st = getattr(self.review, "stacks", None)
+        return st.view if st is not None and st.record is not None else None
+
+    def _source(self, rec):
+        from pollenstudio.gui.stack_view import pixel_source
+
+        return pixel_source(self.project, rec, self._view())
 
     def cancel_explanation(self) -> None:
         self.jobs.cancel("explain")

@@ -70,9 +70,11 @@ class _GuardedProject:
         return getattr(self._p, name)
 
 
-def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None):
-    """Load (or reuse) the active model and detect on ``image_ids``. Returns (DetectSummary,
-    model name, device description)."""
+def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None,
+               stack_mode: str = "edf"):
+    """Load (or reuse) the active model and detect on ``image_ids`` (focal stacks on their EDF
+    view, or with ``stack_mode="planes"`` on every plane). Returns (DetectSummary, model name,
+    device description)."""
     from pollenstudio.engine.detect_job import detect_project
 
     token.update(0, len(image_ids), "loading the model")
@@ -80,7 +82,8 @@ def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batc
         token.check()
         pred = cache.get(project, batch)
         token.check()
-        summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token)
+        summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token,
+                                 stack_mode=stack_mode)
     name = project.model_version(pred.model_version_id).name if pred.model_version_id else pred.source
     return summary, name, pred.device_description
 
@@ -121,7 +124,12 @@ def click_box_job(token, project, cache: PredictorCache, path: str, x: float, y:
     from pollenstudio.engine.segment import box_around_point, model_box_at
     from pollenstudio.gui.gallery import _open_pixels
 
-    pixels = _open_pixels(path)
+    if isinstance(path, tuple):  # the plane of a focal stack on screen
+        from pollenstudio.gui.stack_view import read_source
+
+        pixels = read_source(path)
+    else:
+        pixels = _open_pixels(path)
     token.check()
     try:
         pred = cache.get(project)
@@ -149,6 +157,7 @@ class Explanation:
     width: int  # the image's own size
     height: int
     maps: dict | None = None  # edge maps: every level, so switching P3/P4/P5 needs no recompute
+    plane: object = None  # focal stacks: the view (plane index or "edf") the map was computed on
 
 
 def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -164,9 +173,9 @@ def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: int):
     """Read the image, downscale it for explaining, get the project's predictor; checks
     cancel between the slow steps. Returns (small image, scale, full w, full h, predictor)."""
-    from pollenstudio.core.imageio import read_image
+    from pollenstudio.gui.stack_view import read_source
 
-    img = read_image(path)
+    img = read_source(path)  # a file, or the view of a focal stack on screen
     h, w = img.shape[:2]
     small, s = _downscaled(img, max_side)
     token.check()

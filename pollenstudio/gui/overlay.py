@@ -146,6 +146,8 @@ class TopKPanel(QWidget):
             return
         score = f" · score {ann.score:.2f}" if ann.score is not None else ""
         rows = [f"<b>{html.escape(taxon)}</b> <span style='color:#888'>({ann.status.value}{score})</span>"]
+        if getattr(ann, "plane", None) is not None:
+            rows.append(f"<br>sharpest on focal plane {ann.plane + 1}")
         if ann.topk:
             rows.append("<table cellspacing='0' cellpadding='1'>")
             for name, p in ann.topk:

@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pollenstudio.core.stack import STACK_PATTERN_HELP
+
 EXPORT_FORMATS = {  # combo text -> (format, default file name, is a folder)
     "COCO JSON (boxes and taxa)": ("coco", "annotations.json", False),
     "YOLO folder (images + label files)": ("yolo", "yolo", True),
@@ -130,6 +132,13 @@ class ExportDialog(_JobDialog):
         group.addButton(self.all)
         self.copy_images = QCheckBox("Link or copy the image files into the folder", self)
         self.copy_images.setChecked(True)
+        # focal stacks (issue 19): COCO planes as images of their own; YOLO's view of a stack
+        self.planes_as_images = QCheckBox("Also write each focal plane that holds grains as an image of its own", self)
+        self.planes_as_images.setToolTip("For tools that know no focal stacks; importing the file folds the planes "
+                                         "back into their stack")
+        self.stack_view = QComboBox(self)
+        self.stack_view.addItems(["All-in-focus (EDF) composite", "Sharpest plane"])
+        self.stack_view.setToolTip("YOLO has no planes: a focal stack is written as one image")
         self.path = QLineEdit(self)
         folder = ctl.project.folder if ctl.project is not None else Path.home()
         self._folder = Path(folder) / "exports"
@@ -137,6 +146,10 @@ class ExportDialog(_JobDialog):
         self.form.addRow("What", self.reviewed)
         self.form.addRow("", self.all)
         self.form.addRow("YOLO", self.copy_images)
+        has_stacks = ctl.project is not None and ctl.project.has_stacks()
+        if has_stacks:
+            self.form.addRow("COCO stacks", self.planes_as_images)
+            self.form.addRow("YOLO stacks", self.stack_view)
         self.form.addRow("Save to", _path_row(self, self.path, self._browse))
         self.fmt.currentTextChanged.connect(self._format_changed)
         self._format_changed(self.fmt.currentText())
@@ -147,6 +160,8 @@ class ExportDialog(_JobDialog):
     def _format_changed(self, text: str) -> None:
         fmt, name, _folder = EXPORT_FORMATS[text]
         self.copy_images.setEnabled(fmt == "yolo")
+        self.planes_as_images.setEnabled(fmt == "coco")
+        self.stack_view.setEnabled(fmt == "yolo")
         old = self.path.text()
         if not old or Path(old).parent == self._folder:
             self.path.setText(str(self._folder / name))
@@ -170,6 +185,8 @@ class ExportDialog(_JobDialog):
         self.job = self.ctl.export_data(
             self.format(), path, reviewed_only=self.reviewed.isChecked(),
             copy_images=self.copy_images.isChecked(), on_done=self._export_done, on_error=self._failed,
+            planes_as_images=self.planes_as_images.isChecked(),
+            stack_view="edf" if self.stack_view.currentIndex() == 0 else "best",
         )
 
     def _export_done(self, summary: dict) -> None:
@@ -200,7 +217,18 @@ class ImportDialog(_JobDialog):
         self.form.addRow("Format", self.fmt)
         self.form.addRow("From", _path_row(self, self.path, self._browse))
         self.form.addRow("Images in", _path_row(self, self.images_root, self._browse_root))
-        self.fmt.currentTextChanged.connect(lambda t: self.images_root.setEnabled(IMPORT_FORMATS[t][0] == "coco"))
+        # focal planes kept as files (issue 19); multi-page / OME-TIFF stacks need no pattern
+        self.stack_pattern = QLineEdit(self)
+        self.stack_pattern.setPlaceholderText("e.g. *_z{z}.png or {z}z.png (empty: every file is an image)")
+        self.stack_pattern.setToolTip(STACK_PATTERN_HELP)
+        self.form.addRow("Focal planes", self.stack_pattern)
+
+        def kind_changed(t):
+            self.images_root.setEnabled(IMPORT_FORMATS[t][0] == "coco")
+            self.stack_pattern.setEnabled(IMPORT_FORMATS[t][0] == "folder")
+
+        self.fmt.currentTextChanged.connect(kind_changed)
+        kind_changed(self.fmt.currentText())
 
     def format(self) -> str:
         return IMPORT_FORMATS[self.fmt.currentText()][0]
@@ -227,12 +255,15 @@ class ImportDialog(_JobDialog):
         self._running()
         self.job = self.ctl.import_data(
             self.format(), path, images_root=self.images_root.text().strip() or None,
+            stack_pattern=(self.stack_pattern.text().strip() or None) if self.format() == "folder" else None,
             on_done=self._import_done, on_error=self._failed, on_progress=self._progress,
         )
 
     def _import_done(self, summary: dict) -> None:
         if summary["kind"] == "images":
             words = f"Added {summary['images_added']} images"
+            if summary.get("stacks"):
+                words += f" ({summary['stacks']} focal stacks of {summary['planes']} planes)"
             if summary["duplicates"]:
                 words += f"; {len(summary['duplicates'])} were already in the project"
             if summary["unreadable"]:

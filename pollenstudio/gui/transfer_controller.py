@@ -18,12 +18,16 @@ from pollenstudio.project import transfer
 DIALOG_KINDS = {"coco": "coco", "yolo": "yolo", "folder": "images"}
 
 
-def _import_job(token, project, source: str, kind: str, images_root: str | None) -> dict:
-    return transfer.import_into(project, source, kind, images_root, progress=token).to_dict()
+def _import_job(token, project, source: str, kind: str, images_root: str | None,
+                stack_pattern: str | None = None) -> dict:
+    return transfer.import_into(project, source, kind, images_root, progress=token,
+                                stack_pattern=stack_pattern).to_dict()
 
 
-def _export_job(token, project, fmt: str, out: str, reviewed_only: bool, copy_images: bool) -> dict:
-    return transfer.export_project(project, fmt, out, reviewed_only, copy_images, progress=token)
+def _export_job(token, project, fmt: str, out: str, reviewed_only: bool, copy_images: bool,
+                planes_as_images: bool = False, stack_view: str = "edf") -> dict:
+    return transfer.export_project(project, fmt, out, reviewed_only, copy_images, progress=token,
+                                   planes_as_images=planes_as_images, stack_view=stack_view)
 
 
 def _new_project_job(token, folder: str):
@@ -44,17 +48,18 @@ class TransferController(QObject):
         return self.review.project
 
     def export_data(self, fmt: str, path: str, reviewed_only: bool = True, copy_images: bool = True,
-                    on_done=None, on_error=None):
+                    on_done=None, on_error=None, planes_as_images: bool = False, stack_view: str = "edf"):
         """Export in a worker: fmt "coco", "yolo" or "csv". on_done gets the summary dict."""
         return self.jobs.submit("export", _export_job, self.project, fmt, path, reviewed_only, copy_images,
-                                on_done=on_done, on_error=on_error)
+                                planes_as_images, stack_view, on_done=on_done, on_error=on_error)
 
     def import_data(self, fmt: str, path: str, images_root: str | None = None,
-                    on_done=None, on_error=None, on_progress=None):
+                    on_done=None, on_error=None, on_progress=None, stack_pattern: str | None = None):
         """Import in a worker: fmt "coco", "yolo" or "folder" (images only); recorded as a
         run. The store's events refresh the views; on_done gets the summary dict."""
         return self.jobs.submit("import-data", _import_job, self.project, path, DIALOG_KINDS.get(fmt, fmt),
-                                images_root, on_done=on_done, on_error=on_error, on_progress=on_progress)
+                                images_root, stack_pattern, on_done=on_done, on_error=on_error,
+                                on_progress=on_progress)
 
     def new_project(self, folder: str, on_done=None, on_error=None, on_progress=None):
         """Create a project in an image folder and add its images, in a worker. on_done

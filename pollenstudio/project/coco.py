@@ -19,6 +19,16 @@ image- and taxon-level facts:
 - category ``color`` (``"#rrggbb"``), ``hotkey`` (``"1"``-``"9"``) and ``parent`` (name of
   the parent taxon in the same file). On import they apply to taxa the import creates; a
   taxon already in the project keeps its own, and a hotkey another taxon uses is not taken.
+- focal stacks (issue 19): image ``planes`` (the plane count, written when above 1) and
+  ``plane_files`` (file names of the planes, relative like ``file_name``, for a stack kept as
+  one file per plane; ``file_name`` is then its first plane); annotation ``plane`` (0-based
+  plane where the grain is sharpest). A stack stays one COCO image, so the file is valid COCO
+  and tools that know no stacks see the image ``file_name`` names. With
+  ``planes_as_images`` each stack plane that holds grains is also written as an image file of
+  its own (``<json stem>_planes/<image>_zNN.png``) and listed as its own COCO image with
+  ``stack_of`` (the stack's ``file_name``) and ``plane``, carrying the grains of that plane
+  only; import folds such images back into their stack when the stack's file is found (else
+  they are imported as the single images they are).
 Images already in the project are reused as they are: their review mark, calibration and
 group are not changed by an import. Project-level facts (the grain-size calibration, model
 versions, runs, undo history) are not part of a COCO file.
@@ -137,8 +147,11 @@ def bad_text(text: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- export
-def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
-    """Write a COCO JSON of the project; returns a summary (counts, path)."""
+def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True,
+                planes_as_images: bool = False) -> dict:
+    """Write a COCO JSON of the project; returns a summary (counts, path). With
+    ``planes_as_images`` every focal-stack plane that holds grains is written as an image of
+    its own as well (see the module docstring)."""
     from pollenstudio.core.atomic import check_output_path
 
     out_path = check_output_path(out_path, "COCO file")
@@ -162,25 +175,34 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     else:
         recs = project.images()
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}
-    images, annotations = [], []
-    for n, rec in enumerate(recs, start=1):
+    def rel_to_out(path: Path) -> str:
         try:
-            rel = Path(os.path.relpath(project.image_path(rec), out_dir)).as_posix()
+            return Path(os.path.relpath(path, out_dir)).as_posix()
         except ValueError:  # another drive (Windows): only an absolute path can point there
-            rel = project.image_path(rec).as_posix()
+            return path.as_posix()
+
+    images, annotations = [], []
+    plane_images: list[tuple[dict, list[dict]]] = []
+    planes_written = 0
+    for n, rec in enumerate(recs, start=1):
+        rel = rel_to_out(project.image_path(rec))
         image = {"id": n, "file_name": rel, "width": rec.width, "height": rec.height,
                  "review_status": rec.status.value}
         if rec.um_per_px is not None:
             image["um_per_px"] = rec.um_per_px
         if rec.group is not None:
             image["group"] = rec.group
-        images.append(image)
+        if rec.is_stack:
+            image["planes"] = rec.planes
+            if rec.plane_files:
+                image["plane_files"] = [rel_to_out(f) for f in project.plane_paths(rec)]
+        per_plane: dict[int, list[dict]] = {}
+        entries: list[dict] = []
         for a in project.annotations(rec.id):
             if a.status not in keep:
                 continue
             x, y, w, h = a.box.xywh()
             entry = {
-                "id": len(annotations) + 1,
                 "image_id": n,
                 "category_id": cat_index[a.category_id],
                 "bbox": [x, y, w, h],
@@ -195,7 +217,24 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
                 entry["source"] = a.source.value
                 if a.topk:
                     entry["topk"] = [list(t) for t in a.topk]
-            annotations.append(entry)
+            if rec.is_stack:
+                plane = a.plane if a.plane is not None else rec.planes // 2
+                if a.plane is not None:
+                    entry["plane"] = a.plane
+                per_plane.setdefault(plane, []).append(entry)
+            entries.append(entry)
+        if planes_as_images and rec.is_stack and per_plane:
+            # the stack's grains go with images of their planes instead (no grain listed twice)
+            planes_written += _write_planes(project, rec, image, per_plane, out_path, plane_images)
+            continue
+        images.append(image)
+        for e in entries:
+            annotations.append(dict(e, id=len(annotations) + 1, image_id=image["id"]))
+    for image, entries in plane_images:
+        image["id"] = max((im["id"] for im in images), default=0) + 1
+        images.append(image)
+        for e in entries:
+            annotations.append(dict(e, id=len(annotations) + 1, image_id=image["id"]))
     doc = {
         "info": {"description": f"PollenStudio export of {project.name}",
                  "version": "reviewed" if reviewed_only else "all"},
@@ -207,7 +246,37 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     text = json.dumps(doc)  # dumps uses the C encoder; dump(f) streams in pure Python (5x slower)
     write_text(out_path, text)  # unique temp file + rename: a reader never sees half a file
     return {"path": str(out_path), "images": len(images), "annotations": len(annotations),
-            "categories": len(categories), "reviewed_only": reviewed_only}
+            "categories": len(categories), "reviewed_only": reviewed_only, "plane_images": planes_written}
+
+
+def _write_planes(project, rec, image: dict, per_plane: dict[int, list[dict]], out_path: Path,
+                  plane_images: list) -> int:
+    """Write the planes of one stack that hold grains as PNG files beside the JSON; queue
+    their COCO images (``stack_of``, ``plane``) with copies of their grains."""
+    import cv2
+    import numpy as np
+
+    folder = out_path.parent / f"{out_path.stem}_planes"
+    folder.mkdir(exist_ok=True)
+    stem = Path(image["file_name"]).stem.replace(".ome", "")
+    written = 0
+    with project.open_stack(rec) as st:
+        for plane in sorted(per_plane):
+            arr = st.plane(plane)
+            name = f"{stem}_{rec.id}_z{plane:02d}.png"
+            data = np.ascontiguousarray(arr[..., ::-1]) if arr.ndim == 3 else arr
+            ok, buf = cv2.imencode(".png", data)
+            if not ok:
+                raise ImageReadError(f"{name}: OpenCV could not encode plane {plane}")
+            buf.tofile(str(folder / name))
+            written += 1
+            entry = {"file_name": f"{folder.name}/{name}", "width": image["width"], "height": image["height"],
+                     "review_status": image["review_status"], "stack_of": image["file_name"], "plane": plane}
+            for k in ("um_per_px", "group"):
+                if k in image:
+                    entry[k] = image[k]
+            plane_images.append((entry, [dict(e, plane=plane) for e in per_plane[plane]]))
+    return written
 
 
 # ---------------------------------------------------------------------------- import
@@ -246,6 +315,31 @@ def _load_json(path: Path):
         raise ImportFormatError(f"{path.name}: JSON nested too deeply to be a COCO file") from None
     except ValueError as exc:  # e.g. an integer with thousands of digits
         raise ImportFormatError(f"{path.name}: not a usable JSON file ({exc})") from None
+
+
+def _fold_plane_images(images_in: list, root: Path) -> tuple[list, dict, dict]:
+    """Planes exported as images of their own (``stack_of`` + ``plane``) become their stack
+    again when the stack's file is found: returns the image list with one entry per such stack
+    (taking the id of its first plane image, or of the stack's own entry), and per folded image
+    id its stack's id and its plane."""
+    stack_ids: dict[str, object] = {}
+    for im in images_in:
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str) and not im.get("stack_of"):
+            stack_ids.setdefault(os.path.normpath(im["file_name"].replace("\\", "/")), im.get("id"))
+    out, fold, fold_plane = [], {}, {}
+    for im in images_in:
+        so = im.get("stack_of") if isinstance(im, dict) else None
+        if not (isinstance(so, str) and so.strip() and _is_id(im.get("id")) and _is_id(im.get("plane"))
+                and not bad_text(so) and _find_image(root, so) is not None):
+            out.append(im)
+            continue
+        key = os.path.normpath(so.replace("\\", "/"))
+        if key not in stack_ids:
+            stack_ids[key] = im["id"]
+            out.append({k: v for k, v in im.items() if k not in ("stack_of", "plane")} | {"file_name": so})
+        fold[im["id"]] = stack_ids[key]
+        fold_plane[im["id"]] = im["plane"]
+    return out, fold, fold_plane
 
 
 def _find_image(root: Path, file_name: str) -> Path | None:
@@ -301,7 +395,8 @@ def _apply_category_extras(conn, created: list[str], name_to_id: dict[str, int],
 def import_coco(project, json_path: str | os.PathLike, images_root: str | os.PathLike | None = None,
                 progress=None) -> ImportSummary:
     """Import a COCO detection file into ``project`` (see module docstring for the rules)."""
-    from pollenstudio.core.imageio import file_sha256, image_info
+    from pollenstudio.core.imageio import file_sha256
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     json_path = Path(json_path)
     if images_root is not None:
@@ -354,9 +449,10 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         cat_extra[cats[c["id"]]] = extra
 
     # images ---------------------------------------------------------------------
+    images_in, fold, fold_plane = _fold_plane_images(doc["images"], root)
     imgs: dict[int, dict] = {}
     names_seen: dict[str, int] = {}
-    for i, im in enumerate(doc["images"]):
+    for i, im in enumerate(images_in):
         if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
             pr.add(f"image #{i} needs an integer 'id' and a 'file_name'")
             continue
@@ -382,7 +478,12 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             continue
         group = im.get("group")
         review = im.get("review_status")
-        imgs[im["id"]] = {"file_name": fname, "width": w, "height": h,
+        pfiles = im.get("plane_files")
+        if pfiles is not None and not (isinstance(pfiles, list) and len(pfiles) >= 2 and all(
+                isinstance(f, str) and f.strip() and not bad_text(f) for f in pfiles)):
+            pr.add(f"image {im['id']} ({fname}): plane_files must be a list of two or more file names")
+            continue
+        imgs[im["id"]] = {"file_name": fname, "width": w, "height": h, "plane_files": pfiles,
                           "um_per_px": float(um) if um is not None else None,
                           "group": group if isinstance(group, str) and group and not bad_text(group) else None,
                           "review_status": review if review in ("new", "in_review", "reviewed") else None}
@@ -404,6 +505,8 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 pr.add(f"annotation id {a['id']} appears twice")
                 continue
             seen_ann.add(a["id"])
+        if a.get("image_id") in fold:  # a grain of a plane exported as its own image: back to its stack
+            a = dict(a, image_id=fold[a["image_id"]], plane=a.get("plane", fold_plane[a["image_id"]]))
         if not _is_id(a.get("image_id")) or a["image_id"] not in imgs:
             pr.add(f"{label}: unknown image id {str(a.get('image_id'))[:40]}")
             continue
@@ -438,6 +541,10 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
         score = a.get("score")
         if score is not None and not (_finite_number(score) and 0.0 <= score <= 1.0):
             pr.add(f"{label}: 'score' must be a number from 0 to 1, got {str(score)[:40]}")
+            continue
+        plane = a.get("plane")
+        if plane is not None and (not _is_id(plane) or plane < 0):
+            pr.add(f"{label}: 'plane' must be a focal plane number from 0, got {str(plane)[:40]}")
             continue
         used_cats.add(a["category_id"])
         parsed.append((a, Box(x, y, x + w, y + h), poly, label))
@@ -478,8 +585,20 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 pr.add(f"image {iid} ({im['file_name']}): file not found and no width/height given")
                 continue
         else:
+            planes_paths = None
             try:
-                info = image_info(path)
+                if im["plane_files"]:
+                    from pollenstudio.core.stack import FocalStack, stack_hash
+
+                    planes_paths = [_find_image(root, f) for f in im["plane_files"]]
+                    lost = [f for f, q in zip(im["plane_files"], planes_paths) if q is None]
+                    if lost:
+                        pr.add(f"image {iid} ({im['file_name']}): plane file {lost[0]!r} not found")
+                        continue
+                    with FocalStack.open(planes_paths[0], planes_paths) as st:
+                        info = st.info
+                else:
+                    info = image_info(path)
             except ImageReadError as exc:
                 pr.add(f"image {iid}: {exc}")
                 continue
@@ -487,7 +606,10 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 summary.warnings.append(f"{im['file_name']}: the file is {info.width}x{info.height}, the JSON says "
                                         f"{im['width']}x{im['height']}; using the file's size")
             entry.update(path=project._rel(path), width=info.width, height=info.height, bit_depth=info.bit_depth,
-                         channels=info.channels, sha256=file_sha256(path), size_bytes=path.stat().st_size)
+                         channels=info.channels, sha256=file_sha256(path), size_bytes=path.stat().st_size,
+                         planes=info.planes)
+            if planes_paths:
+                entry.update(plane_files=[project._rel(q) for q in planes_paths], sha256=stack_hash(planes_paths))
         entry["width"], entry["height"] = int(entry["width"] or 0), int(entry["height"] or 0)
         resolved[iid] = entry
     if images_root is not None and resolved and all(e["missing"] for e in resolved.values()):
@@ -499,6 +621,10 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
     for a, box, poly, label in parsed:
         im = resolved.get(a["image_id"])
         if im is None:
+            continue
+        planes = int(im.get("planes") or 1)
+        if a.get("plane") is not None and planes > 1 and a["plane"] >= planes:
+            pr.add(f"{label}: plane {a['plane']} does not exist; {im['path']} has {planes} planes (0-{planes - 1})")
             continue
         W, H = im["width"], im["height"]
         if W and H:
@@ -599,6 +725,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 "status": status, "source": source,
                 "topk": _topk(a.get("topk")),
                 "author": a.get("author") if isinstance(a.get("author"), str) else None,
+                "plane": a.get("plane") if a.get("plane") is not None and project.image(image_id).planes > 1 else None,
             })
         project.bulk_insert([], rows)
         summary.annotations_added = len(rows)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "annotations": (
         "id", "image_id", "x1", "y1", "x2", "y2", "polygon", "category_id", "score", "topk", "margin",
-        "source", "status", "model_version_id", "run_id", "author", "created", "updated",
+        "source", "status", "model_version_id", "run_id", "author", "created", "updated", "plane",
     ),
     "categories": ("id", "name", "color", "hotkey", "parent_id"),
     "images": ("id", "mark"),
@@ -31,7 +31,7 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     # annotations are recorded as their own rows in the same command
     "image_rows": (
         "id", "path", "sha256", "width", "height", "bit_depth", "channels", "um_per_px", "status", "group_name",
-        "added", "mark", "size_bytes", "missing", "n_objects", "n_undecided", "n_rejected",
+        "added", "mark", "size_bytes", "missing", "n_objects", "n_undecided", "n_rejected", "planes", "plane_files",
     ),
 }
 # pseudo-tables -> the table they live in
@@ -93,6 +93,18 @@ def write_state(conn: sqlite3.Connection, table: str, row_id: int, state: dict |
         )
 
 
+def _same_state(current: dict | None, expected: dict | None) -> bool:
+    """Row equality for undo/redo. A command logged before a column was added (e.g. the
+    annotation's plane, schema v5) has no such key: the columns it knew are compared."""
+    if current is None or expected is None:
+        return current is expected
+    return all(current.get(k) == v for k, v in expected.items()) and all(
+        current[k] in (None, _ADDED_DEFAULTS.get(k)) for k in current.keys() - expected.keys())
+
+
+_ADDED_DEFAULTS = {"planes": 1}  # columns added later with a default other than NULL
+
+
 def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int, dict | None, dict | None]]:
     """Restore the before (undo) or after (redo) states; return the changes applied."""
     order = list(reversed(changes)) if undo else list(changes)
@@ -108,7 +120,7 @@ def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int,
     done = []
     for table, row_id, before, after in order:
         expected, target = (after, before) if undo else (before, after)
-        if snapshot(conn, table, row_id) != expected:
+        if not _same_state(snapshot(conn, table, row_id), expected):
             continue  # drifted (see module docstring): leave it
         if table == "categories" and target is None:
             used = conn.execute("SELECT 1 FROM annotations WHERE category_id = ? LIMIT 1", (row_id,)).fetchone()

@@ -88,7 +88,8 @@ def _image_files(folder: Path):
 def find_missing_files(project, search_dirs=None, progress=None) -> RelinkReport:
     """Look for the files of the project's missing images under ``search_dirs`` (default:
     the project folder). Changes nothing; see :func:`apply_relink`."""
-    from pollenstudio.core.imageio import file_sha256, image_info
+    from pollenstudio.core.imageio import file_sha256
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     raw = list(search_dirs) if search_dirs else [project.folder]
     for d in raw:
@@ -158,7 +159,8 @@ def find_missing_files(project, search_dirs=None, progress=None) -> RelinkReport
 def apply_relink(project, report: RelinkReport) -> RelinkReport:
     """Point each found image at its new file (one transaction; not undoable: the old
     paths led nowhere)."""
-    from pollenstudio.core.imageio import file_sha256, image_info
+    from pollenstudio.core.imageio import file_sha256
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     updates = []
     for f in report.found:

@@ -121,7 +121,17 @@ CREATE TABLE taxon_roles (category_id INTEGER PRIMARY KEY, role TEXT NOT NULL);
 CREATE TABLE samples (name TEXT PRIMARY KEY, settings TEXT NOT NULL)
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# v4 -> v5 (issue 19, focal stacks): an image may be a focal stack of ``planes`` planes,
+# read from its one file (multi-page / OME-TIFF) or from ``plane_files`` (a JSON list of
+# plane file paths, stored like ``path``, for folders or name patterns of planes); an
+# annotation keeps the plane (0-based) its grain is sharpest in, NULL for single images.
+_V5 = """
+ALTER TABLE images ADD COLUMN planes INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE images ADD COLUMN plane_files TEXT;
+ALTER TABLE annotations ADD COLUMN plane INTEGER
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

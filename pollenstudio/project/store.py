@@ -53,10 +53,10 @@ PALETTE = (
 )
 _ANN_COLS = (
     "id, image_id, x1, y1, x2, y2, polygon, category_id, score, topk, source, status, "
-    "model_version_id, author, created, updated, run_id"
+    "model_version_id, author, created, updated, run_id, plane"
 )
 _OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
-_IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256"
+_IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256, planes, plane_files"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = ".pollen-backups"  # beside project.pollen: project.pollen.1 (newest) .. .N
 BACKUP_GENERATIONS = 3
@@ -597,12 +597,38 @@ class Project:
         rec = image if isinstance(image, ImageRecord) else self.image(image)
         return self.resolve_path(rec.path)
 
+    def plane_paths(self, image: int | ImageRecord) -> list[Path] | None:
+        """Absolute paths of a stack's plane files, or None when its planes are in one file
+        (a multi-page / OME-TIFF) or it is a single image."""
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        return [self.resolve_path(f) for f in rec.plane_files] if rec.plane_files else None
+
+    def open_stack(self, image: int | ImageRecord):
+        """The image's planes, read lazily (``core.stack.FocalStack``; close it, or use it as
+        a context manager). A single image is a stack of one plane."""
+        from pollenstudio.core.stack import FocalStack
+
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        return FocalStack.open(self.image_path(rec), self.plane_paths(rec))
+
+    def read_plane(self, image: int | ImageRecord, plane: int | str | None = None):
+        """Pixels of one plane of an image (``plane`` an index, "best" or "edf"); None: the
+        image itself, or a stack's middle plane."""
+        rec = image if isinstance(image, ImageRecord) else self.image(image)
+        if not rec.is_stack and plane in (None, 0, "best", "edf"):
+            from pollenstudio.core.imageio import read_image
+
+            return read_image(self.image_path(rec))
+        with self.open_stack(rec) as st:
+            return st.view(st.n_planes // 2 if plane is None else plane)
+
     # ------------------------------------------------------------------ images
     @staticmethod
     def _image_from_row(r) -> ImageRecord:
         return ImageRecord(
             id=r[0], path=r[1], width=r[2], height=r[3], bit_depth=r[4], channels=r[5],
-            um_per_px=r[6], status=ReviewStatus(r[7]), group=r[8], sha256=r[9],
+            um_per_px=r[6], status=ReviewStatus(r[7]), group=r[8], sha256=r[9], planes=r[10] or 1,
+            plane_files=tuple(_loads(r[11], [])) or None,
         )
 
     def add_images(self, paths: Iterable[str | os.PathLike], progress=None,
@@ -613,11 +639,17 @@ class Project:
         on cancel (``progress.check()`` raises ``Cancelled`` after the files read so far are
         committed). Not undoable. ``group`` (the sample / slide) is a name or a function of
         the file's path; without ``um_per_px`` a TIFF's own scale (OME PhysicalSizeX or
-        resolution tags, ``core.pixelscale``) is used when it states a plausible one."""
-        from pollenstudio.core.imageio import file_sha256, image_info
-        from pollenstudio.core.pixelscale import um_per_px_from_file
+        resolution tags, ``core.pixelscale``) is used when it states a plausible one.
 
-        paths = [Path(p) for p in paths]
+        Focal stacks (issue 19): a multi-page or OME-TIFF with several focal planes is one
+        image with its plane count; an item that is a list of files is one stack of those
+        plane files (in plane order; its first file is the image's path, its content hash the
+        hash of every plane's hash)."""
+        from pollenstudio.core.imageio import file_sha256
+        from pollenstudio.core.pixelscale import um_per_px_from_file
+        from pollenstudio.core.stack import stack_hash, stack_info
+
+        paths = [[Path(f) for f in p] if isinstance(p, (list, tuple)) else Path(p) for p in paths]
         res = AddImagesResult()
         known = {r[0] for r in self._q("SELECT sha256 FROM images WHERE sha256 IS NOT NULL")}
         batch: list[tuple] = []
@@ -629,22 +661,37 @@ class Project:
                 for row in batch:
                     cur = conn.execute(
                         "INSERT INTO images(path, sha256, width, height, bit_depth, channels, um_per_px, status, "
-                        "group_name, added, size_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?)",
+                        "group_name, added, size_bytes, planes, plane_files) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?)",
                         row,
                     )
                     res.added.append(cur.lastrowid)
                 self._notify(ChangeEvent("images", "add images", tuple(res.added[-len(batch):])))
             batch.clear()
 
-        for n, p in enumerate(paths):
+        for n, item in enumerate(paths):
+            files = item if isinstance(item, list) else None
+            p = files[0] if files else item
             if progress is not None:
                 if progress.cancelled:
                     flush()  # keep what was read before the cancel
                 progress.check()
                 progress.update(n, len(paths), p.name)
             try:
-                info = image_info(p)
-                sha = file_sha256(p)
+                if files:
+                    from pollenstudio.core.stack import FocalStack
+
+                    with FocalStack.open(p, files) as st:
+                        info = st.info
+                        for k in range(1, len(files)):  # every plane must fit the first
+                            other = stack_info(files[k])
+                            if (other.width, other.height) != (info.width, info.height):
+                                raise ImageReadError(f"{files[k].name}: {other.width}x{other.height}, not "
+                                                     f"{info.width}x{info.height} like plane 1 {p.name}")
+                    sha = stack_hash(files)
+                else:
+                    info = stack_info(p)
+                    sha = file_sha256(p)
             except ImageReadError as exc:
                 res.errors.append((str(p), str(exc)))
                 continue
@@ -657,7 +704,8 @@ class Project:
             known.add(sha)
             scale = um_per_px if um_per_px is not None else um_per_px_from_file(p)
             batch.append((self._rel(p), sha, info.width, info.height, info.bit_depth, info.channels, scale,
-                          group(p) if callable(group) else group, _now(), p.stat().st_size))
+                          group(p) if callable(group) else group, _now(), p.stat().st_size, info.planes,
+                          json.dumps([self._rel(f) for f in files]) if files else None))
             if len(batch) >= 200:
                 flush()
         flush()
@@ -666,11 +714,13 @@ class Project:
         return res
 
     def add_folder(self, folder: str | os.PathLike, recursive: bool = True, progress=None,
-                   um_per_px: float | None = None) -> AddImagesResult:
+                   um_per_px: float | None = None, stack_pattern: str | None = None) -> AddImagesResult:
         """Add every image file under ``folder`` (sorted; the project's own files skipped).
         An image in a subfolder belongs to the sample (slide) named by that subfolder's path
         below ``folder`` (``slide-3/img1.tif`` -> sample ``slide-3``); images directly in
-        ``folder`` get none."""
+        ``folder`` get none. ``stack_pattern`` (e.g. ``*_z{z}.png``) groups plane files into
+        focal stacks (``core.stack.group_plane_files``); a stack's sample is that of its
+        first plane's folder."""
         from pollenstudio.core.imageio import is_image_file
 
         folder = Path(folder)
@@ -684,7 +734,17 @@ class Project:
                 return None
             return rel.as_posix() if rel.parts else None
 
-        return self.add_images(files, progress=progress, um_per_px=um_per_px, group=sample_of)
+        items: list = files
+        if stack_pattern:
+            from pollenstudio.core.stack import group_plane_files
+
+            stacks, singles = group_plane_files(files, stack_pattern)
+            items = sorted(stacks + singles, key=lambda it: it[0] if isinstance(it, list) else it)
+        return self.add_images(items, progress=progress, um_per_px=um_per_px, group=sample_of)
+
+    def has_stacks(self) -> bool:
+        """True when some image of the project is a focal stack."""
+        return self._q("SELECT 1 FROM images WHERE planes > 1 LIMIT 1").fetchone() is not None
 
     def image(self, image_id: int) -> ImageRecord:
         r = self._q(f"SELECT {_IMG_COLS} FROM images WHERE id = ?", (image_id,)).fetchone()
@@ -841,7 +901,8 @@ class Project:
         Images with a known content hash are matched by hash (only files of the same size
         are hashed, so a large folder is cheap to scan); images registered without a file
         (e.g. from a COCO import whose files were elsewhere) are matched by file name."""
-        from pollenstudio.core.imageio import file_sha256, image_info, is_image_file
+        from pollenstudio.core.imageio import file_sha256, is_image_file
+        from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
         missing = {r.id: r for r in self.missing_images()}
         if not missing:
@@ -895,7 +956,8 @@ class Project:
         Missing file; other pixel size; other content (checked by SHA-256 whenever the
         file's size changed or it was modified after it was added). Boxes drawn on one
         picture must never be applied to another that took its name."""
-        from pollenstudio.core.imageio import file_sha256, image_info
+        from pollenstudio.core.imageio import file_sha256
+        from pollenstudio.core.stack import stack_info as image_info
 
         rec = image if isinstance(image, ImageRecord) else self.image(image)
         p = self.image_path(rec)
@@ -912,7 +974,10 @@ class Project:
                     return (f"{rec.path}: the file is now {info.width}x{info.height} pixels, the project registered "
                             f"{rec.width}x{rec.height}; it was replaced by another picture")
             changed = (size is not None and st.st_size != size) or (added is not None and st.st_mtime > added)
-            if rec.sha256 and changed and file_sha256(p) != rec.sha256:
+            for f in self.plane_paths(rec) or []:
+                if not f.is_file():
+                    return f"{rec.path}: plane file {f.name} of the stack not found ({f})"
+            if rec.sha256 and changed and not rec.plane_files and file_sha256(p) != rec.sha256:
                 return (f"{rec.path}: the file's content changed since it was added (another picture under the "
                         "same name?); remove the image from the project or put the original back")
         except ImageReadError as exc:
@@ -958,7 +1023,7 @@ class Project:
     @staticmethod
     def _same_size(rec: ImageRecord, p: Path) -> bool:
         """A file found by name only is the image when its size matches (else boxes would not fit)."""
-        from pollenstudio.core.imageio import image_info
+        from pollenstudio.core.stack import stack_info as image_info
 
         if not rec.width or not rec.height:
             return True
@@ -1116,7 +1181,7 @@ class Project:
             status=AnnotationStatus(r[11]), source=Source(r[10]), score=r[8], model_version=r[12],
             author=r[13], polygon=tuple(poly) if poly is not None else None,
             topk=tuple((str(n), float(p)) for n, p in topk), created=r[14], updated=r[15],
-            extra={"run_id": r[16]} if r[16] is not None else {},
+            extra={"run_id": r[16]} if r[16] is not None else {}, plane=r[17],
         )
 
     def annotation(self, ann_id: int) -> Annotation:
@@ -1177,22 +1242,43 @@ class Project:
         self.category(category_id)
 
     def add_annotation(self, image_id: int, box: Box, category_id: int, author: str | None = None,
-                       polygon: Iterable[float] | None = None) -> int:
-        """A grain drawn by a human (status added). Boxes are clipped to the image."""
+                       polygon: Iterable[float] | None = None, plane: int | None = None) -> int:
+        """A grain drawn by a human (status added). Boxes are clipped to the image. On a
+        focal stack ``plane`` is the plane it was drawn on (0-based)."""
         box = self._check_box(image_id, box)
+        plane = self._check_plane(image_id, plane)
         self._check_category(category_id)
         poly = json.dumps([float(v) for v in polygon]) if polygon is not None else None
         with self._command("add box") as cmd:
             now = _now()
             cur = self._conn.execute(
                 "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
-                "status, model_version_id, run_id, author, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 'human', 'added', NULL, NULL, ?, ?, ?)",
-                (image_id, box.x1, box.y1, box.x2, box.y2, poly, category_id, author, now, now),
+                "status, model_version_id, run_id, author, created, updated, plane) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 'human', 'added', NULL, NULL, ?, ?, ?, ?)",
+                (image_id, box.x1, box.y1, box.x2, box.y2, poly, category_id, author, now, now, plane),
             )
             aid = cur.lastrowid
             cmd.record("annotations", aid, None, hist.snapshot(self._conn, "annotations", aid))
         return aid
+
+    def _check_plane(self, image_id: int, plane: int | None) -> int | None:
+        if plane is None:
+            return None
+        img = self.image(image_id)
+        if isinstance(plane, bool) or not isinstance(plane, (int,)) or not 0 <= plane < img.planes:
+            raise ProjectError(f"plane {plane!r} does not exist on {img.path}: it has {img.planes} plane(s), "
+                               f"numbered 0 to {img.planes - 1}")
+        return None if img.planes == 1 else int(plane)
+
+    def set_annotation_plane(self, ann_id: int, plane: int) -> Annotation:
+        """The focal plane of a grain (one undoable step); its status is unchanged: the plane
+        says where the grain is sharpest, not what it is."""
+        old = self.annotation(ann_id)
+        plane = self._check_plane(old.image_id, plane)
+        if plane != old.plane:
+            with self._command("set plane"):
+                self._update_ann(ann_id, plane=plane)
+        return self.annotation(ann_id)
 
     def move_annotation(self, ann_id: int, box: Box) -> Annotation:
         """Move or resize a box (one undoable step: the GUI commits on mouse release).
@@ -1424,12 +1510,14 @@ class Project:
                     continue
                 topk = [[str(n), float(p)] for n, p in d.topk]
                 margin = (topk[0][1] - topk[1][1]) if len(topk) >= 2 else float(d.score)
+                plane = getattr(d, "plane", None)
+                plane = int(plane) if plane is not None and img.planes > 1 and 0 <= plane < img.planes else None
                 cur = conn.execute(
                     "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, "
-                    "source, status, model_version_id, run_id, author, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?)",
+                    "source, status, model_version_id, run_id, author, created, updated, plane) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?, ?)",
                     (image_id, box.x1, box.y1, box.x2, box.y2, cat_ids[d.label], float(d.score),
-                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now),
+                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now, plane),
                 )
                 written.append(cur.lastrowid)
             self._refresh_status([image_id])
@@ -1649,10 +1737,12 @@ class Project:
         for im in images:
             cur = conn.execute(
                 "INSERT INTO images(path, sha256, width, height, bit_depth, channels, um_per_px, status, group_name, "
-                "added, size_bytes, missing, mark) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?)",
+                "added, size_bytes, missing, mark, planes, plane_files) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?)",
                 (im["path"], im.get("sha256"), im.get("width", 0), im.get("height", 0), im.get("bit_depth", 8),
                  im.get("channels", 3), im.get("um_per_px"), im.get("group"), now, im.get("size_bytes"),
-                 int(im.get("missing", 0)), im.get("mark")),
+                 int(im.get("missing", 0)), im.get("mark"), int(im.get("planes") or 1),
+                 json.dumps(list(im["plane_files"])) if im.get("plane_files") else None),
             )
             key_to_id[im.get("key", cur.lastrowid)] = cur.lastrowid
             img_ids.append(cur.lastrowid)
@@ -1674,7 +1764,7 @@ class Project:
                 image_id, *a["box"].xyxy(), json.dumps(list(poly)) if poly is not None else None, a["category_id"],
                 score, json.dumps([list(t) for t in topk]) if topk else None, margin,
                 source, status,
-                a.get("model_version_id"), a.get("run_id"), a.get("author"), now, now,
+                a.get("model_version_id"), a.get("run_id"), a.get("author"), now, now, a.get("plane"),
             ))
         first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'annotations'").fetchone()[0]
         # Building the indexes once after a big insert is about twice as fast as updating
@@ -1687,8 +1777,8 @@ class Project:
                 conn.execute(f"DROP INDEX {name}")
         conn.executemany(
             "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
-            "status, model_version_id, run_id, author, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "status, model_version_id, run_id, author, created, updated, plane) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         for _, sql in indexes:

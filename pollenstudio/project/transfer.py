@@ -86,11 +86,20 @@ def detect_source(source: str | os.PathLike, kind: str = "auto") -> tuple[str, P
 
 
 def import_into(project, source: str | os.PathLike, kind: str = "auto", images_root: str | os.PathLike | None = None,
-                progress=None) -> ImportResult:
+                progress=None, stack_pattern: str | None = None) -> ImportResult:
     """Import ``source`` into an open ``project`` and record the run. ``images_root``: COCO,
-    the folder the file names are relative to (default: the JSON's folder)."""
+    the folder the file names are relative to (default: the JSON's folder). ``stack_pattern``
+    (image folders): file-name pattern of focal planes, e.g. ``*_z{z}.png`` (see
+    ``core.stack.group_plane_files``); multi-page and OME-TIFF stacks need none."""
     progress = progress or NullProgress()
     kind, path = detect_source(source, kind)
+    if stack_pattern:
+        from pollenstudio.core.stack import pattern_regex
+
+        pattern_regex(stack_pattern)  # a bad pattern is refused before anything is read
+        if kind != "images":
+            raise ImportFormatError(f"--stack-pattern groups the image files of a folder; {path.name} is a "
+                                    f"{kind.upper()} import (its stacks come from the file)")
     progress.check()
     if kind == "coco":
         from pollenstudio.project.coco import import_coco
@@ -102,15 +111,21 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
         summary = import_yolo(project, path, progress=progress).to_dict()
     else:
         # a cancel raises Cancelled; into an existing project the files read so far stay
-        res = project.add_folder(path, progress=progress)
+        res = project.add_folder(path, progress=progress, stack_pattern=stack_pattern)
         if res.errors and not res.added and not res.duplicates:
             shown = "; ".join(r for _, r in res.errors[:3])
             raise ImportFormatError(f"{path}: none of the {len(res.errors)} image file(s) could be read ({shown}"
                                     f"{' ...' if len(res.errors) > 3 else ''}); nothing imported")
         summary = {"images_added": len(res.added), "duplicates": list(res.duplicates),
                    "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
+        stacks = [r for r in (project.image(i) for i in res.added) if r.is_stack]
+        if stacks:
+            summary["stacks"] = len(stacks)
+            summary["planes"] = sum(r.planes for r in stacks)
     # recorded only on success: a failed import leaves the project as it was
     params = {"source": str(Path(source).resolve()), "kind": kind}
+    if stack_pattern:
+        params["stack_pattern"] = stack_pattern
     if images_root is not None:
         params["images_root"] = str(images_root)
     run_id = project.start_run("import", params)
@@ -119,7 +134,7 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
 
 
 def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind: str = "auto",
-                     images_root: str | os.PathLike | None = None, progress=None):
+                     images_root: str | os.PathLike | None = None, progress=None, stack_pattern: str | None = None):
     """Open the project in ``target`` (a new one when it holds none) and import ``source``
     into it. Returns ``(project, ImportResult)`` with the project open: the caller closes
     it (or hands it to the GUI). On any failure, cancel included, a project this call
@@ -132,11 +147,15 @@ def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind:
         raise ProjectError(f"{str(target)!r} is not a project folder name")
     target = Path(target)
     detect_source(source, kind)  # bad input: say so before creating anything
+    if stack_pattern:
+        from pollenstudio.core.stack import pattern_regex
+
+        pattern_regex(stack_pattern)
     created = not (target / DB_NAME).exists() and not target.is_file()
     folder_existed = target.exists()
     project = Project.create(target) if created else Project.open(target)
     try:
-        result = import_into(project, source, kind, images_root, progress)
+        result = import_into(project, source, kind, images_root, progress, stack_pattern=stack_pattern)
     except BaseException:
         project.close()
         if created:
@@ -155,7 +174,8 @@ def _remove_project(folder: Path, remove_folder: bool) -> None:
 
 
 def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: bool = True,
-                   copy_images: bool = True, progress=None) -> dict:
+                   copy_images: bool = True, progress=None, planes_as_images: bool = False,
+                   stack_view: str = "edf") -> dict:
     """Write ``fmt`` ("coco", "yolo", "csv", "grains": one CSV row per grain with its
     sizes) to ``out`` (a file; a folder for YOLO).
     ``reviewed_only``: reviewed images and their grains (training data); else every
@@ -169,11 +189,12 @@ def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: boo
     if fmt == "coco":
         from pollenstudio.project.coco import export_coco
 
-        summary = export_coco(project, out, reviewed_only=reviewed_only)
+        summary = export_coco(project, out, reviewed_only=reviewed_only, planes_as_images=planes_as_images)
     elif fmt == "yolo":
         from pollenstudio.project.yolo import export_yolo
 
-        summary = export_yolo(project, out, reviewed_only=reviewed_only, copy_images=copy_images)
+        summary = export_yolo(project, out, reviewed_only=reviewed_only, copy_images=copy_images,
+                              stack_view=stack_view)
     elif fmt == "grains":
         from pollenstudio.project.report import write_grains_csv
 

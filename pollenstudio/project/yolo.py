@@ -95,10 +95,32 @@ def _clear_previous_export(out: Path) -> None:
     man.unlink(missing_ok=True)
 
 
-def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True, copy_images: bool = True) -> dict:
+def _write_stack_view(project, rec, view: str, dest: Path) -> None:
+    """The EDF composite or sharpest plane of a stack as a PNG (16-bit stays 16-bit)."""
+    import cv2
+    import numpy as np
+
+    from pollenstudio.core.atomic import WriteError
+
+    arr = project.read_plane(rec, view)
+    data = np.ascontiguousarray(arr[..., ::-1]) if arr.ndim == 3 else arr
+    ok, buf = cv2.imencode(".png", data)
+    if not ok:
+        raise WriteError(f"cannot encode the {view} view of {rec.path} as PNG")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    buf.tofile(str(tmp))
+    os.replace(tmp, dest)
+
+
+def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True, copy_images: bool = True,
+                stack_view: str = "edf") -> dict:
     """Write a YOLO dataset folder; returns a summary. Every file is written to a unique
     temporary name and renamed into place; the files of an earlier export into the same
-    folder (and only those) are removed first."""
+    folder (and only those) are removed first. A focal stack is written as one PNG image:
+    its extended-depth-of-field composite (``stack_view="edf"``) or its sharpest plane
+    (``"best"``); YOLO has no planes."""
+    if stack_view not in ("edf", "best"):
+        raise ValueError(f"stack_view must be 'edf' or 'best', got {stack_view!r}")
     import json
 
     from pollenstudio.core.atomic import WriteError, make_dir, os_reason, write_text
@@ -142,7 +164,11 @@ def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True,
             if stem in used_stems:  # same name in two folders
                 stem = f"{rec.id}_{stem}"
             used_stems.add(stem)
-            if copy_images:
+            if copy_images and rec.is_stack and project.file_problem(rec) is None:
+                rel = f"images/{stem}.png"
+                _write_stack_view(project, rec, stack_view, out / rel)
+                written.append(rel)
+            elif copy_images:
                 if src.is_file():
                     rel = f"images/{stem}{src.suffix.lower()}"
                     try:
@@ -250,7 +276,8 @@ def _parse_label(path: Path, n_classes: int, pr: _Problems):
 
 def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImportSummary:
     """Import a YOLO dataset folder into ``project`` (one transaction; see module docstring)."""
-    from pollenstudio.core.imageio import file_sha256, image_info, is_image_file
+    from pollenstudio.core.imageio import file_sha256, is_image_file
+    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -26,7 +26,9 @@ def depth(p):
 def make_project(folder):
     p = Project.create(folder)
     with p.importing():
-        p.bulk_insert([{"path": f"img{i}.png", "width": 100, "height": 80} for i in range(3)], [])
+        # image 3 is a focal stack of 5 planes: its grains keep a plane (issue 19)
+        p.bulk_insert([{"path": f"img{i}.png", "width": 100, "height": 80, "planes": 5 if i == 2 else 1}
+                       for i in range(3)], [])
     for i in (1, 2):
         p.write_proposals(i, [Detection(Box(10 * k, 5 * k, 10 * k + 15, 5 * k + 12), 0, n, 0.2 + 0.1 * k)
                               for k, n in enumerate(["Betula", "Pinus", "Betula", "Alnus"])])
@@ -53,6 +55,7 @@ op_st = st.one_of(
     st.tuples(st.just("add_polygon"), st.integers(1, 3), st.integers(0, 70), st.integers(0, 50), st.integers(0, 5)),
     st.tuples(st.just("batch"), st.integers(0, 99), st.integers(0, 5), st.just(0), st.just(0)),
     st.tuples(st.just("outline"), st.integers(0, 99), st.integers(0, 3), st.integers(1, 6), st.just(0)),
+    st.tuples(st.just("set_plane"), st.integers(0, 99), st.integers(0, 4), st.just(0), st.just(0)),
 )
 
 # every undoable edit of Project, by the op kind that exercises it (checked below, so a new
@@ -64,6 +67,7 @@ EDIT_KINDS = {
     "merge_categories": "merge", "rename_category": "rename", "recolor_category": "recolor",
     "set_category_hotkey": "hotkey", "set_category_parent": "parent", "delete_category": "delete_taxon",
     "batch": "batch", "remove_images": "remove_images", "set_outline": "outline", "set_outlines": "outline",
+    "set_annotation_plane": "set_plane",
 }
 
 
@@ -109,6 +113,8 @@ def apply(p, op):
         elif kind == "outline" and pick:  # an outline around the box's centre, or none (b == 0)
             x, y = pick.box.center
             p.set_outline(pick.id, None if b == 0 else [x - c, y - c, x + c, y - c, x + c, y + c, x - b, y + c])
+        elif kind == "set_plane" and pick:  # refused (ProjectError) on a single image's grain
+            p.set_annotation_plane(pick.id, b)
         elif kind == "batch" and pick:  # several edits, one undo step
             with p.batch("accept and relabel"):
                 p.accept(pick.id)
@@ -211,6 +217,7 @@ def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
         "remove_images": lambda: p.remove_images([1]),  # an image with proposals
         "set_outline": lambda: p.set_outline(prop.id, [20, 10, 30, 10, 30, 20, 20, 20]),
         "set_outlines": lambda: p.set_outlines({prop.id: [20, 10, 30, 10, 25, 20], human: [5, 5, 20, 5, 10, 25]}),
+        "set_annotation_plane": lambda: p.set_annotation_plane(human, 3),  # image 3 is a 5-plane stack
     }
     before = state(p)
     edits[method]()

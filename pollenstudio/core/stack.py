@@ -1,0 +1,411 @@
+"""Focal stacks: one field of view imaged at several focal planes.
+
+A stack is one image of a project with ``planes`` (issue 19). Its planes come from
+
+- one TIFF file: a multi-page TIFF (every full-size page a plane), an ImageJ hyperstack or
+  an OME-TIFF with a Z axis (T and C other than RGB are read at index 0); or
+- a list of plane files (a folder of planes, or files grouped by a name pattern such as
+  ``*_z{z}.png``, see :func:`group_plane_files`).
+
+Planes are read lazily, one page (or one file) at a time: opening a stack reads headers
+only, so a 20-plane 2048x2048 16-bit stack (160 MB) opens without decoding any plane, and
+every read holds one plane in memory. Views that combine planes - the best-focus plane and
+the extended-depth-of-field (EDF, all-in-focus) composite - stream through the planes and
+keep at most three plane-sized arrays.
+
+Sharpness (``focus_measure``) is the mean squared Laplacian of the lightly smoothed grey
+plane: defocus removes high spatial frequencies, so it peaks at the plane in focus. Box
+sharpness over the planes gives the plane where a grain is sharpest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pollenstudio.core.errors import ImageReadError, ImportFormatError
+from pollenstudio.core.imageio import ImageInfo, _normalise_layout, _quiet, image_info, read_image
+
+_TIFF = (".tif", ".tiff")
+EDF = "edf"  # view name: the extended-depth-of-field composite
+BEST = "best"  # view name: the plane sharpest over the whole field
+STACK_PATTERN_HELP = ("file-name pattern of focal planes: '{z}' marks the plane number, '*' any text "
+                      "(e.g. '*_z{z}.png', '{z}z.png'); files that differ only in '{z}' and sit in the "
+                      "same folder are one stack")
+
+
+class StackPatternError(ImportFormatError):
+    """A ``--stack-pattern`` that cannot describe plane files."""
+
+
+# ----------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    width: int
+    height: int
+    bit_depth: int
+    channels: int
+    planes: int
+
+
+def _page_layout(series) -> tuple[int, list[list[int]]]:
+    """For a tifffile series: (planes, page indices per plane). A plane is one page, or three
+    pages (a planar RGB channel axis C of 3). Axes other than the plane axis and C are read at
+    index 0. Returns planes = 1 for a series that is one image."""
+    axes = series.axes
+    shape = series.shape
+    page_axes = [(a, n) for a, n in zip(axes, shape) if a not in "YXS"]
+    # pages in a series are stored in row-major order of the non-YX(S) axes
+    if not page_axes:
+        return 1, [[0]]
+    names = [a for a, _ in page_axes]
+    sizes = [n for _, n in page_axes]
+    # an axis of size 3 named C whose channels are pages: compose RGB from three pages
+    rgb_c = "C" in names and sizes[names.index("C")] == 3 and "S" not in axes
+    zaxis = None
+    if "Z" in names:
+        zaxis = names.index("Z")
+    else:
+        for k, (a, n) in enumerate(page_axes):
+            if a != "C" and n > 1:
+                zaxis = k
+                break
+    n_pages = int(np.prod(sizes))
+    if len(series.pages) < n_pages:  # pages missing (truncated file): use what is there
+        n_pages = len(series.pages)
+    planes = sizes[zaxis] if zaxis is not None else 1
+    out = []
+    for z in range(planes):
+        idx = [0] * len(sizes)
+        if zaxis is not None:
+            idx[zaxis] = z
+        chans = [0, 1, 2] if rgb_c else [0]
+        pages = []
+        for c in chans:
+            if "C" in names:
+                idx[names.index("C")] = c
+            flat = int(np.ravel_multi_index(idx, sizes))
+            if flat >= n_pages:
+                raise ImageReadError(f"plane {z + 1} of {planes} is missing from the file (truncated?)")
+            pages.append(flat)
+        out.append(pages)
+    return planes, out
+
+
+class FocalStack:
+    """Lazy planes of one field. ``plane(i)`` decodes plane ``i`` (0-based) only; the TIFF
+    stays open until :meth:`close` (use as a context manager). Thread-safe: reads take a
+    lock (one file handle)."""
+
+    def __init__(self, name: str, info: StackInfo, tif=None, pages=None, series=None, files=None):
+        self.name = name
+        self.info = info
+        self._tif = tif
+        self._pages = pages
+        self._series = series
+        self._files = [Path(f) for f in files] if files is not None else None
+        self._lock = threading.Lock()
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, plane_files: Sequence[str | os.PathLike] | None = None) -> "FocalStack":
+        """A stack from a TIFF file, or from ``plane_files`` (``path`` is then the first of
+        them). A single-plane file is a stack of one plane."""
+        p = Path(path)
+        if plane_files:
+            files = [Path(f) for f in plane_files]
+            infos = []
+            for f in files:
+                if not f.is_file():
+                    raise ImageReadError(f"{p.name}: plane file {f.name} not found ({f})")
+            first = image_info(files[0])
+            infos.append(first)
+            return cls(p.name, StackInfo(first.width, first.height, first.bit_depth, first.channels, len(files)),
+                       files=files)
+        if not p.is_file():
+            raise ImageReadError(f"{p.name}: file not found ({p})")
+        if p.suffix.lower() not in _TIFF:
+            info = image_info(p)
+            return cls(p.name, StackInfo(info.width, info.height, info.bit_depth, info.channels, 1), files=[p])
+        import tifffile
+
+        try:
+            with _quiet():
+                tif = tifffile.TiffFile(p)
+        except Exception as exc:
+            raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
+        try:
+            series = tif.series[0]
+            planes, pages = _page_layout(series)
+            source = series.pages
+            if planes == 1 and len(tif.pages) > 1:
+                # pages written one by one (no shaped / OME / ImageJ metadata): every page of
+                # the first page's size is a plane; smaller ones are thumbnails or levels
+                shape0 = tif.pages[0].shape
+                full = [k for k, pg in enumerate(tif.pages) if getattr(pg, "shape", None) == shape0]
+                if len(full) > 1:
+                    planes, pages, source = len(full), [[k] for k in full], tif.pages
+            page0 = source[pages[0][0]]
+            shape = page0.shape
+            dtype = np.dtype(page0.dtype)
+            if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+                shape = (shape[1], shape[2], shape[0])
+            h, w = int(shape[0]), int(shape[1])
+            c = 3 if len(pages[0]) == 3 else (1 if len(shape) == 2 else min(shape[2], 3))
+            c = 1 if c == 2 else c
+            bits = 8 if dtype.itemsize == 1 else 16
+            return cls(p.name, StackInfo(w, h, bits, c, int(planes)), tif=tif, pages=pages, series=source)
+        except ImageReadError:
+            tif.close()
+            raise
+        except Exception as exc:
+            tif.close()
+            raise ImageReadError(f"{p.name}: not a readable TIFF stack ({exc})") from exc
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> "FocalStack":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- planes -------------------------------------------------------------------------
+    @property
+    def n_planes(self) -> int:
+        return self.info.planes
+
+    def _check_index(self, i: int) -> int:
+        i = int(i)
+        if not 0 <= i < self.n_planes:
+            raise ImageReadError(f"{self.name}: plane {i + 1} does not exist (the stack has {self.n_planes})")
+        return i
+
+    def plane(self, i: int) -> np.ndarray:
+        """Plane ``i`` as (H, W) or (H, W, 3), uint8 or uint16 (like ``read_image``)."""
+        i = self._check_index(i)
+        if self._files is not None:
+            return read_image(self._files[i])
+        with self._lock:
+            if self._tif is None:
+                raise ImageReadError(f"{self.name}: the stack is closed")
+            try:
+                with _quiet():
+                    arrs = [self._series[k].asarray() for k in self._pages[i]]
+            except MemoryError:
+                raise ImageReadError(f"{self.name}: plane {i + 1} is too large for the available memory") from None
+            except Exception as exc:
+                raise ImageReadError(f"{self.name}: plane {i + 1} is not readable ({exc})") from exc
+        arr = np.stack(arrs, axis=-1) if len(arrs) == 3 else arrs[0]
+        arr = _normalise_layout(arr, self.name)
+        if arr.shape[0] != self.info.height or arr.shape[1] != self.info.width:
+            raise ImageReadError(f"{self.name}: plane {i + 1} is {arr.shape[1]}x{arr.shape[0]}, "
+                                 f"not {self.info.width}x{self.info.height} like the first")
+        return arr
+
+    def planes(self) -> Iterable[np.ndarray]:
+        for i in range(self.n_planes):
+            yield self.plane(i)
+
+    def view(self, which: int | str) -> np.ndarray:
+        """A plane index, ``"best"`` (sharpest plane over the field) or ``"edf"``."""
+        if which == EDF:
+            return edf_composite(self.planes())
+        if which == BEST:
+            return self.plane(best_plane(self))
+        return self.plane(int(which))
+
+
+def stack_info(path: str | os.PathLike) -> StackInfo:
+    """Size, bit depth, channels and plane count of an image file (1 plane for a single
+    image), from headers only."""
+    with FocalStack.open(path) as st:
+        return st.info
+
+
+def stack_hash(files: Sequence[str | os.PathLike]) -> str:
+    """Content hash of a stack kept as plane files: SHA-256 of its planes' SHA-256s in order."""
+    import hashlib
+
+    from pollenstudio.core.imageio import file_sha256
+
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
+def is_stack_file(path: str | os.PathLike) -> bool:
+    """True for a TIFF with more than one focal plane (readable headers only)."""
+    p = Path(path)
+    if p.suffix.lower() not in _TIFF:
+        return False
+    try:
+        return stack_info(p).planes > 1
+    except ImageReadError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------
+# file-name patterns
+# ----------------------------------------------------------------------------------------
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """``*_z{z}.png`` -> a regex on file names with the plane number as group ``z``."""
+    if not isinstance(pattern, str) or pattern.count("{z}") != 1:
+        raise StackPatternError(f"stack pattern {pattern!r} must contain '{{z}}' once, where the plane number is "
+                                "(e.g. '*_z{z}.png' or '{z}z.png')")
+    if "/" in pattern or "\\" in pattern:
+        raise StackPatternError(f"stack pattern {pattern!r} is a file-name pattern: leave folders out "
+                                "(planes in one folder per stack are found by '{z}.png')")
+    out = []
+    for part in re.split(r"(\{z\}|\*|\?)", pattern):
+        if part == "{z}":
+            out.append(r"(?P<z>\d+)")
+        elif part == "*":
+            out.append(r"(.*?)")
+        elif part == "?":
+            out.append(r"(.)")
+        elif part:
+            out.append(re.escape(part))
+    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+def group_plane_files(files: Iterable[str | os.PathLike], pattern: str) -> tuple[list[list[Path]], list[Path]]:
+    """Split ``files`` into stacks (lists of plane files ordered by plane number) and the
+    files the pattern does not match (single images). Files are one stack when they sit in
+    the same folder and their names differ only where ``{z}`` is. A group of one file is a
+    single image. Two files with the same plane number in one stack are an error."""
+    rx = pattern_regex(pattern)
+    groups: dict[tuple, dict[int, Path]] = {}
+    singles: list[Path] = []
+    for f in files:
+        f = Path(f)
+        m = rx.match(f.name)
+        if m is None:
+            singles.append(f)
+            continue
+        key = (str(f.parent), tuple(g for k, g in enumerate(m.groups()) if k != rx.groupindex["z"] - 1))
+        z = int(m.group("z"))
+        planes = groups.setdefault(key, {})
+        if z in planes:
+            raise StackPatternError(f"{planes[z].name} and {f.name} are both plane {z} of one stack for the pattern "
+                                    f"{pattern!r}; make the pattern tell them apart")
+        planes[z] = f
+    stacks = []
+    for key in sorted(groups):
+        planes = groups[key]
+        ordered = [planes[z] for z in sorted(planes)]
+        if len(ordered) == 1:
+            singles.append(ordered[0])
+        else:
+            stacks.append(ordered)
+    return stacks, sorted(singles)
+
+
+# ----------------------------------------------------------------------------------------
+# focus
+# ----------------------------------------------------------------------------------------
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    g = img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    g = g.astype(np.float32)
+    if img.dtype == np.uint16:
+        g *= np.float32(1 / 257.0)  # the same scale as 8-bit
+    return g
+
+
+def focus_map(img: np.ndarray, window: float = 0.0) -> np.ndarray:
+    """Per-pixel squared Laplacian of the smoothed grey image (float32, H x W); with
+    ``window`` > 0 averaged over a Gaussian window of that sigma (px)."""
+    import cv2
+
+    g = cv2.GaussianBlur(_grey(img), (0, 0), 1.0)
+    lap = cv2.Laplacian(g, cv2.CV_32F, ksize=3)
+    np.multiply(lap, lap, out=lap)
+    if window > 0:
+        lap = cv2.GaussianBlur(lap, (0, 0), window)
+    return lap
+
+
+def focus_measure(img: np.ndarray, box=None) -> float:
+    """Sharpness of an image, or of a box ``(x1, y1, x2, y2)`` in it (mean squared
+    Laplacian; higher is sharper)."""
+    if box is not None:
+        h, w = img.shape[:2]
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1 = max(0, x1 - 2), max(0, y1 - 2)
+        x2, y2 = min(w, x2 + 2), min(h, y2 + 2)
+        if x2 - x1 < 3 or y2 - y1 < 3:
+            return 0.0
+        img = img[y1:y2, x1:x2]
+    return float(focus_map(img).mean())
+
+
+def box_sharpness(planes: Iterable[np.ndarray], boxes: Sequence) -> np.ndarray:
+    """(planes, boxes) sharpness table; reads each plane once."""
+    rows = [[focus_measure(p, b) for b in boxes] for p in planes]
+    return np.asarray(rows, np.float64).reshape(len(rows), len(boxes))
+
+
+def sharpest_planes(stack: "FocalStack", boxes: Sequence) -> list[int]:
+    """For each box, the plane where it is sharpest (0 for every box of a single plane)."""
+    if not len(boxes):
+        return []
+    if stack.n_planes == 1:
+        return [0] * len(boxes)
+    table = box_sharpness(stack.planes(), boxes)
+    return [int(k) for k in np.argmax(table, axis=0)]
+
+
+def best_plane(stack: "FocalStack") -> int:
+    """The plane sharpest over the whole field."""
+    if stack.n_planes == 1:
+        return 0
+    scores = [focus_measure(p) for p in stack.planes()]
+    return int(np.argmax(scores))
+
+
+def edf_composite(planes: Iterable[np.ndarray], window: float = 3.0, return_index: bool = False):
+    """Extended depth of field: every pixel from the plane where its neighbourhood is
+    sharpest (squared Laplacian averaged over a Gaussian window). Streams through the planes:
+    memory is the composite, the best-focus map and one plane. Returns the composite with the
+    planes' dtype and layout (and the plane index map with ``return_index``)."""
+    out = best = index = None
+    for k, p in enumerate(planes):
+        f = focus_map(p, window)
+        if out is None:
+            out = p.copy()
+            best = f
+            index = np.zeros(f.shape, np.uint16)
+            continue
+        if p.shape != out.shape or p.dtype != out.dtype:
+            raise ImageReadError(f"plane {k + 1} is {p.shape} {p.dtype}, not {out.shape} {out.dtype} like the first")
+        better = f > best
+        out[better] = p[better]
+        best[better] = f[better]
+        index[better] = k
+    if out is None:
+        raise ImageReadError("a stack without planes has no EDF view")
+    return (out, index) if return_index else out
+
+
+__all__ = [
+    "BEST", "EDF", "FocalStack", "ImageInfo", "STACK_PATTERN_HELP", "StackInfo", "StackPatternError", "best_plane",
+    "box_sharpness", "edf_composite", "focus_map", "focus_measure", "group_plane_files", "is_stack_file",
+    "pattern_regex", "sharpest_planes", "stack_hash", "stack_info",
+]
