@@ -1243,12 +1243,18 @@ class Project:
 
     def add_annotation(self, image_id: int, box: Box, category_id: int, author: str | None = None,
                        polygon: Iterable[float] | None = None, plane: int | None = None) -> int:
-        """A grain drawn by a human (status added). Boxes are clipped to the image. On a
-        focal stack ``plane`` is the plane it was drawn on (0-based)."""
+        """A grain drawn by a human (status added). Boxes, and polygons with them, are clipped
+        to the image. On a focal stack ``plane`` is the plane it was drawn on (0-based)."""
         box = self._check_box(image_id, box)
         plane = self._check_plane(image_id, plane)
         self._check_category(category_id)
-        poly = json.dumps([float(v) for v in polygon]) if polygon is not None else None
+        poly = None
+        if polygon is not None:
+            img = self.image(image_id)
+            vals = [float(v) for v in polygon]
+            if img.width and img.height:  # the box was clipped: its outline goes with it
+                vals = [min(max(v, 0.0), float(img.width if i % 2 == 0 else img.height)) for i, v in enumerate(vals)]
+            poly = json.dumps(vals)
         with self._command("add box") as cmd:
             now = _now()
             cur = self._conn.execute(
