@@ -121,7 +121,17 @@ CREATE TABLE taxon_roles (category_id INTEGER PRIMARY KEY, role TEXT NOT NULL);
 CREATE TABLE samples (name TEXT PRIMARY KEY, settings TEXT NOT NULL)
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
+# v4 -> v5 (issue 18, "review this next"): what a proposal is expected to teach, fixed when
+# detection writes it (score entropy + naming doubt + disagreement with the pass on the
+# horizontally flipped image; see engine/review_order.py), and per image how many grains the
+# flipped pass found that the image pass did not (NULL: no flipped pass was run). The
+# taxon-rarity factor is applied when the list is sorted, from the counts of that moment.
+_V5 = """
+ALTER TABLE annotations ADD COLUMN doubt REAL;
+ALTER TABLE images ADD COLUMN flip_unmatched INTEGER
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
