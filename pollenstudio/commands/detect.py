@@ -49,6 +49,10 @@ def add_arguments(parser) -> None:
                           "size the model was trained on (default: each image's µm/px or the project's calibration, if any)")
     cal.add_argument("--um-per-px", type=float, default=None, metavar="X",
                      help="pixel scale of these images (µm per pixel); grains are taken as 30 µm across")
+    parser.add_argument("--flip-pass", action="store_true",
+                        help="run the model a second time on each horizontally flipped image, so the app's "
+                             "\"Review this next\" order also weighs where the two passes disagree "
+                             "(doubles the model time)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -135,7 +139,8 @@ def run(args) -> int:
         if not quiet:
             print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
         ids = select_images(proj, args.images)
-        summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet))
+        summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet),
+                                 flip_pass=args.flip_pass)
         if not quiet and summary.calibration != "none":
             print(f"grain-size calibration: {summary.calibration}", file=sys.stderr)
     out = {"project": str(proj.folder), "created": created, **summary.to_dict()}

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pollenstudio.core.errors import Cancelled
 from pollenstudio.core.progress import NullProgress, Progress
 from pollenstudio.core.types import ReviewStatus
+from pollenstudio.engine.review_order import ImageProposals, flip_back, proposal_doubts
 
 
 @dataclass
@@ -62,6 +63,7 @@ def detect_project(
     image_ids: Iterable[int] | None = None,
     progress: Progress | None = None,
     on_image: Callable[[int, list], None] | None = None,
+    flip_pass: bool = False,
 ) -> DetectSummary:
     """Detect on ``image_ids`` (default: all images) and write proposals.
 
@@ -69,6 +71,11 @@ def detect_project(
     is then recorded as cancelled and every image finished before the cancel keeps its
     proposals). An unreadable image is reported by name in ``summary.failed`` and the run
     goes on. ``on_image(image_id, detections)`` is called after each image is stored.
+
+    Every proposal is stored with its *doubt* for "review this next"
+    (:mod:`pollenstudio.engine.review_order`). ``flip_pass`` runs the model a second time on
+    the horizontally flipped image so the doubt includes the two passes' disagreement: it
+    doubles the model time of the job (decode and calibration included), so it is an option.
     """
     progress = progress or NullProgress()
     ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
@@ -87,6 +94,7 @@ def detect_project(
         "device": predictor.device_description,
         "images": len(ids),
         "calibration": calibration,
+        "flip_pass": bool(flip_pass),
     }
     run_id = project.start_run("detect", params)
     summary = DetectSummary(
@@ -121,7 +129,14 @@ def detect_project(
             if res.error is not None:
                 summary.failed.append((rec.path, res.error))
                 continue
-            pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
+            flipped = None
+            if flip_pass:
+                progress.check()
+                flipped = _flipped_pass(predictor, paths[res.index], names[res.index], ok_sizes[res.index] if extra else None)
+            doubts, unmatched = proposal_doubts(ImageProposals(rec.id, res.detections, flipped))
+            pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id,
+                                         doubts=[float(v) for v in doubts],
+                                         flip_unmatched=unmatched if flipped is not None else None)
             summary.done += 1
             summary.merged += getattr(res, "merged", 0)
             if getattr(res, "capped", False):
@@ -153,6 +168,26 @@ def detect_project(
         raise
     _finish(project, summary, status, t0, predictor)
     return summary
+
+
+def _flipped_pass(predictor, path, name: str, grain_size) -> list | None:
+    """The predictor's detections on the horizontally flipped image, in the original image's
+    coordinates (None when the image cannot be read a second time: no disagreement then)."""
+    import numpy as np
+
+    from pollenstudio.core.errors import ImageReadError
+    from pollenstudio.core.imageio import read_image
+
+    try:
+        img = read_image(path)
+    except ImageReadError:
+        return None
+    img = np.ascontiguousarray(img[:, ::-1])
+    kw = {"grain_sizes": [grain_size]} if grain_size is not None else {}
+    res = next(iter(predictor.iter_predict([img], names=[f"{name} (flipped)"], **kw)))
+    if res.error is not None:
+        return None
+    return flip_back(res.detections, img.shape[1])
 
 
 def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], str]:

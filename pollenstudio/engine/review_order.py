@@ -97,19 +97,65 @@ def proposal_terms(p: ImageProposals) -> np.ndarray:
     return np.vstack([terms, np.tile([0.0, 0.0, 1.0], (unmatched, 1))])
 
 
+def proposal_doubts(p: ImageProposals) -> tuple[np.ndarray, int]:
+    """What detection stores for the order: per proposal of ``p.detections`` the sum of its
+    three terms (its *doubt*), and how many flipped-pass proposals matched none of them."""
+    terms = proposal_terms(p)
+    n = len(p.detections)
+    return terms[:n].sum(axis=1), int(len(terms) - n)
+
+
+def rarity(reviewed: int) -> float:
+    """``1 / sqrt(1 + n)`` for a taxon with ``n`` reviewed grains."""
+    return float(1.0 / np.sqrt(1.0 + max(0, reviewed)))
+
+
+def value_from_doubts(doubt_per_taxon: Mapping[str, float], unmatched: int = 0,
+                      reviewed_per_taxon: Mapping[str, int] | None = None) -> float:
+    """An image's value from its proposals' doubts summed per taxon and its unmatched
+    flipped-pass grains (which have no taxon of their own: no rarity factor)."""
+    reviewed_per_taxon = reviewed_per_taxon or {}
+    total = sum(d * (1.0 + rarity(reviewed_per_taxon.get(t, 0))) for t, d in sorted(doubt_per_taxon.items()))
+    return float(total + unmatched)
+
+
 def review_value(p: ImageProposals, reviewed_per_taxon: Mapping[str, int] | None = None) -> float:
     """How much reviewing this image is expected to teach (see the module docstring)."""
-    reviewed_per_taxon = reviewed_per_taxon or {}
-    terms = proposal_terms(p)
-    if not len(terms):
-        return 0.0
-    labels = [d.label for d in p.detections]
-    labels += [None] * (len(terms) - len(labels))  # unmatched flipped proposals: no own taxon
-    rarity = np.array([0.0 if lab is None else 1.0 / np.sqrt(1.0 + reviewed_per_taxon.get(lab, 0)) for lab in labels])
-    return float((terms.sum(axis=1) * (1.0 + rarity)).sum())
+    doubts, unmatched = proposal_doubts(p)
+    per_taxon: dict[str, float] = {}
+    for d, v in zip(p.detections, doubts):
+        per_taxon[d.label] = per_taxon.get(d.label, 0.0) + float(v)
+    return value_from_doubts(per_taxon, unmatched, reviewed_per_taxon)
 
 
 def review_order(items: Sequence[ImageProposals], reviewed_per_taxon: Mapping[str, int] | None = None) -> list[int]:
     """Image ids, the most valuable to review first; ties broken by image id (deterministic)."""
     values = {p.image_id: review_value(p, reviewed_per_taxon) for p in items}
     return sorted(values, key=lambda i: (-values[i], i))
+
+
+def project_review_values(project) -> dict[int, float]:
+    """Value of every image of ``project`` not yet reviewed, from what detection stored (each
+    undecided proposal's doubt, the image's unmatched flipped-pass grains) and the project's
+    reviewed grains per taxon now. Proposals stored without a doubt (imported, or detected
+    before this existed) are scored from their score and top-k, without disagreement. One
+    grouped query plus one pass over those older proposals."""
+    names = {c.id: c.name for c in project.categories()}
+    confirmed = project.category_counts(include_proposed=False)
+    reviewed = {names.get(cid, str(cid)): n for cid, n in confirmed.items()}
+    parts = project.review_doubts()
+    per_image: dict[int, dict[str, float]] = {}
+    for image_id, cid, doubt in parts.doubts:
+        t = per_image.setdefault(image_id, {})
+        name = names.get(cid, str(cid))
+        t[name] = t.get(name, 0.0) + float(doubt)
+    for image_id, cid, score, topk in parts.legacy:
+        d = Detection(box=Box(0, 0, 1, 1), class_index=0, label=names.get(cid, str(cid)), score=float(score or 0.0),
+                      topk=topk)
+        v = float(proposal_terms(ImageProposals(image_id, [d]))[0].sum())
+        t = per_image.setdefault(image_id, {})
+        t[d.label] = t.get(d.label, 0.0) + v
+    out = {}
+    for image_id in parts.unreviewed:
+        out[image_id] = value_from_doubts(per_image.get(image_id, {}), parts.unmatched.get(image_id, 0), reviewed)
+    return out

@@ -38,6 +38,9 @@ class ModelController(QObject):
         self.predictors = PredictorCache()
         self.device_text = ""  # "CPU, 2 threads" once known (found in a worker: torch import)
         self.detect_batch: int | None = None  # None: the predictor's default
+        # a second pass on the horizontally flipped image: "review this next" then weighs how
+        # much the two passes disagree (doubles the model time of a detection; Model menu)
+        self.flip_pass = True
         review.projectClosing.connect(self.projectClosing.emit)  # e.g. a training run records itself first
         review.projectClosing.connect(self._project_closing)
         review.projectChanged.connect(self._project_changed)
@@ -177,7 +180,7 @@ class ModelController(QObject):
             self.detectEnded.emit(f"Detection failed: {msg}")
             self.errorRaised.emit("Detection failed", msg)
 
-        self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
+        self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch, self.flip_pass,
                          on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
         self.detectStarted.emit(len(ids))
         return True

@@ -70,9 +70,11 @@ class _GuardedProject:
         return getattr(self._p, name)
 
 
-def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None):
-    """Load (or reuse) the active model and detect on ``image_ids``. Returns (DetectSummary,
-    model name, device description)."""
+def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None,
+               flip_pass: bool = False):
+    """Load (or reuse) the active model and detect on ``image_ids`` (``flip_pass``: the second
+    pass on the flipped image for "review this next"). Returns (DetectSummary, model name,
+    device description)."""
     from pollenstudio.engine.detect_job import detect_project
 
     token.update(0, len(image_ids), "loading the model")
@@ -80,7 +82,8 @@ def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batc
         token.check()
         pred = cache.get(project, batch)
         token.check()
-        summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token)
+        summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token,
+                                 flip_pass=flip_pass)
     name = project.model_version(pred.model_version_id).name if pred.model_version_id else pred.source
     return summary, name, pred.device_description
 

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +128,16 @@ class Run:
     summary: dict
     started: float
     finished: float | None
+
+
+@dataclass(frozen=True)
+class ReviewDoubts:
+    """What "review this next" reads (see ``engine.review_order.project_review_values``)."""
+
+    doubts: list[tuple[int, int, float]]  # (image id, category id, summed doubt of its undecided proposals)
+    legacy: list[tuple[int, int, float | None, tuple]]  # undecided proposals stored without a doubt: (image, category, score, topk)
+    unmatched: dict[int, int]  # image id -> flipped-pass grains the image pass did not find
+    unreviewed: list[int]  # ids of the images not yet reviewed, in project order
 
 
 @dataclass
@@ -1342,13 +1352,21 @@ class Project:
 
     # ------------------------------------------------------------------ proposals
     def write_proposals(self, image_id: int, detections: list[Detection], model_version_id: int | None = None,
-                        run_id: int | None = None, iou_threshold: float = 0.5) -> ProposalResult:
+                        run_id: int | None = None, iou_threshold: float = 0.5, doubts: Sequence[float] | None = None,
+                        flip_unmatched: int | None = None) -> ProposalResult:
         """Store a model's detections for one image (one transaction). Detections matching a
         human decision (IoU > iou_threshold) are skipped; older undecided proposals of the
         image are replaced. Taxa are mapped by name (missing ones created). Not a user
-        command: it is not undoable and leaves the undo history alone (see history.py)."""
+        command: it is not undoable and leaves the undo history alone (see history.py).
+
+        ``doubts`` (one per detection) and ``flip_unmatched`` are what "review this next"
+        keeps (``engine.review_order``); ``flip_unmatched`` None: no flipped pass was run."""
         img = self.image(image_id)
+        if doubts is not None and len(doubts) != len(detections):
+            raise ValueError(f"{len(doubts)} doubts for {len(detections)} detections")
+        doubt_of = {id(d): float(v) for d, v in zip(detections, doubts)} if doubts is not None else {}
         with self._tx() as conn:
+            conn.execute("UPDATE images SET flip_unmatched = ? WHERE id = ?", (flip_unmatched, image_id))
             existing = self.annotations(image_id)
             plan = plan_merge(existing, list(detections), iou_threshold)
             before_cats = {c.name for c in self.categories()}
@@ -1369,16 +1387,30 @@ class Project:
                 margin = (topk[0][1] - topk[1][1]) if len(topk) >= 2 else float(d.score)
                 cur = conn.execute(
                     "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, "
-                    "source, status, model_version_id, run_id, author, created, updated) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?)",
+                    "source, status, model_version_id, run_id, author, created, updated, doubt) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?, ?)",
                     (image_id, box.x1, box.y1, box.x2, box.y2, cat_ids[d.label], float(d.score),
-                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now),
+                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now,
+                     doubt_of.get(id(d))),
                 )
                 written.append(cur.lastrowid)
             self._refresh_status([image_id])
             self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(plan.replace_ids + written),
                                      tuple(created)))
         return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
+
+    def review_doubts(self) -> ReviewDoubts:
+        """Per image and taxon the summed doubt of its undecided proposals (one grouped
+        query), the proposals stored without one, and the unmatched flipped-pass grains."""
+        doubts = [(r[0], r[1], r[2]) for r in self._q(
+            "SELECT image_id, category_id, SUM(doubt) FROM annotations WHERE status = 'proposed' "
+            "AND doubt IS NOT NULL GROUP BY image_id, category_id ORDER BY image_id, category_id")]
+        legacy = [(r[0], r[1], r[2], tuple((str(n), float(p)) for n, p in _loads(r[3], []))) for r in self._q(
+            "SELECT image_id, category_id, score, topk FROM annotations WHERE status = 'proposed' "
+            "AND doubt IS NULL ORDER BY image_id, id")]
+        unmatched = {r[0]: r[1] for r in self._q("SELECT id, flip_unmatched FROM images WHERE flip_unmatched > 0")}
+        unreviewed = [r[0] for r in self._q("SELECT id FROM images WHERE status != 'reviewed' ORDER BY id")]
+        return ReviewDoubts(doubts, legacy, unmatched, unreviewed)
 
     # ------------------------------------------------------------------ review queue
     _QUEUE_KEYS = {"score": "score", "margin": "margin"}
