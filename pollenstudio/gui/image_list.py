@@ -44,7 +44,11 @@ FILTERS = {
     "Reviewed": lambda r: r.status is ReviewStatus.REVIEWED,
     "With proposals": lambda r: r.n_proposed > 0,
 }
+REVIEW_NEXT = "Review this next"
 SORTS = {
+    # what reviewing an image is expected to teach the model, most first (engine.review_order);
+    # reviewed images last. The values are read afresh whenever the list is sorted this way.
+    REVIEW_NEXT: lambda r: (r.review_value is None, -(r.review_value or 0.0), r.id),
     "Name": lambda r: r.name.lower(),
     "Most proposals first": lambda r: (-r.n_proposed, r.name.lower()),
     "Status": lambda r: ({ReviewStatus.IN_REVIEW: 0, ReviewStatus.NEW: 1, ReviewStatus.REVIEWED: 2}[r.status], r.name.lower()),
@@ -65,6 +69,7 @@ class ImageRow:
     status: ReviewStatus
     n_proposed: int = 0  # undecided proposals
     n_objects: int = 0  # accepted + edited + added
+    review_value: float | None = None  # "review this next" value (None: reviewed, or not read)
 
 
 def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
@@ -170,7 +175,10 @@ class ImageListModel(QAbstractListModel):
         self._loaded = 0
         self._pos: dict[int, int] = {}  # image id -> row in _rows
         self.filter_name = "All images"
-        self.sort_name = "Project order"
+        self.sort_name = REVIEW_NEXT
+        # () -> {image id: value} for the images not yet reviewed (set by the window); read
+        # whenever the list is sorted by REVIEW_NEXT, so the order follows the latest reviews
+        self.review_values = None
         self.loader = loader or ThumbnailLoader(self)
         self.loader.ready.connect(self._thumb_ready)
         self._thumbs: dict[int, QPixmap] = {}
@@ -190,6 +198,8 @@ class ImageListModel(QAbstractListModel):
         for r in rows:
             j = self._all_pos.get(r.id)
             if j is not None:
+                if r.review_value is None and r.status is not ReviewStatus.REVIEWED:
+                    r.review_value = self._all[j].review_value  # read again at the next sort
                 self._all[j] = r
             i = self._pos.get(r.id)
             if i is not None:
@@ -207,6 +217,8 @@ class ImageListModel(QAbstractListModel):
 
     def _rebuild(self) -> None:
         self.beginResetModel()
+        if self.sort_name == REVIEW_NEXT:
+            self._read_values()
         pred = FILTERS[self.filter_name]
         rows = [r for r in self._all if pred(r)]
         key = SORTS[self.sort_name]
@@ -216,6 +228,16 @@ class ImageListModel(QAbstractListModel):
         self._pos = {r.id: i for i, r in enumerate(rows)}
         self._loaded = min(PAGE, len(rows))
         self.endResetModel()
+
+    def _read_values(self) -> None:
+        values = self.review_values() if self.review_values is not None else {}
+        for r in self._all:
+            r.review_value = values.get(r.id)
+
+    def resort(self) -> None:
+        """Sort again (e.g. detection wrote new proposals): the order of "review this next"
+        changes with them, the other sorts with the rows' counts."""
+        self._rebuild()
 
     def total(self) -> int:
         return len(self._rows)
@@ -270,7 +292,10 @@ class ImageListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return r.name
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+            tip = f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+            if r.review_value is not None and self.sort_name == REVIEW_NEXT:
+                tip += f"\nreview value {r.review_value:.2f} (higher: reviewing it teaches the model more)"
+            return tip
         if role == ImageIdRole:
             return r.id
         if role == RowRole:
@@ -371,7 +396,10 @@ class ImageListPanel(QWidget):
         self.filter.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sort = QComboBox(self)
         self.sort.addItems(list(SORTS))
-        self.sort.setCurrentText("Project order")
+        self.sort.setCurrentText(REVIEW_NEXT)
+        self.sort.setToolTip("Review this next (default): images whose review is expected to teach the model most "
+                             "first - uncertain proposals, disagreement with the flipped image, taxa with few "
+                             "reviewed grains. N / P follow the list's order.")
         self.sort.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.summary = QLabel(self)
         lay = QVBoxLayout(self)
@@ -408,6 +436,10 @@ class ImageListPanel(QWidget):
     def update_rows(self, rows: list[ImageRow]) -> None:
         self.model.update_rows(rows)
         self._summary_timer.start()
+
+    def resort(self) -> None:
+        self.model.resort()
+        self.show_current(self._current)
 
     def _filter_changed(self, name: str) -> None:
         self.model.set_filter(name)

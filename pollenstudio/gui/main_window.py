@@ -218,6 +218,14 @@ class MainWindow(QMainWindow):
                                                  lambda: self.models.detect_which("unreviewed"))
         self.act_detect_all = m.addAction("Detect all images", lambda: self.models.detect_which("all"))
         m.addSeparator()
+        self.act_flip_pass = m.addAction("Second pass on the flipped image")
+        self.act_flip_pass.setCheckable(True)
+        self.act_flip_pass.setChecked(self.settings.value("detect/flip_pass", True, type=bool))
+        self.act_flip_pass.setStatusTip("Detection also runs on each image mirrored, so \"Review this next\" can "
+                                        "weigh where the two passes disagree (doubles detection time)")
+        self.act_flip_pass.toggled.connect(self._flip_pass_toggled)
+        self.models.flip_pass = self.act_flip_pass.isChecked()
+        m.addSeparator()
         self.act_cancel_detect = a["cancel_detect"]
         m.addAction(self.act_cancel_detect)
         self.act_cancel_detect.setEnabled(False)
@@ -323,6 +331,7 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         c = self.ctl
         c.image_order = self.images.model.ids
+        self.images.model.review_values = c.review_values
         c.projectChanged.connect(self._project_changed)
         c.imageReady.connect(self._image_ready)
         c.imageShown.connect(self._image_shown)
@@ -668,10 +677,15 @@ class MainWindow(QMainWindow):
     def _taxon_name(self, cid: int) -> str:
         return next((c.name for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
 
+    def _flip_pass_toggled(self, on: bool) -> None:
+        self.models.flip_pass = bool(on)
+        self.settings.setValue("detect/flip_pass", bool(on))
+
     def _detect_started(self, total: int) -> None:
         import time
 
         self._detect_t0 = time.monotonic()
+        self._detect_total = total
         self._detect_first = None  # (time, done) when the first image finished: model loading excluded from the ETA
         self.statusBar().clearMessage()  # a note would be drawn over the progress widgets
         self.st_progress.setRange(0, max(total, 1))
@@ -713,6 +727,8 @@ class MainWindow(QMainWindow):
     def _detect_ended(self, words: str) -> None:
         for w in (self.st_progress, self.st_eta, self.st_cancel):
             w.hide()
+        if self.ctl.project is not None and getattr(self, "_detect_total", 0) > 1:
+            self.images.resort()  # new proposals: "review this next" has a new order
         self.act_cancel_detect.setEnabled(False)
         self.statusBar().showMessage(words, 8000)
 
