@@ -224,5 +224,5 @@ def gate_candidate(project, version_id: int, reference: Reference | None = None,
         out.reason = "its validation images are no longer reviewed"
         return out
     out.activate = beats(out.candidate, out.reference)
-    out.reason = "it is better" if out.activate else f"it is not better than {ref.name}"
+    out.reason = "better on the same validation images" if out.activate else "not better on the same validation images"
     return out

@@ -57,6 +57,11 @@ class MainWindow(QMainWindow):
         self.ctl.user_taxa = UserTaxa(self.settings)
         self.models = ModelController(self.ctl, self)
         self.transfer = TransferController(self.ctl, self)
+        from pollenstudio.gui.continuous import ContinuousRetrainer
+
+        # off by default: retrain in the background after every N newly reviewed images
+        self.continuous = ContinuousRetrainer(self.models, self.settings, self)
+        self.models.continuous = self.continuous  # the training dashboard shows its switch
         self.resize(*DEFAULT_SIZE)
         self.setObjectName("mainWindow")
 
@@ -233,6 +238,18 @@ class MainWindow(QMainWindow):
         self.act_train = a["train"]
         m.addAction(self.act_train)
         m.addAction(self.act_choose_model)
+        self.act_continuous = m.addAction("Retrain continuously")
+        self.act_continuous.setCheckable(True)
+        self.act_continuous.setStatusTip("After every N newly reviewed images, train a new version in the background; "
+                                         "it is used only if it beats the model in use on the same validation images "
+                                         "(N in Model > Train...)")
+        self.act_continuous.setChecked(self.continuous.enabled)
+        self.act_continuous.toggled.connect(self.continuous.set_enabled)
+        self.continuous.stateChanged.connect(lambda: self.act_continuous.setChecked(self.continuous.enabled))
+        self.continuous.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.act_progress = m.addAction("Model progress...", self.model_progress)
+        self.act_progress.setStatusTip("How this project's model versions improved with the reviewed grains, and "
+                                       "which taxa need more")
         self.act_calibrate = m.addAction("Calibrate grain size...", lambda: open_calibrate_dialog(self))
         self.act_calibrate.setStatusTip("How large a typical grain is on these images: detection resizes them to the "
                                         "model's grain sizes")
@@ -507,7 +524,7 @@ class MainWindow(QMainWindow):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
-                    self.act_choose_model, self.act_import, self.act_export, self.act_train):
+                    self.act_choose_model, self.act_import, self.act_export, self.act_train, self.act_progress):
             act.setEnabled(review)
         if not review:
             self.canvas.set_image(None)
@@ -664,6 +681,23 @@ class MainWindow(QMainWindow):
         dlg.show()
         dlg.raise_()
         dlg.activateWindow()
+        return dlg
+
+    def model_progress(self):
+        """Model > Model progress...: the learning curve of this project's versions and the
+        taxa with too few reviewed grains (non-modal, one per project)."""
+        from pollenstudio.gui.model_progress import ModelProgressDialog
+
+        if self.ctl.project is None:
+            return None
+        dlg = getattr(self, "_progress", None)
+        if dlg is None or dlg.project is not self.ctl.project:
+            dlg = ModelProgressDialog(self.models, self)
+            self._progress = dlg
+        else:
+            dlg.refresh()
+        dlg.show()
+        dlg.raise_()
         return dlg
 
     def choose_model_dialog(self) -> None:

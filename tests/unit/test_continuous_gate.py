@@ -67,7 +67,7 @@ def test_a_better_candidate_does(reviewed):
     proj, good, broken = reviewed
     proj.set_active_model_version(broken)
     d = gate_candidate(proj, good, device="cpu", batch=4)
-    assert d.activate and d.reason == "it is better"
+    assert d.activate and d.reason == "better on the same validation images"
     assert d.candidate["map50"] > d.reference["map50"]
     # identical images for both: the same ground truth counted
     truth = sum(len(proj.annotations(r.id)) for r in proj.images())
