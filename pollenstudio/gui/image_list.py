@@ -55,6 +55,12 @@ SORTS = {
     "Project order": None,
 }
 
+# The list's sort when a project opens, so what N / P walk. "Review this next" is the default
+# while it teaches the model at least as fast as the project's order; bench/learning_curve.py
+# (issue 18, branch `learn`) compares it with random order at k = 10 and 20 reviewed images:
+# if it does not beat random order there, make "Project order" the default here.
+DEFAULT_SORT = REVIEW_NEXT
+
 ImageIdRole = Qt.ItemDataRole.UserRole + 1
 RowRole = Qt.ItemDataRole.UserRole + 2
 
@@ -175,7 +181,7 @@ class ImageListModel(QAbstractListModel):
         self._loaded = 0
         self._pos: dict[int, int] = {}  # image id -> row in _rows
         self.filter_name = "All images"
-        self.sort_name = REVIEW_NEXT
+        self.sort_name = DEFAULT_SORT
         # () -> {image id: value} for the images not yet reviewed (set by the window); read
         # whenever the list is sorted by REVIEW_NEXT, so the order follows the latest reviews
         self.review_values = None
@@ -396,7 +402,7 @@ class ImageListPanel(QWidget):
         self.filter.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sort = QComboBox(self)
         self.sort.addItems(list(SORTS))
-        self.sort.setCurrentText(REVIEW_NEXT)
+        self.sort.setCurrentText(DEFAULT_SORT)
         self.sort.setToolTip("Review this next (default): images whose review is expected to teach the model most "
                              "first - uncertain proposals, disagreement with the flipped image, taxa with few "
                              "reviewed grains. N / P follow the list's order.")

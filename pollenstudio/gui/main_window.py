@@ -223,13 +223,24 @@ class MainWindow(QMainWindow):
                                                  lambda: self.models.detect_which("unreviewed"))
         self.act_detect_all = m.addAction("Detect all images", lambda: self.models.detect_which("all"))
         m.addSeparator()
-        self.act_flip_pass = m.addAction("Second pass on the flipped image")
-        self.act_flip_pass.setCheckable(True)
-        self.act_flip_pass.setChecked(self.settings.value("detect/flip_pass", True, type=bool))
-        self.act_flip_pass.setStatusTip("Detection also runs on each image mirrored, so \"Review this next\" can "
-                                        "weigh where the two passes disagree (doubles detection time)")
-        self.act_flip_pass.toggled.connect(self._flip_pass_toggled)
-        self.models.flip_pass = self.act_flip_pass.isChecked()
+        flip = m.addMenu("Flipped second pass (for Review this next)")
+        flip.setToolTipsVisible(True)
+        flip_group = QActionGroup(self)
+        self.flip_pass_actions = {}
+        saved = str(self.settings.value("detect/flip_pass", "auto"))
+        for value, text, tip in (
+            ("auto", "With a GPU only (default)", "On a GPU the second pass is cheap; on a CPU it is skipped"),
+            ("on", "Always", "Also on a CPU: detection takes about 2.3x as long"),
+            ("off", "Never", "\"Review this next\" then weighs uncertainty, naming doubt and rarity only"),
+        ):
+            act = flip.addAction(text)
+            act.setCheckable(True)
+            act.setToolTip(tip)
+            act.setChecked(value == saved)
+            act.triggered.connect(lambda _=False, v=value: self.set_flip_pass(v))
+            flip_group.addAction(act)
+            self.flip_pass_actions[value] = act
+        self.models.flip_pass = {"auto": None, "on": True, "off": False}.get(saved)
         m.addSeparator()
         self.act_cancel_detect = a["cancel_detect"]
         m.addAction(self.act_cancel_detect)
@@ -711,9 +722,11 @@ class MainWindow(QMainWindow):
     def _taxon_name(self, cid: int) -> str:
         return next((c.name for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
 
-    def _flip_pass_toggled(self, on: bool) -> None:
-        self.models.flip_pass = bool(on)
-        self.settings.setValue("detect/flip_pass", bool(on))
+    def set_flip_pass(self, value: str) -> None:
+        """Detection's second pass on the mirrored image: "auto" (with a GPU), "on", "off"."""
+        self.models.flip_pass = {"auto": None, "on": True, "off": False}[value]
+        self.settings.setValue("detect/flip_pass", value)
+        self.flip_pass_actions[value].setChecked(True)
 
     def _detect_started(self, total: int) -> None:
         import time

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,16 +128,6 @@ class Run:
     summary: dict
     started: float
     finished: float | None
-
-
-@dataclass(frozen=True)
-class ReviewDoubts:
-    """What "review this next" reads (see ``engine.review_order.project_review_values``)."""
-
-    doubts: list[tuple[int, int, float]]  # (image id, category id, summed doubt of its undecided proposals)
-    legacy: list[tuple[int, int, float | None, tuple]]  # undecided proposals stored without a doubt: (image, category, score, topk)
-    unmatched: dict[int, int]  # image id -> flipped-pass grains the image pass did not find
-    unreviewed: list[int]  # ids of the images not yet reviewed, in project order
 
 
 @dataclass
@@ -1399,18 +1389,36 @@ class Project:
                                      tuple(created)))
         return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
 
-    def review_doubts(self) -> ReviewDoubts:
-        """Per image and taxon the summed doubt of its undecided proposals (one grouped
-        query), the proposals stored without one, and the unmatched flipped-pass grains."""
-        doubts = [(r[0], r[1], r[2]) for r in self._q(
-            "SELECT image_id, category_id, SUM(doubt) FROM annotations WHERE status = 'proposed' "
-            "AND doubt IS NOT NULL GROUP BY image_id, category_id ORDER BY image_id, category_id")]
-        legacy = [(r[0], r[1], r[2], tuple((str(n), float(p)) for n, p in _loads(r[3], []))) for r in self._q(
-            "SELECT image_id, category_id, score, topk FROM annotations WHERE status = 'proposed' "
-            "AND doubt IS NULL ORDER BY image_id, id")]
-        unmatched = {r[0]: r[1] for r in self._q("SELECT id, flip_unmatched FROM images WHERE flip_unmatched > 0")}
-        unreviewed = [r[0] for r in self._q("SELECT id FROM images WHERE status != 'reviewed' ORDER BY id")]
-        return ReviewDoubts(doubts, legacy, unmatched, unreviewed)
+    def weighted_doubts(self, weights: Mapping[int, float]) -> dict[int, float]:
+        """"Review this next": per image, the sum over its undecided proposals that carry a
+        doubt of ``doubt * weights[category]`` (weight 1 for a category not given). One
+        grouped query on the partial covering index ``ann_review``: ~0.06 s at 300,000 annotations."""
+        items = sorted((int(c), float(w)) for c, w in weights.items())
+        factor = ("CASE category_id " + " ".join("WHEN ? THEN ?" for _ in items) + " ELSE 1.0 END") if items else "1.0"
+        params = [v for pair in items for v in pair]
+        return {r[0]: float(r[1]) for r in self._q(
+            f"SELECT image_id, SUM(doubt * {factor}) FROM annotations INDEXED BY ann_review "
+            "WHERE status = 'proposed' AND doubt IS NOT NULL GROUP BY image_id", params)}
+
+    def undecided_without_doubt(self) -> list[tuple[int, int, float, float, int]]:
+        """Undecided proposals stored without a doubt (imported, or detected before doubts
+        were kept): (image id, category id, score, top-2 margin, number of top-k taxa); a
+        missing score or margin reads 0."""
+        base = "FROM annotations INDEXED BY ann_review WHERE status = 'proposed' AND doubt IS NULL"
+        try:
+            return self._q(f"SELECT image_id, category_id, COALESCE(score, 0.0), COALESCE(margin, 0.0), "
+                           f"COALESCE(json_array_length(topk), 0) {base}")
+        except ProjectError:  # an SQLite without JSON functions
+            return [(r[0], r[1], r[2], r[3], len(_loads(r[4], []))) for r in self._q(
+                f"SELECT image_id, category_id, COALESCE(score, 0.0), COALESCE(margin, 0.0), topk {base}")]
+
+    def flip_unmatched_counts(self) -> dict[int, int]:
+        """Per image, grains the flipped detection pass found that the image pass did not."""
+        return {r[0]: r[1] for r in self._q("SELECT id, flip_unmatched FROM images WHERE flip_unmatched > 0")}
+
+    def unreviewed_ids(self) -> list[int]:
+        """Ids of the images not yet reviewed, in project order."""
+        return [r[0] for r in self._q("SELECT id FROM images WHERE status != 'reviewed' ORDER BY id")]
 
     # ------------------------------------------------------------------ review queue
     _QUEUE_KEYS = {"score": "score", "margin": "margin"}

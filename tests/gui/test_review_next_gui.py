@@ -34,11 +34,18 @@ def noisy_scenes(tmp_path_factory):
 def test_review_this_next_is_the_default_sort_and_n_follows_it(qtbot, window_on_copy, noisy_scenes, tiny_model_path):
     win = window_on_copy(noisy_scenes, tiny_model_path)
     try:
-        assert win.images.sort.currentText() == REVIEW_NEXT and win.act_flip_pass.isChecked()
+        assert win.images.sort.currentText() == REVIEW_NEXT
+        # the flipped pass: by default only with a GPU (the tests run on the CPU)
+        assert win.models.flip_pass is None and win.flip_pass_actions["auto"].isChecked()
+        p = win.ctl.project
+        with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
+            win.models.detect([p.images()[0].id])
+        assert p.runs("detect")[-1].params["flip_pass"] is False
+        win.flip_pass_actions["on"].trigger()
+        assert win.models.flip_pass is True and win.settings.value("detect/flip_pass") == "on"
         with qtbot.waitSignal(win.models.detectEnded, timeout=60000) as ended:
             win.act_detect_all.trigger()
         assert ended.args[0].startswith("Detection done"), ended.args
-        p = win.ctl.project
         assert p.runs("detect")[-1].params["flip_pass"] is True
         values = project_review_values(p)
         expected = sorted(values, key=lambda i: (-values[i], i))

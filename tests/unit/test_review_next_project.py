@@ -114,3 +114,23 @@ def test_proposals_without_a_stored_doubt_are_scored_from_score_and_topk(tmp_pat
     with pytest.raises(ValueError):
         proj.write_proposals(b, [d], doubts=[0.1, 0.2])
     proj.close()
+
+
+def test_the_reads_behind_the_order_use_their_indexes_and_leave_the_queue_on_its_own(tmp_path):
+    from pollenstudio.core.types import OBJECT_STATUSES, sql_in
+
+    proj = Project.create(tmp_path / "e")
+
+    def plan(sql, params=()):
+        return " ".join(str(r[-1]) for r in proj._q("EXPLAIN QUERY PLAN " + sql, params))
+
+    # the reviewed grains per taxon (rarity) read from the partial index over grains
+    st = sql_in(OBJECT_STATUSES)
+    assert "ann_objects" in plan(f"SELECT category_id, COUNT(*) FROM annotations WHERE status IN {st} "
+                                 "GROUP BY category_id")
+    assert "ann_review" in plan("SELECT image_id, SUM(doubt) FROM annotations INDEXED BY ann_review "
+                                "WHERE status = 'proposed' AND doubt IS NOT NULL GROUP BY image_id")
+    # the review queue keeps its score index (an index led by status once took it: 160 ms)
+    assert "ann_queue_score" in plan("SELECT id FROM annotations WHERE status = 'proposed' AND score >= ? "
+                                     "ORDER BY score, id LIMIT 1", (0.0,))
+    proj.close()
