@@ -411,6 +411,13 @@ class TrainingDashboard(QDialog):
         self.rename_button.clicked.connect(self.rename_selected)
         vl.addWidget(self.versions, 1)
         vbuttons = QHBoxLayout()
+        window = self.parent()
+        if window is not None and hasattr(window, "model_progress"):
+            self.progress_button = QPushButton("Model progress...", self)
+            self.progress_button.setToolTip("How this project's versions improved with the reviewed grains, and which "
+                                            "taxa need more")
+            self.progress_button.clicked.connect(window.model_progress)
+            vbuttons.addWidget(self.progress_button)
         vbuttons.addStretch(1)
         vbuttons.addWidget(self.rename_button)
         vbuttons.addWidget(self.activate_button)

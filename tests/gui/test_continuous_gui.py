@@ -119,7 +119,8 @@ def test_continuous_retraining_keeps_a_worse_model_out_and_takes_a_better_one(qt
         assert not cont.enabled and not win.act_continuous.isChecked()
 
         # the progress view draws this project's versions
-        prog = win.model_progress()
+        dlg.progress_button.click()  # also opened from the dashboard
+        prog = win._progress
         qtbot.waitUntil(lambda: len(prog.points) == 2 and prog.table.rowCount() == len(TAXA), timeout=20000)
         assert "2 trained versions" in prog.headline.text()  # the chosen model file is no point
         _shot(prog, "model_progress.png")
