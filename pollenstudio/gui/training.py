@@ -553,6 +553,10 @@ class TrainingDashboard(QDialog):
     def start(self) -> bool:
         if self.project is None or self.running():
             return False
+        if self.continuous is not None and self.continuous.running():
+            self._say("Continuous retraining is training a new version in the background: start this run when it "
+                      "has finished (the status bar says when).", error=True)
+            return False
         try:
             req = self.request()
         except PollenStudioError as exc:

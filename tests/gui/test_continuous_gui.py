@@ -86,6 +86,8 @@ def test_continuous_retraining_keeps_a_worse_model_out_and_takes_a_better_one(qt
         win.ctl.add(Box(5, 5, 40, 40))  # any edit
         qtbot.waitUntil(lambda: cont.running(), timeout=5000)
         assert "in the background" in win.statusBar().currentMessage()
+        dlg = win.training_dashboard()  # one run at a time: the dashboard says why it waits
+        assert not dlg.start() and "Continuous retraining is training" in dlg.phase_label.text()
         qtbot.waitUntil(lambda: len(seen) == 1, timeout=120000)
         d = seen[0]
         assert not d.activate and d.candidate["map50"] < d.reference["map50"]
@@ -111,7 +113,6 @@ def test_continuous_retraining_keeps_a_worse_model_out_and_takes_a_better_one(qt
         assert win.statusBar().currentMessage().startswith("Retrained in the background: now using the new version")
         win.resize(1400, 820)
         _shot(win, "continuous_status_bar.png")
-        dlg = win.training_dashboard()
         qtbot.waitUntil(lambda: "Last run: " in dlg.continuous_state.text(), timeout=5000)
         assert dlg.continuous_box.isChecked() and dlg.continuous_every.value() == 3
         _shot(dlg, "continuous_dashboard.png")
