@@ -97,6 +97,15 @@ def main() -> None:
     ]:
         med, worst = timed(fn, rep)
         print(f"{name:42s} {med:10.2f} {worst:8.2f}")
+    # "review this next": the image list reads every unreviewed image's value when it sorts
+    from pollenstudio.engine.review_order import project_review_values
+
+    med, worst = timed(lambda i: project_review_values(p), 3)
+    print(f"{'review values, no stored doubt (imported)':42s} {med:10.2f} {worst:8.2f}")
+    with p._tx() as conn:  # as detection stores them: one doubt per proposal
+        conn.execute("UPDATE annotations SET doubt = 1.0 - ABS(score - 0.5) WHERE status = 'proposed'")
+    med, worst = timed(lambda i: project_review_values(p), 3)
+    print(f"{'review values, doubts stored by detection':42s} {med:10.2f} {worst:8.2f}")
     from pollenstudio.project.coco import export_coco
     from pollenstudio.project.report import write_counts_csv
 

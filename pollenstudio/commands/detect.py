@@ -52,6 +52,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stack-mode", choices=["edf", "planes"], default="edf",
                         help="focal stacks: detect on the all-in-focus EDF composite (default) or on every plane, "
                         "boxes of one grain merged across planes; either way each grain records its sharpest plane")
+    parser.add_argument("--flip-pass", action="store_true",
+                        help="run the model a second time on each horizontally flipped image, so the app's "
+                             "\"Review this next\" order also weighs where the two passes disagree "
+                             "(doubles the model time)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -139,7 +143,7 @@ def run(args) -> int:
             print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
         ids = select_images(proj, args.images)
         summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet),
-                                 stack_mode=args.stack_mode)
+                                 stack_mode=args.stack_mode, flip_pass=args.flip_pass)
         if not quiet and summary.calibration != "none":
             print(f"grain-size calibration: {summary.calibration}", file=sys.stderr)
     out = {"project": str(proj.folder), "created": created, **summary.to_dict()}

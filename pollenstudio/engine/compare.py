@@ -155,3 +155,74 @@ def compare_with_reference(project, version_id: int, reference: Reference | None
             out.note = f"{ref.name} could not be scored on these images: {exc}"
     out.taxa = taxon_changes(out.reference_metrics, out.metrics)
     return out
+
+
+@dataclass
+class GateDecision:
+    """Whether a candidate version should replace the model in use: both scored by the same
+    evaluation on the identical list of validation images (the candidate's held-out ones)."""
+
+    activate: bool
+    version_id: int
+    name: str
+    reference_name: str | None
+    n_val: int
+    candidate: dict | None = None  # EvalResult dict of the candidate on those images
+    reference: dict | None = None  # the same for the model in use
+    reason: str = ""  # in words, for the status bar
+
+    def brief(self) -> str:
+        def m(d):
+            return "?" if d is None or d.get("map50") is None else f"{d['map50']:.3f}"
+
+        return f"mAP@.5 {m(self.candidate)} vs {m(self.reference)} on {self.n_val} validation images"
+
+
+def beats(candidate: dict, reference: dict) -> bool:
+    """Strictly better mAP@.5, or the same mAP@.5 and a better mAP@.5:.95."""
+    a, b = candidate.get("map50") or 0.0, reference.get("map50") or 0.0
+    if abs(a - b) > 1e-9:
+        return a > b
+    return (candidate.get("map50_95") or 0.0) > (reference.get("map50_95") or 0.0) + 1e-9
+
+
+def gate_candidate(project, version_id: int, reference: Reference | None = None, device="auto",
+                   conf: float = 0.25, batch: int = 8, progress=None) -> GateDecision:
+    """Score version ``version_id`` and ``reference`` (default: the model in use now) on the
+    candidate's validation images with one evaluation, and decide: the candidate replaces
+    the reference only if it :func:`beats` it. Without validation images, or when the
+    reference cannot be scored, the answer is no (the reason says why); with no model at all
+    before, a candidate that finds anything is taken."""
+    mv = project.model_version(version_id)
+    val_ids = list(mv.summary.get("val_image_ids") or [])
+    ref = reference_model(project) if reference is None else reference
+    out = GateDecision(False, mv.id, mv.name, ref.name, len(val_ids))
+    if ref.version_id is not None and ref.version_id == mv.id:
+        out.reason = f"{mv.name} is already in use"
+        return out
+    if not val_ids:
+        out.reason = "no image was held out for validation, so it cannot be shown to be better"
+        return out
+    names = mv.config.get("model", {}).get("class_names") or []
+    path = project.model_file(mv)
+    if path is None or not Path(path).is_file():
+        out.reason = f"the weights file of {mv.name} is missing"
+        return out
+    out.candidate = score_on_images(project, path, names, val_ids, device, conf, batch, progress=progress)
+    if out.candidate is None:
+        out.reason = "its validation images are no longer reviewed"
+        return out
+    if ref.name is None:
+        out.activate = (out.candidate.get("map50") or 0.0) > 0.0
+        out.reason = "there was no model before" if out.activate else "it finds none of the validation grains"
+        return out
+    if ref.path is None:
+        out.reason = f"the weights file of {ref.name} (in use) is missing, so the two cannot be compared"
+        return out
+    out.reference = score_on_images(project, ref.path, names, val_ids, device, conf, batch, progress=progress)
+    if out.reference is None:
+        out.reason = "its validation images are no longer reviewed"
+        return out
+    out.activate = beats(out.candidate, out.reference)
+    out.reason = "better on the same validation images" if out.activate else "not better on the same validation images"
+    return out

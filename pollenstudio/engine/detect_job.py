@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pollenstudio.core.errors import Cancelled, ImageReadError
 from pollenstudio.core.progress import NullProgress, Progress
 from pollenstudio.core.types import ReviewStatus
+from pollenstudio.engine.review_order import ImageProposals, flip_back, proposal_doubts
 
 
 @dataclass
@@ -71,6 +72,7 @@ def detect_project(
     progress: Progress | None = None,
     on_image: Callable[[int, list], None] | None = None,
     stack_mode: str = "edf",
+    flip_pass: bool = False,
 ) -> DetectSummary:
     """Detect on ``image_ids`` (default: all images) and write proposals.
 
@@ -79,6 +81,11 @@ def detect_project(
     proposals). An unreadable image is reported by name in ``summary.failed`` and the run
     goes on. ``on_image(image_id, detections)`` is called after each image is stored.
     ``stack_mode``: how focal stacks are detected, "edf" or "planes" (module docstring).
+
+    Every proposal is stored with its *doubt* for "review this next"
+    (:mod:`pollenstudio.engine.review_order`). ``flip_pass`` runs the model a second time on
+    the horizontally flipped image so the doubt includes the two passes' disagreement: it
+    doubles the model time of the job (decode and calibration included), so it is an option.
     """
     if stack_mode not in STACK_MODES:
         raise ValueError(f"stack_mode must be one of {', '.join(STACK_MODES)}, got {stack_mode!r}")
@@ -100,6 +107,7 @@ def detect_project(
         "images": len(ids),
         "calibration": calibration,
         "stack_mode": stack_mode,
+        "flip_pass": bool(flip_pass),
     }
     run_id = project.start_run("detect", params)
     summary = DetectSummary(
@@ -148,7 +156,14 @@ def detect_project(
             if res.error is not None:
                 summary.failed.append((rec.path, res.error))
                 continue
-            pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
+            flipped = None
+            if flip_pass and not rec.is_stack:  # a stack's proposals come from its EDF view or planes
+                progress.check()
+                flipped = _flipped_pass(predictor, paths[res.index], names[res.index], ok_sizes[res.index] if extra else None)
+            doubts, unmatched = proposal_doubts(ImageProposals(rec.id, res.detections, flipped))
+            pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id,
+                                         doubts=[float(v) for v in doubts],
+                                         flip_unmatched=unmatched if flipped is not None else None)
             summary.done += 1
             summary.merged += getattr(res, "merged", 0)
             if getattr(res, "capped", False):
@@ -264,6 +279,26 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
         return StackResult([], error=str(exc))
     return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
                        dropped=dropped)
+
+
+def _flipped_pass(predictor, path, name: str, grain_size) -> list | None:
+    """The predictor's detections on the horizontally flipped image, in the original image's
+    coordinates (None when the image cannot be read a second time: no disagreement then)."""
+    import numpy as np
+
+    from pollenstudio.core.errors import ImageReadError
+    from pollenstudio.core.imageio import read_image
+
+    try:
+        img = read_image(path)
+    except ImageReadError:
+        return None
+    img = np.ascontiguousarray(img[:, ::-1])
+    kw = {"grain_sizes": [grain_size]} if grain_size is not None else {}
+    res = next(iter(predictor.iter_predict([img], names=[f"{name} (flipped)"], **kw)))
+    if res.error is not None:
+        return None
+    return flip_back(res.detections, img.shape[1])
 
 
 def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], str]:

@@ -97,19 +97,71 @@ def proposal_terms(p: ImageProposals) -> np.ndarray:
     return np.vstack([terms, np.tile([0.0, 0.0, 1.0], (unmatched, 1))])
 
 
+def proposal_doubts(p: ImageProposals) -> tuple[np.ndarray, int]:
+    """What detection stores for the order: per proposal of ``p.detections`` the sum of its
+    three terms (its *doubt*), and how many flipped-pass proposals matched none of them."""
+    terms = proposal_terms(p)
+    n = len(p.detections)
+    return terms[:n].sum(axis=1), int(len(terms) - n)
+
+
+def rarity(reviewed: int) -> float:
+    """``1 / sqrt(1 + n)`` for a taxon with ``n`` reviewed grains."""
+    return float(1.0 / np.sqrt(1.0 + max(0, reviewed)))
+
+
+def value_from_doubts(doubt_per_taxon: Mapping[str, float], unmatched: int = 0,
+                      reviewed_per_taxon: Mapping[str, int] | None = None) -> float:
+    """An image's value from its proposals' doubts summed per taxon and its unmatched
+    flipped-pass grains (which have no taxon of their own: no rarity factor)."""
+    reviewed_per_taxon = reviewed_per_taxon or {}
+    total = sum(d * (1.0 + rarity(reviewed_per_taxon.get(t, 0))) for t, d in sorted(doubt_per_taxon.items()))
+    return float(total + unmatched)
+
+
 def review_value(p: ImageProposals, reviewed_per_taxon: Mapping[str, int] | None = None) -> float:
     """How much reviewing this image is expected to teach (see the module docstring)."""
-    reviewed_per_taxon = reviewed_per_taxon or {}
-    terms = proposal_terms(p)
-    if not len(terms):
-        return 0.0
-    labels = [d.label for d in p.detections]
-    labels += [None] * (len(terms) - len(labels))  # unmatched flipped proposals: no own taxon
-    rarity = np.array([0.0 if lab is None else 1.0 / np.sqrt(1.0 + reviewed_per_taxon.get(lab, 0)) for lab in labels])
-    return float((terms.sum(axis=1) * (1.0 + rarity)).sum())
+    doubts, unmatched = proposal_doubts(p)
+    per_taxon: dict[str, float] = {}
+    for d, v in zip(p.detections, doubts):
+        per_taxon[d.label] = per_taxon.get(d.label, 0.0) + float(v)
+    return value_from_doubts(per_taxon, unmatched, reviewed_per_taxon)
 
 
 def review_order(items: Sequence[ImageProposals], reviewed_per_taxon: Mapping[str, int] | None = None) -> list[int]:
     """Image ids, the most valuable to review first; ties broken by image id (deterministic)."""
     values = {p.image_id: review_value(p, reviewed_per_taxon) for p in items}
     return sorted(values, key=lambda i: (-values[i], i))
+
+
+def project_review_values(project, reviewed_counts: Mapping[int, int] | None = None) -> dict[int, float]:
+    """Value of every image of ``project`` not yet reviewed, from what detection stored (each
+    undecided proposal's doubt, the image's unmatched flipped-pass grains) and the project's
+    reviewed grains per taxon now. Proposals stored without a doubt (imported, or detected
+    before doubts were kept) are scored from their score and top-2 margin, without
+    disagreement. The weighted sum is one grouped query in the store; older proposals are
+    scored with numpy: ~0.15 s at 300,000 annotations (bench/store_scale.py).
+    ``reviewed_counts`` (category id -> reviewed grains) saves reading them again."""
+    confirmed = project.category_counts(include_proposed=False) if reviewed_counts is None else reviewed_counts
+    factor = {c.id: 1.0 + rarity(confirmed.get(c.id, 0)) for c in project.categories()}
+    values: dict[int, float] = dict.fromkeys(project.unreviewed_ids(), 0.0)
+    for image_id, v in project.weighted_doubts(factor).items():
+        if image_id in values:
+            values[image_id] += v
+    legacy = project.undecided_without_doubt()
+    if len(legacy):
+        arr = np.asarray(legacy, np.float64).reshape(-1, 5)
+        image_ix = arr[:, 0].astype(np.int64)
+        doubt = _entropy(arr[:, 2]) + np.where(arr[:, 4] >= 2, 1.0 - arr[:, 3], 0.0)
+        cats = arr[:, 1].astype(np.int64)
+        lookup = np.ones(int(max(cats.max(), max(factor, default=0))) + 1)
+        for cid, f in factor.items():
+            lookup[cid] = f
+        sums = np.bincount(image_ix, weights=doubt * lookup[cats])
+        for image_id in np.unique(image_ix):
+            if int(image_id) in values:
+                values[int(image_id)] += float(sums[image_id])
+    for image_id, n in project.flip_unmatched_counts().items():
+        if image_id in values:
+            values[image_id] += float(n)
+    return values

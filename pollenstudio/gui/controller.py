@@ -189,6 +189,15 @@ class ReviewController(QObject):
             ))
         return rows
 
+    def review_values(self) -> dict[int, float]:
+        """"Review this next": per image not yet reviewed, what reviewing it is expected to
+        teach the model (engine.review_order; one grouped query over the proposals)."""
+        if self.project is None:
+            return {}
+        from pollenstudio.engine.review_order import project_review_values
+
+        return project_review_values(self.project)
+
     def categories(self) -> list[Category]:
         return [] if self.project is None else self.project.categories()
 

@@ -28,7 +28,27 @@ def shortcuts_html() -> str:
         for keys, text in rows:
             parts.append(f"<tr><td><b>{html.escape(keys)}</b></td><td>{html.escape(text)}</td></tr>")
     parts.append("</table>")
+    parts.append(LEARNING_LOOP_HTML)
     return "".join(parts)
+
+
+# Not keys, but what N walks and what the model does on its own: said where the keys are.
+LEARNING_LOOP_HTML = (
+    "<h4>Which image next, and how the model learns</h4>"
+    "<p><b>N / P</b> follow the image list's order. Its default sort, <b>Review this next</b>, puts first the "
+    "images whose review is expected to teach the model most: proposals the model is unsure of (score near 0.5), "
+    "grains it hesitates to name (two taxa close), grains it finds differently on the mirrored image, and taxa "
+    "with few reviewed grains. Reviewed images come last. The list sorts again after a detection of several "
+    "images; hover an image for its value. Other sorts: Name, Most proposals first, Status, Project order.</p>"
+    "<p><b>Model &gt; Flipped second pass</b>: detection also runs on each image mirrored, for the disagreement "
+    "above. Default: only when detection runs on a GPU (on a CPU it makes detection about 2.3x as long); or "
+    "Always / Never. Without it the order uses the other signals.</p>"
+    "<p><b>Model &gt; Retrain continuously</b> (off by default; also in Model &gt; Train..., with N): after every "
+    "N newly reviewed images a new version is trained in the background from the model in use; it is used only "
+    "if it beats the model in use on the same validation images. The status bar says what happened.</p>"
+    "<p><b>Model &gt; Model progress...</b>: how this project's versions improved with the reviewed grains, overall "
+    "and per taxon, and which taxa need more reviewed grains to be learnt.</p>"
+)
 
 
 class HelpDialog(QDialog):

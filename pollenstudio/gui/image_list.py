@@ -44,12 +44,22 @@ FILTERS = {
     "Reviewed": lambda r: r.status is ReviewStatus.REVIEWED,
     "With proposals": lambda r: r.n_proposed > 0,
 }
+REVIEW_NEXT = "Review this next"
 SORTS = {
+    # what reviewing an image is expected to teach the model, most first (engine.review_order);
+    # reviewed images last. The values are read afresh whenever the list is sorted this way.
+    REVIEW_NEXT: lambda r: (r.review_value is None, -(r.review_value or 0.0), r.id),
     "Name": lambda r: r.name.lower(),
     "Most proposals first": lambda r: (-r.n_proposed, r.name.lower()),
     "Status": lambda r: ({ReviewStatus.IN_REVIEW: 0, ReviewStatus.NEW: 1, ReviewStatus.REVIEWED: 2}[r.status], r.name.lower()),
     "Project order": None,
 }
+
+# The list's sort when a project opens, so what N / P walk. "Review this next" is the default
+# while it teaches the model at least as fast as the project's order; bench/learning_curve.py
+# (issue 18, branch `learn`) compares it with random order at k = 10 and 20 reviewed images:
+# if it does not beat random order there, make "Project order" the default here.
+DEFAULT_SORT = REVIEW_NEXT
 
 ImageIdRole = Qt.ItemDataRole.UserRole + 1
 RowRole = Qt.ItemDataRole.UserRole + 2
@@ -65,6 +75,7 @@ class ImageRow:
     status: ReviewStatus
     n_proposed: int = 0  # undecided proposals
     n_objects: int = 0  # accepted + edited + added
+    review_value: float | None = None  # "review this next" value (None: reviewed, or not read)
 
 
 def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
@@ -179,7 +190,10 @@ class ImageListModel(QAbstractListModel):
         self._loaded = 0
         self._pos: dict[int, int] = {}  # image id -> row in _rows
         self.filter_name = "All images"
-        self.sort_name = "Project order"
+        self.sort_name = DEFAULT_SORT
+        # () -> {image id: value} for the images not yet reviewed (set by the window); read
+        # whenever the list is sorted by REVIEW_NEXT, so the order follows the latest reviews
+        self.review_values = None
         self.loader = loader or ThumbnailLoader(self)
         self.loader.ready.connect(self._thumb_ready)
         self._thumbs: dict[int, QPixmap] = {}
@@ -199,6 +213,8 @@ class ImageListModel(QAbstractListModel):
         for r in rows:
             j = self._all_pos.get(r.id)
             if j is not None:
+                if r.review_value is None and r.status is not ReviewStatus.REVIEWED:
+                    r.review_value = self._all[j].review_value  # read again at the next sort
                 self._all[j] = r
             i = self._pos.get(r.id)
             if i is not None:
@@ -216,6 +232,8 @@ class ImageListModel(QAbstractListModel):
 
     def _rebuild(self) -> None:
         self.beginResetModel()
+        if self.sort_name == REVIEW_NEXT:
+            self._read_values()
         pred = FILTERS[self.filter_name]
         rows = [r for r in self._all if pred(r)]
         key = SORTS[self.sort_name]
@@ -225,6 +243,16 @@ class ImageListModel(QAbstractListModel):
         self._pos = {r.id: i for i, r in enumerate(rows)}
         self._loaded = min(PAGE, len(rows))
         self.endResetModel()
+
+    def _read_values(self) -> None:
+        values = self.review_values() if self.review_values is not None else {}
+        for r in self._all:
+            r.review_value = values.get(r.id)
+
+    def resort(self) -> None:
+        """Sort again (e.g. detection wrote new proposals): the order of "review this next"
+        changes with them, the other sorts with the rows' counts."""
+        self._rebuild()
 
     def total(self) -> int:
         return len(self._rows)
@@ -279,7 +307,10 @@ class ImageListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return r.name
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+            tip = f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+            if r.review_value is not None and self.sort_name == REVIEW_NEXT:
+                tip += f"\nreview value {r.review_value:.2f} (higher: reviewing it teaches the model more)"
+            return tip
         if role == ImageIdRole:
             return r.id
         if role == RowRole:
@@ -380,7 +411,10 @@ class ImageListPanel(QWidget):
         self.filter.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sort = QComboBox(self)
         self.sort.addItems(list(SORTS))
-        self.sort.setCurrentText("Project order")
+        self.sort.setCurrentText(DEFAULT_SORT)
+        self.sort.setToolTip("Review this next (default): images whose review is expected to teach the model most "
+                             "first - uncertain proposals, disagreement with the flipped image, taxa with few "
+                             "reviewed grains. N / P follow the list's order.")
         self.sort.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.summary = QLabel(self)
         lay = QVBoxLayout(self)
@@ -417,6 +451,10 @@ class ImageListPanel(QWidget):
     def update_rows(self, rows: list[ImageRow]) -> None:
         self.model.update_rows(rows)
         self._summary_timer.start()
+
+    def resort(self) -> None:
+        self.model.resort()
+        self.show_current(self._current)
 
     def _filter_changed(self, name: str) -> None:
         self.model.set_filter(name)

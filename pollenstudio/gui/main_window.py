@@ -59,6 +59,11 @@ class MainWindow(QMainWindow):
         self.ctl.user_taxa = UserTaxa(self.settings)
         self.models = ModelController(self.ctl, self)
         self.transfer = TransferController(self.ctl, self)
+        from pollenstudio.gui.continuous import ContinuousRetrainer
+
+        # off by default: retrain in the background after every N newly reviewed images
+        self.continuous = ContinuousRetrainer(self.models, self.settings, self)
+        self.models.continuous = self.continuous  # the training dashboard shows its switch
         self.resize(*DEFAULT_SIZE)
         self.setObjectName("mainWindow")
 
@@ -221,6 +226,25 @@ class MainWindow(QMainWindow):
                                                  lambda: self.models.detect_which("unreviewed"))
         self.act_detect_all = m.addAction("Detect all images", lambda: self.models.detect_which("all"))
         m.addSeparator()
+        flip = m.addMenu("Flipped second pass (for Review this next)")
+        flip.setToolTipsVisible(True)
+        flip_group = QActionGroup(self)
+        self.flip_pass_actions = {}
+        saved = str(self.settings.value("detect/flip_pass", "auto"))
+        for value, text, tip in (
+            ("auto", "With a GPU only (default)", "On a GPU the second pass is cheap; on a CPU it is skipped"),
+            ("on", "Always", "Also on a CPU: detection takes about 2.3x as long"),
+            ("off", "Never", "\"Review this next\" then weighs uncertainty, naming doubt and rarity only"),
+        ):
+            act = flip.addAction(text)
+            act.setCheckable(True)
+            act.setToolTip(tip)
+            act.setChecked(value == saved)
+            act.triggered.connect(lambda _=False, v=value: self.set_flip_pass(v))
+            flip_group.addAction(act)
+            self.flip_pass_actions[value] = act
+        self.models.flip_pass = {"auto": None, "on": True, "off": False}.get(saved)
+        m.addSeparator()
         self.act_cancel_detect = a["cancel_detect"]
         m.addAction(self.act_cancel_detect)
         self.act_cancel_detect.setEnabled(False)
@@ -228,6 +252,18 @@ class MainWindow(QMainWindow):
         self.act_train = a["train"]
         m.addAction(self.act_train)
         m.addAction(self.act_choose_model)
+        self.act_continuous = m.addAction("Retrain continuously")
+        self.act_continuous.setCheckable(True)
+        self.act_continuous.setStatusTip("After every N newly reviewed images, train a new version in the background; "
+                                         "it is used only if it beats the model in use on the same validation images "
+                                         "(N in Model > Train...)")
+        self.act_continuous.setChecked(self.continuous.enabled)
+        self.act_continuous.toggled.connect(self.continuous.set_enabled)
+        self.continuous.stateChanged.connect(lambda: self.act_continuous.setChecked(self.continuous.enabled))
+        self.continuous.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.act_progress = m.addAction("Model progress...", self.model_progress)
+        self.act_progress.setStatusTip("How this project's model versions improved with the reviewed grains, and "
+                                       "which taxa need more")
         self.act_calibrate = m.addAction("Calibrate grain size...", lambda: open_calibrate_dialog(self))
         self.act_calibrate.setStatusTip("How large a typical grain is on these images: detection resizes them to the "
                                         "model's grain sizes")
@@ -326,6 +362,7 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         c = self.ctl
         c.image_order = self.images.model.ids
+        self.images.model.review_values = c.review_values
         c.projectChanged.connect(self._project_changed)
         c.imageReady.connect(self._image_ready)
         c.imageShown.connect(self._image_shown)
@@ -501,7 +538,7 @@ class MainWindow(QMainWindow):
             self.actions[name].setEnabled(review)
         self.act_close.setEnabled(review)
         for act in (self.act_detect_image, self.act_detect_selected, self.act_detect_unreviewed, self.act_detect_all,
-                    self.act_choose_model, self.act_import, self.act_export, self.act_train):
+                    self.act_choose_model, self.act_import, self.act_export, self.act_train, self.act_progress):
             act.setEnabled(review)
         if not review:
             self.canvas.set_image(None)
@@ -660,6 +697,23 @@ class MainWindow(QMainWindow):
         dlg.activateWindow()
         return dlg
 
+    def model_progress(self):
+        """Model > Model progress...: the learning curve of this project's versions and the
+        taxa with too few reviewed grains (non-modal, one per project)."""
+        from pollenstudio.gui.model_progress import ModelProgressDialog
+
+        if self.ctl.project is None:
+            return None
+        dlg = getattr(self, "_progress", None)
+        if dlg is None or dlg.project is not self.ctl.project:
+            dlg = ModelProgressDialog(self.models, self)
+            self._progress = dlg
+        else:
+            dlg.refresh()
+        dlg.show()
+        dlg.raise_()
+        return dlg
+
     def choose_model_dialog(self) -> None:
         if self.ctl.project is None:
             show_error(self, "No project open", "Open a project first: a model version belongs to a project.")
@@ -671,10 +725,17 @@ class MainWindow(QMainWindow):
     def _taxon_name(self, cid: int) -> str:
         return next((display_taxon(c.name) for c in self.ctl.categories() if c.id == cid), f"taxon {cid}")
 
+    def set_flip_pass(self, value: str) -> None:
+        """Detection's second pass on the mirrored image: "auto" (with a GPU), "on", "off"."""
+        self.models.flip_pass = {"auto": None, "on": True, "off": False}[value]
+        self.settings.setValue("detect/flip_pass", value)
+        self.flip_pass_actions[value].setChecked(True)
+
     def _detect_started(self, total: int) -> None:
         import time
 
         self._detect_t0 = time.monotonic()
+        self._detect_total = total
         self._detect_first = None  # (time, done) when the first image finished: model loading excluded from the ETA
         self.statusBar().clearMessage()  # a note would be drawn over the progress widgets
         self.st_progress.setRange(0, max(total, 1))
@@ -716,6 +777,8 @@ class MainWindow(QMainWindow):
     def _detect_ended(self, words: str) -> None:
         for w in (self.st_progress, self.st_eta, self.st_cancel):
             w.hide()
+        if self.ctl.project is not None and getattr(self, "_detect_total", 0) > 1:
+            self.images.resort()  # new proposals: "review this next" has a new order
         self.act_cancel_detect.setEnabled(False)
         self.statusBar().showMessage(words, 8000)
 

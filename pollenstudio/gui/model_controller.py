@@ -38,6 +38,10 @@ class ModelController(QObject):
         self.predictors = PredictorCache()
         self.device_text = ""  # "CPU, 2 threads" once known (found in a worker: torch import)
         self.detect_batch: int | None = None  # None: the predictor's default
+        # a second pass on the horizontally flipped image: "review this next" then weighs how
+        # much the two passes disagree. Detection then takes about 2.3x as long on a CPU (bench/flip_pass_cost.py),
+        # so None (default) runs it only on a GPU; True / False: always / never (Model menu)
+        self.flip_pass: bool | None = None
         review.projectClosing.connect(self.projectClosing.emit)  # e.g. a training run records itself first
         review.projectClosing.connect(self._project_closing)
         review.projectChanged.connect(self._project_changed)
@@ -178,7 +182,8 @@ class ModelController(QObject):
             self.errorRaised.emit("Detection failed", msg)
 
         self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
-                         getattr(self, "stack_mode", "edf"), on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
+                         getattr(self, "stack_mode", "edf"), self.flip_pass,
+                         on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
         self.detectStarted.emit(len(ids))
         return True
 

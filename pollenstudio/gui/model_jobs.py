@@ -71,10 +71,11 @@ class _GuardedProject:
 
 
 def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None,
-               stack_mode: str = "edf"):
+               stack_mode: str = "edf", flip_pass: bool | None = False):
     """Load (or reuse) the active model and detect on ``image_ids`` (focal stacks on their EDF
-    view, or with ``stack_mode="planes"`` on every plane). Returns (DetectSummary, model name,
-    device description)."""
+    view, or with ``stack_mode="planes"`` on every plane; ``flip_pass``: the second pass on the
+    flipped image for "review this next"; None: only when the model runs on a GPU). Returns
+    (DetectSummary, model name, device description)."""
     from pollenstudio.engine.detect_job import detect_project
 
     token.update(0, len(image_ids), "loading the model")
@@ -82,8 +83,10 @@ def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batc
         token.check()
         pred = cache.get(project, batch)
         token.check()
+        if flip_pass is None:
+            flip_pass = getattr(pred.device, "type", "cpu") != "cpu"
         summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token,
-                                 stack_mode=stack_mode)
+                                 stack_mode=stack_mode, flip_pass=flip_pass)
     name = project.model_version(pred.model_version_id).name if pred.model_version_id else pred.source
     return summary, name, pred.device_description
 

@@ -22,7 +22,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "Reject the selected proposal (or delete a box you drew) and go to the next"),
     Shortcut("next_box", "Next proposal", ("Tab",), "Review", "Select the next undecided proposal"),
     Shortcut("prev_box", "Previous proposal", ("Shift+Tab", "Backtab"), "Review", "Select the previous undecided proposal"),
-    Shortcut("next_image", "Next image", ("N",), "Review", "Open the next image in the list"),
+    Shortcut("next_image", "Next image", ("N",), "Review",
+             "Open the next image in the list's order: by default \"Review this next\", the image whose review is "
+             "expected to teach the model most"),
     Shortcut("prev_image", "Previous image", ("P",), "Review", "Open the previous image in the list"),
     Shortcut("gallery", "Taxon gallery...", ("Ctrl+G",), "Review",
              "Every grain of a taxon across the project as crops: filter, sort, relabel / accept / reject many"),

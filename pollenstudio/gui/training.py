@@ -325,6 +325,8 @@ class TrainingDashboard(QDialog):
         g.addWidget(self.cancel_button, 1, 6)
         g.addWidget(self.data_note, 2, 0, 1, 7)
 
+        self._build_continuous(g)
+
         self.progress = QProgressBar(self)
         self.progress.setFormat("%p %")
         self.time_label = QLabel(self)
@@ -410,6 +412,13 @@ class TrainingDashboard(QDialog):
         self.rename_button.clicked.connect(self.rename_selected)
         vl.addWidget(self.versions, 1)
         vbuttons = QHBoxLayout()
+        window = self.parent()
+        if window is not None and hasattr(window, "model_progress"):
+            self.progress_button = QPushButton("Model progress...", self)
+            self.progress_button.setToolTip("How this project's versions improved with the reviewed grains, and which "
+                                            "taxa need more")
+            self.progress_button.clicked.connect(window.model_progress)
+            vbuttons.addWidget(self.progress_button)
         vbuttons.addStretch(1)
         vbuttons.addWidget(self.rename_button)
         vbuttons.addWidget(self.activate_button)
@@ -431,6 +440,54 @@ class TrainingDashboard(QDialog):
         lay.addLayout(plots, 5)
         lay.addLayout(bottom, 4)
         lay.addWidget(hint)
+
+    def _build_continuous(self, g: QGridLayout) -> None:
+        """The continuous option (gui/continuous.py), when the window has one."""
+        from PySide6.QtWidgets import QCheckBox
+
+        self.continuous = getattr(self.ctl, "continuous", None)
+        if self.continuous is None:
+            return
+        row = QHBoxLayout()
+        self.continuous_box = QCheckBox("Retrain continuously: after every", self)
+        self.continuous_box.setToolTip("Off by default. Fine-tunes the model in use in the background; the new version "
+                                       "is used only if it beats the model in use on the same validation images, and "
+                                       "the status bar says what happened")
+        self.continuous_every = QSpinBox(self)
+        self.continuous_every.setRange(1, 10000)
+        self.continuous_every.setSuffix(" newly reviewed images")
+        self.continuous_state = QLabel(self)
+        self.continuous_state.setWordWrap(True)
+        row.addWidget(self.continuous_box)
+        row.addWidget(self.continuous_every)
+        row.addWidget(self.continuous_state, 1)
+        g.addLayout(row, 3, 0, 1, 7)
+        self.continuous_box.toggled.connect(self.continuous.set_enabled)
+        self.continuous_every.valueChanged.connect(self.continuous.set_every)
+        self.continuous.stateChanged.connect(self._continuous_state)
+        self.continuous.message.connect(lambda _t: self._continuous_state())
+        self._continuous_state()
+
+    def _continuous_state(self) -> None:
+        c = self.continuous
+        if c is None or self.project is None:
+            return
+        self.continuous_box.blockSignals(True)
+        self.continuous_box.setChecked(c.enabled)
+        self.continuous_box.blockSignals(False)
+        self.continuous_every.blockSignals(True)
+        self.continuous_every.setValue(c.every)
+        self.continuous_every.blockSignals(False)
+        rule = "A new version replaces the model in use only if it is better on the same validation images."
+        if c.running():
+            text = "Training in the background... " + rule
+        elif c.enabled:
+            text = f"{c.new_reviewed()} of {c.every} newly reviewed so far. " + rule
+        else:
+            text = rule
+        if c.last:
+            text += "\nLast run: " + c.last.removeprefix("Retrained in the background: ")
+        self.continuous_state.setText(text)
 
     # ------------------------------------------------------------------ choices
     def _model_changed(self) -> None:
@@ -496,6 +553,10 @@ class TrainingDashboard(QDialog):
 
     def start(self) -> bool:
         if self.project is None or self.running():
+            return False
+        if self.continuous is not None and self.continuous.running():
+            self._say("Continuous retraining is training a new version in the background: start this run when it "
+                      "has finished (the status bar says when).", error=True)
             return False
         try:
             req = self.request()

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1491,13 +1491,21 @@ class Project:
 
     # ------------------------------------------------------------------ proposals
     def write_proposals(self, image_id: int, detections: list[Detection], model_version_id: int | None = None,
-                        run_id: int | None = None, iou_threshold: float = 0.5) -> ProposalResult:
+                        run_id: int | None = None, iou_threshold: float = 0.5, doubts: Sequence[float] | None = None,
+                        flip_unmatched: int | None = None) -> ProposalResult:
         """Store a model's detections for one image (one transaction). Detections matching a
         human decision (IoU > iou_threshold) are skipped; older undecided proposals of the
         image are replaced. Taxa are mapped by name (missing ones created). Not a user
-        command: it is not undoable and leaves the undo history alone (see history.py)."""
+        command: it is not undoable and leaves the undo history alone (see history.py).
+
+        ``doubts`` (one per detection) and ``flip_unmatched`` are what "review this next"
+        keeps (``engine.review_order``); ``flip_unmatched`` None: no flipped pass was run."""
         img = self.image(image_id)
+        if doubts is not None and len(doubts) != len(detections):
+            raise ValueError(f"{len(doubts)} doubts for {len(detections)} detections")
+        doubt_of = {id(d): float(v) for d, v in zip(detections, doubts)} if doubts is not None else {}
         with self._tx() as conn:
+            conn.execute("UPDATE images SET flip_unmatched = ? WHERE id = ?", (flip_unmatched, image_id))
             existing = self.annotations(image_id)
             plan = plan_merge(existing, list(detections), iou_threshold)
             before_cats = {c.name for c in self.categories()}
@@ -1520,16 +1528,48 @@ class Project:
                 plane = int(plane) if plane is not None and img.planes > 1 and 0 <= plane < img.planes else None
                 cur = conn.execute(
                     "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, "
-                    "source, status, model_version_id, run_id, author, created, updated, plane) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?, ?)",
+                    "source, status, model_version_id, run_id, author, created, updated, plane, doubt) "
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?, ?, ?)",
                     (image_id, box.x1, box.y1, box.x2, box.y2, cat_ids[d.label], float(d.score),
-                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now, plane),
+                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now, plane,
+                     doubt_of.get(id(d))),
                 )
                 written.append(cur.lastrowid)
             self._refresh_status([image_id])
             self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(plan.replace_ids + written),
                                      tuple(created)))
         return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
+
+    def weighted_doubts(self, weights: Mapping[int, float]) -> dict[int, float]:
+        """"Review this next": per image, the sum over its undecided proposals that carry a
+        doubt of ``doubt * weights[category]`` (weight 1 for a category not given). One
+        grouped query on the partial covering index ``ann_review``: ~0.06 s at 300,000 annotations."""
+        items = sorted((int(c), float(w)) for c, w in weights.items())
+        factor = ("CASE category_id " + " ".join("WHEN ? THEN ?" for _ in items) + " ELSE 1.0 END") if items else "1.0"
+        params = [v for pair in items for v in pair]
+        return {r[0]: float(r[1]) for r in self._q(
+            f"SELECT image_id, SUM(doubt * {factor}) FROM annotations INDEXED BY ann_review "
+            "WHERE status = 'proposed' AND doubt IS NOT NULL GROUP BY image_id", params)}
+
+    def undecided_without_doubt(self) -> list[tuple[int, int, float, float, int]]:
+        """Undecided proposals stored without a doubt (imported, or detected before doubts
+        were kept): (image id, category id, score, top-2 margin, number of top-k taxa); a
+        missing score or margin reads 0."""
+        base = "FROM annotations INDEXED BY ann_review WHERE status = 'proposed' AND doubt IS NULL"
+        try:
+            return self._q(f"SELECT image_id, category_id, COALESCE(score, 0.0), COALESCE(margin, 0.0), "
+                           f"COALESCE(json_array_length(topk), 0) {base}")
+        except ProjectError:  # an SQLite without JSON functions
+            return [(r[0], r[1], r[2], r[3], len(_loads(r[4], []))) for r in self._q(
+                f"SELECT image_id, category_id, COALESCE(score, 0.0), COALESCE(margin, 0.0), topk {base}")]
+
+    def flip_unmatched_counts(self) -> dict[int, int]:
+        """Per image, grains the flipped detection pass found that the image pass did not."""
+        return {r[0]: r[1] for r in self._q("SELECT id, flip_unmatched FROM images WHERE flip_unmatched > 0")}
+
+    def unreviewed_ids(self) -> list[int]:
+        """Ids of the images not yet reviewed, in project order."""
+        return [r[0] for r in self._q("SELECT id FROM images WHERE status != 'reviewed' ORDER BY id")]
 
     # ------------------------------------------------------------------ review queue
     _QUEUE_KEYS = {"score": "score", "margin": "margin"}

@@ -50,13 +50,16 @@ def test_detect_a_folder_creates_the_project_and_reports_a_corrupt_file(tmp_path
         mv = proj.model_version(run.params["model_version_id"])
         assert proj.model_file(mv).resolve() == tiny_model_path.resolve()
 
-    # second run on the existing project, human-readable output, same model version reused
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--quiet")
+    # second run on the existing project, human-readable output, same model version reused;
+    # --flip-pass adds the mirrored pass "review this next" weighs
+    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--quiet", "--flip-pass")
     assert res.returncode == 0, res.stderr
     assert "3/4 images" in res.stdout and "zz_truncated.png" in res.stderr
     with Project.open(folder) as proj:
         assert len(proj.model_versions()) == 1
         assert proj.annotation_count(AnnotationStatus.PROPOSED) == n_grains  # replaced, not doubled
+        runs = [r for r in proj.runs() if r.kind == "detect"]
+        assert runs[0].params["flip_pass"] is False and runs[-1].params["flip_pass"] is True
 
 
 def test_detect_without_any_model_says_what_to_do(tmp_path):

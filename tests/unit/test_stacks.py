@@ -317,3 +317,23 @@ def test_training_shows_each_stack_at_its_grains_planes_and_as_edf(tmp_path, syn
     assert callable(src) and src().shape == (480, 640, 3)
     assert load_model_image(s0.path, 2).shape == (480, 640, 3)
     p.close()
+
+
+def test_flipped_pass_skips_stacks_and_runs_on_single_images(tmp_path, synth_stacks):
+    """"Review this next"'s flipped pass reads single images again; a stack's proposals come
+    from its EDF view, so the pass leaves stacks alone (no flip disagreement recorded)."""
+    from pollenstudio.engine.detect_job import detect_project
+    from pollenstudio.engine.predict import Predictor
+
+    out, coco = synth_stacks
+    single = tmp_path / "single.png"
+    cv2.imwrite(str(single), np.zeros((96, 128, 3), np.uint8) + 200)
+    proj = Project.create(tmp_path / "p")
+    proj.add_images([out / coco["images"][0]["file_name"], single])
+    summary = detect_project(proj, Predictor.from_default(device="cpu"), flip_pass=True)
+    assert summary.stacks == 1 and summary.done == 2 and not summary.failed
+    flips = dict(proj._q("SELECT id, flip_unmatched FROM images").fetchall())
+    by_kind = {rec.is_stack: flips[rec.id] for rec in proj.images()}
+    assert by_kind[False] is not None  # the pass ran on the single image
+    assert by_kind[True] is None  # and not on the stack
+    proj.close()
