@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pollenstudio.core.types import DEFAULT_CONF  # noqa: E402
-from pollenstudio.engine.evaluate import ImagePreds, ImageTruth, evaluate_detections  # noqa: E402
+from pollenstudio.engine.evaluate import ImagePreds, ImageTruth, box_iou, evaluate_detections  # noqa: E402
 from pollenstudio.engine.predict import Predictor  # noqa: E402
 from pollenstudio.engine.synthetic.composite import (  # noqa: E402
     CompositeConfig,
@@ -53,18 +53,6 @@ def _boxes(dets):
     return np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets], np.float64).reshape(-1, 4)
 
 
-def _iou(a, b):
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def _recall(truth_boxes, dets, conf, thr=0.5):
     """Share of true boxes matched one-to-one by a detection >= conf with IoU >= thr."""
     found = total = 0
@@ -73,7 +61,7 @@ def _recall(truth_boxes, dets, conf, thr=0.5):
         total += len(t)
         if not len(t) or not len(p):
             continue
-        ious = _iou(np.asarray(t), p)
+        ious = box_iou(np.asarray(t), p)
         taken = set()
         for i in np.argsort(-ious.max(1)):
             j = int(np.argmax(np.where([k in taken for k in range(len(p))], -1, ious[i])))

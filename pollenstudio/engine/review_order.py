@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pollenstudio.core.types import Box, Detection
+from pollenstudio.engine.evaluate import box_iou
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,6 @@ def _xyxy(dets: Sequence[Detection]) -> np.ndarray:
     return np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets], np.float64).reshape(-1, 4)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def _naming_doubt(d: Detection) -> float:
     if len(d.topk) < 2:
         return 0.0
@@ -89,7 +78,7 @@ def proposal_terms(p: ImageProposals) -> np.ndarray:
     if p.flipped is None:
         return terms
     flipped = list(p.flipped)
-    iou = _iou(_xyxy(dets), _xyxy(flipped))
+    iou = box_iou(_xyxy(dets), _xyxy(flipped))
     same = np.array([[a.label == b.label for b in flipped] for a in dets], bool).reshape(len(dets), len(flipped))
     iou = np.where(same, iou, 0.0)
     terms[:, 2] = 1.0 - (iou.max(axis=1) if len(flipped) else 0.0)
