@@ -37,6 +37,8 @@ class DetectSummary:
     model_version_id: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     calibration: str = "none"  # how images were resampled for the model's grain sizes
+    tiles: int = 0  # model inputs planned over all images (1 per untiled image)
+    tiles_skipped: int = 0  # of them, tiles not run because they held only background
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,6 +87,8 @@ def detect_project(
         "imgsz": predictor.imgsz,
         "batch": predictor.batch,
         "device": predictor.device_description,
+        "backend": getattr(predictor, "backend", "torch"),
+        "skip_blank": getattr(predictor, "skip_blank", False),
         "images": len(ids),
         "calibration": calibration,
     }
@@ -124,6 +128,8 @@ def detect_project(
             pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id)
             summary.done += 1
             summary.merged += getattr(res, "merged", 0)
+            summary.tiles += getattr(res, "tiles", 1)
+            summary.tiles_skipped += getattr(res, "skipped", 0)
             if getattr(res, "capped", False):
                 summary.capped.append((rec.path, len(res.detections), res.dropped))
             summary.proposals += len(pr.written)

@@ -332,3 +332,12 @@ def cached_onnx(model, cfg, imgsz: int, source: str | os.PathLike | None = None,
     if not path.is_file():
         export_onnx(model, cfg, path, imgsz, "raw", meta, sha)
     return path
+
+
+def copy_atomic(src, dst) -> None:
+    """Copy a file into place atomically (a temporary name renamed)."""
+    import shutil
+
+    tmp = Path(str(dst) + ".part")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
