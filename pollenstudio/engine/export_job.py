@@ -54,6 +54,7 @@ def evaluate_runtime(model_path, runtime: str, model, cfg, samples, class_names,
                      imgsz=imgsz, backend="torch")
     pred.merge_same_grain = False
     pred.runtime = open_runtime(runtime, model_path, threads)
+    pred.backend = runtime
     names = list(class_names)
     for n in cfg.class_names:
         if n not in names:

@@ -141,7 +141,7 @@ class ImageResult:
     detections: list[Detection] = field(default_factory=list)
     width: int = 0
     height: int = 0
-    tiles: int = 0  # units run: 1 for a letterboxed image, the tile count when tiled
+    tiles: int = 0  # model inputs planned: 1 for a letterboxed image, the tile count when tiled (skipped ones included)
     error: str | None = None
     cap: int = 0  # the most detections this image could keep (scales with its tiles)
     dropped: int = 0  # detections over ``cap`` that were dropped: reported, never silent
