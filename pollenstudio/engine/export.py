@@ -68,7 +68,7 @@ def require(*modules: str, what: str = "this") -> None:
     missing = [m for m in modules if not installed(m)]
     if missing:
         raise RuntimeMissingError(
-            f"{what} needs {', '.join(missing)}, which is not installed; "
+            f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
             "install the CPU runtimes with: pip install 'pollenstudio[cpu-fast]'"
         )
 

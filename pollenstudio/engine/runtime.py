@@ -58,7 +58,7 @@ def resolve_backend(spec: str | None, device_type: str = "cpu") -> str:
         missing = [m for m in _MODULES[s] if not installed(m)]
         if missing:
             raise RuntimeMissingError(
-                f"the {s} backend needs {', '.join(missing)}, which is not installed; "
+                f"the {s} backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
                 "install it with: pip install 'pollenstudio[cpu-fast]' (or use --backend torch)"
             )
     return s

@@ -160,3 +160,23 @@ def test_auto_is_pytorch_on_a_gpu_and_runtimes_refuse_one(monkeypatch):
         rt.resolve_backend("openvino", "cuda")
     with pytest.raises(rt.BackendError, match="unknown backend"):
         rt.resolve_backend("tensorrt", "cpu")
+
+
+def test_a_missing_runtime_is_refused_before_anything_is_written(monkeypatch, tmp_path, capsys):
+    """detect --backend X without X installed: a clear error, and no project is made."""
+    import sys
+
+    import cv2
+
+    from pollenstudio.cli import main
+
+    for m in ("onnx", "onnxruntime", "openvino", "onnxscript"):
+        monkeypatch.setitem(sys.modules, m, None)  # importlib.util.find_spec then says: not installed
+    img, _, _ = render_scene(IMGSZ, IMGSZ, [(100.0, 100.0, 0, 40.0)], seed=1)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    assert main(["detect", str(tmp_path), "--backend", "onnxruntime", "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "onnxruntime" in err and "pip install 'pollenstudio[cpu-fast]'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert main(["export-model", "whatever.safetensors", "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 1
+    assert "cpu-fast" in capsys.readouterr().err
