@@ -35,7 +35,7 @@ class PredictorCache:
         self._lock = threading.Lock()
         self._key = None
         self._pred = None
-        # what runs detection's forward pass (View > Model > Inference backend; auto: PyTorch
+        # what runs detection's forward pass (Model > Inference backend; auto: PyTorch
         # on a GPU, else the fastest installed CPU runtime); explanations stay on PyTorch
         self.backend = backend or default_backend()
 
