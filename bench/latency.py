@@ -5,6 +5,11 @@
     python bench/latency.py --dwconv        # also: 31x31 depthwise conv, direct vs FFT
     python bench/latency.py --all-variants --forms deploy --threads 1 --nc 6
                                             # the ablation's four rows: base, +edge, +CSPOKM, full
+    python bench/latency.py --backends --threads 2 --runs 10
+                                            # the shipped model on one 640 frame: PyTorch deploy
+                                            # form (today), ONNX Runtime and OpenVINO, float32
+                                            # and INT8 (+ YOLO11n when ultralytics is installed),
+                                            # round-robin; then INT8's mAP change (--map-images)
 
 All four models are timed round-robin (one run of each in turn, repeated), so a load
 change on a shared machine hits them alike and the ratios stay meaningful; medians are
@@ -154,6 +159,76 @@ def bench_dwconv(device, runs):
         print(f"{s:>5}^2 {ms['direct']:>10.2f}{ms['fft']:>10.2f}")
 
 
+def _synthetic_samples(folder, n, seed, w=640, h=480):
+    from pollenstudio.engine.dataset import data_from_coco
+    from pollenstudio.engine.synthetic import SynthConfig, generate_dataset
+
+    js = generate_dataset(folder, n, seed=seed, cfg=SynthConfig(width=w, height=h))
+    return data_from_coco(js).samples
+
+
+def bench_backends(args, nt: int) -> None:
+    """Issue 21: one 640 frame through every installed backend, round-robin, plus INT8 mAP."""
+    import tempfile
+
+    import numpy as np
+
+    from pollenstudio.detector.checkpoint import load_checkpoint
+    from pollenstudio.engine.export import cached_onnx, installed, quantize_int8
+    from pollenstudio.engine.export_job import evaluate_runtime, letterboxed_inputs
+    from pollenstudio.engine.paths import taxa_model_path
+    from pollenstudio.engine.runtime import OnnxRuntimeBackend, OpenVINOBackend, installed_runtimes
+
+    path = Path(args.model) if args.model else taxa_model_path()
+    model, cfg, meta = load_checkpoint(path)
+    imgsz = args.imgsz
+    rts = installed_runtimes()
+    print(f"\nbackends: model {path.name}, {imgsz}x{imgsz}, batch 1, {nt} thread(s); runtimes installed: "
+          f"{', '.join(rts) or 'none'}")
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        calib_s = _synthetic_samples(td / "calib", args.calib, seed=101)
+        frame = letterboxed_inputs([calib_s[0].path], imgsz)[0]  # a real-looking frame, not noise
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float().div(255.0).contiguous()
+        xn = x.numpy()
+        today = deploy_model(model)  # what Predictor runs now on the CPU (large kernel by FFT)
+        direct = deploy_model(model, method="direct")
+        fns = {"torch deploy (today)": lambda: today(x), "torch deploy, direct conv": lambda: direct(x)}
+        onnx32 = onnx8 = None
+        if rts:
+            onnx32 = cached_onnx(model, cfg, imgsz, path, meta)
+            onnx8 = quantize_int8(onnx32, td / "int8.onnx", letterboxed_inputs([s.path for s in calib_s], imgsz))
+            for name, cls in (("onnxruntime", OnnxRuntimeBackend), ("openvino", OpenVINOBackend)):
+                if name in rts:
+                    b32, b8 = cls(onnx32, nt), cls(onnx8, nt)
+                    fns[f"{name} float32"] = lambda b=b32: b(xn)
+                    fns[f"{name} int8"] = lambda b=b8: b(xn)
+        if installed("ultralytics"):
+            from ultralytics import YOLO  # optional comparison only, never a dependency
+
+            y = YOLO("yolo11n.yaml").model.eval()  # architecture only: no download, random weights
+            y = y.fuse() if hasattr(y, "fuse") else y
+            fns["YOLO11n (ultralytics, torch)"] = lambda: y(x)
+        else:
+            print("(ultralytics not installed: no YOLO11n row)")
+        with torch.inference_mode():
+            cpu_ms: dict = {}
+            ms = time_round_robin(fns, args.runs, args.warmup, torch.device("cpu"), cpu_ms)
+        ref = ms["torch deploy (today)"]
+        print(f"{'backend':<32}{'median ms':>11}{'CPU ms':>9}{'speed-up':>10}")
+        for k, v in ms.items():
+            print(f"{k:<32}{v:>11.1f}{cpu_ms[k]:>9.1f}{ref / v:>9.2f}x")
+        if onnx32 is not None and args.map_images:
+            val = _synthetic_samples(td / "val", args.map_images, seed=202)
+            names = list(cfg.class_names)
+            for name in rts:
+                r32 = evaluate_runtime(onnx32, name, model, cfg, val, names, imgsz, nt)
+                r8 = evaluate_runtime(onnx8, name, model, cfg, val, names, imgsz, nt)
+                print(f"INT8 mAP with {name} on {len(val)} synthetic 640x480 frames (calibrated on {len(calib_s)} others): "
+                      f"mAP@.5 {r32.map50:.4f} -> {r8.map50:.4f} ({r8.map50 - r32.map50:+.4f}), "
+                      f"mAP@.5:.95 {r32.map50_95:.4f} -> {r8.map50_95:.4f} ({r8.map50_95 - r32.map50_95:+.4f})")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--imgsz", type=int, default=640)
@@ -167,8 +242,20 @@ def main(argv=None):
                     help="time all four ablation variants (base, edge, cspokm, full) instead of base and full")
     ap.add_argument("--forms", nargs="+", choices=("train", "deploy"), default=["train", "deploy"],
                     help="model forms to time (parameters and GFLOPs always come from the training form)")
+    ap.add_argument("--backends", action="store_true",
+                    help="only the backend comparison (issue 21): PyTorch deploy form vs ONNX Runtime / OpenVINO, "
+                         "float32 and INT8, YOLO11n when ultralytics is installed")
+    ap.add_argument("--model", default=None, help="checkpoint for --backends (default: the shipped six-taxon model)")
+    ap.add_argument("--calib", type=int, default=32, help="synthetic frames INT8 is calibrated on (--backends)")
+    ap.add_argument("--map-images", type=int, default=48,
+                    help="synthetic frames INT8's mAP change is measured on (--backends; 0: skip)")
     args = ap.parse_args(argv)
 
+    if args.backends:
+        for nt in args.threads or [torch.get_num_threads()]:
+            torch.set_num_threads(nt)
+            bench_backends(args, nt)
+        return
     variants = tuple(LABELS) if args.all_variants else ("base", "full")
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, CPU threads available {torch.get_num_threads()}")

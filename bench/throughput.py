@@ -8,6 +8,12 @@ there is a GPU (half precision, as the app uses it).
     python bench/throughput.py                       # hieraedgenet-n, random init, 640
     python bench/throughput.py --model path.safetensors --n 40 --size 1280x960
     python bench/throughput.py --tiny --imgsz 256 --size 256x256
+    python bench/throughput.py --backend torch onnxruntime openvino --threads 2
+                                                     # the same frames through each backend,
+                                                     # round-robin (issue 21)
+    python bench/throughput.py --scan 8000x6000 --cover 0.10 --backend torch openvino --threads 2
+                                                     # one synthetic slide scan: today (PyTorch, every
+                                                     # tile) vs blank-tile skipping on each backend
 
 Random weights detect nothing, so postprocessing is cheaper than with a trained model;
 the model share is what matters for them.
@@ -29,10 +35,32 @@ def make_images(folder: Path, n: int, width: int, height: int, seed: int = 0) ->
     return sorted((folder / "images").iterdir())
 
 
-def build_predictor(args, device: str):
+def make_scan(width: int, height: int, cover: float, seed: int = 0, clutter: float = 0.02):
+    """A synthetic slide scan whose grains lie in a few patches that together cover about
+    ``cover`` of its area (the rest: mounting medium with debris at ``clutter`` times the
+    generator's default density), and its grains."""
+    import numpy as np
+
+    from pollenstudio.engine.synthetic import SynthConfig, generate_image
+
+    rng = np.random.default_rng(seed)
+    side = 900  # a patch of grains about 900 px across
+    n_patches = max(1, int(round(cover * width * height / side**2)))
+    grains = []
+    for _ in range(n_patches):
+        x0, y0 = rng.uniform(0, width - side), rng.uniform(0, height - side)
+        for _ in range(int(rng.integers(40, 70))):
+            d = float(rng.uniform(30, 72))
+            grains.append((float(x0 + rng.uniform(d, side - d)), float(y0 + rng.uniform(d, side - d)), int(rng.integers(0, 6)), d))
+    cfg = SynthConfig(width=width, height=height, n_grains=(0, 0), clutter=clutter, forced_grains=tuple(grains))
+    return generate_image(seed, cfg)
+
+
+def build_predictor(args, device: str, backend: str = "torch", skip_blank: bool = True):
     from pollenstudio.engine.predict import Predictor
 
-    kw = dict(device=device, batch=args.batch, conf=args.conf, tile=args.tile, imgsz=args.imgsz)
+    kw = dict(device=device, batch=args.batch, conf=args.conf, tile=args.tile, imgsz=args.imgsz, backend=backend,
+              skip_blank=skip_blank)
     if args.model:
         return Predictor.from_checkpoint(args.model, **kw)
     from pollenstudio.detector.config import ModelConfig
@@ -63,6 +91,83 @@ def run(paths, pred, repeats: int) -> dict:
     return best
 
 
+def _same(a, b) -> str:
+    """How two detection lists differ: 'identical', or the largest box/score gap."""
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} detections"
+    if not a:
+        return "identical (none)"
+    import numpy as np
+
+    db = max(float(np.abs(np.array(x.box.xyxy()) - np.array(y.box.xyxy())).max()) for x, y in zip(a, b))
+    ds = max(abs(x.score - y.score) for x, y in zip(a, b))
+    labels = sum(x.label != y.label for x, y in zip(a, b))
+    if db == 0 and ds == 0 and not labels:
+        return "identical"
+    return f"same {len(a)}, max box diff {db:.3f} px, max score diff {ds:.1e}, {labels} labels differ"
+
+
+def round_robin(rows: dict, paths, repeats: int, warm=None) -> dict:
+    """Best wall time of each predictor over ``repeats`` rounds, one run of each in turn."""
+    for pred in rows.values():
+        pred.predict_many(warm if warm is not None else paths[: max(1, pred.batch)])  # warm-up
+    best: dict = {}
+    for _ in range(repeats):
+        for name, pred in rows.items():
+            pred.reset_timings()
+            t0 = time.perf_counter()
+            results = pred.predict_many(paths)
+            wall = time.perf_counter() - t0
+            if name not in best or wall < best[name]["wall"]:
+                best[name] = {"wall": wall, **pred.timings, "results": results,
+                              "tiles": sum(r.tiles for r in results), "skipped": sum(getattr(r, "skipped", 0) for r in results)}
+    return best
+
+
+def compare_backends(args, paths, label: str, rows: dict, warm=None) -> None:
+    best = round_robin(rows, paths, args.repeats, warm)
+    ref_name = next(iter(rows))
+    ref = best[ref_name]
+    print(f"\n{label}: {len(paths)} image(s), best of {args.repeats} round-robin round(s)")
+    print(f"{'run':<34}{'s':>8}{'img/s':>8}{'model s':>9}{'tiles run':>11}{'speed-up':>10}  detections vs first row")
+    for name, r in best.items():
+        dets = [d for res in r["results"] for d in res.detections]
+        ref_dets = [d for res in ref["results"] for d in res.detections]
+        print(f"{name:<34}{r['wall']:>8.2f}{len(paths) / r['wall']:>8.2f}{r['model']:>9.2f}"
+              f"{r['tiles'] - r['skipped']:>6}/{r['tiles']:<4}{ref['wall'] / r['wall']:>9.2f}x  {_same(dets, ref_dets)}")
+
+
+def main_backends(args) -> None:
+    import tempfile
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = args.backend or ["torch"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.scan:
+            import cv2
+
+            w, h = (int(v) for v in args.scan.lower().split("x"))
+            t0 = time.perf_counter()
+            img, objs = make_scan(w, h, args.cover, clutter=args.clutter)
+            p = Path(tmp) / "scan.png"
+            cv2.imwrite(str(p), img[..., ::-1])
+            print(f"synthetic scan {w}x{h}, {len(objs)} grains in patches covering ~{100 * args.cover:.0f} % of it, "
+                  f"debris {args.clutter} x the generator's default density, made in {time.perf_counter() - t0:.1f} s")
+            rows = {"torch, every tile (today)": build_predictor(args, "cpu", "torch", skip_blank=False)}
+            for b in backends:
+                rows[f"{b}, blank tiles skipped"] = build_predictor(args, "cpu", b, skip_blank=True)
+            warm = make_images(Path(tmp) / "warm", 1, 640, 480)  # warm-up on one frame, not the whole scan
+            compare_backends(args, [p], f"scan, {torch.get_num_threads()} thread(s)", rows, warm)
+        else:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+            paths = make_images(Path(tmp), args.n, w, h)
+            rows = {b: build_predictor(args, "cpu", b) for b in (["torch"] + [b for b in backends if b != "torch"])}
+            compare_backends(args, paths, f"{w}x{h} frames, {torch.get_num_threads()} thread(s)", rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint; default: a randomly initialised model of --scale")
@@ -77,7 +182,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     ap.add_argument("--device", action="append", help="device(s) to measure; default cpu, plus cuda where available")
+    ap.add_argument("--backend", nargs="+", choices=("auto", "torch", "onnxruntime", "openvino"), default=None,
+                    help="compare these backends on the CPU, round-robin (the first row is PyTorch)")
+    ap.add_argument("--scan", default=None, metavar="WxH",
+                    help="one synthetic slide scan of this size instead of frames: PyTorch on every tile (today) "
+                         "vs blank-tile skipping on each --backend")
+    ap.add_argument("--cover", type=float, default=0.10, help="share of the scan covered by patches of grains (--scan)")
+    ap.add_argument("--clutter", type=float, default=0.02,
+                    help="debris on the scan, times the generator's default density (--scan; default 0.02: at 0.1 "
+                         "every 640 px tile of an 8000x6000 scan holds some debris and nothing is skipped)")
     args = ap.parse_args()
+    if args.backend or args.scan:
+        main_backends(args)
+        return
 
     import torch
 

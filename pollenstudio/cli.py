@@ -28,6 +28,7 @@ COMMANDS = {
     "eval": "eval",
     "relink": "relink",
     "report": "report",
+    "export-model": "export_model",
 }
 
 

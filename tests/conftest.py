@@ -2,6 +2,10 @@ import os
 
 # Qt must never need a display in tests; set before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Detection in the CLI and the app defaults to "auto" (the fastest installed CPU runtime);
+# tests run PyTorch unless they ask for a runtime (tests/unit/test_backends.py), so the suite
+# does not export ONNX models wherever the cpu-fast extra happens to be installed.
+os.environ.setdefault("POLLENSTUDIO_BACKEND", "torch")
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402

@@ -46,6 +46,8 @@ class DetectSummary:
     calibration: str = "none"  # how images were resampled for the model's grain sizes
     stacks: int = 0  # focal stacks detected through focus
     stack_mode: str = "edf"  # "edf" (composite) or "planes" (every plane, merged)
+    tiles: int = 0  # model inputs planned over all images (1 per untiled image)
+    tiles_skipped: int = 0  # of them, tiles not run because they held only background
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -104,6 +106,8 @@ def detect_project(
         "imgsz": predictor.imgsz,
         "batch": predictor.batch,
         "device": predictor.device_description,
+        "backend": getattr(predictor, "backend", "torch"),
+        "skip_blank": getattr(predictor, "skip_blank", False),
         "images": len(ids),
         "calibration": calibration,
         "stack_mode": stack_mode,
@@ -166,6 +170,8 @@ def detect_project(
                                          flip_unmatched=unmatched if flipped is not None else None)
             summary.done += 1
             summary.merged += getattr(res, "merged", 0)
+            summary.tiles += getattr(res, "tiles", 1)
+            summary.tiles_skipped += getattr(res, "skipped", 0)
             if getattr(res, "capped", False):
                 summary.capped.append((rec.path, len(res.detections), res.dropped))
             summary.proposals += len(pr.written)

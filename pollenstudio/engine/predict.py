@@ -33,6 +33,8 @@ from pollenstudio.core.progress import NullProgress, Progress
 from pollenstudio.core.types import DEFAULT_CONF, Box, Detection
 from pollenstudio.engine.tiling import (
     Letterbox,
+    blank_tiles,
+    content_map,
     intensity_range,
     join_fragments,
     letterbox,
@@ -139,12 +141,13 @@ class ImageResult:
     detections: list[Detection] = field(default_factory=list)
     width: int = 0
     height: int = 0
-    tiles: int = 0  # units run: 1 for a letterboxed image, the tile count when tiled
+    tiles: int = 0  # model inputs planned: 1 for a letterboxed image, the tile count when tiled (skipped ones included)
     error: str | None = None
     cap: int = 0  # the most detections this image could keep (scales with its tiles)
     dropped: int = 0  # detections over ``cap`` that were dropped: reported, never silent
     units_capped: int = 0  # model inputs (tiles) whose own output hit max_det: more may be there
     merged: int = 0  # boxes folded into another box on the same grain (their taxa kept in top-k)
+    skipped: int = 0  # tiles not run because they hold nothing (plain background), of ``tiles``
 
     @property
     def capped(self) -> bool:
@@ -165,6 +168,7 @@ class _ImageState:
     error: str | None = None
     resample: object | None = None  # engine.scale.Resample when calibrated: boxes map back through it
     units_capped: int = 0  # units whose own output hit max_det (more may have been there)
+    skipped: int = 0  # blank tiles not run
 
     @property
     def complete(self) -> bool:
@@ -239,6 +243,11 @@ class Predictor:
     pixels, or pixel scale): each image is resampled so its grains land in the size range the
     model was trained on (``meta["grain_size_px"]``), see :mod:`pollenstudio.engine.scale`;
     per image with ``iter_predict(..., grain_sizes=...)``.
+    ``skip_blank``: tiles that hold nothing but plain background (a cheap contrast test on a
+    downscaled image, :func:`pollenstudio.engine.tiling.content_map`) are not run.
+    ``backend``: "torch" (default), "onnxruntime", "openvino" or "auto" (see
+    :mod:`pollenstudio.engine.runtime`): what runs the forward pass of detection; everything
+    around it, and edge maps and Grad-CAM, stays the same.
 
     One grain, one box: boxes of any taxa on the same grain (see :func:`same_grain_groups`)
     are folded into the best one, whose top-k then lists the others' taxa.
@@ -272,6 +281,8 @@ class Predictor:
         source: str = "",
         grain_size: float | None = None,
         um_per_px: float | None = None,
+        skip_blank: bool = True,
+        backend: str | None = "torch",
     ):
         import torch
 
@@ -320,8 +331,24 @@ class Predictor:
         # one model, several threads (a detection worker, an explanation request from the
         # GUI): forward passes and the explainers' hooks must not interleave
         self.lock = threading.RLock()
+        self.skip_blank = bool(skip_blank)
+        self.runtime = None  # a runtime backend object, or None for PyTorch
+        self.backend = self._open_backend(backend)
         self.timings = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
         self.images_done = 0
+
+    def _open_backend(self, backend) -> str:
+        import torch
+
+        from pollenstudio.engine.runtime import resolve_backend, runtime_for_model
+
+        name = resolve_backend(backend, self.device.type)
+        if name != "torch":
+            src = self.source if self.source and Path(self.source).is_file() else None
+            self.runtime = runtime_for_model(
+                name, self.explain_model, self.cfg, self.imgsz, src, self.meta, threads=torch.get_num_threads()
+            )
+        return name
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -376,6 +403,8 @@ class Predictor:
     @property
     def device_description(self) -> str:
         d = describe_device(self.device)
+        if self.runtime is not None:
+            return f"{d}, {self.runtime.describe()}"
         return d + (", half precision" if self.half else "")
 
     def reset_timings(self) -> None:
@@ -489,9 +518,18 @@ class Predictor:
                 yield state, (arr, lb, 0)
                 continue
             state.tiles = plan_tiles(w, h, tile, int(round(tile * self.overlap)))
-            state.expected = len(state.tiles)
+            run = list(range(len(state.tiles)))
+            if self.skip_blank:
+                blank = blank_tiles(state.tiles, content_map(img, rng))
+                run = [k for k in run if not blank[k]]
+                state.skipped = len(state.tiles) - len(run)
+            state.expected = len(run)
             self.timings["preprocess"] += time.perf_counter() - t1
-            for k, t in enumerate(state.tiles):
+            if not run:  # nothing but background: the image is done with no unit
+                yield state, None
+                continue
+            for k in run:
+                t = state.tiles[k]
                 t2 = time.perf_counter()
                 crop = to_model_uint8(img[t.y0 : t.y1, t.x0 : t.x1], rng)
                 arr, lb = letterbox(crop, self.imgsz, origin=(t.x0, t.y0))
@@ -527,6 +565,15 @@ class Predictor:
                 return [o.float() for o in out]
             return self.model(x)
 
+    def infer(self, x):
+        """Raw level outputs for a batch from the detection backend (PyTorch or a runtime)."""
+        if self.runtime is None:
+            return self.forward(x)
+        import torch
+
+        with self.lock:
+            return [torch.from_numpy(o) for o in self.runtime(x.cpu().numpy())]
+
     def _run_batch(self, batch: list) -> None:
         import torch
 
@@ -535,7 +582,7 @@ class Predictor:
         t0 = time.perf_counter()
         x = self.to_tensor([u[0] for _, u in batch])
         t1 = time.perf_counter()
-        out = self.forward(x)
+        out = self.infer(x)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
@@ -613,7 +660,8 @@ class Predictor:
         self.timings["postprocess"] += time.perf_counter() - t0
         self.images_done += 1
         return ImageResult(
-            s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1), cap=cap, dropped=dropped, units_capped=s.units_capped, merged=merged
+            s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1), cap=cap, dropped=dropped, units_capped=s.units_capped, merged=merged,
+            skipped=s.skipped,
         )
 
     def _detection(self, box, score, cls, probs, level) -> Detection:

@@ -36,6 +36,7 @@ from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
 from pollenstudio.gui.model_controller import ModelController
 from pollenstudio.gui.calibrate_dialog import open_calibrate_dialog
+from pollenstudio.gui.backend_menu import install_backend_menu
 from pollenstudio.gui.counting import install_counting
 from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_dialog
 from pollenstudio.gui.image_list import ImageListPanel
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.set_labels_shown(str(self.settings.value("view/labels", True)).lower() not in ("false", "0"))
         install_counting(self)  # count dock, File > Report, Edit > Pixel scale / Set sample, View > Scale bar
         install_stacks(self)  # focal stacks: Focus toolbar, Page Up/Down, Home, End, Z, Ctrl+wheel
+        install_backend_menu(self)  # Model > Inference backend
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections

@@ -165,6 +165,8 @@ class ModelController(QObject):
             self.modelChanged.emit()
             words = (f"Detection done: {summary.proposals} proposal{'s' if summary.proposals != 1 else ''} on "
                      f"{summary.done} image{'s' if summary.done != 1 else ''} with {name}")
+            if getattr(summary, "tiles_skipped", 0):
+                words += f", {summary.tiles_skipped} of {summary.tiles} tiles skipped as blank"
             if summary.merged:
                 words += f" ({summary.merged} duplicate box{'es' if summary.merged != 1 else ''} on the same grains folded)"
             if summary.capped:

@@ -29,21 +29,27 @@ class PredictorCache:
     the same model (same version, same file, unchanged on disk); loading costs a second or
     more; explanations and detection share it via ``lock``."""
 
-    def __init__(self):
+    def __init__(self, backend: str | None = None):
+        from pollenstudio.engine.runtime import default_backend
+
         self._lock = threading.Lock()
         self._key = None
         self._pred = None
+        # what runs detection's forward pass (Model > Inference backend; auto: PyTorch
+        # on a GPU, else the fastest installed CPU runtime); explanations stay on PyTorch
+        self.backend = backend or default_backend()
 
     def get(self, project, batch: int | None = None):
         from pollenstudio.engine.models import resolve_model
         from pollenstudio.engine.predict import Predictor
 
         resolved = resolve_model(project)  # the active version, else the default; or a clear error
-        key = (*resolved.key, batch)
+        key = (*resolved.key, batch, self.backend)
         with self._lock:
             if self._pred is not None and self._key == key:
                 return self._pred
         kw = {"batch": batch} if batch else {}
+        kw["backend"] = self.backend
         with gcguard.held():  # importing torch and building the model: a burst of allocation
             pred = Predictor.from_project(project, resolved, **kw)
         with self._lock:
