@@ -1,0 +1,148 @@
+"""The automatic training recipe ("Auto"): what to train, and how, from what a lab has reviewed.
+
+A pure function of (reviewed images, reviewed grains per taxon, device, frame size): the same
+inputs always give the same recipe, so a unit test can pin it as a table and the dashboard can
+say what it chose before Start. Every choice can be overridden (CLI flags, dashboard fields).
+
+What the rules rest on (bench/learning_curve.py, bench/results/learning_curve.txt):
+
+* with tens of reviewed images, fine-tuning the detector's taxon head learns almost nothing
+  (mAP@.5 ~0.03 at 20 fields before, and the fine-tune rows of the curve), while the split
+  design (grain model finds grains, a few-shot crop classifier names them) learns in seconds:
+  so few reviewed grains per taxon -> ``stage = "classifier"`` (the detector is kept as is);
+* the detector is retrained only once a lab has enough images for it to gain on its own
+  slides (``DETECTOR_MIN_IMAGES``; fewer on a GPU where it costs minutes, not hours): then
+  ``stage = "both"``: the detector is fine-tuned as a grain finder (every grain one class),
+  and the classifier names its grains;
+* a project whose grains carry no taxon trains the detector alone (``stage = "detector"``);
+* detector settings: a frozen backbone while images are few (fewer weights to fit), the
+  full network later; epochs so a run is a few thousand image passes and fits the time
+  budget of the device; 320 px input on a CPU for frames up to 640 px (4x cheaper), the
+  frame's own size (up to 640) on a GPU; mosaic augmentation only from 20 images on (a
+  mosaic of three copies of few images teaches layout, not grains).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from pollenstudio.core.types import is_unassigned_taxon
+
+STAGES = ("classifier", "both", "detector")
+DETECTOR_MIN_IMAGES = {"cpu": 150, "mps": 80, "cuda": 40}
+FEW_GRAINS = 10  # a taxon with fewer reviewed grains is named poorly: the recipe says so
+BUDGET_S = {"cpu": 600.0, "mps": 900.0, "cuda": 1800.0}  # detector training time the recipe aims under
+# seconds per training image per epoch at 640 px (training + validation share), measured on
+# this project's CPU (2 shared cores: 3 min for 16 images x 15 epochs) and scaled for the others
+SEC_PER_IMAGE_EPOCH_640 = {"cpu": 0.75, "mps": 0.12, "cuda": 0.02}
+SEC_PER_GRAIN_EMBED = {"cpu": 0.02, "mps": 0.01, "cuda": 0.005}  # classifier: embedding one reviewed grain
+
+
+def _device_kind(device: str) -> str:
+    d = str(device).lower()
+    return "cuda" if d.startswith("cuda") else "mps" if d.startswith("mps") else "cpu"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stage: str  # classifier | both | detector
+    epochs: int  # detector epochs (0 when the detector is not trained)
+    imgsz: int
+    freeze: str  # none | backbone | neck
+    lr0: float
+    mosaic: float
+    expected_seconds: float
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+    thin_taxa: tuple[str, ...] = ()  # taxa with fewer than FEW_GRAINS reviewed grains
+
+    @property
+    def trains_detector(self) -> bool:
+        return self.stage in ("both", "detector")
+
+    def train_config(self, **overrides):
+        """A TrainConfig with these choices (``overrides`` win: explicit flags, dashboard edits)."""
+        from pollenstudio.engine.augment import AugmentConfig
+        from pollenstudio.engine.train import TrainConfig
+
+        aug = AugmentConfig()
+        aug.mosaic = self.mosaic
+        kw = dict(epochs=max(1, self.epochs), imgsz=self.imgsz, freeze=self.freeze, lr0=self.lr0, optimizer="adamw", augment=aug)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return TrainConfig(**kw)
+
+    def describe(self) -> str:
+        what = {"classifier": "names grains with a taxon classifier on the detector's crops (the detector is kept)",
+                "both": "fine-tunes the detector to find this project's grains, then names them with a taxon classifier",
+                "detector": "trains the detector"}[self.stage]
+        parts = [f"Auto: {what}"]
+        if self.trains_detector:
+            parts.append(f"{self.epochs} epochs at {self.imgsz} px, "
+                         f"{ {'none': 'all layers', 'backbone': 'backbone frozen', 'neck': 'head only'}[self.freeze] }, "
+                         f"lr {self.lr0:g}, mosaic {'on' if self.mosaic else 'off'}")
+        parts.append(f"about {format_duration(self.expected_seconds)}")
+        text = "; ".join(parts) + "."
+        if self.thin_taxa:
+            text += f" Few reviewed grains (< {FEW_GRAINS}) of {', '.join(self.thin_taxa)}: more would help."
+        return text
+
+
+def format_duration(seconds: float) -> str:
+    s = max(1, int(round(seconds)))
+    if s < 90:
+        return f"{s} s"
+    if s < 5400:
+        return f"{round(s / 60)} min"
+    return f"{s / 3600:.1f} h"
+
+
+def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", frame: tuple[int, int] = (640, 640),
+                has_detector: bool = True) -> Recipe:
+    """The recipe for a project with ``images`` reviewed images and ``grains`` reviewed grains
+    per taxon (unnamed grains under "pollen"/"unidentified" count as grains, not taxa), trained
+    on ``device`` ("cpu", "cuda[:N]", "mps"), whose frames are ``frame`` = (width, height) px.
+    ``has_detector``: a base detector exists (without one the detector must be trained)."""
+    dev = _device_kind(device)
+    images = max(0, int(images))
+    named = {t: int(n) for t, n in grains.items() if not is_unassigned_taxon(t) and int(n) > 0}
+    total = sum(max(0, int(n)) for n in grains.values())
+    reasons = []
+    if not named:
+        stage = "detector"
+        reasons.append("no reviewed grain carries a taxon: only the detector can learn")
+    elif not has_detector:
+        stage = "both"
+        reasons.append("no base detector: the detector is trained from scratch, then the classifier")
+    elif images >= DETECTOR_MIN_IMAGES[dev]:
+        stage = "both"
+        reasons.append(f"{images} reviewed images (>= {DETECTOR_MIN_IMAGES[dev]} on {dev}): the detector can gain on these slides")
+    else:
+        stage = "classifier"
+        reasons.append(f"{images} reviewed images (< {DETECTOR_MIN_IMAGES[dev]} on {dev}): a crop classifier learns taxa "
+                       "from few grains; the detector is kept")
+    long_side = max(int(frame[0]), int(frame[1]), 32)
+    if dev == "cpu" and long_side <= 640:
+        imgsz = 320
+    else:
+        imgsz = min(640, int(math.ceil(min(long_side, 640) / 32.0) * 32))
+    freeze = "backbone" if images < 300 and has_detector else "none"
+    mosaic = 1.0 if images >= 20 else 0.0
+    lr0 = 0.001 if has_detector else 0.002
+    epochs = 0
+    seconds = 1.0 + SEC_PER_GRAIN_EMBED[dev] * (sum(named.values()) if stage != "detector" else 0)
+    if stage in ("both", "detector"):
+        n_train = max(1, round(images * 0.8))
+        per_epoch = SEC_PER_IMAGE_EPOCH_640[dev] * (imgsz / 640.0) ** 2 * n_train
+        if freeze == "backbone":
+            per_epoch *= 0.7
+        epochs = int(min(100, max(10, round(3000 / max(1, n_train)))))
+        fit = int(BUDGET_S[dev] // max(per_epoch, 1e-6))
+        if fit < epochs:
+            epochs = max(5, fit)
+            reasons.append(f"epochs cut to {epochs} to stay near {format_duration(BUDGET_S[dev])} on {dev}")
+        seconds += epochs * per_epoch
+    thin = tuple(sorted(t for t, n in named.items() if n < FEW_GRAINS))
+    if total == 0:
+        reasons.append("no reviewed grain yet")
+    return Recipe(stage, epochs, imgsz, freeze, lr0, mosaic, round(seconds, 1), tuple(reasons), thin)
