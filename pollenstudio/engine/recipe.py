@@ -14,7 +14,8 @@ What the rules rest on (bench/learning_curve.py, bench/results/learning_curve.tx
   slides (``DETECTOR_MIN_IMAGES``; fewer on a GPU where it costs minutes, not hours): then
   ``stage = "both"``: the detector is fine-tuned as a grain finder (every grain one class),
   and the classifier names its grains;
-* a project whose grains carry no taxon trains the detector alone (``stage = "detector"``);
+* a project whose grains carry no taxon, or a run without a base detector (from scratch),
+  trains the detector alone (``stage = "detector"``);
 * detector settings: a frozen backbone while images are few (fewer weights to fit), the
   full network later; epochs so a run is a few thousand image passes and fits the time
   budget of the device; 320 px input on a CPU for frames up to 640 px (4x cheaper), the
@@ -68,7 +69,7 @@ class Recipe:
 
         aug = AugmentConfig()
         aug.mosaic = self.mosaic
-        kw = dict(epochs=max(1, self.epochs), imgsz=self.imgsz, freeze=self.freeze, lr0=self.lr0, optimizer="adamw", augment=aug)
+        kw = dict(epochs=max(1, self.epochs), imgsz=self.imgsz, freeze=self.freeze, lr0=self.lr0, augment=aug)
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig(**kw)
 
@@ -112,8 +113,9 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
         stage = "detector"
         reasons.append("no reviewed grain carries a taxon: only the detector can learn")
     elif not has_detector:
-        stage = "both"
-        reasons.append("no base detector: the detector is trained from scratch, then the classifier")
+        stage = "detector"
+        reasons.append("no base detector: the detector learns grains and taxa from scratch (start from the grain "
+                       "model to name taxa from few grains)")
     elif images >= DETECTOR_MIN_IMAGES[dev]:
         stage = "both"
         reasons.append(f"{images} reviewed images (>= {DETECTOR_MIN_IMAGES[dev]} on {dev}): the detector can gain on these slides")

@@ -612,6 +612,8 @@ class TrainPlan:
     unidentified: int  # reviewed grains left "pollen" that train boxes only
     images: int  # reviewed images
     base_classes: list[str] | None  # the base model's classes (None: from scratch)
+    frame: tuple[int, int] = (640, 640)  # median reviewed frame (width, height)
+    recipe: object = None  # engine.recipe.Recipe: what "Auto" chose for these images, grains and device
 
     def describe(self) -> str:
         from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
@@ -631,11 +633,14 @@ class TrainPlan:
                 new = [n for n in self.class_names if n not in self.base_classes]
                 if new:
                     lines.append(f"New to the base model: {', '.join(new)}.")
+        if self.recipe is not None:
+            lines.append(self.recipe.describe())
         return " ".join(lines)
 
 
-def plan_training(project, base=None) -> TrainPlan:
-    """The class list, grain counts and base of a training of ``project`` from ``base``."""
+def plan_training(project, base=None, device: str | None = None) -> TrainPlan:
+    """The class list, grain counts and base of a training of ``project`` from ``base``;
+    with ``device`` ("auto", "cpu", "cuda", ...) also the auto recipe for it."""
     base_path, _ = resolve_base(project, base)
     base_classes = None
     if base_path is not None:
@@ -651,7 +656,25 @@ def plan_training(project, base=None) -> TrainPlan:
                 unidentified += 1
             else:
                 counts[data.class_names[c]] += 1
-    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes)
+    frame = (640, 640)
+    if data.samples:
+        frame = (int(np.median([s.width for s in data.samples])), int(np.median([s.height for s in data.samples])))
+    recipe = None
+    if device is not None:
+        from pollenstudio.engine.recipe import auto_recipe
+
+        kind = str(device)
+        if kind == "auto":
+            from pollenstudio.engine.predict import select_device
+
+            kind = select_device("auto").type
+        grains = dict(counts)
+        if unidentified:
+            from pollenstudio.core.types import GRAIN_CLASS
+
+            grains[GRAIN_CLASS] = grains.get(GRAIN_CLASS, 0) + unidentified
+        recipe = auto_recipe(len(data.samples), grains, kind, frame, has_detector=base_path is not None)
+    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame, recipe)
 
 
 def _interrupted_run(project):
@@ -859,8 +882,9 @@ def _fit_classifier(model, samples, class_names, device=None, progress=None):
                             device=dev, progress=progress)
 
 
-def _score_classifier(model, mcfg, meta, clf, val, device) -> dict:
-    """Validation metrics of detector + classifier on held-out reviewed images."""
+def _score_classifier(model, mcfg, meta, clf, val, device, class_names) -> dict:
+    """Validation metrics of detector + classifier on held-out reviewed images, over the
+    project's taxa ``class_names`` (a taxon the classifier was never shown scores 0)."""
     from pollenstudio.engine.evaluate import ImagePreds, ImageTruth, evaluate_detections
     from pollenstudio.engine.predict import Predictor
 
@@ -868,7 +892,7 @@ def _score_classifier(model, mcfg, meta, clf, val, device) -> dict:
         return {}
     pred = Predictor(model, mcfg, device=device or "cpu", conf=0.001, meta=meta, taxa=clf, fuse=False)
     pred.merge_same_grain = False  # the COCO protocol of `pollenstudio eval`
-    index = {n: i for i, n in enumerate(clf.class_names)}
+    index = {n: i for i, n in enumerate(class_names)}
     truths, preds = [], []
     for s, r in zip(val, pred.iter_predict([s.path for s in val])):
         # grains of taxa the classifier never saw (or unnamed ones) cannot be scored by name
@@ -877,7 +901,7 @@ def _score_classifier(model, mcfg, meta, clf, val, device) -> dict:
         b = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in r.detections], np.float64).reshape(-1, 4)
         preds.append(ImagePreds(boxes=b, scores=np.array([d.score for d in r.detections]),
                                 classes=np.array([index[d.label] for d in r.detections], np.int64)))
-    return evaluate_detections(truths, preds, clf.class_names).to_dict()
+    return evaluate_detections(truths, preds, list(class_names)).to_dict()
 
 
 def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, dist, device, name) -> ProjectTrainResult:
@@ -920,7 +944,7 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
         try:  # validation: fitted on the training split, scored on the held-out images
             if train_s and val_s:
                 metrics = _score_classifier(model, mcfg, meta, _fit_classifier(model, train_s, data.class_names, dev, progress),
-                                            val_s, dev)
+                                            val_s, dev, data.class_names)
         except ClassifierError:
             metrics = {}  # e.g. a taxon only on validation images: scored by the final fit's use
         # the stored classifier learns from every reviewed grain
