@@ -87,9 +87,9 @@ def run(args) -> int:
         quiet = args.quiet or args.json or not ctx.is_main
         project = Project.open(args.project)
         try:
-            from pollenstudio.engine.train import plan_training
+            from pollenstudio.engine.recipe import auto_plan
 
-            plan = None if args.resume else plan_training(project, args.base, str(device))
+            plan = None if args.resume else auto_plan(project, args.base, str(device))
         except BaseException:
             project.close()
             raise

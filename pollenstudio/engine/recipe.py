@@ -148,3 +148,24 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
     if total == 0:
         reasons.append("no reviewed grain yet")
     return Recipe(stage, epochs, imgsz, freeze, lr0, mosaic, round(seconds, 1), tuple(reasons), thin)
+
+
+def auto_plan(project, base=None, device: str = "auto"):
+    """``engine.train.plan_training`` with ``.recipe`` = the auto recipe for its reviewed
+    images and grains on ``device`` ("auto" resolves to the device training would use)."""
+    from dataclasses import replace
+
+    from pollenstudio.core.types import GRAIN_CLASS
+    from pollenstudio.engine.train import plan_training
+
+    plan = plan_training(project, base)
+    kind = str(device or "auto")
+    if kind == "auto":
+        from pollenstudio.engine.predict import select_device
+
+        kind = select_device("auto").type
+    grains = dict(plan.grains)
+    if plan.unidentified:
+        grains[GRAIN_CLASS] = grains.get(GRAIN_CLASS, 0) + plan.unidentified
+    recipe = auto_recipe(plan.images, grains, kind, plan.frame, has_detector=plan.base_classes is not None)
+    return replace(plan, recipe=recipe)

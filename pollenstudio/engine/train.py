@@ -613,7 +613,7 @@ class TrainPlan:
     images: int  # reviewed images
     base_classes: list[str] | None  # the base model's classes (None: from scratch)
     frame: tuple[int, int] = (640, 640)  # median reviewed frame (width, height)
-    recipe: object = None  # engine.recipe.Recipe: what "Auto" chose for these images, grains and device
+    recipe: object = None  # engine.recipe.Recipe: what "Auto" chose (set by engine.recipe.auto_plan)
 
     def describe(self) -> str:
         from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
@@ -638,9 +638,9 @@ class TrainPlan:
         return " ".join(lines)
 
 
-def plan_training(project, base=None, device: str | None = None) -> TrainPlan:
-    """The class list, grain counts and base of a training of ``project`` from ``base``;
-    with ``device`` ("auto", "cpu", "cuda", ...) also the auto recipe for it."""
+def plan_training(project, base=None) -> TrainPlan:
+    """The class list, grain counts and base of a training of ``project`` from ``base``
+    (``engine.recipe.auto_plan`` adds the auto recipe)."""
     base_path, _ = resolve_base(project, base)
     base_classes = None
     if base_path is not None:
@@ -659,22 +659,7 @@ def plan_training(project, base=None, device: str | None = None) -> TrainPlan:
     frame = (640, 640)
     if data.samples:
         frame = (int(np.median([s.width for s in data.samples])), int(np.median([s.height for s in data.samples])))
-    recipe = None
-    if device is not None:
-        from pollenstudio.engine.recipe import auto_recipe
-
-        kind = str(device)
-        if kind == "auto":
-            from pollenstudio.engine.predict import select_device
-
-            kind = select_device("auto").type
-        grains = dict(counts)
-        if unidentified:
-            from pollenstudio.core.types import GRAIN_CLASS
-
-            grains[GRAIN_CLASS] = grains.get(GRAIN_CLASS, 0) + unidentified
-        recipe = auto_recipe(len(data.samples), grains, kind, frame, has_detector=base_path is not None)
-    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame, recipe)
+    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame)
 
 
 def _interrupted_run(project):

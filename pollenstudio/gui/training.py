@@ -181,9 +181,9 @@ def device_choices_job(token) -> list[tuple[str, str]]:
 def plan_job(token, project, base, device: str = "auto"):
     """What a run from ``base`` on ``device`` will learn and what Auto would choose: a
     TrainPlan (reads every reviewed grain: a worker)."""
-    from pollenstudio.engine.train import plan_training
+    from pollenstudio.engine.recipe import auto_plan
 
-    return plan_training(project, base, device)
+    return auto_plan(project, base, device)
 
 
 STAGE_CHOICES = (

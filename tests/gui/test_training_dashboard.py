@@ -265,7 +265,7 @@ def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_
 def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train_window, tmp_path):
     """Auto is the default; once the grains are read the note names Auto's choice and its
     expected time, and Start would run exactly that; an explicit choice overrides it."""
-    from pollenstudio.engine.train import plan_training
+    from pollenstudio.engine.recipe import auto_plan
 
     win = train_window
     win.actions["train"].trigger()
@@ -274,7 +274,7 @@ def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
     dlg._refresh_data_note()
     qtbot.waitUntil(lambda: "Auto: " in dlg.data_note.text(), timeout=20000)
-    plan = plan_training(win.ctl.project, str(dlg.base.currentData()), "cpu")
+    plan = auto_plan(win.ctl.project, str(dlg.base.currentData()), "cpu")
     assert plan.recipe.describe() in dlg.data_note.text() and "about " in dlg.data_note.text()
     req = dlg.request()
     assert (req.stage, req.recipe) == (plan.recipe.stage, plan.recipe)
