@@ -20,8 +20,8 @@ What the rules rest on (bench/learning_curve.py, bench/results/learning_curve.tx
 * detector settings: while images are few, train the head only (at 20 reviewed fields, 320
   px, 15 epochs: head only mAP@.5 0.278, frozen backbone 0.191, every layer 0.080), the
   neck too from 100 images, the full network from 300; epochs so a run is a few thousand image passes and fits the time
-  budget of the device; 320 px input on a CPU for frames up to 640 px (4x cheaper), the
-  frame's own size (up to 640) on a GPU; mosaic augmentation only from 20 images on (a
+  budget of the device; the frame's own size (up to 640 px) when that fits the budget, else
+  320 px for frames up to 640 px (4x cheaper); mosaic augmentation only from 20 images on (a
   mosaic of three copies of few images teaches layout, not grains).
 """
 
@@ -126,10 +126,8 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
         reasons.append(f"{images} reviewed images (< {DETECTOR_MIN_IMAGES[dev]} on {dev}): a crop classifier learns taxa "
                        "from few grains; the detector is kept")
     long_side = max(int(frame[0]), int(frame[1]), 32)
-    if dev == "cpu" and long_side <= 640:
-        imgsz = 320
-    else:
-        imgsz = min(640, int(math.ceil(min(long_side, 640) / 32.0) * 32))
+    native = min(640, int(math.ceil(min(long_side, 640) / 32.0) * 32))
+    imgsz = native
     freeze = "none" if not has_detector or images >= 300 else ("neck" if images < 100 else "backbone")
     mosaic = 1.0 if images >= 20 else 0.0
     lr0 = 0.001 if has_detector else 0.002
@@ -137,10 +135,19 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
     seconds = 1.0 + SEC_PER_GRAIN_EMBED[dev] * (sum(named.values()) if stage != "detector" else 0)
     if stage in ("both", "detector"):
         n_train = max(1, round(images * 0.8))
-        per_epoch = SEC_PER_IMAGE_EPOCH_640[dev] * (imgsz / 640.0) ** 2 * n_train
-        per_epoch *= {"neck": 0.4, "backbone": 0.55, "none": 1.0}[freeze]  # measured: 45 / 61 / 116 s
         epochs = int(min(100, max(10, round(3000 / max(1, n_train)))))
-        fit = int(BUDGET_S[dev] // max(per_epoch, 1e-6))
+        # the frame's own size when the run fits the budget (at 20 fields, all layers: 640 px
+        # 0.106 mAP@.5 in 205 s, 320 px 0.080 in 116 s); else 320 px for frames of at most
+        # 640 px (larger frames shrunk to 320 would lose their small grains)
+        sizes = [native] + ([320] if native > 320 and long_side <= 640 else [])
+        for imgsz in sizes:
+            per_epoch = SEC_PER_IMAGE_EPOCH_640[dev] * (imgsz / 640.0) ** 2 * n_train
+            per_epoch *= {"neck": 0.4, "backbone": 0.55, "none": 1.0}[freeze]  # measured: 45 / 61 / 116 s
+            fit = int(BUDGET_S[dev] // max(per_epoch, 1e-6))
+            if fit >= epochs:
+                break
+        if imgsz != native:
+            reasons.append(f"{imgsz} px input instead of {native} to stay near {format_duration(BUDGET_S[dev])} on {dev}")
         if fit < epochs:
             epochs = max(5, fit)
             reasons.append(f"epochs cut to {epochs} to stay near {format_duration(BUDGET_S[dev])} on {dev}")

@@ -9,18 +9,18 @@ G8_BIG = {f"taxon{i}": 60 for i in range(8)}
 
 TABLE = [
     # images, grains, device, frame, has_detector -> stage, epochs, imgsz, freeze, mosaic
-    (5, {"a": 3, "b": 2}, "cpu", (640, 640), True, "classifier", 0, 320, "neck", 0.0),
-    (20, G8, "cpu", (640, 640), True, "classifier", 0, 320, "neck", 1.0),
+    (5, {"a": 3, "b": 2}, "cpu", (640, 640), True, "classifier", 0, 640, "neck", 0.0),
+    (20, G8, "cpu", (640, 640), True, "classifier", 0, 640, "neck", 1.0),
     (40, G8, "cuda:0", (640, 480), True, "both", 94, 640, "neck", 1.0),
     (40, G8, "cuda", (1920, 1080), True, "both", 94, 640, "neck", 1.0),
-    (149, G8_BIG, "cpu", (640, 640), True, "classifier", 0, 320, "backbone", 1.0),
+    (149, G8_BIG, "cpu", (640, 640), True, "classifier", 0, 640, "backbone", 1.0),
     (150, G8_BIG, "cpu", (640, 640), True, "both", 25, 320, "backbone", 1.0),
     (400, G8_BIG, "cpu", (640, 640), True, "both", 10, 320, "none", 1.0),
     (400, G8_BIG, "cpu", (2048, 1536), True, "both", 5, 640, "none", 1.0),
     (60, {"pollen": 200}, "cpu", (640, 640), True, "detector", 62, 320, "neck", 1.0),
     (10, {"unidentified": 30, "pollen": 5}, "mps", (320, 240), True, "detector", 100, 320, "neck", 0.0),
     (30, G8, "cpu", (640, 640), False, "detector", 100, 320, "none", 1.0),
-    (0, {}, "cpu", (640, 640), True, "detector", 100, 320, "neck", 0.0),
+    (0, {}, "cpu", (640, 640), True, "detector", 100, 640, "neck", 0.0),
 ]
 
 
