@@ -361,31 +361,47 @@ def load_classifier(path) -> TaxonClassifier | None:
     return TaxonClassifier.from_extra(tensors, extra, Path(path).name)
 
 
-def train_classifier(model, items, class_names: Sequence[str], spec: EmbedSpec | None = None, kind: str = DEFAULT_KIND,
-                     device="cpu", progress=None) -> TaxonClassifier:
-    """Fit a classifier on reviewed grains. ``items``: (image array or path, boxes (N, 4),
-    classes (N,) indexing ``class_names``; < 0 ignored). Taxa without a named grain are
-    dropped from the classifier (it names only what it was shown)."""
+def embed_items(model, items, spec: EmbedSpec | None = None, device="cpu", progress=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per item (image array or path, boxes (N, 4), classes (N,)): (embeddings of its named
+    grains, their classes); unnamed grains (class < 0) are skipped, an item without named
+    grains gives empty arrays. Embed once, fit many times (validation split, then all)."""
     from pollenstudio.core.imageio import read_image
 
     spec = spec or EmbedSpec()
-    E, y = [], []
+    out = []
     items = list(items)
     for i, (src, boxes, classes) in enumerate(items):
         if progress is not None:
             progress.check()
             progress.update(i, len(items), "embedding reviewed grains")
-        classes = np.asarray(classes, np.int64)
+        classes = np.asarray(classes, np.int64).reshape(-1)
         named = classes >= 0
         if not named.any():
+            out.append((np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
             continue
         img = read_image(src) if not isinstance(src, np.ndarray) else src
-        E.append(embed(model, img, np.asarray(boxes)[named], spec, device))
-        y.append(classes[named])
-    if not E:
+        out.append((embed(model, img, np.asarray(boxes).reshape(-1, 4)[named], spec, device), classes[named]))
+    return out
+
+
+def fit_embedded(embedded, class_names: Sequence[str], spec: EmbedSpec | None = None, kind: str = DEFAULT_KIND) -> TaxonClassifier:
+    """A classifier from :func:`embed_items`' output; taxa without a named grain are dropped
+    (it names only what it was shown)."""
+    parts = [(E, y) for E, y in embedded if len(y)]
+    if not parts:
         raise ClassifierError("no named grain to learn taxa from: name some reviewed grains first")
-    E, y = np.concatenate(E), np.concatenate(y)
+    E = np.concatenate([e for e, _ in parts])
+    y = np.concatenate([t for _, t in parts])
     present = sorted(set(y.tolist()))
     remap = {c: j for j, c in enumerate(present)}
     names = [class_names[c] for c in present]
-    return TaxonClassifier.fit(E, [remap[c] for c in y.tolist()], names, spec, kind)
+    return TaxonClassifier.fit(E, [remap[c] for c in y.tolist()], names, spec or EmbedSpec(), kind)
+
+
+def train_classifier(model, items, class_names: Sequence[str], spec: EmbedSpec | None = None, kind: str = DEFAULT_KIND,
+                     device="cpu", progress=None) -> TaxonClassifier:
+    """Fit a classifier on reviewed grains. ``items``: (image array or path, boxes (N, 4),
+    classes (N,) indexing ``class_names``; < 0 ignored). Taxa without a named grain are
+    dropped from the classifier (it names only what it was shown)."""
+    spec = spec or EmbedSpec()
+    return fit_embedded(embed_items(model, items, spec, device, progress), class_names, spec, kind)

@@ -40,7 +40,11 @@ BUDGET_S = {"cpu": 600.0, "mps": 900.0, "cuda": 1800.0}  # detector training tim
 # seconds per training image per epoch at 640 px (training + validation share), measured on
 # this project's CPU (2 shared cores: 3 min for 16 images x 15 epochs) and scaled for the others
 SEC_PER_IMAGE_EPOCH_640 = {"cpu": 0.75, "mps": 0.12, "cuda": 0.02}
-SEC_PER_GRAIN_EMBED = {"cpu": 0.02, "mps": 0.01, "cuda": 0.005}  # classifier: embedding one reviewed grain
+# classifier stage: reading one reviewed image and embedding one grain (measured on this CPU:
+# 7-8 s for 20 images / 72 grains with two embedding passes, before they were merged into one)
+SEC_PER_IMAGE_READ = {"cpu": 0.1, "mps": 0.05, "cuda": 0.05}
+SEC_PER_GRAIN_EMBED = {"cpu": 0.015, "mps": 0.008, "cuda": 0.004}
+SEC_PER_VAL_IMAGE = {"cpu": 0.6, "mps": 0.15, "cuda": 0.05}  # 40 images: 14 s measured, 8 s without this term
 
 
 def _device_kind(device: str) -> str:
@@ -132,7 +136,10 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
     mosaic = 1.0 if images >= 20 else 0.0
     lr0 = 0.001 if has_detector else 0.002
     epochs = 0
-    seconds = 1.0 + SEC_PER_GRAIN_EMBED[dev] * (sum(named.values()) if stage != "detector" else 0)
+    seconds = 1.5  # loading the model
+    if stage != "detector":  # embedding the reviewed grains once, then fitting (and validating) the classifier
+        seconds += SEC_PER_IMAGE_READ[dev] * images + SEC_PER_GRAIN_EMBED[dev] * sum(named.values())
+        seconds += SEC_PER_VAL_IMAGE[dev] * round(0.2 * images)  # detecting and naming the validation images
     if stage in ("both", "detector"):
         n_train = max(1, round(images * 0.8))
         epochs = int(min(100, max(10, round(3000 / max(1, n_train)))))

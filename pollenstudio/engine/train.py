@@ -626,7 +626,8 @@ class TrainPlan:
         lines = [f"Learns {what} from {self.images} reviewed images."]
         if self.unidentified and self.class_names != [UNIDENTIFIED]:
             lines.append(f"{self.unidentified} unidentified grains (\"{UNIDENTIFIED}\") teach where grains are, not a taxon.")
-        if self.base_classes is not None:
+        detector_learns = self.recipe is None or self.recipe.stage == "detector"
+        if self.base_classes is not None and detector_learns:
             if self.base_classes == [UNIDENTIFIED] and self.class_names != [UNIDENTIFIED]:
                 lines.append("Grows the grain model into these taxa: it keeps what it knows about finding grains.")
             else:
@@ -920,20 +921,25 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
         torch.set_num_threads(int(cfg.threads))
     model, mcfg, meta = load_checkpoint(base_path, device=dev)
     train_s, val_s = split_samples(data.samples, cfg.val_fraction)
+    val_ids = {id(s) for s in val_s}
     metrics: dict = {}
     if not ctx.is_main:
         return ProjectTrainResult(None, None, {}, TrainResult(None, {}, 0, -1, []), len(train_s), len(val_s), None)
     run_id = project.start_run("train", {"train": cfg.to_dict(), "stage": "classifier", "base": str(base_path),
                                          "parent_id": parent_id, "class_names": data.class_names})
     try:
+        from pollenstudio.engine.classify import embed_items, fit_embedded
+
+        model.to(dev).eval()
+        embedded = embed_items(model, [(s.path, s.boxes, s.classes) for s in data.samples], device=dev, progress=progress)
         try:  # validation: fitted on the training split, scored on the held-out images
             if train_s and val_s:
-                metrics = _score_classifier(model, mcfg, meta, _fit_classifier(model, train_s, data.class_names, dev, progress),
-                                            val_s, dev, data.class_names)
+                fit_train = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], data.class_names)
+                metrics = _score_classifier(model, mcfg, meta, fit_train, val_s, dev, data.class_names)
         except ClassifierError:
-            metrics = {}  # e.g. a taxon only on validation images: scored by the final fit's use
-        # the stored classifier learns from every reviewed grain
-        clf = _fit_classifier(model, data.samples, data.class_names, dev, progress)
+            metrics = {}  # e.g. every grain of the training split unnamed
+        # the stored classifier learns from every reviewed grain (embedded once)
+        clf = fit_embedded(embedded, data.class_names)
     except (Cancelled, KeyboardInterrupt):
         project.finish_run(run_id, "cancelled", {})
         raise
