@@ -717,7 +717,11 @@ class TrainingDashboard(QDialog):
     def _end(self) -> None:
         self._poll.stop()
         n = len(self._epoch_rows)
-        self.time_label.setText(f"{n} epoch{'s' if n != 1 else ''} in {format_duration(time.monotonic() - self._t0)}")
+        took = format_duration(time.monotonic() - self._t0)
+        if self._phase == "classify" or (self.outcome is not None and self.outcome.epochs_run == 0 and not n):
+            self.time_label.setText(f"taxon classifier fitted in {took}")
+        else:
+            self.time_label.setText(f"{n} epoch{'s' if n != 1 else ''} in {took}")
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.outcome is not None else 0)

@@ -281,6 +281,17 @@ def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train
     if plan.recipe.trains_detector:
         assert (req.epochs, req.imgsz) == (plan.recipe.epochs, plan.recipe.imgsz)
     dlg.grab().save(str(tmp_path / "dashboard-auto.png"))
+    if plan.recipe.stage == "classifier":  # few reviewed images: Start names grains in seconds
+        from pollenstudio.engine.classify import load_classifier
+
+        assert not dlg.epochs.isEnabled()  # epochs mean nothing to this run
+        assert dlg.start()
+        qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
+        mv = win.ctl.project.model_version(dlg.outcome.version_id)
+        clf = load_classifier(win.ctl.project.model_file(mv))
+        assert clf is not None and set(clf.class_names) <= {c.name for c in win.ctl.project.categories()}
+        assert "taxon classifier" in dlg.result_label.text() and "classifier fitted in" in dlg.time_label.text()
+        dlg.grab().save(str(tmp_path / "dashboard-auto-done.png"))
     dlg.stage.setCurrentIndex(dlg.stage.findData("detector"))
     dlg.epochs.setValue(3)
     req = dlg.request()
