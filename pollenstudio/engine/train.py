@@ -932,14 +932,19 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
 
         model.to(dev).eval()
         embedded = embed_items(model, [(s.path, s.boxes, s.classes) for s in data.samples], device=dev, progress=progress)
-        try:  # validation: fitted on the training split, scored on the held-out images
-            if train_s and val_s:
-                fit_train = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], data.class_names)
-                metrics = _score_classifier(model, mcfg, meta, fit_train, val_s, dev, data.class_names)
-        except ClassifierError:
-            metrics = {}  # e.g. every grain of the training split unnamed
-        # the stored classifier learns from every reviewed grain (embedded once)
-        clf = fit_embedded(embedded, data.class_names)
+        # like a detector version, the stored classifier never saw its validation images, so
+        # any later scoring on them (eval, the comparison, a continuous retrain) is fair;
+        # with no validation split, or no named grain outside it, it learns from every image
+        clf = None
+        if train_s and val_s:
+            try:
+                clf = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], data.class_names)
+                metrics = _score_classifier(model, mcfg, meta, clf, val_s, dev, data.class_names)
+            except ClassifierError:
+                clf, metrics = None, {}
+        if clf is None:
+            clf = fit_embedded(embedded, data.class_names)
+            train_s, val_s = list(data.samples), []
     except (Cancelled, KeyboardInterrupt):
         project.finish_run(run_id, "cancelled", {})
         raise
@@ -958,7 +963,8 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
     summary = {"stage": "classifier", "seconds": round(seconds, 1), "train_images": len(train_s), "val_images": len(val_s),
                "val_image_ids": [s.image_id for s in val_s], "grains": data.n_objects, "run_id": run_id,
                "classifier": {"taxa": clf.class_names, "kind": clf.kind, "features": clf.spec.features,
-                              "grains": dict(zip(clf.class_names, clf.counts))},
+                              "grains": dict(zip(clf.class_names, clf.counts)),
+                              "fitted_on": "training split" if val_s else "every reviewed image"},
                "grain_size_px": meta.get("grain_size_px")}
     cfg_used = replace(cfg, epochs=0)
     version_id = project.add_model_version(

@@ -182,6 +182,13 @@ def test_train_project_classifier_stage(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), mb.state_dict().values()))
     mv = pr.model_version(res.version_id)
     assert mv.config["stage"] == "classifier" and mv.summary["classifier"]["taxa"] == clf.class_names
+    # scoring the version later on its validation images (eval, the comparison) gives its own
+    # validation figures: the stored classifier never saw those images
+    from pollenstudio.engine.compare import score_on_images
+
+    assert mv.summary["val_image_ids"]
+    again = score_on_images(pr, res.weights, c.class_names, mv.summary["val_image_ids"], "cpu", 0.25, 8)
+    assert again["map50"] == pytest.approx(res.metrics["map50"])
     pred = Predictor.from_checkpoint(res.weights, device="cpu", conf=0.001, max_det=10)
     assert pred.class_names == clf.class_names
     dets = pred.predict(pr.image_path(pr.images()[0]))
