@@ -68,7 +68,10 @@ def run(args) -> int:
     try:
         path, version = _model_path(args, project)
         device = select_device(args.device)
+        from pollenstudio.engine.classify import load_classifier
+
         model, mcfg, _ = load_checkpoint(path, device="cpu")
+        taxa = load_classifier(path)  # a split version names grains with its classifier
         if project is None:
             data = data_from_coco(target, args.images)
             samples = data.samples
@@ -93,7 +96,7 @@ def run(args) -> int:
             raise DatasetError(f"{len(missing)} image file(s) not found, e.g. {missing[0]}{hint}")
         progress = ConsoleProgress("eval", quiet=args.quiet or args.json)
         res = evaluate_model(model, mcfg, samples, data.class_names, device, conf=args.conf, batch=args.batch,
-                             progress=progress)
+                             progress=progress, taxa=taxa)
     finally:
         if project is not None:
             project.close()

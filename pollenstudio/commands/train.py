@@ -36,8 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="project folder (or its project.pollen file)")
     p.add_argument("--base", default=None, metavar="VERSION|FILE",
                    help="fine-tune from this model version id or .safetensors file (default: train from scratch)")
-    p.add_argument("--epochs", type=positive_int, default=100, help="training epochs (default 100)")
-    p.add_argument("--imgsz", type=_imgsz, default=640, help="model input size in pixels, multiple of 32 (default 640)")
+    p.add_argument("--stage", choices=("auto", "detector", "classifier", "both"), default="auto",
+                   help="what to train: auto (the recipe's choice from the reviewed images and grains, the device and "
+                        "the frame size), detector (taxa in the detector's head), classifier (keep the base detector, "
+                        "name its grains with a taxon classifier; seconds), both (detector as grain finder + "
+                        "classifier). Default auto")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the auto recipe's)")
+    p.add_argument("--imgsz", type=_imgsz, default=None,
+                   help="model input size in pixels, multiple of 32 (default: the auto recipe's)")
+    p.add_argument("--freeze", choices=("none", "backbone", "neck"), default=None,
+                   help="layers kept fixed: none, backbone, neck (= train the head only) (default: the auto recipe's)")
     p.add_argument("--batch", type=positive_int, default=16, help="images per batch and process (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--scale", choices=("n", "s"), default="n",
@@ -68,7 +76,6 @@ def run(args) -> int:
     import time
 
     from pollenstudio.commands._console import ConsoleProgress, print_json
-    from pollenstudio.engine.augment import AugmentConfig
     from pollenstudio.engine.compare import compare_with_reference, reference_model
     from pollenstudio.engine.distributed import init_from_env, shutdown
     from pollenstudio.engine.models import scratch_model_config
@@ -77,16 +84,29 @@ def run(args) -> int:
 
     ctx, device = init_from_env(args.device)
     try:
-        aug = AugmentConfig()
-        if args.no_mosaic:
-            aug.mosaic = 0.0
-        cfg = TrainConfig(
-            epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=str(device), optimizer=args.optimizer,
-            lr0=args.lr0, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
-            workers=args.workers, threads=args.threads, augment=aug,
-        )
-        model_cfg = scratch_model_config(args.imgsz, args.variant, args.scale, tiny=args.tiny)
         quiet = args.quiet or args.json or not ctx.is_main
+        project = Project.open(args.project)
+        try:
+            from pollenstudio.engine.recipe import auto_plan
+
+            plan = None if args.resume else auto_plan(project, args.base, str(device))
+        except BaseException:
+            project.close()
+            raise
+        if args.stage != "auto":
+            stage = args.stage
+        else:  # a resumed run continues a detector training
+            stage = "detector" if plan is None else plan.recipe.stage
+        given = dict(epochs=args.epochs, imgsz=args.imgsz, freeze=args.freeze, lr0=args.lr0, batch=args.batch,
+                     device=str(device), optimizer=args.optimizer, patience=args.patience, val_fraction=args.val_fraction,
+                     seed=args.seed, workers=args.workers, threads=args.threads)
+        if plan is not None:  # the auto recipe, every flag given overriding its choice
+            cfg = plan.recipe.train_config(**given)
+        else:
+            cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+        if args.no_mosaic:
+            cfg.augment.mosaic = 0.0
+        model_cfg = scratch_model_config(cfg.imgsz, args.variant, args.scale, tiny=args.tiny)
         progress = ConsoleProgress("train", quiet=quiet)
         log = []
 
@@ -99,17 +119,18 @@ def run(args) -> int:
             sys.stderr.write("\r" + line.ljust(110) + "\n")  # over the progress bar's line
 
         t0 = time.perf_counter()
-        project = Project.open(args.project)
         try:
-            if not quiet and not args.resume:
-                from pollenstudio.engine.train import plan_training
-
-                sys.stderr.write(plan_training(project, args.base).describe() + "\n")
+            if not quiet and plan is not None:
+                sys.stderr.write(plan.describe() + "\n")
+                if args.stage != "auto" or any(v is not None for v in (args.epochs, args.imgsz, args.freeze, args.lr0)):
+                    sys.stderr.write(f"Overridden: stage {stage}, {cfg.epochs} epochs at {cfg.imgsz} px, freeze {cfg.freeze}, "
+                                     f"lr {cfg.lr0}.\n")
             compare = ctx.is_main and not args.no_compare
             reference = reference_model(project) if compare else None  # in use before --activate switches
             res = train_project(
                 project, cfg, model_cfg=model_cfg, base=args.base, activate=args.activate, resume=args.resume,
                 progress=progress, callbacks={"on_epoch_end": on_epoch_end}, dist=ctx, device=device, name=args.name,
+                stage=stage,
             )
             seconds = time.perf_counter() - t0
             comparison = None
@@ -130,6 +151,8 @@ def run(args) -> int:
             "map50_95": res.metrics.get("map50_95"),
             "precision": res.metrics.get("precision"),
             "recall": res.metrics.get("recall"),
+            "stage": stage,
+            "recipe": None if plan is None else plan.recipe.describe(),
             "epochs": res.result.epochs_run,
             "best_epoch": res.result.best_epoch + 1,
             "stopped_early": res.result.stopped_early,
@@ -149,8 +172,12 @@ def run(args) -> int:
             print(f"weights      {out['weights']}")
             print(f"validation   mAP@.5 {fmt(out['map50'])}   mAP@.5:.95 {fmt(out['map50_95'])}   "
                   f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
-            print(f"trained      {out['epochs']} epochs (best {out['best_epoch']}) on {out['train_images']} images, "
-                  f"{out['processes']} process(es) on {out['device']}, {out['seconds']:.0f} s")
+            if stage == "classifier":
+                print(f"trained      a taxon classifier on the base detector's crops of {out['train_images']} images "
+                      f"(the validation images held out), {out['seconds']:.0f} s")
+            else:
+                print(f"trained      {out['epochs']} epochs (best {out['best_epoch']}) on {out['train_images']} images, "
+                      f"{out['processes']} process(es) on {out['device']}, {out['seconds']:.0f} s")
             if comparison is not None:
                 _print_comparison(comparison)
         return 0

@@ -25,6 +25,7 @@ from .model import HieraEdgeNet, build_model
 
 FORMAT = "pollenstudio-detector"
 FORMAT_VERSION = 1
+EXTRA = "extra."  # tensors of stages beside the detector (e.g. a taxon classifier), opaque here
 
 
 def _jsonable(obj: Any, what: str) -> str:
@@ -40,15 +41,21 @@ def save_checkpoint(
     cfg: ModelConfig | None = None,
     meta: dict | None = None,
     training: dict | None = None,
+    extra: tuple[dict[str, torch.Tensor], dict] | None = None,
 ) -> Path:
     """Write ``model`` (training form) to ``path`` atomically. ``training``: summary of the run
-    (epochs, metrics ...); ``meta``: anything else JSON-serialisable."""
+    (epochs, metrics ...); ``meta``: anything else JSON-serialisable. ``extra``: (tensors,
+    description) of a stage stored with the detector in the same file (a taxon classifier):
+    tensors under ``extra.``, the description as JSON; :func:`read_extra` reads them back,
+    the detector loaders ignore them."""
     from safetensors.torch import save_file
 
     if getattr(model, "deployed", False):
         raise CheckpointError("this is a fused deploy-form model; save the training-form model instead")
     cfg = cfg or model.cfg
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if extra is not None:
+        tensors.update({EXTRA + k: v.detach().to("cpu").contiguous().clone() for k, v in extra[0].items()})
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -58,6 +65,8 @@ def save_checkpoint(
         "training": _jsonable(training or {}, "the training summary"),
         "meta": _jsonable(meta or {}, "the metadata"),
     }
+    if extra is not None:
+        metadata["extra"] = _jsonable(extra[1], "the extra stage's description")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -104,7 +113,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             md = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith(EXTRA)}
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{path.name} is damaged or truncated and cannot be read ({e})") from e
     if md.get("format") != FORMAT:
@@ -130,6 +139,25 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, tor
         raise CheckpointError(f"{path.name} has a damaged model description: {e}") from e
     _check_tensors(path.name, cfg, tensors)
     return cfg, tensors, meta
+
+
+def read_extra(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The extra stage stored beside the detector (see ``save_checkpoint``): (tensors without
+    the ``extra.`` prefix, description); ({}, {}) for a file without one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _sniff(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            md = f.metadata() or {}
+            tensors = {k[len(EXTRA):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA)}
+        desc = json.loads(md.get("extra", "{}"))
+    except Exception as e:
+        raise CheckpointError(f"{path.name} is damaged or truncated and cannot be read ({e})") from e
+    if md.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} is not a PollenStudio detector checkpoint")
+    return tensors, dict(desc) if isinstance(desc, dict) else {}
 
 
 def _check_tensors(name: str, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:

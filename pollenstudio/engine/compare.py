@@ -116,9 +116,12 @@ def score_on_images(project, weights, class_names, image_ids, device, conf, batc
     samples = [s for s in data.samples if s.image_id in ids]
     if not samples:
         return None
+    from pollenstudio.engine.classify import load_classifier
+
     with gcguard.held():
         model, mcfg, _ = load_checkpoint(weights, device="cpu")
-    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress)
+        taxa = load_classifier(weights)
+    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress, taxa=taxa)
     return res.to_dict()
 
 

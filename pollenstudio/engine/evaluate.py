@@ -274,12 +274,14 @@ def evaluate_detections(
 
 # ---------------------------------------------------------------- model on samples
 def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int = 8, conf: float = 0.001,
-                    progress=None) -> list[ImagePreds]:
+                    progress=None, taxa=None) -> list[ImagePreds]:
     """Run ``model`` over image files the way the app does (``Predictor``: 16-bit scaling,
-    letterbox, tiles for slide scans) with a low threshold, as mAP needs."""
+    letterbox, tiles for slide scans) with a low threshold, as mAP needs. ``taxa``: the
+    version's taxon classifier (classes then index its taxa)."""
     from pollenstudio.engine.predict import Predictor
 
-    pred = Predictor(model, model_cfg, device=device, conf=conf, iou=0.7, max_det=300, tile="auto", fuse=False, batch=batch)
+    pred = Predictor(model, model_cfg, device=device, conf=conf, iou=0.7, max_det=300, tile="auto", fuse=False, batch=batch,
+                     taxa=taxa)
     # mAP ranks every per-class candidate down to conf 0.001 (the COCO protocol the model cards
     # follow); the review-time fold of boxes on one grain into one would remove the runner-up
     # taxon's box and score the model on a post-processing choice instead
@@ -305,18 +307,19 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
 
 
 def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cpu", conf: float = DEFAULT_CONF,
-                   batch: int = 8, progress=None) -> EvalResult:
+                   batch: int = 8, progress=None, taxa=None) -> EvalResult:
     """COCO metrics of ``model`` on dataset ``samples`` (objects with ``boxes``, ``classes``
     indexed into ``class_names``, ``path``, ``width``, ``height``).
 
     The model's classes are matched to ``class_names`` by name, so a model trained with
     another taxon order or list is scored fairly; taxa only the model knows are appended
-    (their detections count as false alarms, never as mAP classes).
+    (their detections count as false alarms, never as mAP classes). ``taxa``: the version's
+    taxon classifier (a split version): its taxa are the model's classes.
     """
     from pollenstudio.core.errors import ModelMismatchError
 
     names = list(class_names)
-    model_names = list(model_cfg.class_names)
+    model_names = list(taxa.class_names if taxa is not None else model_cfg.class_names)
     if samples and not set(model_names) & set(names):
         raise ModelMismatchError(
             f"the model knows {', '.join(model_names[:5])}{' ...' if len(model_names) > 5 else ''} but the ground truth "
@@ -326,7 +329,8 @@ def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cp
         if n not in names:
             names.append(n)
     remap = np.array([names.index(n) for n in model_names], np.int64)
-    preds = predict_samples(model, model_cfg, [s.eval_source() if getattr(s, "is_stack", False) else s.path for s in samples], device, batch=batch, progress=progress)
+    preds = predict_samples(model, model_cfg, [s.eval_source() if getattr(s, "is_stack", False) else s.path for s in samples],
+                            device, batch=batch, progress=progress, taxa=taxa)
     for p in preds:
         p.classes = remap[p.classes] if len(p.classes) else p.classes
     truths = [ImageTruth(s.boxes, s.classes, s.width, s.height) for s in samples]

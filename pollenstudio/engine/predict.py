@@ -169,6 +169,7 @@ class _ImageState:
     resample: object | None = None  # engine.scale.Resample when calibrated: boxes map back through it
     units_capped: int = 0  # units whose own output hit max_det (more may have been there)
     skipped: int = 0  # blank tiles not run
+    image: np.ndarray | None = None  # the decoded image, kept only while a taxon classifier needs its crops
 
     @property
     def complete(self) -> bool:
@@ -251,6 +252,11 @@ class Predictor:
 
     One grain, one box: boxes of any taxa on the same grain (see :func:`same_grain_groups`)
     are folded into the best one, whose top-k then lists the others' taxa.
+
+    ``taxa``: a :class:`~pollenstudio.engine.classify.TaxonClassifier` (a model version of
+    the split design: detector + classifier in one file, loaded by ``from_checkpoint``).
+    With one, every detection is named by the classifier (label, top-k with probabilities,
+    ``class_names`` = its taxa) and keeps the detector's box and score.
     """
 
     # Same-grain rule, tuned on crowded synthetic frames with the shipped model (24 frames,
@@ -283,13 +289,15 @@ class Predictor:
         um_per_px: float | None = None,
         skip_blank: bool = True,
         backend: str | None = "torch",
+        taxa=None,
     ):
         import torch
 
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.half = (self.device.type == "cuda") if half is None else bool(half and self.device.type == "cuda")
         self.cfg = cfg
-        self.class_names = list(cfg.class_names)
+        self.taxa = taxa
+        self.class_names = list(taxa.class_names if taxa is not None else cfg.class_names)  # what detections are named
         self.imgsz = int(imgsz or cfg.imgsz)
         if self.imgsz % 32:
             raise ValueError(f"model input size must be a multiple of 32, got {self.imgsz}")
@@ -359,7 +367,11 @@ class Predictor:
         p = Path(path)
         if not p.is_file():
             raise CheckpointError(f"model file not found: {p}")
+        from pollenstudio.engine.classify import load_classifier
+
         model, cfg, meta = load_checkpoint(p, device="cpu")
+        if "taxa" not in kwargs:
+            kwargs["taxa"] = load_classifier(p)
         kwargs.setdefault("meta", meta)
         kwargs.setdefault("source", str(p))
         return cls(model, cfg, **kwargs)
@@ -501,6 +513,8 @@ class Predictor:
             h, w = img.shape[:2]
             state.width, state.height = w, h
             rng = intensity_range(img)  # whole-image scaling, shared by all its tiles
+            if self.taxa is not None:
+                state.image = img  # the classifier crops grains from it (original pixels)
             grain = grain_sizes[i] if grain_sizes is not None and grain_sizes[i] is not None else self.grain_size
             if grain is not None:
                 # calibrated: resample so grains have the trained size, then run at native
@@ -618,7 +632,7 @@ class Predictor:
         if s.error is not None:
             return ImageResult(s.index, s.name, [], 0, 0, 0, s.error)
         t0 = time.perf_counter()
-        nc = len(self.class_names)
+        nc = len(self.cfg.class_names)
         if s.parts:
             boxes, scores, classes, probs, levels, tidx = (np.concatenate(a) for a in zip(*s.parts))
         else:
@@ -657,6 +671,10 @@ class Predictor:
             boxes = boxes.copy()
             boxes[idx] = s.resample.to_source(boxes[idx])  # back to original pixels
         dets = [self._detection(boxes[i], scores[i], classes[i], alts.get(int(i), probs[i]), levels[i]) for i in idx]
+        if self.taxa is not None:
+            with self.lock:
+                dets = self.taxa.label(self.explain_model, s.image, dets, self.device, self.topk)
+            s.image = None
         self.timings["postprocess"] += time.perf_counter() - t0
         self.images_done += 1
         return ImageResult(
@@ -667,7 +685,7 @@ class Predictor:
     def _detection(self, box, score, cls, probs, level) -> Detection:
         k = min(self.topk, len(probs))
         top = np.argsort(-probs, kind="stable")[:k]
-        names = self.class_names
+        names = self.cfg.class_names  # the detector's own classes (a classifier renames them after)
         return Detection(
             box=Box(*(float(v) for v in box)),
             class_index=int(cls),

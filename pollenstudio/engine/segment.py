@@ -138,6 +138,6 @@ def model_box_at(pred, image: np.ndarray, x: float, y: float, conf: float = 0.05
     for b, s, c in zip(boxes, scores, classes):
         if b[0] <= x <= b[2] and b[1] <= y <= b[3] and (b[2] - b[0]) >= 2 and (b[3] - b[1]) >= 2:
             if best is None or s > best[2]:
-                names = pred.class_names
+                names = pred.cfg.class_names  # the detector's classes (a taxon classifier names grains later)
                 best = (Box(*(float(v) for v in b)), names[int(c)] if 0 <= int(c) < len(names) else str(int(c)), float(s))
     return best

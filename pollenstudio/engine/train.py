@@ -106,6 +106,7 @@ class TrainConfig:
     workers: int | None = None  # DataLoader workers (None: 0 on CPU, up to 8 on CUDA)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    freeze: str = "none"  # none | backbone (train neck + head) | neck (train the head only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -131,6 +132,21 @@ class TrainResult:
     stopped_early: bool = False
     seconds: float = 0.0
     model_config: dict = field(default_factory=dict)
+
+
+FREEZE = ("none", "backbone", "neck")
+NECK_MODULES = ("top4", "top3", "ok3", "down_n4", "bottom4", "ok4", "down_n5", "bottom5", "ok5")
+
+
+def frozen_modules(model, freeze: str) -> list:
+    """Top-level modules of a HieraEdgeNet that ``freeze`` keeps fixed: "backbone" = stem to
+    C2PSA (the neck and head train); "neck" = everything but the detection head."""
+    if freeze not in FREEZE:
+        raise PollenStudioError(f"unknown freeze setting {freeze!r}; use {', '.join(FREEZE)}")
+    if freeze == "none":
+        return []
+    keep = {"detect"} | (set(NECK_MODULES) if freeze == "backbone" else set())
+    return [m for n, m in unwrap(model).named_children() if n not in keep]
 
 
 def fitness(metrics: dict) -> float:
@@ -424,6 +440,10 @@ class Trainer:
         model, mcfg = self._build_model(resume_state)
         self.model_cfg = mcfg
         model = model.to(device).train()
+        frozen = frozen_modules(model, cfg.freeze)
+        for m in frozen:
+            for p in m.parameters():
+                p.requires_grad_(False)
         self.start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
         ds = TrainDataset(self.train_samples, cfg.imgsz, cfg.augment, seed=cfg.seed)
@@ -469,6 +489,8 @@ class Trainer:
                 ds.set_epoch(epoch, mosaic=epoch < cfg.epochs - n_close)
                 loader = self._loader(ds, epoch, shuffle=True)
                 self.model.train()
+                for m in frozen:  # frozen layers keep their batch-norm statistics too
+                    m.eval()
                 self._fire("on_epoch_start", epoch)
                 sums = np.zeros(4)
                 nb = 0
@@ -590,6 +612,8 @@ class TrainPlan:
     unidentified: int  # reviewed grains left "pollen" that train boxes only
     images: int  # reviewed images
     base_classes: list[str] | None  # the base model's classes (None: from scratch)
+    frame: tuple[int, int] = (640, 640)  # median reviewed frame (width, height)
+    recipe: object = None  # engine.recipe.Recipe: what "Auto" chose (set by engine.recipe.auto_plan)
 
     def describe(self) -> str:
         from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
@@ -602,18 +626,22 @@ class TrainPlan:
         lines = [f"Learns {what} from {self.images} reviewed images."]
         if self.unidentified and self.class_names != [UNIDENTIFIED]:
             lines.append(f"{self.unidentified} unidentified grains (\"{UNIDENTIFIED}\") teach where grains are, not a taxon.")
-        if self.base_classes is not None:
+        detector_learns = self.recipe is None or self.recipe.stage == "detector"
+        if self.base_classes is not None and detector_learns:
             if self.base_classes == [UNIDENTIFIED] and self.class_names != [UNIDENTIFIED]:
                 lines.append("Grows the grain model into these taxa: it keeps what it knows about finding grains.")
             else:
                 new = [n for n in self.class_names if n not in self.base_classes]
                 if new:
                     lines.append(f"New to the base model: {', '.join(new)}.")
+        if self.recipe is not None:
+            lines.append(self.recipe.describe())
         return " ".join(lines)
 
 
 def plan_training(project, base=None) -> TrainPlan:
-    """The class list, grain counts and base of a training of ``project`` from ``base``."""
+    """The class list, grain counts and base of a training of ``project`` from ``base``
+    (``engine.recipe.auto_plan`` adds the auto recipe)."""
     base_path, _ = resolve_base(project, base)
     base_classes = None
     if base_path is not None:
@@ -629,7 +657,10 @@ def plan_training(project, base=None) -> TrainPlan:
                 unidentified += 1
             else:
                 counts[data.class_names[c]] += 1
-    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes)
+    frame = (640, 640)
+    if data.samples:
+        frame = (int(np.median([s.width for s in data.samples])), int(np.median([s.height for s in data.samples])))
+    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame)
 
 
 def _interrupted_run(project):
@@ -667,14 +698,29 @@ def train_project(
     dist: DistContext | None = None,
     device=None,
     name: str | None = None,
+    stage: str = "detector",
 ) -> ProjectTrainResult:
     """Train on the project's reviewed annotations and register a model version.
 
     ``base``: model version id or checkpoint file to fine-tune from (its taxon list may
-    differ from the project's). ``resume``: continue the latest interrupted training run
-    of this project from its ``last.ckpt``. The new version becomes active only with
-    ``activate=True``. Multi-process (``dist``): every rank calls this; rank 0 writes.
+    differ from the project's; base taxa the project does not have are dropped). ``resume``:
+    continue the latest interrupted training run of this project from its ``last.ckpt``.
+    The new version becomes active only with ``activate=True``. Multi-process (``dist``):
+    every rank calls this; rank 0 writes.
+
+    ``stage`` (see :mod:`pollenstudio.engine.recipe`): "detector" trains the detector on the
+    taxa; "classifier" keeps the base detector and fits a taxon classifier on crops of the
+    reviewed grains (seconds; needs ``base``); "both" fine-tunes the detector as a grain
+    finder (every grain one class), then fits the classifier on its features. A version
+    with a classifier is one file (detector + classifier); its taxa are the project's
+    taxa that have reviewed grains.
     """
+    if stage not in ("detector", "classifier", "both"):
+        raise PollenStudioError(f"unknown training stage {stage!r}; use detector, classifier or both")
+    if stage == "classifier":
+        if resume:
+            raise ProjectError("a classifier-only training has nothing to resume; start a new one")
+        return _train_classifier_only(project, cfg, base, activate, progress, dist, device, name)
     ctx = dist or DistContext()
     progress = progress or NullProgress()
     folder = Path(project.folder)
@@ -695,7 +741,13 @@ def train_project(
             from pollenstudio.detector.checkpoint import read_checkpoint
 
             class_names = list(read_checkpoint(base_path)[0].class_names)
+            # the new model's taxa are the project's: base taxa the project lacks are dropped
+            have = {c.name for c in project.categories()}
+            class_names = [n for n in class_names if n in have] or None
     data: DetectionData = data_from_project(project, class_names)
+    named_data = data
+    if stage == "both":
+        data = _as_grain_data(data)
     if not data.samples or data.n_objects == 0:
         counts = project.status_counts()
         raise DatasetError(
@@ -771,9 +823,14 @@ def train_project(
         # the grain sizes this model has seen (model-input px): calibrated detection aims there
         grain_px = grain_size_range(train_s, cfg.imgsz)
         summary["grain_size_px"] = grain_px
+        extra = None
+        if stage == "both":
+            clf = _fit_classifier(model, named_data.samples, named_data.class_names, device, progress)
+            extra = clf.to_extra()
+            summary["classifier"] = {"taxa": clf.class_names, "kind": clf.kind, "features": clf.spec.features}
         save_checkpoint(weights, model, mcfg, {"parent_id": parent_id, "run_id": run_id, "project": project.name,
                                                "grain_size_px": grain_px},
-                        {"metrics": _brief(result.metrics), "epochs": result.epochs_run})
+                        {"metrics": _brief(result.metrics), "epochs": result.epochs_run}, extra=extra)
         version_id = project.add_model_version(
             name or f"v{n} {mcfg.variant_name}-{mcfg.scale}",
             weights,
@@ -791,6 +848,132 @@ def train_project(
         shutil.rmtree(Path(work_dir), ignore_errors=True)
     barrier(ctx)
     return ProjectTrainResult(version_id, weights, result.metrics, result, len(train_s), len(val_s), run_id)
+
+
+def _as_grain_data(data: DetectionData) -> DetectionData:
+    """Every reviewed grain one class ("pollen"): what a grain finder learns from."""
+    from dataclasses import replace
+
+    from pollenstudio.core.types import GRAIN_CLASS
+
+    samples = [replace(s, classes=np.zeros(len(s.classes), np.int64)) for s in data.samples]
+    return DetectionData(samples, [GRAIN_CLASS], [None])
+
+
+def _fit_classifier(model, samples, class_names, device=None, progress=None):
+    from pollenstudio.engine.classify import train_classifier
+
+    dev = device if device is not None else "cpu"
+    return train_classifier(model.to(dev).eval(), [(s.path, s.boxes, s.classes) for s in samples], class_names,
+                            device=dev, progress=progress)
+
+
+def _score_classifier(model, mcfg, meta, clf, val, device, class_names) -> dict:
+    """Validation metrics of detector + classifier on held-out reviewed images, over the
+    project's taxa ``class_names`` (a taxon the classifier was never shown scores 0)."""
+    from pollenstudio.engine.evaluate import ImagePreds, ImageTruth, evaluate_detections
+    from pollenstudio.engine.predict import Predictor
+
+    if not val:
+        return {}
+    pred = Predictor(model, mcfg, device=device or "cpu", conf=0.001, meta=meta, taxa=clf, fuse=False)
+    pred.merge_same_grain = False  # the COCO protocol of `pollenstudio eval`
+    index = {n: i for i, n in enumerate(class_names)}
+    truths, preds = [], []
+    for s, r in zip(val, pred.iter_predict([s.path for s in val])):
+        # grains of taxa the classifier never saw (or unnamed ones) cannot be scored by name
+        keep = np.array([0 <= c for c in s.classes], bool).reshape(-1)
+        truths.append(ImageTruth(boxes=s.boxes[keep], classes=s.classes[keep], width=s.width, height=s.height))
+        b = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in r.detections], np.float64).reshape(-1, 4)
+        preds.append(ImagePreds(boxes=b, scores=np.array([d.score for d in r.detections]),
+                                classes=np.array([index[d.label] for d in r.detections], np.int64)))
+    return evaluate_detections(truths, preds, list(class_names)).to_dict()
+
+
+def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, dist, device, name) -> ProjectTrainResult:
+    """Stage "classifier": the base detector unchanged + a taxon classifier, one new version."""
+    from dataclasses import replace
+
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+    from pollenstudio.engine.classify import ClassifierError
+    from pollenstudio.engine.predict import select_device
+
+    ctx = dist or DistContext()
+    progress = progress or NullProgress()
+    base_path, parent_id = resolve_base(project, base)
+    if base_path is None:
+        raise ProjectError("a taxon classifier needs a detector to find the grains: choose a base model "
+                           "(the grain model, or a version of this project)")
+    data = data_from_project(project, None)
+    named = sum(int((s.classes >= 0).sum()) for s in data.samples)
+    if not data.samples or named == 0:
+        raise DatasetError("nothing to learn taxa from: no reviewed grain carries a taxon. Name grains with 1-9 / T "
+                           "and finish reviewing some images first.")
+    missing = [s for s in data.samples if not Path(s.path).is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} reviewed image file(s) are missing (e.g. {missing[0].path}); "
+                           "point the project at their new folder (relink) before training; nothing was trained")
+    t0 = time.perf_counter()
+    dev = device if device is not None else select_device(cfg.device)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+    model, mcfg, meta = load_checkpoint(base_path, device=dev)
+    train_s, val_s = split_samples(data.samples, cfg.val_fraction)
+    val_ids = {id(s) for s in val_s}
+    metrics: dict = {}
+    if not ctx.is_main:
+        return ProjectTrainResult(None, None, {}, TrainResult(None, {}, 0, -1, []), len(train_s), len(val_s), None)
+    run_id = project.start_run("train", {"train": cfg.to_dict(), "stage": "classifier", "base": str(base_path),
+                                         "parent_id": parent_id, "class_names": data.class_names})
+    try:
+        from pollenstudio.engine.classify import embed_items, fit_embedded
+
+        model.to(dev).eval()
+        embedded = embed_items(model, [(s.path, s.boxes, s.classes) for s in data.samples], device=dev, progress=progress)
+        # like a detector version, the stored classifier never saw its validation images, so
+        # any later scoring on them (eval, the comparison, a continuous retrain) is fair;
+        # with no validation split, or no named grain outside it, it learns from every image
+        clf = None
+        if train_s and val_s:
+            try:
+                clf = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], data.class_names)
+                metrics = _score_classifier(model, mcfg, meta, clf, val_s, dev, data.class_names)
+            except ClassifierError:
+                clf, metrics = None, {}
+        if clf is None:
+            clf = fit_embedded(embedded, data.class_names)
+            train_s, val_s = list(data.samples), []
+    except (Cancelled, KeyboardInterrupt):
+        project.finish_run(run_id, "cancelled", {})
+        raise
+    except BaseException as exc:
+        project.finish_run(run_id, "failed", {"error": str(exc)})
+        raise
+    seconds = time.perf_counter() - t0
+    folder = Path(project.folder)
+    models = folder / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    n = len(project.model_versions()) + 1
+    weights = models / f"v{n}-{time.strftime('%Y%m%d-%H%M%S')}-run{run_id}.safetensors"
+    keep = {k: meta[k] for k in ("grain_size_px",) if k in meta}
+    save_checkpoint(weights, model, mcfg, {"parent_id": parent_id, "run_id": run_id, "project": project.name, **keep},
+                    {"metrics": _brief(metrics), "epochs": 0, "stage": "classifier"}, extra=clf.to_extra())
+    summary = {"stage": "classifier", "seconds": round(seconds, 1), "train_images": len(train_s), "val_images": len(val_s),
+               "val_image_ids": [s.image_id for s in val_s], "grains": data.n_objects, "run_id": run_id,
+               "classifier": {"taxa": clf.class_names, "kind": clf.kind, "features": clf.spec.features,
+                              "grains": dict(zip(clf.class_names, clf.counts)),
+                              "fitted_on": "training split" if val_s else "every reviewed image"},
+               "grain_size_px": meta.get("grain_size_px")}
+    cfg_used = replace(cfg, epochs=0)
+    version_id = project.add_model_version(
+        name or f"v{n} classifier on {Path(base_path).stem}", weights, metrics=metrics,
+        config={"model": mcfg.to_dict(), "train": cfg_used.to_dict(), "stage": "classifier"}, parent_id=parent_id,
+        annotation_ids=data.annotation_ids, summary=summary, activate=activate)
+    project.finish_run(run_id, "done", {"version_id": version_id, **_brief(metrics)})
+    result = TrainResult(weights, metrics, 0, -1, [], False, seconds, mcfg.to_dict())
+    return ProjectTrainResult(version_id, weights, metrics, result, len(train_s), len(val_s), run_id)
 
 
 def _rs(name: str):

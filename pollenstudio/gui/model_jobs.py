@@ -211,12 +211,17 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
 
     small, s, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
     name = project.category(ann.category_id).name
-    if name not in pred.class_names:
-        raise ModelMismatchError(
-            f"the model does not know the taxon {name!r}: Grad-CAM needs a taxon the model was trained on"
-        )
     b = ann.box
     box = Box(b.x1 * s, b.y1 * s, b.x2 * s, b.y2 * s)
-    det = Detection(box, pred.class_names.index(name), name, float(ann.score or 1.0))
+    if getattr(pred, "taxa", None) is not None and len(pred.cfg.class_names) == 1:
+        # a split version: a classifier names the grain, the detector's one class found it;
+        # the map shows what made the detector find this grain
+        det = Detection(box, 0, pred.cfg.class_names[0], float(ann.score or 1.0))
+    else:
+        if name not in pred.cfg.class_names:
+            raise ModelMismatchError(
+                f"the model does not know the taxon {name!r}: Grad-CAM needs a taxon the model was trained on"
+            )
+        det = Detection(box, pred.cfg.class_names.index(name), name, float(ann.score or 1.0))
     heat = grad_cam(whole_image_predictor(pred, small.shape[1], small.shape[0]), small, det)
     return Explanation(image_id, "gradcam", ann.id, heat, w, h)

@@ -1,7 +1,9 @@
 """Model > Train...: the training dashboard.
 
-Start a training run on the project's reviewed images (base version or scratch, epochs,
-input size, device, batch) in a worker; follow the loss and mAP curves live; Cancel; on
+Start a training run on the project's reviewed images (what to train: Auto by default, the
+recipe of :mod:`pollenstudio.engine.recipe`, or detector / classifier / both; base version or
+scratch, epochs, input size, device, batch) in a worker; before Start the dashboard says
+what Auto chose and how long it is expected to take; follow the loss and mAP curves live; Cancel; on
 finish compare the new version with the active model on the same validation images
 (overall and per taxon) and make it active with "Use this model"; list every model version
 and reactivate an older one.
@@ -75,10 +77,15 @@ class TrainRequest:
     device: str = "auto"
     model_cfg: object = None  # architecture when training from scratch (None: HieraEdgeNet-n, full)
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    stage: str = "detector"  # detector | classifier | both (Auto resolved to the recipe's choice)
+    recipe: object = None  # engine.recipe.Recipe under Auto: its freeze, lr and augmentation are used
 
     def train_config(self):
         from pollenstudio.engine.train import TrainConfig
 
+        if self.recipe is not None:  # the form's epochs / size / batch / device override the recipe's
+            return self.recipe.train_config(epochs=int(self.epochs), imgsz=int(self.imgsz), batch=int(self.batch),
+                                            device=self.device, threads=self.threads)
         return TrainConfig(epochs=int(self.epochs), imgsz=int(self.imgsz), batch=int(self.batch),
                            device=self.device, threads=self.threads)
 
@@ -148,8 +155,10 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
             feed.put("epoch", int(epoch), float(m.get("loss", float("nan"))), m.get("map50"), m.get("map50_95"))
 
         cfg = request.train_config()
+        if request.stage == "classifier":
+            feed.put("phase", "Naming grains: embedding the reviewed grains and fitting the taxon classifier...")
         res = train_project(project, cfg, model_cfg=request.model_cfg, base=request.base, activate=False,
-                            name=readable_version_name(project),
+                            name=readable_version_name(project), stage=request.stage,
                             progress=token, callbacks={"on_train_start": on_train_start, "on_batch_end": on_batch_end,
                                                        "on_epoch_end": on_epoch_end})
         feed.put("trained", res.version_id)
@@ -170,11 +179,20 @@ def device_choices_job(token) -> list[tuple[str, str]]:
         return gpu_choices()
 
 
-def plan_job(token, project, base) -> str:
-    """What a run from ``base`` will learn, in words (reads every reviewed grain: a worker)."""
-    from pollenstudio.engine.train import plan_training
+def plan_job(token, project, base, device: str = "auto"):
+    """What a run from ``base`` on ``device`` will learn and what Auto would choose: a
+    TrainPlan (reads every reviewed grain: a worker)."""
+    from pollenstudio.engine.recipe import auto_plan
 
-    return plan_training(project, base).describe()
+    return auto_plan(project, base, device)
+
+
+STAGE_CHOICES = (
+    ("Auto (recommended)", "auto"),
+    ("Name grains only (classifier)", "classifier"),
+    ("Detector + classifier", "both"),
+    ("Detector (taxa in its head)", "detector"),
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -287,6 +305,16 @@ class TrainingDashboard(QDialog):
     def _build(self) -> None:
         settings = QGroupBox("New training run", self)
         g = QGridLayout(settings)
+        self.stage = QComboBox(self)
+        for label, value in STAGE_CHOICES:
+            self.stage.addItem(label, value)
+        self.stage.setToolTip("Auto picks what to train from your reviewed images and grains, the device and the image "
+                              "size (shown below before Start). With few reviewed grains per taxon it keeps the "
+                              "detector and names its grains with a taxon classifier (seconds); with many it also "
+                              "fine-tunes the detector. Epochs and image size you type override Auto's.")
+        self.stage.activated.connect(lambda _i: self._refresh_data_note())
+        self._plan = None  # TrainPlan of the current base / device (with the auto recipe)
+        self._auto_values: tuple | None = None  # (epochs, imgsz) as Auto last wrote them
         self.base = QComboBox(self)
         self.base.setToolTip("Fine-tune a model version (fast, needs fewer images) or start from scratch")
         self.base.setMinimumWidth(260)
@@ -305,6 +333,7 @@ class TrainingDashboard(QDialog):
         self.device = QComboBox(self)
         self.device.addItem("Automatic (GPU if there is one)", "auto")
         self.device.addItem("CPU", "cpu")
+        self.device.activated.connect(lambda _i: self._refresh_data_note())  # Auto depends on the device
         self.batch = QSpinBox(self)
         self.batch.setRange(1, 256)
         self.batch.setValue(DEFAULT_BATCH)
@@ -315,15 +344,15 @@ class TrainingDashboard(QDialog):
         self.cancel_button.setToolTip("Stop after the current batch: no model version is added")
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        for col, (label, w) in enumerate((("Base model", self.base), ("Epochs", self.epochs),
+        for col, (label, w) in enumerate((("Train", self.stage), ("Base model", self.base), ("Epochs", self.epochs),
                                           ("Image size", self.imgsz), ("Device", self.device), ("Batch", self.batch))):
             g.addWidget(QLabel(label, self), 0, col)
             g.addWidget(w, 1, col)
-        g.setColumnStretch(0, 3)
-        g.setColumnStretch(3, 2)
-        g.addWidget(self.start_button, 1, 5)
-        g.addWidget(self.cancel_button, 1, 6)
-        g.addWidget(self.data_note, 2, 0, 1, 7)
+        g.setColumnStretch(1, 3)
+        g.setColumnStretch(4, 2)
+        g.addWidget(self.start_button, 1, 6)
+        g.addWidget(self.cancel_button, 1, 7)
+        g.addWidget(self.data_note, 2, 0, 1, 8)
 
         self._build_continuous(g)
 
@@ -515,6 +544,8 @@ class TrainingDashboard(QDialog):
             imgsz = (active.config.get("model", {}).get("imgsz") or active.config.get("imgsz")) if active else None
             self.imgsz.setCurrentText(str(imgsz or 640))
             self._imgsz_chosen = True
+        if self._auto_values is None:
+            self._auto_values = (self.epochs.value(), self.imgsz.currentText())
         self._refresh_data_note()
 
     def _refresh_data_note(self) -> None:
@@ -529,9 +560,37 @@ class TrainingDashboard(QDialog):
         self.data_note.setText(note)
         if n:  # and what it will learn, once a worker has read the grains
             base = self.base.currentData()
-            self.jobs.submit("plan", plan_job, p, None if base is None else str(base),
-                             on_done=lambda text, note=note: self.data_note.setText(f"{note}\n{text}"),
+            self.jobs.submit("plan", plan_job, p, None if base is None else str(base), self.device.currentData() or "auto",
+                             on_done=lambda plan, note=note: self._plan_ready(plan, note),
                              on_error=lambda msg: log.warning("training plan failed: %s", msg))
+
+    def _plan_ready(self, plan, note: str) -> None:
+        """Say what the run will learn and, under Auto, what Auto chose (filling epochs and
+        image size unless the user typed their own: those override Auto's)."""
+        self._plan = plan
+        text = plan.describe()
+        r = plan.recipe
+        if self.stage.currentData() == "auto" and r is not None:
+            if r.trains_detector and (self.epochs.value(), self.imgsz.currentText()) == self._auto_values:
+                self.epochs.setValue(r.epochs)
+                self.imgsz.setCurrentText(str(r.imgsz))
+                self._auto_values = (self.epochs.value(), self.imgsz.currentText())
+        elif r is not None:  # an explicit choice: the recipe line would describe another run
+            text = text.replace(r.describe(), "").strip() + f" Training: {self.stage.currentText()}."
+        self.data_note.setText(f"{note}\n{text}")
+        if not self.running():  # epochs and image size mean nothing to a classifier-only run
+            stage, _ = self.chosen_stage()
+            for w in (self.epochs, self.imgsz):
+                w.setEnabled(stage != "classifier")
+
+    def chosen_stage(self) -> tuple[str, object]:
+        """(stage, recipe) the Start button runs: Auto's choice, or the one picked."""
+        value = self.stage.currentData()
+        if value != "auto":
+            return value, None
+        if self._plan is None or self._plan.recipe is None:
+            return "detector", None  # the grains are still being read: today's detector training
+        return self._plan.recipe.stage, self._plan.recipe
 
     def _devices_found(self, gpus: list) -> None:
         for value, label in gpus:
@@ -543,9 +602,13 @@ class TrainingDashboard(QDialog):
         text = self.imgsz.currentText().strip()
         if not text.isdigit() or int(text) < 64 or int(text) % 32:
             raise PollenStudioError(f"image size must be a multiple of 32 and at least 64 (got {text or 'nothing'})")
+        stage, recipe = self.chosen_stage()
+        if stage == "classifier" and self.base.currentData() is None:
+            raise PollenStudioError("naming grains needs a detector to find them: choose a base model (the grain model "
+                                    "or a version of this project), not \"from scratch\"")
         return TrainRequest(base=self.base.currentData(), epochs=self.epochs.value(), imgsz=int(text),
                             batch=self.batch.value(), device=self.device.currentData(),
-                            model_cfg=self.scratch_model_cfg, threads=self.threads)
+                            model_cfg=self.scratch_model_cfg, threads=self.threads, stage=stage, recipe=recipe)
 
     # ------------------------------------------------------------------ running
     def running(self) -> bool:
@@ -574,7 +637,7 @@ class TrainingDashboard(QDialog):
         self._epochs = req.epochs
         self._t0 = time.monotonic()
         self._first = None
-        self._phase = "train"
+        self._phase = "train" if req.stage != "classifier" else "classify"  # no epochs: images embedded
         for c in (self.batch_curve, self.loss_curve, self.map50_curve, self.map5095_curve):
             c.setData([], [])
         for p in (self.loss_plot, self.map_plot):
@@ -616,7 +679,7 @@ class TrainingDashboard(QDialog):
             self.deleteLater()
 
     def _set_running(self, on: bool) -> None:
-        for w in (self.base, self.epochs, self.imgsz, self.device, self.batch, self.start_button):
+        for w in (self.stage, self.base, self.epochs, self.imgsz, self.device, self.batch, self.start_button):
             w.setEnabled(not on)
         self.cancel_button.setEnabled(on)
         self.progress.setVisible(on or self.progress.value() > 0)
@@ -716,7 +779,11 @@ class TrainingDashboard(QDialog):
     def _end(self) -> None:
         self._poll.stop()
         n = len(self._epoch_rows)
-        self.time_label.setText(f"{n} epoch{'s' if n != 1 else ''} in {format_duration(time.monotonic() - self._t0)}")
+        took = format_duration(time.monotonic() - self._t0)
+        if self._phase == "classify" or (self.outcome is not None and self.outcome.epochs_run == 0 and not n):
+            self.time_label.setText(f"taxon classifier fitted in {took}")
+        else:
+            self.time_label.setText(f"{n} epoch{'s' if n != 1 else ''} in {took}")
         self._set_running(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if self.outcome is not None else 0)
@@ -739,6 +806,8 @@ class TrainingDashboard(QDialog):
     def show_outcome(self, o: TrainOutcome) -> None:
         new, old = o.metrics or {}, o.reference_metrics
         epochs = f"{o.epochs_run} epochs (best {o.best_epoch + 1})" if o.best_epoch >= 0 else f"{o.epochs_run} epochs"
+        if o.epochs_run == 0:
+            epochs = "a taxon classifier on the detector's grains"
         words = (f"New version <b>{o.name}</b>: {epochs} on {o.n_train} images in {format_duration(o.seconds)}; "
                  f"scored on {o.n_val} held-out validation images")
         if new.get("n_truth") is not None:

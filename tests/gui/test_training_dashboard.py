@@ -48,6 +48,7 @@ def _dashboard(win, epochs=2):
     win.actions["train"].trigger()  # Model > Train... (Ctrl+T)
     dlg = win._training
     assert dlg.isVisible()
+    dlg.stage.setCurrentIndex(dlg.stage.findData("detector"))  # these tests follow the detector's epochs
     dlg.epochs.setValue(epochs)
     dlg.imgsz.setCurrentText("128")
     dlg.batch.setValue(4)
@@ -259,3 +260,39 @@ def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_
     assert dlg.versions.item(0, 0).text() in {mv.name for mv in p.model_versions()}
     assert not dlg.rename_version(trained, "hieraedgenet-n")  # names stay unique
     dlg.close()
+
+
+def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train_window, tmp_path):
+    """Auto is the default; once the grains are read the note names Auto's choice and its
+    expected time, and Start would run exactly that; an explicit choice overrides it."""
+    from pollenstudio.engine.recipe import auto_plan
+
+    win = train_window
+    win.actions["train"].trigger()
+    dlg = win._training
+    assert dlg.stage.currentData() == "auto"
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    dlg._refresh_data_note()
+    qtbot.waitUntil(lambda: "Auto: " in dlg.data_note.text(), timeout=20000)
+    plan = auto_plan(win.ctl.project, str(dlg.base.currentData()), "cpu")
+    assert plan.recipe.describe() in dlg.data_note.text() and "about " in dlg.data_note.text()
+    req = dlg.request()
+    assert (req.stage, req.recipe) == (plan.recipe.stage, plan.recipe)
+    if plan.recipe.trains_detector:
+        assert (req.epochs, req.imgsz) == (plan.recipe.epochs, plan.recipe.imgsz)
+    dlg.grab().save(str(tmp_path / "dashboard-auto.png"))
+    if plan.recipe.stage == "classifier":  # few reviewed images: Start names grains in seconds
+        from pollenstudio.engine.classify import load_classifier
+
+        assert not dlg.epochs.isEnabled()  # epochs mean nothing to this run
+        assert dlg.start()
+        qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
+        mv = win.ctl.project.model_version(dlg.outcome.version_id)
+        clf = load_classifier(win.ctl.project.model_file(mv))
+        assert clf is not None and set(clf.class_names) <= {c.name for c in win.ctl.project.categories()}
+        assert "taxon classifier" in dlg.result_label.text() and "classifier fitted in" in dlg.time_label.text()
+        dlg.grab().save(str(tmp_path / "dashboard-auto-done.png"))
+    dlg.stage.setCurrentIndex(dlg.stage.findData("detector"))
+    dlg.epochs.setValue(3)
+    req = dlg.request()
+    assert req.stage == "detector" and req.recipe is None and req.train_config().epochs == 3

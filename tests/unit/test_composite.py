@@ -179,3 +179,25 @@ def test_config_rejects_nonsense():
         CompositeConfig(noise=(0.1, 0.01))
     with pytest.raises(SynthConfigError):
         CompositeConfig(restain=2.0)
+
+
+def test_one_magnification_keeps_each_grains_own_size(grain_dir):
+    """magnification: a grain is pasted at its crop's size times the factor (+-10 %), whatever
+    grain_size says: crops of different sizes stay different, as on one microscope."""
+    lib = GrainLibrary.from_folders([grain_dir])
+    cfg = CompositeConfig(width=640, height=640, grain_size=(12, 14), grains_per_frame=(2, 2), crowding=0.0,
+                          blur=0.0, magnification=0.5)
+    seen = 0
+    for seed in range(8):
+        _, objs = composite_image(seed, lib, cfg)
+        for o in objs:
+            x1, y1, x2, y2 = o["bbox"]
+            if x1 <= 0 or y1 <= 0 or x2 >= 639 or y2 >= 639:
+                continue  # cut by the frame
+            c = lib.cutout(lib.files.index(next(f for f in lib.files if f.name == o["source"])))
+            d = np.sqrt((x2 - x1) * (y2 - y1))
+            assert 0.5 * 0.75 * c.diameter <= d <= 0.5 * 1.3 * c.diameter, (d, c.diameter)
+            seen += 1
+    assert seen >= 6
+    with pytest.raises(SynthConfigError):
+        CompositeConfig(magnification=0.0)

@@ -74,6 +74,9 @@ class CompositeConfig:
     noise: tuple[float, float] = (0.002, 0.02)  # camera noise std at full light (range)
     class_agnostic: bool = False
     jpeg_quality: int | None = None
+    # one microscope, one magnification: a grain is pasted at its crop's own size times this
+    # (+-10 %), so taxa keep their relative sizes as on a lab's slides (None: ``grain_size``)
+    magnification: float | None = None
 
     def __post_init__(self):
         for name in ("grain_size", "grains_per_frame", "debris", "density", "noise"):
@@ -106,6 +109,8 @@ class CompositeConfig:
             raise SynthConfigError(f"noise must be (min, max) with 0 <= min <= max <= 0.5, got {self.noise!r}")
         if self.blur < 0:
             raise SynthConfigError(f"blur must be >= 0, got {self.blur!r}")
+        if self.magnification is not None and not 0.01 <= self.magnification <= 10:
+            raise SynthConfigError(f"magnification must be 0.01..10, got {self.magnification!r}")
         if self.jpeg_quality is not None and not 1 <= int(self.jpeg_quality) <= 100:
             raise SynthConfigError(f"JPEG quality must be 1..100, got {self.jpeg_quality!r}")
 
@@ -397,6 +402,8 @@ def composite_image(seed: int, library: GrainLibrary, cfg: CompositeConfig | Non
         idx = good[int(grng.integers(len(good)))]
         c = library.cutout(idx)
         d = float(np.exp(grng.uniform(np.log(lo_d), np.log(hi_d))))
+        if cfg.magnification is not None:
+            d = c.diameter * cfg.magnification * float(np.exp(grng.uniform(np.log(0.9), np.log(1.1))))
         d = min(d, c.diameter * cfg.max_upscale)
         scale = d / c.diameter
         blur = float(grng.exponential(cfg.blur)) * max(0.5, d / 60.0) ** 0.5 if cfg.blur > 0 else 0.0
