@@ -86,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`pollenstudio export ... --json | head`): stop quietly, as
         # Unix tools do, and keep Python from complaining again when it flushes at exit.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except PollenStudioError as exc:

@@ -35,11 +35,13 @@ def shortcuts_html() -> str:
 # Not keys, but what N walks and what the model does on its own: said where the keys are.
 LEARNING_LOOP_HTML = (
     "<h4>Which image next, and how the model learns</h4>"
-    "<p><b>N / P</b> follow the image list's order. Its default sort, <b>Review this next</b>, puts first the "
+    "<p><b>N / P</b> follow the image list's order (the project's order by default). The sort <b>Review this "
+    "next</b> puts first the "
     "images whose review is expected to teach the model most: proposals the model is unsure of (score near 0.5), "
     "grains it hesitates to name (two taxa close), grains it finds differently on the mirrored image, and taxa "
     "with few reviewed grains. Reviewed images come last. The list sorts again after a detection of several "
-    "images; hover an image for its value. Other sorts: Name, Most proposals first, Status, Project order.</p>"
+    "images; hover an image for its value. It is not the default because, measured, it taught the model no "
+    "faster than a random order. Other sorts: Name, Most proposals first, Status, Project order.</p>"
     "<p><b>Model &gt; Flipped second pass</b>: detection also runs on each image mirrored, for the disagreement "
     "above. Default: only when detection runs on a GPU (on a CPU it makes detection about 2.3x as long); or "
     "Always / Never. Without it the order uses the other signals.</p>"
