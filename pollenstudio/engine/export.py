@@ -25,9 +25,11 @@ saying so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -172,7 +174,7 @@ def export_onnx(model, cfg, path, imgsz: int | None = None, form: str = "raw", m
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_loggers():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 net, (x,), tmp, dynamo=True, opset_version=OPSET, input_names=["images"], output_names=outputs,
@@ -192,6 +194,21 @@ def export_onnx(model, cfg, path, imgsz: int | None = None, form: str = "raw", m
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_loggers(names=("onnxscript", "torch.onnx", "torch.export")):
+    """The exporter's rewriter logs every rule it tries at INFO (hundreds of lines on the
+    app's stderr at a first detection): keep those loggers at WARNING while it runs."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
 
 
 def export_openvino(onnx_path, out_xml) -> Path:
