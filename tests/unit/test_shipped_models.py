@@ -151,7 +151,7 @@ def test_grain_model_scores_close_to_its_card_on_held_out_taxa():
     from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_image, debris_tiles
 
     lib = GrainLibrary.from_folders([DATA / "pollen73s"], split="test", split_by="taxon")
-    debris = debris_tiles(DATA / "debris") if (DATA / "debris").is_dir() else None
+    debris = debris_tiles(DATA / "debris", split="test") if (DATA / "debris").is_dir() else None  # as the bench
     images, truths = [], []
     for i in range(N_GRAIN_FIELDS):
         img, objs = composite_image(HELD_OUT_SEED * 1000 + i, lib, CompositeConfig(class_agnostic=True), debris)
