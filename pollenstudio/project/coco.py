@@ -505,7 +505,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 pr.add(f"annotation id {a['id']} appears twice")
                 continue
             seen_ann.add(a["id"])
-        if a.get("image_id") in fold:  # a grain of a plane exported as its own image: back to its stack
+        if _is_id(a.get("image_id")) and a["image_id"] in fold:  # a grain of a plane exported as its own image: back to its stack
             a = dict(a, image_id=fold[a["image_id"]], plane=a.get("plane", fold_plane[a["image_id"]]))
         if not _is_id(a.get("image_id")) or a["image_id"] not in imgs:
             pr.add(f"{label}: unknown image id {str(a.get('image_id'))[:40]}")
