@@ -24,9 +24,8 @@
 #    for validation, seed 0, CPU. An interrupted run goes on with the same command
 #    (`pollenstudio train --resume`); the best epoch by validation is what is shipped.
 # Each step is skipped when its output exists.
-# The shipped weights (version 2) are this run's best checkpoint after 8 of the 10 epochs (the
-# session ended; run interrupted), given its grain sizes by scripts/record_grain_sizes.py:
-# see models/POLLEN_GRAIN_CARD.md. Rerunning this script resumes the run to its 10 epochs.
+# The shipped weights (version 3) are this recipe's output; the run was interrupted after 8
+# epochs and resumed by rerunning this script (see models/POLLEN_GRAIN_CARD.md).
 set -euo pipefail
 W=${1:?usage: train_grain_model.sh WORKDIR [DATA] [THREADS] [EPOCHS]}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
