@@ -69,16 +69,22 @@ def count_rows(project, reviewed_only: bool = True) -> list[dict]:
     return rows
 
 
-def write_counts_csv(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
+def _write_csv(out_path, what: str, columns, rows_of) -> tuple:
+    """Check ``out_path``, build the rows (``rows_of()``) and write them with a header; a
+    unique temp file + rename, so a full disk leaves the previous file as it was."""
     from pollenstudio.core.atomic import atomic_write, check_output_path
 
-    out_path = check_output_path(out_path, "CSV report")
-    rows = count_rows(project, reviewed_only)
-    # unique temp file + rename: a full disk leaves the previous report as it was
+    out_path = check_output_path(out_path, what)
+    rows = rows_of()
     with atomic_write(out_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
+    return out_path, rows
+
+
+def write_counts_csv(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
+    out_path, rows = _write_csv(out_path, "CSV report", COLUMNS, lambda: count_rows(project, reviewed_only))
     taxa = [r for r in rows if r["scope"] == "taxon"]
     return {"path": str(out_path), "images": len({r["image"] for r in rows if r["scope"] == "image"}),
             "taxa": len(taxa), "grains": sum(r["count"] for r in taxa), "reviewed_only": reviewed_only}
@@ -130,13 +136,6 @@ def grain_rows(project, reviewed_only: bool = True) -> list[dict]:
 
 def write_grains_csv(project, out_path: str | os.PathLike, reviewed_only: bool = True) -> dict:
     """The per-grain CSV (``grain_rows``), written atomically."""
-    from pollenstudio.core.atomic import atomic_write, check_output_path
-
-    out_path = check_output_path(out_path, "per-grain CSV")
-    rows = grain_rows(project, reviewed_only)
-    with atomic_write(out_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=GRAIN_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    out_path, rows = _write_csv(out_path, "per-grain CSV", GRAIN_COLUMNS, lambda: grain_rows(project, reviewed_only))
     return {"path": str(out_path), "grains": len(rows), "outlines": sum(1 for r in rows if r["outline_points"] != ""),
             "images": len({r["image"] for r in rows}), "reviewed_only": reviewed_only}
