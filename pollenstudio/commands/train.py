@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=non_negative_int, default=50, help="stop after this many epochs without validation gain (0: never)")
     p.add_argument("--val-fraction", type=_fraction, default=0.2, help="share of images (or slides) for validation (default 0.2)")
     p.add_argument("--no-mosaic", action="store_true", help="switch off 4-image mosaic augmentation")
+    p.add_argument("--low-res", type=_fraction, default=None, metavar="P",
+                   help="share of training frames shown at 1.5-4x lower resolution and upsampled back, as "
+                        "calibrated detection upsamples low-magnification images (default 0)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=non_negative_int, default=None, help="data loading processes (default: 0 on CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
@@ -106,6 +109,8 @@ def run(args) -> int:
             cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None})
         if args.no_mosaic:
             cfg.augment.mosaic = 0.0
+        if args.low_res is not None:
+            cfg.augment.low_res = args.low_res
         model_cfg = scratch_model_config(cfg.imgsz, args.variant, args.scale, tiny=args.tiny)
         progress = ConsoleProgress("train", quiet=quiet)
         log = []

@@ -40,6 +40,12 @@ class AugmentConfig:
     close_mosaic: int = 10  # mosaic off for the final N epochs
     min_visible: float = 0.4  # keep a clipped box only if this fraction of it is left
     min_size: float = 2.0  # px
+    # probability of showing the frame at reduced resolution: downsampled by a factor drawn
+    # from [1.5, low_res_max] (INTER_AREA) and upsampled back (INTER_LINEAR), exactly what
+    # calibrated detection does to a low-magnification image. Off by default; the grain
+    # model's recipe turns it on so grains upsampled by calibration look familiar.
+    low_res: float = 0.0
+    low_res_max: float = 4.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +58,7 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> "AugmentConfig":
         """No augmentation at all (validation, tests)."""
-        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return cls(**{f.name: 0 for f in fields(cls)})
 
 
 def _as_boxes(boxes) -> np.ndarray:
@@ -243,6 +249,32 @@ def brightness_contrast(img: np.ndarray, rng: np.random.Generator, brightness: f
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
+LOW_RES_MIN_GRAIN = 8.0  # px: never degrade so far that the median grain drops below this
+LOW_RES_NOISE = 5.0  # grey levels: the compositor's strongest camera noise (0.02 of full light)
+
+
+def low_resolution(img: np.ndarray, boxes, rng: np.random.Generator, max_factor: float) -> np.ndarray:
+    """The frame as a camera with ``f`` times fewer pixels would give it, upsampled back to
+    its size (boxes do not move): averaged down, that camera's own noise added (std up to
+    LOW_RES_NOISE grey levels: averaging also removed the frame's noise, which a real
+    low-magnification image keeps at its own pixel scale), bilinear up. ``f`` is drawn from [1.5, max_factor], capped so the median
+    box diameter stays >= LOW_RES_MIN_GRAIN px after the downsampling; frames whose grains
+    are already too small (or that hold none) come back unchanged."""
+    b = _as_boxes(boxes)
+    h, w = img.shape[:2]
+    if not len(b):
+        return img
+    d = float(np.median(np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))))
+    hi = min(float(max_factor), d / LOW_RES_MIN_GRAIN)
+    if hi < 1.5:
+        return img
+    f = float(rng.uniform(1.5, hi))
+    small = cv2.resize(img, (max(1, round(w / f)), max(1, round(h / f))), interpolation=cv2.INTER_AREA)
+    sigma = float(rng.uniform(0.0, LOW_RES_NOISE))
+    small = np.clip(small + rng.normal(0.0, sigma, small.shape), 0, 255).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def gaussian_blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     k = int(rng.choice([3, 5]))
     return cv2.GaussianBlur(img, (k, k), 0)
@@ -308,6 +340,8 @@ class Augmenter:
             m[:, :2] *= r
             img, boxes, classes = warp(img, boxes, classes, m, s, s, **kw)
         if self.photometric:
+            if c.low_res and rng.random() < c.low_res:
+                img = low_resolution(img, boxes, rng, c.low_res_max)
             img = hsv_jitter(img, rng, c.hsv_h, c.hsv_s, c.hsv_v)
             img = brightness_contrast(img, rng, c.brightness, c.contrast)
             if c.blur and rng.random() < c.blur:

@@ -217,3 +217,41 @@ def test_off_config_is_plain_letterbox():
     ref, rb, _ = letterbox(mask, boxes, 64, pad_value=0, interpolation=cv2.INTER_NEAREST)
     np.testing.assert_allclose(b, rb, atol=0.51)
     assert c.tolist() == labels.tolist()
+
+
+def _detail(img):
+    """High-frequency energy: mean absolute Laplacian."""
+    return float(np.abs(cv2.Laplacian(img.astype(np.float32), cv2.CV_32F)).mean())
+
+
+def test_low_resolution_degrades_pixels_not_boxes():
+    rng = np.random.default_rng(8)
+    img = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 70, 70], [80, 20, 150, 90]], np.float32)
+    out = A.low_resolution(img, boxes, rng, 4.0)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert _detail(out) < 0.5 * _detail(img)  # fine detail gone, as in an upsampled low-res frame
+    # the same draw gives the same frame
+    a = A.low_resolution(img, boxes, np.random.default_rng(3), 4.0)
+    b = A.low_resolution(img, boxes, np.random.default_rng(3), 4.0)
+    assert np.array_equal(a, b)
+
+
+def test_low_resolution_leaves_tiny_grains_and_empty_frames_alone():
+    rng = np.random.default_rng(9)
+    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    tiny = np.array([[5, 5, 15, 15]], np.float32)  # 10 px: degrading by 1.5 would leave < 8 px
+    assert np.array_equal(A.low_resolution(img, tiny, rng, 4.0), img)
+    assert np.array_equal(A.low_resolution(img, np.zeros((0, 4), np.float32), rng, 4.0), img)
+
+
+def test_low_res_in_the_pipeline_keeps_boxes_exact():
+    rng = np.random.default_rng(10)
+    mask, boxes, labels = _random_sample(rng, 80, 40, 3)
+    cfg = A.AugmentConfig.off()
+    cfg.low_res = 0.999
+    aug = A.Augmenter(cfg, 64, lambda i: (mask, boxes, labels), n=1)
+    img, b, c = aug(0, np.random.default_rng(1))
+    ref, rb, _ = letterbox(mask, boxes, 64)
+    np.testing.assert_allclose(b, rb, atol=0.51)
+    assert A.AugmentConfig.off().low_res == 0  # validation frames are never degraded
