@@ -245,7 +245,9 @@ class Predictor:
     model was trained on (``meta["grain_size_px"]``), see :mod:`pollenstudio.engine.scale`;
     per image with ``iter_predict(..., grain_sizes=...)``.
     ``skip_blank``: tiles that hold nothing but plain background (a cheap contrast test on a
-    downscaled image, :func:`pollenstudio.engine.tiling.content_map`) are not run.
+    downscaled image, :func:`pollenstudio.engine.tiling.content_map`) are not run; with a
+    model that records its trained grain sizes, specks too small for its smallest trained
+    grains (:attr:`speck_px`) count as background too.
     ``backend``: "torch" (default), "onnxruntime", "openvino" or "auto" (see
     :mod:`pollenstudio.engine.runtime`): what runs the forward pass of detection; everything
     around it, and edge maps and Grad-CAM, stays the same.
@@ -406,6 +408,17 @@ class Predictor:
         pred.model_version_id = mv_id
         return pred
 
+    @property
+    def speck_px(self) -> float | None:
+        """Content pieces too small to be a grain this large (tile pixels = model-input
+        pixels: tiles run at native resolution, after any calibration resampling) are dust,
+        not grains, for blank-tile skipping: 0.8 x the 5th percentile of the trained grain
+        diameters (grains that small are at the edge of what the model finds at all). None
+        (keep all) for a model that records no grain sizes."""
+        if not self.grain_range:
+            return None
+        return 0.8 * float(self.grain_range[0])
+
     def resample_factor(self, grain_px: float) -> float:
         """How much an image whose typical grain is ``grain_px`` wide is resized for this model."""
         from pollenstudio.engine.scale import resample_factor
@@ -534,7 +547,7 @@ class Predictor:
             state.tiles = plan_tiles(w, h, tile, int(round(tile * self.overlap)))
             run = list(range(len(state.tiles)))
             if self.skip_blank:
-                blank = blank_tiles(state.tiles, content_map(img, rng))
+                blank = blank_tiles(state.tiles, content_map(img, rng, min_extent=self.speck_px))
                 run = [k for k in run if not blank[k]]
                 state.skipped = len(state.tiles) - len(run)
             state.expected = len(run)

@@ -399,7 +399,9 @@ BLANK_NOISE_K = 7.0  # content = local contrast above this many times its image 
 BLANK_MIN_CONTRAST = 5.0  # ... and at least this many grey levels (8-bit, after downscaling)
 
 
-def content_map(img: np.ndarray, rng: tuple[float, float] | None = None, step: int = BLANK_STEP) -> np.ndarray:
+def content_map(
+    img: np.ndarray, rng: tuple[float, float] | None = None, step: int = BLANK_STEP, min_extent: float | None = None
+) -> np.ndarray:
     """(ceil(h/step), ceil(w/step)) bool: True where the image holds something (a grain, debris,
     an edge), False on plain background (mounting medium with its slow illumination change
     and camera noise).
@@ -410,6 +412,11 @@ def content_map(img: np.ndarray, rng: tuple[float, float] | None = None, step: i
     median, is compared with a noise level estimated on the image itself (a low percentile of
     the local contrast: its median, which a scan must be more than half covered to raise). The map is dilated by two
     reduced pixels so a grain's faint outer halo counts as content too.
+
+    ``min_extent`` (image px): content pieces too small to be a grain at least this large
+    are ignored - specks of dust, smaller than any grain the model was trained on, which
+    otherwise make nearly every tile of a real scan "not blank". The predictor passes 0.8 x
+    the smallest trained grain size (see ``Predictor.speck_px``); None keeps all.
     """
     h, w = img.shape[:2]
     step = max(1, int(step))
@@ -432,8 +439,24 @@ def content_map(img: np.ndarray, rng: tuple[float, float] | None = None, step: i
     noise = float(np.percentile(contrast, 50)) if contrast.size else 0.0
     thr = max(BLANK_MIN_CONTRAST, BLANK_NOISE_K * noise)
     mask = (contrast > thr).astype(np.uint8)
+    if min_extent is not None and min_extent > step:
+        # measured on generated grains at every difficulty: a grain of D px leaves a piece of
+        # at least D / step + 1 reduced pixels (the smoothing widens it), an isolated dark
+        # speck of 3 px one of at most 3
+        mask = _drop_small_pieces(mask, float(min_extent) / step + 1.0)
     mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
     return mask.astype(bool)
+
+
+def _drop_small_pieces(mask: np.ndarray, min_extent: float) -> np.ndarray:
+    """``mask`` without its 8-connected pieces whose bounding box is under ``min_extent``
+    pixels on both sides."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return mask
+    keep = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) >= min_extent
+    keep[0] = False  # background
+    return keep[labels].astype(np.uint8)
 
 
 def blank_tiles(tiles: list[Tile], cmap: np.ndarray, step: int = BLANK_STEP) -> np.ndarray:

@@ -108,3 +108,39 @@ def test_an_all_blank_scan_runs_no_tile(tiny_model_path):  # noqa: F811
     res = list(pred.iter_predict([img, img]))
     assert [r.skipped for r in res] == [r.tiles for r in res] == [len(tiles)] * 2
     assert all(r.error is None and r.detections == [] for r in res)
+
+
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_speck_filter_never_drops_a_grain_of_the_smallest_size_it_keeps(difficulty):
+    """With ``min_extent`` (the predictor passes 0.8 x its model's smallest trained grain),
+    grains at least that large still keep their tiles, among the preset's debris."""
+    tiles = plan_tiles(1280, 896, 256, 64)
+    for seed in (3, 4):
+        cfg = SynthConfig(width=1280, height=896, difficulty=difficulty, grain_size=(8.0, 12.0), n_grains=(5, 8))
+        img, objs = generate_image(seed, cfg, return_masks=True)
+        assert objs
+        blank = blank_tiles(tiles, content_map(img, min_extent=8.0))
+        assert _skipped_grain_pixels(objs, tiles, blank) == 0
+
+
+def test_dust_specks_alone_no_longer_keep_tiles():
+    """A grain-free mount with dark specks of dust (3 px): without the filter most tiles
+    count as content; with it (12 px: the grain model's 0.8 x 14.5 px) nearly none does."""
+    rng = np.random.default_rng(0)
+    img, _ = generate_image(5, SynthConfig(width=2048, height=2048, n_grains=(0, 0), clutter=0.0))
+    img = img.copy()
+    for x, y in rng.uniform(20, 2028, (120, 2)).astype(int):  # dark dust, 3 px
+        r = 1
+        img[y - r:y + r + 1, x - r:x + r + 1] = (60, 50, 40)
+    tiles = plan_tiles(2048, 2048, 256, 64)
+    plain = blank_tiles(tiles, content_map(img))
+    filtered = blank_tiles(tiles, content_map(img, min_extent=12.0))
+    assert plain.mean() < 0.5  # the specks defeat the plain test ...
+    assert filtered.mean() > 0.95  # ... and not the filtered one
+
+
+def test_predictor_ignores_specks_only_with_a_recorded_grain_range(tiny_model_path):  # noqa: F811
+    plain = Predictor.from_checkpoint(tiny_model_path, device="cpu")
+    assert plain.grain_range is None and plain.speck_px is None
+    ranged = Predictor.from_checkpoint(tiny_model_path, device="cpu", meta={"grain_size_px": [14.0, 170.0]})
+    assert ranged.speck_px == pytest.approx(11.2)
