@@ -16,7 +16,12 @@ without it the script says so and exits 0. Prints, for each model side by side:
    palynomorph). Only the held-out block of tiles (``debris_tiles(split="test")``) is used here
    and in the composited fields of 1, 3 and 4;
 3. scale: the same held-out grains rendered at 0.3x, 1x and 3x of the middle of the training
-   range, recall@.5 without and with calibration (the true typical grain size given);
+   range, recall@.5 without and with calibration (the true typical grain size given). Two
+   constructions: "grains only" pastes the grains at that size on a mount and debris kept
+   at their native scale (grains small among full-size debris and full-strength pixel
+   noise: harder than any real slide); "whole field" renders a 1x field and reduces all of
+   it to 0.3x with fresh camera noise, as a lower-magnification objective shows a slide, and
+   compares with the same fields at 1x;
 4. fragmentation: grains of 150-300 px on 1920x1080 frames, the share reported as one box with
    IoU >= 0.7, without and with calibration;
 5. the real field (fields/*.jpg): the boxes each model draws at 0.25, saved as PNG overlays in
@@ -91,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fields", type=int, default=60, help="held-out composited fields (default 60)")
     ap.add_argument("--debris-mosaics", type=int, default=40, help="debris-only mosaics (default 40)")
     ap.add_argument("--seed", type=int, default=99)
+    ap.add_argument("--scale-fields", type=int, default=12, help="fields per row of the scale part (default 12)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="/tmp/real_grains")
     ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: ap debris scale fragments field")
@@ -170,12 +176,32 @@ def main(argv=None) -> int:
                 size = int(min(2400, max(640, 640 * f)))
                 cfg = CompositeConfig(width=size, height=size, class_agnostic=True, grain_size=(0.8 * d, 1.25 * d),
                                       grains_per_frame=(4, 10), max_upscale=8.0)
-                frames = _frames(12, args.seed + 7 + k, test_lib, cfg, debris)
+                frames = _frames(args.scale_fields, args.seed + 7 + k, test_lib, cfg, debris)
                 tb = [b for _, b in frames]
                 plain = _recall(tb, _run(p, [f for f, _ in frames]), DEFAULT_CONF)
                 cal = _recall(tb, _run(p, [f for f, _ in frames], grain_sizes=[d] * len(frames)), DEFAULT_CONF)
                 row.append(f"{f}x ({d:.0f} px): {plain:.3f} -> {cal:.3f}")
-            print(f"   {n:32s} " + "; ".join(row) + "   (without -> with calibration)")
+            print(f"   {n:32s} grains only:  " + "; ".join(row) + "   (without -> with calibration)")
+            # whole field at 0.3x: what a 0.3x objective gives - grains, debris and mount all
+            # smaller. A 1x field of 640/0.3 px is averaged down to 640 px and camera noise of
+            # the compositor's range is added at the new pixel scale; the 1x figure is the
+            # same fields at full size (tiled).
+            f, big = 0.3, int(round(640 / 0.3))
+            cfg = CompositeConfig(width=big, height=big, class_agnostic=True, grain_size=(0.8 * mid, 1.25 * mid),
+                                  grains_per_frame=(int(4 / f**2), int(10 / f**2)), max_upscale=8.0)
+            frames = _frames(args.scale_fields, args.seed + 13, test_lib, cfg, debris)
+            nrng = np.random.default_rng(args.seed)
+            small = []
+            for fr, _ in frames:
+                im = cv2.resize(fr, (640, 640), interpolation=cv2.INTER_AREA).astype(np.float64)
+                im += nrng.normal(0.0, 255 * nrng.uniform(*CompositeConfig().noise), im.shape)
+                small.append(np.clip(im, 0, 255).astype(np.uint8))
+            tb = [b * (640 / big) for _, b in frames]
+            plain = _recall(tb, _run(p, small), DEFAULT_CONF)
+            cal = _recall(tb, _run(p, small, grain_sizes=[mid * f] * len(small)), DEFAULT_CONF)
+            ref = _recall([b for _, b in frames], _run(p, [fr for fr, _ in frames]), DEFAULT_CONF)
+            print(f"   {n:32s} whole field:  0.3x ({mid * f:.0f} px): {plain:.3f} -> {cal:.3f}; the same "
+                  f"{len(frames)} fields ({sum(len(b) for b in tb)} grains) at 1x: {ref:.3f}")
 
     if "fragments" not in args.skip:
         cfg = CompositeConfig(width=1920, height=1080, class_agnostic=True, grain_size=(150, 300), grains_per_frame=(3, 6),
