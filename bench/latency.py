@@ -167,14 +167,40 @@ def _synthetic_samples(folder, n, seed, w=640, h=480):
     return data_from_coco(js).samples
 
 
+def _import_yolo():
+    """``ultralytics.YOLO``. Ultralytics imports torchvision at module level, but building
+    YOLO11n from its yaml and running its forward pass use none of it; where torchvision
+    cannot load (the only wheels for this torch are CUDA builds, which fail with the CPU
+    torch: "operator torchvision::nms does not exist") an empty stand-in module is given to
+    ultralytics for this timing, and the row says so."""
+    try:
+        import torchvision  # noqa: F401  (only whether it loads)
+    except Exception as exc:  # a broken install raises RuntimeError, not ImportError
+        import importlib.machinery
+        import importlib.metadata as md
+        import types
+
+        print(f"(torchvision cannot load here ({type(exc).__name__}): YOLO11n runs with an empty stand-in for it)")
+        for name in ("torchvision", *(f"torchvision.{s}" for s in ("ops", "transforms", "datasets", "models", "utils", "io"))):
+            m = types.ModuleType(name)
+            m.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            m.__version__ = "0.28.0"  # the release that pairs with torch 2.13
+            sys.modules[name] = m
+            if "." in name:
+                setattr(sys.modules["torchvision"], name.split(".")[1], m)
+        real_version = md.version
+        md.version = lambda dist: "0.28.0" if dist == "torchvision" else real_version(dist)
+    from ultralytics import YOLO
+
+    return YOLO
+
+
 def bench_backends(args, nt: int) -> None:
     """Issue 21: one 640 frame through every installed backend, round-robin, plus INT8 mAP."""
     import tempfile
 
-    import numpy as np
-
     from pollenstudio.detector.checkpoint import load_checkpoint
-    from pollenstudio.engine.export import cached_onnx, installed, quantize_int8
+    from pollenstudio.engine.export import cached_onnx, installed, quantize_int8, quantize_int8_openvino
     from pollenstudio.engine.export_job import evaluate_runtime, letterboxed_inputs
     from pollenstudio.engine.paths import taxa_model_path
     from pollenstudio.engine.runtime import OnnxRuntimeBackend, OpenVINOBackend, installed_runtimes
@@ -194,7 +220,7 @@ def bench_backends(args, nt: int) -> None:
         today = deploy_model(model)  # what Predictor runs now on the CPU (large kernel by FFT)
         direct = deploy_model(model, method="direct")
         fns = {"torch deploy (today)": lambda: today(x), "torch deploy, direct conv": lambda: direct(x)}
-        onnx32 = onnx8 = None
+        onnx32 = onnx8 = ov8 = None
         if rts:
             onnx32 = cached_onnx(model, cfg, imgsz, path, meta)
             onnx8 = quantize_int8(onnx32, td / "int8.onnx", letterboxed_inputs([s.path for s in calib_s], imgsz))
@@ -203,9 +229,14 @@ def bench_backends(args, nt: int) -> None:
                     b32, b8 = cls(onnx32, nt), cls(onnx8, nt)
                     fns[f"{name} float32"] = lambda b=b32: b(xn)
                     fns[f"{name} int8"] = lambda b=b8: b(xn)
+            if "openvino" in rts and installed("nncf"):  # what export-model --format openvino --int8 writes
+                ov8 = quantize_int8_openvino(onnx32, td / "nncf8.xml", letterboxed_inputs([s.path for s in calib_s], imgsz))
+                bn = OpenVINOBackend(ov8, nt)
+                fns["openvino int8 (NNCF)"] = lambda b=bn: b(xn)
+            else:
+                print("(nncf not installed: no OpenVINO int8 (NNCF) row)")
         if installed("ultralytics"):
-            from ultralytics import YOLO  # optional comparison only, never a dependency
-
+            YOLO = _import_yolo()  # optional comparison only, never a dependency
             y = YOLO("yolo11n.yaml").model.eval()  # architecture only: no download, random weights
             y = y.fuse() if hasattr(y, "fuse") else y
             fns["YOLO11n (ultralytics, torch)"] = lambda: y(x)
@@ -221,9 +252,9 @@ def bench_backends(args, nt: int) -> None:
         if onnx32 is not None and args.map_images:
             val = _synthetic_samples(td / "val", args.map_images, seed=202)
             names = list(cfg.class_names)
-            for name in rts:
-                r32 = evaluate_runtime(onnx32, name, model, cfg, val, names, imgsz, nt)
-                r8 = evaluate_runtime(onnx8, name, model, cfg, val, names, imgsz, nt)
+            for name in rts + (["openvino (NNCF)"] if ov8 is not None else []):
+                r32 = evaluate_runtime(onnx32, name.split()[0], model, cfg, val, names, imgsz, nt)
+                r8 = evaluate_runtime(ov8 if "NNCF" in name else onnx8, name.split()[0], model, cfg, val, names, imgsz, nt)
                 print(f"INT8 mAP with {name} on {len(val)} synthetic 640x480 frames (calibrated on {len(calib_s)} others): "
                       f"mAP@.5 {r32.map50:.4f} -> {r8.map50:.4f} ({r8.map50 - r32.map50:+.4f}), "
                       f"mAP@.5:.95 {r32.map50_95:.4f} -> {r8.map50_95:.4f} ({r8.map50_95 - r32.map50_95:+.4f})")

@@ -166,6 +166,38 @@ def main_backends(args) -> None:
             paths = make_images(Path(tmp), args.n, w, h)
             rows = {b: build_predictor(args, "cpu", b) for b in (["torch"] + [b for b in backends if b != "torch"])}
             compare_backends(args, paths, f"{w}x{h} frames, {torch.get_num_threads()} thread(s)", rows)
+            yolo_row(args, paths)
+
+
+def yolo_row(args, paths) -> None:
+    """YOLO11n (ultralytics, PyTorch, random weights, fused) on the same frames letterboxed to
+    the same input, batch 1, model only: its own pre/postprocessing is not ours, so only the
+    forward passes compare with the table's "model s" column. Measured after the table, in
+    the same process; printed only when ultralytics is installed (never a dependency)."""
+    from pollenstudio.engine.export import installed
+
+    if not installed("ultralytics"):
+        print("(ultralytics not installed: no YOLO11n row)")
+        return
+    import torch
+    from latency import _import_yolo
+
+    from pollenstudio.engine.export_job import letterboxed_inputs
+
+    y = _import_yolo()("yolo11n.yaml").model.eval()
+    y = y.fuse() if hasattr(y, "fuse") else y
+    xs = [torch.from_numpy(a).permute(2, 0, 1)[None].float().div(255.0).contiguous()
+          for a in letterboxed_inputs(paths, args.imgsz or 640)]
+    with torch.inference_mode():
+        y(xs[0])  # warm-up
+        best = None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            for x in xs:
+                y(x)
+            t = time.perf_counter() - t0
+            best = t if best is None else min(best, t)
+    print(f"{'YOLO11n (ultralytics), model only':<34}{'':>8}{len(paths) / best:>8.2f}{best:>9.2f}")
 
 
 def main() -> None:

@@ -116,3 +116,23 @@ def test_detect_backend_gives_pytorchs_proposals_and_reports_blank_tiles(tiny_mo
     assert "ONNX Runtime" in o["device"]
     r = _cli("detect", folder, "--model", tiny_model_path, "--device", "cpu", "--backend", "torch", "--conf", 0.3)
     assert r.returncode == 0 and f"of {t['tiles']} tiles skipped as blank" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not installed("nncf"), reason="needs nncf (OpenVINO's quantiser)")
+def test_openvino_int8_uses_nncf_and_keeps_metadata(reviewed_project, tiny_model_path, tmp_path):  # noqa: F811
+    import openvino as ov
+
+    out = tmp_path / "tiny-nncf.xml"
+    r = _cli("export-model", tiny_model_path, "--project", reviewed_project, "--format", "openvino", "--int8",
+             "--out", out, "--calib-images", 4, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["quantizer"] == "nncf" and s["calibration_images"] == 4
+    assert s["map50_fp32"] > 0.5 and abs(s["map50_change"] - (s["map50_int8"] - s["map50_fp32"])) < 1e-12
+    m = ov.Core().read_model(str(out))
+    types = {op.get_type_name() for op in m.get_ordered_ops()}
+    assert "FakeQuantize" in types  # really quantised
+    assert json.loads(m.get_rt_info(["model_info", "pollenstudio"]).astype(str))["class_names"]  # the ONNX metadata kept
+    assert "NNCF" in m.get_rt_info(["model_info", "quantization"]).astype(str)
+    assert (tmp_path / "tiny-nncf.bin").is_file()
