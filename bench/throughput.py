@@ -92,19 +92,32 @@ def run(paths, pred, repeats: int) -> dict:
 
 
 def _same(a, b) -> str:
-    """How two detection lists differ: 'identical', or the largest box/score gap."""
-    if len(a) != len(b):
-        return f"{len(a)} vs {len(b)} detections"
-    if not a:
+    """How detections ``a`` differ from the reference ``b``: 'identical', or, each box paired
+    with the reference box it overlaps most (IoU >= 0.5, one-to-one), the largest box and
+    score gaps and what found no partner."""
+    if not a and not b:
         return "identical (none)"
     import numpy as np
 
-    db = max(float(np.abs(np.array(x.box.xyxy()) - np.array(y.box.xyxy())).max()) for x, y in zip(a, b))
-    ds = max(abs(x.score - y.score) for x, y in zip(a, b))
-    labels = sum(x.label != y.label for x, y in zip(a, b))
-    if db == 0 and ds == 0 and not labels:
+    from pollenstudio.engine.evaluate import box_iou
+
+    if len(a) == len(b) and all(x.box.xyxy() == y.box.xyxy() and x.score == y.score and x.label == y.label
+                                for x, y in zip(a, b)):
         return "identical"
-    return f"same {len(a)}, max box diff {db:.3f} px, max score diff {ds:.1e}, {labels} labels differ"
+    ba = np.array([x.box.xyxy() for x in a], np.float64).reshape(-1, 4)
+    bb = np.array([y.box.xyxy() for y in b], np.float64).reshape(-1, 4)
+    iou = box_iou(ba, bb) if len(a) and len(b) else np.zeros((len(a), len(b)))
+    pairs, used = [], set()
+    for i in np.argsort(-iou.max(1)) if len(b) else []:
+        j = next((int(j) for j in np.argsort(-iou[i]) if int(j) not in used and iou[i, j] >= 0.5), None)
+        if j is not None:
+            used.add(j)
+            pairs.append((int(i), j))
+    db = max((float(np.abs(ba[i] - bb[j]).max()) for i, j in pairs), default=0.0)
+    ds = max((abs(a[i].score - b[j].score) for i, j in pairs), default=0.0)
+    labels = sum(a[i].label != b[j].label for i, j in pairs)
+    return (f"{len(pairs)} paired of {len(a)} vs {len(b)}, max box diff {db:.3f} px, max score diff {ds:.1e}, "
+            f"{labels} labels differ")
 
 
 def round_robin(rows: dict, paths, repeats: int, warm=None) -> dict:
@@ -159,6 +172,8 @@ def main_backends(args) -> None:
             rows = {"torch, every tile (today)": build_predictor(args, "cpu", "torch", skip_blank=False)}
             for b in backends:
                 rows[f"{b}, blank tiles skipped"] = build_predictor(args, "cpu", b, skip_blank=True)
+            if args.int8:
+                rows["openvino int8 (NNCF), skipped"] = int8_predictor(args, Path(tmp))
             warm = make_images(Path(tmp) / "warm", 1, 640, 480)  # warm-up on one frame, not the whole scan
             compare_backends(args, [p], f"scan, {torch.get_num_threads()} thread(s)", rows, warm)
         else:
@@ -167,6 +182,24 @@ def main_backends(args) -> None:
             rows = {b: build_predictor(args, "cpu", b) for b in (["torch"] + [b for b in backends if b != "torch"])}
             compare_backends(args, paths, f"{w}x{h} frames, {torch.get_num_threads()} thread(s)", rows)
             yolo_row(args, paths)
+
+
+def int8_predictor(args, tmp: Path):
+    """A blank-skipping predictor whose forward pass is the model quantised to INT8 by NNCF for
+    OpenVINO (what `export-model --format openvino --int8` writes), calibrated on 24 generated
+    640x480 frames: not identical detections, so its row shows how far they move."""
+    from pollenstudio.engine.export import cached_onnx, quantize_int8_openvino
+    from pollenstudio.engine.export_job import letterboxed_inputs
+    from pollenstudio.engine.runtime import OpenVINOBackend
+
+    pred = build_predictor(args, "cpu", "torch", skip_blank=True)
+    onnx32 = cached_onnx(pred.explain_model, pred.cfg, pred.imgsz, args.model, pred.meta)
+    calib = letterboxed_inputs(make_images(tmp / "calib", 24, 640, 480, seed=101), pred.imgsz)
+    xml = quantize_int8_openvino(onnx32, tmp / "int8.xml", calib)
+    import torch
+
+    pred.runtime, pred.backend = OpenVINOBackend(xml, torch.get_num_threads()), "openvino"
+    return pred
 
 
 def yolo_row(args, paths) -> None:
@@ -219,6 +252,8 @@ def main() -> None:
     ap.add_argument("--scan", default=None, metavar="WxH",
                     help="one synthetic slide scan of this size instead of frames: PyTorch on every tile (today) "
                          "vs blank-tile skipping on each --backend")
+    ap.add_argument("--int8", action="store_true",
+                    help="--scan: add a row with the model quantised to INT8 (NNCF, OpenVINO), blank tiles skipped")
     ap.add_argument("--cover", type=float, default=0.10, help="share of the scan covered by patches of grains (--scan)")
     ap.add_argument("--clutter", type=float, default=0.02,
                     help="debris on the scan, times the generator's default density (--scan; default 0.02: at 0.1 "
