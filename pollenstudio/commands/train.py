@@ -124,12 +124,14 @@ def run(args) -> int:
             sys.stderr.write("\r" + line.ljust(110) + "\n")  # over the progress bar's line
 
         t0 = time.perf_counter()
+        overridden = None
+        if plan is not None and (args.stage != "auto" or any(v is not None for v in (args.epochs, args.imgsz, args.freeze, args.lr0))):
+            overridden = f"Overridden: stage {stage}, {cfg.epochs} epochs at {cfg.imgsz} px, freeze {cfg.freeze}, lr {cfg.lr0}."
         try:
             if not quiet and plan is not None:
                 sys.stderr.write(plan.describe() + "\n")
-                if args.stage != "auto" or any(v is not None for v in (args.epochs, args.imgsz, args.freeze, args.lr0)):
-                    sys.stderr.write(f"Overridden: stage {stage}, {cfg.epochs} epochs at {cfg.imgsz} px, freeze {cfg.freeze}, "
-                                     f"lr {cfg.lr0}.\n")
+                if overridden:
+                    sys.stderr.write(overridden + "\n")
             compare = ctx.is_main and not args.no_compare
             reference = reference_model(project) if compare else None  # in use before --activate switches
             res = train_project(
@@ -157,7 +159,8 @@ def run(args) -> int:
             "precision": res.metrics.get("precision"),
             "recall": res.metrics.get("recall"),
             "stage": stage,
-            "recipe": None if plan is None else plan.recipe.describe(),
+            # what was trained: the recipe's description alone would name settings the flags replaced
+            "recipe": None if plan is None else plan.recipe.describe() + (f" {overridden}" if overridden else ""),
             "epochs": res.result.epochs_run,
             "best_epoch": res.result.best_epoch + 1,
             "stopped_early": res.result.stopped_early,

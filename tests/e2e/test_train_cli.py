@@ -47,6 +47,7 @@ def test_train_then_eval_on_project_and_on_a_coco_file(synth_project):
         n_reviewed = conn.execute("SELECT COUNT(*) FROM images WHERE status = 'reviewed'").fetchone()[0]
     assert n_reviewed >= 5  # images without grains in the COCO file are not marked reviewed
     assert {"map50", "map50_95"} <= set(out) and out["train_images"] + out["val_images"] == n_reviewed
+    assert "Overridden: stage detector, 1 epochs at 128 px" in out["recipe"]  # what ran, not only the recipe's plan
 
     # fine-tune from version 1 and make the result the active model
     r = _cli("train", proj, "--base", 1, "--epochs", 1, "--imgsz", 128, "--batch", 4, "--device", "cpu", "--activate",
