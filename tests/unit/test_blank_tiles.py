@@ -144,3 +144,21 @@ def test_predictor_ignores_specks_only_with_a_recorded_grain_range(tiny_model_pa
     assert plain.grain_range is None and plain.speck_px is None
     ranged = Predictor.from_checkpoint(tiny_model_path, device="cpu", meta={"grain_size_px": [14.0, 170.0]})
     assert ranged.speck_px == pytest.approx(11.2)
+
+
+def test_speck_filter_in_the_predictor_skips_dusty_tiles_and_keeps_every_detection(tiny_model_path):  # noqa: F811
+    img, boxes = _scan()
+    img = img.copy()
+    rng = np.random.default_rng(4)
+    h, w = img.shape[:2]
+    for x, y in rng.uniform(10, (w - 10, h - 10), (60, 2)).astype(int):  # dark dust, 3 px, all over the scan
+        img[y - 1:y + 2, x - 1:x + 2] = (40, 35, 30)
+    meta = {"grain_size_px": [40.0, 60.0]}  # the scan's grains are 40-50 px: specks are far smaller
+    on = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4, meta=meta)
+    blind = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4)  # no range: no filter
+    off = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4, meta=meta, skip_blank=False)
+    r_on, r_blind, r_off = (next(iter(p.iter_predict([img]))) for p in (on, blind, off))
+    assert r_on.skipped > r_blind.skipped  # the specks no longer keep their tiles
+    got_on = sorted(tuple(np.round(d.box.xyxy(), 3)) + (d.label,) for d in r_on.detections)
+    got_off = sorted(tuple(np.round(d.box.xyxy(), 3)) + (d.label,) for d in r_off.detections)
+    assert got_on == got_off and len(got_on) >= len(boxes)
