@@ -40,10 +40,10 @@ class AugmentConfig:
     close_mosaic: int = 10  # mosaic off for the final N epochs
     min_visible: float = 0.4  # keep a clipped box only if this fraction of it is left
     min_size: float = 2.0  # px
-    # probability of showing the frame at reduced resolution: downsampled by a factor drawn
-    # from [1.5, low_res_max] (INTER_AREA) and upsampled back (INTER_LINEAR), exactly what
-    # calibrated detection does to a low-magnification image. Off by default; the grain
-    # model's recipe turns it on so grains upsampled by calibration look familiar.
+    # probability of showing the frame at reduced resolution (see low_resolution), as
+    # calibrated detection upsamples a low-magnification image. Off by default: tried on the
+    # grain model it found small upsampled grains better but boxed specks on a real slide
+    # (models/POLLEN_GRAIN_CARD.md).
     low_res: float = 0.0
     low_res_max: float = 4.0
 
@@ -257,9 +257,11 @@ def low_resolution(img: np.ndarray, boxes, rng: np.random.Generator, max_factor:
     """The frame as a camera with ``f`` times fewer pixels would give it, upsampled back to
     its size (boxes do not move): averaged down, that camera's own noise added (std up to
     LOW_RES_NOISE grey levels: averaging also removed the frame's noise, which a real
-    low-magnification image keeps at its own pixel scale), bilinear up. ``f`` is drawn from [1.5, max_factor], capped so the median
-    box diameter stays >= LOW_RES_MIN_GRAIN px after the downsampling; frames whose grains
-    are already too small (or that hold none) come back unchanged."""
+    low-magnification image keeps at its own pixel scale), bilinear up.
+
+    ``f`` is drawn from [1.5, max_factor], capped so the median box diameter stays >=
+    LOW_RES_MIN_GRAIN px after the downsampling; frames whose grains are already too small
+    (or that hold none) come back unchanged."""
     b = _as_boxes(boxes)
     h, w = img.shape[:2]
     if not len(b):

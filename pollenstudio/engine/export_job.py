@@ -82,7 +82,8 @@ def export_model(model, cfg, out, fmt: str = "onnx", imgsz: int | None = None, y
     with ``path``, ``boxes``, ``classes``, ``width``, ``height``; ``class_names`` indexes
     them); mAP@.5 and mAP@.5:.95 are measured with the target runtime on those same images
     for the float32 and the INT8 model (raw form; the YOLO form is quantised with the same
-    calibration). Returns a summary dict (paths, sizes, metrics).
+    calibration). For OpenVINO the quantiser is NNCF when installed, else ONNX Runtime
+    (``summary["quantizer"]``). Returns a summary dict (paths, sizes, metrics).
     """
     log = log or (lambda msg: None)
     if fmt not in ("onnx", "openvino"):
@@ -118,8 +119,7 @@ def export_model(model, cfg, out, fmt: str = "onnx", imgsz: int | None = None, y
             def scored(path):
                 if runtime == "openvino" and path.suffix != ".xml":
                     path = export_openvino(path, path.with_suffix(".xml"))
-                p = path
-                return evaluate_runtime(p, runtime, model, cfg, samples, class_names, imgsz, threads)
+                return evaluate_runtime(path, runtime, model, cfg, samples, class_names, imgsz, threads)
 
             log(f"measuring mAP of float32 and INT8 on {len(samples)} reviewed image(s) with {runtime}")
             r32, r8 = scored(raw32), scored(raw8)
