@@ -87,6 +87,46 @@ def random_grains(rng, width, height, n, dmin=30, dmax=60, margin=-10):
     return out
 
 
+def reviewed_project(folder: Path, n_images: int, seed: int, scene_seed: int):
+    """A new project in ``folder`` of ``n_images`` scenes the tiny model knows (3 grains each,
+    drawn with ``seed``; scene i rendered with ``scene_seed + i``), saved as
+    images/fieldNN.png, each with its true boxes drawn in by hand (so reviewed). Returns the
+    open Project."""
+    from pollenstudio.core.types import Box
+    from pollenstudio.project import Project
+
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for i in range(n_images):
+        img, boxes, classes = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=4), seed=scene_seed + i)
+        name = f"field{i + 1:02d}.png"
+        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
+        truth[name] = (boxes, classes)
+    proj = Project.create(folder)
+    ids = proj.ensure_categories(TAXA)
+    proj.add_folder(folder / "images")
+    for rec in proj.images():
+        for b, c in zip(*truth[rec.path.rsplit("/", 1)[-1]]):
+            proj.add_annotation(rec.id, Box(*map(float, b)), ids[TAXA[c]])
+    return proj
+
+
+def zeroed_head_copy(src, dst):
+    """``src`` with every weight of its detection head set to 0 (a broken candidate) saved as
+    ``dst`` (may be ``src`` itself); returns the model config."""
+    import torch
+
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+
+    model, cfg, _ = load_checkpoint(src)
+    with torch.no_grad():
+        for p in model.detect.parameters():
+            p.zero_()
+    save_checkpoint(dst, model, cfg, {"note": "zeroed head"})
+    return cfg
+
+
 def training_pool(n_images: int = 24, seed: int = 0):
     rng = np.random.default_rng(seed)
     pool = []

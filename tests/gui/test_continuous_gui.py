@@ -6,11 +6,8 @@ Model progress view on the versions this made."""
 import os
 import shutil
 
-import cv2
-import numpy as np
 import pytest
-import torch
-from fixtures_models import IMGSZ, TAXA, random_grains, render_scene, tiny_model_path  # noqa: F401
+from fixtures_models import TAXA, reviewed_project, tiny_model_path, zeroed_head_copy  # noqa: F401
 
 from pollenstudio.core.types import Box
 from pollenstudio.gui.continuous import META_KEY
@@ -18,35 +15,9 @@ from pollenstudio.gui.continuous import META_KEY
 
 @pytest.fixture(scope="session")
 def reviewed_scenes(tmp_path_factory):
-    from pollenstudio.project import Project
-
     folder = tmp_path_factory.mktemp("cont") / "proj"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(21)
-    truth = {}
-    for i in range(8):
-        img, boxes, classes = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=4), seed=300 + i)
-        name = f"field{i + 1:02d}.png"
-        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
-        truth[name] = (boxes, classes)
-    proj = Project.create(folder)
-    ids = proj.ensure_categories(TAXA)
-    proj.add_folder(folder / "images")
-    for rec in proj.images():
-        for b, c in zip(*truth[rec.path.rsplit("/", 1)[-1]]):
-            proj.add_annotation(rec.id, Box(*map(float, b)), ids[TAXA[c]])
-    proj.close()
+    reviewed_project(folder, 8, seed=21, scene_seed=300).close()
     return folder
-
-
-def _zero_head(path):
-    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
-
-    model, cfg, _ = load_checkpoint(path)
-    with torch.no_grad():
-        for p in model.detect.parameters():
-            p.zero_()
-    save_checkpoint(path, model, cfg, {"note": "zeroed head"})
 
 
 def _shot(widget, name):
@@ -79,7 +50,8 @@ def test_continuous_retraining_keeps_a_worse_model_out_and_takes_a_better_one(qt
         cont.decided.connect(seen.append)
 
         def broken(project, vid, token):  # the trained candidate, broken on purpose
-            _zero_head(project.model_file(project.model_version(vid)))
+            path = project.model_file(project.model_version(vid))
+            zeroed_head_copy(path, path)
             return gate_candidate(project, vid, device="cpu", batch=4, progress=token)
 
         cont.gate = broken

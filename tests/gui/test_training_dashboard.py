@@ -3,35 +3,16 @@ dashboard, its live curves, Cancel, the comparison with the active model, "Use t
 and reactivating an older version. The project's images are scenes the tiny test model
 (tests/fixtures_models.py) knows, with their true boxes drawn in by hand (reviewed)."""
 
-import cv2
-import numpy as np
 import pytest
-from fixtures_models import IMGSZ, TAXA, random_grains, render_scene, tiny_model_path  # noqa: F401
+from fixtures_models import TAXA, reviewed_project, tiny_model_path  # noqa: F401
 
 N_IMAGES = 10
 
 
 @pytest.fixture(scope="session")
 def reviewed_template(tmp_path_factory):
-    from pollenstudio.core.types import Box
-    from pollenstudio.project import Project
-
     folder = tmp_path_factory.mktemp("reviewed") / "proj"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(11)
-    truth = {}
-    for i in range(N_IMAGES):
-        img, boxes, classes = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=4), seed=900 + i)
-        name = f"field{i + 1:02d}.png"
-        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
-        truth[name] = (boxes, classes)
-    proj = Project.create(folder)
-    ids = proj.ensure_categories(TAXA)
-    proj.add_folder(folder / "images")
-    for rec in proj.images():
-        boxes, classes = truth[rec.path.rsplit("/", 1)[-1]]
-        for b, c in zip(boxes, classes):
-            proj.add_annotation(rec.id, Box(*map(float, b)), ids[TAXA[c]])
+    proj = reviewed_project(folder, N_IMAGES, seed=11, scene_seed=900)
     assert proj.image_count("reviewed") == N_IMAGES
     proj.close()
     return folder

@@ -2,45 +2,16 @@
 it beats it on the identical validation images. A deliberately broken candidate (every
 weight of its detection head zeroed) never does; a good one does."""
 
-import cv2
-import numpy as np
 import pytest
-import torch
-from fixtures_models import IMGSZ, TAXA, random_grains, render_scene, tiny_model_path  # noqa: F401
+from fixtures_models import reviewed_project, tiny_model_path, zeroed_head_copy  # noqa: F401
 
-from pollenstudio.core.types import Box
-from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
 from pollenstudio.engine.compare import beats, gate_candidate, reference_model
-from pollenstudio.project import Project
-
-
-def zeroed_head_copy(src, dst):
-    """``src`` with every weight of its detection head set to 0 (a broken candidate)."""
-    model, cfg, _ = load_checkpoint(src)
-    with torch.no_grad():
-        for p in model.detect.parameters():
-            p.zero_()
-    save_checkpoint(dst, model, cfg, {"note": "zeroed head"})
-    return cfg
 
 
 @pytest.fixture
 def reviewed(tmp_path, tiny_model_path):
     folder = tmp_path / "proj"
-    (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(5)
-    truth = {}
-    for i in range(4):
-        img, boxes, classes = render_scene(IMGSZ, IMGSZ, random_grains(rng, IMGSZ, IMGSZ, 3, margin=4), seed=700 + i)
-        name = f"f{i}.png"
-        cv2.imwrite(str(folder / "images" / name), img[..., ::-1].copy())
-        truth[name] = (boxes, classes)
-    proj = Project.create(folder)
-    ids = proj.ensure_categories(TAXA)
-    proj.add_folder(folder / "images")
-    for rec in proj.images():
-        for b, c in zip(*truth[rec.path.rsplit("/", 1)[-1]]):
-            proj.add_annotation(rec.id, Box(*map(float, b)), ids[TAXA[c]])
+    proj = reviewed_project(folder, 4, seed=5, scene_seed=700)
     broken = folder / "models" / "broken.safetensors"
     broken.parent.mkdir()
     cfg = zeroed_head_copy(tiny_model_path, broken)
