@@ -293,6 +293,22 @@ def after_checks(facts) -> list[str]:
     return problems
 
 
+def extra_case_modules():
+    """The case modules in scripts/hostile/ (issue 31 onwards): each has
+    ``build(w: Path) -> (cases, check)`` where a case is ``(name, argv, timeout)`` or
+    ``(name, argv, timeout, expect)``, ``expect(rc, output) -> problem text or None`` (the refusal
+    or safe result the case must give), and ``check() -> list[str]`` the after-effect problems."""
+    import importlib.util
+
+    mods = []
+    for path in sorted((Path(__file__).resolve().parent / "hostile").glob("cases_*.py")):
+        spec = importlib.util.spec_from_file_location(f"hostile_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mods.append(mod)
+    return mods
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", help="build the fixtures in this folder and keep them")
@@ -305,14 +321,22 @@ def main() -> int:
         shutil.rmtree(w)
     w.mkdir(parents=True, exist_ok=True)
     cases, facts = build(w)
+    checks = []
+    for mod in extra_case_modules():
+        sub = w / mod.__name__.removeprefix("hostile_")
+        sub.mkdir()
+        more, check = mod.build(sub)
+        cases += more
+        checks.append(check)
     if args.only:
         cases = [c for c in cases if args.only in c[0]]
     cases = [c for c in cases if not any(k in c[0] for k in args.skip)]
     env = dict(os.environ, POLLENSTUDIO_DEBUG="1", PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     tracebacks = hangs = 0
+    expect_problems: list[str] = []
     all_out = []
     t_all = time.time()
-    for name, argv, timeout in cases:
+    for name, argv, timeout, *expect in cases:
         t0 = time.time()
         try:
             res = subprocess.run([sys.executable, "-m", "pollenstudio", *argv], capture_output=True, text=True,
@@ -326,10 +350,16 @@ def main() -> int:
         tracebacks += n
         all_out.append(out)
         last = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or [""]
-        print(f"{'TRACEBACK ' if n else ''}{name:45s} rc={rc} {time.time() - t0:5.1f}s  {last[0][:110]}")
-        if args.verbose or n:
+        bad = expect[0](rc, out) if expect and rc != "TIMEOUT" else None
+        if bad:
+            expect_problems.append(f"{name}: {bad}")
+        print(f"{'TRACEBACK ' if n else ''}{'UNSAFE ' if bad else ''}{name:45s} rc={rc} {time.time() - t0:5.1f}s  "
+              f"{last[0][:110]}")
+        if args.verbose or n or bad:
             print("    " + out.replace("\n", "\n    "))
-    problems = after_checks(facts)
+    problems = after_checks(facts) + expect_problems
+    for check in checks:
+        problems += check()
     for p in problems:
         print("CHECK FAILED:", p)
     print(f"\n{len(cases)} cases in {time.time() - t_all:.0f} s; Traceback count: {tracebacks}; hangs: {hangs}; "
