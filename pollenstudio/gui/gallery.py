@@ -5,6 +5,8 @@ certain first by default) or by image; select one or many (click, Shift/Ctrl+cli
 Ctrl+A, arrows with Shift) and press 1-9 to relabel, A to accept, X / Delete to reject
 (one undo step for the whole selection); Enter or a double-click opens the grain on its
 image in the main window. Edits go through the review controller like every other edit.
+Escape, the window's close button and Alt+F4 close the gallery and change nothing; it is a
+window of its own (minimised without the main window).
 
 Crops are cut in one background job, several per image decode, newest request first, and
 kept on disk under ``<project>/cache/crops`` (keyed by annotation and box, so a moved box
@@ -346,6 +348,9 @@ class GalleryDialog(QDialog):
 
     def __init__(self, ctl, parent: QWidget | None = None):
         super().__init__(parent)
+        # a window of its own (minimise / maximise / close), not a dialog box over the main window
+        self.setWindowFlags(Qt.WindowType.Window | Qt.WindowType.WindowMinMaxButtonsHint
+                            | Qt.WindowType.WindowCloseButtonHint)
         self.ctl = ctl
         p = ctl.project
         self.setWindowTitle(f"Taxon gallery - {p.name}")
@@ -502,13 +507,15 @@ class GalleryDialog(QDialog):
         self.ctl.relabel_many(ids, cid)
         self._refresh_rows(ids)
 
-    def accept(self) -> None:
+    # Not named accept / reject: those are QDialog's, and Qt calls reject() on Escape, the
+    # window's close button and Alt+F4 (an override there rejected every selected grain)
+    def accept_selected(self) -> None:
         ids = self.selected_ids()
         if ids:
             self.ctl.accept_many(ids)
             self._refresh_rows(ids)
 
-    def reject(self) -> None:
+    def reject_selected(self) -> None:
         ids = self.selected_ids()
         if ids:
             self.ctl.reject_many(ids)
@@ -533,17 +540,34 @@ class GalleryDialog(QDialog):
                 self.relabel(text)
                 return True
             if plain and k == Qt.Key.Key_A:
-                self.accept()
+                self.accept_selected()
                 return True
             if plain and k in (Qt.Key.Key_X, Qt.Key.Key_Delete):
-                self.reject()
+                self.reject_selected()
                 return True
             if k in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
                 self.open_grain()
                 return True
         return super().eventFilter(obj, ev)
 
+    def showEvent(self, ev) -> None:
+        # a window of its own: no transient parent, so minimising it leaves the main window
+        # alone (as the main window's transient child the window manager minimised both)
+        handle = self.windowHandle()
+        if handle is not None and handle.transientParent() is not None:
+            handle.setTransientParent(None)
+        super().showEvent(ev)
+
+    def done(self, result: int) -> None:
+        """Escape, the close button and Alt+F4 end here (QDialog.reject): the gallery closes
+        and no annotation changes."""
+        self._stop()
+        super().done(result)
+
     def closeEvent(self, ev) -> None:
+        self._stop()
+        super().closeEvent(ev)
+
+    def _stop(self) -> None:
         self.loader.clear()
         self.jobs.cancel_all()
-        super().closeEvent(ev)

@@ -10,11 +10,17 @@ from pollenstudio.core.types import AnnotationStatus
 
 
 def _open(win, qtbot, cid):
+    from PySide6.QtWidgets import QApplication
+
+    if QApplication.activeWindow() is not win:  # back from a closed gallery: Ctrl+G is the main window's
+        win.activateWindow()
+        qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=3000)
     QTest.keyClick(win.canvas.view, Qt.Key.Key_G, Qt.KeyboardModifier.ControlModifier)
     dlg = win._gallery
     assert dlg.isVisible()
     dlg.show_taxon(cid)
     qtbot.waitExposed(dlg)
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is dlg, timeout=3000)  # keys go to the gallery
     qtbot.waitUntil(lambda: not dlg.loading(), timeout=5000)  # rows are read in a worker
     return dlg
 
@@ -119,4 +125,73 @@ def test_gallery_follows_edits_made_in_the_main_window(window, qtbot):
     assert p.annotation(a.id).status is AnnotationStatus.ACCEPTED
     row = dlg.model.row_data(dlg.model._pos[a.id])
     assert row.status == "accepted"
+    dlg.close()
+
+
+def _statuses(p):
+    return {a.id: a.status for rec in p.images() for a in p.annotations(rec.id)}
+
+
+def test_escape_and_close_shut_the_gallery_without_rejecting_anything(crowded_window, qtbot):
+    """Issue 28: Escape / the close button / Alt+F4 went to QDialog.reject, which the gallery
+    had overridden to reject every selected grain (42 confirmed grains went with one Escape)
+    and which then left the gallery open; with nothing selected it would not close."""
+    win = crowded_window
+    p = win.ctl.project
+    counts = p.category_counts()
+    cid = max(counts, key=counts.get)
+    before = _statuses(p)
+    undo_before = p.undo_label()
+
+    # Escape with every grain selected (Ctrl+A): nothing is rejected, the gallery closes
+    dlg = _open(win, qtbot, cid)
+    QTest.keyClick(dlg.view, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    assert len(dlg.selected_ids()) == dlg.model.total() >= 6
+    QTest.keyClick(dlg.view, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=2000)
+    assert _statuses(p) == before and p.undo_label() == undo_before
+
+    # again, the key sent to the dialog itself, with a selection of some
+    dlg = _open(win, qtbot, cid)
+    assert dlg is win._gallery
+    QTest.keyClick(dlg.view, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=2000)
+    assert _statuses(p) == before
+
+    # nothing selected: Escape still closes it
+    dlg = _open(win, qtbot, cid)
+    dlg.view.clearSelection()
+    assert dlg.selected_ids() == []
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=2000)
+
+    # the window's close button / Alt+F4 (a close event), with a selection
+    dlg = _open(win, qtbot, cid)
+    QTest.keyClick(dlg.view, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    assert dlg.close()
+    assert not dlg.isVisible()
+    assert _statuses(p) == before and p.undo_label() == undo_before
+
+    # X still rejects the selection (the action, renamed, is not QDialog.reject)
+    dlg = _open(win, qtbot, cid)
+    dlg.view.selectionModel().setCurrentIndex(dlg.model.index(0), QItemSelectionModel.SelectionFlag.ClearAndSelect)
+    QTest.keyClick(dlg.view, Qt.Key.Key_X)
+    assert p.annotation(dlg.model.row_data(0).ann_id).status is AnnotationStatus.REJECTED
+    dlg.close()
+
+
+def test_gallery_is_a_window_of_its_own(crowded_window, qtbot):
+    """Minimising the gallery minimised the app: it was the main window's transient dialog."""
+    win = crowded_window
+    p = win.ctl.project
+    counts = p.category_counts()
+    dlg = _open(win, qtbot, max(counts, key=counts.get))
+    flags = dlg.windowFlags()
+    assert flags & Qt.WindowType.WindowMinimizeButtonHint
+    assert (flags & Qt.WindowType.WindowType_Mask) == Qt.WindowType.Window
+    assert dlg.windowHandle().transientParent() is None
+    dlg.showMinimized()
+    qtbot.wait(50)
+    assert not win.isMinimized()
     dlg.close()
