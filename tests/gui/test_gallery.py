@@ -194,4 +194,7 @@ def test_gallery_is_a_window_of_its_own(crowded_window, qtbot):
     dlg.showMinimized()
     qtbot.wait(50)
     assert not win.isMinimized()
-    dlg.close()
+    # a window of its own, it still goes with the main window (the app must not stay open for it)
+    dlg.showNormal()
+    win.close()
+    assert not dlg.isVisible()
