@@ -54,6 +54,23 @@ def _parse_set(text: str) -> tuple[str, str, object]:
     return sample.strip(), key, val
 
 
+def _check_samples(proj, samples) -> None:
+    """A setting for a sample the project does not have would be stored and never used:
+    refuse it, naming the samples there are (a typing slip is the likely cause)."""
+    from pollenstudio.core.errors import ProjectError
+    from pollenstudio.project.counting import NO_SAMPLE
+
+    wanted = [s for s in dict.fromkeys(samples) if s]
+    if not wanted:
+        return
+    known = sorted({r.group or NO_SAMPLE for r in proj.images()}, key=lambda k: (k == NO_SAMPLE, k.lower()))
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        have = (f"its samples are: {', '.join(known)}" if known else "it has no images yet")
+        raise ProjectError(f"--set: the project has no sample named {unknown[0]!r} ({have}); "
+                           "write SAMPLE:KEY=VALUE with one of them, or KEY=VALUE for the project's defaults")
+
+
 def run(args) -> int:
     from pollenstudio.commands._console import print_json
     from pollenstudio.core.errors import ProjectError
@@ -83,6 +100,7 @@ def run(args) -> int:
             if role not in TAXON_ROLES:
                 raise ProjectError(f"--role {name}={role}: a role is one of {', '.join(TAXON_ROLES)}")
             cats.append((cat.id, role))
+        _check_samples(proj, [sample for sample, _, _ in changes])
         stored = proj.sample_settings()
         merged: dict[str, dict] = {}
         for sample, key, val in changes:

@@ -37,6 +37,16 @@ UNNAMED_ROLE = "unnamed"
 
 _POSITIVE = ("marker_tablets", "marker_per_tablet", "quantity", "air_volume_m3")
 SETTING_KEYS = ("target_sum", *_POSITIVE, "marker_per_tablet_sd", "quantity_unit")
+# What a real count can hold (the sample-settings dialog offers the same ranges): a value
+# outside them is a typing slip, and would print "inf +- inf" or "nan" as a concentration.
+# (lowest, highest, what it is, unit)
+SETTING_RANGES = {
+    "marker_tablets": (0.1, 1000.0, "the number of marker tablets added", " tablets"),
+    "marker_per_tablet": (1.0, 10_000_000.0, "the spores per marker tablet", " spores"),
+    "marker_per_tablet_sd": (0.0, 1_000_000.0, "the spread (SD) of spores per tablet", " spores"),
+    "quantity": (0.0001, 100_000.0, "the sample quantity", " cm3 or g"),
+    "air_volume_m3": (0.001, 1_000_000.0, "the sampled air volume", " m3"),
+}
 
 
 def check_settings(settings: dict) -> dict:
@@ -65,7 +75,15 @@ def check_settings(settings: dict) -> dict:
                 raise ScaleError(f"{key} must be 0 or more, got {v!r}")
         elif v <= 0:
             raise ScaleError(f"{key} must be positive, got {v!r}")
+        if key in SETTING_RANGES:
+            lo, hi, what, unit = SETTING_RANGES[key]
+            if not lo <= v <= hi:
+                raise ScaleError(f"{key}: {what} must be from {lo:,.10g} to {hi:,.10g}{unit}, got {v!r}")
         out[key] = v
+    sd, per = out.get("marker_per_tablet_sd"), out.get("marker_per_tablet")
+    if sd is not None and per is not None and sd > per:
+        raise ScaleError(f"marker_per_tablet_sd: the spread of spores per tablet ({sd:g}) cannot exceed "
+                         f"the spores per tablet ({per:g})")
     return out
 
 
@@ -208,7 +226,8 @@ def count_samples(project, reviewed_only: bool = False, ci_method: str = "wilson
                 t.percent, t.ci_lo, t.ci_hi = 100.0 * t.count / basis, 100.0 * lo, 100.0 * hi
         if _wants_concentration(s.settings):
             n_marker = sum(t.count for t in s.excluded if t.role == "marker")
-            try:
+            try:  # settings stored before a bound was checked give a note, never inf or nan
+                check_settings(s.settings)
                 s.concentration = _concentration(s.settings, total, n_marker)
                 for t in s.taxa:
                     t.concentration = _concentration(s.settings, t.count, n_marker)
