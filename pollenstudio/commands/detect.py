@@ -4,6 +4,15 @@ from __future__ import annotations
 
 HELP = "detect pollen grains on a project's images (a folder of images becomes a project) and store them as proposals"
 
+SOME_FAILED = 3  # exit status: some images could not be used, the others have their proposals
+
+EPILOG = f"""exit status:
+  0    every image asked for was detected
+  1    an error (said in words), or not one image could be read
+  {SOME_FAILED}    some images could not be read or no longer match the project (each named above the
+       summary line, which says how many); the other images have their proposals
+  130  cancelled (images finished before the cancel keep their proposals)"""
+
 
 def _tile(text: str) -> str:
     """argparse type for --tile: auto, off, or a size of at least 64 px (a usage error otherwise)."""
@@ -161,7 +170,7 @@ def run(args) -> int:
         print_json(out)
     else:
         for path, reason in summary.failed:
-            print(f"could not read: {reason}", file=sys.stderr)
+            print(f"could not use: {reason}", file=sys.stderr)
         for path, kept, dropped in summary.capped:
             print(
                 f"warning: {path}: detection cap hit, kept {kept}"
@@ -174,7 +183,7 @@ def run(args) -> int:
             f"{summary.done}/{summary.images} images, {summary.proposals} proposals"
             + (f" ({taxa})" if taxa else "")
             + (f", {summary.skipped} already decided by a person" if summary.skipped else "")
-            + (f", {len(summary.failed)} unreadable" if summary.failed else "")
+            + (f", {len(summary.failed)} of {summary.images} image(s) failed (named above)" if summary.failed else "")
             + (f", {summary.tiles_skipped} of {summary.tiles} tiles skipped as blank "
                f"({100.0 * summary.tiles_skipped / summary.tiles:.0f} %)" if summary.tiles_skipped else "")
             + f" in {summary.seconds:.1f} s"
@@ -182,6 +191,8 @@ def run(args) -> int:
     if summary.cancelled:
         print("cancelled", file=sys.stderr)
         return 130
+    if summary.failed:  # scripts must be able to tell: all failed -> 1, some -> SOME_FAILED
+        return SOME_FAILED if summary.done else 1
     return 0 if summary.done or not summary.images else 1
 
 
