@@ -33,14 +33,23 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _normalise_layout(arr: np.ndarray, name: str) -> np.ndarray:
-    """Bring an array to (H, W) or (H, W, 3), uint8 or uint16."""
+def float_peak(arr: np.ndarray) -> float:
+    """The largest finite value of a float image (1.0 when it has none): what float pixels
+    are scaled by (``_normalise_layout``). A focal stack takes the peak over all its planes,
+    so every plane gets the same scale."""
+    finite = arr[np.isfinite(arr)]
+    return float(finite.max()) if finite.size else 1.0
+
+
+def _normalise_layout(arr: np.ndarray, name: str, float_max: float | None = None) -> np.ndarray:
+    """Bring an array to (H, W) or (H, W, 3), uint8 or uint16. Float pixels become uint16:
+    [0, 1] data (or data whose peak ``float_max``, default this array's own, is at most 1)
+    times 65535, else scaled so the peak is 65535; negative values and NaN become 0."""
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(arr.dtype, np.floating):
-            finite = arr[np.isfinite(arr)]
-            hi = float(finite.max()) if finite.size else 1.0
+            hi = float_peak(arr) if float_max is None else float(float_max)
             scale = 65535.0 / hi if hi > 1.0 else 65535.0
             arr = np.clip(np.nan_to_num(arr) * scale, 0, 65535).astype(np.uint16)
         elif np.issubdtype(arr.dtype, np.integer):
@@ -93,12 +102,18 @@ def _check_single_image(tif, name: str) -> None:
         first = pages[0].shape
         full = sum(1 for pg in pages if getattr(pg, "shape", None) == first)
         if full > 1:
-            raise ImageReadError(f"{name}: a TIFF stack of {full} images (focal planes): read it as a focal "
-                                 "stack (core.stack.FocalStack; a project imports it as one image with planes)")
+            raise ImageReadError(f"{name}: a TIFF stack of {full} images (focal planes), not one picture; import "
+                                 "it into a project, where it is one image with its planes")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to (H, W) or (H, W, 3) RGB, uint8 or uint16."""
+def read_image(path: str | os.PathLike, float_max: float | None = None) -> np.ndarray:
+    """Decode an image file to (H, W) or (H, W, 3) RGB, uint8 or uint16 (``float_max``: the
+    peak a float file is scaled by, see ``_normalise_layout``)."""
+    return _normalise_layout(_decode(path), Path(path).name, float_max)
+
+
+def _decode(path: str | os.PathLike) -> np.ndarray:
+    """The file's pixels as stored (any dtype and layout); errors in words."""
     p = Path(path)
     name = p.name
     if not p.is_file():
@@ -125,7 +140,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{name}: too large to decode in the available memory") from None
     except Exception as exc:  # codec errors come in many types; report them by name
         raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
-    return _normalise_layout(arr, name)
+    return arr
 
 
 def image_info(path: str | os.PathLike) -> ImageInfo:
@@ -155,7 +170,7 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
         with _quiet(), Image.open(p) as im:
             w, h = im.size
             mode = im.mode
-        bits = 16 if mode.startswith("I;16") or mode in ("I", "F") else 8
+        bits = 16 if mode.startswith("I;16") or mode in ("I", "F") or _png_bit_depth(p) == 16 else 8
         channels = 1 if mode in ("1", "L", "LA", "P", "I", "F") or mode.startswith("I;16") else 3
         if mode == "P":
             channels = 3
@@ -164,6 +179,19 @@ def image_info(path: str | os.PathLike) -> ImageInfo:
         raise
     except Exception as exc:
         raise ImageReadError(f"{name}: not a readable image ({exc})") from exc
+
+
+def _png_bit_depth(p: Path) -> int | None:
+    """Bit depth from a PNG's IHDR (PIL opens 16-bit colour PNGs as 8-bit "RGB", while
+    they decode to uint16), None for other files."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return head[24]
+    return None
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
-from pollenstudio.core.imageio import ImageInfo, _normalise_layout, _quiet, image_info, read_image
+from pollenstudio.core.imageio import ImageInfo, _decode, _normalise_layout, _quiet, float_peak, image_info
 
 _TIFF = (".tif", ".tiff")
 EDF = "edf"  # view name: the extended-depth-of-field composite
+MAX_PLANES = 1000  # most focal planes one imported stack may have (a z-series of a slide has tens)
 BEST = "best"  # view name: the plane sharpest over the whole field
 STACK_PATTERN_HELP = ("file-name pattern of focal planes: '{z}' marks the plane number, '*' any text "
                       "(e.g. '*_z{z}.png', '{z}z.png'); files that differ only in '{z}' and sit in the "
@@ -102,6 +103,45 @@ def _page_layout(series) -> tuple[int, list[list[int]]]:
     return planes, out
 
 
+class _WholePage:
+    """Planes that are samples of one TIFF page: tifffile writes a (3, H, W) or (4, H, W)
+    array as one page of 3 or 4 samples, its series axes naming the plane axis (ZYX)."""
+
+    def __init__(self, axes: str, shape: tuple, zpos: int):
+        self.axes, self.shape, self.zpos = axes, shape, zpos
+
+    def plane(self, whole: np.ndarray, z: int) -> np.ndarray:
+        idx = []
+        for k, a in enumerate(self.axes):
+            if k == self.zpos:
+                idx.append(z)
+            elif a in "YX" or (a in "SC" and self.shape[k] in (3, 4)):
+                idx.append(slice(None))  # the picture, and colour samples
+            else:
+                idx.append(0)
+        return whole[tuple(idx)]
+
+
+def _one_page_stack(series) -> tuple[StackInfo, _WholePage] | None:
+    """(info, layout) when a series of several planes is stored in one TIFF page, else None."""
+    axes, shape = series.axes, tuple(int(n) for n in series.shape)
+    if len(series.pages) != 1 or "Y" not in axes or "X" not in axes:
+        return None
+    cands = [k for k, a in enumerate(axes) if a not in "YXSC" and shape[k] > 1]
+    if not cands:
+        return None
+    zpos = axes.index("Z") if "Z" in axes else cands[0]
+    colour = any(a in "SC" and shape[k] in (3, 4) and k != zpos for k, a in enumerate(axes))
+    dtype = np.dtype(series.dtype)
+    info = StackInfo(shape[axes.index("X")], shape[axes.index("Y")], 8 if dtype.itemsize == 1 else 16,
+                     3 if colour else 1, shape[zpos])
+    return info, _WholePage(axes, shape, zpos)
+
+
+def _describe(bits: int, channels: int) -> str:
+    return f"{bits}-bit {'colour (RGB)' if channels == 3 else 'greyscale'}"
+
+
 class FocalStack:
     """Lazy planes of one field. ``plane(i)`` decodes plane ``i`` (0-based) only; the TIFF
     stays open until :meth:`close` (use as a context manager). Thread-safe: reads take a
@@ -115,6 +155,9 @@ class FocalStack:
         self._series = series
         self._files = [Path(f) for f in files] if files is not None else None
         self._lock = threading.Lock()
+        self._whole = None  # a stack inside one TIFF page: that page, decoded once
+        self._peak = None  # float pixels: the peak over all planes (one scale for the stack)
+        self._peak_lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -124,12 +167,10 @@ class FocalStack:
         p = Path(path)
         if plane_files:
             files = [Path(f) for f in plane_files]
-            infos = []
             for f in files:
                 if not f.is_file():
                     raise ImageReadError(f"{p.name}: plane file {f.name} not found ({f})")
             first = image_info(files[0])
-            infos.append(first)
             return cls(p.name, StackInfo(first.width, first.height, first.bit_depth, first.channels, len(files)),
                        files=files)
         if not p.is_file():
@@ -146,6 +187,9 @@ class FocalStack:
             raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
         try:
             series = tif.series[0]
+            whole = _one_page_stack(series)
+            if whole is not None:
+                return cls(p.name, whole[0], tif=tif, series=series, pages=whole[1])
             planes, pages = _page_layout(series)
             source = series.pages
             if planes == 1 and len(tif.pages) > 1:
@@ -194,26 +238,51 @@ class FocalStack:
             raise ImageReadError(f"{self.name}: plane {i + 1} does not exist (the stack has {self.n_planes})")
         return i
 
-    def plane(self, i: int) -> np.ndarray:
-        """Plane ``i`` as (H, W) or (H, W, 3), uint8 or uint16 (like ``read_image``)."""
-        i = self._check_index(i)
+    def _raw_plane(self, i: int) -> np.ndarray:
+        """Plane ``i`` as stored (any dtype; planar or interleaved)."""
         if self._files is not None:
-            return read_image(self._files[i])
+            return _decode(self._files[i])
         with self._lock:
             if self._tif is None:
                 raise ImageReadError(f"{self.name}: the stack is closed")
             try:
                 with _quiet():
+                    if isinstance(self._pages, _WholePage):
+                        if self._whole is None:
+                            self._whole = self._series.asarray()
+                        return self._pages.plane(self._whole, i)
                     arrs = [self._series[k].asarray() for k in self._pages[i]]
             except MemoryError:
                 raise ImageReadError(f"{self.name}: plane {i + 1} is too large for the available memory") from None
             except Exception as exc:
                 raise ImageReadError(f"{self.name}: plane {i + 1} is not readable ({exc})") from exc
-        arr = np.stack(arrs, axis=-1) if len(arrs) == 3 else arrs[0]
-        arr = _normalise_layout(arr, self.name)
+        return np.stack(arrs, axis=-1) if len(arrs) == 3 else arrs[0]
+
+    def _float_peak(self) -> float:
+        """Float planes (e.g. a deconvolved 32-bit stack) are scaled by the peak of the
+        whole stack, so a plane keeps its brightness relative to the others."""
+        with self._peak_lock:
+            if self._peak is None:
+                self._peak = max(float_peak(a) if np.issubdtype(a.dtype, np.floating) else 1.0
+                                 for a in (self._raw_plane(k) for k in range(self.n_planes)))
+            return self._peak
+
+    def plane(self, i: int) -> np.ndarray:
+        """Plane ``i`` as (H, W) or (H, W, 3), uint8 or uint16 (like ``read_image``; float
+        planes become uint16 on the stack's common scale)."""
+        i = self._check_index(i)
+        arr = self._raw_plane(i)
+        name = self._files[i].name if self._files is not None else self.name
+        arr = _normalise_layout(arr, name, self._float_peak() if np.issubdtype(arr.dtype, np.floating) else None)
         if arr.shape[0] != self.info.height or arr.shape[1] != self.info.width:
             raise ImageReadError(f"{self.name}: plane {i + 1} is {arr.shape[1]}x{arr.shape[0]}, "
                                  f"not {self.info.width}x{self.info.height} like the first")
+        if self._files is not None:  # plane files: each one can have been replaced since import
+            bits, channels = (8 if arr.dtype == np.uint8 else 16), (1 if arr.ndim == 2 else 3)
+            if (bits, channels) != (self.info.bit_depth, self.info.channels):
+                raise ImageReadError(f"{self.name}: plane {i + 1} ({name}) is {_describe(bits, channels)}, not "
+                                     f"{_describe(self.info.bit_depth, self.info.channels)} like plane 1; the planes "
+                                     "of one focal stack must be alike")
         return arr
 
     def planes(self) -> Iterable[np.ndarray]:
@@ -234,6 +303,54 @@ def stack_info(path: str | os.PathLike) -> StackInfo:
     image), from headers only."""
     with FocalStack.open(path) as st:
         return st.info
+
+
+def import_info(path: str | os.PathLike, plane_files: Sequence[str | os.PathLike] | None = None) -> StackInfo:
+    """Header facts of an image, TIFF stack or plane-file stack about to be imported, after
+    the rules every import path applies (folder, COCO, the app; relink too): at most
+    ``MAX_PLANES`` planes; plane files listed once each (2 or more), readable, and all of
+    plane 1's pixel size, bit depth and colour channels (a stack's planes are one field
+    seen at several depths: anything else would break every view of it). Reads headers
+    only. Raises ImageReadError in words."""
+    if not plane_files:
+        info = stack_info(path)
+        if info.planes > MAX_PLANES:
+            raise ImageReadError(f"{Path(path).name}: {info.planes} focal planes; at most {MAX_PLANES} planes "
+                                 "per stack can be imported")
+        return info
+    files = [Path(f) for f in plane_files]
+    name = files[0].name
+    if len(files) < 2:
+        raise ImageReadError(f"{name}: a focal stack needs two or more plane files")
+    if len(files) > MAX_PLANES:
+        raise ImageReadError(f"{name}: a stack of {len(files)} plane files; at most {MAX_PLANES} planes per "
+                             "stack can be imported")
+    seen: dict[str, int] = {}
+    for k, f in enumerate(files):
+        key = os.path.normcase(os.path.abspath(f))
+        try:
+            key = os.path.normcase(str(f.resolve()))
+        except (OSError, RuntimeError):
+            pass
+        if key in seen:
+            raise ImageReadError(f"{name}: plane {k + 1} ({f.name}) is the same file as plane {seen[key] + 1}; "
+                                 "a focal stack lists each plane file once")
+        seen[key] = k
+    first = None
+    for k, f in enumerate(files):
+        info = image_info(f)  # refuses a missing file, and a multi-page TIFF as one plane
+        if first is None:
+            first = info
+            continue
+        if (info.width, info.height) != (first.width, first.height):
+            raise ImageReadError(f"{name}: plane {k + 1} ({f.name}) is {info.width}x{info.height} pixels, plane 1 "
+                                 f"({name}) {first.width}x{first.height}; the planes of one focal stack must all "
+                                 "be the same size")
+        if (info.bit_depth, info.channels) != (first.bit_depth, first.channels):
+            raise ImageReadError(f"{name}: plane {k + 1} ({f.name}) is {_describe(info.bit_depth, info.channels)}, "
+                                 f"plane 1 ({name}) {_describe(first.bit_depth, first.channels)}; the planes of one "
+                                 "focal stack must have the same bit depth and colour channels")
+    return StackInfo(first.width, first.height, first.bit_depth, first.channels, len(files))
 
 
 def stack_hash(files: Sequence[str | os.PathLike]) -> str:
@@ -405,7 +522,8 @@ def edf_composite(planes: Iterable[np.ndarray], window: float = 3.0, return_inde
 
 
 __all__ = [
-    "BEST", "EDF", "FocalStack", "ImageInfo", "STACK_PATTERN_HELP", "StackInfo", "StackPatternError", "best_plane",
-    "box_sharpness", "edf_composite", "focus_map", "focus_measure", "group_plane_files", "is_stack_file",
+    "BEST", "EDF", "MAX_PLANES", "FocalStack", "ImageInfo", "STACK_PATTERN_HELP", "StackInfo", "StackPatternError",
+    "best_plane", "box_sharpness", "edf_composite", "focus_map", "focus_measure", "group_plane_files", "import_info",
+    "is_stack_file",
     "pattern_regex", "sharpest_planes", "stack_hash", "stack_info",
 ]

@@ -31,6 +31,7 @@ import numpy as np
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError, PollenStudioError
 from pollenstudio.core.imageio import read_image
+from pollenstudio.core.stack import is_stack_file
 from pollenstudio.engine.augment import AugmentConfig, Augmenter, clip_and_filter
 from pollenstudio.engine.tiling import intensity_range, letterbox, resolve_tile_size, to_model_uint8
 
@@ -132,7 +133,9 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.2, salt: str = 
 # ---------------------------------------------------------------- sources
 def data_from_coco(coco_json: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> DetectionData:
     """Read a COCO detection file; images are looked up under ``images_dir`` (default: the
-    JSON's folder) by their ``file_name``, then by base name."""
+    JSON's folder) by their ``file_name``, then by base name. A focal stack (a multi-page or
+    OME-TIFF, or an image with ``plane_files``, as ``pollenstudio synth --planes`` and the
+    COCO export write) is one sample seen as its EDF composite, the view detection runs on."""
     p = Path(coco_json)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
@@ -149,12 +152,20 @@ def data_from_coco(coco_json: str | os.PathLike, images_dir: str | os.PathLike |
     for a in doc.get("annotations", []) or []:
         by_image.setdefault(int(a["image_id"]), []).append(a)
     samples = []
-    for im in doc["images"]:
-        fname = str(im["file_name"])
+
+    def find(fname: str) -> Path:
         path = root / fname
         if not path.is_file() and (root / Path(fname).name).is_file():
             path = root / Path(fname).name
-        boxes, classes, ids = [], [], []
+        return path
+
+    for im in doc["images"]:
+        fname = str(im["file_name"])
+        path = find(fname)
+        pfiles = im.get("plane_files")
+        plane_files = [str(find(str(f))) for f in pfiles] if isinstance(pfiles, list) and len(pfiles) > 1 else None
+        stack = plane_files is not None or _is_int(im.get("planes"), 2) or is_stack_file(path)
+        boxes, classes, ids, planes = [], [], [], set()
         for a in by_image.get(int(im["id"]), []):
             if a.get("iscrowd", 0):
                 continue
@@ -166,6 +177,8 @@ def data_from_coco(coco_json: str | os.PathLike, images_dir: str | os.PathLike |
             boxes.append([x, y, x + w, y + h])
             classes.append(cat_index[int(a["category_id"])])
             ids.append(int(a.get("id", 0)))
+            if _is_int(a.get("plane"), 0):
+                planes.add(int(a["plane"]))
         samples.append(
             Sample(
                 path=str(path),
@@ -176,9 +189,15 @@ def data_from_coco(coco_json: str | os.PathLike, images_dir: str | os.PathLike |
                 name=fname,
                 image_id=int(im["id"]),
                 annotation_ids=ids,
+                stack_planes=sorted(planes) if stack else None,
+                plane_files=plane_files,
             )
         )
     return DetectionData(samples, [str(c["name"]) for c in cats], [int(c["id"]) for c in cats])
+
+
+def _is_int(v, lowest: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lowest
 
 
 def data_from_project(project, class_names: list[str] | None = None) -> DetectionData:

@@ -396,7 +396,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 progress=None) -> ImportSummary:
     """Import a COCO detection file into ``project`` (see module docstring for the rules)."""
     from pollenstudio.core.imageio import file_sha256
-    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
+    from pollenstudio.core.stack import import_info
 
     json_path = Path(json_path)
     if images_root is not None:
@@ -483,6 +483,18 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 isinstance(f, str) and f.strip() and not bad_text(f) for f in pfiles)):
             pr.add(f"image {im['id']} ({fname}): plane_files must be a list of two or more file names")
             continue
+        if pfiles is not None:
+            from pollenstudio.core.stack import MAX_PLANES
+
+            if len(pfiles) > MAX_PLANES:
+                pr.add(f"image {im['id']} ({fname}): {len(pfiles)} plane files; at most {MAX_PLANES} planes per stack "
+                       "can be imported")
+                continue
+            twice = sorted({f for f in pfiles if pfiles.count(f) > 1}) if len(set(pfiles)) < len(pfiles) else []
+            if twice:
+                pr.add(f"image {im['id']} ({fname}): plane file {twice[0]!r} is listed twice in plane_files; a focal "
+                       "stack lists each plane file once")
+                continue
         imgs[im["id"]] = {"file_name": fname, "width": w, "height": h, "plane_files": pfiles,
                           "um_per_px": float(um) if um is not None else None,
                           "group": group if isinstance(group, str) and group and not bad_text(group) else None,
@@ -561,6 +573,7 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
     # resolve image files (headers only) -------------------------------------------
     resolved: dict[int, dict] = {}
     files_seen: dict[str, int] = {}
+    planes_seen: dict[str, int] = {}  # a plane file belongs to one stack
     total = len(imgs)
     for n, (iid, im) in enumerate(imgs.items()):
         if progress is not None:
@@ -580,6 +593,9 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             files_seen[real] = iid
         if path is None:
             entry.update(path=project._rel(root / im["file_name"]), missing=1)
+            if im["plane_files"]:  # a stack whose files are elsewhere: still a stack (relink finds it whole)
+                entry.update(planes=len(im["plane_files"]),
+                             plane_files=[project._rel(root / f.replace("\\", "/")) for f in im["plane_files"]])
             summary.missing_files.append(im["file_name"])
             if not im["width"] or not im["height"]:
                 pr.add(f"image {iid} ({im['file_name']}): file not found and no width/height given")
@@ -588,17 +604,22 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
             planes_paths = None
             try:
                 if im["plane_files"]:
-                    from pollenstudio.core.stack import FocalStack, stack_hash
+                    from pollenstudio.core.stack import stack_hash
 
                     planes_paths = [_find_image(root, f) for f in im["plane_files"]]
                     lost = [f for f, q in zip(im["plane_files"], planes_paths) if q is None]
                     if lost:
                         pr.add(f"image {iid} ({im['file_name']}): plane file {lost[0]!r} not found")
                         continue
-                    with FocalStack.open(planes_paths[0], planes_paths) as st:
-                        info = st.info
+                    other = next((planes_seen[str(q.resolve())] for q in planes_paths
+                                  if planes_seen.get(str(q.resolve()), iid) != iid), None)
+                    if other is not None:
+                        pr.add(f"image {iid} ({im['file_name']}): its plane files are also planes of image {other}")
+                        continue
+                    planes_seen.update({str(q.resolve()): iid for q in planes_paths})
+                    info = import_info(planes_paths[0], planes_paths)  # the rules of every import path
                 else:
-                    info = image_info(path)
+                    info = import_info(path)
             except ImageReadError as exc:
                 pr.add(f"image {iid}: {exc}")
                 continue
@@ -675,17 +696,26 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 # with the wrong --images): adopt it instead of adding the image twice
                 if missing_named is None:
                     missing_named = project.missing_by_name()
+                # never a focal stack by name (fields with planes named alike would be mixed up):
+                # a stack is adopted by its content (find_image above) only
                 cands = [r for r in missing_named.get(Path(entry["path"]).name.lower(), [])
                          if (r.width, r.height) in ((entry["width"], entry["height"]), (0, 0))
-                         and (r.sha256 is None or r.sha256 == sha)]
+                         and (r.sha256 is None or r.sha256 == sha)
+                         and not r.plane_files and not entry.get("plane_files")
+                         and (r.planes or 1) == int(entry.get("planes") or 1)]
                 if cands:
                     old = cands[0]
                     missing_named[Path(entry["path"]).name.lower()].remove(old)
             if old is not None:
-                if not entry["missing"] and not project.image_path(old).is_file():
+                lost = not project.image_path(old).is_file() or any(
+                    not f.is_file() for f in project.plane_paths(old) or [])
+                moved_stack = bool(old.plane_files) == bool(entry.get("plane_files")) and (old.planes or 1) == int(
+                    entry.get("planes") or 1)
+                if not entry["missing"] and lost and moved_stack:
                     project._relocate(old.id, project.resolve_path(entry["path"]), sha, entry.get("size_bytes"),
                                       entry["width"], entry["height"], entry.get("bit_depth", 8),
-                                      entry.get("channels", 3))
+                                      entry.get("channels", 3),
+                                      plane_files=[project.resolve_path(f) for f in entry.get("plane_files") or []])
                     summary.images_relinked += 1
                 key_to_image[iid] = old.id
                 summary.images_reused += 1

@@ -134,6 +134,7 @@ class Run:
 class AddImagesResult:
     added: list[int] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # already in the project (same content)
+    relinked: list[int] = field(default_factory=list)  # images whose missing files these are (same content)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
@@ -647,11 +648,12 @@ class Project:
         hash of every plane's hash)."""
         from pollenstudio.core.imageio import file_sha256
         from pollenstudio.core.pixelscale import um_per_px_from_file
-        from pollenstudio.core.stack import stack_hash, stack_info
+        from pollenstudio.core.stack import import_info, stack_hash
 
         paths = [[Path(f) for f in p] if isinstance(p, (list, tuple)) else Path(p) for p in paths]
         res = AddImagesResult()
         known = {r[0] for r in self._q("SELECT sha256 FROM images WHERE sha256 IS NOT NULL")}
+        lost = None  # content hash -> image whose file(s) are missing: a re-import finds them
         batch: list[tuple] = []
 
         def flush():
@@ -678,20 +680,8 @@ class Project:
                 progress.check()
                 progress.update(n, len(paths), p.name)
             try:
-                if files:
-                    from pollenstudio.core.stack import FocalStack
-
-                    with FocalStack.open(p, files) as st:
-                        info = st.info
-                        for k in range(1, len(files)):  # every plane must fit the first
-                            other = stack_info(files[k])
-                            if (other.width, other.height) != (info.width, info.height):
-                                raise ImageReadError(f"{files[k].name}: {other.width}x{other.height}, not "
-                                                     f"{info.width}x{info.height} like plane 1 {p.name}")
-                    sha = stack_hash(files)
-                else:
-                    info = stack_info(p)
-                    sha = file_sha256(p)
+                info = import_info(p, files)  # the rules of every import path (core.stack)
+                sha = stack_hash(files) if files else file_sha256(p)
             except ImageReadError as exc:
                 res.errors.append((str(p), str(exc)))
                 continue
@@ -699,6 +689,18 @@ class Project:
                 res.errors.append((str(p), f"{p.name}: cannot read ({exc.strerror})"))
                 continue
             if sha in known:
+                if lost is None:
+                    lost = {r.sha256: r for r in self.missing_images() if r.sha256}
+                rec = lost.pop(sha, None)
+                if rec is not None and (rec.planes or 1) == info.planes and bool(rec.plane_files) == bool(files):
+                    # the same picture (every plane's content) whose files the project lost: this is
+                    # where they went; point the image there instead of calling it a duplicate
+                    flush()
+                    with self._tx():
+                        self._relocate(rec.id, p, sha, p.stat().st_size, info.width, info.height, info.bit_depth,
+                                       info.channels, plane_files=files)
+                    res.relinked.append(rec.id)
+                    continue
                 res.duplicates.append(str(p))
                 continue
             known.add(sha)
@@ -735,10 +737,18 @@ class Project:
             return rel.as_posix() if rel.parts else None
 
         items: list = files
-        if stack_pattern:
-            from pollenstudio.core.stack import group_plane_files
+        if stack_pattern is not None:
+            from pollenstudio.core.stack import StackPatternError, group_plane_files
 
             stacks, singles = group_plane_files(files, stack_pattern)
+            if not stacks:
+                # every plane would become an image of its own and each grain be counted once per plane
+                shown = ", ".join(p.name for p in files[:3]) + (" ..." if len(files) > 3 else "")
+                raise StackPatternError(
+                    f"the stack pattern {stack_pattern!r} groups no plane files into a focal stack in {folder}"
+                    + (f" (its files are named like {shown})" if files else " (it holds no image files)")
+                    + "; nothing imported. Give a pattern that matches the plane files, e.g. '*_z{z}.png' for "
+                    "a_z0.png, a_z1.png ..., or leave the pattern out to import every file as an image of its own")
             items = sorted(stacks + singles, key=lambda it: it[0] if isinstance(it, list) else it)
         return self.add_images(items, progress=progress, um_per_px=um_per_px, group=sample_of)
 
@@ -893,63 +903,20 @@ class Project:
         ).fetchall()
 
     def missing_images(self) -> list[ImageRecord]:
-        """Images whose file is not where the project expects it."""
-        return [r for r in self.images() if not self.image_path(r).is_file()]
+        """Images whose file is not where the project expects it (a stack of plane files:
+        any of its planes)."""
+        return [r for r in self.images()
+                if not self.image_path(r).is_file() or any(not f.is_file() for f in self.plane_paths(r) or [])]
 
     def relink(self, folder: str | os.PathLike, progress=None) -> dict[int, str]:
-        """Find moved image files under ``folder``; returns {image id: new stored path}.
-        Images with a known content hash are matched by hash (only files of the same size
-        are hashed, so a large folder is cheap to scan); images registered without a file
-        (e.g. from a COCO import whose files were elsewhere) are matched by file name."""
-        from pollenstudio.core.imageio import file_sha256, is_image_file
-        from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
+        """Find moved image files under ``folder`` and point the images at them; returns
+        {image id: new stored path}. The rules of ``project.relink`` (by content, then by
+        name and pixel size; a stack of plane files by the content of all its planes)."""
+        from pollenstudio.project.relink import relink_project
 
-        missing = {r.id: r for r in self.missing_images()}
-        if not missing:
-            return {}
-        rows = {r[0]: (r[1], r[2]) for r in self._q("SELECT id, sha256, size_bytes FROM images")}
-        by_size: dict = {}
-        by_name: dict[str, list[int]] = {}
-        for rec in missing.values():
-            sha, size = rows[rec.id]
-            if sha:
-                by_size.setdefault(size, []).append((rec.id, sha))
-            else:
-                by_name.setdefault(Path(rec.path).name.lower(), []).append(rec.id)
-        found: dict[int, Path] = {}
-        files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
-        for n, p in enumerate(files):
-            if progress is not None:
-                progress.check()
-                progress.update(n, len(files), p.name)
-            size = p.stat().st_size
-            cands = by_size.get(size, []) + by_size.get(None, [])
-            if cands:
-                sha = file_sha256(p)
-                for image_id, want in cands:
-                    if want == sha and image_id not in found:
-                        found[image_id] = p
-            for image_id in by_name.get(p.name.lower(), []):
-                if image_id not in found and self._same_size(missing[image_id], p):
-                    found[image_id] = p
-                    break
-        if not found:
-            return {}
-        updates = []
-        for image_id, p in found.items():
-            rec = missing[image_id]
-            try:
-                info = image_info(p)
-            except ImageReadError:
-                continue
-            updates.append((self._rel(p), file_sha256(p), p.stat().st_size, info.width, info.height,
-                            info.bit_depth, info.channels, image_id))
-        with self._tx() as conn:
-            conn.executemany(
-                "UPDATE images SET path = ?, sha256 = ?, size_bytes = ?, missing = 0, width = ?, height = ?, "
-                "bit_depth = ?, channels = ? WHERE id = ?", updates)
-            self._notify(ChangeEvent("images", "relink", tuple(u[-1] for u in updates)))
-        return {u[-1]: u[0] for u in updates}
+        report = relink_project(self, [folder], progress)
+        return {f.image_id: self.image(f.image_id).path for f in report.found
+                if self.image_path(f.image_id) == Path(f.new_path)}
 
     def file_problem(self, image: int | ImageRecord) -> str | None:
         """Why the file of an image is not the picture the project registered, or None.
@@ -995,12 +962,23 @@ class Project:
         return out
 
     def _relocate(self, image_id: int, path: str | os.PathLike, sha256: str | None, size_bytes: int | None,
-                  width: int, height: int, bit_depth: int = 8, channels: int = 3) -> None:
-        """Point a (missing) image at its file found elsewhere, in the caller's transaction."""
+                  width: int, height: int, bit_depth: int = 8, channels: int = 3,
+                  plane_files: Sequence[str | os.PathLike] | None = None) -> None:
+        """Point a (missing) image at its file found elsewhere, in the caller's transaction.
+        A stack of plane files moves as a whole: ``plane_files`` (every plane, in order) is
+        required for it and must have its plane count; ``path`` is then the first plane."""
+        row = self._conn.execute("SELECT planes, plane_files FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"image {image_id} is not in the project")
+        if row[1] and not plane_files:
+            raise ProjectError(f"image {image_id} is a focal stack of plane files: it moves with all its planes")
+        if plane_files and len(plane_files) != (row[0] or 1):
+            raise ProjectError(f"image {image_id} has {row[0] or 1} planes, not {len(plane_files)}")
+        files = json.dumps([self._rel(f) for f in plane_files]) if plane_files else row[1]
         self._conn.execute(
             "UPDATE images SET path = ?, sha256 = ?, size_bytes = ?, missing = 0, width = ?, height = ?, "
-            "bit_depth = ?, channels = ? WHERE id = ?",
-            (self._rel(path), sha256, size_bytes, width, height, bit_depth, channels, image_id))
+            "bit_depth = ?, channels = ?, plane_files = ? WHERE id = ?",
+            (self._rel(path), sha256, size_bytes, width, height, bit_depth, channels, files, image_id))
         self._notify(ChangeEvent("images", "relink", (image_id,)))
 
     def remove_images(self, image_ids: Iterable[int], label: str = "remove images") -> int:

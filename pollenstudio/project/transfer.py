@@ -93,7 +93,7 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
     ``core.stack.group_plane_files``); multi-page and OME-TIFF stacks need none."""
     progress = progress or NullProgress()
     kind, path = detect_source(source, kind)
-    if stack_pattern:
+    if stack_pattern is not None:  # '' is a pattern too, and a wrong one: refused in words
         from pollenstudio.core.stack import pattern_regex
 
         pattern_regex(stack_pattern)  # a bad pattern is refused before anything is read
@@ -112,19 +112,21 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
     else:
         # a cancel raises Cancelled; into an existing project the files read so far stay
         res = project.add_folder(path, progress=progress, stack_pattern=stack_pattern)
-        if res.errors and not res.added and not res.duplicates:
+        if res.errors and not res.added and not res.duplicates and not res.relinked:
             shown = "; ".join(r for _, r in res.errors[:3])
             raise ImportFormatError(f"{path}: none of the {len(res.errors)} image file(s) could be read ({shown}"
                                     f"{' ...' if len(res.errors) > 3 else ''}); nothing imported")
         summary = {"images_added": len(res.added), "duplicates": list(res.duplicates),
                    "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
+        if res.relinked:  # images whose files the project had lost: found again by their content
+            summary["relinked"] = len(res.relinked)
         stacks = [r for r in (project.image(i) for i in res.added) if r.is_stack]
         if stacks:
             summary["stacks"] = len(stacks)
             summary["planes"] = sum(r.planes for r in stacks)
     # recorded only on success: a failed import leaves the project as it was
     params = {"source": str(Path(source).resolve()), "kind": kind}
-    if stack_pattern:
+    if stack_pattern is not None:
         params["stack_pattern"] = stack_pattern
     if images_root is not None:
         params["images_root"] = str(images_root)
@@ -147,7 +149,7 @@ def import_to_folder(target: str | os.PathLike, source: str | os.PathLike, kind:
         raise ProjectError(f"{str(target)!r} is not a project folder name")
     target = Path(target)
     detect_source(source, kind)  # bad input: say so before creating anything
-    if stack_pattern:
+    if stack_pattern is not None:
         from pollenstudio.core.stack import pattern_regex
 
         pattern_regex(stack_pattern)
