@@ -747,6 +747,8 @@ def train_project(
     data: DetectionData = data_from_project(project, class_names)
     named_data = data
     if stage == "both":
+        if data.n_objects:  # (no grain at all is said below)
+            _check_named_grains(named_data)  # before hours of training, not after
         data = _as_grain_data(data)
     if not data.samples or data.n_objects == 0:
         counts = project.status_counts()
@@ -890,6 +892,24 @@ def _score_classifier(model, mcfg, meta, clf, val, device, class_names) -> dict:
     return evaluate_detections(truths, preds, list(class_names)).to_dict()
 
 
+def _check_named_grains(data: DetectionData) -> None:
+    """A taxon classifier learns taxa from reviewed grains that carry one: refuse in words
+    when none does. Unidentified grains ("unidentified", "pollen": the grain model's class)
+    name no taxon; a classifier of them alone would call every grain "pollen"."""
+    from pollenstudio.core.types import is_unassigned_taxon
+
+    real = [i for i, n in enumerate(data.class_names) if not is_unassigned_taxon(n)]
+    if any(np.isin(s.classes, real).any() for s in data.samples):
+        return
+    if data.n_objects:
+        raise DatasetError(
+            f"name some grains first: all {data.n_objects} reviewed grain(s) are still unidentified (\"pollen\"), "
+            "so a taxon classifier would learn no taxon. Name grains with 1-9 / T in the review window and finish "
+            "reviewing those images; nothing was trained.")
+    raise DatasetError("nothing to learn taxa from: no reviewed grain carries a taxon. Name grains with 1-9 / T "
+                       "and finish reviewing some images first.")
+
+
 def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, dist, device, name) -> ProjectTrainResult:
     """Stage "classifier": the base detector unchanged + a taxon classifier, one new version."""
     from dataclasses import replace
@@ -905,10 +925,7 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
         raise ProjectError("a taxon classifier needs a detector to find the grains: choose a base model "
                            "(the grain model, or a version of this project)")
     data = data_from_project(project, None)
-    named = sum(int((s.classes >= 0).sum()) for s in data.samples)
-    if not data.samples or named == 0:
-        raise DatasetError("nothing to learn taxa from: no reviewed grain carries a taxon. Name grains with 1-9 / T "
-                           "and finish reviewing some images first.")
+    _check_named_grains(data)
     missing = [s for s in data.samples if not Path(s.path).is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} reviewed image file(s) are missing (e.g. {missing[0].path}); "
