@@ -32,7 +32,7 @@ mkdir -p "$W"
 [ -f "$W/train-data/annotations.json" ] || pollenstudio synth --out "$W/train-data" --n 1000 --seed 7 --quiet
 [ -f "$W/project/project.pollen" ] || pollenstudio import "$W/project" "$W/train-data/annotations.json" --quiet
 if [ ! -s "$W/train.json" ]; then
-    pollenstudio train "$W/project" --epochs 30 --imgsz 320 --batch 8 --device cpu --threads "$T" --seed 0 \
+    pollenstudio train "$W/project" --base scratch --epochs 30 --imgsz 320 --batch 8 --device cpu --threads "$T" --seed 0 \
         --variant full --scale n --activate --name hieraedgenet-n-synthetic --json > "$W/train.json.part"
     mv "$W/train.json.part" "$W/train.json"
 fi

@@ -1,5 +1,8 @@
 """`pollenstudio train`: retrain the detector on a project's reviewed annotations.
 
+A run starts from the model in use (the active version, else the shipped grain model) unless
+``--base`` names another one, or ``--base scratch`` asks for a new network.
+
 After training, the model in use before the run is scored on the new version's validation
 images and the two are printed side by side, overall and per taxon (``engine.compare``, the
 same comparison the training dashboard shows; ``--no-compare`` skips it).
@@ -34,8 +37,10 @@ def _fraction(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="project folder (or its project.pollen file)")
-    p.add_argument("--base", default=None, metavar="VERSION|FILE",
-                   help="fine-tune from this model version id or .safetensors file (default: train from scratch)")
+    p.add_argument("--base", default=None, metavar="VERSION|FILE|scratch",
+                   help="model to start from: a model version id or name, a .safetensors file, or \"scratch\" for a "
+                        "new network (default: the model in use: the active version, else the shipped grain model; "
+                        "with --tiny and no --base: scratch)")
     p.add_argument("--stage", choices=("auto", "detector", "classifier", "both"), default="auto",
                    help="what to train: auto (the recipe's choice from the reviewed images and grains, the device and "
                         "the frame size), detector (taxa in the detector's head), classifier (keep the base detector, "
@@ -49,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=16, help="images per batch and process (default 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--scale", choices=("n", "s"), default="n",
-                   help="model size when training from scratch (default n; with --base the base decides)")
+                   help="model size when training from scratch (--base scratch) (default n; otherwise the base decides)")
     p.add_argument("--variant", choices=("full", "base", "edge", "cspokm"), default="full",
                    help="HieraEdgeNet modules when training from scratch: full (edge priors + CSPOKM), base (plain), "
                         "edge, cspokm (default full)")
@@ -66,7 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=non_negative_int, default=None, help="data loading processes (default: 0 on CPU)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
-    p.add_argument("--tiny", action="store_true", help="a very small model of the same design (smoke tests, demos)")
+    p.add_argument("--tiny", action="store_true",
+                   help="a very small model of the same design, trained from scratch (smoke tests, demos)")
     p.add_argument("--name", default=None, help="name of the new model version")
     p.add_argument("--no-compare", action="store_true",
                    help="skip scoring the model in use on the new version's validation images")
@@ -92,7 +98,9 @@ def run(args) -> int:
         try:
             from pollenstudio.engine.recipe import auto_plan
 
-            plan = None if args.resume else auto_plan(project, args.base, str(device))
+            start = None if args.resume else _start_model(project, args)
+            base = None if start is None else start.as_base()
+            plan = None if args.resume else auto_plan(project, base, str(device))
         except BaseException:
             project.close()
             raise
@@ -129,13 +137,14 @@ def run(args) -> int:
             overridden = f"Overridden: stage {stage}, {cfg.epochs} epochs at {cfg.imgsz} px, freeze {cfg.freeze}, lr {cfg.lr0}."
         try:
             if not quiet and plan is not None:
+                sys.stderr.write(f"Starts from {_start_words(start)}.\n")
                 sys.stderr.write(plan.describe() + "\n")
                 if overridden:
                     sys.stderr.write(overridden + "\n")
             compare = ctx.is_main and not args.no_compare
             reference = reference_model(project) if compare else None  # in use before --activate switches
             res = train_project(
-                project, cfg, model_cfg=model_cfg, base=args.base, activate=args.activate, resume=args.resume,
+                project, cfg, model_cfg=model_cfg, base=base, activate=args.activate, resume=args.resume,
                 progress=progress, callbacks={"on_epoch_end": on_epoch_end}, dist=ctx, device=device, name=args.name,
                 stage=stage,
             )
@@ -159,6 +168,7 @@ def run(args) -> int:
             "precision": res.metrics.get("precision"),
             "recall": res.metrics.get("recall"),
             "stage": stage,
+            "base": None if args.resume else _start_words(start),
             # what was trained: the recipe's description alone would name settings the flags replaced
             "recipe": None if plan is None else plan.recipe.describe() + (f" {overridden}" if overridden else ""),
             "epochs": res.result.epochs_run,
@@ -191,6 +201,24 @@ def run(args) -> int:
         return 0
     finally:
         shutdown(ctx)
+
+
+def _start_model(project, args):
+    """The model a new run starts from (``engine.models.training_base``): ``--base``, else
+    the model in use; None = a new network (``--base scratch``, or ``--tiny`` without
+    ``--base``: a tiny network is always a new one)."""
+    from pollenstudio.engine.models import training_base
+
+    if args.base is None and args.tiny:
+        return None
+    return training_base(project, args.base)
+
+
+def _start_words(start) -> str:
+    if start is None:
+        return "scratch (a new network)"
+    return {"active": f"the model in use, {start.label}",
+            "default": f"the model in use, the {start.label} ({start.path.name})"}.get(start.kind, start.label)
 
 
 def _print_comparison(c) -> None:

@@ -52,6 +52,11 @@ class ResolvedModel:
             stamp = None
         return (str(self.path), stamp, self.version_id)
 
+    def as_base(self):
+        """This model as the ``base`` of ``engine.train.train_project``: a version of the
+        project by id (so the new version records it as its parent), anything else by file."""
+        return self.version_id if self.kind in ("active", "version") and self.version_id is not None else str(self.path)
+
 
 def _is_id(ref) -> bool:
     return (isinstance(ref, int) and not isinstance(ref, bool)) or (isinstance(ref, str) and ref.isdigit())
@@ -121,6 +126,27 @@ def active_model(project) -> ResolvedModel | None:
         return None
 
 
+SCRATCH = "scratch"  # the base reference that means a new network: train from scratch
+
+
+def training_base(project, ref=None) -> ResolvedModel | None:
+    """What a training of ``project`` starts from (``pollenstudio train --base``, the
+    training dashboard). ``ref`` None or "": the model in use (:func:`resolve_model`: the
+    active version, else the shipped default model, the grain model included), or None
+    when there is none at all (no active version and no model installed); "scratch": None,
+    a new network; anything else as :func:`resolve_model` reads it. An active version whose
+    file is gone is an error (CheckpointError), never quietly replaced by a new network."""
+    if isinstance(ref, str) and ref.strip().lower() == SCRATCH:
+        return None
+    if ref is None or ref == "":
+        if project is None or project.active_model_version() is None:
+            try:
+                return resolve_model(project, None)
+            except CheckpointError:  # no default model installed: nothing to start from
+                return None
+    return resolve_model(project, ref)
+
+
 def check_checkpoint(path):
     """Load a checkpoint fully (safely: no code runs) to check that it works before it
     becomes a model version. Returns its ModelConfig."""
@@ -139,5 +165,5 @@ def scratch_model_config(imgsz: int = 640, variant: str = "full", scale: str = "
     return make(variant, scale=scale, imgsz=imgsz)
 
 
-__all__ = ["DEFAULT_LABEL", "ResolvedModel", "active_model", "check_checkpoint",
-           "resolve_model", "scratch_model_config"]
+__all__ = ["DEFAULT_LABEL", "SCRATCH", "ResolvedModel", "active_model", "check_checkpoint",
+           "resolve_model", "scratch_model_config", "training_base"]

@@ -47,7 +47,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.errors import CheckpointError, PollenStudioError
 from pollenstudio.core import gcguard
 from pollenstudio.core.types import display_taxon
 from pollenstudio.gui.workers import JobRunner
@@ -70,7 +70,7 @@ CURVE_COLOURS = {"batch": "#a9bcd6", "loss": "#1f4e79", "map50": "#d35400", "map
 class TrainRequest:
     """What the user asked for in the dashboard."""
 
-    base: int | None  # model version id to fine-tune; None: from scratch
+    base: int | str | None  # model version id or checkpoint file to start from; None: from scratch
     epochs: int = DEFAULT_EPOCHS
     imgsz: int = 640
     batch: int = DEFAULT_BATCH
@@ -316,7 +316,9 @@ class TrainingDashboard(QDialog):
         self._plan = None  # TrainPlan of the current base / device (with the auto recipe)
         self._auto_values: tuple | None = None  # (epochs, imgsz) as Auto last wrote them
         self.base = QComboBox(self)
-        self.base.setToolTip("Fine-tune a model version (fast, needs fewer images) or start from scratch")
+        self.base.setToolTip("The model the run starts from: the one in use (a version of this project, or the "
+                             "shipped grain model), another version, or a new network from scratch (needs "
+                             "hundreds of reviewed images)")
         self.base.setMinimumWidth(260)
         self.base.activated.connect(lambda _i: self._refresh_data_note())  # what it learns depends on the base
         self.epochs = QSpinBox(self)
@@ -527,17 +529,34 @@ class TrainingDashboard(QDialog):
             self._fill_bases()  # the base box names the model now in use, not the one before
 
     def _fill_bases(self) -> None:
+        """The base box: the project's versions, the shipped default model (the grain model)
+        and a new network; the model in use is chosen (issue 28: a new project, whose model in
+        use is the shipped grain model, was offered "From scratch", also after every run)."""
+        from pollenstudio.engine.models import DEFAULT_LABEL
+        from pollenstudio.engine.paths import default_model_path
+
         p = self.project
         self.base.clear()
-        self.base.addItem("From scratch (new HieraEdgeNet-n)", None)
         active = p.active_model_version()
+        files = set()
         for mv in p.model_versions():
             f = p.model_file(mv)
             if f is None or not f.is_file():
                 continue
+            files.add(f.resolve())
             self.base.addItem(f"{mv.name}{'  (in use)' if mv.active else ''}", mv.id)
+        try:  # the shipped default model (the grain model when installed): what a new project detects with
+            path = default_model_path()
+        except CheckpointError:
+            path = None
+        if path is not None and path.resolve() not in files:
+            self.base.addItem(f"{DEFAULT_LABEL} ({path.stem}){'  (in use)' if active is None else ''}", str(path))
+        self.base.addItem("From scratch (new HieraEdgeNet-n)", None)
+        # the model in use; else (its file is gone) the shipped model; else a new network
         i = self.base.findData(active.id) if active is not None else -1
-        self.base.setCurrentIndex(max(i, 0))
+        if i < 0 and path is not None:
+            i = self.base.findData(str(path))
+        self.base.setCurrentIndex(i if i >= 0 else self.base.count() - 1)
         if not getattr(self, "_imgsz_chosen", False):
             # the active model's size once, when the dashboard opens; after that the field
             # keeps what the user set (it forgot 160 after each run)

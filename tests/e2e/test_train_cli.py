@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_models import tiny_model_path  # noqa: F401
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "QT_QPA_PLATFORM": "offscreen"}
 
@@ -124,3 +125,44 @@ def test_train_prints_the_comparison_with_the_model_in_use(tmp_path):
 
     r = cli("train", proj, "--base", 1, *fast, "--json", "--no-compare")
     assert r.returncode == 0 and "comparison" not in json.loads(r.stdout)
+
+
+@pytest.mark.slow
+def test_train_starts_from_the_model_in_use_the_shipped_grain_model_included(tmp_path, tiny_model_path):
+    """Issue 28: `pollenstudio train PROJECT` on a new project (no version yet: it detects with
+    the shipped grain model) trained from scratch, and Auto planned 100 detector epochs on 3
+    reviewed images. It starts from the model in use, so Auto names grains with a classifier;
+    `--base scratch` is the explicit way to a new network."""
+    import shutil
+
+    from fixtures_models import reviewed_project
+
+    from pollenstudio.project import Project
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    grain_model = shipped / "pollen-grain-n.safetensors"  # the tiny test model stands in for the grain model
+    shutil.copy(tiny_model_path, grain_model)
+    env = {**ENV, "POLLENSTUDIO_MODELS": str(shipped)}
+    reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
+    fast = ("--epochs", 1, "--imgsz", 128, "--batch", 4, "--device", "cpu", "--no-compare")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pollenstudio", *map(str, args)], capture_output=True,
+                              text=True, timeout=300, env=env)
+
+    r = cli("train", tmp_path / "proj", *fast)
+    assert r.returncode == 0, r.stderr
+    assert "Starts from the model in use, the shipped default model (pollen-grain-n.safetensors)" in r.stderr
+    assert "Auto: names grains with a taxon classifier" in r.stderr and "100 epochs" not in r.stderr
+    with Project.open(tmp_path / "proj") as p:
+        run = p.runs("train")[-1]
+        assert run.params["base"] == str(grain_model) and run.params["stage"] == "classifier"
+        assert p.active_model_version() is None
+
+    r = cli("train", tmp_path / "proj", "--base", "scratch", "--stage", "detector", *fast, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["base"] == "scratch (a new network)" and out["stage"] == "detector"
+    with Project.open(tmp_path / "proj") as p:
+        assert p.runs("train")[-1].params["base"] is None

@@ -167,7 +167,10 @@ def test_nothing_reviewed_says_what_to_do_and_adds_nothing(qtbot, window):
     p = window.ctl.project
     window.actions["train"].trigger()
     dlg = window._training
-    assert dlg.base.currentData() is None  # no version yet: from scratch
+    from pollenstudio.engine.paths import default_model_path
+
+    # no version yet: the model in use is the shipped default model (issue 28: was "from scratch")
+    assert dlg.base.currentData() == str(default_model_path()) and "(in use)" in dlg.base.currentText()
     dlg.epochs.setValue(1)
     assert dlg.start()
     qtbot.waitUntil(lambda: not dlg.running() and dlg.start_button.isEnabled(), timeout=30000)
@@ -188,7 +191,9 @@ def test_a_version_whose_weights_are_gone_is_not_activated(qtbot, window):
     assert not dlg.activate_selected()
     assert errors and "weights file of model version v1 lost is missing" in errors[0]
     assert p.active_model_version() is None
-    assert dlg.base.count() == 1  # only "from scratch": a version without weights is no base
+    # the shipped model and "from scratch": a version without weights is no base
+    assert [dlg.base.itemData(i) for i in range(dlg.base.count())][-1] is None and dlg.base.count() == 2
+    assert dlg.base.findData(mv_id) < 0
 
 
 def test_dashboard_follows_use_this_model_keeps_the_image_size_and_says_what_it_compares(qtbot, window, tiny_model_path):
@@ -277,3 +282,44 @@ def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train
     dlg.epochs.setValue(3)
     req = dlg.request()
     assert req.stage == "detector" and req.recipe is None and req.train_config().epochs == 3
+
+
+def test_a_new_project_trains_from_the_shipped_grain_model_and_stays_on_it(qtbot, settings, tmp_path, monkeypatch,
+                                                                           tiny_model_path):
+    """Issue 28: a new project (it detects with the shipped grain model, no version in use)
+    was offered "From scratch", Auto planned 100 detector epochs from scratch on 3 reviewed
+    images, and after a run the base went back to "From scratch"."""
+    import shutil
+
+    from pollenstudio.gui.main_window import MainWindow
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    grain = shipped / "pollen-grain-n.safetensors"  # the tiny test model stands in for the grain model
+    shutil.copy(tiny_model_path, grain)
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(shipped))
+    reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(tmp_path / "proj"))
+    win.actions["train"].trigger()
+    dlg = win._training
+    assert dlg.base.currentData() == str(grain) and "(in use)" in dlg.base.currentText()
+    assert dlg.base.itemData(dlg.base.count() - 1) is None  # from scratch stays a choice
+    dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
+    dlg._refresh_data_note()
+    qtbot.waitUntil(lambda: "Auto: " in dlg.data_note.text(), timeout=20000)
+    note = dlg.data_note.text()
+    assert "names grains with a taxon classifier" in note and "epochs" not in note.split("Auto: ", 1)[1]
+    assert dlg.request().stage == "classifier" and dlg.request().base == str(grain)
+    assert dlg.start()
+    qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
+    assert win.ctl.project.active_model_version() is None  # not switched by itself
+    assert dlg.base.currentData() == str(grain)  # after the run: still the model in use
+    assert dlg.use_new_model()
+    qtbot.waitUntil(lambda: dlg.base.currentData() == dlg.outcome.version_id, timeout=5000)
+    assert "(in use)" in dlg.base.currentText()
+    win.close()

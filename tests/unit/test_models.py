@@ -163,3 +163,25 @@ def test_new_projects_default_to_the_grain_model_and_the_demo_keeps_the_taxa_mod
     seen = []
     monkeypatch.setattr("pollenstudio.detector.checkpoint.load_checkpoint", lambda p, device="cpu": seen.append(p) or (None, None, {}))
     assert demo._check_model(None)[0] == d / "hieraedgenet-n.safetensors" and seen == [d / "hieraedgenet-n.safetensors"]
+
+
+def test_a_training_starts_from_the_model_in_use_scratch_only_when_asked(project, default_model, tmp_path, monkeypatch):
+    """Issue 28: a new project's training started from scratch although the project detects
+    with the shipped (grain) model; `train_project`'s base is what `training_base` answers."""
+    from pollenstudio.engine.models import SCRATCH, training_base
+
+    r = training_base(project)  # a new project: the shipped default model, as detection uses it
+    assert (r.path, r.kind, r.version_id) == (default_model, "default", None)
+    assert r.as_base() == str(default_model)
+    assert training_base(project, SCRATCH) is None and training_base(project, " Scratch ") is None
+    f = _weights(project.folder / "models" / "v1.safetensors")
+    mv = project.add_model_version("v1", f, activate=True)
+    r = training_base(project, "")
+    assert (r.kind, r.version_id, r.as_base()) == ("active", mv, mv)  # by id: the new version's parent
+    assert training_base(project, str(f)).as_base() == str(f)
+    f.unlink()  # the model in use is gone: said, never replaced by a new network
+    with pytest.raises(CheckpointError, match="missing"):
+        training_base(project)
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(tmp_path / "none"))
+    with Project.create(tmp_path / "bare") as bare:  # nothing installed, nothing active: a new network
+        assert training_base(bare) is None
