@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--stack-pattern", metavar="PATTERN",
                         help="image folders: file names of focal planes, '{z}' the plane number, '*' any text "
                         "(e.g. '*_z{z}.png', '{z}z.png'); files differing only in '{z}' in one folder are one "
-                        "focal stack (multi-page and OME-TIFF stacks are recognised without it)")
+                        "focal stack (multi-page and OME-TIFF stacks are recognised without it); a pattern that "
+                        "groups no files into a stack is refused, so no plane is counted as an image of its own")
     parser.add_argument("--json", action="store_true", help="print a JSON summary to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 HELP = "find the files of a project's missing images (moved or renamed) by content, then by name"
 EPILOG = """Searches SEARCH_DIR (default: the project folder) and its sub-folders. An image is
 matched first by content (the SHA-256 recorded when it was added: finds moved and renamed
-files), then by file name with the same pixel size. Prints what was found and how, and what
-is still missing.
+files), then by file name with the same pixel size. A focal stack kept as plane files is
+matched only by the content of all its planes together, and then every plane is relinked
+(fields whose planes are named alike, 0z.png, 1z.png ..., are never told apart by name).
+Prints what was found and how, and what is still missing and why.
 
   pollenstudio relink myproject /mnt/slides /home/me/old_images
   pollenstudio relink myproject --dry-run          # only report

@@ -114,7 +114,7 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
         res = project.add_folder(path, progress=progress, stack_pattern=stack_pattern)
         if res.errors and not res.added and not res.duplicates and not res.relinked:
             shown = "; ".join(r for _, r in res.errors[:3])
-            raise ImportFormatError(f"{path}: none of the {len(res.errors)} image file(s) could be read ({shown}"
+            raise ImportFormatError(f"{path}: none of the {len(res.errors)} image(s) could be imported ({shown}"
                                     f"{' ...' if len(res.errors) > 3 else ''}); nothing imported")
         summary = {"images_added": len(res.added), "duplicates": list(res.duplicates),
                    "unreadable": [{"path": p, "reason": r} for p, r in res.errors]}
