@@ -277,7 +277,7 @@ def _parse_label(path: Path, n_classes: int, pr: _Problems):
 def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImportSummary:
     """Import a YOLO dataset folder into ``project`` (one transaction; see module docstring)."""
     from pollenstudio.core.imageio import file_sha256, is_image_file
-    from pollenstudio.core.stack import stack_info as image_info  # a focal stack's planes share one size
+    from pollenstudio.core.stack import import_info as image_info  # the rules of every import path
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -339,7 +339,7 @@ def import_yolo(project, folder: str | os.PathLike, progress=None) -> YoloImport
                 new_images.append({
                     "key": k, "path": project._rel(img), "sha256": sha, "width": info.width, "height": info.height,
                     "bit_depth": info.bit_depth, "channels": info.channels, "size_bytes": img.stat().st_size,
-                    "mark": "reviewed" if empty_label else None,
+                    "mark": "reviewed" if empty_label else None, "planes": info.planes,
                 })
         ids, _ = project.bulk_insert(new_images, [])
         image_ids.update({e["key"]: i for e, i in zip(new_images, ids)})

@@ -304,3 +304,20 @@ def test_a_plane_file_replaced_after_import_is_refused_in_words(tmp_path):
         cv2.imwrite(str(files[1]), np.full((H, W, 3), 7, np.uint8))  # now colour
         with pytest.raises(ImageReadError, match="like plane 1"):
             proj.read_plane(rec, "edf")
+
+
+def test_a_yolo_import_keeps_a_multi_page_tiff_a_stack(tmp_path):
+    """The YOLO import registered a multi-page TIFF as a single image (1 plane), which every
+    reader then refused: the same rule as the folder and COCO imports."""
+    from pollenstudio.project.yolo import import_yolo
+
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "labels").mkdir()
+    (ds / "classes.txt").write_text("Olea\n")
+    tifffile.imwrite(ds / "images" / "s.tif", np.stack([np.full((H, W), 20 * (k + 1), np.uint8) for k in range(5)]))
+    (ds / "labels" / "s.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    with Project.create(tmp_path / "p") as p:
+        import_yolo(p, ds)
+        (rec,) = p.images()
+        assert rec.planes == 5 and int(p.read_plane(rec, 4)[0, 0]) == 100
