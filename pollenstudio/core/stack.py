@@ -103,6 +103,9 @@ def _page_layout(series) -> tuple[int, list[list[int]]]:
     return planes, out
 
 
+_PEAKS: dict[tuple, float] = {}  # float stacks: (file, mtime, size)... -> peak over all planes
+
+
 class _WholePage:
     """Planes that are samples of one TIFF page: tifffile writes a (3, H, W) or (4, H, W)
     array as one page of 3 or 4 samples, its series axes naming the plane axis (ZYX)."""
@@ -260,12 +263,27 @@ class FocalStack:
 
     def _float_peak(self) -> float:
         """Float planes (e.g. a deconvolved 32-bit stack) are scaled by the peak of the
-        whole stack, so a plane keeps its brightness relative to the others."""
+        whole stack, so a plane keeps its brightness relative to the others. Found by one
+        pass over the planes, remembered per file version (views reopen the stack)."""
         with self._peak_lock:
             if self._peak is None:
-                self._peak = max(float_peak(a) if np.issubdtype(a.dtype, np.floating) else 1.0
-                                 for a in (self._raw_plane(k) for k in range(self.n_planes)))
+                key = self._peak_key()
+                self._peak = _PEAKS.get(key) if key is not None else None
+                if self._peak is None:
+                    self._peak = max(float_peak(a) if np.issubdtype(a.dtype, np.floating) else 1.0
+                                     for a in (self._raw_plane(k) for k in range(self.n_planes)))
+                    if key is not None:
+                        if len(_PEAKS) >= 256:
+                            _PEAKS.pop(next(iter(_PEAKS)))
+                        _PEAKS[key] = self._peak
             return self._peak
+
+    def _peak_key(self) -> tuple | None:
+        files = self._files if self._files is not None else ([Path(self._tif.filehandle.path)] if self._tif else [])
+        try:
+            return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files) or None
+        except (OSError, AttributeError):
+            return None
 
     def plane(self, i: int) -> np.ndarray:
         """Plane ``i`` as (H, W) or (H, W, 3), uint8 or uint16 (like ``read_image``; float
