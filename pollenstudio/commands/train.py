@@ -35,6 +35,17 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _version_name(text: str) -> str:
+    """Refused before training starts, not after it (the store's rule, core.names)."""
+    from pollenstudio.core.errors import InvalidNameError
+    from pollenstudio.core.names import check_name
+
+    try:
+        return check_name(text, "model version name")
+    except InvalidNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="project folder (or its project.pollen file)")
     p.add_argument("--base", default=None, metavar="VERSION|FILE|scratch",
@@ -73,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads per process (default: torch's choice)")
     p.add_argument("--tiny", action="store_true",
                    help="a very small model of the same design, trained from scratch (smoke tests, demos)")
-    p.add_argument("--name", default=None, help="name of the new model version")
+    p.add_argument("--name", type=_version_name, default=None, help="name of the new model version")
     p.add_argument("--no-compare", action="store_true",
                    help="skip scoring the model in use on the new version's validation images")
     p.add_argument("--json", action="store_true", help="print the result as JSON (with the comparison)")

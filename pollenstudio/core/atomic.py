@@ -1,17 +1,22 @@
 """Writing user files so that a reader never sees half of one.
 
-Every writer of a file the user keeps (COCO JSON, YOLO labels, CSV reports) goes through
-:func:`atomic_write`: the data goes to a temporary file with a unique name in the target
+Every writer of a file the user keeps (COCO JSON, YOLO labels, CSV reports, model files and
+training states) goes through :func:`atomic_write`: the data goes to a temporary file with a
+unique name in the target
 folder (``tempfile.mkstemp``: created exclusively, so a symlink planted at a predictable
 name is never followed), is flushed to disk and then renamed over the target. On any
 failure - a full disk, a cancel, a crash - the previous file is untouched and the
 temporary file is removed. OS errors come back as :class:`PollenStudioError` that name
-the file and the reason, never as a traceback.
+the file and the reason ("the disk is full" for ENOSPC), never as a traceback. The file gets
+the permissions of the file it replaces, else those of any new file (0666 less the umask,
+like the project file), not the temporary file's 0600.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +29,47 @@ class WriteError(PollenStudioError):
     """A file could not be written (no space, no permission, not a file ...)."""
 
 
+DISK_FULL_ERRNOS = frozenset(e for e in (getattr(errno, "ENOSPC", None), getattr(errno, "EDQUOT", None)) if e)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OS error (or an error of a library that wraps one) that means "no space left"."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+        return True
+    text = str(exc)
+    return any(w in text for w in ("No space left on device", "Disk quota exceeded", "StorageFull",
+                                   "os error 28", "database or disk is full", "the disk is full"))
+
+
 def os_reason(exc: OSError) -> str:
+    if is_disk_full(exc):
+        return f"the disk is full ({exc.strerror or 'no space left on device'})"
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def new_file_mode(replacing: Path) -> int:
+    """Permissions for a file we write: those of the file it replaces, else what a plain
+    ``open()`` would give (0666 less the umask), never mkstemp's 0600."""
+    try:
+        st = replacing.stat()
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask() sets it, racing other threads' files)
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_output_path(path: str | os.PathLike, what: str = "output file") -> Path:
@@ -78,10 +122,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield f
             f.flush()
             os.fsync(f.fileno())
-        # keep the permissions a normal file would get (mkstemp makes it 0600)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        # the permissions of the file it replaces, else those a normal file gets (mkstemp: 0600)
+        os.chmod(tmp, new_file_mode(p))
         os.replace(tmp, p)
     except OSError as exc:
         _unlink(tmp)
@@ -96,6 +138,11 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> N
         f.write(text)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb", encoding=None) as f:
+        f.write(data)
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -103,4 +150,5 @@ def _unlink(path: str) -> None:
         pass
 
 
-__all__ = ["WriteError", "atomic_write", "check_output_path", "make_dir", "os_reason", "write_text"]
+__all__ = ["WriteError", "atomic_write", "check_output_path", "is_disk_full", "make_dir", "new_file_mode", "os_reason",
+           "write_bytes", "write_text"]

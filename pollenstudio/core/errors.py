@@ -41,3 +41,8 @@ class DamagedProjectError(ProjectError):
 class ScaleError(PollenStudioError):
     """A pixel scale or count setting that cannot be right (a zero-length line, a negative
     length, a marker count of nothing)."""
+
+
+class InvalidNameError(ProjectError):
+    """A name given to a taxon, model version or sample that cannot be stored as it is (empty,
+    too long, a line break, a control or text-direction character)."""

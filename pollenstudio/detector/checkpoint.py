@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from pollenstudio.core.atomic import write_bytes
 from pollenstudio.core.errors import CheckpointError, ModelMismatchError
 
 from .config import ModelConfig
@@ -48,7 +48,7 @@ def save_checkpoint(
     description) of a stage stored with the detector in the same file (a taxon classifier):
     tensors under ``extra.``, the description as JSON; :func:`read_extra` reads them back,
     the detector loaders ignore them."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if getattr(model, "deployed", False):
         raise CheckpointError("this is a fused deploy-form model; save the training-form model instead")
@@ -68,15 +68,9 @@ def save_checkpoint(
     if extra is not None:
         metadata["extra"] = _jsonable(extra[1], "the extra stage's description")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # core.atomic: complete or not at all, the permissions of any other file (not mkstemp's
+    # 0600), and a full disk said in words (WriteError) with the previous file untouched
+    write_bytes(path, save(tensors, metadata=metadata))
     return path
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pollenstudio.core.atomic import new_file_mode
 from pollenstudio.core.errors import PollenStudioError
 
 OPSET = 18
@@ -186,6 +187,7 @@ def export_onnx(model, cfg, path, imgsz: int | None = None, form: str = "raw", m
             e = m.metadata_props.add()
             e.key, e.value = k, v
         onnx.save(m, tmp)
+        os.chmod(tmp, new_file_mode(path))  # like any other file of the user's, not mkstemp's 0600
         os.replace(tmp, path)
     except PollenStudioError:
         raise

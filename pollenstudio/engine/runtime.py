@@ -36,10 +36,27 @@ def installed_runtimes() -> list[str]:
     return [r for r in CPU_RUNTIMES if all(installed(m) for m in _MODULES[r])]
 
 
-def default_backend() -> str:
-    """What the CLI and the app use unless told: ``$POLLENSTUDIO_BACKEND``, else auto."""
-    v = os.environ.get("POLLENSTUDIO_BACKEND", "auto").strip().lower() or "auto"
-    return v if v in BACKENDS else "auto"
+def default_backend(strict: bool = True) -> str:
+    """What the CLI and the app use unless told: ``$POLLENSTUDIO_BACKEND``, else auto. A value
+    that names no backend is a :class:`BackendError` in words (a typo must not silently run
+    another backend); ``strict=False`` (the app, which says so in its status bar) reads it
+    as auto instead."""
+    raw = os.environ.get("POLLENSTUDIO_BACKEND", "auto")
+    v = raw.strip().lower() or "auto"
+    if v in BACKENDS:
+        return v
+    if strict:
+        raise BackendError(backend_env_problem() or "")
+    return "auto"
+
+
+def backend_env_problem() -> str | None:
+    """What is wrong with ``$POLLENSTUDIO_BACKEND``, or None when it is unset or valid."""
+    raw = os.environ.get("POLLENSTUDIO_BACKEND", "auto")
+    if (raw.strip().lower() or "auto") in BACKENDS:
+        return None
+    return (f"the environment variable POLLENSTUDIO_BACKEND is set to {raw[:40]!r}, which is not a backend "
+            f"PollenStudio knows; set it to one of {', '.join(BACKENDS)}, or unset it (auto)")
 
 
 def resolve_backend(spec: str | None, device_type: str = "cpu") -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pollenstudio.core.atomic import WriteError, is_disk_full
 from pollenstudio.core.errors import Cancelled, CheckpointError, PollenStudioError, ProjectError
 from pollenstudio.core.progress import NullProgress, Progress
 from pollenstudio.core.types import DEFAULT_CONF
@@ -184,10 +185,11 @@ class ModelEMA:
 
 # ---------------------------------------------------------------- safe training state
 def save_train_state(path: Path, model, ema: ModelEMA | None, optimizer, scaler, state: dict) -> None:
-    """Write everything needed to resume: tensors to safetensors, the rest as JSON metadata."""
-    import tempfile
+    """Write everything needed to resume: tensors to safetensors, the rest as JSON metadata.
+    Atomic (core.atomic): a crash or a full disk mid-save leaves the previous last.ckpt."""
+    from safetensors.torch import save
 
-    from safetensors.torch import save_file
+    from pollenstudio.core.atomic import write_bytes
 
     tensors = {}
     for k, v in unwrap(model).state_dict().items():
@@ -208,15 +210,8 @@ def save_train_state(path: Path, model, ema: ModelEMA | None, optimizer, scaler,
     meta["optimizer_scalars"] = opt_scalars
     meta["ema_updates"] = ema.updates if ema is not None else None
     meta["scaler"] = scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": STATE_FORMAT, "format_version": str(STATE_VERSION), "state": json.dumps(meta)})
-        os.replace(tmp, path)  # atomic: a crash mid-save leaves the previous last.ckpt
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes(path, save(tensors, metadata={"format": STATE_FORMAT, "format_version": str(STATE_VERSION),
+                                              "state": json.dumps(meta)}))
 
 
 def read_train_state(path: Path) -> tuple[dict, dict]:
@@ -663,6 +658,36 @@ def plan_training(project, base=None) -> TrainPlan:
     return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame)
 
 
+def _run_folder(project, run) -> Path | None:
+    """A training run's work folder (``models/runs/train-*``), None when its record names
+    anything else (never remove what a crafted record points at)."""
+    wd = run.params.get("work_dir")
+    if not isinstance(wd, str) or not wd:
+        return None
+    runs = (Path(project.folder) / "models" / "runs").resolve()
+    p = (Path(project.folder) / wd).resolve()
+    return p if p.parent == runs and p.name.startswith("train-") else None
+
+
+def remove_unresumable_runs(project) -> list[tuple]:
+    """Remove the work folders of stopped training runs that hold no training state: a run
+    killed, crashed or out of disk before its first epoch ended leaves a best.safetensors that
+    nothing resumes from or registers (12 MB and more, for ever). Runs still running, and
+    runs with a ``last.ckpt`` (resumable), are left alone. Returns [(run, bytes freed)]."""
+    out = []
+    for run in project.runs("train"):
+        if run.status == "running":
+            continue
+        p = _run_folder(project, run)
+        if p is None or not p.is_dir() or (p / "last.ckpt").is_file():
+            continue
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            out.append((run, size))
+    return out
+
+
 def _interrupted_run(project):
     for run in reversed(project.runs("train")):
         wd = run.params.get("work_dir")
@@ -717,6 +742,10 @@ def train_project(
     """
     if stage not in ("detector", "classifier", "both"):
         raise PollenStudioError(f"unknown training stage {stage!r}; use detector, classifier or both")
+    if name is not None:  # refused before the training, not after it
+        from pollenstudio.core.names import check_name
+
+        name = check_name(name, "model version name")
     if stage == "classifier":
         if resume:
             raise ProjectError("a classifier-only training has nothing to resume; start a new one")
@@ -727,9 +756,16 @@ def train_project(
     parent_id = None
     base_path = None
     old_run = None
+    removed = remove_unresumable_runs(project) if ctx.is_main else []
     if resume:
         old_run = _interrupted_run(project)
         if old_run is None:
+            if removed:
+                run, size = max(removed, key=lambda r: r[0].id)
+                raise ProjectError(
+                    f"the last interrupted training (run {run.id}) stopped before it finished its first epoch, so it "
+                    f"saved nothing to resume from; its unfinished files ({size / 1e6:.1f} MB) were removed. "
+                    "Start a new training.")
             raise ProjectError("there is no interrupted training in this project to resume; start a new one")
         cfg = TrainConfig.from_dict({**old_run.params.get("train", {}), **_resume_overrides(cfg)})
         parent_id = old_run.params.get("parent_id")
@@ -794,7 +830,17 @@ def train_project(
         raise
     except BaseException as exc:
         if ctx.is_main:
-            project.finish_run(run_id, "failed", {"error": str(exc)})
+            try:
+                project.finish_run(run_id, "failed", {"error": str(exc)})
+            except PollenStudioError:
+                pass  # a full disk may refuse this too: the run reads "interrupted" on the next open
+            if is_disk_full(exc):
+                kept = Path(work_dir, "last.ckpt").is_file()
+                raise WriteError(
+                    f"{exc}. Training stopped; the project is unchanged. " + (
+                        "The state of the last finished epoch is kept: free some space, then continue with "
+                        "`pollenstudio train --resume`." if kept else "Free some space, then start the training again.")
+                ) from None
         raise
 
     version_id = weights = None

@@ -18,10 +18,13 @@ LABELS = {
 
 def install_backend_menu(win) -> None:
     """Add the submenu to ``win.model_menu`` and apply the saved choice to ``win.models``."""
-    from pollenstudio.engine.runtime import BACKENDS, default_backend, installed_runtimes
+    from pollenstudio.engine.runtime import BACKENDS, backend_env_problem, default_backend, installed_runtimes
 
     have = set(installed_runtimes())
-    saved = str(win.settings.value("model/backend", default_backend()))
+    problem = backend_env_problem()  # a misspelt $POLLENSTUDIO_BACKEND: said, and auto used
+    if problem:
+        win.statusBar().showMessage(f"{problem[0].upper()}{problem[1:]}; using Automatic", 30000)
+    saved = str(win.settings.value("model/backend", default_backend(strict=False)))
     if saved not in BACKENDS or (saved not in ("auto", "torch") and saved not in have):
         saved = "auto"
     menu = win.model_menu.addMenu("Inference backend")

@@ -37,7 +37,7 @@ class PredictorCache:
         self._pred = None
         # what runs detection's forward pass (Model > Inference backend; auto: PyTorch
         # on a GPU, else the fastest installed CPU runtime); explanations stay on PyTorch
-        self.backend = backend or default_backend()
+        self.backend = backend or default_backend(strict=False)  # a bad $POLLENSTUDIO_BACKEND: see backend_menu
 
     def get(self, project, batch: int | None = None):
         from pollenstudio.engine.models import resolve_model

@@ -63,6 +63,7 @@ from pathlib import Path
 
 from pollenstudio.core.atomic import write_text
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
+from pollenstudio.core.names import text_problem
 from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus, Box, Source
 
 OVERSHOOT_PX = 1.0
@@ -140,10 +141,9 @@ def _is_id(v) -> bool:
 
 def bad_text(text: str) -> str | None:
     """Why ``text`` cannot be a taxon name or file name (control characters break one-name-
-    per-line files and terminals), or None."""
-    if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in text):
-        return "contains a line break or control character"
-    return None
+    per-line files and terminals; direction controls disguise a name), or None: the rule of
+    ``core.names``, the same for every way a name comes in."""
+    return text_problem(text)
 
 
 # ---------------------------------------------------------------------------- export

@@ -21,7 +21,9 @@ change; the GUI adapts them to Qt signals.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -30,7 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pollenstudio.core.atomic import is_disk_full
 from pollenstudio.core.errors import DamagedProjectError, ImageReadError, ProjectError
+from pollenstudio.core.names import check_name
 from pollenstudio.core.types import (
     Annotation,
     AnnotationStatus,
@@ -61,6 +65,25 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = ".pollen-backups"  # beside project.pollen: project.pollen.1 (newest) .. .N
 BACKUP_GENERATIONS = 3
 _DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
+_FULL_BELOW = 1 << 20  # bytes free: an I/O error on a disk this full is the full disk
+_log = logging.getLogger(__name__)
+
+
+def _sqlite_reason(exc: BaseException, db: Path) -> str:
+    """An SQLite or OS error in words; a full disk (SQLITE_FULL, ENOSPC, or an I/O error on a
+    disk with no space left) is called so: the project file itself is fine."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    full = is_disk_full(exc)
+    if not full and ("disk I/O error" in text or "unable to open" in text):
+        try:
+            full = shutil.disk_usage(db.parent).free < _FULL_BELOW
+        except OSError:
+            pass
+    if full:
+        return f"the disk is full ({text}); the project file is not damaged: free some space and try again"
+    if "disk I/O error" in text:
+        return f"{text}: the disk may be full, failing or disconnected; the project file itself may well be fine"
+    return text
 
 
 def backup_paths(db: Path) -> list[Path]:
@@ -175,6 +198,7 @@ class Project:
         self._subscribers: list[Callable[[ChangeEvent], None]] = []
         self._pending: list[ChangeEvent] = []
         self._damaged: str = ""  # set when a damaged page was met: no more writes
+        self.upgraded_from: tuple[int, Path] | None = None  # (old schema, copy kept) when open() upgraded it
 
     @classmethod
     def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
@@ -231,19 +255,64 @@ class Project:
         try:
             conn = cls._connect(db)
         except sqlite3.Error as exc:
-            raise ProjectError(f"cannot open {db}: {exc}") from None
+            raise ProjectError(f"cannot open {db}: {_sqlite_reason(exc, db)}") from None
+        kept = None
         try:
+            old = conn.execute("PRAGMA user_version").fetchone()[0]
+            if 0 < old < SCHEMA_VERSION:
+                kept = cls._keep_before_upgrade(conn, db, old)  # first the copy, then the upgrade
             migrate(conn)
+        except ProjectError:
+            conn.close()
+            raise
         except sqlite3.Error as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError) and any(w in str(exc) for w in _DAMAGE_WORDS):
                 raise DamagedProjectError(damage_message(db, str(exc))) from None
-            raise ProjectError(f"{db}: could not upgrade the project ({exc})") from exc
+            copy = f"; the project as it was is kept in {kept}" if kept else ""
+            raise ProjectError(f"{db}: could not upgrade the project ({_sqlite_reason(exc, db)}){copy}") from None
         proj = cls(db.parent, conn)
+        proj.upgraded_from = (old, kept) if kept else None
+        if kept:
+            _log.warning("upgraded %s from schema %d to %d; a copy that the older PollenStudio opens is kept in %s",
+                         db, old, SCHEMA_VERSION, kept)
         proj._trim_history()
         proj._close_dead_runs()
         proj.backup()
         return proj
+
+    @staticmethod
+    def _keep_before_upgrade(conn: sqlite3.Connection, db: Path, version: int) -> Path:
+        """Before an upgrade (schema migration) of an older project, keep a copy that the
+        PollenStudio which wrote it can still open: ``.pollen-backups/project.pollen.schemaN``
+        (N = its schema version; an earlier copy of that version is never overwritten). If no
+        copy can be made (a full disk), the project is not upgraded: ProjectError in words."""
+        folder = db.parent / BACKUP_DIR
+        dest = folder / f"{db.name}.schema{version}"
+        k = 2
+        while dest.exists():
+            dest = folder / f"{db.name}.schema{version}.{k}"
+            k += 1
+        tmp = folder / f".{dest.name}.{os.getpid()}.tmp"
+        try:
+            folder.mkdir(exist_ok=True)
+            dst = sqlite3.connect(str(tmp))
+            try:
+                conn.backup(dst)  # consistent, WAL included
+            finally:
+                dst.close()
+            os.replace(tmp, dest)
+        except (OSError, sqlite3.Error) as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise ProjectError(
+                f"{db} was written by an older PollenStudio (schema {version}) and needs an upgrade to schema "
+                f"{SCHEMA_VERSION}, but a copy for the older version could not be kept first "
+                f"({_sqlite_reason(exc, db)}); nothing was changed. Free some space and open it again."
+            ) from None
+        return dest
 
     def _close_dead_runs(self) -> None:
         """A run still "running" whose process on this machine is gone was killed: record
@@ -317,7 +386,7 @@ class Project:
         try:
             ro = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
-            raise ProjectError(f"cannot open {db}: {exc}") from exc
+            raise ProjectError(f"cannot open {db}: {_sqlite_reason(exc, db)}") from None
         try:
             version = ro.execute("PRAGMA user_version").fetchone()[0]
             app = ro.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
@@ -326,6 +395,9 @@ class Project:
         except sqlite3.DatabaseError as exc:
             if any(w in str(exc) for w in _DAMAGE_WORDS):
                 raise DamagedProjectError(damage_message(db, str(exc))) from None
+            if isinstance(exc, sqlite3.OperationalError) and (is_disk_full(exc) or "disk I/O error" in str(exc)):
+                # a full (or failing) disk, not a foreign file: never invite giving up on the project
+                raise ProjectError(f"cannot open {db}: {_sqlite_reason(exc, db)}") from None
             raise ProjectError(f"{db} is not a PollenStudio project ({exc})") from exc
         finally:
             ro.close()
@@ -430,6 +502,8 @@ class Project:
             return DamagedProjectError(damage_message(self.db_path, f"{text}; {verdict}"))
         if "readonly" in text or "read-only" in text:
             return ProjectError(f"{self.db_path} is read-only ({text}); nothing was saved")
+        if is_disk_full(exc) or "disk I/O error" in text:
+            return ProjectError(f"{self.db_path}: this change was not saved: {_sqlite_reason(exc, self.db_path)}")
         if "locked" in text or "busy" in text:
             return ProjectError(f"{self.db_path} is busy: another program is writing to it ({text}); try again")
         return ProjectError(f"{self.db_path}: {text}")
@@ -823,6 +897,7 @@ class Project:
 
     def set_image_group(self, image_id: int, group: str | None) -> None:
         """Slide / sample id (train/val splits keep a group together). Not undoable."""
+        group = check_name(group, "sample name") if group is not None and str(group).strip() else None
         with self._tx() as conn:
             conn.execute("UPDATE images SET group_name = ? WHERE id = ?", (group, image_id))
         self._notify(ChangeEvent("images", "set group", (image_id,)))
@@ -844,9 +919,7 @@ class Project:
         ``set_image_group``."""
         if group is not None and not isinstance(group, str):
             raise ProjectError(f"a sample name is text, got {type(group).__name__}")
-        group = (group or "").strip() or None
-        if group is not None and (len(group) > 200 or any(ord(ch) < 32 for ch in group)):
-            raise ProjectError(f"a sample name is one line of at most 200 characters: {group[:40]!r}")
+        group = check_name(group, "sample name") if (group or "").strip() else None
         ids = list(image_ids)
         with self._tx() as conn:
             conn.executemany("UPDATE images SET group_name = ? WHERE id = ?", [(group, i) for i in ids])
@@ -1043,17 +1116,9 @@ class Project:
 
     @staticmethod
     def _check_name(name: str) -> str:
-        if name is not None and not isinstance(name, str):
-            raise ProjectError(f"a taxon name is text, got {type(name).__name__}")
-        name = (name or "").strip()
-        if not name:
-            raise ProjectError("a taxon needs a name")
-        if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in name):
-            # a line break would split the name in YOLO's classes.txt and shift every index
-            raise ProjectError(f"a taxon name cannot contain a line break or control character: {name[:40]!r}")
-        if len(name) > 200:
-            raise ProjectError("a taxon name is at most 200 characters long")
-        return name
+        # one rule for every way a name comes in (core.names): no line break (it would split
+        # the name in YOLO's classes.txt and shift every index), control or direction character
+        return check_name(name, "taxon name")
 
     def add_category(self, name: str, color: str | None = None, hotkey: str | None = None,
                      parent_id: int | None = None) -> int:
@@ -1145,7 +1210,10 @@ class Project:
         out = {}
         with self._tx():
             for name in names:
-                c = self.category_by_name(name)
+                try:
+                    c = self.category_by_name(name)
+                except (UnicodeEncodeError, ValueError):
+                    c = None  # not storable text (a lone surrogate): refused in words just below
                 out[name] = c.id if c is not None else self._insert_category(self._check_name(name))
         return out
 
@@ -1640,6 +1708,7 @@ class Project:
                           annotation_ids: Iterable[int] | None = None, summary: dict | None = None,
                           activate: bool = False) -> int:
         """Register a checkpoint (path stored relative to the project where possible)."""
+        name = check_name(name, "model version name")
         with self._tx() as conn:
             cur = conn.execute(
                 "INSERT INTO model_versions(name, file, metrics, config, parent_id, active, annotation_ids, summary, "
@@ -1657,7 +1726,7 @@ class Project:
     def rename_model_version(self, mv_id: int, name: str) -> None:
         """A readable name for a version (not undoable, like other model-version records).
         Names are unique: a model reference by name must not be ambiguous."""
-        name = self._check_name(name)
+        name = check_name(name, "model version name")
         self.model_version(mv_id)
         clash = self._q("SELECT id FROM model_versions WHERE name = ? AND id != ?", (name, mv_id)).fetchone()
         if clash is not None:

@@ -3,6 +3,8 @@
 Skipped cleanly where the optional runtimes (pip install 'pollenstudio[cpu-fast]') are not
 installed; the auto-fallback test runs everywhere."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,9 @@ def test_yolo_convention_export_decodes_to_the_same_boxes(tiny_model_path, tmp_p
 
     model, cfg, meta = load_checkpoint(tiny_model_path)
     path = export_onnx(model, cfg, tmp_path / "y.onnx", IMGSZ, "yolo", meta)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like any new file, not mkstemp's 0600 (issue 31)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,) = sess.get_inputs()
     assert list(inp.shape) == [1, 3, IMGSZ, IMGSZ]
