@@ -115,6 +115,10 @@ class ReviewController(QObject):
 
         proj = Project.open(path)
         self._set_project(proj)
+        if getattr(proj, "upgraded_from", None):
+            old, kept = proj.upgraded_from
+            self.message.emit(f"Project upgraded from an older PollenStudio (schema {old}); a copy that version "
+                              f"opens is kept in {kept}")
 
     def set_project(self, project) -> None:
         """Adopt an already-open Project (tests, demo)."""
