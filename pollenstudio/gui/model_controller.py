@@ -107,7 +107,10 @@ class ModelController(QObject):
             if p is None:
                 return
             try:
-                p.add_model_version(Path(path).stem, path, None, config, None, None, {"registered_by": "gui"}, True)
+                from pollenstudio.core.names import clean_name  # a file name is not refused as a name
+
+                p.add_model_version(clean_name(Path(path).stem, "model"), path, None, config, None, None,
+                                    {"registered_by": "gui"}, True)
             except PollenStudioError as exc:
                 self.errorRaised.emit("Cannot use this model file", str(exc))
                 return
