@@ -84,6 +84,11 @@ def detect_project(
     goes on. ``on_image(image_id, detections)`` is called after each image is stored.
     ``stack_mode``: how focal stacks are detected, "edf" or "planes" (module docstring).
 
+    All or nothing: a run that fails part-way (an error, not a cancel) takes back what it
+    wrote (``Project.take_back_proposals``: its proposals, the taxa it created, and the
+    proposals it replaced come back) before the error goes on; the run is recorded as failed.
+    A model whose class names cannot become taxa is refused before the project is touched.
+
     Every proposal is stored with its *doubt* for "review this next"
     (:mod:`pollenstudio.engine.review_order`). ``flip_pass`` runs the model a second time on
     the horizontally flipped image so the doubt includes the two passes' disagreement: it
@@ -91,6 +96,14 @@ def detect_project(
     """
     if stack_mode not in STACK_MODES:
         raise ValueError(f"stack_mode must be one of {', '.join(STACK_MODES)}, got {stack_mode!r}")
+    names = getattr(predictor, "class_names", None)
+    if names is not None:  # a name that cannot be a taxon would fail on the image it is first found on
+        from pathlib import Path
+
+        from pollenstudio.engine.models import check_class_names
+
+        source = getattr(predictor, "source", "") or ""
+        check_class_names(names, f"model {Path(source).name}" if source else "the model")
     progress = progress or NullProgress()
     ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
     records = [project.image(i) for i in ids]
@@ -126,6 +139,7 @@ def detect_project(
     predictor.reset_timings()
     t0 = time.perf_counter()
     status = "done"
+    created: list[int] = []  # taxa this run created: taken back with it if it fails
     try:
         taxon_names: dict[int, str] = {}
         # a file that is missing, or no longer the picture registered, is reported, not used
@@ -167,7 +181,9 @@ def detect_project(
             doubts, unmatched = proposal_doubts(ImageProposals(rec.id, res.detections, flipped))
             pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id,
                                          doubts=[float(v) for v in doubts],
-                                         flip_unmatched=unmatched if flipped is not None else None)
+                                         flip_unmatched=unmatched if flipped is not None else None,
+                                         journal=True)
+            created.extend(pr.categories_created)
             summary.done += 1
             summary.merged += getattr(res, "merged", 0)
             summary.tiles += getattr(res, "tiles", 1)
@@ -190,17 +206,31 @@ def detect_project(
         summary.cancelled = True
         status = "cancelled"
         if isinstance(exc, KeyboardInterrupt):
+            _forget(project, run_id)
             _finish(project, summary, status, t0, predictor)
             raise
     except BaseException as exc:
         status = "failed"
         summary_fail = summary.to_dict()
         summary_fail["error"] = str(exc)
+        try:  # all or nothing: the images done so far lose this run's proposals again
+            summary_fail["taken_back"] = project.take_back_proposals(run_id, created)
+        except Exception as exc2:  # noqa: BLE001 - the first error is the one to report
+            summary_fail["taken_back"] = f"could not take back this run's proposals: {exc2}"
         summary.seconds = time.perf_counter() - t0
-        project.finish_run(run_id, status, summary_fail)
+        try:
+            project.finish_run(run_id, status, summary_fail)
+        except Exception:  # noqa: BLE001 - e.g. the disk that failed the run: it reads "interrupted" on the next open
+            pass
         raise
+    _forget(project, run_id)
     _finish(project, summary, status, t0, predictor)
     return summary
+
+
+def _forget(project, run_id: int) -> None:
+    """The run's writes stand: drop what was kept to take them back."""
+    project.forget_proposal_journal(run_id)
 
 
 STACK_MODES = ("edf", "planes")

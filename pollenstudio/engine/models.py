@@ -147,6 +147,56 @@ def training_base(project, ref=None) -> ResolvedModel | None:
     return resolve_model(project, ref)
 
 
+def check_class_names(names, source: str = "the model") -> None:
+    """Every name a model gives its detections becomes a taxon of the project: check them all
+    (the rule of :func:`pollenstudio.core.names.check_name`, and no spaces at either end)
+    before a detection touches the project, so that a class name that cannot be a taxon
+    stops it at once, not on the image where that class is first found (leaving half a run
+    behind). CheckpointError names the class."""
+    from pollenstudio.core.names import check_name
+
+    for i, name in enumerate(names):
+        try:
+            clean = check_name(name, "taxon name")
+        except ProjectError as exc:
+            raise CheckpointError(f"{source}: its class {i + 1} cannot become a taxon of the project ({exc}); "
+                                  "nothing was changed") from None
+        if clean != name:
+            raise CheckpointError(f"{source}: its class {i + 1} name {name!r} has spaces at either end, so it "
+                                  "cannot become a taxon as it is; nothing was changed")
+
+
+def file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def register_model_file(project, path, config: dict | None = None, registered_by: str = "detect") -> int:
+    """The project's model version of the checkpoint file ``path``, registered (not
+    activated) only when the project has none yet, so every proposal records which model
+    wrote it. A version holding the same file (same path, and the same content when the
+    version recorded its SHA-256) is reused: detecting again with the shipped default model
+    adds no second identical version; other weights written over that path are a new one."""
+    from pollenstudio.core.names import clean_name
+
+    p = Path(path)
+    digest = file_sha256(p)
+    resolved = p.resolve()
+    for mv in project.model_versions():
+        f = project.model_file(mv)
+        if f is None or f.resolve() != resolved:
+            continue
+        if (mv.summary or {}).get("sha256") in (None, digest):
+            return mv.id
+    name = project.unique_model_version_name(clean_name(p.stem, "model"))
+    return project.add_model_version(name, p, config=config, summary={"registered_by": registered_by, "sha256": digest})
+
+
 def check_checkpoint(path):
     """Load a checkpoint fully (safely: no code runs) to check that it works before it
     becomes a model version. Returns its ModelConfig."""
@@ -166,4 +216,5 @@ def scratch_model_config(imgsz: int = 640, variant: str = "full", scale: str = "
 
 
 __all__ = ["DEFAULT_LABEL", "SCRATCH", "ResolvedModel", "active_model", "check_checkpoint",
-           "resolve_model", "scratch_model_config", "training_base"]
+           "resolve_model", "scratch_model_config", "training_base", "check_class_names", "file_sha256",
+           "register_model_file"]

@@ -393,18 +393,19 @@ class Predictor:
         active version, else the shipped default; a version id or name; a file path) or a
         ``ResolvedModel`` already resolved. A file or the default that is not yet a model
         version of the project is registered as one (not activated), so every proposal
-        records which model wrote it.
+        records which model wrote it; one already registered (same file, same content) is
+        reused (:func:`pollenstudio.engine.models.register_model_file`). A model whose class
+        names cannot become taxa is refused before the project is touched.
         """
-        from pollenstudio.engine.models import ResolvedModel, resolve_model
+        from pollenstudio.engine.models import ResolvedModel, check_class_names, register_model_file, resolve_model
 
         resolved = model if isinstance(model, ResolvedModel) else resolve_model(project, model)
         path = resolved.path
         pred = cls.from_checkpoint(path, **kwargs)
+        check_class_names(pred.class_names, f"model {Path(path).name}")
         mv_id = resolved.version_id
         if mv_id is None:
-            mv_id = project.add_model_version(
-                Path(path).stem, path, config=pred.cfg.to_dict(), summary={"registered_by": "detect"}
-            )
+            mv_id = register_model_file(project, path, pred.cfg.to_dict(), "detect")
         pred.model_version_id = mv_id
         return pred
 

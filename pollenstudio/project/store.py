@@ -1538,25 +1538,33 @@ class Project:
     # ------------------------------------------------------------------ proposals
     def write_proposals(self, image_id: int, detections: list[Detection], model_version_id: int | None = None,
                         run_id: int | None = None, iou_threshold: float = 0.5, doubts: Sequence[float] | None = None,
-                        flip_unmatched: int | None = None) -> ProposalResult:
+                        flip_unmatched: int | None = None, journal: bool = False) -> ProposalResult:
         """Store a model's detections for one image (one transaction). Detections matching a
         human decision (IoU > iou_threshold) are skipped; older undecided proposals of the
         image are replaced. Taxa are mapped by name (missing ones created). Not a user
         command: it is not undoable and leaves the undo history alone (see history.py).
 
         ``doubts`` (one per detection) and ``flip_unmatched`` are what "review this next"
-        keeps (``engine.review_order``); ``flip_unmatched`` None: no flipped pass was run."""
+        keeps (``engine.review_order``); ``flip_unmatched`` None: no flipped pass was run.
+        ``journal`` (with ``run_id``): keep what this write replaces, so that
+        :meth:`take_back_proposals` can undo every write of a run that fails part-way."""
         img = self.image(image_id)
         if doubts is not None and len(doubts) != len(detections):
             raise ValueError(f"{len(doubts)} doubts for {len(detections)} detections")
         doubt_of = {id(d): float(v) for d, v in zip(detections, doubts)} if doubts is not None else {}
+        if journal and run_id is None:
+            raise ValueError("a journaled write needs the run it belongs to")
         with self._tx() as conn:
+            if journal:
+                self._journal(conn, run_id, image_id)
             conn.execute("UPDATE images SET flip_unmatched = ? WHERE id = ?", (flip_unmatched, image_id))
             existing = self.annotations(image_id)
             plan = plan_merge(existing, list(detections), iou_threshold)
             before_cats = {c.name for c in self.categories()}
             cat_ids = self.ensure_categories(dict.fromkeys(d.label for d in plan.keep))
             created = [cid for name, cid in cat_ids.items() if name not in before_cats]
+            if journal:
+                self._journal(conn, run_id, image_id, plan.replace_ids)
             for chunk in range(0, len(plan.replace_ids), 500):
                 ids = plan.replace_ids[chunk : chunk + 500]
                 conn.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(ids))})", ids)
@@ -1585,6 +1593,83 @@ class Project:
             self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(plan.replace_ids + written),
                                      tuple(created)))
         return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
+
+    # ------------------------------------------------------------------ all or nothing
+    # A detection run writes image by image (each image one transaction, so the GUI shows
+    # proposals as they land and a cancel keeps the images finished). When the run fails
+    # part-way, its writes are taken back: what they replaced is kept meanwhile in TEMP
+    # tables of this connection (gone with it; a killed process leaves finished images).
+    def _journal(self, conn, run_id: int, image_id: int, ann_ids: Sequence[int] = ()) -> None:
+        """Keep, for run ``run_id``, the image's flip count (first value only) and the
+        annotation rows ``ann_ids`` it is about to delete (rows written by the run itself
+        excepted: taking the run back removes those anyway)."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS proposal_journal AS "
+                     "SELECT *, 0 AS journal_run FROM main.annotations WHERE 0")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS flip_journal "
+                     "(journal_run INTEGER, image_id INTEGER, value INTEGER, PRIMARY KEY (journal_run, image_id))")
+        conn.execute("INSERT OR IGNORE INTO temp.flip_journal SELECT ?, id, flip_unmatched FROM main.images "
+                     "WHERE id = ?", (run_id, image_id))
+        ids = list(ann_ids)
+        for k in range(0, len(ids), 500):
+            chunk = ids[k : k + 500]
+            conn.execute(f"INSERT INTO temp.proposal_journal SELECT *, ? FROM main.annotations WHERE id IN "
+                         f"({','.join('?' * len(chunk))}) AND run_id IS NOT ?", (run_id, *chunk, run_id))
+
+    def _has_journal(self, conn) -> bool:
+        return conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'flip_journal'").fetchone() is not None
+
+    def take_back_proposals(self, run_id: int, category_ids: Iterable[int] = ()) -> int:
+        """Undo the journaled writes of run ``run_id`` (``write_proposals(journal=True)``) in
+        one transaction: its proposals that nobody touched since are removed (a grain a
+        person accepted, edited or rejected meanwhile is a decision and stays), the
+        proposals they replaced come back, each image's flip count is restored, and of the
+        taxa ``category_ids`` (those the run created) every one no grain, role or child taxon
+        uses is removed. Returns how many proposals were removed."""
+        cats = list(dict.fromkeys(int(c) for c in category_ids))
+        with self._tx() as conn:
+            journaled = self._has_journal(conn)
+            images = {r[0] for r in conn.execute(
+                "SELECT DISTINCT image_id FROM annotations WHERE run_id = ? AND source = 'model'", (run_id,))}
+            removed = [r[0] for r in conn.execute(
+                "SELECT id FROM annotations WHERE run_id = ? AND source = 'model' AND updated = created", (run_id,))]
+            for k in range(0, len(removed), 500):
+                chunk = removed[k : k + 500]
+                conn.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            restored: list[int] = []
+            if journaled:
+                cols = ", ".join(r[1] for r in conn.execute("PRAGMA main.table_info(annotations)"))
+                restored = [r[0] for r in conn.execute(
+                    "SELECT id FROM temp.proposal_journal WHERE journal_run = ?", (run_id,))]
+                conn.execute(f"INSERT OR IGNORE INTO main.annotations ({cols}) SELECT {cols} FROM temp.proposal_journal "
+                             "WHERE journal_run = ?", (run_id,))
+                for image_id, value in conn.execute(
+                        "SELECT image_id, value FROM temp.flip_journal WHERE journal_run = ?", (run_id,)).fetchall():
+                    conn.execute("UPDATE images SET flip_unmatched = ? WHERE id = ?", (value, image_id))
+                    images.add(image_id)
+                conn.execute("DELETE FROM temp.proposal_journal WHERE journal_run = ?", (run_id,))
+                conn.execute("DELETE FROM temp.flip_journal WHERE journal_run = ?", (run_id,))
+            gone = []
+            for cid in cats:
+                cur = conn.execute(
+                    "DELETE FROM categories WHERE id = ? AND NOT EXISTS (SELECT 1 FROM annotations WHERE category_id = ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM taxon_roles WHERE category_id = ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.parent_id = ?)", (cid, cid, cid, cid))
+                if cur.rowcount:
+                    gone.append(cid)
+            self._refresh_status(sorted(images))
+            self._notify(ChangeEvent("proposals", "detection taken back", tuple(sorted(images)),
+                                     tuple(removed + restored), tuple(gone)))
+        return len(removed)
+
+    def forget_proposal_journal(self, run_id: int) -> None:
+        """The run's writes stand (it finished or was cancelled): drop what was kept to take them back."""
+        with self._lock:
+            if self._conn is None:
+                return
+        with self._tx() as conn:
+            if self._has_journal(conn):
+                conn.execute("DELETE FROM temp.proposal_journal WHERE journal_run = ?", (run_id,))
+                conn.execute("DELETE FROM temp.flip_journal WHERE journal_run = ?", (run_id,))
 
     def weighted_doubts(self, weights: Mapping[int, float]) -> dict[int, float]:
         """"Review this next": per image, the sum over its undecided proposals that carry a
