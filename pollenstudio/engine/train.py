@@ -763,7 +763,7 @@ def train_project(
             if removed:
                 run, size = max(removed, key=lambda r: r[0].id)
                 raise ProjectError(
-                    f"the last interrupted training (run {run.id}) stopped before it finished its first epoch, so it "
+                    f"the last unfinished training (run {run.id}) stopped before it finished its first epoch, so it "
                     f"saved nothing to resume from; its unfinished files ({size / 1e6:.1f} MB) were removed. "
                     "Start a new training.")
             raise ProjectError("there is no interrupted training in this project to resume; start a new one")
