@@ -78,11 +78,17 @@ def run(args) -> int:
             scope = "all images of the COCO file"
         else:
             data = data_from_project(project, list(mcfg.class_names))
-            # the split the version was validated on (same hash rule, same fraction)
-            frac = 0.2
+            # the images the version was validated on (as recorded; else the same split rule and
+            # fraction: the split depends on the reviewed grains, which change after a training)
+            frac, held = 0.2, None
             if version is not None:
-                frac = float(project.model_version(version).config.get("train", {}).get("val_fraction", 0.2))
-            _, val = split_samples(data.samples, frac)
+                mv = project.model_version(version)
+                frac = float(mv.config.get("train", {}).get("val_fraction", 0.2))
+                held = mv.summary.get("val_image_ids")
+            if held is not None:
+                val = [s for s in data.samples if s.image_id in set(held)]
+            else:
+                _, val = split_samples(data.samples, frac)
             samples = val if args.split == "val" else data.samples
             scope = "validation split" if args.split == "val" else "all reviewed images"
         if not samples:
@@ -100,11 +106,17 @@ def run(args) -> int:
     finally:
         if project is not None:
             project.close()
+    from pollenstudio.engine.evaluate import too_few_to_score
+
     out = res.to_dict()
-    out.update(model=str(path), model_version=version, scope=scope, seconds=round(time.perf_counter() - t0, 1))
+    few = too_few_to_score(out)
+    out.update(model=str(path), model_version=version, scope=scope, seconds=round(time.perf_counter() - t0, 1),
+               too_few_to_score=few)
     if args.json:
         print_json(out)
     else:
         print(f"model {path}" + (f" (version {version})" if version else "") + f", {scope}")
+        if few:  # asked for, so shown, but said to mean little
+            print(f"note: {few}. The figures below mean little.")
         print(res.table())
     return 0

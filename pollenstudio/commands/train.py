@@ -190,6 +190,8 @@ def run(args) -> int:
             "processes": ctx.world_size,
             "device": str(device),
             "seconds": round(seconds, 1),  # training; the comparison's scoring is not counted
+            # the validation figures mean nothing on so few images: the text says so instead
+            "too_few_to_score": _too_few(res),
         }
         if comparison is not None:
             out["comparison"] = comparison.to_dict()
@@ -199,8 +201,11 @@ def run(args) -> int:
             fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
             print(f"model version {out['version_id']} ({'active' if out['active'] else 'not active; use --activate or the GUI'})")
             print(f"weights      {out['weights']}")
-            print(f"validation   mAP@.5 {fmt(out['map50'])}   mAP@.5:.95 {fmt(out['map50_95'])}   "
-                  f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
+            if out["too_few_to_score"]:
+                print(f"validation   {out['too_few_to_score']}")
+            else:
+                print(f"validation   mAP@.5 {fmt(out['map50'])}   mAP@.5:.95 {fmt(out['map50_95'])}   "
+                      f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
             if stage == "classifier":
                 print(f"trained      a taxon classifier on the base detector's crops of {out['train_images']} images "
                       f"(the validation images held out), {out['seconds']:.0f} s")
@@ -212,6 +217,15 @@ def run(args) -> int:
         return 0
     finally:
         shutdown(ctx)
+
+
+def _too_few(res) -> str | None:
+    """Why the run's validation figures mean nothing (engine.evaluate.too_few_to_score), or None."""
+    from pollenstudio.engine.evaluate import too_few_to_score
+
+    if not res.n_val_images:
+        return "too few reviewed images to score: none was held out for validation"
+    return too_few_to_score(res.metrics)
 
 
 def _start_model(project, args):
@@ -240,7 +254,10 @@ def _print_comparison(c) -> None:
         print(f"comparison   {c.note or 'none'}")
         return
     old, new = c.reference_metrics, c.metrics
-    print(f"comparison   new model vs model in use ({c.reference_name}), on the same {c.n_val} validation images")
+    how = ""
+    if c.class_agnostic:  # the model in use names no taxon of the project: finding only, both models
+        new, how = c.finding or {}, ", class-agnostic (finding only)"
+    print(f"comparison   new model vs model in use ({c.reference_name}), on the same {c.n_val} validation images{how}")
     print(f"  {'':<12}{'in use':>10}{'new':>10}{'change':>10}")
     for label, key in (("mAP@.5", "map50"), ("mAP@.5:.95", "map50_95"), ("precision", "precision"),
                        ("recall", "recall")):

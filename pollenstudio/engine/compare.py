@@ -9,6 +9,8 @@ both show this comparison; it lives here so they cannot disagree.
 its result); ``compare_with_reference(project, version_id, reference, ...)`` scores it and
 returns a :class:`ModelComparison`. A comparison that cannot be made (no validation images,
 no model before, its file gone, cancelled) is not an error: ``note`` says why, in words.
+A model in use that names none of the project's taxa (the shipped grain model) is scored on
+finding grains, class-agnostic, and so is the new version beside it (``finding``).
 """
 
 from __future__ import annotations
@@ -58,9 +60,16 @@ class ModelComparison:
     reference_metrics: dict | None = None  # None: not scored (see note)
     note: str = ""  # why there is no comparison, in words
     taxa: list[TaxonChange] = field(default_factory=list)
+    # the reference names none of the project's taxa (the grain model): it was scored on
+    # finding grains only, and so was the new version (``finding``), on the same images
+    class_agnostic: bool = False
+    finding: dict | None = None  # the new version's class-agnostic EvalResult dict
+    too_few: str = ""  # the validation images are too few for a score to mean anything (evaluate.too_few_to_score)
 
     def to_dict(self) -> dict:
-        """Summary for JSON output: overall figures of both models and per-taxon AP50."""
+        """Summary for JSON output: overall figures of both models and per-taxon AP50; with
+        ``class_agnostic`` the reference's figures are finding only, set beside the new
+        version's finding figures (``new_finding``)."""
         ref = self.reference_metrics
         return {
             "reference": None if self.reference_name is None else {
@@ -71,6 +80,9 @@ class ModelComparison:
             "new": {"version_id": self.version_id, "name": self.name,
                     **{k: self.metrics.get(k) for k in SUMMARY_KEYS}},
             "val_images": self.n_val,
+            "class_agnostic": self.class_agnostic,
+            "too_few_to_score": self.too_few or None,
+            "new_finding": None if self.finding is None else {k: self.finding.get(k) for k in SUMMARY_KEYS},
             "taxa": [{"name": t.name, "grains": t.grains, "reference_ap50": t.old, "new_ap50": t.new,
                       "change": t.delta} for t in self.taxa],
             "note": self.note,
@@ -104,9 +116,12 @@ def reference_model(project) -> Reference:
     return Reference(r.path, r.label, r.version_id)
 
 
-def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None) -> dict | None:
+def score_on_images(project, weights, class_names, image_ids, device, conf, batch, progress=None,
+                    class_agnostic: bool | None = None) -> dict | None:
     """EvalResult dict of the checkpoint ``weights`` on the reviewed images ``image_ids``
-    (the truth is read from the store now), or None when none of them is still reviewed."""
+    (the truth is read from the store now), or None when none of them is still reviewed.
+    A model naming none of the taxa is scored on finding grains (``class_agnostic`` in the
+    dict; True forces that score: see ``evaluate.evaluate_model``)."""
     from pollenstudio.detector.checkpoint import load_checkpoint
     from pollenstudio.engine.dataset import data_from_project
     from pollenstudio.engine.evaluate import evaluate_model
@@ -121,7 +136,8 @@ def score_on_images(project, weights, class_names, image_ids, device, conf, batc
     with gcguard.held():
         model, mcfg, _ = load_checkpoint(weights, device="cpu")
         taxa = load_classifier(weights)
-    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress, taxa=taxa)
+    res = evaluate_model(model, mcfg, samples, data.class_names, device, conf, batch, progress, taxa=taxa,
+                         class_agnostic=class_agnostic)
     return res.to_dict()
 
 
@@ -136,11 +152,18 @@ def compare_with_reference(project, version_id: int, reference: Reference | None
     val_ids = mv.summary.get("val_image_ids") or []
     ref = reference_model(project) if reference is None else reference
     out = ModelComparison(mv.id, mv.name, dict(mv.metrics or {}), len(val_ids), ref.name, ref.version_id)
+    from pollenstudio.engine.evaluate import too_few_to_score
+
     if not val_ids:
-        out.note = ("No image was held out for validation (too few reviewed images), so there are no mAP "
-                    "figures to compare. Review more images and train again.")
-    elif ref.name is None:
-        out.note = "There was no model before this one to compare with."
+        out.too_few = ("too few reviewed images to score: none was held out for validation (there is one image, "
+                       "or each holds most of some taxon's grains); review more images")
+    else:
+        out.too_few = too_few_to_score(out.metrics) or ""
+    too_few = (out.too_few[0].upper() + out.too_few[1:] + ", then train again.") if out.too_few else ""
+    if ref.name is None:
+        out.note = " ".join(("There was no model before this one to compare with.", too_few)).strip()
+    elif too_few:
+        out.note = too_few + ("" if not val_ids else " Nothing was compared.")
     elif ref.path is None:
         out.note = f"The weights file of {ref.name} is missing; it could not be scored."
     else:
@@ -152,12 +175,32 @@ def compare_with_reference(project, version_id: int, reference: Reference | None
                 conf, batch, progress=progress)
             if out.reference_metrics is None:
                 out.note = "Its validation images are no longer reviewed, so there is nothing to compare on."
+            elif out.reference_metrics.get("class_agnostic"):
+                _finding_too(out, project, mv, ref, val_ids, device, conf, batch, progress, on_phase)
         except Cancelled:
             out.note = f"Comparison with {ref.name} skipped (cancelled)."
         except PollenStudioError as exc:
             out.note = f"{ref.name} could not be scored on these images: {exc}"
-    out.taxa = taxon_changes(out.reference_metrics, out.metrics)
+    out.taxa = [] if out.too_few else taxon_changes(out.reference_metrics, out.metrics)
     return out
+
+
+def _finding_too(out: ModelComparison, project, mv, ref: Reference, val_ids, device, conf, batch, progress,
+                 on_phase) -> None:
+    """The reference names none of the taxa (the grain model on a taxon-labelled project): it
+    was scored on finding grains; score the new version the same way on the same images, so
+    the two are compared like for like."""
+    out.class_agnostic = True
+    path = project.model_file(mv)
+    if path is None or not Path(path).is_file():
+        out.note = f"{ref.name} names none of these taxa: scored class-agnostic (finding only)."
+        return
+    if on_phase is not None:
+        on_phase(f"Scoring {mv.name} on finding grains too (class-agnostic), on the same images...")
+    out.finding = score_on_images(project, path, mv.config.get("model", {}).get("class_names") or [], val_ids,
+                                  device, conf, batch, progress=progress, class_agnostic=True)
+    out.note = (f"{ref.name} names none of these taxa, so both models are compared class-agnostic (finding only): "
+                "every grain one class; the new version's taxon figures are its own.")
 
 
 @dataclass
@@ -226,6 +269,11 @@ def gate_candidate(project, version_id: int, reference: Reference | None = None,
     if out.reference is None:
         out.reason = "its validation images are no longer reviewed"
         return out
+    if out.reference.get("class_agnostic"):  # the grain model: compare finding grains, like for like
+        out.candidate = score_on_images(project, path, names, val_ids, device, conf, batch, progress=progress,
+                                        class_agnostic=True)
     out.activate = beats(out.candidate, out.reference)
     out.reason = "better on the same validation images" if out.activate else "not better on the same validation images"
+    if out.reference.get("class_agnostic"):
+        out.reason += f" (finding grains, class-agnostic: {ref.name} names no taxon)"
     return out

@@ -110,8 +110,16 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.2, salt: str = 
 
     A key goes to validation when its hash position is below ``val_fraction``. When that
     leaves one side empty (tiny projects), the key nearest the threshold moves over, so
-    a project with at least two keys always has both sides; with many keys the sides are
-    exactly the hash rule and stay put as images are added.
+    a project with at least two keys always has both sides when its taxa allow it; with
+    many keys the sides are exactly the hash rule and stay put as images are added.
+
+    Stratified by taxon: no taxon gives more than :data:`MAX_VAL_SHARE` of its reviewed
+    grains to validation (issue 28: with 3 reviewed images the hash put a focal stack holding
+    11 of the 12 Poaceae grains into validation). A key that would take most of a taxon's
+    grains is trained on instead (the one holding the most of the taxon that loses the
+    largest share first); if that empties validation, the key nearest the threshold that
+    breaks no taxon's share is held out instead, or none. Unnamed grains (class -1) do not
+    count.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError("val_fraction must be in [0, 1)")
@@ -125,9 +133,44 @@ def split_samples(samples: list[Sample], val_fraction: float = 0.2, salt: str = 
             val_keys = {min(keys, key=lambda k: pos[k])}
         elif len(val_keys) == len(keys):
             val_keys.discard(max(keys, key=lambda k: pos[k]))
+    if val_keys:
+        val_keys = _stratified(samples, keys, pos, val_keys)
     train = [s for s in samples if s.split_key not in val_keys]
     val = [s for s in samples if s.split_key in val_keys]
     return train, val
+
+
+MAX_VAL_SHARE = 0.5  # no taxon gives more than half of its reviewed grains to validation
+
+
+def _stratified(samples: list[Sample], keys: list[str], pos: dict, val_keys: set) -> set:
+    """``val_keys`` with no taxon losing more than MAX_VAL_SHARE of its grains (see split_samples)."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {k: Counter() for k in keys}
+    for s in samples:
+        counts[s.split_key].update(int(c) for c in np.asarray(s.classes).reshape(-1) if c >= 0)
+    total: Counter = Counter()
+    for c in counts.values():
+        total.update(c)
+
+    def losing(vk) -> list[tuple[float, int]]:  # (share, taxon) of taxa giving too much to validation
+        held: Counter = Counter()
+        for k in vk:
+            held.update(counts[k])
+        return sorted(((held[t] / total[t], t) for t in held if held[t] > MAX_VAL_SHARE * total[t]), reverse=True)
+
+    vk = set(val_keys)
+    while vk:
+        bad = losing(vk)
+        if not bad:
+            return vk
+        taxon = bad[0][1]
+        vk.discard(max((k for k in vk if counts[k][taxon]), key=lambda k: (counts[k][taxon], pos[k], k)))
+    for k in sorted(keys, key=lambda k: (pos[k], k)):  # validation emptied: the nearest key that fits
+        if not losing({k}):
+            return {k}
+    return set()
 
 
 # ---------------------------------------------------------------- sources

@@ -51,6 +51,9 @@ class EvalResult:
     n_images: int = 0
     n_truth: int = 0
     n_preds: int = 0
+    # finding only: the model names none of the truth's taxa (e.g. the one-class grain model
+    # on a taxon-labelled project), so every grain and every detection were one class
+    class_agnostic: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -66,11 +69,13 @@ class EvalResult:
             "class_names": list(self.class_names),
             "per_class": self.per_class,
             "confusion": None if self.confusion is None else self.confusion.astype(int).tolist(),
+            "class_agnostic": self.class_agnostic,
         }
 
     def table(self) -> str:
         """Human-readable summary: overall figures, then one line per taxon."""
-        lines = [
+        lines = [AGNOSTIC_NOTE] if self.class_agnostic else []
+        lines += [
             f"images {self.n_images}   grains {self.n_truth}   detections {self.n_preds}",
             f"mAP@.5 {self.map50:.4f}   mAP@.5:.95 {self.map50_95:.4f}",
             f"precision {self.precision:.4f}   recall {self.recall:.4f}   (conf >= {self.conf:g}, IoU >= {self.iou_match:g})",
@@ -84,6 +89,49 @@ class EvalResult:
                 f"{row['name'][:27]:<28}{row['n_gt']:>8}{ap50:>8}{ap:>9}{row['precision']:>8.3f}{row['recall']:>8.3f}"
             )
         return "\n".join(lines)
+
+
+# A held-out score means something only on at least this many validation images and grains:
+# one image is one slide's conditions, and below 10 grains one grain found or missed moves
+# recall (and mAP) by more than a tenth. Below it the figure is not shown (issue 28: a new
+# version "scored" mAP@.5 0.005 on one validation image).
+MIN_SCORE_IMAGES = 2
+MIN_SCORE_GRAINS = 10
+
+
+def too_few_to_score(metrics: dict | None) -> str | None:
+    """Why the held-out score ``metrics`` (an EvalResult dict) means nothing, in words, or
+    None when it means something (or its size is unknown: a model card's figures)."""
+    if not metrics:
+        return None
+    n_img, n_gt = metrics.get("n_images"), metrics.get("n_truth")
+    if n_img is None or n_gt is None or (n_img >= MIN_SCORE_IMAGES and n_gt >= MIN_SCORE_GRAINS):
+        return None
+    return (f"too few reviewed images to score: {n_img} validation image{'s' if n_img != 1 else ''} with {n_gt} "
+            f"grain{'s' if n_gt != 1 else ''} (a held-out score needs at least {MIN_SCORE_IMAGES} images and "
+            f"{MIN_SCORE_GRAINS} grains); review more images")
+
+
+AGNOSTIC_CLASS = "grain (any taxon)"  # the one class of a class-agnostic score
+AGNOSTIC_NOTE = ("class-agnostic (finding only): the model names none of these taxa, so every grain and every "
+                 "detection count as one class; taxa are not scored")
+
+
+def no_taxon_in_common(model_names, truth_names) -> bool:
+    """True when a model of classes ``model_names`` names none of ``truth_names``: it can
+    only be scored on finding grains (:func:`evaluate_model` then scores class-agnostically)."""
+    return not set(model_names) & set(truth_names)
+
+
+def as_class_agnostic(truths: list[ImageTruth], preds: list[ImagePreds]) -> tuple[list, list]:
+    """Every truth box (unnamed grains included: they are grains to find) and every
+    prediction as class 0, :data:`AGNOSTIC_CLASS`."""
+    t_out = [ImageTruth(np.asarray(t.boxes, np.float64).reshape(-1, 4), np.zeros(len(np.asarray(t.classes).reshape(-1)),
+                                                                                  np.int64), t.width, t.height)
+             for t in truths]
+    p_out = [ImagePreds(np.asarray(p.boxes, np.float64).reshape(-1, 4), np.asarray(p.scores, np.float64).reshape(-1),
+                        np.zeros(len(np.asarray(p.scores).reshape(-1)), np.int64)) for p in preds]
+    return t_out, p_out
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -274,10 +322,12 @@ def evaluate_detections(
 
 # ---------------------------------------------------------------- model on samples
 def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int = 8, conf: float = 0.001,
-                    progress=None, taxa=None) -> list[ImagePreds]:
+                    progress=None, taxa=None, one_box_per_grain: bool = False) -> list[ImagePreds]:
     """Run ``model`` over image files the way the app does (``Predictor``: 16-bit scaling,
     letterbox, tiles for slide scans) with a low threshold, as mAP needs. ``taxa``: the
-    version's taxon classifier (classes then index its taxa)."""
+    version's taxon classifier (classes then index its taxa). ``one_box_per_grain``: fold
+    boxes of several taxa on one grain into one, as the review does (a class-agnostic score:
+    the runner-up taxa's boxes would count as false alarms)."""
     from pollenstudio.engine.predict import Predictor
 
     pred = Predictor(model, model_cfg, device=device, conf=conf, iou=0.7, max_det=300, tile="auto", fuse=False, batch=batch,
@@ -285,7 +335,7 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
     # mAP ranks every per-class candidate down to conf 0.001 (the COCO protocol the model cards
     # follow); the review-time fold of boxes on one grain into one would remove the runner-up
     # taxon's box and score the model on a post-processing choice instead
-    pred.merge_same_grain = False
+    pred.merge_same_grain = bool(one_box_per_grain)
     out = []
     paths = list(paths)
     # a focal stack comes as a callable giving its EDF composite: computed when its turn comes
@@ -307,7 +357,7 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
 
 
 def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cpu", conf: float = DEFAULT_CONF,
-                   batch: int = 8, progress=None, taxa=None) -> EvalResult:
+                   batch: int = 8, progress=None, taxa=None, class_agnostic: bool | None = None) -> EvalResult:
     """COCO metrics of ``model`` on dataset ``samples`` (objects with ``boxes``, ``classes``
     indexed into ``class_names``, ``path``, ``width``, ``height``).
 
@@ -315,23 +365,30 @@ def evaluate_model(model, model_cfg, samples, class_names: list[str], device="cp
     another taxon order or list is scored fairly; taxa only the model knows are appended
     (their detections count as false alarms, never as mAP classes). ``taxa``: the version's
     taxon classifier (a split version): its taxa are the model's classes.
-    """
-    from pollenstudio.core.errors import ModelMismatchError
 
+    ``class_agnostic``: None (default) scores a model that names none of the ground truth's
+    taxa (the one-class grain model on a taxon-labelled project) on finding grains, every
+    grain and detection one class (``EvalResult.class_agnostic``; it raised "no taxon in
+    common" before); True forces that score (to compare two models like for like).
+    """
     names = list(class_names)
     model_names = list(taxa.class_names if taxa is not None else model_cfg.class_names)
-    if samples and not set(model_names) & set(names):
-        raise ModelMismatchError(
-            f"the model knows {', '.join(model_names[:5])}{' ...' if len(model_names) > 5 else ''} but the ground truth "
-            f"has {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}: no taxon in common, nothing to score"
-        )
+    if class_agnostic is None:
+        class_agnostic = bool(samples) and no_taxon_in_common(model_names, names)
+    sources = [s.eval_source() if getattr(s, "is_stack", False) else s.path for s in samples]
+    truths = [ImageTruth(s.boxes, s.classes, s.width, s.height) for s in samples]
+    if class_agnostic:
+        preds = predict_samples(model, model_cfg, sources, device, batch=batch, progress=progress, taxa=taxa,
+                                one_box_per_grain=True)
+        truths, preds = as_class_agnostic(truths, preds)
+        res = evaluate_detections(truths, preds, [AGNOSTIC_CLASS], conf=conf)
+        res.class_agnostic = True
+        return res
     for n in model_names:
         if n not in names:
             names.append(n)
     remap = np.array([names.index(n) for n in model_names], np.int64)
-    preds = predict_samples(model, model_cfg, [s.eval_source() if getattr(s, "is_stack", False) else s.path for s in samples],
-                            device, batch=batch, progress=progress, taxa=taxa)
+    preds = predict_samples(model, model_cfg, sources, device, batch=batch, progress=progress, taxa=taxa)
     for p in preds:
         p.classes = remap[p.classes] if len(p.classes) else p.classes
-    truths = [ImageTruth(s.boxes, s.classes, s.width, s.height) for s in samples]
     return evaluate_detections(truths, preds, names, conf=conf)

@@ -106,6 +106,9 @@ class TrainOutcome:
     reference_id: int | None = None
     reference_metrics: dict | None = None  # same validation images, same evaluation
     note: str = ""  # why there is no comparison, in words
+    class_agnostic: bool = False  # the reference names no taxon here (grain model): finding only, both models
+    finding: dict | None = None  # the new version's class-agnostic figures on the same images
+    too_few: str = ""  # too few validation images / grains for a score: said instead of figures
 
 
 class TrainFeed:
@@ -166,7 +169,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
                                      progress=token, on_phase=lambda text: feed.put("phase", text))
         out = TrainOutcome(res.version_id, cmp.name, dict(res.metrics), res.n_train_images, res.n_val_images,
                            res.result.epochs_run, res.result.best_epoch, res.result.seconds, cmp.reference_name,
-                           cmp.reference_id, cmp.reference_metrics, cmp.note)
+                           cmp.reference_id, cmp.reference_metrics, cmp.note, cmp.class_agnostic, cmp.finding, cmp.too_few)
         feed.put("outcome", out)
         return out
 
@@ -835,11 +838,26 @@ class TrainingDashboard(QDialog):
         if o.note:
             words += " " + o.note
         self.result_label.setText(words)
+        if o.too_few:  # a figure on one image or a handful of grains means nothing: said instead
+            self.summary.setRowCount(0)
+            self.taxa_table.setRowCount(0)
+            self.reference_line.hide()
+            self._say(f"Done: {o.name} is registered. It cannot be scored yet: {o.too_few}.")
+            self._update_use_button()
+            self.refresh_versions()
+            return
         self._say(f"Done: {o.name} is registered. " + ("Compare, then press \"Use this model\" to detect with it."
                                                         if o.version_id is not None else ""))
         old_name = o.reference_name or "active"
         self.summary.setHorizontalHeaderLabels(["", f"active: {old_name}", f"new: {o.name}", "change"])
         rows = (("mAP@.5", "map50"), ("mAP@.5:.95", "map50_95"), ("precision", "precision"), ("recall", "recall"))
+        if o.class_agnostic:  # the model in use names no taxon here: both compared on finding grains
+            new = o.finding or {}
+            rows = tuple((f"finding {label}", key) for label, key in rows)
+            self.summary.setToolTip("Class-agnostic (finding only): every grain one class, taxa not scored, "
+                                    f"because {old_name} names none of this project's taxa")
+        else:
+            self.summary.setToolTip("")
         self.summary.setRowCount(len(rows))
         for r, (label, key) in enumerate(rows):
             a = None if old is None else old.get(key)
@@ -848,7 +866,7 @@ class TrainingDashboard(QDialog):
             self.summary.setItem(r, 1, _item(_fmt(a)))
             self.summary.setItem(r, 2, _item(_fmt(b), bold=True))
             self.summary.setItem(r, 3, _delta_item(None if a is None or b is None else b - a))
-        if old is not None and old.get("map50") is not None:
+        if old is not None and old.get("map50") is not None and not o.class_agnostic:  # finding only: not on this scale
             self.reference_line.setValue(old["map50"])
             self.reference_line.show()
             legend = self.map_plot.getPlotItem().legend
@@ -858,7 +876,7 @@ class TrainingDashboard(QDialog):
             self.map_plot.getPlotItem().setYRange(0.0, min(1.1, max(0.2, top * 1.15)), padding=0.02)
         from pollenstudio.engine.compare import taxon_changes
 
-        changes = taxon_changes(old, new)
+        changes = taxon_changes(None if o.class_agnostic else old, o.metrics or {})
         self.taxa_table.setRowCount(len(changes))
         for r, c in enumerate(changes):
             self.taxa_table.setItem(r, 0, _item(display_taxon(c.name), Qt.AlignmentFlag.AlignLeft))
@@ -891,6 +909,8 @@ class TrainingDashboard(QDialog):
         if p is None:
             return
         versions = p.model_versions()
+        from pollenstudio.engine.evaluate import too_few_to_score
+
         names = {mv.id: mv.name for mv in versions}
         keep = self.selected_version()
         t = self.versions
@@ -920,9 +940,12 @@ class TrainingDashboard(QDialog):
             t.setItem(r, 0, name)
             t.setItem(r, 1, _item(created, Qt.AlignmentFlag.AlignLeft))
             t.setItem(r, 2, _item(names.get(mv.parent_id, "-") if mv.parent_id else "-", Qt.AlignmentFlag.AlignLeft))
+            few = too_few_to_score(m)
             for col, key in ((3, "map50"), (4, "map50_95")):
-                it = _item(_fmt(m.get(key)), colour=None if comparable or not has_figures else NEUTRAL)
-                if has_figures and not comparable:
+                it = _item("-" if few else _fmt(m.get(key)), colour=None if comparable or not has_figures else NEUTRAL)
+                if few:
+                    it.setToolTip(few[0].upper() + few[1:])
+                elif has_figures and not comparable:
                     it.setToolTip("Measured on other validation images: not comparable with the figures above")
                 t.setItem(r, col, it)
             t.setItem(r, 5, _item("● in use" if mv.active else "", Qt.AlignmentFlag.AlignLeft, colour=GAIN, bold=True))

@@ -6,7 +6,7 @@ and reactivating an older version. The project's images are scenes the tiny test
 import pytest
 from fixtures_models import TAXA, reviewed_project, tiny_model_path  # noqa: F401
 
-N_IMAGES = 10
+N_IMAGES = 28  # 5 of them held out, 15 grains: enough for a validation score (engine.evaluate.MIN_SCORE_*)
 
 
 @pytest.fixture(scope="session")
@@ -272,7 +272,9 @@ def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train
 
         assert not dlg.epochs.isEnabled()  # epochs mean nothing to this run
         assert dlg.start()
-        qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
+        # the outcome arrives through the feed first; the result is shown once the run has ended
+        qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running() and dlg.start_button.isEnabled(),
+                        timeout=120000)
         mv = win.ctl.project.model_version(dlg.outcome.version_id)
         clf = load_classifier(win.ctl.project.model_file(mv))
         assert clf is not None and set(clf.class_names) <= {c.name for c in win.ctl.project.categories()}
@@ -318,8 +320,63 @@ def test_a_new_project_trains_from_the_shipped_grain_model_and_stays_on_it(qtbot
     assert dlg.start()
     qtbot.waitUntil(lambda: dlg.outcome is not None and not dlg.running(), timeout=120000)
     assert win.ctl.project.active_model_version() is None  # not switched by itself
+    # 3 reviewed images: too few to score whatever was held out (issue 28, item 4): said, no figures
+    assert dlg.outcome.too_few.startswith("too few reviewed images to score")
+    assert "Too few reviewed images to score" in dlg.result_label.text()
+    assert dlg.summary.rowCount() == 0 and dlg.taxa_table.rowCount() == 0
+    row = next(r for r in range(dlg.versions.rowCount())
+               if dlg.versions.item(r, 0).data(256) == dlg.outcome.version_id)
+    assert dlg.versions.item(row, 3).text() == "-" and "Too few" in dlg.versions.item(row, 3).toolTip()
     assert dlg.base.currentData() == str(grain)  # after the run: still the model in use
     assert dlg.use_new_model()
     qtbot.waitUntil(lambda: dlg.base.currentData() == dlg.outcome.version_id, timeout=5000)
     assert "(in use)" in dlg.base.currentText()
+    win.close()
+
+
+def test_the_grain_model_in_use_is_compared_on_finding_and_the_table_says_so(qtbot, settings, tmp_path, monkeypatch,
+                                                                              tiny_model_path):
+    """Issue 28 (item 3): the result said "shipped default model could not be scored on these
+    images: ... no taxon in common" and still offered "Use this model". The grain model in use
+    (no taxon of the project) is scored on finding grains, the new version beside it on the
+    same images, and the table says "finding" / class-agnostic."""
+    from pollenstudio.detector.checkpoint import read_checkpoint
+    from pollenstudio.engine.compare import compare_with_reference
+    from pollenstudio.engine.paths import default_model_path
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.gui.training import TrainOutcome
+
+    monkeypatch.delenv("POLLENSTUDIO_MODELS", raising=False)
+    if default_model_path().name != "pollen-grain-n.safetensors":
+        pytest.skip("the shipped grain model is not installed")
+    proj = reviewed_project(tmp_path / "proj", 4, seed=5, scene_seed=700)
+    val = [r.id for r in proj.images()]
+    cfg = read_checkpoint(tiny_model_path)[0]
+    metrics = {"map50": 0.8, "map50_95": 0.5, "precision": 0.9, "recall": 0.8, "n_images": 4, "n_truth": 12,
+               "per_class": [{"name": t, "n_gt": 6, "ap50": 0.8} for t in TAXA]}
+    new = proj.add_model_version("2026-05-14 · 4 reviewed images", tiny_model_path, config={"model": cfg.to_dict()},
+                                 metrics=metrics, summary={"val_image_ids": val})
+    proj.close()
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(tmp_path / "proj"))
+    win.actions["train"].trigger()
+    dlg = win._training
+    c = compare_with_reference(win.ctl.project, new, device="cpu", batch=4)  # what train_job does after a run
+    o = TrainOutcome(new, c.name, metrics, 12, 4, 2, 1, 30.0, c.reference_name, c.reference_id, c.reference_metrics,
+                     c.note, c.class_agnostic, c.finding, c.too_few)
+    dlg.outcome = o
+    dlg.show_outcome(o)
+    assert c.class_agnostic and "class-agnostic (finding only)" in dlg.result_label.text()
+    labels = [dlg.summary.item(r, 0).text() for r in range(dlg.summary.rowCount())]
+    assert labels == ["finding mAP@.5", "finding mAP@.5:.95", "finding precision", "finding recall"]
+    assert dlg.summary.item(0, 1).text() == f"{c.reference_metrics['map50']:.3f}"  # the grain model: a figure
+    assert dlg.summary.item(0, 2).text() == f"{c.finding['map50']:.3f}"  # the new version, the same way
+    assert "class-agnostic" in dlg.summary.toolTip().lower()
+    assert [dlg.taxa_table.item(r, 2).text() for r in range(dlg.taxa_table.rowCount())] == ["-"] * len(TAXA)
+    assert dlg.use_button.isEnabled()
+    dlg.grab().save(str(tmp_path / "dashboard-finding.png"))
     win.close()

@@ -100,7 +100,6 @@ def test_model_classes_are_matched_to_ground_truth_by_name(monkeypatch):
     from types import SimpleNamespace
 
     import pollenstudio.engine.evaluate as ev
-    from pollenstudio.core.errors import ModelMismatchError
 
     truths = _truth()
     samples = [SimpleNamespace(path=f"im{i}.png", boxes=t.boxes, classes=t.classes, width=200, height=200)
@@ -114,5 +113,61 @@ def test_model_classes_are_matched_to_ground_truth_by_name(monkeypatch):
     r = ev.evaluate_model(None, cfg, samples, NAMES)
     assert r.map50 == pytest.approx(1.0) and r.precision == 1.0
     assert r.class_names == ["Betula", "Poaceae", "Olea"] and r.per_class[2]["ap50"] is None
-    with pytest.raises(ModelMismatchError, match="no taxon in common"):
-        ev.evaluate_model(None, SimpleNamespace(class_names=["Olea"]), samples, NAMES)
+    # a model with no taxon in common is scored on finding grains (issue 28), never refused
+    r = ev.evaluate_model(None, SimpleNamespace(class_names=["Olea"]), samples, NAMES)
+    assert r.class_agnostic and r.class_names == [ev.AGNOSTIC_CLASS] and r.map50 == pytest.approx(1.0)
+
+
+def test_a_model_without_the_projects_taxa_is_scored_class_agnostically(monkeypatch):
+    """Issue 28: the one-class grain model ("pollen") on a taxon-labelled project failed with
+    "no taxon in common", so a lab could never see how well its default model finds grains.
+    It is scored on finding: every grain (unnamed ones too) and every detection one class."""
+    from types import SimpleNamespace
+
+    import pollenstudio.engine.evaluate as ev
+
+    truths = _truth()
+    truths[0] = ImageTruth(np.vstack([truths[0].boxes, [[150, 150, 190, 190]]]), np.append(truths[0].classes, -1))
+    samples = [SimpleNamespace(path=f"im{i}.png", boxes=t.boxes, classes=t.classes, width=200, height=200)
+               for i, t in enumerate(truths)]
+    n_grains = sum(len(t.boxes) for t in truths)
+    # the grain model finds every grain but one, and calls one speck of debris a grain
+    found = [ImagePreds(t.boxes[1:] if i == 0 else t.boxes, np.full(len(t.boxes) - (i == 0), 0.9),
+                        np.zeros(len(t.boxes) - (i == 0), np.int64)) for i, t in enumerate(truths)]
+    found[1] = ImagePreds(np.vstack([found[1].boxes, [[0, 0, 10, 10]]]), np.append(found[1].scores, 0.8),
+                          np.append(found[1].classes, 0))
+    asked = {}
+
+    def fake_predict(*a, **k):
+        asked.update(k)
+        return [ImagePreds(p.boxes.copy(), p.scores.copy(), p.classes.copy()) for p in found]
+
+    monkeypatch.setattr(ev, "predict_samples", fake_predict)
+    r = ev.evaluate_model(None, SimpleNamespace(class_names=["pollen"]), samples, NAMES)
+    assert r.class_agnostic and r.class_names == [ev.AGNOSTIC_CLASS]
+    assert r.n_truth == n_grains  # the unnamed grain is a grain to find
+    assert r.recall == pytest.approx((n_grains - 1) / n_grains)
+    assert r.precision == pytest.approx((n_grains - 1) / n_grains)  # one false alarm
+    assert asked.get("one_box_per_grain") is True  # boxes of several taxa on one grain are one finding
+    d = r.to_dict()
+    assert d["class_agnostic"] is True and "class-agnostic (finding only)" in r.table()
+    # a model with the project's taxa is scored by taxon as before
+    r = ev.evaluate_model(None, SimpleNamespace(class_names=list(NAMES)), samples, NAMES)
+    assert not r.class_agnostic and r.to_dict()["class_agnostic"] is False and "class-agnostic" not in r.table()
+
+
+def test_a_held_out_score_on_too_few_images_or_grains_is_not_a_score():
+    """Issue 28: a new version "scored" mAP@.5 0.005 on one validation image. Below 2 images
+    or 10 grains the figure is replaced by the reason."""
+    from pollenstudio.engine.evaluate import MIN_SCORE_GRAINS, MIN_SCORE_IMAGES, too_few_to_score
+
+    assert (MIN_SCORE_IMAGES, MIN_SCORE_GRAINS) == (2, 10)
+    one = too_few_to_score({"map50": 0.005, "n_images": 1, "n_truth": 11})
+    assert one.startswith("too few reviewed images to score: 1 validation image with 11 grains")
+    assert "2 images and 10 grains" in one
+    assert too_few_to_score({"map50": 0.5, "n_images": 3, "n_truth": 9}).startswith("too few")
+    assert too_few_to_score({"map50": 0.5, "n_images": 2, "n_truth": 10}) is None
+    assert too_few_to_score({"map50": 0.91}) is None and too_few_to_score({}) is None  # a model card's figure
+    # what evaluate_detections reports carries its size
+    r = evaluate_detections(_truth(), [ImagePreds(t.boxes, np.ones(len(t.boxes)), t.classes) for t in _truth()], NAMES)
+    assert too_few_to_score(r.to_dict()).startswith("too few reviewed images to score: 2 validation images with 3")
