@@ -197,6 +197,7 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+    grain_px: float | None = None  # its own typical grain diameter (px): grain-size calibration of its magnification
 class Annotation:
     id: int
     image_id: int

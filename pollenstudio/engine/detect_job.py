@@ -48,10 +48,14 @@ class DetectSummary:
     stack_mode: str = "edf"  # "edf" (composite) or "planes" (every plane, merged)
     tiles: int = 0  # model inputs planned over all images (1 per untiled image)
     tiles_skipped: int = 0  # of them, tiles not run because they held only background
+    size_dropped: int = 0  # boxes far outside the calibrated grain size, dropped (engine.scale.size_weights)
+    # (image path, words): images whose known grains are far off the size they are calibrated to
+    size_warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["failed"] = [{"image": p, "error": e} for p, e in self.failed]
+        d["size_warnings"] = [{"image": p, "warning": w} for p, w in self.size_warnings]
         d["capped"] = [{"image": p, "kept": k, "dropped": n} for p, k, n in self.capped]
         return d
 
@@ -108,6 +112,9 @@ def detect_project(
     ids = list(image_ids) if image_ids is not None else [r.id for r in project.images()]
     records = [project.image(i) for i in ids]
     grain_sizes, calibration = image_grain_sizes(project, predictor, records)
+    calibrated = getattr(predictor, "grain_size", None) is not None or any(v is not None for v in grain_sizes)
+    band = reviewed_size_band(project) if calibrated else None
+    warnings = calibration_warnings(project, predictor, records, grain_sizes) if calibrated else []
     params = {
         "model": predictor.source,
         "model_version_id": predictor.model_version_id,
@@ -135,6 +142,7 @@ def detect_project(
         model_version_id=predictor.model_version_id,
         calibration=calibration,
         stack_mode=stack_mode,
+        size_warnings=warnings,
     )
     predictor.reset_timings()
     t0 = time.perf_counter()
@@ -158,6 +166,8 @@ def detect_project(
         names = [r.path for r in records]
         # calibration per image only when some image has one (any predictor-like object works)
         extra = {"grain_sizes": ok_sizes} if any(v is not None for v in ok_sizes) else {}
+        if calibrated:  # boxes far off the typical grain size lose weight, within the reviewed grains' band
+            extra["size_band"] = band
 
         if stacks:  # the progress count covers the stacks that come after the single images
             extra["total"] = len(records) + len(stacks)
@@ -167,7 +177,8 @@ def detect_project(
                                                                                      **extra))
             for k, (rec, size) in enumerate(stacks):
                 yield rec, detect_stack(project, predictor, rec, size, stack_mode,
-                                        _StepProgress(progress, len(records) + k, len(records) + len(stacks)))
+                                        _StepProgress(progress, len(records) + k, len(records) + len(stacks)),
+                                        size_band=band)
                 summary.stacks += 1
 
         for rec, res in results():
@@ -177,7 +188,8 @@ def detect_project(
             flipped = None
             if flip_pass and not rec.is_stack:  # a stack's proposals come from its EDF view or planes
                 progress.check()
-                flipped = _flipped_pass(predictor, paths[res.index], names[res.index], ok_sizes[res.index] if extra else None)
+                flipped = _flipped_pass(predictor, paths[res.index], names[res.index],
+                                        ok_sizes[res.index] if "grain_sizes" in extra else None, band)
             doubts, unmatched = proposal_doubts(ImageProposals(rec.id, res.detections, flipped))
             pr = project.write_proposals(rec.id, res.detections, predictor.model_version_id, run_id,
                                          doubts=[float(v) for v in doubts],
@@ -188,6 +200,7 @@ def detect_project(
             summary.merged += getattr(res, "merged", 0)
             summary.tiles += getattr(res, "tiles", 1)
             summary.tiles_skipped += getattr(res, "skipped", 0)
+            summary.size_dropped += getattr(res, "size_dropped", 0)
             if getattr(res, "capped", False):
                 summary.capped.append((rec.path, len(res.detections), res.dropped))
             summary.proposals += len(pr.written)
@@ -245,6 +258,7 @@ class StackResult:
     merged: int = 0  # boxes of a grain seen on several planes, folded into one
     capped: bool = False
     dropped: int = 0
+    size_dropped: int = 0  # boxes far outside the calibrated grain size
 
 
 class _StepProgress:
@@ -282,7 +296,7 @@ def merge_across_planes(detections: list, iou: float = 0.5) -> tuple[list, int]:
 
 
 def detect_stack(project, predictor, rec, grain_size: float | None = None, mode: str = "edf",
-                 progress=None) -> StackResult:
+                 progress=None, size_band=None) -> StackResult:
     """Detect one focal stack (see the module docstring); every detection gets the plane
     where its box is sharpest. An unreadable plane gives a result with ``error``."""
     from dataclasses import replace
@@ -291,6 +305,8 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
 
     progress = progress or NullProgress()
     extra = {"grain_sizes": [grain_size] * (1 if mode == "edf" else rec.planes)} if grain_size is not None else {}
+    if size_band is not None:
+        extra["size_band"] = size_band
     try:
         with project.open_stack(rec) as st:
             if mode == "edf":
@@ -299,11 +315,12 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
             else:
                 sources = (st.plane(i) for i in range(st.n_planes))  # one plane in memory at a time
                 names = [f"{rec.path} plane {i + 1}/{st.n_planes}" for i in range(st.n_planes)]
-            found, capped, dropped = [], False, 0
+            found, capped, dropped, size_dropped = [], False, 0, 0
             for res in predictor.iter_predict(sources, progress, names=names, total=len(names), **extra):
                 if res.error is not None:
                     return StackResult([], error=res.error)
                 found.extend(res.detections)
+                size_dropped += getattr(res, "size_dropped", 0)
                 capped = capped or getattr(res, "capped", False)
                 dropped += getattr(res, "dropped", 0)
             merged = 0
@@ -314,10 +331,10 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
     except ImageReadError as exc:
         return StackResult([], error=str(exc))
     return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
-                       dropped=dropped)
+                       dropped=dropped, size_dropped=size_dropped)
 
 
-def _flipped_pass(predictor, path, name: str, grain_size) -> list | None:
+def _flipped_pass(predictor, path, name: str, grain_size, size_band=None) -> list | None:
     """The predictor's detections on the horizontally flipped image, in the original image's
     coordinates (None when the image cannot be read a second time: no disagreement then)."""
     import numpy as np
@@ -331,6 +348,8 @@ def _flipped_pass(predictor, path, name: str, grain_size) -> list | None:
         return None
     img = np.ascontiguousarray(img[:, ::-1])
     kw = {"grain_sizes": [grain_size]} if grain_size is not None else {}
+    if size_band is not None:
+        kw["size_band"] = size_band
     res = next(iter(predictor.iter_predict([img], names=[f"{name} (flipped)"], **kw)))
     if res.error is not None:
         return None
@@ -341,29 +360,92 @@ def image_grain_sizes(project, predictor, records) -> tuple[list[float | None], 
     """Per image, the typical grain size (px) detection calibrates to, and a line saying how.
 
     The predictor's own calibration (``--grain-size`` / ``--um-per-px``) applies to every
-    image; otherwise an image's µm/px (turned into pixels with the typical pollen size), then
-    the project's typical grain size. A model that records no training grain sizes is run
-    uncalibrated (the µm/px may have been set only for measuring sizes), and the line says so.
+    image; otherwise each image's own (``engine.scale.image_grain_px``: its own typical grain
+    size, else its µm/px, else the project's typical grain size). A model that records no
+    training grain sizes is run uncalibrated (the µm/px may have been set only for measuring
+    sizes), and the line says so.
     """
-    from pollenstudio.engine.scale import CalibrationError, typical_grain_px
-
-    def from_scale(um_per_px):
-        try:
-            return typical_grain_px(um_per_px=um_per_px)
-        except CalibrationError:  # a scale outside what microscopes give: not a calibration
-            return None
+    from pollenstudio.engine.scale import image_grain_px
 
     own = getattr(predictor, "grain_size", None)
     if own is not None:
         return [None] * len(records), f"every image: typical grain {own:.0f} px (given)"
     project_px = project.grain_size_px
-    sizes = [(from_scale(r.um_per_px) if r.um_per_px else None) or project_px for r in records]
+    found = [image_grain_px(r, project_px) for r in records]
+    sizes = [px for px, _ in found]
     n = sum(v is not None for v in sizes)
     if not n:
         return sizes, "none"
     if not getattr(predictor, "grain_range", None):
         return [None] * len(records), f"none: the model records no training grain sizes ({n} image(s) have a scale)"
-    return sizes, f"{n} of {len(records)} image(s) from their µm/px or the project's typical grain size"
+    by = {k: sum(src == k for _, src in found) for k in ("image", "scale", "project")}
+    how = [f"{by['image']} their own typical grain size" if by["image"] else "",
+           f"{by['scale']} their µm/px" if by["scale"] else "",
+           f"{by['project']} the project's typical grain size ({project_px:.0f} px)" if by["project"] else ""]
+    return sizes, f"{n} of {len(records)} image(s) calibrated: " + ", ".join(h for h in how if h)
+
+
+_CALIBRATION_FROM = {"image": "its own calibration", "scale": "from its µm/px",
+                     "project": "the project's typical grain size, set on other images", "given": "given for this run"}
+
+
+def calibration_warnings(project, predictor, records, sizes) -> list[tuple[str, str]]:
+    """(image path, words) for each calibrated image whose grains known so far (its
+    confirmed grains, else at least 3 undecided proposals) measure more than
+    ``engine.scale.MISMATCH`` times larger or smaller than the size it is calibrated to: most
+    likely an image at another magnification (calibrations belong to one)."""
+    import numpy as np
+
+    from pollenstudio.core.types import OBJECT_STATUSES, AnnotationStatus
+    from pollenstudio.engine.scale import image_grain_px, size_mismatch
+
+    own = getattr(predictor, "grain_size", None)
+    project_px = project.grain_size_px
+    todo = {}
+    for rec, size in zip(records, sizes):
+        g, src = (own, "given") if own is not None else image_grain_px(rec, project_px) if size is not None else (None, "")
+        if g is not None:
+            todo[rec.id] = (rec, g, src)
+    if not todo:
+        return []
+    known: dict[int, list[float]] = {}
+    proposed: dict[int, list[float]] = {}
+    for rows, into in ((project.grain_table(statuses=OBJECT_STATUSES), known),
+                       (project.grain_table(statuses=[AnnotationStatus.PROPOSED]), proposed)):
+        for row in rows:
+            if row[0] in todo:
+                into.setdefault(row[0], []).append(float(np.sqrt(max(row[3], 0) * max(row[4], 0))))
+    out = []
+    for iid, (rec, g, src) in todo.items():
+        sizes_of, need = (known[iid], 1) if iid in known else (proposed.get(iid, []), 3)
+        ratio = size_mismatch(g, sizes_of, need)
+        if ratio is None:
+            continue
+        what = "grains" if iid in known else "proposals"
+        out.append((rec.path, f"{rec.path}: its {what} so far measure about {np.median(sizes_of):.0f} px, "
+                              f"{ratio:.1f}x the typical grain size it is calibrated to ({g:.0f} px, "
+                              f"{_CALIBRATION_FROM[src]}); it may be at another magnification: calibrate it "
+                              "(or its sample) on its own"))
+    return out
+
+
+def reviewed_size_band(project) -> tuple[float, float]:
+    """``engine.scale.size_band`` of the project's reviewed grains on calibrated images (their
+    diameters over their images' typical grain size): boxes of sizes the lab confirmed are
+    never down-weighted for their size."""
+    import math
+
+    from pollenstudio.engine.scale import image_grain_px, size_band
+
+    rows = project.grain_table(reviewed_only=True)
+    if not rows:
+        return size_band([])
+    project_px = project.grain_size_px
+    typical = {}
+    for rec in project.images():
+        typical[rec.id] = image_grain_px(rec, project_px)[0]
+    ratios = [math.sqrt(max(r[3], 0) * max(r[4], 0)) / typical[r[0]] for r in rows if typical.get(r[0])]
+    return size_band(ratios)
 
 
 def _finish(project, summary: DetectSummary, status: str, t0: float, predictor) -> None:

@@ -148,6 +148,7 @@ class ImageResult:
     units_capped: int = 0  # model inputs (tiles) whose own output hit max_det: more may be there
     merged: int = 0  # boxes folded into another box on the same grain (their taxa kept in top-k)
     skipped: int = 0  # tiles not run because they hold nothing (plain background), of ``tiles``
+    size_dropped: int = 0  # boxes far outside the calibrated grain size, dropped (engine.scale.size_weights)
 
     @property
     def capped(self) -> bool:
@@ -167,6 +168,8 @@ class _ImageState:
     parts: list = field(default_factory=list)  # per unit: (boxes, scores, classes, probs, levels, tile index)
     error: str | None = None
     resample: object | None = None  # engine.scale.Resample when calibrated: boxes map back through it
+    grain: float | None = None  # calibrated typical grain diameter (original px): boxes far off it lose weight
+    band: tuple | None = None  # size band for them (engine.scale.size_band), None: SIZE_BAND
     units_capped: int = 0  # units whose own output hit max_det (more may have been there)
     skipped: int = 0  # blank tiles not run
     image: np.ndarray | None = None  # the decoded image, kept only while a taxon classifier needs its crops
@@ -456,11 +459,16 @@ class Predictor:
         names: Sequence[str] | None = None,
         total: int | None = None,
         grain_sizes: Sequence[float | None] | None = None,
+        size_band: tuple[float, float] | None = None,
     ) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per source (array or path), in input order.
 
         ``grain_sizes``: per source, its typical grain diameter in pixels (None: the
-        predictor's own ``grain_size``, and without that no calibration).
+        predictor's own ``grain_size``, and without that no calibration). On a calibrated
+        image a box far larger or smaller than the typical grain loses score
+        (:func:`pollenstudio.engine.scale.size_weights` within ``size_band``, default
+        ``SIZE_BAND``); one that falls below ``conf`` is dropped and counted in
+        ``ImageResult.size_dropped``.
 
         A file that cannot be read gives a result with ``error`` naming it; the run goes on.
         ``progress.check()`` before every batch raises ``Cancelled`` within one batch of a
@@ -473,7 +481,7 @@ class Predictor:
         pending: deque[_ImageState] = deque()
         batch: list = []
         done = 0
-        for state, unit in self._units(sources, names, progress, grain_sizes):
+        for state, unit in self._units(sources, names, progress, grain_sizes, size_band):
             if not pending or pending[-1] is not state:
                 pending.append(state)
             if unit is not None:
@@ -506,7 +514,8 @@ class Predictor:
             progress.update(done, max(total, done + 1), TILE_PROGRESS.format(name=s.name, k=s.received, n=s.expected))
 
     # -- internals -----------------------------------------------------------------------
-    def _units(self, sources: Iterable, names, progress, grain_sizes=None) -> Iterator[tuple[_ImageState, tuple | None]]:
+    def _units(self, sources: Iterable, names, progress, grain_sizes=None,
+               size_band=None) -> Iterator[tuple[_ImageState, tuple | None]]:
         """Decode each source lazily and cut it into model inputs (memory: one image + one batch)."""
         from pollenstudio.engine.scale import Resample
 
@@ -534,6 +543,7 @@ class Predictor:
                 # calibrated: resample so grains have the trained size, then run at native
                 # resolution (tiles if larger than the input, padded, never stretched, if not)
                 state.resample = Resample.by(w, h, self.resample_factor(grain))
+                state.grain, state.band = float(grain), size_band
                 img = state.resample.apply(img)
                 h, w = img.shape[:2]
                 tile = self.imgsz if max(w, h) > self.imgsz else None
@@ -665,6 +675,18 @@ class Predictor:
                 boxes[idx], scores[idx], tidx[idx], s.tiles, iou=min(self.iou, 0.5), edge_margin=2.0 / min(scale, 1.0)
             )
             idx = idx[keep]
+        size_dropped = 0
+        if s.grain is not None and len(idx):  # calibrated: a box far off the typical grain size is hardly a grain
+            from pollenstudio.engine.scale import SIZE_BAND, box_diameters, size_weights
+
+            d = box_diameters(boxes[idx])
+            if s.resample is not None:
+                d = d / np.sqrt(s.resample.fx * s.resample.fy)  # in original pixels, like the typical size
+            scores = scores.astype(np.float64, copy=True)
+            scores[idx] *= size_weights(d, s.grain, s.band or SIZE_BAND)
+            ok = scores[idx] >= self.conf
+            size_dropped = int(len(idx) - ok.sum())
+            idx = idx[ok]
         merged = 0
         alts: dict[int, np.ndarray] = {}
         if self.merge_same_grain and len(idx) > 1:
@@ -693,7 +715,7 @@ class Predictor:
         self.images_done += 1
         return ImageResult(
             s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1), cap=cap, dropped=dropped, units_capped=s.units_capped, merged=merged,
-            skipped=s.skipped,
+            skipped=s.skipped, size_dropped=size_dropped,
         )
 
     def _detection(self, box, score, cls, probs, level) -> Detection:

@@ -949,8 +949,8 @@ def _check_named_grains(data: DetectionData) -> None:
         return
     if data.n_objects:
         raise DatasetError(
-            f"name some grains first: all {data.n_objects} reviewed grain(s) are still unidentified (\"pollen\"), "
-            "so a taxon classifier would learn no taxon. Name grains with 1-9 / T in the review window and finish "
+            f"name some grains first: all {data.n_objects} reviewed grain(s) are still unidentified "
+            "(\"unidentified\" or \"pollen\"), so a taxon classifier would learn no taxon. Name grains with 1-9 / T in the review window and finish "
             "reviewing those images; nothing was trained.")
     raise DatasetError("nothing to learn taxa from: no reviewed grain carries a taxon. Name grains with 1-9 / T "
                        "and finish reviewing some images first.")

@@ -35,7 +35,7 @@ from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
 from pollenstudio.gui.help_dialog import HelpDialog
 from pollenstudio.gui.model_controller import ModelController
-from pollenstudio.gui.calibrate_dialog import open_calibrate_dialog
+from pollenstudio.gui.calibrate_dialog import install_calibration_notice, open_calibrate_dialog
 from pollenstudio.gui.backend_menu import install_backend_menu
 from pollenstudio.gui.counting import install_counting
 from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_dialog
@@ -101,6 +101,7 @@ class MainWindow(QMainWindow):
         install_counting(self)  # count dock, File > Report, Edit > Pixel scale / Set sample, View > Scale bar
         install_stacks(self)  # focal stacks: Focus toolbar, Page Up/Down, Home, End, Z, Ctrl+wheel
         install_backend_menu(self)  # Model > Inference backend
+        install_calibration_notice(self)  # "calibrating the grain size is the first step", one click away
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections

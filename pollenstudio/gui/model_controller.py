@@ -25,6 +25,7 @@ class ModelController(QObject):
     detectStarted = Signal(int)  # images to detect
     detectProgress = Signal(int, int, str)  # images done, total, last image name
     detectEnded = Signal(str)  # what happened, in words ("" never)
+    detectSummary = Signal(object)  # the finished detection's engine.detect_job.DetectSummary
     modelChanged = Signal()  # active model version or device description changed
     explanationReady = Signal(object)  # model_jobs.Explanation for the current image
     explanationFailed = Signal(str)
@@ -180,6 +181,12 @@ class ModelController(QObject):
                 )
             if summary.failed:
                 words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
+            if getattr(summary, "size_dropped", 0):
+                words += f"; {summary.size_dropped} box(es) far off the calibrated grain size dropped"
+            if getattr(summary, "size_warnings", None):
+                words += (f"; WARNING: {len(summary.size_warnings)} image(s) look far off their calibrated grain size "
+                          f"({summary.size_warnings[0][0]})")
+            self.detectSummary.emit(summary)
             self.detectEnded.emit(words)
 
         def failed(msg):

@@ -60,7 +60,8 @@ _ANN_COLS = (
     "model_version_id, author, created, updated, run_id, plane"
 )
 _OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
-_IMG_COLS = "id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256, planes, plane_files"
+_IMG_COLS = ("id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256, planes, plane_files, "
+             "grain_px")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 BACKUP_DIR = ".pollen-backups"  # beside project.pollen: project.pollen.1 (newest) .. .N
 BACKUP_GENERATIONS = 3
@@ -439,24 +440,38 @@ class Project:
 
     @property
     def grain_size_px(self) -> float | None:
-        """Typical grain diameter on this project's images, in pixels (grain-size calibration;
-        None: not calibrated). An image's own µm/px, when set, is more specific."""
+        """The project's typical grain diameter in pixels: the grain-size calibration of every
+        image without one of its own (None: none). An image's own (``ImageRecord.grain_px``)
+        or µm/px is more specific (``engine.scale.image_grain_px``)."""
         row = self._q("SELECT value FROM meta WHERE key = 'grain_size_px'").fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
-    def set_grain_size_px(self, px: float | None) -> None:
-        """Set (or clear with None) the project's typical grain diameter in pixels."""
+    def set_grain_size_px(self, px: float | None, image_ids: Iterable[int] | None = None) -> None:
+        """Set (or clear with None) a typical grain diameter in pixels: of the images
+        ``image_ids`` (their own calibration, e.g. the images of one sample or objective), or
+        with ``image_ids`` None the project's, for every image without its own. Not undoable
+        (like the pixel scale); nothing is stored when a value or an image id is wrong."""
         if px is not None:
-            px = float(px)
+            try:
+                px = float(px)
+            except (TypeError, ValueError):
+                raise ProjectError(f"typical grain size must be a number of pixels, got {px!r}") from None
             if not (px == px and 2.0 <= px <= 20000.0):
                 raise ProjectError(f"typical grain size must be 2..20000 pixels, got {px}")
         with self._tx() as conn:
-            if px is None:
+            if ids is not None:
+                known = {r[0] for r in conn.execute("SELECT id FROM images")}
+                unknown = [i for i in ids if i not in known]
+                if unknown:
+                    raise ProjectError(f"no image with id {unknown[0]} in this project")
+                conn.executemany("UPDATE images SET grain_px = ? WHERE id = ?", [(px, i) for i in ids])
+            elif px is None:
                 conn.execute("DELETE FROM meta WHERE key = 'grain_size_px'")
             else:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('grain_size_px', ?)", (str(px),))
 
     @property
+        self._notify(ChangeEvent("images", "calibration", tuple(ids or ())))
     def schema_version(self) -> int:
         return self._q("PRAGMA user_version").fetchone()[0]
 
@@ -703,7 +718,7 @@ class Project:
         return ImageRecord(
             id=r[0], path=r[1], width=r[2], height=r[3], bit_depth=r[4], channels=r[5],
             um_per_px=r[6], status=ReviewStatus(r[7]), group=r[8], sha256=r[9], planes=r[10] or 1,
-            plane_files=tuple(_loads(r[11], [])) or None,
+            plane_files=tuple(_loads(r[11], [])) or None, grain_px=r[12],
         )
 
     def add_images(self, paths: Iterable[str | os.PathLike], progress=None,
