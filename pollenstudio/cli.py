@@ -24,6 +24,7 @@ COMMANDS = {
     "import": "import_",
     "export": "export",
     "detect": "detect",
+    "calibrate": "calibrate",
     "train": "train",
     "eval": "eval",
     "relink": "relink",

@@ -165,12 +165,17 @@ def run(args) -> int:
                                  stack_mode=args.stack_mode, flip_pass=args.flip_pass)
         if not quiet and summary.calibration != "none":
             print(f"grain-size calibration: {summary.calibration}", file=sys.stderr)
+        hint = uncalibrated_hint(predictor, summary, proj.folder)
     out = {"project": str(proj.folder), "created": created, **summary.to_dict()}
     if args.json:
         print_json(out)
     else:
         for path, reason in summary.failed:
             print(f"could not use: {reason}", file=sys.stderr)
+        for path, words in summary.size_warnings:
+            print(f"warning: {words}", file=sys.stderr)
+        if hint:
+            print(hint, file=sys.stderr)
         for path, kept, dropped in summary.capped:
             print(
                 f"warning: {path}: detection cap hit, kept {kept}"
@@ -183,6 +188,8 @@ def run(args) -> int:
             f"{summary.done}/{summary.images} images, {summary.proposals} proposals"
             + (f" ({taxa})" if taxa else "")
             + (f", {summary.skipped} already decided by a person" if summary.skipped else "")
+            + (f", {summary.size_dropped} box(es) far larger or smaller than the calibrated grain size dropped"
+               if summary.size_dropped else "")
             + (f", {len(summary.failed)} of {summary.images} image(s) failed (named above)" if summary.failed else "")
             + (f", {summary.tiles_skipped} of {summary.tiles} tiles skipped as blank "
                f"({100.0 * summary.tiles_skipped / summary.tiles:.0f} %)" if summary.tiles_skipped else "")
@@ -194,6 +201,18 @@ def run(args) -> int:
     if summary.failed:  # scripts must be able to tell: all failed -> 1, some -> SOME_FAILED
         return SOME_FAILED if summary.done else 1
     return 0 if summary.done or not summary.images else 1
+
+
+def uncalibrated_hint(predictor, summary, folder) -> str | None:
+    """On a project with no grain-size calibration (and a model that can use one): calibrating
+    is the first step, and how."""
+    rng = getattr(predictor, "grain_range", None)
+    if summary.calibration != "none" or not rng or not summary.done:
+        return None
+    return (f"note: the grain size is not calibrated, so the model looks for grains of {rng[0]:.0f}-{rng[1]:.0f} px "
+            "on each image as it is and may box debris instead of grains on other magnifications. Calibrating "
+            f"it is the first step: pollenstudio calibrate {folder} --grain-size PX --all (PX = the diameter "
+            "of a typical grain in pixels), or Model > Calibrate grain size... in the app")
 
 
 _ADDING = "detect_adding_images"  # meta key: the folder whose images are being registered

@@ -17,6 +17,20 @@ factors. Without a calibration detection behaves as before.
 A pixel scale is turned into a typical grain size with :data:`TYPICAL_POLLEN_UM`: most pollen
 types are 20-50 µm across, so 30 µm is the middle of that range. A lab whose grains are much
 smaller or larger should calibrate with a drag over one typical grain instead.
+
+A calibration belongs to a magnification, so it is kept per image (issue 28): an image's own
+typical grain size (set for it, its sample or a selection), else its µm/px, else the
+project's typical grain size for every image without its own (:func:`image_grain_px`).
+
+Size plausibility (issue 28): once the typical grain size of an image is known, a box far
+larger or smaller than it is hardly a grain (a 1500 px box over diatoms and mountant on a
+field of 290 px grains). :func:`size_weights` multiplies a detection's score by 1 within
+:data:`SIZE_BAND` (x1/3 .. x3 the typical diameter: the taxa of one slide, 10-100 µm around
+a typical 30 µm) and by a weight falling linearly in log size to 0 at x1/5 and x5 beyond it;
+what falls below the detection threshold is dropped and counted. The band widens to hold the
+project's reviewed grains (:func:`size_band`), so a lab whose slides hold large grains keeps
+them. The model's own training range is not used for this: it is where calibration puts the
+typical grain, and a model trained on many magnifications spans x12 or more.
 """
 
 from __future__ import annotations
@@ -30,6 +44,9 @@ from pollenstudio.core.errors import PollenStudioError
 
 TYPICAL_POLLEN_UM = 30.0
 MIN_FACTOR, MAX_FACTOR = 1.0 / 16.0, 4.0
+SIZE_BAND = (1.0 / 3.0, 3.0)  # box diameter / typical grain diameter with full weight
+SIZE_FADE = 5.0 / 3.0  # beyond the band the weight reaches 0 this factor further out (x1/5, x5)
+MISMATCH = 2.0  # an image whose known grains are this much larger or smaller than its calibration is said so
 
 
 class CalibrationError(PollenStudioError):
@@ -142,3 +159,70 @@ class Resample:
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, self.src_w)
         b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, self.src_h)
         return b
+
+
+# ----------------------------------------------------------------------------------------
+# calibration per image, size plausibility (issue 28)
+# ----------------------------------------------------------------------------------------
+
+
+def image_grain_px(rec, project_px: float | None = None) -> tuple[float | None, str]:
+    """The typical grain diameter (px) detection calibrates image ``rec`` to, and where it
+    comes from: "image" (its own, ``rec.grain_px``), "scale" (its µm/px, grains taken as
+    :data:`TYPICAL_POLLEN_UM`), "project" (``project_px``: the project's, for every image
+    without its own) or (None, "none"). A pixel scale outside what microscopes give is not a
+    calibration."""
+    own = getattr(rec, "grain_px", None)
+    if own:
+        return float(own), "image"
+    ump = getattr(rec, "um_per_px", None)
+    if ump:
+        try:
+            return typical_grain_px(um_per_px=ump), "scale"
+        except CalibrationError:
+            pass
+    if project_px:
+        return float(project_px), "project"
+    return None, "none"
+
+
+def box_diameters(boxes) -> np.ndarray:
+    """sqrt(w * h) of (n, 4) xyxy boxes: the diameter the grain sizes are measured in."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))
+
+
+def size_weights(diameters, grain_px: float, band=SIZE_BAND) -> np.ndarray:
+    """Score multipliers (0..1) of boxes of ``diameters`` px on an image whose typical grain is
+    ``grain_px`` px: 1 within ``band`` (ratios to the typical size), falling linearly in log
+    size to 0 at ``band / SIZE_FADE`` and ``band * SIZE_FADE``."""
+    d = np.asarray(diameters, np.float64).reshape(-1)
+    lo, hi = (float(v) for v in band)
+    r = np.log(np.maximum(d, 1e-9) / float(grain_px))
+    over = np.maximum(r - np.log(hi), 0.0) + np.maximum(np.log(lo) - r, 0.0)
+    return np.clip(1.0 - over / np.log(SIZE_FADE), 0.0, 1.0)
+
+
+def size_band(ratios, min_grains: int = 10, band=SIZE_BAND) -> tuple[float, float]:
+    """:data:`SIZE_BAND` widened to hold the project's reviewed grains: ``ratios`` = their
+    diameters over their images' typical grain size. With at least ``min_grains`` of them, the
+    band reaches 1.25x beyond their 1st and 99th percentiles where those lie outside it; it
+    never narrows."""
+    r = np.asarray([v for v in ratios if v and np.isfinite(v) and v > 0], np.float64)
+    lo, hi = (float(v) for v in band)
+    if len(r) < min_grains:
+        return lo, hi
+    q_lo, q_hi = np.percentile(r, [1.0, 99.0])
+    return min(lo, float(q_lo) / 1.25), max(hi, float(q_hi) * 1.25)
+
+
+def size_mismatch(grain_px: float, diameters, min_grains: int = 1) -> float | None:
+    """The median of ``diameters`` (known grains of an image) over its calibrated typical
+    size when it is more than :data:`MISMATCH` times off (the image is likely at another
+    magnification than the one calibrated), else None."""
+    d = np.asarray([v for v in diameters if v and np.isfinite(v) and v > 0], np.float64)
+    if len(d) < max(1, int(min_grains)) or not grain_px:
+        return None
+    ratio = float(np.median(d)) / float(grain_px)
+    return ratio if (ratio > MISMATCH or ratio < 1.0 / MISMATCH) else None
+

@@ -32,6 +32,7 @@ SNAPSHOT_COLUMNS: dict[str, tuple[str, ...]] = {
     "image_rows": (
         "id", "path", "sha256", "width", "height", "bit_depth", "channels", "um_per_px", "status", "group_name",
         "added", "mark", "size_bytes", "missing", "n_objects", "n_undecided", "n_rejected", "planes", "plane_files",
+        "grain_px",
     ),
 }
 # pseudo-tables -> the table they live in

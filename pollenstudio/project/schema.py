@@ -150,7 +150,15 @@ CREATE INDEX ann_review ON annotations(image_id, category_id, doubt) WHERE statu
 CREATE INDEX ann_objects ON annotations(category_id) WHERE status IN ('accepted', 'edited', 'added')
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# v6 -> v7 (issue 28, calibration per magnification): an image's own typical grain diameter
+# in pixels (the grain-size calibration of the objective it was taken with), set for the
+# image, its sample or a selection; NULL: the project's typical grain size (meta
+# ``grain_size_px``, "every image without its own") applies, if any.
+_V7 = """
+ALTER TABLE images ADD COLUMN grain_px REAL
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
