@@ -190,6 +190,7 @@ class ImageRecord:
     sha256: str | None = None
     planes: int = 1  # focal planes: > 1 for a focal stack (issue 19)
     plane_files: tuple[str, ...] | None = None  # a stack's plane files (stored like path), if not one file
+    grain_px: float | None = None  # its own typical grain diameter (px): grain-size calibration of its magnification
 
     @property
     def is_stack(self) -> bool:
@@ -197,7 +198,6 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-    grain_px: float | None = None  # its own typical grain diameter (px): grain-size calibration of its magnification
 class Annotation:
     id: int
     image_id: int
