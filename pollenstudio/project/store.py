@@ -458,6 +458,7 @@ class Project:
                 raise ProjectError(f"typical grain size must be a number of pixels, got {px!r}") from None
             if not (px == px and 2.0 <= px <= 20000.0):
                 raise ProjectError(f"typical grain size must be 2..20000 pixels, got {px}")
+        ids = None if image_ids is None else sorted({int(i) for i in image_ids})
         with self._tx() as conn:
             if ids is not None:
                 known = {r[0] for r in conn.execute("SELECT id FROM images")}
@@ -469,9 +470,9 @@ class Project:
                 conn.execute("DELETE FROM meta WHERE key = 'grain_size_px'")
             else:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('grain_size_px', ?)", (str(px),))
+        self._notify(ChangeEvent("images", "calibration", tuple(ids or ())))
 
     @property
-        self._notify(ChangeEvent("images", "calibration", tuple(ids or ())))
     def schema_version(self) -> int:
         return self._q("PRAGMA user_version").fetchone()[0]
 
