@@ -40,11 +40,21 @@ BUDGET_S = {"cpu": 600.0, "mps": 900.0, "cuda": 1800.0}  # detector training tim
 # seconds per training image per epoch at 640 px (training + validation share), measured on
 # this project's CPU (2 shared cores: 3 min for 16 images x 15 epochs) and scaled for the others
 SEC_PER_IMAGE_EPOCH_640 = {"cpu": 0.75, "mps": 0.12, "cuda": 0.02}
-# classifier stage: reading one reviewed image and embedding one grain (measured on this CPU:
-# 7-8 s for 20 images / 72 grains with two embedding passes, before they were merged into one)
-SEC_PER_IMAGE_READ = {"cpu": 0.1, "mps": 0.05, "cuda": 0.05}
-SEC_PER_GRAIN_EMBED = {"cpu": 0.015, "mps": 0.008, "cuda": 0.004}
-SEC_PER_VAL_IMAGE = {"cpu": 0.6, "mps": 0.15, "cuda": 0.05}  # 40 images: 14 s measured, 8 s without this term
+# What a run costs besides detector epochs, modelled on what it does (bench/classifier_stage_time.py,
+# CPU seconds on this project's CPU with one thread, i.e. the wall time of one free core; issue 28:
+# "about 3 s" was shown for a run that took 14 s, as the old model left out starting up, the
+# held-out images' detection (per 640 px pass: a slide-sized frame is many tiles) and naming of
+# every candidate box, and the comparison with the model in use that follows every run):
+START_S = {"cpu": 2.5, "mps": 2.5, "cuda": 3.0}  # importing torch, reading the project, loading the base
+CLASSIFIER_FIT_S = 1.0  # fitting the classifier twice (held-out split, then every grain) and its first import
+SEC_PER_MPX_READ = {"cpu": 0.01, "mps": 0.01, "cuda": 0.01}  # decoding a reviewed image, per megapixel
+SEC_PER_GRAIN_EMBED = {"cpu": 0.0075, "mps": 0.004, "cuda": 0.002}  # a reviewed grain's crop: detector features + hand
+SEC_PER_TILE_DETECT = {"cpu": 0.12, "mps": 0.04, "cuda": 0.015}  # one 640 px detector pass (unfused training form)
+SEC_PER_CANDIDATE_NAME = {"cpu": 0.009, "mps": 0.004, "cuda": 0.002}  # naming one candidate box (its embedding)
+# candidate boxes a held-out image gives down to conf 0.001 (measured 34-45 on a 640 px frame,
+# 97 on 6 tiles, 403 on 24): the classifier names each one
+CANDIDATES_FIRST_TILE, CANDIDATES_PER_TILE = 30, 15
+TILE_OVERLAP = 0.25  # engine.predict.DEFAULT_OVERLAP (not imported: that module loads torch)
 
 
 def _device_kind(device: str) -> str:
@@ -104,12 +114,25 @@ def format_duration(seconds: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def detector_passes(frame: tuple[int, int], imgsz: int = 640) -> int:
+    """640 px detector passes over one frame of ``frame`` = (width, height) px, as detection
+    runs it (``tiling.resolve_tile_size("auto")``: tiled at native resolution above twice the
+    model input, else one letterboxed pass)."""
+    from pollenstudio.engine.tiling import plan_tiles, resolve_tile_size
+
+    w, h = max(1, int(frame[0])), max(1, int(frame[1]))
+    tile = resolve_tile_size("auto", w, h, imgsz)
+    return len(plan_tiles(w, h, tile, int(round(tile * TILE_OVERLAP)))) if tile else 1
+
+
 def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", frame: tuple[int, int] = (640, 640),
-                has_detector: bool = True) -> Recipe:
+                has_detector: bool = True, val_images: int | None = None) -> Recipe:
     """The recipe for a project with ``images`` reviewed images and ``grains`` reviewed grains
     per taxon (unnamed grains under "pollen"/"unidentified" count as grains, not taxa), trained
     on ``device`` ("cpu", "cuda[:N]", "mps"), whose frames are ``frame`` = (width, height) px.
-    ``has_detector``: a base detector exists (without one the detector must be trained)."""
+    ``has_detector``: a base detector exists (without one the detector must be trained).
+    ``val_images``: images the split holds out (None: a fifth of them); the expected time
+    counts scoring them, and the comparison with the model in use on them."""
     dev = _device_kind(device)
     images = max(0, int(images))
     named = {t: int(n) for t, n in grains.items() if not is_unassigned_taxon(t) and int(n) > 0}
@@ -136,10 +159,18 @@ def auto_recipe(images: int, grains: Mapping[str, int], device: str = "cpu", fra
     mosaic = 1.0 if images >= 20 else 0.0
     lr0 = 0.001 if has_detector else 0.002
     epochs = 0
-    seconds = 1.5  # loading the model
-    if stage != "detector":  # embedding the reviewed grains once, then fitting (and validating) the classifier
-        seconds += SEC_PER_IMAGE_READ[dev] * images + SEC_PER_GRAIN_EMBED[dev] * sum(named.values())
-        seconds += SEC_PER_VAL_IMAGE[dev] * round(0.2 * images)  # detecting and naming the validation images
+    seconds = START_S[dev]
+    n_val = max(0, int(val_images)) if val_images is not None else (round(0.2 * images) if images >= 2 else 0)
+    passes = detector_passes(frame)
+    candidates = CANDIDATES_FIRST_TILE + CANDIDATES_PER_TILE * (passes - 1)
+    mpx = max(1, int(frame[0])) * max(1, int(frame[1])) / 1e6
+    if stage != "detector":  # embedding the reviewed grains once, then fitting the classifier
+        seconds += CLASSIFIER_FIT_S + SEC_PER_MPX_READ[dev] * mpx * images + SEC_PER_GRAIN_EMBED[dev] * sum(named.values())
+    if stage == "classifier":  # scoring it: detecting on the held-out images and naming every candidate
+        seconds += n_val * (passes * SEC_PER_TILE_DETECT[dev] + candidates * SEC_PER_CANDIDATE_NAME[dev])
+    # the comparison after the run: the model in use detects on the same images, and (a grain
+    # model in use, finding only) the new version detects and names again
+    seconds += n_val * (2 * passes * SEC_PER_TILE_DETECT[dev] + candidates * SEC_PER_CANDIDATE_NAME[dev])
     if stage in ("both", "detector"):
         n_train = max(1, round(images * 0.8))
         epochs = int(min(100, max(10, round(3000 / max(1, n_train)))))
@@ -182,5 +213,6 @@ def auto_plan(project, base=None, device: str = "auto"):
     grains = dict(plan.grains)
     if plan.unidentified:
         grains[GRAIN_CLASS] = grains.get(GRAIN_CLASS, 0) + plan.unidentified
-    recipe = auto_recipe(plan.images, grains, kind, plan.frame, has_detector=plan.base_classes is not None)
+    recipe = auto_recipe(plan.images, grains, kind, plan.frame, has_detector=plan.base_classes is not None,
+                         val_images=plan.val_images)
     return replace(plan, recipe=recipe)

@@ -609,6 +609,7 @@ class TrainPlan:
     base_classes: list[str] | None  # the base model's classes (None: from scratch)
     frame: tuple[int, int] = (640, 640)  # median reviewed frame (width, height)
     recipe: object = None  # engine.recipe.Recipe: what "Auto" chose (set by engine.recipe.auto_plan)
+    val_images: int | None = None  # reviewed images the split holds out for validation (the default fraction)
 
     def describe(self) -> str:
         from pollenstudio.core.types import GRAIN_CLASS as UNIDENTIFIED
@@ -655,7 +656,9 @@ def plan_training(project, base=None) -> TrainPlan:
     frame = (640, 640)
     if data.samples:
         frame = (int(np.median([s.width for s in data.samples])), int(np.median([s.height for s in data.samples])))
-    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame)
+    val_images = len(split_samples(data.samples, TrainConfig().val_fraction)[1])
+    return TrainPlan(list(data.class_names), counts, unidentified, len(data.samples), base_classes, frame,
+                     val_images=val_images)
 
 
 def _run_folder(project, run) -> Path | None:
