@@ -7,6 +7,7 @@ off its calibrated size is named there too."""
 import os
 from pathlib import Path
 
+from fixtures_models import tiny_model_path  # noqa: F401
 from PySide6.QtCore import Qt
 
 from pollenstudio.core.types import Box
@@ -128,3 +129,22 @@ def test_an_image_far_off_its_calibration_is_named_with_the_dialog_for_it(qtbot,
     dlgs = [d for d in window.findChildren(CalibrateDialog) if d.isVisible()]
     assert len(dlgs) == 1 and dlgs[0].image.id == last.id and dlgs[0].scope_image.isChecked()
     dlgs[0].reject()
+
+
+def test_a_real_detection_shows_the_note_and_hands_over_its_summary(qtbot, window_on_copy, template_project,
+                                                                    tiny_model_path, tmp_path):
+    """Through ModelController.detect, as the Detect action runs it: a model that records its
+    grain sizes on a project with no calibration."""
+    from pollenstudio.detector.checkpoint import load_checkpoint, save_checkpoint
+
+    model, cfg, _ = load_checkpoint(tiny_model_path)
+    ranged = save_checkpoint(tmp_path / "ranged.safetensors", model, cfg, {"grain_size_px": [45.0, 55.0]})
+    win = window_on_copy(template_project, ranged)
+    summaries = []
+    win.models.detectSummary.connect(summaries.append)
+    with qtbot.waitSignal(win.models.detectEnded, timeout=60000):
+        assert win.models.detect_which("image")
+    assert win.calibration_notice.isVisible() and "first step" in win.calibration_notice.text.text()
+    assert len(summaries) == 1 and summaries[0].calibration == "none" and summaries[0].done == 1
+    win.models.jobs.cancel_all()
+    win.close()
