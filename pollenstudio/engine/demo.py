@@ -61,6 +61,13 @@ def default_demo_dir() -> Path:
     return base / "PollenStudio" / "demo"
 
 
+def is_demo_project(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is the demo project (it holds our marker file). The app keeps the
+    demo's taxa out of the user's own taxon list: opening the demo gave its six taxa the
+    first digit keys of every later project."""
+    return (Path(folder) / MARKER).is_file()
+
+
 def _read_marker(folder: Path) -> dict | None:
     import json
 

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QElapsedTimer, QObject, QTimer, Signal
+from PySide6.QtCore import QElapsedTimer, QObject, QThreadPool, QTimer, Signal
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.types import (
@@ -93,6 +93,7 @@ class ReviewController(QObject):
         self.draw_taxon = "unidentified"
         self.show_rejected = False  # rejected boxes on the canvas (on demand, to find a wrong reject)
         self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
+        self.teaches_taxa = True  # the open project's taxa join the user's list (not the demo's)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
         self.stacks = None  # StackController: the view of a focal stack (set by gui.stack_view.install_stacks)
         self._anns: list[Annotation] = []
@@ -100,7 +101,12 @@ class ReviewController(QObject):
         self._project_counts: dict[int, int] | None = None  # last read (may lag an edit): confirmed + undecided
         self._project_confirmed: dict[int, int] = {}  # confirmed grains per taxon, same read
         self._unsubscribe = None
-        self.jobs = JobRunner(self)
+        # the review's own reads (taxon counts, queue page, image pixels) get threads of
+        # their own: on the shared pool they waited behind model loads (the similar-grains
+        # strip, an explanation) and the Taxa panel's counts lagged an action behind
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(2)
+        self.jobs = JobRunner(self, pool=self._pool)
         self._storeEvent.connect(self._on_store_event)
         # the queue is re-read once the reviewer pauses: at 300,000 annotations a re-read
         # costs ~100 ms, too much for every key press (the panel keeps following meanwhile)
@@ -127,6 +133,10 @@ class ReviewController(QObject):
     def _set_project(self, proj) -> None:
         self.close_project()
         self.project = proj
+        from pollenstudio.engine.demo import is_demo_project
+
+        # the demo's taxa never join the user's own list (they took its first digit keys)
+        self.teaches_taxa = not is_demo_project(proj.folder)
         self._learn_taxa()
         self._unsubscribe = proj.subscribe(self._storeEvent.emit)
         self._names = {}  # filled by image_rows (the list asks for them on open)
@@ -217,6 +227,12 @@ class ReviewController(QObject):
                 d = self.user_taxa.key_for(c.name)
                 if d is not None and d not in keys:
                     keys[d] = c.id
+            # taxa the user's list does not hold (the demo's: it does not teach the list)
+            # take the digits left free, in the project's order
+            free = [str(d) for d in range(1, 10) if str(d) not in keys]
+            for c in cats:
+                if free and not self.user_taxa.knows(c.name):
+                    keys[free.pop(0)] = c.id
             return keys
         keys = {c.hotkey: c.id for c in cats if c.hotkey}
         free = [str(d) for d in range(1, 10) if str(d) not in keys]
@@ -233,8 +249,26 @@ class ReviewController(QObject):
         return col or c.color
 
     def _learn_taxa(self) -> None:
-        if self.user_taxa is not None and self.project is not None:
+        """New taxa of the project join the user's taxon list (not the demo's), and the
+        project keeps the colours and keys the app shows (``_store_looks``)."""
+        if self.user_taxa is not None and self.project is not None and self.teaches_taxa:
             self.user_taxa.learn(self.project.categories())
+        self._store_looks()
+
+    def _store_looks(self) -> None:
+        """Write the colour and digit key each taxon has on screen into the project, so a
+        COCO export (app or command line) carries the app's colours and keys: the export
+        wrote the project's own palette and no key at all. Not undoable, no history entry
+        (what a taxon looks like is not a review decision); a read-only project keeps its own."""
+        p = self.project
+        if p is None or self.user_taxa is None:
+            return
+        keys = {cid: d for d, cid in self.hotkeys().items()}
+        looks = {c.id: (self.taxon_color(c), keys.get(c.id)) for c in self.categories()}
+        try:
+            p.set_category_looks(looks)
+        except PollenStudioError as exc:
+            log.info("taxon colours not stored in the project: %s", exc)
 
     def set_taxon_key(self, cid: int, digit: str) -> None:
         """Give a taxon the digit ``digit`` in the user's taxon list (every project)."""
@@ -246,6 +280,7 @@ class ReviewController(QObject):
         except ValueError as exc:
             self.errorRaised.emit("Key not set", str(exc))
             return
+        self._store_looks()
         self.categoriesChanged.emit()
         self.boxesChanged.emit()
 
@@ -262,12 +297,28 @@ class ReviewController(QObject):
             if a.status.is_object:
                 image_confirmed[a.category_id] = image_confirmed.get(a.category_id, 0) + 1
         by_id = {cid: d for d, cid in self.hotkeys().items()}
+        cats = self.categories()
+        # "pollen" (the grain model's class) and "unidentified" (a drawn box) both mean "a
+        # grain nobody named yet": one row, counted together, under the name boxes show
+        unnamed = [c for c in cats if is_unassigned_taxon(c.name)]
+        lead = self._unnamed_category(unnamed)
         rows = []
-        for c in self.categories():
+        for c in cats:
+            group = [c]
+            if c in unnamed:
+                if c is not lead:
+                    continue
+                group = unnamed
             shown = Category(c.id, c.name, self.taxon_color(c), by_id.get(c.id), c.parent_id)
-            rows.append(TaxonRow(shown, image_counts.get(c.id, 0), project_counts.get(c.id, 0),
-                                 image_confirmed.get(c.id, 0), self._project_confirmed.get(c.id, 0)))
+            rows.append(TaxonRow(shown, *(sum(d.get(g.id, 0) for g in group) for d in (
+                image_counts, project_counts, image_confirmed, self._project_confirmed))))
         return rows
+
+    @staticmethod
+    def _unnamed_category(unnamed: list[Category]) -> Category | None:
+        """Of a project's taxa that say "a grain, not named" the one a drawn box takes and
+        the Taxa panel shows: the grain model's "pollen" when there is one."""
+        return next((c for c in unnamed if c.name.strip().lower() != UNIDENTIFIED), unnamed[0] if unnamed else None)
 
     def refresh_project_counts(self) -> None:
         """Re-read the grains per taxon in the whole project: one GROUP BY over every
@@ -287,6 +338,30 @@ class ReviewController(QObject):
 
         self.jobs.submit("counts", category_counts_job, str(p.db_path), str(p.folder), on_done=done,
                          on_error=lambda msg: log.warning("taxon counts not read: %s", msg))
+
+    def _count_delta(self, before: list[Annotation], after: list[Annotation]) -> None:
+        """An edit on the image on screen only: move the project-wide counts by what
+        changed on it, at once (the full re-read follows once edits pause). A read begun
+        before this edit is dropped: it would bring back the counts of before."""
+        if self._project_counts is None:
+            return
+
+        def tally(anns):
+            total, confirmed = {}, {}
+            for a in anns:
+                if a.status is not AnnotationStatus.REJECTED:
+                    total[a.category_id] = total.get(a.category_id, 0) + 1
+                if a.status.is_object:
+                    confirmed[a.category_id] = confirmed.get(a.category_id, 0) + 1
+            return total, confirmed
+
+        (t0, c0), (t1, c1) = tally(before), tally(after)
+        counts, confirmed = dict(self._project_counts), dict(self._project_confirmed)
+        for d, old, new in ((counts, t0, t1), (confirmed, c0, c1)):
+            for cid in set(old) | set(new):
+                d[cid] = max(0, d.get(cid, 0) + new.get(cid, 0) - old.get(cid, 0))
+        self._project_counts, self._project_confirmed = counts, confirmed
+        self.jobs.cancel("counts")
 
     def refresh_queue(self) -> None:
         """Re-read the review queue page in a worker; ``queueReady`` delivers it."""
@@ -824,7 +899,9 @@ class ReviewController(QObject):
                 if use_last:
                     cid = self.last_category
                 else:
-                    c = p.category_by_name(UNIDENTIFIED)
+                    # the project's own "not named yet" taxon: "pollen" next to the grain
+                    # model's proposals (a second, "unidentified", listed the same grains twice)
+                    c = self._unnamed_category([c for c in p.categories() if is_unassigned_taxon(c.name)])
                     cid = c.id if c is not None else p.add_category(UNIDENTIFIED, color=UNIDENTIFIED_COLOR)
                 plane = self.stacks.plane_for_new_box(box) if self.stacks is not None else None
                 return p.add_annotation(iid, _tidy(box), cid, plane=plane), cid
@@ -837,7 +914,8 @@ class ReviewController(QObject):
             if use_last:
                 self.message.emit(f"{what}: {display_taxon(cats[cid].name)} (the last taxon used); 1-9 or T to change it")
             else:
-                self.message.emit(f"{what}: unidentified; press 1-9 or T to name its taxon")
+                self.message.emit(f"{what}: {display_taxon(self.project.category(cid).name)}; "
+                                  "press 1-9 or T to name its taxon")
 
     def undo(self) -> None:
         self._undo_redo(self.project.undo if self.project else None, "undo")
@@ -858,8 +936,21 @@ class ReviewController(QObject):
             sel = next(iter(ev.annotation_ids), None)
             self.show_image(ev.image_ids[0], select=sel)
 
-    def add_category(self, name: str) -> None:
-        self._edit(self.project.add_category, name)
+    def add_category(self, name: str) -> int | None:
+        """A new taxon (Taxa panel > Add, or a new name typed after T); returns its id."""
+        return self._edit(self.project.add_category, name) if self.project is not None else None
+
+    def add_and_assign(self, name: str) -> None:
+        """T, a name no taxon has, Enter: the taxon is made and the selected box takes it
+        (two undo steps: the taxon stays if the box's new name is undone)."""
+        if self._require_selection() is None:
+            return
+        existing = self.project.category_by_name(name.strip())
+        cid = existing.id if existing is not None else self.add_category(name)
+        if cid is not None:
+            if existing is None:
+                self.message.emit(f"New taxon {name.strip()}")
+            self.assign(cid)
 
     def rename_category(self, cid: int, name: str) -> None:
         if self.project is None:
@@ -868,6 +959,7 @@ class ReviewController(QObject):
         self._edit(self.project.rename_category, cid, name)
         if self.user_taxa is not None and self.project.category(cid).name == name:
             self.user_taxa.rename(old, name)
+            self._store_looks()
 
     def recolour_category(self, cid: int, colour: str) -> None:
         if self.user_taxa is not None and self.project is not None:
@@ -894,7 +986,9 @@ class ReviewController(QObject):
             self.image_id in ev.image_ids or ev.kind in ("categories", "import", "undo", "redo")
             or ev.category_ids or "taxon" in ev.label or "taxa" in ev.label
         ):
-            self._anns = p.annotations(self.image_id)
+            before, self._anns = self._anns, p.annotations(self.image_id)
+            if not taxa_changed and tuple(ev.image_ids) == (self.image_id,):
+                self._count_delta(before, self._anns)
             if self.selected is not None and self.selected_annotation() is None:
                 self.selected = None
             self.boxesChanged.emit()

@@ -834,9 +834,11 @@ class MainWindow(QMainWindow):
         if self.ctl.selected_annotation() is None:
             self.statusBar().showMessage("Select a box first", 4000)
             return
-        dlg = TaxonPicker([r.category for r in self.ctl.taxon_rows()], self)
+        dlg = TaxonPicker([r.category for r in self.ctl.taxon_rows()], self, allow_new=True)
         if dlg.exec() and dlg.chosen is not None:
             self.ctl.assign(dlg.chosen)
+        elif dlg.result() and dlg.new_name:  # a name no taxon has: made, and the box takes it
+            self.ctl.add_and_assign(dlg.new_name)
 
     def show_help(self) -> None:
         dlg = HelpDialog(self)

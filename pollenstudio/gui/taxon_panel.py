@@ -24,9 +24,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from pollenstudio.core.types import Category, display_taxon
+from pollenstudio.core.types import UNASSIGNED_TAXA, Category, display_taxon, is_unassigned_taxon
 
 CategoryIdRole = Qt.ItemDataRole.UserRole + 1
+SearchRole = Qt.ItemDataRole.UserRole + 2
+NewNameRole = Qt.ItemDataRole.UserRole + 3
 
 
 @dataclass(frozen=True)
@@ -172,23 +174,44 @@ class TaxonPanel(QWidget):
             self.mergeRequested.emit(c.id, dlg.chosen)
 
 
-class TaxonPicker(QDialog):
-    """Type to filter, arrows to move, Enter to pick: for projects with more than 9 taxa."""
+def _is_new(item: QListWidgetItem) -> bool:
+    return item.data(NewNameRole) is not None
 
-    def __init__(self, categories: list[Category], parent: QWidget | None = None, title: str = "Choose taxon"):
+
+class TaxonPicker(QDialog):
+    """Type to filter, arrows to move, Enter to pick: for projects with more than 9 taxa.
+    With ``allow_new`` a name no taxon has is offered as a new taxon (the last row; Enter
+    on it sets ``new_name``): T is also how a taxon is made during review."""
+
+    def __init__(self, categories: list[Category], parent: QWidget | None = None, title: str = "Choose taxon",
+                 allow_new: bool = False):
         super().__init__(parent)
         self.setWindowTitle(title)
         self.resize(320, 420)
         self.chosen: int | None = None
+        self.new_name: str | None = None
+        self.allow_new = allow_new
         self.search = QLineEdit(self)
-        self.search.setPlaceholderText("Type to search taxa")
+        self.search.setPlaceholderText("Type to search taxa, or a new name" if allow_new else "Type to search taxa")
         self.list = QListWidget(self)
+        self._names = set()
         for c in categories:
             it = QListWidgetItem(display_taxon(c.name) + (f"   [{c.hotkey}]" if c.hotkey else ""))
             it.setData(CategoryIdRole, c.id)
             it.setData(Qt.ItemDataRole.DecorationRole, QColor(c.color))
-            it.setData(Qt.ItemDataRole.UserRole + 2, c.name.lower())
+            # an unnamed grain's row is found by any of its names ("unidentified", "pollen")
+            words = {c.name.lower(), display_taxon(c.name).lower()}
+            if is_unassigned_taxon(c.name):
+                words |= set(UNASSIGNED_TAXA)
+                self._names |= set(UNASSIGNED_TAXA)
+            self._names.add(c.name.strip().lower())
+            it.setData(SearchRole, " | ".join(sorted(words)))
             self.list.addItem(it)
+        self.new_item = QListWidgetItem("")
+        self.new_item.setData(NewNameRole, True)
+        self.new_item.setForeground(QColor("#2a7ae2"))
+        self.list.addItem(self.new_item)
+        self.new_item.setHidden(True)
         lay = QVBoxLayout(self)
         lay.addWidget(self.search)
         lay.addWidget(self.list, 1)
@@ -206,14 +229,26 @@ class TaxonPicker(QDialog):
         first = None
         for i in range(self.list.count()):
             it = self.list.item(i)
-            name = it.data(Qt.ItemDataRole.UserRole + 2)
+            if _is_new(it):
+                continue
+            name = it.data(SearchRole)
             hide = bool(t) and t not in name
             it.setHidden(hide)
             if not hide and first is None:
                 first = i
+        # a name no taxon has: offered as a new taxon, below the partial matches
+        new = self.allow_new and bool(t) and t not in self._names
+        self.new_item.setHidden(not new)
+        if new:
+            self.new_item.setText(f"+ New taxon \u201c{text.strip()}\u201d")
+            self.new_item.setData(NewNameRole, text.strip())
         # prefix matches first: typing "bet" should land on Betula, not Alnus betulifolia
-        pref = [i for i in self._visible_rows() if self.list.item(i).data(Qt.ItemDataRole.UserRole + 2).startswith(t)]
+        pref = [i for i in self._visible_rows()
+                if not _is_new(self.list.item(i))
+                and any(w.startswith(t) for w in self.list.item(i).data(SearchRole).split(" | "))]
         row = pref[0] if pref else first
+        if row is None and new:
+            row = self.list.row(self.new_item)
         if row is not None:
             self.list.setCurrentRow(row)
 
@@ -231,6 +266,10 @@ class TaxonPicker(QDialog):
 
     def _accept_current(self) -> None:
         it = self.list.currentItem()
-        if it is not None and not it.isHidden():
+        if it is None or it.isHidden():
+            return
+        if _is_new(it):
+            self.new_name = str(it.data(NewNameRole))
+        else:
             self.chosen = int(it.data(CategoryIdRole))
-            self.accept()
+        self.accept()

@@ -3,8 +3,9 @@
 A taxon's digit key is its place among the user's first nine named taxa, and its colour is
 the one it had when the user first met it (or chose since), so Asteraceae is 4 / orange in
 every project, whatever order a model lists its classes in. New taxa join at the end the
-first time a project shows them. "Unidentified" / "pollen" (a grain not yet named) never
-take a key. Stored in QSettings (``taxa/list``) as JSON: ``[{"name": ..., "color": ...}]``.
+first time a project shows them (not the demo's: the window does not teach it the demo
+project's taxa, which then take the digits left free). "Unidentified" / "pollen" (a grain
+not yet named) never take a key. Stored in QSettings (``taxa/list``) as JSON: ``[{"name": ..., "color": ...}]``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class UserTaxa:
                     out[i["name"].lower()] = str(len(out) + 1)
             self._keys = out
         return self._keys
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is in the list (it then keeps its key and colour everywhere)."""
+        return self._index(name) is not None
 
     def key_for(self, name: str) -> str | None:
         return self.keys().get(name.strip().lower())

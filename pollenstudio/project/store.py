@@ -1181,6 +1181,32 @@ class Project:
                 self._clear_hotkey(hotkey)
             self._update_cat(category_id, hotkey=hotkey)
 
+    def set_category_looks(self, looks: Mapping[int, tuple[str, str | None]]) -> int:
+        """Colour (``"#rrggbb"``) and digit key (``"1"``-``"9"`` or None) per taxon id, as
+        an app shows them (its user's taxon list), so exports carry what people saw. Not a
+        review decision: not undoable, no history entry, no change event. Rows that already
+        match are not written; unknown ids and malformed values are skipped. Returns how
+        many taxa changed."""
+        want = {}
+        for cid, (color, hotkey) in looks.items():
+            ok_color = isinstance(color, str) and len(color) == 7 and color[0] == "#" and all(
+                ch in "0123456789abcdefABCDEF" for ch in color[1:])
+            ok_key = hotkey is None or (isinstance(hotkey, str) and len(hotkey) == 1 and hotkey in "123456789")
+            if ok_color and ok_key:
+                want[int(cid)] = (color.lower(), hotkey)
+        have = {r[0]: (r[1], r[2]) for r in self._q("SELECT id, color, hotkey FROM categories")}
+        todo = {cid: v for cid, v in want.items() if cid in have and have[cid] != v}
+        if not todo:
+            return 0
+        with self._tx() as conn:
+            keys = {v[1] for v in todo.values() if v[1] is not None}
+            if keys:  # a key moves: its old owner (not in this call) lets go of it first
+                conn.execute(f"UPDATE categories SET hotkey = NULL WHERE hotkey IN ({','.join('?' * len(keys))})",
+                             tuple(keys))
+            conn.executemany("UPDATE categories SET color = ?, hotkey = ? WHERE id = ?",
+                             [(c, k, cid) for cid, (c, k) in todo.items()])
+        return len(todo)
+
     def set_category_parent(self, category_id: int, parent_id: int | None) -> None:
         seen, up = set(), parent_id
         while up is not None and up not in seen:  # walk up: the new parent must not descend from it
