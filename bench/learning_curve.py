@@ -120,20 +120,50 @@ def fmt_ms(vals):
 
 # ---------------------------------------------------------------- split design (cached)
 class SplitLab:
-    """Embeddings cached per field so every (seed, order, k) costs a classifier fit."""
+    """Embeddings cached per field so every (seed, order, k) costs a classifier fit. The cached
+    vector holds every feature set side by side ([deep | hand | pollen | imagenet]); each
+    classifier reads its own columns (:func:`slice_features`)."""
 
-    def __init__(self, model, spec_all, device="cpu"):
+    def __init__(self, model, spec_all, device="cpu", networks=("pollen", "imagenet")):
         self.model, self.device = model, device
-        self.spec_all = spec_all  # deep+hand: the other feature sets are column slices
+        self.spec_all = spec_all  # deep+hand
+        self.nets = [n for n in networks if classify.embedder_file(n).is_file()]
+        COLUMNS.clear()
+        self.timings: dict[str, float] = {}
 
     def embed(self, img, boxes):
-        return classify.embed(self.model, img, boxes, self.spec_all, self.device)
+        t = time.perf_counter()
+        parts = [classify.embed(self.model, img, boxes, self.spec_all, self.device)]
+        self.timings["deep+hand"] = self.timings.get("deep+hand", 0.0) + time.perf_counter() - t
+        for n in self.nets:
+            t = time.perf_counter()
+            parts.append(classify.embed(None, img, boxes, classify.EmbedSpec(features=n), self.device))
+            self.timings[n] = self.timings.get(n, 0.0) + time.perf_counter() - t
+        if len(boxes) and not COLUMNS:
+            a = parts[0].shape[1]
+            COLUMNS.update({"deep": (0, a - classify.HAND_DIM), "hand": (a - classify.HAND_DIM, a), "deep+hand": (0, a)})
+            for n, e in zip(self.nets, parts[1:]):
+                COLUMNS[n] = (a, a + e.shape[1])
+                a += e.shape[1]
+        if not len(boxes):
+            return np.zeros((0, sum(b - a for a, b in (COLUMNS.get(k, (0, 0)) for k in ("deep+hand", *self.nets)))), np.float32)
+        return np.concatenate(parts, 1)
+
+    def features(self) -> list[str]:
+        return ["hand", "deep", "deep+hand"] + [f for n in self.nets for f in ((n, n + "+hand") if n == "pollen" else (n,))]
 
 
-def slice_features(E, features, spec_all):
-    if features == "deep+hand":
+COLUMNS: dict[str, tuple[int, int]] = {}
+
+
+def slice_features(E, features, spec_all=None):
+    if not len(E):
         return E
-    return E[:, :-classify.HAND_DIM] if features == "deep" else E[:, -classify.HAND_DIM:]
+    if features.endswith("+hand") and features != "deep+hand":
+        (a, b), (c, d) = COLUMNS[features[:-5]], COLUMNS["hand"]
+        return np.concatenate([E[:, a:b], E[:, c:d]], 1)
+    a, b = COLUMNS[features]
+    return E[:, a:b]
 
 
 def split_predict(clf, test_E, test_boxes, test_scores, features, spec_all):
@@ -153,7 +183,7 @@ def fit(E_list, y_list, taxa, features, kind, spec_all):
     y = np.concatenate([yy for yy in y_list if len(yy)])
     present = sorted(set(y.tolist()))
     spec = classify.EmbedSpec(features=features, crop=spec_all.crop, margin=spec_all.margin, turns=spec_all.turns,
-                              levels=spec_all.levels)
+                              levels=spec_all.levels) if features in ("deep", "hand", "deep+hand") else classify.EmbedSpec(features=features)
     clf = classify.TaxonClassifier.fit(E, [present.index(v) for v in y.tolist()], [taxa[i] for i in present], spec, kind)
     return clf, present
 
@@ -220,7 +250,10 @@ def main(argv=None) -> int:
     ap.add_argument("--restain", type=float, default=0.0,
                     help="chance a grain's stain is replaced (0: one lab's preparation keeps its stain)")
     ap.add_argument("--magnification", type=float, default=0.4,
-                    help="grains pasted at their crop's size times this (one lab, one magnification)")
+                    help="grains pasted at their crop's size times this (one lab, one magnification); "
+                         "0: random sizes 40-150 px")
+    ap.add_argument("--features", default=None, help="embedding of the split rows (default: engine.classify's)")
+    ap.add_argument("--kind", default=None, help="classifier of the split rows (default: engine.classify's)")
     ap.add_argument("--crop", type=int, default=classify.EmbedSpec().crop, help="embedding crop side (px)")
     ap.add_argument("--turns", type=int, default=classify.EmbedSpec().turns, help="quarter turns averaged in deep features")
     ap.add_argument("--levels", default=classify.EmbedSpec().levels, help="deep feature levels: neck, backbone, both")
@@ -244,7 +277,9 @@ def main(argv=None) -> int:
           + ", ".join(f"{t} {ncrops[t]}" for t in taxa))
     print(f"crops: {len(libs['train'].files)} for reviewed fields, {len(libs['test'].files)} for test fields (never shared); "
           f"held-out debris tiles {len(debris)}; torch threads {torch.get_num_threads()}")
-    cfg = CompositeConfig(grains_per_frame=(1, 7), restain=args.restain, density=(0.7, 1.3), magnification=args.magnification)
+    # --magnification 0: random grain sizes (40-150 px), the other lab setting
+    cfg = CompositeConfig(grains_per_frame=(1, 7), restain=args.restain, density=(0.7, 1.3), grain_size=(40.0, 150.0),
+                          magnification=args.magnification if args.magnification > 0 else None)
     print(f"fields: {cfg.to_dict()}")
     t0 = time.time()
     test = make_fields(args.test_fields, 900_000, libs["test"], cfg, debris)
@@ -281,6 +316,9 @@ def main(argv=None) -> int:
               f"(the ceiling of the split design's mAP); {sum(len(b) for b in test_boxes)} boxes >= 0.01 embedded "
               f"in {time.time() - t0:.0f} s")
         test_y = [c for *_, c in test]
+        n_emb = sum(len(b) for b in test_boxes) + n_test
+        print("embedding time per grain (this CPU, torch threads as above): "
+              + ", ".join(f"{k} {1000 * v / max(1, n_emb):.1f} ms" for k, v in lab.timings.items()))
 
         # per seed: a pool of candidate fields, their true grains' and proposals' embeddings
         pools = {}
@@ -341,7 +379,7 @@ def main(argv=None) -> int:
     if "embed" in args.rows:
         print("\nA. embedding x classifier (seed 0, random order): naming accuracy of the test fields' true grains / split-design mAP@.5")
         print(f"   {'embedding':10s} {'classifier':10s} " + " ".join(f"{'k=' + str(k):>13s}" for k in args.k))
-        for features in classify.FEATURES:
+        for features in lab.features():
             for kind in classify.KINDS:
                 runs = chosen_fields(args.seeds[0], "random", args.k, features, kind)
                 cells = []
@@ -359,7 +397,7 @@ def main(argv=None) -> int:
                 print(f"   {features:10s} {kind:10s} " + " ".join(f"{c:>13s}" for c in cells), flush=True)
 
     if "split" in args.rows:
-        feats, kind = classify.DEFAULT_FEATURES, classify.DEFAULT_KIND
+        feats, kind = args.features or classify.DEFAULT_FEATURES, args.kind or classify.DEFAULT_KIND
         print(f"\nB. split design: grain model + taxon classifier ({feats}, {kind}); seeds {args.seeds}; mean±std over seeds")
         results = {}
         for order in args.orders:
@@ -370,13 +408,17 @@ def main(argv=None) -> int:
                              for p in split_predict(clf, test_E, test_boxes, test_scores, feats, spec_all)]
                     m50, m5095, per = score(test_truths, preds, taxa)
                     grains = int(sum(len(pools[seed][1][i]["y"]) for i in picked))
-                    results[(order, k, seed)] = (m50, m5095, per, fit_s, grains)
-        print(f"   {'order':7s} {'k':>3s} {'grains':>6s} {'mAP@.5':>13s} {'mAP@.5:.95':>13s} {'retrain s':>10s}   per-taxon AP@.5 (mean)")
+                    hit = sum(int((classes_of(clf, present, clf.predict_proba(slice_features(E, feats))) == y).sum())
+                              for E, y in zip(true_E, test_y) if len(y))
+                    acc = hit / max(1, sum(len(y) for y in test_y))
+                    results[(order, k, seed)] = (m50, m5095, per, fit_s, grains, acc)
+        print(f"   {'order':7s} {'k':>3s} {'grains':>6s} {'named':>13s} {'mAP@.5':>13s} {'mAP@.5:.95':>13s} {'retrain s':>10s}   "
+              "per-taxon AP@.5 (mean); named = naming accuracy of the test fields' true grains")
         for order in args.orders:
             for k in args.k:
                 rs = [results[(order, k, s)] for s in args.seeds]
                 per = "  ".join(f"{t[:10]} {np.mean([r[2].get(t) or 0 for r in rs]):.2f}" for t in taxa)
-                print(f"   {order:7s} {k:3d} {np.mean([r[4] for r in rs]):6.0f} {fmt_ms([r[0] for r in rs]):>13s} "
+                print(f"   {order:7s} {k:3d} {np.mean([r[4] for r in rs]):6.0f} {fmt_ms([r[5] for r in rs]):>13s} {fmt_ms([r[0] for r in rs]):>13s} "
                       f"{fmt_ms([r[1] for r in rs]):>13s} {np.mean([r[3] for r in rs]):10.1f}   {per}", flush=True)
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="learning-curve-"))

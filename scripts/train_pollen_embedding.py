@@ -177,7 +177,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--epoch-steps", type=int, default=60)
     ap.add_argument("--minutes", type=float, default=60.0)
-    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--freeze-blocks", type=int, default=11,
+                    help="MBConv blocks kept frozen from the input (11: stages 1-5; the stem always)")
+    ap.add_argument("--warmup-steps", type=int, default=60, help="steps training only the projection and head")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -212,12 +215,13 @@ def main() -> int:
         model.backbone.load_state_dict(base.backbone.state_dict())
         head = torch.nn.Parameter(F.normalize(torch.randn(C, a.dim), dim=1))
         done = 0
-    frozen = [0, 1, 2]  # block indices of stages 1-2 (+ the stem below)
+    frozen = range(a.freeze_blocks)  # the early stages stay ImageNet's (generic edges and textures)
     for n, p in model.backbone.named_parameters():
         if n.startswith(("_conv_stem", "_bn0.")) or any(n.startswith(f"_blocks.{i}.") for i in frozen):
             p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": params, "lr": a.lr}, {"params": [head], "lr": a.lr * 10}], weight_decay=1e-4)
+    tuned = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+    proj = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    opt = torch.optim.AdamW([{"params": tuned, "lr": a.lr}, {"params": proj + [head], "lr": a.lr * 10}], weight_decay=1e-4)
     s_scale, margin = 16.0, 0.2
     rng = np.random.default_rng(a.seed + done)
     # class-balanced sampling: a taxon with 5 crops is seen as often as one with 60
@@ -236,6 +240,8 @@ def main() -> int:
             idx = np.array([by_class[c][rng.integers(len(by_class[c]))] for c in cls])
             xb = torch.from_numpy(np.stack([augment(X[i], rng, a.size) for i in idx])).permute(0, 3, 1, 2)
             yb = torch.from_numpy(y[idx])
+            for g in opt.param_groups[:1]:  # warm-up: the projection and head first, on fixed features
+                g["lr"] = 0.0 if done < a.warmup_steps else a.lr
             e = model(xb)
             cos = e @ F.normalize(head, dim=1).T
             logits = s_scale * (cos - margin * F.one_hot(yb, C))
@@ -248,8 +254,10 @@ def main() -> int:
         epoch += 1
         model.eval()
         fs = few_shot(embed_array(model, Xh, a.size), np.asarray(held.labels), ks=(1, 5), episodes=10)
+        pooled = few_shot(embed_array(model.backbone_only(), Xh, a.size), np.asarray(held.labels), ks=(1, 5), episodes=10)
         rec = {"epoch": epoch, "steps": done, "loss": round(float(np.mean(losses)), 4), "s": round(time.time() - te, 1),
-               "heldout_12way": {str(k): v[0] for k, v in fs.items()}}
+               "heldout_12way": {str(k): v[0] for k, v in fs.items()},
+               "heldout_12way_pooled": {str(k): v[0] for k, v in pooled.items()}}
         print(json.dumps(rec), flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()

@@ -174,6 +174,13 @@ class Detection:
     topk: tuple[tuple[str, float], ...] = ()  # (taxon, probability), best first
     level: int | None = None  # feature level (0=P3, 1=P4, 2=P5) that produced it
     plane: int | None = None  # focal plane (0-based) where the grain is sharpest, on a focal stack
+    withdrawn: bool = False  # the taxon classifier withdrew it: it looks like proposals reviewers rejected
+
+
+# ``author`` of a proposal the taxon classifier withdrew (stored as rejected, shown with R): not
+# a person's decision, so it never counts as one (review status, training's "not pollen"
+# examples) and the next detection replaces it like an undecided proposal
+WITHDRAWN_BY_MODEL = "model:withdrawn"
 
 
 @dataclass(frozen=True)

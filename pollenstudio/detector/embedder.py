@@ -52,6 +52,8 @@ class SameConv(nn.Conv2d):
         ih, iw = x.shape[-2:]
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
+        if sh == sw == 1:  # stride 1, odd kernel: "same" is symmetric, the convolution pads itself
+            return F.conv2d(x, self.weight, self.bias, 1, (kh // 2, kw // 2), self.dilation, self.groups)
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
         if ph or pw:
@@ -160,12 +162,49 @@ class GrainEmbedder(nn.Module):
     def dim(self) -> int:
         return self.cfg.dim or 1280
 
+    def backbone_only(self) -> "GrainEmbedder":
+        """The same network without its projection (the pooled 1280-d features), sharing weights."""
+        m = GrainEmbedder.__new__(GrainEmbedder)
+        nn.Module.__init__(m)
+        m.cfg = EmbedderConfig(self.cfg.size, 0, self.cfg.name)
+        m.backbone, m.proj = self.backbone, None
+        m.in_mean, m.in_std = self.in_mean, self.in_std
+        return m
+
     def forward(self, x):
         """x (B, 3, S, S) RGB in [0, 1] -> (B, dim) unit vectors."""
         f = self.backbone((x - self.in_mean) / self.in_std)
         if self.proj is not None:
             f = self.proj(f)
         return F.normalize(f, dim=1)
+
+
+def fuse_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode batch norm into the convolution before it (in place)."""
+    w = conv.weight
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    conv.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).detach())
+    b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = nn.Parameter(((b - bn.running_mean) * scale + bn.bias).detach())
+
+
+def deploy_embedder(model: GrainEmbedder) -> GrainEmbedder:
+    """An inference copy with every batch norm folded into its convolution (same outputs
+    within float rounding, fewer passes over memory)."""
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    bb = m.backbone
+    pairs = [(bb._conv_stem, "_bn0", bb), (bb._conv_head, "_bn1", bb)]
+    for blk in bb._blocks:
+        if blk.has_expand:
+            pairs.append((blk._expand_conv, "_bn0", blk))
+        pairs += [(blk._depthwise_conv, "_bn1", blk), (blk._project_conv, "_bn2", blk)]
+    with torch.no_grad():
+        for conv, name, owner in pairs:
+            fuse_bn(conv, getattr(owner, name))
+            setattr(owner, name, nn.Identity())
+    return m
 
 
 def save_embedder(path: str | os.PathLike, model: GrainEmbedder, meta: dict | None = None) -> Path:
@@ -217,3 +256,9 @@ def load_embedder(path: str | os.PathLike, device="cpu") -> tuple[GrainEmbedder,
         raise CheckpointError(f"{path.name}: the embedding model holds NaN or infinite weights")
     model.load_state_dict(tensors, strict=False)
     return model.to(device).eval(), meta
+
+
+def load_for_inference(path: str | os.PathLike, device="cpu") -> tuple[GrainEmbedder, dict]:
+    """:func:`load_embedder`, batch norms folded (:func:`deploy_embedder`)."""
+    model, meta = load_embedder(path, device)
+    return deploy_embedder(model).to(device), meta

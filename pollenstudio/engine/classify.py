@@ -14,7 +14,12 @@ Embedding of one grain (``EmbedSpec.features``):
 * ``hand``: cheap colour, size and texture figures of the crop (hue histogram weighted by
   saturation, optical density against the crop's own background, gradient texture, box
   size and elongation);
-* ``deep+hand``: both, each block standardised and weighted so it counts equally.
+* ``deep+hand``: both, each block standardised and weighted so it counts equally;
+* ``pollen``: the pollen grain embedding (``models/pollen-embed-lite0.safetensors``: an
+  ImageNet-pretrained EfficientNet-Lite0 fine-tuned to separate pollen taxa, see its card),
+  averaged over ``views`` symmetries of the crop (mirror, quarter turns); ``imagenet``: the
+  same network with its ImageNet weights only (for the bench, when built);
+  ``pollen+hand``: the embedding and the hand figures.
 
 Classifiers (``kind``): ``prototype`` (cosine to each taxon's mean embedding, softmax with a
 temperature) and ``logreg`` (multinomial logistic regression, L2-penalised, class-balanced,
@@ -35,15 +40,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from pollenstudio.core.errors import CheckpointError, PollenStudioError
-from pollenstudio.core.types import Box, Detection
+from pollenstudio.core.types import GRAIN_CLASS, Box, Detection
 
-FEATURES = ("deep", "hand", "deep+hand")
+FEATURES = ("deep", "hand", "deep+hand", "pollen", "pollen+hand", "imagenet")
+EMBEDDERS = {"pollen": "pollen-embed-lite0.safetensors", "imagenet": "effnet-lite0-imagenet.safetensors"}
 KINDS = ("prototype", "logreg")
 # chosen by bench/learning_curve.py --rows embed (see bench/results/learning_curve.txt)
 DEFAULT_FEATURES = "deep+hand"
 DEFAULT_KIND = "logreg"
 HAND_DIM = 52
 PREFIX = "taxa."  # tensor names inside the checkpoint's extra block
+# the class of rejected proposals (debris, diatoms, spores, bubbles): "rejections teach"
+NOT_POLLEN = "not pollen"
+UNKNOWN_QUANTILE = 0.05  # share of the reviewed grains the unknown-taxon threshold would flag
+MAX_EXEMPLARS = 4000
 FORMAT = "pollenstudio-taxon-classifier"
 
 
@@ -60,6 +70,8 @@ class EmbedSpec:
     margin: float = 0.25  # context around the box, share of its longer side
     turns: int = 1  # deep features averaged over this many quarter turns (1, 2 or 4): a grain has no "up"
     levels: str = "neck"  # deep features from the detector's "neck" (head inputs), "backbone" or "both"
+    views: int = 4  # embedding-network features averaged over this many symmetries (1, 2, 4, 8)
+    embedder: str = ""  # "<file name>@<sha256 prefix>" of the embedding network (filled in at fit)
 
     def __post_init__(self):
         if self.features not in FEATURES:
@@ -72,6 +84,16 @@ class EmbedSpec:
             raise ClassifierError(f"turns must be 1, 2 or 4, got {self.turns}")
         if self.levels not in ("neck", "backbone", "both"):
             raise ClassifierError(f"levels must be neck, backbone or both, got {self.levels!r}")
+        if self.views not in (1, 2, 4, 8):
+            raise ClassifierError(f"views must be 1, 2, 4 or 8, got {self.views}")
+
+    @property
+    def network(self) -> str | None:
+        """Which embedding network the features need ("pollen", "imagenet"), or None."""
+        for key in EMBEDDERS:
+            if self.features.startswith(key):
+                return key
+        return None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,6 +214,22 @@ def deep_features(model, crops: np.ndarray, device="cpu", batch: int = 32, turns
     return np.concatenate(parts).astype(np.float32)
 
 
+def tta_views(x, n: int):
+    """The first ``n`` (1, 2, 4 or 8) views of a batch ``(B, C, H, W)`` under the symmetries of
+    a square (a grain on a slide has no "up" and no "front"): identity, mirror, quarter turn,
+    quarter turn mirrored, half turn ... Averaging an embedding over them makes it (nearly)
+    independent of how the grain lies."""
+    import torch
+
+    if n not in (1, 2, 4, 8):
+        raise ClassifierError(f"views must be 1, 2, 4 or 8, got {n}")
+    out = []
+    for k in range(n):
+        v = torch.rot90(x, k // 2, dims=(2, 3))
+        out.append(torch.flip(v, dims=(3,)) if k % 2 else v)
+    return out
+
+
 def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.ndarray:
     """Embeddings (N, D) of the grains in ``boxes`` on ``img`` (any image PollenStudio reads:
     (H, W[, 3]) uint8/uint16, converted as the detector sees it)."""
@@ -201,18 +239,99 @@ def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.nd
     if len(boxes) == 0:
         return np.zeros((0, 0), np.float32)
     img = to_model_uint8(img, intensity_range(img))
-    crops = grain_crops(img, boxes, spec.crop, spec.margin)
     blocks = []
+    if spec.network is not None:
+        net = embedding_network(spec)
+        blocks.append(network_features(net, grain_crops(img, boxes, net.cfg.size, spec.margin), spec.views, device))
+    crops = grain_crops(img, boxes, spec.crop, spec.margin) if spec.features != spec.network else None
     if spec.features in ("deep", "deep+hand"):
         blocks.append(deep_features(model, crops, device, turns=spec.turns, levels=spec.levels))
-    if spec.features in ("hand", "deep+hand"):
+    if spec.features.endswith("hand"):
         blocks.append(hand_features(crops, boxes, spec.margin))
     return np.concatenate(blocks, 1)
 
 
+_NETS: dict = {}
+
+
+def embedder_file(key: str):
+    """The installed file of embedding network ``key`` ("pollen", "imagenet"). The ImageNet-only
+    network is not shipped (the app never uses it): scripts/convert_effnet_lite0.py builds it
+    into build/ for the benches."""
+    from pollenstudio.engine.paths import models_dir, repo_root
+
+    p = models_dir() / EMBEDDERS[key]
+    if not p.is_file() and key == "imagenet":
+        return repo_root() / "build" / EMBEDDERS[key]
+    return p
+
+
+def embedder_id(path) -> str:
+    """``<file name>@<first 12 hex of its sha256>``: what a classifier records of its network."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return f"{Path(path).name}@{h.hexdigest()[:12]}"
+
+
+def embedding_network(spec: EmbedSpec):
+    """The embedding network a spec names (loaded once per file and process). A classifier
+    that recorded another network than the installed one is refused in words: its taxa were
+    learnt in another feature space."""
+    from pollenstudio.detector.embedder import load_for_inference
+
+    path = embedder_file(spec.network)
+    if not path.is_file():
+        raise ClassifierError(f"the grain embedding network {path.name} is not installed in {path.parent}: "
+                              "reinstall PollenStudio's models folder, or retrain the version's classifier")
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _NETS:
+        ident = embedder_id(path)
+        net, _ = load_for_inference(path)
+        _NETS.clear()
+        _NETS[key] = (ident, net)
+    ident, net = _NETS[key]
+    if spec.embedder and spec.embedder != ident:
+        raise ClassifierError(f"this taxon classifier was fitted on the embedding {spec.embedder}, but {ident} is "
+                              "installed: retrain the classifier (Train > classifier) to name grains again")
+    return net
+
+
+def network_features(net, crops: np.ndarray, views: int = 4, device="cpu", batch: int = 32) -> np.ndarray:
+    """(N, dim) unit-length embeddings of crops ``(N, S, S, 3)`` uint8 RGB, averaged over
+    ``views`` symmetries of each crop (:func:`tta_views`)."""
+    import torch
+
+    if not len(crops):
+        return np.zeros((0, net.dim), np.float32)
+    net = net.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for k in range(0, len(crops), batch):
+            x = torch.from_numpy(np.ascontiguousarray(crops[k:k + batch])).permute(0, 3, 1, 2).to(device).float().div_(255.0)
+            acc = sum(net(v) for v in tta_views(x, views))
+            out.append(torch.nn.functional.normalize(acc, dim=1).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def with_embedder(spec: EmbedSpec) -> EmbedSpec:
+    """The spec with the installed embedding network's identity recorded (fit time)."""
+    from dataclasses import replace
+
+    if spec.network is None or spec.embedder:
+        return spec
+    embedding_network(spec)
+    return replace(spec, embedder=embedder_id(embedder_file(spec.network)))
+
+
 def feature_blocks(spec: EmbedSpec, dim: int) -> list[tuple[int, int]]:
     """Column ranges of the embedding's blocks (each weighted to count equally)."""
-    if spec.features == "deep+hand":
+    if spec.features in ("deep+hand", "pollen+hand"):
         return [(0, dim - HAND_DIM), (dim - HAND_DIM, dim)]
     return [(0, dim)]
 
@@ -226,7 +345,9 @@ class TaxonClassifier:
     """
 
     def __init__(self, class_names: Sequence[str], kind: str, spec: EmbedSpec, mean: np.ndarray, scale: np.ndarray,
-                 weight: np.ndarray, bias: np.ndarray, temperature: float = 1.0, counts: Sequence[int] | None = None):
+                 weight: np.ndarray, bias: np.ndarray, temperature: float = 1.0, counts: Sequence[int] | None = None,
+                 exemplars: np.ndarray | None = None, exemplar_labels: Sequence[int] | None = None,
+                 exemplar_ids: Sequence[int] | None = None, unknown_below: float | None = None):
         if kind not in KINDS:
             raise ClassifierError(f"unknown classifier {kind!r}; use {', '.join(KINDS)}")
         self.class_names = list(class_names)
@@ -237,19 +358,98 @@ class TaxonClassifier:
         self.counts = list(counts) if counts is not None else [0] * len(self.class_names)
         if self.weight.shape != (len(self.class_names), len(self.mean)) or self.bias.shape != (len(self.class_names),):
             raise ClassifierError("the taxon classifier's weights do not match its taxa and embedding size")
+        # the reviewed grains it learnt from (unit vectors in its standardised space): the
+        # "unknown taxon" test and the review panel's most similar reviewed grains
+        D = len(self.mean)
+        self.exemplars = np.zeros((0, D), np.float32) if exemplars is None else np.asarray(exemplars, np.float32).reshape(-1, D)
+        self.exemplar_labels = np.asarray(exemplar_labels if exemplar_labels is not None else [], np.int64).reshape(-1)
+        self.exemplar_ids = np.asarray(exemplar_ids if exemplar_ids is not None else [-1] * len(self.exemplars),
+                                       np.int64).reshape(-1)
+        if not (len(self.exemplars) == len(self.exemplar_labels) == len(self.exemplar_ids)):
+            raise ClassifierError("the taxon classifier's reviewed grains do not match their labels")
+        self.unknown_below = None if unknown_below is None else float(unknown_below)
 
     # -- fitting ---------------------------------------------------------------------
     @classmethod
     def fit(cls, embeddings: np.ndarray, labels: Sequence[int], class_names: Sequence[str], spec: EmbedSpec,
-            kind: str = DEFAULT_KIND, l2: float = 1.0, temperature: float = 10.0) -> "TaxonClassifier":
+            kind: str = DEFAULT_KIND, l2: float = 1.0, temperature: float = 10.0, ids: Sequence[int] | None = None,
+            unknown_quantile: float = UNKNOWN_QUANTILE) -> "TaxonClassifier":
         """``labels[i]`` indexes ``class_names``; labels < 0 (unnamed grains) are ignored.
-        Every taxon needs at least one grain; one taxon alone names every grain so."""
-        import torch
-
+        Every taxon needs at least one grain; one taxon alone names every grain so. ``ids``:
+        the grains' annotation ids (kept with the exemplars, for the review panel).
+        ``class_names`` may end with :data:`NOT_POLLEN` (rejected proposals): it is a class like
+        the others but never an "unknown taxon" reference."""
         E = np.asarray(embeddings, np.float32)
         y = np.asarray(labels, np.int64)
+        ids_all = np.asarray(ids if ids is not None else [-1] * len(y), np.int64)
         keep = y >= 0
-        E, y = E[keep], y[keep]
+        E, y, ids_all = E[keep], y[keep], ids_all[keep]
+        clf = cls._fit_weights(E, y, class_names, spec, kind, l2, temperature)
+        clf._set_exemplars(E, y, ids_all, unknown_quantile)
+        return clf
+
+    def _set_exemplars(self, E: np.ndarray, y: np.ndarray, ids: np.ndarray, quantile: float) -> None:
+        """Keep the reviewed grains (at most MAX_EXEMPLARS, spread over taxa) and calibrate the
+        unknown-taxon threshold on them: for each grain of a taxon with two or more, its
+        similarity to the nearest *other* grain of that taxon (leave one out); the threshold is
+        the ``quantile`` of those, so about that share of known grains would be flagged."""
+        rng = np.random.default_rng(0)
+        order = rng.permutation(len(y))[:MAX_EXEMPLARS]
+        order.sort()
+        Zn = self.unit(E[order])
+        self.exemplars, self.exemplar_labels, self.exemplar_ids = Zn, y[order], ids[order]
+        nn_same = []
+        real = self.real_taxa()
+        for c in real:
+            idx = np.nonzero(self.exemplar_labels == c)[0]
+            if len(idx) < 2:
+                continue
+            S = Zn[idx] @ Zn[idx].T
+            np.fill_diagonal(S, -np.inf)
+            nn_same.extend(S.max(1).tolist())
+        self.unknown_below = float(np.quantile(nn_same, quantile)) if len(nn_same) >= 6 else None
+
+    def real_taxa(self) -> list[int]:
+        """Class indices that are taxa (not the "not pollen" class)."""
+        return [i for i, n in enumerate(self.class_names) if n != NOT_POLLEN]
+
+    def unit(self, E: np.ndarray) -> np.ndarray:
+        """Embeddings in the classifier's standardised space, scaled to unit length."""
+        Z = (np.asarray(E, np.float32).reshape(-1, len(self.mean)) - self.mean) * self.scale
+        return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-6)
+
+    def similarity(self, E: np.ndarray) -> np.ndarray:
+        """(N,) cosine similarity of each embedding to its nearest reviewed grain of a taxon
+        (not "not pollen"); 1.0 when no grain is kept."""
+        mask = np.isin(self.exemplar_labels, self.real_taxa())
+        if not mask.any():
+            return np.ones(len(np.asarray(E).reshape(-1, len(self.mean))), np.float32)
+        return (self.unit(E) @ self.exemplars[mask].T).max(1)
+
+    def is_unknown(self, E: np.ndarray) -> np.ndarray:
+        """(N,) True where a grain is farther from every reviewed grain than the calibrated
+        threshold: probably a taxon the project has not reviewed."""
+        n = len(np.asarray(E).reshape(-1, len(self.mean)))
+        if self.unknown_below is None:
+            return np.zeros(n, bool)
+        return self.similarity(E) < self.unknown_below
+
+    def nearest(self, E: np.ndarray, k: int = 8) -> list[list[tuple[int, str, float]]]:
+        """Per embedding, the ``k`` most similar reviewed grains: (annotation id or -1, taxon,
+        cosine similarity), most similar first (the review panel's reference strip)."""
+        if not len(self.exemplars):
+            return [[] for _ in range(len(np.asarray(E).reshape(-1, len(self.mean))))]
+        S = self.unit(E) @ self.exemplars.T
+        out = []
+        for row in S:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append([(int(self.exemplar_ids[j]), self.class_names[int(self.exemplar_labels[j])], float(row[j])) for j in top])
+        return out
+
+    @classmethod
+    def _fit_weights(cls, E, y, class_names, spec, kind, l2, temperature) -> "TaxonClassifier":
+        import torch
+
         C = len(class_names)
         if C == 0 or len(y) == 0:
             raise ClassifierError("no named grain to learn taxa from: name some reviewed grains first")
@@ -312,14 +512,28 @@ class TaxonClassifier:
         if not dets:
             return []
         boxes = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets], np.float64)
-        P = self.predict_proba(embed(model, img, boxes, self.spec, device))
+        E = embed(model, img, boxes, self.spec, device)
+        P = self.predict_proba(E)
+        unknown = self.is_unknown(E)
         out = []
         k = min(topk, len(self.class_names))
-        for d, p in zip(dets, P):
+        for d, p, unk in zip(dets, P, unknown):
             top = np.argsort(-p, kind="stable")[:k]
             c = int(top[0])
-            out.append(Detection(box=Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), class_index=c, label=self.class_names[c],
-                                 score=d.score, topk=tuple((self.class_names[int(j)], float(p[j])) for j in top), level=d.level))
+            alts = tuple((self.class_names[int(j)], float(p[j])) for j in top)
+            name = self.class_names[c]
+            if name == NOT_POLLEN:
+                # withdrawn: it looks like what the reviewers rejected (kept, as rejected by the model)
+                out.append(Detection(box=Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), class_index=c, label=name,
+                                     score=d.score, topk=alts, level=d.level, plane=d.plane, withdrawn=True))
+                continue
+            if unk:
+                # far from every reviewed grain: a taxon outside the project's list, not forced
+                # into the nearest one; the nearest taxa stay as suggestions
+                c, name = -1, GRAIN_CLASS
+            out.append(Detection(box=Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), class_index=c, label=name,
+                                 score=d.score, topk=tuple(a for a in alts if a[0] != NOT_POLLEN), level=d.level,
+                                 plane=d.plane))
         return out
 
     # -- storage -------------------------------------------------------------------------
@@ -329,8 +543,12 @@ class TaxonClassifier:
 
         tensors = {PREFIX + k: torch.from_numpy(np.ascontiguousarray(v, np.float32))
                    for k, v in (("mean", self.mean), ("scale", self.scale), ("weight", self.weight), ("bias", self.bias))}
-        desc = {"format": FORMAT, "format_version": 1, "class_names": self.class_names, "kind": self.kind,
-                "spec": self.spec.to_dict(), "temperature": self.temperature, "counts": self.counts}
+        tensors[PREFIX + "exemplars"] = torch.from_numpy(np.ascontiguousarray(self.exemplars, np.float16))
+        tensors[PREFIX + "exemplar_labels"] = torch.from_numpy(np.ascontiguousarray(self.exemplar_labels, np.int64))
+        tensors[PREFIX + "exemplar_ids"] = torch.from_numpy(np.ascontiguousarray(self.exemplar_ids, np.int64))
+        desc = {"format": FORMAT, "format_version": 2, "class_names": self.class_names, "kind": self.kind,
+                "spec": self.spec.to_dict(), "temperature": self.temperature, "counts": self.counts,
+                "unknown_below": self.unknown_below}
         return tensors, {"taxa": desc}
 
     @classmethod
@@ -339,14 +557,21 @@ class TaxonClassifier:
         if desc is None:
             return None
         try:
-            if desc.get("format") != FORMAT or int(desc.get("format_version", 0)) != 1:
+            if desc.get("format") != FORMAT or int(desc.get("format_version", 0)) not in (1, 2):
                 raise ValueError(f"format {desc.get('format')!r} version {desc.get('format_version')!r}")
             arr = {k: tensors[PREFIX + k].float().numpy() for k in ("mean", "scale", "weight", "bias")}
+            ex = {k: tensors[PREFIX + k].numpy() for k in ("exemplars", "exemplar_labels", "exemplar_ids")
+                  if PREFIX + k in tensors}
+            unk = desc.get("unknown_below")
             clf = cls(desc["class_names"], desc["kind"], EmbedSpec(**desc["spec"]), arr["mean"], arr["scale"],
-                      arr["weight"], arr["bias"], float(desc.get("temperature", 1.0)), desc.get("counts"))
+                      arr["weight"], arr["bias"], float(desc.get("temperature", 1.0)), desc.get("counts"),
+                      ex["exemplars"].astype(np.float32) if "exemplars" in ex else None, ex.get("exemplar_labels"),
+                      ex.get("exemplar_ids"), None if unk is None else float(unk))
+            if len(clf.exemplar_labels) and not ((0 <= clf.exemplar_labels) & (clf.exemplar_labels < len(clf.class_names))).all():
+                raise ValueError("a reviewed grain names a taxon the classifier does not have")
         except (KeyError, TypeError, ValueError, ClassifierError) as e:
             raise CheckpointError(f"{source}: its taxon classifier is damaged ({e})") from e
-        if not all(np.isfinite(a).all() for a in (clf.mean, clf.scale, clf.weight, clf.bias)):
+        if not all(np.isfinite(a).all() for a in (clf.mean, clf.scale, clf.weight, clf.bias, clf.exemplars)):
             raise CheckpointError(f"{source}: its taxon classifier holds NaN or infinite values")
         return clf
 
@@ -361,41 +586,50 @@ def load_classifier(path) -> TaxonClassifier | None:
     return TaxonClassifier.from_extra(tensors, extra, Path(path).name)
 
 
-def embed_items(model, items, spec: EmbedSpec | None = None, device="cpu", progress=None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per item (image array or path, boxes (N, 4), classes (N,)): (embeddings of its named
-    grains, their classes); unnamed grains (class < 0) are skipped, an item without named
-    grains gives empty arrays. Embed once, fit many times (validation split, then all)."""
+def embed_items(model, items, spec: EmbedSpec | None = None, device="cpu", progress=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per item (image array or path, boxes (N, 4), classes (N,)[, annotation ids (N,)]):
+    (embeddings of its named grains, their classes, their annotation ids or -1); unnamed
+    grains (class < 0) are skipped, an item without named grains gives empty arrays. Embed
+    once, fit many times (validation split, then all)."""
     from pollenstudio.core.imageio import read_image
 
-    spec = spec or EmbedSpec()
+    spec = with_embedder(spec or EmbedSpec())
     out = []
     items = list(items)
-    for i, (src, boxes, classes) in enumerate(items):
+    for i, item in enumerate(items):
+        src, boxes, classes = item[:3]
         if progress is not None:
             progress.check()
             progress.update(i, len(items), "embedding reviewed grains")
         classes = np.asarray(classes, np.int64).reshape(-1)
+        ids = np.asarray(item[3] if len(item) > 3 and item[3] is not None and len(item[3]) == len(classes)
+                         else [-1] * len(classes), np.int64)
         named = classes >= 0
         if not named.any():
-            out.append((np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+            out.append((np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)))
             continue
-        img = read_image(src) if not isinstance(src, np.ndarray) else src
-        out.append((embed(model, img, np.asarray(boxes).reshape(-1, 4)[named], spec, device), classes[named]))
+        img = src() if callable(src) else (read_image(src) if not isinstance(src, np.ndarray) else src)
+        out.append((embed(model, img, np.asarray(boxes).reshape(-1, 4)[named], spec, device), classes[named], ids[named]))
     return out
 
 
 def fit_embedded(embedded, class_names: Sequence[str], spec: EmbedSpec | None = None, kind: str = DEFAULT_KIND) -> TaxonClassifier:
     """A classifier from :func:`embed_items`' output; taxa without a named grain are dropped
-    (it names only what it was shown)."""
-    parts = [(E, y) for E, y in embedded if len(y)]
+    (it names only what it was shown). A "not pollen" class (:data:`NOT_POLLEN`, rejected
+    proposals) is kept only beside at least one taxon."""
+    parts = [e for e in embedded if len(e[1])]
     if not parts:
         raise ClassifierError("no named grain to learn taxa from: name some reviewed grains first")
-    E = np.concatenate([e for e, _ in parts])
-    y = np.concatenate([t for _, t in parts])
+    E = np.concatenate([e[0] for e in parts])
+    y = np.concatenate([e[1] for e in parts])
+    ids = np.concatenate([e[2] if len(e) > 2 else np.full(len(e[1]), -1, np.int64) for e in parts])
     present = sorted(set(y.tolist()))
+    if all(class_names[c] == NOT_POLLEN for c in present):
+        raise ClassifierError("no named grain to learn taxa from (only rejected proposals): name some reviewed grains first")
     remap = {c: j for j, c in enumerate(present)}
     names = [class_names[c] for c in present]
-    return TaxonClassifier.fit(E, [remap[c] for c in y.tolist()], names, spec or EmbedSpec(), kind)
+    return TaxonClassifier.fit(E, [remap[c] for c in y.tolist()], names, with_embedder(spec or EmbedSpec()), kind,
+                               ids=ids)
 
 
 def train_classifier(model, items, class_names: Sequence[str], spec: EmbedSpec | None = None, kind: str = DEFAULT_KIND,
@@ -403,5 +637,5 @@ def train_classifier(model, items, class_names: Sequence[str], spec: EmbedSpec |
     """Fit a classifier on reviewed grains. ``items``: (image array or path, boxes (N, 4),
     classes (N,) indexing ``class_names``; < 0 ignored). Taxa without a named grain are
     dropped from the classifier (it names only what it was shown)."""
-    spec = spec or EmbedSpec()
+    spec = with_embedder(spec or EmbedSpec())
     return fit_embedded(embed_items(model, items, spec, device, progress), class_names, spec, kind)

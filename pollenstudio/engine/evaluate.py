@@ -345,7 +345,9 @@ def predict_samples(model, model_cfg, paths: list[str], device="cpu", batch: int
             from pollenstudio.core.errors import ImageReadError
 
             raise ImageReadError(res.error)
-        d = res.detections
+        # a grain the taxon classifier left unnamed (unknown taxon) or withdrew ("not pollen")
+        # names no class: it is scored as no detection
+        d = [x for x in res.detections if x.class_index >= 0 and not x.withdrawn]
         out.append(
             ImagePreds(
                 np.array([x.box.xyxy() for x in d], np.float64).reshape(-1, 4),

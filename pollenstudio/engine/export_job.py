@@ -64,7 +64,7 @@ def evaluate_runtime(model_path, runtime: str, model, cfg, samples, class_names,
     remap = np.array([names.index(n) for n in cfg.class_names], np.int64)
     preds = []
     for res in pred.iter_predict([s.path for s in samples]):
-        d = res.detections
+        d = [x for x in res.detections if x.class_index >= 0 and not x.withdrawn]  # named grains only
         cls = np.array([x.class_index for x in d], np.int64)
         preds.append(ImagePreds(np.array([x.box.xyxy() for x in d], np.float64).reshape(-1, 4),
                                 np.array([x.score for x in d], np.float64), remap[cls] if len(cls) else cls))

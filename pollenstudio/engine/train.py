@@ -876,7 +876,8 @@ def train_project(
         summary["grain_size_px"] = grain_px
         extra = None
         if stage == "both":
-            clf = _fit_classifier(model, named_data.samples, named_data.class_names, device, progress)
+            names, items = _classifier_items(project, named_data)  # rejections teach "not pollen" here too
+            clf = _fit_classifier(model, items, names, device, progress)
             extra = clf.to_extra()
             summary["classifier"] = {"taxa": clf.class_names, "kind": clf.kind, "features": clf.spec.features}
         save_checkpoint(weights, model, mcfg, {"parent_id": parent_id, "run_id": run_id, "project": project.name,
@@ -911,12 +912,12 @@ def _as_grain_data(data: DetectionData) -> DetectionData:
     return DetectionData(samples, [GRAIN_CLASS], [None])
 
 
-def _fit_classifier(model, samples, class_names, device=None, progress=None):
+def _fit_classifier(model, items, class_names, device=None, progress=None):
+    """A taxon classifier on ``items`` (:func:`_classifier_items`)."""
     from pollenstudio.engine.classify import train_classifier
 
     dev = device if device is not None else "cpu"
-    return train_classifier(model.to(dev).eval(), [(s.path, s.boxes, s.classes) for s in samples], class_names,
-                            device=dev, progress=progress)
+    return train_classifier(model.to(dev).eval(), items, class_names, device=dev, progress=progress)
 
 
 def _score_classifier(model, mcfg, meta, clf, val, device, class_names) -> dict:
@@ -935,10 +936,49 @@ def _score_classifier(model, mcfg, meta, clf, val, device, class_names) -> dict:
         # grains of taxa the classifier never saw (or unnamed ones) cannot be scored by name
         keep = np.array([0 <= c for c in s.classes], bool).reshape(-1)
         truths.append(ImageTruth(boxes=s.boxes[keep], classes=s.classes[keep], width=s.width, height=s.height))
-        b = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in r.detections], np.float64).reshape(-1, 4)
-        preds.append(ImagePreds(boxes=b, scores=np.array([d.score for d in r.detections]),
-                                classes=np.array([index[d.label] for d in r.detections], np.int64)))
+        # a grain flagged as an unknown taxon or withdrawn as "not pollen" names no taxon: a miss
+        named = [d for d in r.detections if d.label in index and not d.withdrawn]
+        b = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in named], np.float64).reshape(-1, 4)
+        preds.append(ImagePreds(boxes=b, scores=np.array([d.score for d in named]),
+                                classes=np.array([index[d.label] for d in named], np.int64)))
     return evaluate_detections(truths, preds, list(class_names)).to_dict()
+
+
+MIN_REJECTED = 5  # rejected proposals needed before the classifier learns a "not pollen" class
+
+
+def _classifier_items(project, data: DetectionData):
+    """(class names, items) for the taxon classifier: each reviewed image's grains with their
+    annotation ids, plus the proposals a person rejected there as :data:`NOT_POLLEN` (when
+    there are at least MIN_REJECTED of them; proposals the classifier itself withdrew never
+    count)."""
+    from pollenstudio.core.types import WITHDRAWN_BY_MODEL, AnnotationStatus
+    from pollenstudio.engine.classify import NOT_POLLEN
+
+    rejected = {}
+    for s in data.samples:
+        if s.image_id is None or s.is_stack:
+            continue
+        boxes = [(a.id, a.box) for a in project.annotations(s.image_id)
+                 if a.status is AnnotationStatus.REJECTED and a.author != WITHDRAWN_BY_MODEL]
+        if boxes:
+            rejected[s.image_id] = boxes
+    names = list(data.class_names)
+    n_rej = sum(len(v) for v in rejected.values())
+    items = []
+    if n_rej >= MIN_REJECTED:
+        names.append(NOT_POLLEN)
+    for s in data.samples:
+        ids = list(s.annotation_ids) if len(s.annotation_ids) == len(s.classes) else [-1] * len(s.classes)
+        src = s.eval_source()
+        if n_rej >= MIN_REJECTED and s.image_id in rejected:
+            rb = np.array([[b.x1, b.y1, b.x2, b.y2] for _, b in rejected[s.image_id]], np.float32)
+            items.append((src, np.concatenate([np.asarray(s.boxes, np.float32).reshape(-1, 4), rb]),
+                          np.concatenate([s.classes, np.full(len(rb), len(names) - 1, np.int64)]),
+                          ids + [i for i, _ in rejected[s.image_id]]))
+        else:
+            items.append((src, s.boxes, s.classes, ids))
+    return names, items
 
 
 def _check_named_grains(data: DetectionData) -> None:
@@ -997,20 +1037,20 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
         from pollenstudio.engine.classify import embed_items, fit_embedded
 
         model.to(dev).eval()
-        embedded = embed_items(model, [(s.path, s.boxes, s.classes) for s in data.samples], device=dev, progress=progress)
-        # like a detector version, the stored classifier never saw its validation images, so
-        # any later scoring on them (eval, the comparison, a continuous retrain) is fair;
-        # with no validation split, or no named grain outside it, it learns from every image
-        clf = None
+        # rejected proposals (debris, diatoms, spores, bubbles) teach "not pollen"
+        names, items = _classifier_items(project, data)
+        embedded = embed_items(model, items, device=dev, progress=progress)
+        # scored on a held-out split (a classifier fitted without those images), then refitted
+        # on every reviewed grain: a few-shot classifier cannot spare a quarter of a small
+        # project's grains. The stored metrics are the held-out ones; later scoring of the
+        # version on those images (eval, the comparison) sees grains its classifier learnt from.
         if train_s and val_s:
             try:
-                clf = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], data.class_names)
-                metrics = _score_classifier(model, mcfg, meta, clf, val_s, dev, data.class_names)
+                held = fit_embedded([e for s, e in zip(data.samples, embedded) if id(s) not in val_ids], names)
+                metrics = _score_classifier(model, mcfg, meta, held, val_s, dev, data.class_names)
             except ClassifierError:
-                clf, metrics = None, {}
-        if clf is None:
-            clf = fit_embedded(embedded, data.class_names)
-            train_s, val_s = list(data.samples), []
+                metrics = {}
+        clf = fit_embedded(embedded, names)
     except (Cancelled, KeyboardInterrupt):
         project.finish_run(run_id, "cancelled", {})
         raise
@@ -1030,7 +1070,9 @@ def _train_classifier_only(project, cfg: TrainConfig, base, activate, progress, 
                "val_image_ids": [s.image_id for s in val_s], "grains": data.n_objects, "run_id": run_id,
                "classifier": {"taxa": clf.class_names, "kind": clf.kind, "features": clf.spec.features,
                               "grains": dict(zip(clf.class_names, clf.counts)),
-                              "fitted_on": "training split" if val_s else "every reviewed image"},
+                              "fitted_on": "every reviewed image" + (" (scored first on a held-out split fitted without it)"
+                                                                     if metrics else ""),
+                              "unknown_below": clf.unknown_below},
                "grain_size_px": meta.get("grain_size_px")}
     cfg_used = replace(cfg, epochs=0)
     version_id = project.add_model_version(

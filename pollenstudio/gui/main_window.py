@@ -336,6 +336,12 @@ class MainWindow(QMainWindow):
         self.topk = TopKPanel(self)
         self.topk_dock = self._dock("Selected box", self.topk, Qt.DockWidgetArea.RightDockWidgetArea)
         self.topk.rejectedActivated.connect(lambda aid: self.ctl.select(aid, centre=True))
+        # the reference strip: the project's reviewed grains most like the selected one
+        from pollenstudio.gui.similar_grains import SimilarGrains
+
+        self.similar = SimilarGrains(self.models, self)
+        self.similar.ready.connect(lambda: self.topk.similar.set_items(self.similar.items, self.similar.note))
+        self.topk.similar.activated.connect(lambda image_id, aid: self.ctl.go_to(aid, image_id))
         self.view_menu.addAction(self.topk_dock.toggleViewAction())
 
     def _build_status_bar(self) -> None:
@@ -384,7 +390,8 @@ class MainWindow(QMainWindow):
         m.detectProgress.connect(self._detect_progress)
         m.detectEnded.connect(self._detect_ended)
         m.modelChanged.connect(self._refresh_model_label)
-        self.canvas.selectionRequested.connect(c.select)
+        self.canvas.selectionRequested.connect(c.select_by_click)
+        c.box_in_view = self.canvas.box_in_view
         self.canvas.boxEdited.connect(c.move)
         self.canvas.boxDrawn.connect(c.add)
         self.canvas.drawIgnored.connect(lambda text: self.statusBar().showMessage(text, 5000))
@@ -591,6 +598,7 @@ class MainWindow(QMainWindow):
         self.st_counts.setText(f"{n_obj} {grains} confirmed" + (f" + {n_prop} to review" if n_prop else "") + " on this image")
         a = self.ctl.selected_annotation()
         self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
+        self.similar.request(a)
         rejected = self.ctl.rejected()
         names = {c.id: display_taxon(c.name) for c in self.ctl.categories()} if rejected else {}
         self.topk.set_rejected([(r.id, names.get(r.category_id, f"taxon {r.category_id}"), r.score) for r in rejected])

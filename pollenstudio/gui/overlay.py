@@ -118,9 +118,13 @@ class TopKPanel(QWidget):
         self.rejected_list.setMaximumHeight(110)
         self.rejected_list.itemClicked.connect(
             lambda it: self.rejectedActivated.emit(int(it.data(Qt.ItemDataRole.UserRole))))
+        from pollenstudio.gui.similar_grains import SimilarStrip
+
+        self.similar = SimilarStrip(self)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 4, 6, 4)
         lay.addWidget(self.label)
+        lay.addWidget(self.similar)
         lay.addStretch(1)
         lay.addWidget(self.rejected_title)
         lay.addWidget(self.rejected_list)

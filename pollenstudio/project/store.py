@@ -42,6 +42,7 @@ from pollenstudio.core.types import (
     Category,
     Detection,
     ImageRecord,
+    WITHDRAWN_BY_MODEL,
     OBJECT_STATUSES,
     ReviewStatus,
     Source,
@@ -629,7 +630,8 @@ class Project:
             "n_objects = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id "
             f"  AND a.status IN {_OBJECTS_SQL}), "
             "n_undecided = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'proposed'), "
-            "n_rejected = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'rejected')"
+            "n_rejected = (SELECT COUNT(*) FROM annotations a WHERE a.image_id = images.id AND a.status = 'rejected' "
+            f"  AND COALESCE(a.author, '') != '{WITHDRAWN_BY_MODEL}')"
         )
         status_sql = (
             "UPDATE images SET status = CASE "
@@ -1601,6 +1603,13 @@ class Project:
                 self._journal(conn, run_id, image_id)
             conn.execute("UPDATE images SET flip_unmatched = ? WHERE id = ?", (flip_unmatched, image_id))
             existing = self.annotations(image_id)
+            # proposals the classifier withdrew last time are replaced like undecided ones
+            withdrawn = [a.id for a in existing if a.author == WITHDRAWN_BY_MODEL and a.status is AnnotationStatus.REJECTED]
+            existing = [a for a in existing if a.id not in set(withdrawn)]
+            if withdrawn:
+                if journal:
+                    self._journal(conn, run_id, image_id, withdrawn)
+                conn.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(withdrawn))})", withdrawn)
             plan = plan_merge(existing, list(detections), iou_threshold)
             before_cats = {c.name for c in self.categories()}
             cat_ids = self.ensure_categories(dict.fromkeys(d.label for d in plan.keep))
@@ -1622,17 +1631,19 @@ class Project:
                 margin = (topk[0][1] - topk[1][1]) if len(topk) >= 2 else float(d.score)
                 plane = getattr(d, "plane", None)
                 plane = int(plane) if plane is not None and img.planes > 1 and 0 <= plane < img.planes else None
+                gone = bool(getattr(d, "withdrawn", False))
                 cur = conn.execute(
                     "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, "
                     "source, status, model_version_id, run_id, author, created, updated, plane, doubt) "
-                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', 'proposed', ?, ?, NULL, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, 'model', ?, ?, ?, ?, ?, ?, ?, ?)",
                     (image_id, box.x1, box.y1, box.x2, box.y2, cat_ids[d.label], float(d.score),
-                     json.dumps(topk) if topk else None, margin, model_version_id, run_id, now, now, plane,
-                     doubt_of.get(id(d))),
+                     json.dumps(topk) if topk else None, margin, "rejected" if gone else "proposed", model_version_id,
+                     run_id, WITHDRAWN_BY_MODEL if gone else None, now, now, plane,
+                     None if gone else doubt_of.get(id(d))),
                 )
                 written.append(cur.lastrowid)
             self._refresh_status([image_id])
-            self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(plan.replace_ids + written),
+            self._notify(ChangeEvent("proposals", "detection", (image_id,), tuple(withdrawn + plan.replace_ids + written),
                                      tuple(created)))
         return ProposalResult(written, len(plan.skipped), len(plan.replace_ids), created)
 

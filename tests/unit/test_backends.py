@@ -185,3 +185,27 @@ def test_a_missing_runtime_is_refused_before_anything_is_written(monkeypatch, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
     assert main(["export-model", "whatever.safetensors", "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 1
     assert "cpu-fast" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", [pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)])
+def test_runtime_backend_names_grains_with_the_pollen_classifier(backend, tiny_model_path, torch_results):  # noqa: F811
+    """Detection with a taxon classifier (pollen embedding) runs through the CPU runtimes too:
+    their boxes named by the classifier as PyTorch's are (issue 27)."""
+    from pollenstudio.engine.classify import EmbedSpec, TaxonClassifier, embed, embedder_file
+
+    if not embedder_file("pollen").is_file():
+        pytest.skip("the shipped embedding is not installed")
+    imgs, _ = _images()
+    spec = EmbedSpec(features="pollen", views=1)
+    dets = torch_results[1].detections
+    boxes = np.array([d.box.xyxy() for d in dets])
+    E = embed(None, imgs[1], boxes, spec)
+    labels = [i % 2 for i in range(len(dets))]  # two taxa, whatever they are: the same on every backend
+    clf = TaxonClassifier.fit(E, labels, ["Alnus", "Betula"], spec, "prototype")
+    named = {}
+    for b in ("torch", backend):
+        pred = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4, backend=b, taxa=clf)
+        named[b] = list(pred.iter_predict(imgs))
+    for r, t in zip(named[backend], named["torch"]):
+        _same(r.detections, t.detections)
+        assert {d.label for d in r.detections} <= {"Alnus", "Betula", "pollen"}
