@@ -193,14 +193,14 @@ def _finding_too(out: ModelComparison, project, mv, ref: Reference, val_ids, dev
     out.class_agnostic = True
     path = project.model_file(mv)
     if path is None or not Path(path).is_file():
-        out.note = f"{ref.name} names none of these taxa: scored class-agnostic (finding only)."
+        out.note = f"The model in use ({ref.name}) names none of these taxa: scored class-agnostic (finding only)."
         return
     if on_phase is not None:
         on_phase(f"Scoring {mv.name} on finding grains too (class-agnostic), on the same images...")
     out.finding = score_on_images(project, path, mv.config.get("model", {}).get("class_names") or [], val_ids,
                                   device, conf, batch, progress=progress, class_agnostic=True)
-    out.note = (f"{ref.name} names none of these taxa, so both models are compared class-agnostic (finding only): "
-                "every grain one class; the new version's taxon figures are its own.")
+    out.note = (f"The model in use ({ref.name}) names none of these taxa, so both models are compared "
+                "class-agnostic (finding only): every grain one class; the new version's taxon figures are its own.")
 
 
 @dataclass

@@ -394,7 +394,7 @@ class GalleryDialog(QDialog):
         self.sort.addItems(list(SORTS))
         self.summary = QLabel(self)
         hint = QLabel("1-9 relabel · A accept · X reject · Enter / double-click: open on its image · "
-                      "Shift/Ctrl+click, Ctrl+A: select many", self)
+                      "Shift/Ctrl+click, Ctrl+A: select many · Esc closes (changes nothing)", self)
         hint.setObjectName("hint")
         top = QHBoxLayout()
         for w in (QLabel("Taxon", self), self.taxon, self.status, self.min_score, self.sort):

@@ -335,6 +335,10 @@ class TrainingDashboard(QDialog):
                               "trains slower")
         self.data_note = QLabel(self)
         self.data_note.setWordWrap(True)
+        # room for what the run reads, learns and Auto's choice: a wrapped label in the grid
+        # got one line's height and its lines were drawn over each other (issue 28 screenshots)
+        self.data_note.setMinimumHeight(4 * self.data_note.fontMetrics().lineSpacing())
+        self.data_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.device = QComboBox(self)
         self.device.addItem("Automatic (GPU if there is one)", "auto")
         self.device.addItem("CPU", "cpu")
@@ -414,6 +418,13 @@ class TrainingDashboard(QDialog):
         self.result_label.setWordWrap(True)
         self.summary = _table(["", "active", "new", "change"])
         self.summary.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        # the two models' columns share the width; a long version name is elided (full name
+        # in the header's tooltip) instead of pushing the figures out of sight behind a scrollbar
+        sh = self.summary.horizontalHeader()
+        sh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        for col in (1, 2):
+            sh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        sh.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.summary.setRowCount(4)
         self.summary.setFixedHeight(self.summary.horizontalHeader().sizeHint().height()
                                     + 4 * self.summary.verticalHeader().defaultSectionSize() + 4)
@@ -831,7 +842,7 @@ class TrainingDashboard(QDialog):
         if o.epochs_run == 0:
             epochs = "a taxon classifier on the detector's grains"
         words = (f"New version <b>{o.name}</b>: {epochs} on {o.n_train} images in {format_duration(o.seconds)}; "
-                 f"scored on {o.n_val} held-out validation images")
+                 f"scored on {o.n_val} held-out validation image{'s' if o.n_val != 1 else ''}")
         if new.get("n_truth") is not None:
             words += f" ({new['n_truth']} grains)"
         words += "."
@@ -850,6 +861,8 @@ class TrainingDashboard(QDialog):
                                                         if o.version_id is not None else ""))
         old_name = o.reference_name or "active"
         self.summary.setHorizontalHeaderLabels(["", f"active: {old_name}", f"new: {o.name}", "change"])
+        for col in (1, 2):
+            self.summary.horizontalHeaderItem(col).setToolTip(self.summary.horizontalHeaderItem(col).text())
         rows = (("mAP@.5", "map50"), ("mAP@.5:.95", "map50_95"), ("precision", "precision"), ("recall", "recall"))
         if o.class_agnostic:  # the model in use names no taxon here: both compared on finding grains
             new = o.finding or {}
@@ -931,7 +944,8 @@ class TrainingDashboard(QDialog):
             val = tuple(mv.summary.get("val_image_ids") or ())
             has_figures = m.get("map50") is not None or m.get("map50_95") is not None
             if val:
-                where = f"{len(val)} images of this project" + ("" if val == ref_val else " (other images)")
+                where = (f"{len(val)} image{'s' if len(val) != 1 else ''} of this project"
+                         + ("" if val == ref_val else " (other images)"))
             elif has_figures:
                 where = "other images (model card)"
             else:

@@ -378,5 +378,11 @@ def test_the_grain_model_in_use_is_compared_on_finding_and_the_table_says_so(qtb
     assert "class-agnostic" in dlg.summary.toolTip().lower()
     assert [dlg.taxa_table.item(r, 2).text() for r in range(dlg.taxa_table.rowCount())] == ["-"] * len(TAXA)
     assert dlg.use_button.isEnabled()
+    # long model names are elided in the header: the figures stay in sight (no side scrolling)
+    qtbot.wait(50)
+    assert not dlg.summary.horizontalScrollBar().isVisible()
+    assert "shipped default model" in dlg.summary.horizontalHeaderItem(1).toolTip()
+    # the note saying what the run learns is not squeezed into one line
+    assert dlg.data_note.height() >= 3 * dlg.data_note.fontMetrics().lineSpacing()
     dlg.grab().save(str(tmp_path / "dashboard-finding.png"))
     win.close()
