@@ -16,6 +16,10 @@ import numpy as np
 from pollenstudio.core.types import Box
 
 
+MIN_COLOUR_CONTRAST = 6.0  # CIELAB units between a grain and the mount around it (a plain mount: ~1)
+MIN_EDGE_CONTRAST = 3.0  # mean Sobel magnitude likewise (a hyaline grain differs by its edges)
+
+
 def _to_rgb8(img: np.ndarray) -> np.ndarray:
     from pollenstudio.core.imageio import to_uint8
 
@@ -27,8 +31,11 @@ def _to_rgb8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
-def _region_in_crop(crop: np.ndarray, cx: int, cy: int, min_area: int) -> tuple[np.ndarray, bool] | None:
-    """(mask of the region under (cx, cy), whether it touches the crop border) or None."""
+def _region_in_crop(crop: np.ndarray, cx: int, cy: int,
+                    min_area: int) -> tuple[np.ndarray, set[str], bool] | None:
+    """(mask of the region under (cx, cy), the crop sides it touches: "top", "bottom",
+    "left", "right", whether it stands out from the rest of the crop in colour or edges)
+    or None. Otsu splits even a plain mount in two: only a region that stands out is a grain."""
     h, w = crop.shape[:2]
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     lab = cv2.GaussianBlur(lab, (0, 0), 1.5)
@@ -79,8 +86,13 @@ def _region_in_crop(crop: np.ndarray, cx: int, cy: int, min_area: int) -> tuple[
     shrunk = cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if shrunk.sum() >= min_area:
         region = shrunk
-    touches = bool(region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
-    return region, touches
+    touches = {side for side, edge in (("top", region[0]), ("bottom", region[-1]), ("left", region[:, 0]),
+                                       ("right", region[:, -1])) if edge.any()}
+    rest = ~region
+    stands_out = bool(rest.any()) and (
+        float(diff[region].mean()) - float(np.median(diff[rest])) >= MIN_COLOUR_CONTRAST
+        or float(grad[region].mean()) - float(np.median(grad[rest])) >= MIN_EDGE_CONTRAST)
+    return region, touches, stands_out
 
 
 def box_around_point(image: np.ndarray, x: float, y: float, start_side: int = 256, max_side: int = 1536,
@@ -99,18 +111,32 @@ def box_around_point(image: np.ndarray, x: float, y: float, start_side: int = 25
         found = _region_in_crop(crop, int(x) - x0, int(y) - y0, min_area=int(min_side * min_side))
         if found is None:
             return None
-        region, touches = found
-        at_image_edge = x0 == 0 and y0 == 0 and x1 == w and y1 == h
-        if touches and side < max_side and not at_image_edge:
+        region, touched, stands_out = found
+        # a side of the crop that is the image's own edge cuts the grain, not the search: a
+        # grain cut by the image edge ends there (the crop grew until the search gave up)
+        inner = {"top": y0 > 0, "bottom": y1 < h, "left": x0 > 0, "right": x1 < w}
+        touches = any(inner[s] for s in touched)
+        if touches and side < max_side:
             side *= 2
             continue
-        if touches and side >= max_side:
+        if touches:
             return None  # larger than any grain: the background itself, or a smear
+        if touched and not stands_out:
+            return None  # a patch of plain mount at the image edge
         ys, xs = np.nonzero(region)
         box = Box(float(xs.min() + x0), float(ys.min() + y0), float(xs.max() + 1 + x0), float(ys.max() + 1 + y0))
-        if box.width < min_side or box.height < min_side:
-            return None
-        return box
+        return box if plausible_grain_box(box, min_side) else None
+
+
+MAX_ASPECT = 5.0  # a grain cut by the image edge still shows a fifth of its diameter
+
+
+def plausible_grain_box(box: Box, min_side: float = 6.0, max_aspect: float = MAX_ASPECT) -> bool:
+    """Whether ``box`` can be a grain (or the part of one the image edge leaves): at least
+    ``min_side`` px both ways and at most ``max_aspect`` times as long as wide. B + click at
+    the image edge took a 5 px wide sliver for a grain."""
+    short, long_ = sorted((box.width, box.height))
+    return short >= min_side and long_ <= max_aspect * short
 
 
 def model_box_at(pred, image: np.ndarray, x: float, y: float, conf: float = 0.05,
@@ -134,10 +160,19 @@ def model_box_at(pred, image: np.ndarray, x: float, y: float, conf: float = 0.05
     boxes = lb.to_source(p.boxes.detach().float().cpu().numpy())
     scores = p.scores.detach().float().cpu().numpy()
     classes = p.classes.detach().cpu().numpy()
+    # the detector's classes (a taxon classifier names grains later)
+    return best_candidate_at(boxes, scores, classes, pred.cfg.class_names, x, y, w, h)
+
+
+def best_candidate_at(boxes, scores, classes, names, x: float, y: float, w: int, h: int,
+                      min_side: float = 6.0) -> tuple[Box, str, float] | None:
+    """The highest-scoring candidate box that holds (x, y) and can be a grain
+    (:func:`plausible_grain_box`), clipped to the w x h image; (box, taxon, score) or None."""
     best = None
     for b, s, c in zip(boxes, scores, classes):
-        if b[0] <= x <= b[2] and b[1] <= y <= b[3] and (b[2] - b[0]) >= 2 and (b[3] - b[1]) >= 2:
-            if best is None or s > best[2]:
-                names = pred.cfg.class_names  # the detector's classes (a taxon classifier names grains later)
-                best = (Box(*(float(v) for v in b)), names[int(c)] if 0 <= int(c) < len(names) else str(int(c)), float(s))
+        box = Box(max(0.0, float(b[0])), max(0.0, float(b[1])), min(float(w), float(b[2])), min(float(h), float(b[3])))
+        if not (box.x1 <= x <= box.x2 and box.y1 <= y <= box.y2) or not plausible_grain_box(box, min_side):
+            continue
+        if best is None or s > best[2]:
+            best = (box, names[int(c)] if 0 <= int(c) < len(names) else str(int(c)), float(s))
     return best

@@ -280,6 +280,10 @@ class Canvas(QWidget):
         cx, cy = self._clamp_centre(*box.center, r.width(), r.height())
         self.vb.translateBy(x=cx - r.center().x(), y=cy - r.center().y())
 
+    def box_in_view(self, box: Box) -> bool:
+        """Whether ``box`` is on screen now (its centre inside the view)."""
+        return self.image is not None and self.vb.viewRect().contains(QPointF(*box.center))
+
     def zoom_keys(self, factor: float) -> None:
         """+ / -: zoom about the selected box when it is in view (it stays where the eye
         is), else about the view centre."""

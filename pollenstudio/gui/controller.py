@@ -95,6 +95,12 @@ class ReviewController(QObject):
         self.user_taxa = None  # UserTaxa: keys and colours kept across projects (set by the window)
         self.teaches_taxa = True  # the open project's taxa join the user's list (not the demo's)
         self.image_order: callable = None  # () -> list of image ids in list order (set by the window)
+        # (Box) -> whether the box is on screen now (set by the window): after a decision on a
+        # box the reviewer clicked, the next one is selected only if it is in view
+        self.box_in_view: callable = None
+        # the selection came from a click on the canvas: decisions then never move the view
+        # (it panned to the next box and the reviewer's next click landed on another box)
+        self.pointer_review = False
         self.stacks = None  # StackController: the view of a focal stack (set by gui.stack_view.install_stacks)
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
@@ -200,6 +206,7 @@ class ReviewController(QObject):
             rows.append(ImageRow(
                 id=r.id, name=name, path=path, width=r.width, height=r.height,
                 status=r.status, n_proposed=c.undecided if c else 0, n_objects=c.objects if c else 0,
+                finished=bool(c and c.finished),
             ))
         return rows
 
@@ -477,6 +484,8 @@ class ReviewController(QObject):
             return
         rec = p.image(image_id)
         changed = image_id != self.image_id
+        if changed:
+            self.pointer_review = False
         self.image_id = image_id
         self.image_record = rec
         self.selected = select
@@ -631,6 +640,7 @@ class ReviewController(QObject):
         "image" mode; along the project-wide queue in "queue" mode)."""
         if self.project is None:
             return
+        self.pointer_review = False  # the keyboard leads: the view follows the selection
         a = self._next_undecided(self.selected, backwards=step < 0)
         if a is None:
             self.message.emit("No undecided proposal left above the threshold")
@@ -639,16 +649,22 @@ class ReviewController(QObject):
             self.message.emit(f"Next image: {self._names.get(a.image_id) or Path(self.project.image(a.image_id).path).name}")
         self.go_to(a.id, a.image_id)
 
+    def select_by_click(self, ann_id: int | None) -> None:
+        """A click on the canvas selected ``ann_id`` (None: empty image): the reviewer works
+        with the mouse, so a decision key leaves the view where it is."""
+        self.pointer_review = ann_id is not None
+        self.select(ann_id)
+
     def _advance_from(self, ann_id: int) -> None:
+        if self.pointer_review:
+            self._advance_in_view(ann_id)
+            return
         if self.within_image:
             a = self._next_in_image(ann_id)
             if a is None:
                 # the image's proposals are decided: stay, so the reviewer can look for
                 # missed grains before calling it finished
-                self.selected = None
-                self.boxesChanged.emit()
-                self.message.emit("Every proposal on this image is decided: draw any missed grain (B), "
-                                  "then Enter = image finished (Tab: next image)")
+                self._all_decided_here()
                 return
             self.go_to(a.id, a.image_id)
             return
@@ -659,6 +675,29 @@ class ReviewController(QObject):
             self.message.emit("All proposals above the threshold are reviewed")
             return
         self.go_to(a.id, a.image_id)
+
+    def _all_decided_here(self) -> None:
+        """The image's last proposal was decided: stay, so the reviewer can look for missed
+        grains, and say what the image is now (the rule is applied here, so it is said here)."""
+        self.selected = None
+        self.boxesChanged.emit()
+        self.message.emit("Every proposal on this image is decided: it now counts as reviewed and is training "
+                          "data, where a grain without a box teaches 'no grain here'. Draw any missed grain (B), "
+                          "then Enter = image finished (Tab: next image)")
+
+    def _advance_in_view(self, ann_id: int) -> None:
+        """After a decision on a box the reviewer clicked: the next proposal of this image
+        is selected only if it is on screen; the view and the image never move."""
+        a = self._next_in_image(ann_id)
+        if a is None:
+            self._all_decided_here()
+            return
+        if self.box_in_view is None or self.box_in_view(a.box):
+            self.select(a.id)
+            return
+        self.selected = None
+        self.boxesChanged.emit()
+        self.message.emit("Decided. Click the next grain, or Tab to go to the next proposal (off screen)")
 
     def finish_image(self) -> bool:
         """Enter: the reviewer has looked at the whole image (missed grains drawn): mark it
@@ -844,6 +883,7 @@ class ReviewController(QObject):
         "none"."""
         if self.project is None or self.image_id is None:
             return "none"
+        self.pointer_review = True  # a click chose the grain: A / 1-9 on it keep the view still
         inside = [a for a in self._anns if a.box.contains(x, y)]
         props = [a for a in inside if a.status is AnnotationStatus.PROPOSED]
         if props:

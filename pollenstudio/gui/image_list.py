@@ -37,6 +37,19 @@ STATUS_COLOURS = {
     ReviewStatus.REVIEWED: "#4caf50",
 }
 STATUS_TEXT = {ReviewStatus.NEW: "new", ReviewStatus.IN_REVIEW: "to review", ReviewStatus.REVIEWED: "reviewed"}
+# a reviewed image nobody marked finished: its proposals are decided, which makes it training
+# data, but grains the model missed may still lack a box. Said in the list until Enter.
+DECIDED_TEXT = "decided, not finished"
+DECIDED_COLOUR = "#9ccc65"
+DECIDED_TIP = ("Every proposal is decided, so this image is training data; a grain without a box on it "
+               "teaches the model 'no grain here'. Press Enter on it once every grain has a box (finished).")
+
+
+def status_text(r) -> str:
+    """What the list says of an image's review state ("decided, not finished" until Enter)."""
+    if r.status is ReviewStatus.REVIEWED and not r.finished:
+        return DECIDED_TEXT
+    return STATUS_TEXT[r.status]
 
 FILTERS = {
     "All images": lambda r: True,
@@ -77,6 +90,7 @@ class ImageRow:
     n_proposed: int = 0  # undecided proposals
     n_objects: int = 0  # accepted + edited + added
     review_value: float | None = None  # "review this next" value (None: reviewed, or not read)
+    finished: bool = False  # marked finished with Enter / 0 (else a reviewed image is only decided)
 
 
 def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
@@ -308,7 +322,9 @@ class ImageListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return r.name
         if role == Qt.ItemDataRole.ToolTipRole:
-            tip = f"{r.path}\n{r.width} x {r.height} px\n{STATUS_TEXT[r.status]}"
+            tip = f"{r.path}\n{r.width} x {r.height} px\n{status_text(r)}"
+            if status_text(r) == DECIDED_TEXT:
+                tip += f"\n{DECIDED_TIP}"
             if r.review_value is not None and self.sort_name == REVIEW_NEXT:
                 tip += f"\nreview value {r.review_value:.2f} (higher: reviewing it teaches the model more)"
             return tip
@@ -370,7 +386,7 @@ class _Delegate(QStyledItemDelegate):
         fm = painter.fontMetrics()
         name = fm.elidedText(r.name, Qt.TextElideMode.ElideMiddle, rect.right() - tx - 4)
         painter.drawText(tx, rect.top() + 4 + fm.ascent(), name)
-        dot = QColor(STATUS_COLOURS[r.status])
+        dot = QColor(DECIDED_COLOUR if status_text(r) == DECIDED_TEXT else STATUS_COLOURS[r.status])
         painter.setBrush(dot)
         painter.setPen(Qt.PenStyle.NoPen)
         y2 = rect.top() + 8 + fm.height()
@@ -380,7 +396,7 @@ class _Delegate(QStyledItemDelegate):
         small.setPointSizeF(max(7.0, font.pointSizeF() - 1))
         painter.setFont(small)
         sfm = painter.fontMetrics()
-        text = STATUS_TEXT[r.status]
+        text = status_text(r)
         if r.n_objects or r.n_proposed:  # confirmed grains, then what still waits for review
             text += f" · {r.n_objects} grain{'' if r.n_objects == 1 else 's'}"
             if r.n_proposed:

@@ -353,7 +353,6 @@ class MainWindow(QMainWindow):
         # detection progress: shown only while a detection runs
         self.st_progress = QProgressBar(self)
         self.st_progress.setFixedWidth(150)
-        self.st_progress.setFormat("Detecting %v / %m")
         self.st_eta = QLabel(self)
         self.st_cancel = QPushButton("Cancel", self)
         self.st_cancel.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -569,7 +568,10 @@ class MainWindow(QMainWindow):
         self.images.set_rows(c.image_rows())
         ids = self.images.model.ids()
         if ids:
-            c.show_image(ids[0])
+            from pollenstudio.gui.last_image import last_image
+
+            last = last_image(self.settings, str(c.project.folder))  # reopen where the user left off
+            c.show_image(last if last in ids else ids[0])
         self.canvas.view.setFocus()
 
     def _image_ready(self, img) -> None:
@@ -577,7 +579,11 @@ class MainWindow(QMainWindow):
         self.overlay.image_ready()
 
     def _image_shown(self, image_id: int) -> None:
+        from pollenstudio.gui.last_image import remember_image
+
         rec = self.ctl.image_record
+        if self.ctl.project is not None:
+            remember_image(self.settings, str(self.ctl.project.folder), image_id)
         self.statusBar().clearMessage()  # "Loading ..." is over
         self.setWindowTitle(self.ctl.title)
         self.images.show_current(image_id)
@@ -745,12 +751,15 @@ class MainWindow(QMainWindow):
     def _detect_started(self, total: int) -> None:
         import time
 
+        from pollenstudio.gui.model_jobs import detect_progress_text
+
         self._detect_t0 = time.monotonic()
         self._detect_total = total
         self._detect_first = None  # (time, done) when the first image finished: model loading excluded from the ETA
         self.statusBar().clearMessage()  # a note would be drawn over the progress widgets
         self.st_progress.setRange(0, max(total, 1))
         self.st_progress.setValue(0)
+        self.st_progress.setFormat(detect_progress_text(0, total))
         self.st_eta.setText("loading the model...")
         for w in (self.st_progress, self.st_eta, self.st_cancel):
             w.show()
@@ -760,7 +769,7 @@ class MainWindow(QMainWindow):
         import time
 
         from pollenstudio.engine.predict import tile_progress
-        from pollenstudio.gui.model_jobs import format_eta
+        from pollenstudio.gui.model_jobs import detect_progress_text, format_eta
 
         # a large scan is many tiles: the bar and the ETA move with them, not per image
         tiles = tile_progress(name)
@@ -772,6 +781,7 @@ class MainWindow(QMainWindow):
             where = f" · tile {k}/{n}"
         self.st_progress.setRange(0, max(total, 1) * 100)
         self.st_progress.setValue(int(round(fdone * 100)))
+        self.st_progress.setFormat(detect_progress_text(done, total))  # "%v / %m" read "0 / 100" for one image
         if fdone <= 0:
             return
         name = name.rsplit("/", 1)[-1]
