@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.words import plural
 from pollenstudio.engine.scale import TYPICAL_POLLEN_UM, image_grain_px, resample_factor
 
 NAMES_SHOWN = 6  # image names listed by the "applies to" line before "and N more"
@@ -135,9 +136,9 @@ class CalibrateDialog(QDialog):
         self.sample_recs = [r for r in self.records if img is not None and img.group and r.group == img.group]
         self.scope_image = QRadioButton(f"the image on screen: {img.path.rsplit('/', 1)[-1]}" if img else
                                         "the image on screen")
-        self.scope_sample = QRadioButton(f"its sample \"{img.group}\": {len(self.sample_recs)} image(s)"
+        self.scope_sample = QRadioButton(f"its sample \"{img.group}\": {plural(len(self.sample_recs), 'image')}"
                                          if self.sample_recs else "its sample (the image on screen has none)")
-        self.scope_selected = QRadioButton(f"the {len(self.selected)} images selected in the image list")
+        self.scope_selected = QRadioButton(f"the {plural(len(self.selected), 'image')} selected in the image list")
         self.scope_all = QRadioButton(f"every image ({n}), each its own value")
         self.default_recs = [r for r in self.records if image_grain_px(r, 1.0)[1] == "project"]
         self.scope_default = QRadioButton(f"images without their own ({len(self.default_recs)} now, and any added later)")
@@ -176,7 +177,7 @@ class CalibrateDialog(QDialog):
             return "the images without their own"
         if self.scope_sample.isChecked():
             return f"sample \"{self.image.group}\""
-        return recs[0].path.rsplit("/", 1)[-1] if len(recs) == 1 else f"{len(recs)} images"
+        return recs[0].path.rsplit("/", 1)[-1] if len(recs) == 1 else f"{len(recs)} images"  # always several
 
     def _current_px(self) -> float | None:
         """The value the chosen images have now (the image on screen's, else the project's)."""

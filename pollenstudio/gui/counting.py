@@ -50,6 +50,7 @@ from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.outline import outline_size
 from pollenstudio.core.pixelscale import format_um, scale_bar, um_per_px_from_line
 from pollenstudio.core.types import TAXON_ROLES, display_taxon
+from pollenstudio.core.words import plural
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,14 @@ class CountPanel(QWidget):
                     it.setData(Qt.ItemDataRole.UserRole, t.category_id)
                     it.setData(Qt.ItemDataRole.UserRole + 1, t.role)
                     if not math.isnan(t.ci_lo):
-                        it.setToolTip(f"{t.count} grains, {t.percent:.1f} % (95 %: {t.ci_lo:.1f}-{t.ci_hi:.1f} %)")
+                        it.setToolTip(f"{plural(t.count, 'grain')}, {t.percent:.1f} % (95 %: {t.ci_lo:.1f}-{t.ci_hi:.1f} %)")
                 self.table.setItem(i, j, it)
         if s is None:
             self.note.setText("Accepted, corrected and added grains are counted per sample (slide).")
         else:
-            bits = [f"{s.images} images, {s.reviewed_images} reviewed"]
+            bits = [f"{plural(s.images, 'image')}, {s.reviewed_images} reviewed"]
             if s.undecided:
-                bits.append(f"{s.undecided} proposals to review")
+                bits.append(f"{plural(s.undecided, 'proposal')} to review")
             self.note.setText("; ".join(bits))
         self.concentration.setText(concentration_text(s))
         self.concentration.setVisible(bool(self.concentration.text()))
@@ -570,8 +571,8 @@ def report_dialog(win, out: str | None = None, open_after: bool = True):
     win.statusBar().showMessage(f"Writing the count report {Path(out).name}...")
 
     def done(summary):
-        win.statusBar().showMessage(f"Report written: {summary['path']} ({summary['samples']} samples, "
-                                    f"{summary['grains']} grains)", 10000)
+        win.statusBar().showMessage(f"Report written: {summary['path']} ({plural(summary['samples'], 'sample')}, "
+                                    f"{plural(summary['grains'], 'grain')})", 10000)
         win.counts.last_report = summary
         if open_after:
             QDesktopServices.openUrl(QUrl.fromLocalFile(summary["path"]))

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from pollenstudio.core import gcguard
 from pollenstudio.core.types import display_taxon
+from pollenstudio.core.words import plural
 from pollenstudio.gui.app import error_text, show_error
 from pollenstudio.gui.canvas import Canvas
 from pollenstudio.gui.controller import NUDGE_BIG, NUDGE_SMALL, ReviewController
@@ -453,7 +454,7 @@ class MainWindow(QMainWindow):
             if bad:
                 lines = "\n".join(u["reason"] for u in bad[:10])
                 more = f"\n... and {len(bad) - 10} more" if len(bad) > 10 else ""
-                show_error(self, "Some images were skipped", f"{len(bad)} files could not be read:\n{lines}{more}")
+                show_error(self, "Some images were skipped", f"{plural(len(bad), 'file')} could not be read:\n{lines}{more}")
 
         def failed(msg):
             dlg.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.words import plural
 from pollenstudio.gui.workers import JobRunner
 
 
@@ -170,7 +171,7 @@ class ModelController(QObject):
             words = (f"Detection done: {summary.proposals} proposal{'s' if summary.proposals != 1 else ''} on "
                      f"{summary.done} image{'s' if summary.done != 1 else ''} with {name}")
             if getattr(summary, "tiles_skipped", 0):
-                words += f", {summary.tiles_skipped} of {summary.tiles} tiles skipped as blank"
+                words += f", {summary.tiles_skipped} of {plural(summary.tiles, 'tile')} skipped as blank"
             if summary.merged:
                 words += f" ({summary.merged} duplicate box{'es' if summary.merged != 1 else ''} on the same grains folded)"
             if summary.capped:
@@ -180,7 +181,7 @@ class ModelController(QObject):
                     f"({path}: kept {kept}" + (f", dropped {dropped} weaker)" if dropped else ", a tile was full)")
                 )
             if summary.failed:
-                words += f"; {len(summary.failed)} images could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
+                words += f"; {plural(len(summary.failed), 'image')} could not be read ({summary.failed[0][0]}: {summary.failed[0][1]})"
             if getattr(summary, "size_dropped", 0):
                 words += f"; {summary.size_dropped} box(es) far off the calibrated grain size dropped"
             if getattr(summary, "size_warnings", None):

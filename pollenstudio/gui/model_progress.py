@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from pollenstudio.core.words import plural
 from pollenstudio.gui.workers import JobRunner
 
 OVERALL = "#1f4e79"
@@ -130,7 +131,8 @@ class ModelProgressDialog(QDialog):
         else:
             head = "No trained version with validation figures yet: review some images, then Model > Train..."
         if short:
-            head += (f" {len(short)} of {len(self.needs)} taxa have fewer than {self.threshold} reviewed grains: "
+            head += (f" {len(short)} of {plural(len(self.needs), 'taxon')} {'has' if len(short) == 1 else 'have'} fewer "
+                     f"than {plural(self.threshold, 'reviewed grain')}: "
                      f"review about {sum(t.more for t in short)} more grains of them.")
         elif self.needs:
             head += f" Every taxon has at least {self.threshold} reviewed grains."
@@ -166,7 +168,7 @@ class ModelProgressDialog(QDialog):
         if self.threshold:
             line = pg.InfiniteLine(self.threshold, angle=90, movable=False,
                                    pen=pg.mkPen("#6b7680", width=1.5, style=Qt.PenStyle.DashLine),
-                                   label=f"{self.threshold} grains", labelOpts={"position": 0.5, "color": "#2c3e50", "fill": (255, 255, 255, 220)})
+                                   label=plural(self.threshold, "grain"), labelOpts={"position": 0.5, "color": "#2c3e50", "fill": (255, 255, 255, 220)})
             t.addItem(line)
         t.setXRange(0, top * 1.08, padding=0.0)
 

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QSlider, QTableView, QVBoxLayout, QWidget
 
 from pollenstudio.core.types import DEFAULT_CONF
+from pollenstudio.core.words import plural
 
 PAGE = 500
 # Where the "Min. confidence" slider starts: every proposal a detection kept is shown.
@@ -182,7 +183,7 @@ class ReviewQueuePanel(QWidget):
         self.model.set_items(items)
         total = len(items) if total is None else total
         if total > len(items):
-            text = f"{total} proposals to review (the {len(items)} most uncertain listed)"
+            text = f"{plural(total, 'proposal')} to review (the {len(items)} most uncertain listed)"
         else:
             images = len({it.image_id for it in items})
             text = (f"{total} proposal{'s' if total != 1 else ''} to review on "

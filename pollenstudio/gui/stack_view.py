@@ -24,6 +24,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QLabel, QSlider, QToolBar, QToolButton, QWidget
 
 from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.words import plural
 from pollenstudio.gui.pyramid import DisplayImage
 
 EDF = "edf"
@@ -202,7 +203,7 @@ class StackController(QObject):
         if self.record is None:
             return ""
         if self.view == EDF:
-            return f"EDF (all planes in focus) · {self.planes} planes"
+            return f"EDF (all planes in focus) · {plural(self.planes, 'plane')}"
         best = self.best.get(self.record.id)
         star = " · best focus" if best == self.view else ""
         return f"Plane {int(self.view) + 1} / {self.planes}{star}"

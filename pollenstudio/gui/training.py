@@ -50,6 +50,7 @@ from PySide6.QtWidgets import (
 from pollenstudio.core.errors import CheckpointError, PollenStudioError
 from pollenstudio.core import gcguard
 from pollenstudio.core.types import display_taxon
+from pollenstudio.core.words import plural
 from pollenstudio.gui.workers import JobRunner
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def train_job(token, project, request: TrainRequest, feed: TrainFeed) -> TrainOu
         feed.put("phase", "Reading the reviewed images and preparing the model...")
 
         def on_train_start(trainer):
-            feed.put("phase", f"Training on {len(trainer.train_samples)} images, validating on "
+            feed.put("phase", f"Training on {plural(len(trainer.train_samples), 'image')}, validating on "
                               f"{len(trainer.val_samples)} (device {trainer.device})")
 
         def on_batch_end(trainer, epoch, i, n, loss):
@@ -838,13 +839,13 @@ class TrainingDashboard(QDialog):
 
     def show_outcome(self, o: TrainOutcome) -> None:
         new, old = o.metrics or {}, o.reference_metrics
-        epochs = f"{o.epochs_run} epochs (best {o.best_epoch + 1})" if o.best_epoch >= 0 else f"{o.epochs_run} epochs"
+        epochs = plural(o.epochs_run, "epoch") + (f" (best {o.best_epoch + 1})" if o.best_epoch >= 0 else "")
         if o.epochs_run == 0:
             epochs = "a taxon classifier on the detector's grains"
-        words = (f"New version <b>{o.name}</b>: {epochs} on {o.n_train} images in {format_duration(o.seconds)}; "
+        words = (f"New version <b>{o.name}</b>: {epochs} on {plural(o.n_train, 'image')} in {format_duration(o.seconds)}; "
                  f"scored on {o.n_val} held-out validation image{'s' if o.n_val != 1 else ''}")
         if new.get("n_truth") is not None:
-            words += f" ({new['n_truth']} grains)"
+            words += f" ({plural(new['n_truth'], 'grain')})"
         words += "."
         if o.note:
             words += " " + o.note

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from pollenstudio.core.stack import STACK_PATTERN_HELP
+from pollenstudio.core.words import plural
 
 EXPORT_FORMATS = {  # combo text -> (format, default file name, is a folder)
     "COCO JSON (boxes and taxa)": ("coco", "annotations.json", False),
@@ -191,13 +192,15 @@ class ExportDialog(_JobDialog):
 
     def _export_done(self, summary: dict) -> None:
         what = "reviewed" if summary.get("reviewed_only") else "all"
+        kind = "reviewed image" if summary.get("reviewed_only") else "image"
         if self.format() == "csv":
-            words = f"Wrote counts of {summary['grains']} grains in {summary['taxa']} taxa ({what} images) to {summary['path']}"
+            words = (f"Wrote counts of {plural(summary['grains'], 'grain')} in {plural(summary['taxa'], 'taxon')} "
+                     f"({what} images) to {summary['path']}")  # always several: "all images" is a kind, not a count
         elif self.format() == "grains":
-            words = (f"Wrote {summary['grains']} grains ({summary['outlines']} with an outline) on {summary['images']} "
-                     f"{what} images to {summary['path']}")
+            words = (f"Wrote {plural(summary['grains'], 'grain')} ({summary['outlines']} with an outline) on "
+                     f"{plural(summary['images'], kind)} to {summary['path']}")
         else:
-            words = (f"Wrote {summary['annotations']} annotations on {summary['images']} {what} images "
+            words = (f"Wrote {plural(summary['annotations'], 'annotation')} on {plural(summary['images'], kind)} "
                      f"to {summary['path']}")
             if summary.get("missing_images"):
                 words += f" ({len(summary['missing_images'])} image files were missing and not copied)"
@@ -261,18 +264,21 @@ class ImportDialog(_JobDialog):
 
     def _import_done(self, summary: dict) -> None:
         if summary["kind"] == "images":
-            words = f"Added {summary['images_added']} images"
+            words = f"Added {plural(summary['images_added'], 'image')}"
             if summary.get("stacks"):
-                words += f" ({summary['stacks']} focal stacks of {summary['planes']} planes)"
+                words += f" ({plural(summary['stacks'], 'focal stack')} of {plural(summary['planes'], 'plane')})"
             if summary["duplicates"]:
-                words += f"; {len(summary['duplicates'])} were already in the project"
+                n_dup = len(summary['duplicates'])
+                words += f"; {n_dup} {'was' if n_dup == 1 else 'were'} already in the project"
             if summary["unreadable"]:
                 first = summary["unreadable"][0]
                 words += f"; {len(summary['unreadable'])} could not be read (first: {first['path']}: {first['reason']})"
         else:
-            words = (f"Added {summary['images_added']} images and {summary['annotations_added']} annotations"
-                     f" ({summary['images_reused']} images were already in the project,"
-                     f" {summary['annotations_duplicate']} annotations were duplicates)")
+            n_reused, n_dup = summary['images_reused'], summary['annotations_duplicate']
+            words = (f"Added {plural(summary['images_added'], 'image')} and "
+                     f"{plural(summary['annotations_added'], 'annotation')}"
+                     f" ({plural(n_reused, 'image')} {'was' if n_reused == 1 else 'were'} already in the project,"
+                     f" {plural(n_dup, 'annotation')} {'was a duplicate' if n_dup == 1 else 'were duplicates'})")
             if summary.get("categories_added"):
                 words += f"; new taxa: {', '.join(summary['categories_added'])}"
             problems = summary.get("missing_files") or summary.get("unreadable_images") or []

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pollenstudio.core.atomic import WriteError
 from pollenstudio.core.types import display_taxon
+from pollenstudio.core.words import plural
 from pollenstudio.project.counting import UNNAMED_ROLE, SampleCount, TaxonCount, count_samples
 from pollenstudio.project.statistics import CI_LABEL
 
@@ -231,7 +232,8 @@ def provenance_lines(data: ReportData) -> list[str]:
         f"Project {data.project}, report of {data.created} (PollenStudio {data.version}).",
         f"Counted: confirmed grains (accepted, corrected or added by a person)"
         f"{' on images marked reviewed only' if data.reviewed_only else ''}; "
-        f"{data.reviewed_images} of {data.images} images reviewed, {data.undecided} proposals still undecided.",
+        f"{data.reviewed_images} of {plural(data.images, 'image')} reviewed, {plural(data.undecided, 'proposal')} still "
+        "undecided.",
         f"Model in use: {data.model_in_use}. Counted grains came from: "
         + (", ".join(f"{name} ({n})" for name, n in data.grain_sources) or "none yet") + ".",
         f"95 % intervals of percentages: {CI_LABEL.get(data.ci_method, data.ci_method)} (statsmodels). "
@@ -260,7 +262,8 @@ def render_html(data: ReportData) -> str:
         parts.append(f"<h2>Sample {e(s.name)}</h2>")
         done = min(s.pollen_sum, s.target_sum)
         parts.append(f"<p>Pollen sum <b>{s.progress_text}</b> <progress max='{s.target_sum}' value='{done}'></progress>"
-                     f" &nbsp; {s.images} images, {s.reviewed_images} reviewed, {s.undecided} proposals undecided</p>")
+                     f" &nbsp; {plural(s.images, 'image')}, {s.reviewed_images} reviewed, "
+                     f"{plural(s.undecided, 'proposal')} undecided</p>")
         if s.concentration is not None:
             parts.append(f"<p>Concentration (pollen sum): <b>{e(_conc(s.concentration))}</b><br>"
                          f"<span class='note'>{e(s.concentration.method)}</span></p>")
@@ -320,8 +323,8 @@ def csv_rows(data: ReportData) -> list[dict]:
 def _table_pages(data: ReportData) -> list[list[str]]:
     lines = [data.project, ""] + provenance_lines(data) + [""]
     for s in data.samples:
-        lines += [f"Sample {s.name}: pollen sum {s.progress_text}; {s.images} images, {s.reviewed_images} reviewed, "
-                  f"{s.undecided} proposals undecided"]
+        lines += [f"Sample {s.name}: pollen sum {s.progress_text}; {plural(s.images, 'image')}, {s.reviewed_images} "
+                  f"reviewed, {plural(s.undecided, 'proposal')} undecided"]
         if s.concentration is not None:
             lines.append(f"  concentration {_conc(s.concentration)}")
         elif s.concentration_note:

@@ -31,7 +31,7 @@ def test_exported_coco_holds_exactly_the_reviewed_annotations(qtbot, window, tmp
     dlg.path.setText(str(out))
     _run(qtbot, dlg)
     assert dlg.error is None, dlg.error
-    assert f"{len(kept)} annotations on 1 reviewed images" in dlg.result.text()
+    assert f"{len(kept)} annotations on 1 reviewed image " in dlg.result.text()  # one image: no "1 images"
     coco = COCO(str(out))
     assert [im["file_name"].rsplit("/", 1)[-1] for im in coco.dataset["images"]] == [rec.path.rsplit("/", 1)[-1]]
     got = sorted(tuple(round(v, 1) for v in a["bbox"]) for a in coco.dataset["annotations"])
@@ -91,7 +91,7 @@ def test_import_a_folder_of_images_adds_them_to_the_list(qtbot, window, tmp_path
     imp.path.setText(str(src))
     _run(qtbot, imp)
     assert imp.error is None, imp.error
-    assert "Added 1 images; 1 were already in the project" in imp.result.text()
+    assert "Added 1 image; 1 was already in the project" in imp.result.text()
     qtbot.waitUntil(lambda: window.images.model.total() == 4, timeout=5000)
 
 
