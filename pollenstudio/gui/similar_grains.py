@@ -22,6 +22,7 @@ from pollenstudio.core.types import display_taxon
 from pollenstudio.gui.workers import JobRunner
 
 STRIP_N = 6  # reference grains shown
+_RUNNING: set = set()
 THUMB = 64  # px
 
 
@@ -36,23 +37,28 @@ class Similar:
     crop: object = None  # (h, w, 3) uint8, read by the second job
 
 
-def nearest_job(token, cache, project, path: str, box, k: int):
+_CLASSIFIERS: dict = {}
+
+
+def nearest_job(token, model_key, model_path: str, path: str, box, k: int):
     """(annotation id, taxon, similarity) of the ``k`` reviewed grains most like the grain in
-    ``box`` on ``path``; None when the model in use has no taxon classifier that keeps them. ``cache``: the window's
-    PredictorCache (loading a model is a second or more: never on the GUI thread)."""
+    ``box`` on ``path``; None when the model in use has no taxon classifier on an embedding
+    network that keeps them. Touches no project: only the model file and the image."""
     import numpy as np
 
+    from pollenstudio.engine.classify import embed, load_classifier
     from pollenstudio.gui.gallery import _open_pixels
 
-    predictor = cache.get(project)
-    clf = getattr(predictor, "taxa", None) if predictor is not None else None
-    if clf is None or not len(getattr(clf, "exemplars", ())) or not (clf.exemplar_ids >= 0).any():
+    if model_key not in _CLASSIFIERS:
+        _CLASSIFIERS.clear()
+        _CLASSIFIERS[model_key] = load_classifier(model_path)
+    clf = _CLASSIFIERS[model_key]
+    if (clf is None or clf.spec.network is None or not len(clf.exemplars)
+            or not (clf.exemplar_ids >= 0).any()):
         return None
     token.check()
-    from pollenstudio.engine.classify import embed
-
     img = _open_pixels(path)
-    E = embed(predictor.explain_model, np.asarray(img), np.array([box], np.float64), clf.spec)
+    E = embed(None, np.asarray(img), np.array([box], np.float64), clf.spec)
     token.check()
     return [n for n in clf.nearest(E, k + 1)[0] if n[0] >= 0]
 
@@ -79,9 +85,14 @@ class SimilarGrains(QObject):
         super().__init__(parent)
         self.mc = model_controller
         self.jobs = JobRunner(self)
+        model_controller.projectClosing.connect(self._closing)
         self.ann_id: int | None = None
         self.items: list[Similar] = []
         self.note = ""
+
+    def _closing(self) -> None:
+        self.jobs.cancel_all()
+        self.ann_id, self.items, self.note = None, [], ""
 
     def request(self, ann) -> None:
         """Look up the reference grains of annotation ``ann`` (None clears)."""
@@ -95,12 +106,29 @@ class SimilarGrains(QObject):
             return
         self.ann_id, self.items = ann.id, []
         self.ready.emit()
+        from pollenstudio.core.errors import CheckpointError, ProjectError
+        from pollenstudio.engine.models import resolve_model
+
+        try:
+            resolved = resolve_model(p)  # the model in use (one query; its file is read in the job)
+        except (CheckpointError, ProjectError):
+            self.items, self.note = [], ""
+            self.ready.emit()
+            return
         path = str(p.image_path(p.image(ann.image_id)))
         box = (ann.box.x1, ann.box.y1, ann.box.x2, ann.box.y2)
         want = ann.id
-        self.jobs.submit("nearest", nearest_job, self.mc.predictors, p, path, box, STRIP_N,
-                         on_done=lambda res: self._nearest_done(want, res),
-                         on_error=lambda msg: self._failed(want, msg))
+        self._keep(self.jobs.submit("nearest", nearest_job, resolved.key, str(resolved.path), path, box, STRIP_N,
+                                    on_done=lambda res: self._nearest_done(want, res),
+                                    on_error=lambda msg: self._failed(want, msg)))
+
+    @staticmethod
+    def _keep(job) -> None:
+        """A job outlives this object (its window may close while it runs): keep it, and so its
+        signals, until it has ended."""
+        _RUNNING.add(job)
+        for sig in (job.signals.finished, job.signals.failed, job.signals.cancelled):
+            sig.connect(lambda *_, job=job: _RUNNING.discard(job))
 
     def _failed(self, want: int, msg: str) -> None:
         if want == self.ann_id:
@@ -131,8 +159,8 @@ class SimilarGrains(QObject):
             self.note = "no reviewed grain left to compare with"
             self.ready.emit()
             return
-        self.jobs.submit("crops", crops_job, items, on_done=lambda res: self._crops_done(want, res),
-                         on_error=lambda msg: self._failed(want, msg))
+        self._keep(self.jobs.submit("crops", crops_job, items, on_done=lambda res: self._crops_done(want, res),
+                                    on_error=lambda msg: self._failed(want, msg)))
 
     def _crops_done(self, want: int, items) -> None:
         if want != self.ann_id:

@@ -153,7 +153,9 @@ def test_predictor_names_grains_with_classifier_taxa_only(tiny_model, tmp_path):
     assert len(a) == len(b) > 0  
     for d0, d1 in zip(a, b):
         assert d1.box == d0.box and d1.score == d0.score  # the detector's box and score stay
-        assert d1.label in clf.class_names and d1.label == d1.topk[0][0]
+        # named by the classifier, or (far from every reviewed grain: a random box of an
+        # untrained detector) left unnamed as "pollen" with the nearest taxa as suggestions
+        assert (d1.label in clf.class_names and d1.label == d1.topk[0][0]) or (d1.label == "pollen" and d1.class_index == -1)
         assert {n for n, _ in d1.topk} <= set(clf.class_names)
         assert abs(sum(p for _, p in d1.topk) - 1.0) < 1e-5
     assert all(d.label not in clf.class_names for d in a)  # the tiny detector's own class names differ
