@@ -152,7 +152,7 @@ def test_import_dialog_groups_plane_files_by_the_pattern(qtbot, window, tmp_path
     imp.run_button.click()
     qtbot.waitUntil(lambda: imp.summary is not None or imp.error is not None, timeout=20000)
     assert imp.error is None, imp.error
-    assert "Added 1 images (1 focal stacks of 3 planes)" in imp.result.text()
+    assert "Added 1 image (1 focal stack of 3 planes)" in imp.result.text()
     (rec,) = [r for r in window.ctl.project.images() if r.is_stack]
     assert rec.planes == 3
     imp.fmt.setCurrentIndex(0)
