@@ -96,6 +96,7 @@ class Canvas(QWidget):
         self.heat.setZValue(5)
         self.heat.hide()
         self._heat_lut = None
+        self.heat_colormap = "warm"  # the overlay's colour map: "warm" or "cool" (gui.overlay)
         for item in (self.overview, self.detail, self.heat, self.overlay):
             self.vb.addItem(item, ignoreBounds=item is not self.overview)
         lay = QVBoxLayout(self)
@@ -170,8 +171,9 @@ class Canvas(QWidget):
             self._schedule_detail()
 
     # --- model overlay -------------------------------------------------------------------
-    def set_heat(self, heat=None, width: int | None = None, height: int | None = None) -> None:
-        """Show an (h, w) 0..1 map over the image (None hides it), stretched to width x height."""
+    def set_heat(self, heat=None, width: int | None = None, height: int | None = None, rect=None) -> None:
+        """Show an (h, w) 0..1 map over the image (None hides it), stretched to width x height
+        from the origin, or over ``rect`` (x0, y0, x1, y1 image px: a map of part of the image)."""
         if heat is None:
             self.heat.clear()
             self.heat.hide()
@@ -179,12 +181,36 @@ class Canvas(QWidget):
         if self._heat_lut is None:
             from pollenstudio.gui.overlay import heat_lut
 
-            self._heat_lut = heat_lut()
+            self._heat_lut = heat_lut(self.heat_colormap)
         self.heat.setImage(heat, levels=(0.0, 1.0), lut=self._heat_lut, autoLevels=False, autoDownsample=True)
-        w = width or heat.shape[1]
-        h = height or heat.shape[0]
-        self.heat.setRect(QRectF(0, 0, w, h))
+        if rect is not None:
+            x0, y0, x1, y1 = rect
+            self.heat.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        else:
+            self.heat.setRect(QRectF(0, 0, width or heat.shape[1], height or heat.shape[0]))
         self.heat.show()
+
+    def set_heat_colormap(self, name: str) -> None:
+        """Draw the overlay in colour map ``name`` ("warm" or "cool"), the shown map included."""
+        if name == self.heat_colormap and self._heat_lut is not None:
+            return
+        from pollenstudio.gui.overlay import heat_lut
+
+        self.heat_colormap = name
+        self._heat_lut = heat_lut(name)
+        if self.heat.image is not None:
+            self.heat.setLookupTable(self._heat_lut)
+
+    def visible_region(self, margin: float = 0.15) -> tuple[float, float, float, float] | None:
+        """The part of the image on screen, ``margin`` of its size added on each side and
+        clipped to the image (x0, y0, x1, y1 image px), or None without an image."""
+        if self.image is None:
+            return None
+        r = self.vb.viewRect()
+        mx, my = r.width() * margin, r.height() * margin
+        x0, y0 = max(0.0, r.left() - mx), max(0.0, r.top() - my)
+        x1, y1 = min(float(self.image.width), r.right() + mx), min(float(self.image.height), r.bottom() + my)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def set_heat_opacity(self, opacity: float) -> None:
         self.heat.setOpacity(float(opacity))

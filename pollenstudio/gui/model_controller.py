@@ -232,9 +232,11 @@ class ModelController(QObject):
                          on_done=on_result, on_error=lambda msg: on_result(None))
         return True
 
-    def explain(self, kind: str, level: str = "P3") -> bool:
+    def explain(self, kind: str, level: str = "P3", region=None, max_side: int | None = None) -> bool:
         """Compute an overlay for the current image in a worker: kind "edge" (HEM edge
-        map at ``level``) or "gradcam" (the selected box). A newer request replaces it."""
+        map at ``level``; on ``region`` (x0, y0, x1, y1), the part of the image on screen,
+        at most ``max_side`` px across) or "gradcam" (the selected box, on a window around
+        it). A newer request replaces it."""
         from pollenstudio.gui import model_jobs
 
         r = self.review
@@ -248,7 +250,8 @@ class ModelController(QObject):
         view = path[2] if isinstance(path, tuple) else None
         iid = r.image_id
         if kind == "edge":
-            args = (model_jobs.edge_job, p, self.predictors, iid, path, level)
+            args = (model_jobs.edge_job, p, self.predictors, iid, path, level,
+                    max_side or model_jobs.EXPLAIN_MAX_SIDE, region)
         else:
             a = r.selected_annotation()
             if a is None:

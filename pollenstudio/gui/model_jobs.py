@@ -176,6 +176,7 @@ class Explanation:
     height: int
     maps: dict | None = None  # edge maps: every level, so switching P3/P4/P5 needs no recompute
     plane: object = None  # focal stacks: the view (plane index or "edf") the map was computed on
+    rect: tuple[int, int, int, int] | None = None  # image px the map covers (None: the whole image)
 
 
 def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -188,27 +189,45 @@ def _downscaled(img: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
 
 
-def _explain_inputs(token, project, cache: PredictorCache, path: str, max_side: int):
-    """Read the image, downscale it for explaining, get the project's predictor; checks
-    cancel between the slow steps. Returns (small image, scale, full w, full h, predictor)."""
-    from pollenstudio.gui.stack_view import read_source
+def _clip_region(region, w: int, h: int) -> tuple[int, int, int, int] | None:
+    """``region`` (x0, y0, x1, y1) in whole pixels inside a w x h image; None: the whole image."""
+    if region is None:
+        return None
+    x0, y0, x1, y1 = (int(round(v)) for v in region)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 8 or y1 - y0 < 8 or (x0, y0, x1, y1) == (0, 0, w, h):
+        return None
+    return x0, y0, x1, y1
 
-    img = read_source(path)  # a file, or the view of a focal stack on screen
-    h, w = img.shape[:2]
-    small, s = _downscaled(img, max_side)
-    token.check()
-    pred = cache.get(project)
-    token.check()
-    return small, s, w, h, pred
+
+def window_around(box, w: int, h: int, min_side: int, context: float = 3.0) -> tuple[int, int, int, int] | None:
+    """A square window ``context`` times the box's long side (at least ``min_side``) centred
+    on the box, shifted inside the w x h image; None when it would be the whole image."""
+    side = int(max(min_side, context * max(box.width, box.height)))
+    cx, cy = box.center
+    x0 = int(min(max(0, cx - side / 2), max(0, w - side)))
+    y0 = int(min(max(0, cy - side / 2), max(0, h - side)))
+    return _clip_region((x0, y0, x0 + side, y0 + side), w, h)
 
 
 def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, level: str,
-             max_side: int = EXPLAIN_MAX_SIDE) -> Explanation:
+             max_side: int = EXPLAIN_MAX_SIDE, region=None) -> Explanation:
+    """The edge maps of ``region`` of the image (the part on screen; None: all of it), at
+    most ``max_side`` px across: a map finer than the screen shows costs seconds for nothing."""
     from pollenstudio.engine.explain import edge_maps, whole_image_predictor
+    from pollenstudio.gui.stack_view import read_source
 
-    small, _, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
+    img = read_source(path)
+    h, w = img.shape[:2]
+    rect = _clip_region(region, w, h)
+    if rect is not None:
+        img = img[rect[1]:rect[3], rect[0]:rect[2]]
+    small, _ = _downscaled(img, max_side)
+    token.check()
+    pred = cache.get(project)
+    token.check()
     maps = edge_maps(whole_image_predictor(pred, small.shape[1], small.shape[0]), small)
-    return Explanation(image_id, "edge", level, maps[level], w, h, maps)
+    return Explanation(image_id, "edge", level, maps[level], w, h, maps, rect=rect)
 
 
 def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str, ann,
@@ -217,11 +236,23 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
     from pollenstudio.core.errors import ModelMismatchError
     from pollenstudio.core.types import Box, Detection
     from pollenstudio.engine.explain import grad_cam, whole_image_predictor
+    from pollenstudio.gui.stack_view import read_source
 
-    small, s, w, h, pred = _explain_inputs(token, project, cache, path, max_side)
+    img = read_source(path)
+    h, w = img.shape[:2]
+    token.check()
+    pred = cache.get(project)
+    token.check()
+    # the grain's neighbourhood, not the whole field: the map of one box needs what the model
+    # sees around it (a whole 2592 px field took 8-10 s on a CPU for a map of one grain)
+    rect = window_around(ann.box, w, h, int(pred.imgsz))
+    ox, oy = (0, 0) if rect is None else rect[:2]
+    if rect is not None:
+        img = img[rect[1]:rect[3], rect[0]:rect[2]]
+    small, s = _downscaled(img, max_side)
     name = project.category(ann.category_id).name
     b = ann.box
-    box = Box(b.x1 * s, b.y1 * s, b.x2 * s, b.y2 * s)
+    box = Box((b.x1 - ox) * s, (b.y1 - oy) * s, (b.x2 - ox) * s, (b.y2 - oy) * s)
     if getattr(pred, "taxa", None) is not None and len(pred.cfg.class_names) == 1:
         # a split version: a classifier names the grain, the detector's one class found it;
         # the map shows what made the detector find this grain
@@ -233,4 +264,4 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
             )
         det = Detection(box, pred.cfg.class_names.index(name), name, float(ann.score or 1.0))
     heat = grad_cam(whole_image_predictor(pred, small.shape[1], small.shape[0]), small, det)
-    return Explanation(image_id, "gradcam", ann.id, heat, w, h)
+    return Explanation(image_id, "gradcam", ann.id, heat, w, h, rect=rect)

@@ -27,9 +27,14 @@ from PySide6.QtWidgets import (
 
 from pollenstudio.core.types import display_taxon
 
-COLORMAP = "inferno"  # dark (low) to bright yellow (high): readable over brown/yellow grains
+COLORMAP = "inferno"  # the warm map: dark (low) to bright yellow (high)
+# the overlay's colour maps: "warm" (dark to yellow) vanishes on orange-brown stained grains,
+# "cool" (navy to cyan) on a blue stain; "auto" picks per image the one that contrasts
+COLORMAPS = {"warm": "warm: dark to yellow", "cool": "cool: blue to cyan"}
+COOL_STOPS = ((0.0, (10, 18, 70)), (0.35, (25, 80, 215)), (0.7, (0, 200, 255)), (1.0, (200, 255, 255)))
 LEVELS = ("P3", "P4", "P5")
 LEVEL_NAMES = {"P3": "fine edges", "P4": "medium edges", "P5": "coarse edges (shape)"}  # what the list shows
+EDGE_TITLE = "Edges the model sees"  # the edge overlay's name: what it shows, not a layer's ("edge map P3")
 LEVEL_TIPS = {
     "P3": "P3: fine edges (stride 8), exine outline and sculpture",
     "P4": "P4: medium edges (stride 16)",
@@ -37,16 +42,48 @@ LEVEL_TIPS = {
 }
 
 
-def heat_lut() -> np.ndarray:
+def _ramp(name: str, n: int) -> np.ndarray:
+    """(n, 3) uint8 RGB of colour map ``name`` ("warm" or "cool"), low to high."""
+    if name == "cool":
+        xs = [x for x, _ in COOL_STOPS]
+        return np.stack([np.interp(np.linspace(0, 1, n), xs, [c[i] for _, c in COOL_STOPS]) for i in range(3)],
+                        axis=1).round().astype(np.uint8)
+    return pg.colormap.get(COLORMAP).getLookupTable(0.0, 1.0, n, alpha=False).astype(np.uint8)[:, :3]
+
+
+def heat_lut(name: str = "warm") -> np.ndarray:
     """(256, 4) uint8 RGBA: the colour map, with low values more transparent so the grain
     stays visible under weak attention and strong attention stands out."""
-    lut = pg.colormap.get(COLORMAP).getLookupTable(0.0, 1.0, 256, alpha=True).astype(np.uint8)
+    lut = np.zeros((256, 4), np.uint8)
+    lut[:, :3] = _ramp(name, 256)
     lut[:, 3] = np.round(255 * (0.15 + 0.85 * np.linspace(0.0, 1.0, 256) ** 0.7)).astype(np.uint8)
     return lut
 
 
-def legend_pixmap(width: int = 110, height: int = 12) -> QPixmap:
-    lut = pg.colormap.get(COLORMAP).getLookupTable(0.0, 1.0, width, alpha=False).astype(np.uint8)
+def choose_colormap(image: np.ndarray) -> str:
+    """The colour map that contrasts with a slide: "cool" when its coloured pixels (stained
+    grains, a pink or lilac mount) are warm or purple - red, orange, brown, yellow, pink,
+    magenta, violet - else "warm" (a blue or green stain, a grey image). ``image``: (H, W, 3)
+    RGB or (H, W) grey, any bit depth (a small copy will do)."""
+    import cv2
+
+    from pollenstudio.core.imageio import to_uint8
+
+    a = image if image.dtype == np.uint8 else to_uint8(image)
+    if a.ndim == 2 or a.shape[2] == 1:
+        return "warm"  # grey: the dark-to-yellow ramp reads well
+    hsv = cv2.cvtColor(np.ascontiguousarray(a[..., :3]), cv2.COLOR_RGB2HSV_FULL).reshape(-1, 3).astype(np.float32)
+    hue = hsv[:, 0] * (360.0 / 256.0)
+    weight = (hsv[:, 1] / 255.0) * (hsv[:, 2] / 255.0)  # colour that shows: saturated and not dark
+    total = float(weight.sum())
+    if total <= 1e-6 * len(weight):
+        return "warm"
+    warm = float(weight[(hue < 75) | (hue >= 260)].sum())  # violet, lilac, magenta, pink, red, orange, brown
+    return "cool" if warm >= 0.5 * total else "warm"
+
+
+def legend_pixmap(width: int = 110, height: int = 12, name: str = "warm") -> QPixmap:
+    lut = _ramp(name, width)
     rgb = np.ascontiguousarray(np.repeat(lut[None, :, :3], height, axis=0))
     img = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
     return QPixmap.fromImage(img.copy())
@@ -57,6 +94,7 @@ class OverlayBar(QToolBar):
 
     levelChanged = Signal(str)  # "P3" | "P4" | "P5"
     opacityChanged = Signal(float)
+    colormapChanged = Signal(str)  # "auto" | "warm" | "cool"
 
     def __init__(self, edge_action, gradcam_action, parent: QWidget | None = None):
         super().__init__("Overlay", parent)
@@ -80,20 +118,39 @@ class OverlayBar(QToolBar):
         self.opacity.setFixedWidth(100)
         self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.addWidget(self.opacity)
+        self.colors = QComboBox(self)
+        self.colors.addItem("Colours: contrast with the slide", "auto")
+        for key, text in COLORMAPS.items():
+            self.colors.addItem(f"Colours: {text}", key)
+        self.colors.setToolTip("The overlay's colours. By default chosen per image to contrast with the slide: "
+                               "blue to cyan over orange, brown or pink stains, dark to yellow otherwise")
+        self.colors.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.addWidget(self.colors)
         self.addWidget(QLabel("  low ", self))
         self.legend = QLabel(self)
-        self.legend.setPixmap(legend_pixmap())
-        self.legend.setToolTip("Colour of the overlay: low attention (dark) to high attention (yellow)")
         self.addWidget(self.legend)
         self.addWidget(QLabel(" high  ", self))
+        self.show_colormap("warm")
         self.state = QLabel(self)
         self.addWidget(self.state)
         self.level.currentIndexChanged.connect(lambda _i: self.levelChanged.emit(self.level_id()))
+        self.colors.currentIndexChanged.connect(lambda _i: self.colormapChanged.emit(self.colormap_choice()))
         self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100.0))
 
     def level_id(self) -> str:
         """The chosen edge level's id: "P3", "P4" or "P5"."""
         return self.level.currentData() or LEVELS[0]
+
+    def colormap_choice(self) -> str:
+        """"auto" (per image), "warm" or "cool"."""
+        return self.colors.currentData() or "auto"
+
+    def show_colormap(self, name: str) -> None:
+        """The legend of the colour map in use (``name``: "warm" or "cool")."""
+        self.colormap = name
+        self.legend.setPixmap(legend_pixmap(name=name))
+        high = "cyan" if name == "cool" else "yellow"
+        self.legend.setToolTip(f"Colour of the overlay: low attention (dark) to high attention ({high})")
 
     def set_state(self, text: str) -> None:
         self.state.setText(text)

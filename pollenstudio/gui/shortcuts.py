@@ -57,8 +57,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "Taxon labels on / off; at low zoom they shrink to a short form by themselves"),
     Shortcut("show_rejected", "Show rejected boxes", ("R",), "View",
              "Show rejected proposals (red, crossed) to find a wrong reject; the Selected box panel lists them"),
-    Shortcut("edge_map", "Edge map overlay", ("E",), "View",
-             "Show / hide where the model sees edges (fine to coarse, chosen in the Overlay bar)"),
+    Shortcut("edge_map", "Edges the model sees", ("E",), "View",
+             "Show / hide the edges the model sees: fine (exine outline, sculpture), medium or coarse (grain "
+             "shape), chosen in the Overlay bar; computed for the part of the image on screen"),
     Shortcut("gradcam", "Grad-CAM overlay", ("G",), "View",
              "Show / hide what made the model call the selected box its taxon (follows the selection)"),
     Shortcut("plane_next", "Next focal plane", ("PgDown",), "Focus",

@@ -75,7 +75,7 @@ def test_f1_lists_the_shortcuts(window, qtbot):
     dlg = window._help
     assert dlg.isVisible()
     text = dlg.text.toPlainText()
-    for needle in ("Accept proposal", "Ctrl+Z", "Ctrl+Shift+Z", "1 ... 9", "Space", "Draw new box", "Edge map"):
+    for needle in ("Accept proposal", "Ctrl+Z", "Ctrl+Shift+Z", "1 ... 9", "Space", "Draw new box", "Edges the model sees"):
         assert needle in text
     dlg.close()
 
