@@ -17,7 +17,7 @@ from typing import Hashable
 import pyqtgraph as pg
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QCursor, QKeyEvent, QMouseEvent, QWheelEvent
-from PySide6.QtWidgets import QGraphicsView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsView, QLabel, QVBoxLayout, QWidget
 
 from pollenstudio.core.types import Box
 from pollenstudio.gui.box_items import BoxOverlay, BoxView
@@ -102,6 +102,14 @@ class Canvas(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.view)
+        # what to do when there is nothing to show (a project without images): a blank canvas
+        # said nothing
+        self.hint = QLabel(self.view)
+        self.hint.setObjectName("canvasHint")
+        self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: #d8d8d8; font-size: 15px; background: transparent;")
+        self.hint.hide()
 
         self.image: DisplayImage | None = None
         self.editor = BoxEditor()
@@ -330,7 +338,22 @@ class Canvas(QWidget):
     # --- detail level ------------------------------------------------------------------
     def _range_changed(self, *args) -> None:
         self._schedule_detail()
-        self.viewChanged.emit(self.zoom())
+        if self.image is not None:  # without an image the "zoom" is of nothing (it read 64600 %)
+            self.viewChanged.emit(self.zoom())
+
+    def set_hint(self, text: str) -> None:
+        """A note in the middle of the canvas while it has no image ("" hides it)."""
+        self.hint.setText(text)
+        self.hint.setVisible(bool(text))
+        self._place_hint()
+
+    def _place_hint(self) -> None:
+        r = self.view.rect()
+        self.hint.setGeometry(r.adjusted(40, 40, -40, -40))
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._place_hint()
 
     def _schedule_detail(self) -> None:
         if not self._detail_timer.isActive():

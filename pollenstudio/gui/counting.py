@@ -161,9 +161,10 @@ class CountPanel(QWidget):
         self.samples: list = []
         self.current = None
         self._quiet = False
+        self.show_sample(None)  # no project yet: no target to show
 
     def _target_edited(self, value: int) -> None:
-        if not self._quiet and self.current is not None and value != self.current.target_sum:
+        if not self._quiet and self.current is not None and value >= 1 and value != self.current.target_sum:
             self.targetChanged.emit(self.current.name, value)
 
     def _menu(self, pos) -> None:
@@ -197,16 +198,25 @@ class CountPanel(QWidget):
         self.current = s
         self._quiet = True
         try:
+            # no sample (no project, or nothing counted yet): no target to edit; the spin
+            # box read "target 1" (its minimum) with no project open
+            self.target.setEnabled(s is not None)
+            self.settings_button.setEnabled(s is not None)
             if s is not None:
                 self.sample.setCurrentIndex(self.sample.findData(name))
                 self.progress.setMaximum(s.target_sum)
                 self.progress.setValue(min(s.pollen_sum, s.target_sum))
                 self.progress.setFormat(f"{s.pollen_sum} / {s.target_sum}")
+                self.target.setSpecialValueText("")
+                self.target.setMinimum(1)
                 self.target.setValue(s.target_sum)
             else:
                 self.progress.setMaximum(1)
                 self.progress.setValue(0)
                 self.progress.setFormat("no grains counted")
+                self.target.setMinimum(0)
+                self.target.setSpecialValueText("\u2013")  # shown at the minimum: no value
+                self.target.setValue(0)
         finally:
             self._quiet = False
         rows = [] if s is None else s.taxa + s.excluded

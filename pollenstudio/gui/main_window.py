@@ -441,6 +441,15 @@ class MainWindow(QMainWindow):
         if (Path(folder) / DB_NAME).exists():
             self.open_project(folder)
             return
+        from pollenstudio.gui.welcome import folder_has_images, no_images_text
+
+        if not folder_has_images(folder):  # no silent empty project on a blank canvas
+            if self.ctl.project is None:
+                self.welcome.set_notice(no_images_text(folder))
+            else:
+                show_error(self, "No images in this folder", no_images_text(folder))
+            return
+        self.welcome.set_notice("")
         dlg = QProgressDialog("Reading image folder...", "Cancel", 0, 0, self)
         dlg.setWindowTitle("New project")
         dlg.setMinimumDuration(300)
@@ -530,7 +539,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ refresh
     def _show_welcome(self) -> None:
         self.stack.setCurrentWidget(self.welcome)
-        for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock):
+        for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock, getattr(self, "count_dock", None)):
+            if d is None:
+                continue
             d.hide()
         self.display_toolbar.hide()
         self.overlay_bar.hide()
@@ -560,14 +571,20 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
         else:
-            for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock):
+            for d in (self.images_dock, self.queue_dock, self.taxa_dock, self.topk_dock, self.count_dock):
                 d.show()
+            self.taxa_dock.raise_()  # the taxa (digit keys) in front of the count tab
         self.display_toolbar.show()
         self.overlay_bar.show()
         for w in (self.st_image, self.st_zoom, self.st_cursor, self.st_counts, self.st_model):
             w.show()
         self.images.set_rows(c.image_rows())
         ids = self.images.model.ids()
+        self.welcome.set_notice("")
+        self.canvas.set_hint("" if ids else "This project has no images yet.\n\nFile > Import... adds a folder of "
+                                            "microscope images (or a COCO or YOLO set with its annotations).")
+        if not ids:
+            self.st_zoom.clear()
         if ids:
             from pollenstudio.gui.last_image import last_image
 

@@ -27,6 +27,31 @@ def demo_hook():
     return demo_project_path
 
 
+def folder_has_images(folder: str | Path, limit: int = 20000) -> bool:
+    """Whether ``folder`` (or a sub-folder) holds an image file PollenStudio reads; stops at
+    the first one (hidden folders and a project's own caches are not looked in)."""
+    import os
+
+    from pollenstudio.core.imageio import IMAGE_SUFFIXES
+
+    seen = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("cache", "models")]
+        for f in files:
+            if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                return True
+            seen += 1
+            if seen > limit:
+                return False
+    return False
+
+
+def no_images_text(folder: str | Path) -> str:
+    return (f"No images in {folder}, so no project was made there. A project starts from a folder of microscope "
+            f"images (JPEG, PNG, TIFF or BMP): choose one with Open image folder, or open the demo project to try "
+            f"PollenStudio first.")
+
+
 def demo_available() -> bool:
     """The demo is part of every build; a missing default model is reported when the
     user asks for the demo (with what to do instead)."""
@@ -77,6 +102,12 @@ class WelcomePage(QWidget):
         )
         hints.setObjectName("hint")
         hints.setWordWrap(True)
+        # why the welcome page is shown again (e.g. an image folder with no images in it)
+        self.notice = QLabel(self)
+        self.notice.setObjectName("notice")
+        self.notice.setWordWrap(True)
+        self.notice.setStyleSheet("color: #b35900;")
+        self.notice.hide()
 
         left = QVBoxLayout()
         left.addWidget(self.open_folder)
@@ -99,6 +130,7 @@ class WelcomePage(QWidget):
         inner.setContentsMargins(36, 30, 36, 30)
         inner.addWidget(title)
         inner.addWidget(subtitle)
+        inner.addWidget(self.notice)
         inner.addSpacing(18)
         inner.addLayout(row, 1)
         inner.addSpacing(12)
@@ -121,6 +153,11 @@ class WelcomePage(QWidget):
         self.open_demo.clicked.connect(self.openDemoRequested)
         self.recent.itemActivated.connect(lambda it: self.openRecentRequested.emit(it.data(Qt.ItemDataRole.UserRole)))
         self.recent.itemClicked.connect(lambda it: self.openRecentRequested.emit(it.data(Qt.ItemDataRole.UserRole)))
+
+    def set_notice(self, text: str) -> None:
+        """A note above the buttons ("" hides it)."""
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
 
     def set_demo_available(self, ok: bool) -> None:
         self.open_demo.setEnabled(ok)
