@@ -681,9 +681,8 @@ class ReviewController(QObject):
         grains, and say what the image is now (the rule is applied here, so it is said here)."""
         self.selected = None
         self.boxesChanged.emit()
-        self.message.emit("Every proposal on this image is decided: it now counts as reviewed and is training "
-                          "data, where a grain without a box teaches 'no grain here'. Draw any missed grain (B), "
-                          "then Enter = image finished (Tab: next image)")
+        self.message.emit("Decided: now training data (an unboxed grain teaches 'no grain'). B boxes a missed "
+                          "grain, Enter = finished")
 
     def _advance_in_view(self, ann_id: int) -> None:
         """After a decision on a box the reviewer clicked: the next proposal of this image

@@ -116,12 +116,13 @@ def check_checkpoint_job(token, path: str) -> tuple[dict, str]:
 
 
 def detect_progress_text(done: int, total: int) -> str:
-    """The detection bar's words: the image in progress of how many ("Detecting image 1 of
-    1"), not the bar's own units (it moves by tiles: "0 / 100" for one image)."""
+    """The detection bar's words: the image in progress of how many ("Image 1 of 1"; the
+    label beside it names the image and its tile), not the bar's own units (it moves by
+    tiles: it read "0 / 100" for one image)."""
     total = max(int(total), 0)
     if total and done >= total:
-        return f"Detected {total} of {total}"
-    return f"Detecting image {min(int(done) + 1, max(total, 1))} of {total}"
+        return f"{total} of {total} done"
+    return f"Image {min(int(done) + 1, max(total, 1))} of {total}"
 
 
 def format_eta(seconds: float | None) -> str:

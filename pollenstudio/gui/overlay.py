@@ -30,7 +30,7 @@ from pollenstudio.core.types import display_taxon
 COLORMAP = "inferno"  # the warm map: dark (low) to bright yellow (high)
 # the overlay's colour maps: "warm" (dark to yellow) vanishes on orange-brown stained grains,
 # "cool" (navy to cyan) on a blue stain; "auto" picks per image the one that contrasts
-COLORMAPS = {"warm": "warm: dark to yellow", "cool": "cool: blue to cyan"}
+COLORMAPS = {"warm": "Dark to yellow", "cool": "Blue to cyan"}
 COOL_STOPS = ((0.0, (10, 18, 70)), (0.35, (25, 80, 215)), (0.7, (0, 200, 255)), (1.0, (200, 255, 255)))
 LEVELS = ("P3", "P4", "P5")
 LEVEL_NAMES = {"P3": "fine edges", "P4": "medium edges", "P5": "coarse edges (shape)"}  # what the list shows
@@ -119,9 +119,9 @@ class OverlayBar(QToolBar):
         self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.addWidget(self.opacity)
         self.colors = QComboBox(self)
-        self.colors.addItem("Colours: contrast with the slide", "auto")
+        self.colors.addItem("Auto colours", "auto")
         for key, text in COLORMAPS.items():
-            self.colors.addItem(f"Colours: {text}", key)
+            self.colors.addItem(text, key)
         self.colors.setToolTip("The overlay's colours. By default chosen per image to contrast with the slide: "
                                "blue to cyan over orange, brown or pink stains, dark to yellow otherwise")
         self.colors.setFocusPolicy(Qt.FocusPolicy.NoFocus)

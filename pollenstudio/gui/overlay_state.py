@@ -128,11 +128,11 @@ class ExplanationOverlay(QObject):
         screen = long_side * c.zoom() * c.devicePixelRatioF()
         max_side = int(min(EXPLAIN_MAX_SIDE, max(512, screen)))
         whole = (x0, y0, x1, y1) == (0.0, 0.0, float(c.image.width), float(c.image.height))
-        words = "the whole image" if whole else "the part of the image on screen"
+        words = "the whole image" if whole else "the view"
         scale = min(1.0, max_side / max(long_side, 1.0))
         size = f"{round((x1 - x0) * scale)} x {round((y1 - y0) * scale)} px"
         if scale < 0.75:
-            size += f", 1/{1 / scale:.0f} of its pixels: zoom in for the finest edges"
+            size += f", 1/{1 / scale:.0f} detail: zoom in for the finest"
         return (None if whole else region), max_side, f"{words} ({size})"
 
     def _covers(self, exp) -> bool:
@@ -186,10 +186,10 @@ class ExplanationOverlay(QObject):
         if kind == "edge":
             region, max_side, where = self._edge_request()
             started = self.models.explain(kind, self.bar.level_id(), region=region, max_side=max_side)
-            what = f"the edges the model sees on {where}"
+            what = f"edges of {where}"
         else:
             started = self.models.explain(kind, self.bar.level_id())
-            what = "Grad-CAM on the selected grain and its surroundings"
+            what = "Grad-CAM around the grain"
         if started:
             self._set_busy(what)
 
@@ -210,7 +210,7 @@ class ExplanationOverlay(QObject):
         self._set_busy(None)
         self.canvas.set_heat(exp.heat, exp.width, exp.height, rect=exp.rect)
         if exp.kind == "edge":
-            where = " on screen" if exp.rect is not None else ""
+            where = ", in the view" if exp.rect is not None else ""
             self.bar.set_state(f"  {EDGE_TITLE}: {LEVEL_NAMES.get(exp.key, exp.key)}{where}")
         else:
             a = self.review.selected_annotation()

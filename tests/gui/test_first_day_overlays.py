@@ -111,7 +111,7 @@ def test_the_edge_overlay_says_what_it_shows_and_covers_the_view(qtbot, field_wi
     win.models.explain = lambda *a, **k: asked.append(k) or orig(*a, **k)
     QTest.keyClick(win.canvas.view, Qt.Key.Key_E)
     state = bar.state.text()
-    assert "computing the edges the model sees on the part of the image on screen" in state, state
+    assert "computing edges of the view (" in state, state  # what runs, on what
     exp = _wait_layer(qtbot, win, "edge")
     assert asked and asked[0]["region"] is not None
     x0, y0, x1, y1 = exp.rect
@@ -147,7 +147,7 @@ def test_gradcam_runs_on_the_grain_and_its_surroundings(qtbot, field_window):
     # in the window: G says what runs, then draws the map over that window
     ctl.select(a.id)
     QTest.keyClick(win.canvas.view, Qt.Key.Key_G)
-    assert "computing Grad-CAM on the selected grain" in win.overlay_bar.state.text()
+    assert "computing Grad-CAM around the grain" in win.overlay_bar.state.text()
     shown = _wait_layer(qtbot, win, "gradcam")
     rect = win.canvas.heat.mapRectToParent(win.canvas.heat.boundingRect())
     assert round(rect.width()) == shown.rect[2] - shown.rect[0]
