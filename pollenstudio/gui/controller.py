@@ -681,8 +681,7 @@ class ReviewController(QObject):
         grains, and say what the image is now (the rule is applied here, so it is said here)."""
         self.selected = None
         self.boxesChanged.emit()
-        self.message.emit("Decided: now training data (an unboxed grain teaches 'no grain'). B boxes a missed "
-                          "grain, Enter = finished")
+        self.message.emit("Decided: now training data (unboxed grains teach 'no grain'). B boxes one; Enter = finished")
 
     def _advance_in_view(self, ann_id: int) -> None:
         """After a decision on a box the reviewer clicked: the next proposal of this image
