@@ -230,3 +230,23 @@ def test_coco_export_has_the_colours_and_keys_the_app_shows(qtbot, settings, tmp
         assert cats["Quercus"][0] == pa.category_by_name("Quercus").color.lower()
     assert cats["Pinus"][1] == "1" and cats["Quercus"][1] == "3" and cats["pollen"][1] is None
     win.close()
+
+
+def test_every_key_the_readme_names_is_a_shortcut_of_the_window(window):
+    """The README's review keys, each bound to an action of the main window (Space and the
+    wheel are the canvas's own)."""
+    import re
+    from pathlib import Path
+
+    from PySide6.QtGui import QAction, QKeySequence
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("Review keys (F1 lists them all)")
+    keys = set(re.findall(r"\*\*([^*]+)\*\*", text[start:text.index("Taxon keys and colours come", start)]))
+    wanted = set()
+    for k in keys - {"Space", "Ctrl+wheel"}:
+        wanted |= {"1-9": {str(d) for d in range(1, 10)}, "+/-": {"+", "-"}, "Page Down": {"PgDown"},
+                   "Page Up": {"PgUp"}, "Enter": {"Return"}}.get(k, {k})
+    bound = {s.toString() for a in window.findChildren(QAction) for s in a.shortcuts()}
+    missing = {k for k in wanted if QKeySequence(k).toString() not in bound}
+    assert not missing, f"the README promises keys no action has: {sorted(missing)}"
