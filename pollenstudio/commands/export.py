@@ -1,4 +1,8 @@
-"""`pollenstudio export PROJECT --format coco|yolo|csv|grains --out PATH [--all]`."""
+"""`pollenstudio export PROJECT --format coco|yolo|csv|grains --out PATH [--all]`.
+
+An image that cannot go into the export (missing, no longer the picture the project
+registered, unreadable) is skipped with a warning on stderr (``skipped`` in ``--json``);
+the export goes on, as ``detect`` does, and exits 0."""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output file (coco, csv, grains) or folder (yolo)")
     parser.add_argument("--all", action="store_true",
                         help="every image and every non-rejected annotation with scores (default: reviewed only)")
-    parser.add_argument("--no-images", action="store_true", help="yolo: write labels only, do not link/copy images")
+    parser.add_argument("--no-images", action="store_true",
+                        help="yolo: write labels only. Without it the images are copied (never linked: a tool that "
+                        "rewrites an exported image in place must not change the original), and only files that "
+                        "are the picture the project registered; others are skipped and named")
     parser.add_argument("--planes-as-images", action="store_true",
                         help="coco: write each focal-stack plane that holds grains as an image of its own "
                         "(for tools that know no stacks; import folds them back into their stack)")
@@ -35,5 +42,10 @@ def run(args) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, list)))
+        import sys
+
+        for item in summary.get("skipped", []):  # missing, not the registered picture, unreadable
+            print(f"warning: not exported: {item['reason']}", file=sys.stderr)
+        print(", ".join(f"{k}: {v}" for k, v in summary.items() if not isinstance(v, list))
+              + (f", skipped: {len(summary['skipped'])}" if summary.get("skipped") else ""))
     return 0

@@ -131,7 +131,7 @@ class ExportDialog(_JobDialog):
         group = QButtonGroup(self)
         group.addButton(self.reviewed)
         group.addButton(self.all)
-        self.copy_images = QCheckBox("Link or copy the image files into the folder", self)
+        self.copy_images = QCheckBox("Copy the image files into the folder", self)
         self.copy_images.setChecked(True)
         # focal stacks (issue 19): COCO planes as images of their own; YOLO's view of a stack
         self.planes_as_images = QCheckBox("Also write each focal plane that holds grains as an image of its own", self)
@@ -202,8 +202,10 @@ class ExportDialog(_JobDialog):
         else:
             words = (f"Wrote {plural(summary['annotations'], 'annotation')} on {plural(summary['images'], kind)} "
                      f"to {summary['path']}")
-            if summary.get("missing_images"):
-                words += f" ({len(summary['missing_images'])} image files were missing and not copied)"
+            if summary.get("skipped"):
+                first = summary["skipped"][0]["reason"]
+                words += (f" ({len(summary['skipped'])} image(s) not exported: missing, changed or unreadable; "
+                          f"first: {first})")
         if summary.get("images") == 0 and summary.get("reviewed_only"):
             words += ". No image is fully reviewed yet: review one, or export all with scores."
         self._done(summary, words)

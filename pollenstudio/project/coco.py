@@ -28,7 +28,12 @@ image- and taxon-level facts:
   its own (``<json stem>_planes/<image>_zNN.png``) and listed as its own COCO image with
   ``stack_of`` (the stack's ``file_name``) and ``plane``, carrying the grains of that plane
   only; import folds such images back into their stack when the stack's file is found (else
-  they are imported as the single images they are).
+  they are imported as the single images they are). Plane images are written atomically
+  (``project.export_files``), only from a stack whose files are the registered ones, listed
+  in ``<json stem>_planes/.pollenstudio-export.json``; a file there that the last export did
+  not write (a user's file, a planted link) is never replaced: the export is refused in
+  words. A stack that cannot be read is listed as one image and named under ``skipped``.
+  COCO has no image-copying option: other images are named by path, never copied.
 Images already in the project are reused as they are: their review mark, calibration and
 group are not changed by an import. Project-level facts (the grain-size calibration, model
 versions, runs, undo history) are not part of a COCO file.
@@ -183,7 +188,7 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
 
     images, annotations = [], []
     plane_images: list[tuple[dict, list[dict]]] = []
-    planes_written = 0
+    pending: list[tuple] = []  # stacks whose planes become images of their own
     for n, rec in enumerate(recs, start=1):
         rel = rel_to_out(project.image_path(rec))
         image = {"id": n, "file_name": rel, "width": rec.width, "height": rec.height,
@@ -225,11 +230,33 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
             entries.append(entry)
         if planes_as_images and rec.is_stack and per_plane:
             # the stack's grains go with images of their planes instead (no grain listed twice)
-            planes_written += _write_planes(project, rec, image, per_plane, out_path, plane_images)
+            pending.append((rec, image, per_plane, entries))
             continue
         images.append(image)
         for e in entries:
             annotations.append(dict(e, id=len(annotations) + 1, image_id=image["id"]))
+    skipped: list[dict] = []
+    if pending:
+        from pollenstudio.core.atomic import make_dir
+        from pollenstudio.project.export_files import ExportManifest
+
+        folder = make_dir(out_path.parent / f"{out_path.stem}_planes", "folder of plane images")
+        manifest = ExportManifest(folder)
+        manifest.check_free([_plane_name(image, rec, z) for rec, image, per_plane, _ in pending for z in per_plane],
+                            f"COCO export {out_path.name}")
+        manifest.clear_previous()
+        try:
+            for rec, image, per_plane, entries in pending:
+                problem = _write_planes(project, rec, image, per_plane, folder, manifest, plane_images)
+                if problem is not None:  # listed as the one stack image it is, with its grains
+                    skipped.append({"path": rec.path, "reason": f"{problem}; its planes were not written as images "
+                                                                "(the stack is listed as one image)"})
+                    images.append(image)
+                    for e in entries:
+                        annotations.append(dict(e, id=len(annotations) + 1, image_id=image["id"]))
+        finally:
+            manifest.save()
+    planes_written = len(plane_images)
     for image, entries in plane_images:
         image["id"] = max((im["id"] for im in images), default=0) + 1
         images.append(image)
@@ -246,37 +273,51 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
     text = json.dumps(doc)  # dumps uses the C encoder; dump(f) streams in pure Python (5x slower)
     write_text(out_path, text)  # unique temp file + rename: a reader never sees half a file
     return {"path": str(out_path), "images": len(images), "annotations": len(annotations),
-            "categories": len(categories), "reviewed_only": reviewed_only, "plane_images": planes_written}
+            "categories": len(categories), "reviewed_only": reviewed_only, "plane_images": planes_written,
+            "skipped": skipped}
 
 
-def _write_planes(project, rec, image: dict, per_plane: dict[int, list[dict]], out_path: Path,
-                  plane_images: list) -> int:
-    """Write the planes of one stack that hold grains as PNG files beside the JSON; queue
-    their COCO images (``stack_of``, ``plane``) with copies of their grains."""
-    import cv2
-    import numpy as np
+def _plane_name(image: dict, rec, plane: int) -> str:
+    return f"{Path(image['file_name']).stem.replace('.ome', '')}_{rec.id}_z{plane:02d}.png"
 
-    folder = out_path.parent / f"{out_path.stem}_planes"
-    folder.mkdir(exist_ok=True)
-    stem = Path(image["file_name"]).stem.replace(".ome", "")
-    written = 0
-    with project.open_stack(rec) as st:
-        for plane in sorted(per_plane):
-            arr = st.plane(plane)
-            name = f"{stem}_{rec.id}_z{plane:02d}.png"
-            data = np.ascontiguousarray(arr[..., ::-1]) if arr.ndim == 3 else arr
-            ok, buf = cv2.imencode(".png", data)
-            if not ok:
-                raise ImageReadError(f"{name}: OpenCV could not encode plane {plane}")
-            buf.tofile(str(folder / name))
-            written += 1
-            entry = {"file_name": f"{folder.name}/{name}", "width": image["width"], "height": image["height"],
-                     "review_status": image["review_status"], "stack_of": image["file_name"], "plane": plane}
-            for k in ("um_per_px", "group"):
-                if k in image:
-                    entry[k] = image[k]
-            plane_images.append((entry, [dict(e, plane=plane) for e in per_plane[plane]]))
-    return written
+
+def _write_planes(project, rec, image: dict, per_plane: dict[int, list[dict]], folder: Path, manifest,
+                  plane_images: list) -> str | None:
+    """Write the planes of one stack that hold grains as PNG files in ``folder`` (atomic
+    writes, listed in ``manifest``); queue their COCO images (``stack_of``, ``plane``) with
+    copies of their grains. Returns None, or why the stack's planes were not written (its
+    files are not the registered ones, or cannot be read): the caller then lists the stack
+    as one image, and none of its plane files is left."""
+    from pollenstudio.project.export_files import registered_problem, write_png
+
+    problem = registered_problem(project, rec)
+    if problem is not None:
+        return problem
+    queued, names = [], []
+    try:
+        with project.open_stack(rec) as st:
+            for plane in sorted(per_plane):
+                arr = st.plane(plane)
+                name = _plane_name(image, rec, plane)
+                write_png(arr, folder / name, f"plane {plane + 1} of {rec.path}")
+                names.append(name)
+                entry = {"file_name": f"{folder.name}/{name}", "width": image["width"], "height": image["height"],
+                         "review_status": image["review_status"], "stack_of": image["file_name"], "plane": plane}
+                for k in ("um_per_px", "group"):
+                    if k in image:
+                        entry[k] = image[k]
+                queued.append((entry, [dict(e, plane=plane) for e in per_plane[plane]]))
+    except (ImageReadError, OSError, ValueError, MemoryError) as exc:  # a WriteError (full disk) goes up
+        for name in names:
+            (folder / name).unlink(missing_ok=True)
+        names.clear()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return f"{rec.path}: cannot read the stack ({reason})"
+    finally:
+        for name in names:  # a failed write (full disk) still lists them, so the next export clears them
+            manifest.add(name)
+    plane_images.extend(queued)
+    return None
 
 
 # ---------------------------------------------------------------------------- import

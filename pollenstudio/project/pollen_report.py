@@ -19,7 +19,6 @@ headless and from a worker thread. Every file is written atomically (``core.atom
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import html
 import io
@@ -370,10 +369,10 @@ def write_report(project, out: str | os.PathLike, fmt: str | None = None, review
         with atomic_write(out, "w", encoding="utf-8", newline="") as f:
             f.write(text)
     elif fmt == "csv":
+        from pollenstudio.core.csvsafe import write_rows
+
         with atomic_write(out, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            w.writeheader()
-            w.writerows(csv_rows(data))
+            write_rows(f, CSV_COLUMNS, csv_rows(data))  # names that look like formulas stay text
     else:
         from matplotlib.backends.backend_pdf import PdfPages
 

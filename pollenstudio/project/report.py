@@ -19,7 +19,6 @@ counts undecided proposals on every image (a model count, not a checked one).
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 
@@ -73,13 +72,12 @@ def _write_csv(out_path, what: str, columns, rows_of) -> tuple:
     """Check ``out_path``, build the rows (``rows_of()``) and write them with a header; a
     unique temp file + rename, so a full disk leaves the previous file as it was."""
     from pollenstudio.core.atomic import atomic_write, check_output_path
+    from pollenstudio.core.csvsafe import write_rows
 
     out_path = check_output_path(out_path, what)
     rows = rows_of()
     with atomic_write(out_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
+        write_rows(f, columns, rows)  # a name like "=HYPERLINK(..)" is written as text, not a formula
     return out_path, rows
 
 

@@ -182,7 +182,10 @@ def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: boo
     sizes) to ``out`` (a file; a folder for YOLO).
     ``reviewed_only``: reviewed images and their grains (training data); else every
     image with every non-rejected annotation and its score. Returns the writer's summary
-    with "format" added. ``copy_images``: YOLO links or copies the image files."""
+    with "format" added. ``copy_images``: YOLO copies the image files (never links them; only
+    files that are the registered pictures: ``project.export_files``); images it cannot
+    export are listed under ``skipped`` (path, reason), as are stacks whose planes COCO
+    could not write as images."""
     if fmt not in EXPORT_FORMATS:
         raise PollenStudioError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     progress = progress or NullProgress()
@@ -196,7 +199,7 @@ def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: boo
         from pollenstudio.project.yolo import export_yolo
 
         summary = export_yolo(project, out, reviewed_only=reviewed_only, copy_images=copy_images,
-                              stack_view=stack_view)
+                              stack_view=stack_view, progress=progress)
     elif fmt == "grains":
         from pollenstudio.project.report import write_grains_csv
 

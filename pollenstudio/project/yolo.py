@@ -3,7 +3,7 @@
 Layout (what detector training tools expect)::
 
     DATASET/classes.txt            one taxon name per line; line number = class index
-    DATASET/images/<name>.<ext>    the images (hard links where possible, else copies)
+    DATASET/images/<name>.<ext>    copies of the images (never links: see ``export_files``)
     DATASET/labels/<name>.txt      one line per grain: "class cx cy w h", normalised to [0, 1]
 
 Export writes reviewed grains only by default; ``reviewed_only=False`` writes every image
@@ -21,7 +21,6 @@ without a label file is left new. Everything is validated before anything is wri
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,85 +44,25 @@ def is_yolo_folder(folder: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------- export
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link (else copy) ``src`` to a unique temporary name beside ``dst``, then rename
-    it over ``dst``: whatever stood there (a symlink included) is replaced, never written
-    through."""
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        os.unlink(tmp)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-MANIFEST = ".pollenstudio-export.json"  # the files an export wrote, so the next one can clear them
-
-
-def _clear_previous_export(out: Path) -> None:
-    """Remove the files our previous export into ``out`` wrote (listed in its manifest), and
-    only those: a reviewed-only export into a folder that held an --all export must not keep
-    the old proposals' label files. Files the user put there are left alone."""
-    import json
-
-    man = out / MANIFEST
-    if not man.is_file():
-        return
-    try:
-        listed = json.loads(man.read_text(encoding="utf-8")).get("files", [])
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        listed = []
-    root = out.resolve()
-    for rel in listed if isinstance(listed, list) else []:
-        if not isinstance(rel, str) or "\x00" in rel:
-            continue
-        p = out / rel
-        try:
-            if p.resolve().parent.is_relative_to(root) and (p.is_file() or p.is_symlink()):
-                p.unlink()
-        except (OSError, ValueError):
-            continue
-    man.unlink(missing_ok=True)
-
-
-def _write_stack_view(project, rec, view: str, dest: Path) -> None:
-    """The EDF composite or sharpest plane of a stack as a PNG (16-bit stays 16-bit)."""
-    import cv2
-    import numpy as np
-
-    from pollenstudio.core.atomic import WriteError
-
-    arr = project.read_plane(rec, view)
-    data = np.ascontiguousarray(arr[..., ::-1]) if arr.ndim == 3 else arr
-    ok, buf = cv2.imencode(".png", data)
-    if not ok:
-        raise WriteError(f"cannot encode the {view} view of {rec.path} as PNG")
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    buf.tofile(str(tmp))
-    os.replace(tmp, dest)
-
-
 def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True, copy_images: bool = True,
-                stack_view: str = "edf") -> dict:
+                stack_view: str = "edf", progress=None) -> dict:
     """Write a YOLO dataset folder; returns a summary. Every file is written to a unique
     temporary name and renamed into place; the files of an earlier export into the same
     folder (and only those) are removed first. A focal stack is written as one PNG image:
     its extended-depth-of-field composite (``stack_view="edf"``) or its sharpest plane
-    (``"best"``); YOLO has no planes."""
+    (``"best"``); YOLO has no planes.
+
+    ``copy_images``: images are **copied**, never linked (a trainer that resizes the
+    exported images in place must not rewrite the originals), and only when the file is the
+    picture the project registered (``export_files``). An image that is missing, not the
+    registered picture or unreadable (a damaged stack) is skipped with its label file, so
+    every label has its image; the summary lists it under ``skipped`` (path, reason) and
+    missing files under ``missing_images``. Without ``copy_images`` only labels are written,
+    one per image."""
     if stack_view not in ("edf", "best"):
         raise ValueError(f"stack_view must be 'edf' or 'best', got {stack_view!r}")
-    import json
-
     from pollenstudio.core.atomic import WriteError, make_dir, os_reason, write_text
+    from pollenstudio.project.export_files import ExportManifest, copy_registered, read_view, write_png
 
     cats = project.categories()
     for c in cats:  # one name per line: a line break inside a name would shift every index
@@ -131,21 +70,18 @@ def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True,
             raise WriteError(f"taxon {c.name!r} has a line break in its name; rename it before a YOLO export "
                              "(classes.txt holds one name per line)")
     out = make_dir(out_dir, "YOLO export folder")
+    manifest = ExportManifest(out)
     try:
-        _clear_previous_export(out)
+        manifest.clear_previous()
         (out / "labels").mkdir(parents=True, exist_ok=True)
         if copy_images:
             (out / "images").mkdir(exist_ok=True)
     except OSError as exc:
         raise WriteError(f"cannot write into {out}: {os_reason(exc)}") from None
-    written: list[str] = []
 
     def put(rel: str, text: str) -> None:
         write_text(out / rel, text)
-        written.append(rel)
-
-    def save_manifest() -> None:
-        write_text(out / MANIFEST, json.dumps({"files": written}))
+        manifest.add(rel)
 
     index = {c.id: i for i, c in enumerate(cats)}
     if reviewed_only:
@@ -155,29 +91,33 @@ def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True,
         recs = project.images()
         keep = {s for s in AnnotationStatus if s is not AnnotationStatus.REJECTED}
     used_stems: set[str] = set()
-    n_ann, missing = 0, []
+    n_img, n_ann, missing, skipped = 0, 0, [], []
     try:
         put("classes.txt", "".join(c.name + "\n" for c in cats))
-        for rec in recs:
+        for k, rec in enumerate(recs):
+            if progress is not None:  # copying (and hashing) every image takes a while on big projects
+                progress.check()
+                progress.update(k, len(recs), rec.path)
             src = project.image_path(rec)
             stem = Path(rec.path).stem
             if stem in used_stems:  # same name in two folders
                 stem = f"{rec.id}_{stem}"
             used_stems.add(stem)
-            if copy_images and rec.is_stack and project.file_problem(rec) is None:
-                rel = f"images/{stem}.png"
-                _write_stack_view(project, rec, stack_view, out / rel)
-                written.append(rel)
-            elif copy_images:
-                if src.is_file():
-                    rel = f"images/{stem}{src.suffix.lower()}"
-                    try:
-                        _link_or_copy(src, out / rel)
-                    except OSError as exc:
-                        raise WriteError(f"cannot write {out / rel}: {os_reason(exc)}") from None
-                    written.append(rel)
+            if copy_images:
+                if rec.is_stack:
+                    rel = f"images/{stem}.png"
+                    arr, problem = read_view(project, rec, stack_view)
+                    if problem is None:
+                        write_png(arr, out / rel, f"the {stack_view} view of {rec.path}")
                 else:
-                    missing.append(rec.path)
+                    rel = f"images/{stem}{src.suffix.lower()}"
+                    problem = copy_registered(project, rec, out / rel)
+                if problem is not None:  # neither image nor label: every label has its image
+                    if not src.is_file():
+                        missing.append(rec.path)
+                    skipped.append({"path": rec.path, "reason": problem})
+                    continue
+                manifest.add(rel)
             lines = []
             W, H = float(rec.width), float(rec.height)
             for a in project.annotations(rec.id):
@@ -189,11 +129,12 @@ def export_yolo(project, out_dir: str | os.PathLike, reviewed_only: bool = True,
                     line += f" {a.score:.6f}"
                 lines.append(line + "\n")
             put(f"labels/{stem}.txt", "".join(lines))
+            n_img += 1
             n_ann += len(lines)
     finally:
-        save_manifest()  # even a failed export lists what it wrote, so the next one clears it
-    return {"path": str(out), "images": len(recs), "annotations": n_ann, "categories": len(cats),
-            "missing_images": missing, "reviewed_only": reviewed_only}
+        manifest.save()  # even a failed export lists what it wrote, so the next one clears it
+    return {"path": str(out), "images": n_img, "annotations": n_ann, "categories": len(cats),
+            "missing_images": missing, "skipped": skipped, "reviewed_only": reviewed_only}
 
 
 # ---------------------------------------------------------------------------- import
