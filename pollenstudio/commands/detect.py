@@ -51,7 +51,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--tile", default="auto", type=_tile, help="auto (tile images over twice the model input), off, or tile size in pixels"
     )
-    parser.add_argument("--batch", type=positive_int, default=8, help="model inputs per batch (default 8)")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="model inputs per batch (default: 8 on a GPU, 1 on a CPU, where batches are no "
+                             "faster and cost memory)")
     parser.add_argument("--imgsz", type=model_imgsz, default=None,
                         help="model input size, a multiple of 32 (default: the model's own)")
     parser.add_argument(
@@ -85,7 +87,7 @@ def run(args) -> int:
 
     if not 0.0 <= args.conf <= 1.0 or not 0.0 < args.iou <= 1.0:
         raise ProjectError("--conf must be within 0..1 and --iou within 0..1 (exclusive of 0)")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise ProjectError("--batch must be at least 1")
     from pollenstudio.core.errors import PollenStudioError
     from pollenstudio.engine.predict import select_device

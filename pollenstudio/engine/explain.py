@@ -43,6 +43,11 @@ from pollenstudio.engine.tiling import (
 )
 
 LEVEL_NAMES = ("P3", "P4", "P5")
+# Grad-CAM keeps the autograd graph of a whole forward pass until the backward one: about
+# 0.35 GB at a 640 px input, 0.8 GB at 1024 and 3.3 GB at 2048 (HieraEdgeNet-n, CPU; a map of
+# a 2592 px field downscaled to 2048 took the app to about 4 GB). A larger window is shrunk
+# to this input (never below the model's own input size); the map is resized back.
+GRADCAM_MAX_INPUT = 1024
 
 
 def _detect_module(model):
@@ -160,12 +165,19 @@ class _Pass:
     lb: Letterbox
 
 
+def grad_input_size(predictor) -> int:
+    """The model input side a Grad-CAM pass runs at: the predictor's, at most
+    ``GRADCAM_MAX_INPUT`` (or the model's own input size, if larger)."""
+    cap = max(GRADCAM_MAX_INPUT, int(getattr(predictor.cfg, "imgsz", 0) or 0))
+    return min(int(predictor.imgsz), cap)
+
+
 def _forward_with_grad(predictor, image, window, rng, layer: str) -> _Pass:
     import torch
 
     model = predictor.explain_model
     x0, y0, x1, y1 = window
-    arr, lb = letterbox(to_model_uint8(image[y0:y1, x0:x1], rng), predictor.imgsz, origin=(x0, y0))
+    arr, lb = letterbox(to_model_uint8(image[y0:y1, x0:x1], rng), grad_input_size(predictor), origin=(x0, y0))
     x = predictor.to_tensor([arr]).requires_grad_(True)  # params may be frozen: grad flows via x
     captured: dict = {}
     with predictor.lock:  # hooks live only while this thread owns the model

@@ -9,15 +9,20 @@ previous one and its late results are dropped, so a stale image or thumbnail nev
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from pollenstudio.core.errors import Cancelled, PollenStudioError
+from pollenstudio.core.memory import release_freed_heap
 from pollenstudio.core.progress import CancelToken
 
 log = logging.getLogger(__name__)
+# a job that ran this long (a detection, a map, an image decode) gives the memory it freed
+# back to the system when it ends; a quick one (a thumbnail) skips the few ms that costs
+RELEASE_AFTER_S = 0.2
 
 
 class _Signals(QObject):
@@ -46,6 +51,7 @@ class Job(QRunnable):
         self.signals.progress.emit(done, total, message)
 
     def run(self) -> None:
+        t0 = time.monotonic()
         try:
             self._run()
         except RuntimeError:
@@ -53,6 +59,10 @@ class Job(QRunnable):
             # nobody is left to tell
             log.debug("job finished after the app was closed")
         finally:
+            if time.monotonic() - t0 >= RELEASE_AFTER_S:
+                # what the job freed (tensors, tiles, image copies) stays in this thread's
+                # malloc arena, resident, unless it is handed back (core.memory)
+                release_freed_heap()
             self.done = True
 
     def _run(self) -> None:
