@@ -254,6 +254,8 @@ def main(argv=None) -> int:
                          "0: random sizes 40-150 px")
     ap.add_argument("--features", default=None, help="embedding of the split rows (default: engine.classify's)")
     ap.add_argument("--kind", default=None, help="classifier of the split rows (default: engine.classify's)")
+    ap.add_argument("--networks", nargs="*", default=["pollen", "imagenet"],
+                    help="embedding networks cached beside deep+hand (when installed)")
     ap.add_argument("--crop", type=int, default=classify.EmbedSpec().crop, help="embedding crop side (px)")
     ap.add_argument("--turns", type=int, default=classify.EmbedSpec().turns, help="quarter turns averaged in deep features")
     ap.add_argument("--levels", default=classify.EmbedSpec().levels, help="deep feature levels: neck, backbone, both")
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
     det.merge_same_grain = False
     gmodel, _, _ = load_checkpoint(grain_path)
     spec_all = classify.EmbedSpec(features="deep+hand", crop=args.crop, turns=args.turns, levels=args.levels)
-    lab = SplitLab(gmodel, spec_all)
+    lab = SplitLab(gmodel, spec_all, networks=tuple(args.networks))
 
     need_split = {"embed", "split"} & set(args.rows)
     if need_split:

@@ -128,7 +128,8 @@ def part_a(held, E_by, args, what: str, labels=None):
 def part_c(held, E_by, args, k=10):
     y = np.asarray(held.labels)
     C = len(held.taxa)
-    print(f"\n(c) unknown taxa: 8 reviewed taxa ({k} crops each), {C - 8} never reviewed; {args.episodes} episodes")
+    print(f"\n(c) unknown taxa: 8 reviewed taxa ({k} crops each), {C - 8} never reviewed; {args.episodes} episodes; "
+          f"threshold quantile {args.unknown_quantile}")
     print(f"   {'embedding':10s} {'unknown flagged':>16s} {'known flagged':>14s} {'known named right':>17s}")
     for features, E in E_by.items():
         fu, fk, nk = [], [], []
@@ -143,7 +144,8 @@ def part_c(held, E_by, args, k=10):
             qu = [i for i in range(len(y)) if y[i] not in known]
             remap = {c: j for j, c in enumerate(known)}
             clf = classify.TaxonClassifier.fit(E[sup], [remap[c] for c in y[sup]], [str(c) for c in known],
-                                               classify.EmbedSpec(features=features), "logreg")
+                                               classify.EmbedSpec(features=features), "logreg",
+                                               unknown_quantile=args.unknown_quantile)
             fu.append(clf.is_unknown(E[qu]).mean())
             unk = clf.is_unknown(E[qk])
             fk.append(unk.mean())
@@ -161,6 +163,7 @@ def part_d(data, args):
     debris = debris_tiles(data / "debris", split="test")
     cfg = CompositeConfig(grains_per_frame=(1, 6), debris=(2.0, 4.0), magnification=0.4, restain=0.0)
     det = Predictor.from_checkpoint(ROOT / "models" / "pollen-grain-n.safetensors", device="cpu", conf=0.25)
+    det_model = det.explain_model
     fields = [composite_image(70_000 + i, held, cfg, debris) for i in range(max(args.k_fields) + args.fields)]
     results = list(det.iter_predict([f[0] for f in fields]))
 
@@ -180,20 +183,22 @@ def part_d(data, args):
     print(f"\n(d) false boxes on held-out real debris ({args.fields} test fields, {n_true} grains, debris {cfg.debris} "
           f"tiles per 256x256): before any review {before:.2f} false boxes per field, {found} grain boxes")
     print(f"   {'k fields':>8s} {'rejected':>8s} {'false/field':>12s} {'grain boxes kept':>17s} {'lost':>5s}")
-    spec = classify.EmbedSpec(features="pollen")
+    spec = classify.EmbedSpec(features=args.d_features)
     cache = {}
 
     def E_of(i):
         if i not in cache:
             dets = results[i].detections
             b = np.array([[d.box.x1, d.box.y1, d.box.x2, d.box.y2] for d in dets]).reshape(-1, 4)
-            cache[i] = classify.embed(None, fields[i][0], b, spec) if len(b) else np.zeros((0, 256), np.float32)
+            cache[i] = classify.embed(det_model, fields[i][0], b, spec) if len(b) else None
         return cache[i]
 
     for k in args.k_fields:
         E, y = [], []
         for i in range(k):
             m = match(results[i].detections, fields[i][1])
+            if E_of(i) is None:
+                continue
             E.append(E_of(i))
             y += [fields[i][1][j]["category"] if j >= 0 else len(held.taxa) for j in m]
         names = list(held.taxa) + [classify.NOT_POLLEN]
@@ -203,11 +208,13 @@ def part_d(data, args):
         false, kept, lost = [], 0, 0
         for i in test:
             m = match(results[i].detections, fields[i][1])
-            if not len(m):
+            if not len(m) or E_of(i) is None:
                 false.append(0)
                 continue
             P = clf.predict_proba(E_of(i))
-            gone = np.array([clf.class_names[c] == classify.NOT_POLLEN for c in P.argmax(1)])
+            # the app's rule (TaxonClassifier.label): withdrawn when "not pollen" >= WITHDRAW_P
+            notp = clf.class_names.index(classify.NOT_POLLEN) if classify.NOT_POLLEN in clf.class_names else None
+            gone = P[:, notp] >= classify.WITHDRAW_P if notp is not None else np.zeros(len(P), bool)
             false.append(int(((m < 0) & ~gone).sum()))
             kept += int(((m >= 0) & ~gone).sum())
             lost += int(((m >= 0) & gone).sum())
@@ -230,6 +237,8 @@ def main() -> int:
     ap.add_argument("--field-fields", type=int, default=40, help="composited fields for part a's field crops (0: none)")
     ap.add_argument("--features", nargs="+", default=["hand", "deep", "imagenet", "pollen"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--unknown-quantile", type=float, default=classify.UNKNOWN_QUANTILE)
+    ap.add_argument("--d-features", default="pollen+hand", help="embedding of part d")
     args = ap.parse_args()
     data = Path(args.data)
     if not (data / "pollen73s").is_dir():

@@ -113,7 +113,7 @@ def main() -> int:
     from pollenstudio.project import Project
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["propose", "apply"])
+    ap.add_argument("step", choices=["propose", "apply", "redetect"])
     ap.add_argument("name")
     ap.add_argument("image", nargs="?")
     ap.add_argument("--level", type=int, default=0)
@@ -147,9 +147,16 @@ def main() -> int:
         print(f"review quarter: {len(props)} proposals ({review.width}x{review.height}); unseen quarters: {n} proposals, "
               f"{per:.1f} per megapixel; sheets in {work}")
         return 0
+    if a.step == "redetect":  # the trained version again, after a change of the app's naming rules
+        before_n = json.loads((work / "before.json").read_text())["n"]
+        proj.close()
+        print(_cli("detect", proj_dir, "--quiet"))
+        proj = Project.open(proj_dir)
+        return report(proj, imgs, work, before_n, None)
     dec = json.loads(Path(a.decisions).read_text())
     index = {int(k): v for k, v in json.loads((work / "review_index.json").read_text()).items()}
     before_n, before_per = density(proj, QUARTERS[1:])
+    (work / "before.json").write_text(json.dumps({"n": before_n}))
     accept = {int(k): v for k, v in dec.get("accept", {}).items()}
     cats = {c.name: c.id for c in proj.categories()}
     for num, aid in index.items():
@@ -171,15 +178,22 @@ def main() -> int:
     print(_cli("train", proj_dir, "--activate", "--no-compare"))
     print(_cli("detect", proj_dir, "--quiet"))
     proj = Project.open(proj_dir)
-    after_n, after_per = density(proj, QUARTERS[1:])
+    report(proj, imgs, work, before_n, dec)
+    return 0
+
+
+def report(proj, imgs, work: Path, before_n: int, dec) -> int:
     from pollenstudio.core.types import WITHDRAWN_BY_MODEL
 
+    after_n, after_per = density(proj, QUARTERS[1:])
+    mp = sum(r.width * r.height for r in proj.images() if Path(r.path).stem in QUARTERS[1:]) / 1e6
     withdrawn = sum(a.author == WITHDRAWN_BY_MODEL for r in proj.images() if Path(r.path).stem in QUARTERS[1:]
                     for a in proj.annotations(r.id))
     top_sheet(proj, QUARTERS[1:], imgs, work / "unseen_top50_after.png")
-    print(f"unseen quarters: before {before_n} proposals ({before_per:.1f} per MP), after {after_n} "
-          f"({after_per:.1f} per MP), {withdrawn} withdrawn as not pollen; reviewed: {len(accept)} accepted, "
-          f"{len(index) - len(accept)} rejected, {len(dec.get('add', []))} drawn; sheets in {work}")
+    print(f"unseen quarters: before {before_n} proposals ({before_n / mp:.1f} per MP), after {after_n} "
+          f"({after_per:.1f} per MP), {withdrawn} withdrawn as not pollen"
+          + (f"; reviewed: {len(dec.get('accept', {}))} accepted, {len(dec.get('reject', []))} rejected, "
+             f"{len(dec.get('add', []))} drawn" if dec else "") + f"; sheets in {work}")
     return 0
 
 
