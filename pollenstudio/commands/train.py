@@ -207,8 +207,11 @@ def run(args) -> int:
                 print(f"validation   mAP@.5 {fmt(out['map50'])}   mAP@.5:.95 {fmt(out['map50_95'])}   "
                       f"P {fmt(out['precision'])}   R {fmt(out['recall'])}   on {out['val_images']} images")
             if stage == "classifier":
-                print(f"trained      a taxon classifier on the base detector's crops of {out['train_images']} images "
-                      f"(the validation images held out), {out['seconds']:.0f} s")
+                n_all = out["train_images"] + out["val_images"]
+                held = (f"scored first on {out['val_images']} held out, then refitted on all" if out["val_images"]
+                        else "none held out")
+                print(f"trained      a taxon classifier on the base detector's crops of every reviewed image "
+                      f"({n_all}; {held}), {out['seconds']:.0f} s")
             else:
                 print(f"trained      {out['epochs']} epochs (best {out['best_epoch']}) on {out['train_images']} images, "
                       f"{out['processes']} process(es) on {out['device']}, {out['seconds']:.0f} s")
