@@ -113,7 +113,7 @@ def main() -> int:
     from pollenstudio.project import Project
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["propose", "apply", "redetect"])
+    ap.add_argument("step", choices=["propose", "apply", "redetect", "retrain"])
     ap.add_argument("name")
     ap.add_argument("image", nargs="?")
     ap.add_argument("--level", type=int, default=0)
@@ -147,9 +147,11 @@ def main() -> int:
         print(f"review quarter: {len(props)} proposals ({review.width}x{review.height}); unseen quarters: {n} proposals, "
               f"{per:.1f} per megapixel; sheets in {work}")
         return 0
-    if a.step == "redetect":  # the trained version again, after a change of the app's naming rules
+    if a.step in ("redetect", "retrain"):  # after a change of the app's naming rules or defaults
         before_n = json.loads((work / "before.json").read_text())["n"]
         proj.close()
+        if a.step == "retrain":  # the same decisions, a new Auto version with today's defaults
+            print(_cli("train", proj_dir, "--activate", "--no-compare"))
         print(_cli("detect", proj_dir, "--quiet"))
         proj = Project.open(proj_dir)
         return report(proj, imgs, work, before_n, None)
