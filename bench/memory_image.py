@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--tracemalloc", action="store_true", help="also trace Python/numpy allocations (slower)")
     ap.add_argument("--repeat", type=int, default=1, help="run detect + edge map + Grad-CAM this many times")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds the app idles after each step before it is measured (default 1)")
     ap.add_argument("--big-box", type=int, default=0, metavar="PX",
                     help="also Grad-CAM on a PX x PX box drawn at the centre, named as the detection's "
                          "taxon (the real field's junk boxes reached 1523 px; 0: skip)")
@@ -121,8 +123,10 @@ def main() -> int:
             time.sleep(0.002)
             if time.perf_counter() - t > limit:
                 raise SystemExit(f"gave up waiting for {what} after {limit:.0f} s")
-        for _ in range(20):  # the signals that follow (boxes drawn, overlay shown)
+        t = time.perf_counter()
+        while time.perf_counter() - t < args.settle:  # the result drawn, the user looks at it
             app.processEvents()
+            time.sleep(0.01)
 
     tmp = Path(tempfile.mkdtemp(prefix="ps_memory_"))
     try:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from pollenstudio.core.errors import Cancelled, PollenStudioError
-from pollenstudio.core.memory import release_freed_heap
+from pollenstudio.core.memory import release_freed_heap_soon
 from pollenstudio.core.progress import CancelToken
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,9 @@ class Job(QRunnable):
         finally:
             if time.monotonic() - t0 >= RELEASE_AFTER_S:
                 # what the job freed (tensors, tiles, image copies) stays in this thread's
-                # malloc arena, resident, unless it is handed back (core.memory)
-                release_freed_heap()
+                # malloc arena, resident, unless it is handed back (core.memory), a moment
+                # later: not while the GUI thread draws the job's result
+                release_freed_heap_soon()
             self.done = True
 
     def _run(self) -> None:

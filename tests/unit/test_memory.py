@@ -94,3 +94,23 @@ def test_freed_heap_goes_back_to_the_system():
     after = rss_mb()
     assert before - after > 64, (before, after)
     assert len(kept) == 256
+
+
+def test_release_soon_runs_once_after_a_burst_of_jobs_and_not_at_once(monkeypatch):
+    """Jobs ending together ask for one release, a moment later, off the caller's thread
+    (a release the moment a job ended stalled the GUI that drew its result)."""
+    import threading
+    import time
+
+    from pollenstudio.core import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_heap", lambda: calls.append(threading.current_thread()) or True)
+    for _ in range(5):
+        memory.release_freed_heap_soon(0.2)
+    assert calls == []
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert len(calls) == 1 and calls[0] is not threading.current_thread()
