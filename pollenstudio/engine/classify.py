@@ -469,12 +469,19 @@ class TaxonClassifier:
         for a, b in feature_blocks(spec, E.shape[1]):  # each block counts equally
             scale[a:b] /= math.sqrt(max(1, b - a))
         if spec.network is not None:
-            # the embedding network's block is a unit vector already, in a space where cosine
-            # means "looks alike": kept as it is. Standardising each of its 1280 dimensions by
-            # a dozen reviewed grains' spread made 1-shot naming of held-out taxa fall from
-            # ~0.7 to ~0.4 (bench/naming.py); the hand block is still standardised
+            # the embedding network's block lives in a space where cosine means "looks alike":
+            # centred on the reviewed grains and scaled as a whole to unit size, never per
+            # dimension (standardising each of its 1280 dimensions by a dozen grains' spread
+            # made 1-shot naming of held-out taxa fall from ~0.7 to ~0.4, bench/naming.py);
+            # uncentred, every grain looked alike to the logistic regression, whose
+            # probabilities then never left ~0.6 (no proposal could reach WITHDRAW_P)
             a, b = feature_blocks(spec, E.shape[1])[0]
-            mean[a:b], scale[a:b] = 0.0, 1.0
+            centred = E[:, a:b] - E[:, a:b].mean(0)
+            size = float(np.sqrt((centred ** 2).sum(1).mean())) if len(E) > 1 else 0.0
+            if size > 1e-6:
+                mean[a:b], scale[a:b] = E[:, a:b].mean(0), 1.0 / size
+            else:
+                mean[a:b], scale[a:b] = 0.0, 1.0
         Z = (E - mean) * scale
         if kind == "prototype":
             Zn = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-6)
@@ -538,8 +545,10 @@ class TaxonClassifier:
             c = int(top[0])
             name = self.class_names[c]
             if name == NOT_POLLEN:
-                # withdrawn: it looks like what the reviewers rejected (kept, as rejected by the model)
-                out.append(Detection(box=Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), class_index=c, label=name,
+                # withdrawn: it looks like what the reviewers rejected (kept, as rejected by the
+                # model). Stored under the grain class, never as a taxon "not pollen": such a
+                # taxon would take a digit key and count as grains once accepted
+                out.append(Detection(box=Box(d.box.x1, d.box.y1, d.box.x2, d.box.y2), class_index=-1, label=GRAIN_CLASS,
                                      score=d.score, topk=alts, level=d.level, plane=d.plane, withdrawn=True))
                 continue
             if unk:

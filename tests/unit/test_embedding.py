@@ -133,7 +133,7 @@ def test_pollen_embedding_is_deterministic_and_turn_invariant():
     img, boxes = _field("dots", 4, 0)
     e1 = embed(None, img, boxes, SPEC)
     e2 = embed(None, img, boxes, SPEC)
-    assert e1.shape == (4, 256)
+    assert e1.shape[0] == 4 and e1.shape[1] >= 256
     assert np.array_equal(e1, e2)
     # a quarter turn of the whole field: the 4-view average (rotations and mirrors) barely moves
     rot = np.ascontiguousarray(np.rot90(img))
@@ -208,10 +208,10 @@ def test_rejected_look_is_withdrawn_at_next_detection_accepted_stays(tmp_path):
     from pollenstudio.project import Project
 
     E, y = [], []
-    for c, t in enumerate(("dots", "stripes", "blob")):
-        img, boxes = _field(t, 8, 10 + c)
+    for c, t in enumerate(("dots", "stripes", "blob")):  # 12 reviewed grains each, as after a few fields
+        img, boxes = _field(t, 12, 10 + c)
         E.append(embed(None, img, boxes, SPEC))
-        y += [c] * 8
+        y += [c] * 12
     clf = TaxonClassifier.fit(np.concatenate(E), y, ["dots", "stripes", NOT_POLLEN], EmbedSpec(features="pollen"), "logreg")
     img_b, boxes_b = _field("blob", 1, 77)
     img_d, boxes_d = _field("dots", 1, 78)
@@ -219,6 +219,7 @@ def test_rejected_look_is_withdrawn_at_next_detection_accepted_stays(tmp_path):
     boxes = np.concatenate([boxes_b, boxes_d + [96, 0, 96, 0]])
     out = clf.label(None, field, [Detection(Box(*b), 0, "pollen", 0.8) for b in boxes])
     assert [d.withdrawn for d in out] == [True, False] and out[1].label == "dots"
+    assert out[0].label == "pollen" and out[0].topk[0][0] == NOT_POLLEN  # never a taxon "not pollen"
 
     cv2.imwrite(str(tmp_path / "f.png"), field[:, :, ::-1])
     p = Project.create(tmp_path / "proj")
@@ -232,6 +233,7 @@ def test_rejected_look_is_withdrawn_at_next_detection_accepted_stays(tmp_path):
     anns = p.annotations(iid)
     gone = [a for a in anns if a.author == WITHDRAWN_BY_MODEL]
     assert len(gone) == 1 and gone[0].status is AnnotationStatus.REJECTED
+    assert NOT_POLLEN not in {c.name for c in p.categories()}
     assert [a.status for a in anns if a.source.value == "model" and a.author != WITHDRAWN_BY_MODEL] == [AnnotationStatus.PROPOSED]
     # the next detection replaces the withdrawn proposal instead of piling up, and never
     # touches the person's grain
