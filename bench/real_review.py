@@ -5,6 +5,8 @@ with Auto, detect the other three quarters (issue 27's real-material check).
     # look at DIR/NAME/review_sheet.png, write the decisions (see below), then
     python bench/real_review.py apply NAME --decisions bench/results/real_review_NAME.json [--work DIR]
 
+(A JPEG-tiled slide scan needs a JPEG codec for tifffile: ``pip install imagecodecs``.)
+
 ``propose`` cuts IMAGE (a micrograph, or level L of a pyramidal slide scan, optionally a
 region of it, in that level's pixels) into four quarters, makes a project of them and detects
 with the shipped grain model through the CLI (``pollenstudio detect``); it writes a numbered
