@@ -260,15 +260,18 @@ _NETS: dict = {}
 
 
 def embedder_file(key: str):
-    """The installed file of embedding network ``key`` ("pollen", "imagenet"). The ImageNet-only
+    """The installed file of embedding network ``key`` ("pollen", "imagenet"): in the models
+    folder (``POLLENSTUDIO_MODELS`` when set), else the one shipped with the app (a lab that
+    keeps its detectors on a shared drive need not copy the embedding there). The ImageNet-only
     network is not shipped (the app never uses it): scripts/convert_effnet_lite0.py builds it
     into build/ for the benches."""
     from pollenstudio.engine.paths import models_dir, repo_root
 
-    p = models_dir() / EMBEDDERS[key]
-    if not p.is_file() and key == "imagenet":
-        return repo_root() / "build" / EMBEDDERS[key]
-    return p
+    places = [models_dir(), repo_root() / "models"] + ([repo_root() / "build"] if key == "imagenet" else [])
+    for folder in places:
+        if (folder / EMBEDDERS[key]).is_file():
+            return folder / EMBEDDERS[key]
+    return places[0] / EMBEDDERS[key]
 
 
 def embedder_id(path) -> str:
