@@ -444,13 +444,16 @@ class TaxonClassifier:
 
     def nearest(self, E: np.ndarray, k: int = 8) -> list[list[tuple[int, str, float]]]:
         """Per embedding, the ``k`` most similar reviewed grains: (annotation id or -1, taxon,
-        cosine similarity), most similar first (the review panel's reference strip)."""
-        if not len(self.exemplars):
+        cosine similarity), most similar first (the review panel's reference strip). Rejected
+        proposals ("not pollen") are not reference grains and are left out."""
+        grains = np.isin(self.exemplar_labels, self.real_taxa())
+        if not grains.any():
             return [[] for _ in range(len(np.asarray(E).reshape(-1, len(self.mean))))]
-        S = self.unit(E) @ self.exemplars.T
+        S = np.full((len(np.asarray(E).reshape(-1, len(self.mean))), len(self.exemplars)), -np.inf, np.float32)
+        S[:, grains] = self.unit(E) @ self.exemplars[grains].T
         out = []
         for row in S:
-            top = np.argsort(-row, kind="stable")[:k]
+            top = [j for j in np.argsort(-row, kind="stable")[:k] if np.isfinite(row[j])]
             out.append([(int(self.exemplar_ids[j]), self.class_names[int(self.exemplar_labels[j])], float(row[j])) for j in top])
         return out
 

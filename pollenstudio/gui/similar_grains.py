@@ -186,7 +186,7 @@ class SimilarStrip(QWidget):
         scroll.setWidget(self.row)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setFixedHeight(THUMB + 44)
+        scroll.setFixedHeight(THUMB + 58)  # thumbnail, two caption lines, a scroll bar
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.scroll = scroll
         lay = QVBoxLayout(self)

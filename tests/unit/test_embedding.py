@@ -234,6 +234,9 @@ def test_rejected_look_is_withdrawn_at_next_detection_accepted_stays(tmp_path):
     gone = [a for a in anns if a.author == WITHDRAWN_BY_MODEL]
     assert len(gone) == 1 and gone[0].status is AnnotationStatus.REJECTED
     assert NOT_POLLEN not in {c.name for c in p.categories()}
+    # rejected proposals are no reference grains: the review panel's strip shows grains only
+    near = clf.nearest(embed(None, img_b, boxes_b, SPEC), 40)[0]
+    assert near and all(taxon != NOT_POLLEN for _, taxon, _ in near)
     assert [a.status for a in anns if a.source.value == "model" and a.author != WITHDRAWN_BY_MODEL] == [AnnotationStatus.PROPOSED]
     # the next detection replaces the withdrawn proposal instead of piling up, and never
     # touches the person's grain
