@@ -301,7 +301,10 @@ def extra_case_modules():
     import importlib.util
 
     mods = []
-    for path in sorted((Path(__file__).resolve().parent / "hostile").glob("cases_*.py")):
+    folder = Path(__file__).resolve().parent / "hostile"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # their shared helpers: scripts/hostile/common.py
+    for path in sorted(folder.glob("cases_*.py")):
         spec = importlib.util.spec_from_file_location(f"hostile_{path.stem}", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)

@@ -11,22 +11,12 @@ scripts/hostile_cli.py: ``build(w) -> (cases, check)``.
 
 from __future__ import annotations
 
+from common import expect
+
 from pathlib import Path
 
 
-def _expect(rc_ok: bool, *words: str, absent: tuple[str, ...] = ("Traceback",)):
-    def check(rc, out: str) -> str | None:
-        if rc_ok and rc != 0:
-            return f"expected success, got rc {rc}"
-        if not rc_ok and rc == 0:
-            return "expected a refusal, got rc 0"
-        missing = [x for x in words if x not in out]
-        if missing:
-            return f"output lacks {missing}"
-        shown = [x for x in absent if x in out]
-        return f"output names {shown}" if shown else None
-
-    return check
+_expect = expect  # the shared check (scripts/hostile/common.py)
 
 
 _DRAWN = [0]  # every image drawn differs: a project skips a file of the same content

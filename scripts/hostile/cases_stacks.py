@@ -15,6 +15,8 @@ half of 14), loaded by scripts/hostile_cli.py: ``build(w) -> (cases, check)``.
 
 from __future__ import annotations
 
+from common import expect
+
 import json
 import os
 from pathlib import Path
@@ -37,20 +39,9 @@ def _field(folder: Path, base: int, n: int = 3, name: str = "{k}z.png", dtype="u
 
 
 def _expect(rc_ok: bool, *words: str, absent: tuple[str, ...] = ("Traceback", "core.stack", "FocalStack")):
-    """rc_ok: the command must succeed (rc 0), else refuse (rc != 0); ``words`` must appear."""
-
-    def check(rc, out: str) -> str | None:
-        if rc_ok and rc != 0:
-            return f"expected success, got rc {rc}"
-        if not rc_ok and rc == 0:
-            return "expected a refusal, got rc 0"
-        missing = [x for x in words if x not in out]
-        if missing:
-            return f"output lacks {missing}"
-        shown = [x for x in absent if x in out]
-        return f"output names {shown}" if shown else None
-
-    return check
+    """rc_ok: the command must succeed (rc 0), else refuse (rc != 0); ``words`` must appear;
+    no traceback and no internal code named (scripts/hostile/common.py)."""
+    return expect(rc_ok, *words, absent=absent)
 
 
 def _pixels(p, rec) -> list[int]:
