@@ -553,24 +553,27 @@ class TrainingDashboard(QDialog):
         p = self.project
         self.base.clear()
         active = p.active_model_version()
-        files = set()
-        for mv in p.model_versions():
-            f = p.model_file(mv)
-            if f is None or not f.is_file():
-                continue
-            files.add(f.resolve())
-            self.base.addItem(f"{mv.name}{'  (in use)' if mv.active else ''}", mv.id)
         try:  # the shipped default model (the grain model when installed): what a new project detects with
             path = default_model_path()
         except CheckpointError:
             path = None
+        files = {}
+        for mv in p.model_versions():
+            f = p.model_file(mv)
+            if f is None or not f.is_file():
+                continue
+            files[f.resolve()] = mv.id
+            # with no active version the shipped model is in use, also when detection has
+            # registered its file as a version (the dashboard offered "From scratch" then)
+            in_use = mv.active or (active is None and path is not None and f.resolve() == path.resolve())
+            self.base.addItem(mv.name + ("  (in use)" if in_use else ""), mv.id)
         if path is not None and path.resolve() not in files:
-            self.base.addItem(f"{DEFAULT_LABEL} ({path.stem}){'  (in use)' if active is None else ''}", str(path))
+            self.base.addItem(f"{DEFAULT_LABEL} ({path.stem})" + ("  (in use)" if active is None else ""), str(path))
         self.base.addItem("From scratch (new HieraEdgeNet-n)", None)
         # the model in use; else (its file is gone) the shipped model; else a new network
         i = self.base.findData(active.id) if active is not None else -1
         if i < 0 and path is not None:
-            i = self.base.findData(str(path))
+            i = self.base.findData(files.get(path.resolve(), str(path)))
         self.base.setCurrentIndex(i if i >= 0 else self.base.count() - 1)
         if not getattr(self, "_imgsz_chosen", False):
             # the active model's size once, when the dashboard opens; after that the field

@@ -386,3 +386,36 @@ def test_the_grain_model_in_use_is_compared_on_finding_and_the_table_says_so(qtb
     assert dlg.data_note.height() >= 3 * dlg.data_note.fontMetrics().lineSpacing()
     dlg.grab().save(str(tmp_path / "dashboard-finding.png"))
     win.close()
+
+
+def test_the_grain_model_stays_the_base_after_detection_registered_it(qtbot, settings, tmp_path, monkeypatch,
+                                                                       tiny_model_path):  # noqa: F811
+    """Seen in a real window: after Ctrl+D on a new project (detection registers the shipped
+    model's file as a version, none active) the dashboard offered "From scratch" again."""
+    import shutil
+
+    from pollenstudio.engine.models import register_model_file
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.project import Project
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    grain = shipped / "pollen-grain-n.safetensors"
+    shutil.copy(tiny_model_path, grain)
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(shipped))
+    reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
+    p = Project.open(tmp_path / "proj")
+    vid = register_model_file(p, grain)  # what a detection with no active version does
+    assert p.active_model_version() is None
+    p.close()
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(tmp_path / "proj"))
+    win.actions["train"].trigger()
+    dlg = win._training
+    assert dlg.base.currentData() == vid and "(in use)" in dlg.base.currentText()
+    assert dlg.base.findText("From scratch (new HieraEdgeNet-n)") == dlg.base.count() - 1
+    win.close()
