@@ -257,6 +257,7 @@ def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.nd
 
 
 _NETS: dict = {}
+_NETS_LOCK = __import__("threading").Lock()  # detection and the review panel's job load it from two threads
 
 
 def embedder_file(key: str):
@@ -298,12 +299,13 @@ def embedding_network(spec: EmbedSpec):
                               "reinstall PollenStudio's models folder, or retrain the version's classifier")
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _NETS:
-        ident = embedder_id(path)
-        net, _ = load_for_inference(path)
-        _NETS.clear()
-        _NETS[key] = (ident, net)
-    ident, net = _NETS[key]
+    with _NETS_LOCK:
+        if key not in _NETS:
+            ident = embedder_id(path)
+            net, _ = load_for_inference(path)
+            _NETS.clear()
+            _NETS[key] = (ident, net)
+        ident, net = _NETS[key]
     if spec.embedder and spec.embedder != ident:
         raise ClassifierError(f"this taxon classifier was fitted on the embedding {spec.embedder}, but {ident} is "
                               "installed: retrain the classifier (Train > classifier) to name grains again")
