@@ -34,6 +34,7 @@ file; :func:`load_classifier` reads it back (None for a plain detector).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass
 from collections.abc import Sequence
 
@@ -257,7 +258,7 @@ def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.nd
 
 
 _NETS: dict = {}
-_NETS_LOCK = __import__("threading").Lock()  # detection and the review panel's job load it from two threads
+_NETS_LOCK = threading.Lock()  # detection and the review panel's job load it from two threads
 
 
 def embedder_file(key: str):
