@@ -316,6 +316,10 @@ class Predictor:
         self.cfg = cfg
         self.taxa = taxa
         self.class_names = list(taxa.class_names if taxa is not None else cfg.class_names)  # what detections are named
+        if taxa is not None and self.class_names and self.class_names[-1] == "not pollen":
+            # a classifier's "not pollen" class (rejections, always last) names no grain: it
+            # only withdraws proposals, so it is no class of the predictions
+            self.class_names.pop()
         self.imgsz = int(imgsz or cfg.imgsz)
         if self.imgsz % 32:
             raise ValueError(f"model input size must be a multiple of 32, got {self.imgsz}")
