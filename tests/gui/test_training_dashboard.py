@@ -286,29 +286,40 @@ def test_auto_says_what_it_chose_and_the_expected_time_before_start(qtbot, train
     assert req.stage == "detector" and req.recipe is None and req.train_config().epochs == 3
 
 
-def test_a_new_project_trains_from_the_shipped_grain_model_and_stays_on_it(qtbot, settings, tmp_path, monkeypatch,
-                                                                           tiny_model_path):
-    """Issue 28: a new project (it detects with the shipped grain model, no version in use)
-    was offered "From scratch", Auto planned 100 detector epochs from scratch on 3 reviewed
-    images, and after a run the base went back to "From scratch"."""
-    import shutil
-
+def _dashboard_on(qtbot, settings, folder):
+    """A shown main window on the project in ``folder`` and its training dashboard, opened."""
     from pollenstudio.gui.main_window import MainWindow
 
-    shipped = tmp_path / "models"
-    shipped.mkdir()
-    grain = shipped / "pollen-grain-n.safetensors"  # the tiny test model stands in for the grain model
-    shutil.copy(tiny_model_path, grain)
-    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(shipped))
-    reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
     win = MainWindow(settings)
     qtbot.addWidget(win)
     win.show()
     qtbot.waitExposed(win)
     with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "proj"))
+        assert win.open_project(str(folder))
     win.actions["train"].trigger()
-    dlg = win._training
+    return win, win._training
+
+
+def _tiny_as_shipped_grain_model(tmp_path, monkeypatch, tiny_model_path):
+    """The tiny test model installed as the shipped grain model (POLLENSTUDIO_MODELS)."""
+    import shutil
+
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    grain = shipped / "pollen-grain-n.safetensors"
+    shutil.copy(tiny_model_path, grain)
+    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(shipped))
+    return grain
+
+
+def test_a_new_project_trains_from_the_shipped_grain_model_and_stays_on_it(qtbot, settings, tmp_path, monkeypatch,
+                                                                           tiny_model_path):
+    """Issue 28: a new project (it detects with the shipped grain model, no version in use)
+    was offered "From scratch", Auto planned 100 detector epochs from scratch on 3 reviewed
+    images, and after a run the base went back to "From scratch"."""
+    grain = _tiny_as_shipped_grain_model(tmp_path, monkeypatch, tiny_model_path)
+    reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
+    win, dlg = _dashboard_on(qtbot, settings, tmp_path / "proj")
     assert dlg.base.currentData() == str(grain) and "(in use)" in dlg.base.currentText()
     assert dlg.base.itemData(dlg.base.count() - 1) is None  # from scratch stays a choice
     dlg.device.setCurrentIndex(dlg.device.findData("cpu"))
@@ -343,7 +354,6 @@ def test_the_grain_model_in_use_is_compared_on_finding_and_the_table_says_so(qtb
     from pollenstudio.detector.checkpoint import read_checkpoint
     from pollenstudio.engine.compare import compare_with_reference
     from pollenstudio.engine.paths import default_model_path
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.gui.training import TrainOutcome
 
     monkeypatch.delenv("POLLENSTUDIO_MODELS", raising=False)
@@ -357,14 +367,7 @@ def test_the_grain_model_in_use_is_compared_on_finding_and_the_table_says_so(qtb
     new = proj.add_model_version("2026-05-14 · 4 reviewed images", tiny_model_path, config={"model": cfg.to_dict()},
                                  metrics=metrics, summary={"val_image_ids": val})
     proj.close()
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "proj"))
-    win.actions["train"].trigger()
-    dlg = win._training
+    win, dlg = _dashboard_on(qtbot, settings, tmp_path / "proj")
     c = compare_with_reference(win.ctl.project, new, device="cpu", batch=4)  # what train_job does after a run
     o = TrainOutcome(new, c.name, metrics, 12, 4, 2, 1, 30.0, c.reference_name, c.reference_id, c.reference_metrics,
                      c.note, c.class_agnostic, c.finding, c.too_few)
@@ -392,30 +395,16 @@ def test_the_grain_model_stays_the_base_after_detection_registered_it(qtbot, set
                                                                        tiny_model_path):  # noqa: F811
     """Seen in a real window: after Ctrl+D on a new project (detection registers the shipped
     model's file as a version, none active) the dashboard offered "From scratch" again."""
-    import shutil
-
     from pollenstudio.engine.models import register_model_file
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
 
-    shipped = tmp_path / "models"
-    shipped.mkdir()
-    grain = shipped / "pollen-grain-n.safetensors"
-    shutil.copy(tiny_model_path, grain)
-    monkeypatch.setenv("POLLENSTUDIO_MODELS", str(shipped))
+    grain = _tiny_as_shipped_grain_model(tmp_path, monkeypatch, tiny_model_path)
     reviewed_project(tmp_path / "proj", 3, seed=3, scene_seed=500).close()
     p = Project.open(tmp_path / "proj")
     vid = register_model_file(p, grain)  # what a detection with no active version does
     assert p.active_model_version() is None
     p.close()
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "proj"))
-    win.actions["train"].trigger()
-    dlg = win._training
+    win, dlg = _dashboard_on(qtbot, settings, tmp_path / "proj")
     assert dlg.base.currentData() == vid and "(in use)" in dlg.base.currentText()
     assert dlg.base.findText("From scratch (new HieraEdgeNet-n)") == dlg.base.count() - 1
     win.close()
