@@ -50,8 +50,7 @@ def crop_boxes(img: np.ndarray, margin: float) -> np.ndarray:
 
 
 def embed_crops(files, features, det_model, margin=0.25):
-    spec = classify.EmbedSpec(features=features) if features not in ("hand", "deep", "deep+hand") else \
-        classify.EmbedSpec(features=features)
+    spec = classify.EmbedSpec(features=features)
     out, t = [], 0.0
     for f in files:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)[:, :, ::-1]
