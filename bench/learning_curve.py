@@ -156,7 +156,7 @@ class SplitLab:
 COLUMNS: dict[str, tuple[int, int]] = {}
 
 
-def slice_features(E, features, spec_all=None):
+def slice_features(E, features):
     if not len(E):
         return E
     if features.endswith("+hand") and features != "deep+hand":
@@ -170,7 +170,7 @@ def split_predict(clf, test_E, test_boxes, test_scores, features, spec_all):
     preds = []
     for E, b, s in zip(test_E, test_boxes, test_scores):
         if len(b):
-            P = clf.predict_proba(slice_features(E, features, spec_all))
+            P = clf.predict_proba(slice_features(E, features))
             c = P.argmax(1)
         else:
             c = np.zeros(0, np.int64)
@@ -179,7 +179,7 @@ def split_predict(clf, test_E, test_boxes, test_scores, features, spec_all):
 
 
 def fit(E_list, y_list, taxa, features, kind, spec_all):
-    E = np.concatenate([slice_features(e, features, spec_all) for e in E_list if len(e)])
+    E = np.concatenate([slice_features(e, features) for e in E_list if len(e)])
     y = np.concatenate([yy for yy in y_list if len(yy)])
     present = sorted(set(y.tolist()))
     spec = classify.EmbedSpec(features=features, crop=spec_all.crop, margin=spec_all.margin, turns=spec_all.turns,
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     def named(dets, E, clf, present):
         if clf is None or not len(dets):
             return list(dets)
-        P = clf.predict_proba(slice_features(E, clf.spec.features, spec_all))
+        P = clf.predict_proba(slice_features(E, clf.spec.features))
         out = []
         for d, p in zip(dets, P):
             top = np.argsort(-p)[:5]
@@ -390,7 +390,7 @@ def main(argv=None) -> int:
                     hit = tot = 0
                     for E, y in zip(true_E, test_y):
                         if len(y):
-                            hit += int((classes_of(clf, present, clf.predict_proba(slice_features(E, features, spec_all))) == y).sum())
+                            hit += int((classes_of(clf, present, clf.predict_proba(slice_features(E, features))) == y).sum())
                             tot += len(y)
                     preds = [ImagePreds(boxes=p.boxes, scores=p.scores, classes=np.array([present[i] for i in p.classes], np.int64))
                              for p in split_predict(clf, test_E, test_boxes, test_scores, features, spec_all)]
