@@ -1,0 +1,99 @@
+"""core.slide: a region read from a tiled / pyramidal TIFF equals the same crop of the
+fully decoded image, for every layout slide scanners and microscopes write."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from pollenstudio.core.errors import ImageReadError
+from pollenstudio.core.slide import Slide
+
+cv2 = pytest.importorskip("cv2")
+
+RECTS = [(0, 0, 10, 10), (100, 37, 300, 213), (250, 250, 20, 20), (600, 450, 900, 900), (-5, -5, 30, 30)]
+
+
+def _crop(full, x, y, w, h):
+    return full[max(0, y):max(0, y + h), max(0, x):max(0, x + w)]
+
+
+def _pyramid(path, data, levels=2, compression="zlib", tile=(128, 128)):
+    """An OME-TIFF (planes, H, W, 3) with ``levels`` reduced copies in SubIFDs."""
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(data, subifds=levels, tile=tile, compression=compression, photometric="rgb",
+                 metadata={"axes": "ZYXS"})
+        for k in range(1, levels + 1):
+            h, w = data.shape[1] >> k, data.shape[2] >> k
+            tw.write(np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in data]),
+                     subfiletype=1, tile=tile, compression=compression, photometric="rgb")
+
+
+def test_pyramid_planes_regions_equal_crops(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 255, (3, 700, 900, 3), dtype=np.uint8)
+    path = tmp_path / "slide.ome.tif"
+    _pyramid(path, data)
+    with Slide.open(path) as s:
+        assert s.lazy and s.planes == 3 and (s.width, s.height) == (900, 700)
+        assert [(lv.width, lv.height) for lv in s.levels] == [(900, 700), (450, 350), (225, 175)]
+        for level in range(3):
+            full = tifffile.imread(path, level=level)
+            for plane in range(3):
+                for x, y, w, h in RECTS:
+                    assert np.array_equal(s.region(x, y, w, h, level, plane), _crop(full[plane], x, y, w, h))
+
+
+@pytest.mark.parametrize("layout", ["strips", "tiles16", "planar"])
+def test_untiled_and_16bit_layouts(tmp_path, layout):
+    rng = np.random.default_rng(2)
+    path = tmp_path / f"{layout}.tif"
+    if layout == "strips":
+        full = rng.integers(0, 255, (1100, 1000, 3), dtype=np.uint8)
+        tifffile.imwrite(path, full, rowsperstrip=64, compression="zlib", photometric="rgb")
+    elif layout == "tiles16":
+        full = rng.integers(0, 65535, (1100, 1000), dtype=np.uint16)
+        tifffile.imwrite(path, full, tile=(128, 128), compression="lzw", predictor=True)
+    else:
+        planar = rng.integers(0, 255, (3, 1100, 1000), dtype=np.uint8)
+        tifffile.imwrite(path, planar, tile=(64, 64), planarconfig="separate", photometric="rgb")
+        full = np.moveaxis(planar, 0, -1)
+    with Slide.open(path, lazy_min_pixels=1) as s:
+        assert s.lazy
+        for x, y, w, h in RECTS:
+            assert np.array_equal(s.region(x, y, w, h), _crop(full, x, y, w, h))
+    with Slide.open(path) as s:  # small: decoded whole once, the same pixels
+        assert not s.lazy
+        assert np.array_equal(s.region(*RECTS[1]), _crop(full, *RECTS[1]))
+
+
+def test_jpeg_tiles_and_region0_and_thumbnail(tmp_path):
+    rng = np.random.default_rng(3)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (800, 1000, 3), dtype=np.uint8), (9, 9), 3)
+    path = tmp_path / "jpeg.ome.tif"
+    _pyramid(path, base[None], levels=2, compression="jpeg", tile=(256, 256))
+    with Slide.open(path) as s:
+        full1 = tifffile.imread(path, level=1)
+        arr, rect = s.region0(101, 51, 401, 251, level=1)
+        assert rect == (100.0, 50.0, 302.0, 202.0)
+        assert np.array_equal(arr, full1[25:126, 50:201])
+        th = s.thumbnail(300)
+        assert max(th.shape[:2]) == 300 and th.dtype == np.uint8
+        # the thumbnail looks like the image (JPEG and area averaging differ a little)
+        ref = cv2.resize(base, (th.shape[1], th.shape[0]), interpolation=cv2.INTER_AREA)
+        assert np.abs(th.astype(int) - ref.astype(int)).mean() < 6
+
+
+def test_bad_plane_level_and_file(tmp_path):
+    path = tmp_path / "s.ome.tif"
+    _pyramid(path, np.zeros((2, 300, 300, 3), np.uint8), levels=1)
+    with Slide.open(path) as s:
+        with pytest.raises(ImageReadError, match="plane 3"):
+            s.region(0, 0, 5, 5, plane=2)
+        with pytest.raises(ImageReadError, match="level 5"):
+            s.region(0, 0, 5, 5, level=5)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError, match="bad.tif"):
+        Slide.open(bad)
