@@ -15,8 +15,9 @@ and those are undone in order.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
+
+from pollenstudio.project.dialect import INTEGRITY_ERRORS
 
 # Columns each table's snapshots hold. Images only carry the explicit review mark: their
 # status is derived from annotations and recomputed after every change.
@@ -64,14 +65,14 @@ class Command:
         return [(t, int(i), b, a) for t, i, b, a in json.loads(text)]
 
 
-def snapshot(conn: sqlite3.Connection, table: str, row_id: int) -> dict | None:
+def snapshot(conn, table: str, row_id: int) -> dict | None:
     cols = SNAPSHOT_COLUMNS[table]
     table = REAL_TABLE.get(table, table)
     row = conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE id = ?", (row_id,)).fetchone()
     return None if row is None else dict(zip(cols, tuple(row)))
 
 
-def write_state(conn: sqlite3.Connection, table: str, row_id: int, state: dict | None) -> None:
+def write_state(conn, table: str, row_id: int, state: dict | None) -> None:
     """Make row ``row_id`` equal ``state`` (None deletes). Uses UPDATE for existing rows so
     that nothing else on the row (e.g. an image's path) is touched."""
     table = REAL_TABLE.get(table, table)
@@ -106,7 +107,7 @@ def _same_state(current: dict | None, expected: dict | None) -> bool:
 _ADDED_DEFAULTS = {"planes": 1}  # columns added later with a default other than NULL
 
 
-def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int, dict | None, dict | None]]:
+def apply(conn, changes, undo: bool) -> list[tuple[str, int, dict | None, dict | None]]:
     """Restore the before (undo) or after (redo) states; return the changes applied."""
     order = list(reversed(changes)) if undo else list(changes)
     # Categories must exist before annotations point at them and vanish after they stop.
@@ -127,9 +128,15 @@ def apply(conn: sqlite3.Connection, changes, undo: bool) -> list[tuple[str, int,
             used = conn.execute("SELECT 1 FROM annotations WHERE category_id = ? LIMIT 1", (row_id,)).fetchone()
             if used:
                 continue  # model output now uses this taxon; keep it
+        # a savepoint, so that a refused row leaves the rest of the undo standing (PostgreSQL
+        # aborts the whole transaction on an error without one)
+        conn.execute("SAVEPOINT undo_row")
         try:
             write_state(conn, table, row_id, target)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
+            conn.execute("ROLLBACK TO SAVEPOINT undo_row")
+            conn.execute("RELEASE SAVEPOINT undo_row")
             continue  # e.g. redo of "add taxon X" after detection created its own X: keep theirs
+        conn.execute("RELEASE SAVEPOINT undo_row")
         done.append((table, row_id, before, after))
     return done

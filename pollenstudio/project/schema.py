@@ -1,13 +1,16 @@
-"""SQLite schema of a project and its migrations.
+"""Schema of a project and its migrations, for both stores.
 
-The schema version lives in ``PRAGMA user_version``. ``MIGRATIONS[i]`` brings a database
-from version ``i`` to ``i + 1``; a new database runs them all. Never edit a released
-migration: append a new one.
+The schema version lives in ``PRAGMA user_version`` (SQLite) or the table
+``pollenstudio_schema`` of the project's schema (PostgreSQL). ``MIGRATIONS[i]`` brings a
+database from version ``i`` to ``i + 1``; a new database runs them all. The statements are
+written in SQLite's dialect; ``dialect.translate_ddl`` makes them PostgreSQL's (identity
+keys, 64-bit integers, double floats), so both backends have one schema and one migration
+path. Never edit a released migration: append a new one.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from pollenstudio.project import dialect
 
 DB_NAME = "project.pollen"
 APP_ID = "pollenstudio-project"
@@ -162,15 +165,20 @@ MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Run the missing migrations, each in its own transaction; return the old version."""
-    old = conn.execute("PRAGMA user_version").fetchone()[0]
+def migrate(conn) -> int:
+    """Run the missing migrations, each in its own transaction; return the old version.
+    ``conn``: an ``sqlite3.Connection`` or a ``dialect.PgConnection``."""
+    old = dialect.user_version(conn)
     for version in range(old, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
+            dialect.lock_for_migration(conn)
+            if dialect.user_version(conn) > version:  # another workstation upgraded it meanwhile
+                conn.execute("COMMIT")
+                continue
             for stmt in _statements(MIGRATIONS[version]):
-                conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute(dialect.ddl(conn, stmt))
+            dialect.set_user_version(conn, version + 1)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

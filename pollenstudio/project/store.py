@@ -1,4 +1,12 @@
-"""The project store: one SQLite file (``project.pollen``) beside the images it lists.
+"""The project store: one SQLite file (``project.pollen``) beside the images it lists, or a
+project on a lab's PostgreSQL server (``postgresql://HOST/DB?project=NAME``; issue 30,
+``project.dialect`` says how the one body of SQL here runs on both).
+
+Server projects: the images stay on the lab's file server; paths are stored relative to the
+project's image root, which each workstation maps to its own mount (``image_root`` given to
+:meth:`Project.open`, else the environment variable ``POLLENSTUDIO_IMAGE_ROOT``, else the
+root recorded when the project was created or pushed). The durability and backup notes below
+are SQLite's; the server keeps its own (WAL, ``pg_dump``: docs/lab-server.md).
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL`` and every user edit
 is one transaction committed before the method returns. A committed transaction is in the
@@ -48,6 +56,7 @@ from pollenstudio.core.types import (
     Source,
     sql_in,
 )
+from pollenstudio.project import dialect as dia
 from pollenstudio.project import history as hist
 from pollenstudio.project.merge import plan_merge
 from pollenstudio.project.schema import APP_ID, DB_NAME, SCHEMA_VERSION, migrate
@@ -69,6 +78,7 @@ BACKUP_GENERATIONS = 3
 _DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
 _FULL_BELOW = 1 << 20  # bytes free: an I/O error on a disk this full is the full disk
 _log = logging.getLogger(__name__)
+IMAGE_ROOT_ENV = "POLLENSTUDIO_IMAGE_ROOT"  # this workstation's mount of server projects' image root
 
 
 def _sqlite_reason(exc: BaseException, db: Path) -> str:
@@ -191,9 +201,11 @@ class Project:
     manager or call :meth:`close`."""
 
     # ------------------------------------------------------------------ lifecycle
-    def __init__(self, folder: Path, conn: sqlite3.Connection):
+    def __init__(self, folder: Path, conn, location: dia.ServerLocation | None = None):
         self.folder = Path(folder).resolve()  # relative paths must not depend on a later chdir
-        self.db_path = folder / DB_NAME
+        # a server project: ``folder`` is this workstation's image root, ``db_path`` its URL
+        self.server = location
+        self.db_path = folder / DB_NAME if location is None else location.url
         self._conn = conn
         self._lock = threading.RLock()
         self._cmd: hist.Command | None = None
@@ -203,9 +215,19 @@ class Project:
         self._damaged: str = ""  # set when a damaged page was met: no more writes
         self.upgraded_from: tuple[int, Path] | None = None  # (old schema, copy kept) when open() upgraded it
 
+    @property
+    def location(self) -> str:
+        """What opens this project again: its folder, or its server URL (password not shown)."""
+        return str(self.folder) if self.server is None else self.server.shown
+
     @classmethod
-    def create(cls, folder: str | os.PathLike, name: str | None = None) -> "Project":
-        """Make a new project in ``folder`` (created if needed)."""
+    def create(cls, folder: str | os.PathLike, name: str | None = None,
+               image_root: str | os.PathLike | None = None) -> "Project":
+        """Make a new project in ``folder`` (created if needed), or on a PostgreSQL server
+        when ``folder`` is a ``postgresql://HOST/DB?project=NAME`` URL (``image_root``: where
+        its images are, default ``POLLENSTUDIO_IMAGE_ROOT`` or the current folder)."""
+        if dia.is_server_url(folder):
+            return cls._create_server(str(folder), name, image_root)
         if str(folder).strip() == "" or "\x00" in str(folder):
             raise ProjectError(f"{str(folder)!r} is not a folder name; choose a folder for the project")
         folder = Path(folder)
@@ -240,9 +262,12 @@ class Project:
         return cls(folder, conn)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Project":
-        """Open a project folder or its ``project.pollen`` file. Nothing is written to a
-        file that turns out not to be a project."""
+    def open(cls, path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> "Project":
+        """Open a project folder or its ``project.pollen`` file, or a project on a
+        PostgreSQL server (a ``postgresql://`` URL; ``image_root``: see the module doc).
+        Nothing is written to a file that turns out not to be a project."""
+        if dia.is_server_url(path):
+            return cls._open_server(str(path), image_root)
         if str(path).strip() == "" or "\x00" in str(path):
             raise ProjectError(f"{str(path)!r} is not a project folder or file name")
         p = Path(path)
@@ -282,6 +307,84 @@ class Project:
         proj._trim_history()
         proj._close_dead_runs()
         proj.backup()
+        return proj
+
+    # ------------------------------------------------------------------ server projects
+    @staticmethod
+    def _server_root(conn, given) -> Path:
+        """This workstation's image root of a server project (see the module doc)."""
+        if given is not None and str(given).strip():
+            return Path(given)
+        if os.environ.get(IMAGE_ROOT_ENV, "").strip():
+            return Path(os.environ[IMAGE_ROOT_ENV])
+        row = conn.execute("SELECT value FROM meta WHERE key = 'image_root'").fetchone()
+        return Path(row[0]) if row and row[0] else Path.cwd()
+
+    @staticmethod
+    def _server_projects(conn) -> list[str]:
+        return [r[0] for r in conn.execute(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = ? ORDER BY 1", (dia.VERSION_TABLE,))]
+
+    @classmethod
+    def _create_server(cls, url: str, name: str | None, image_root) -> "Project":
+        loc = dia.parse_server_url(url)
+        conn = dia.connect_server(loc)
+        made = False
+        try:
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = ?", (loc.project,)).fetchone():
+                raise ProjectError(f"{loc} already holds a project named {loc.project!r}; open it instead, or "
+                                   "choose another name")
+            conn.execute(f'CREATE SCHEMA "{loc.project}"')  # the name is checked: letters, digits, _
+            made = True
+            migrate(conn)
+            root = cls._server_root(conn, image_root).resolve()
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                             [("app", APP_ID), ("name", name or loc.project), ("created", str(_now())),
+                              ("image_root", str(root))])
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if made:  # no half-made project left on the server
+                    conn.execute(f'DROP SCHEMA "{loc.project}" CASCADE')
+            except ProjectError:
+                pass
+            conn.close()
+            raise
+        return cls(root, conn, location=loc)
+
+    @classmethod
+    def _open_server(cls, url: str, image_root) -> "Project":
+        loc = dia.parse_server_url(url)
+        conn = dia.connect_server(loc)
+        try:
+            if loc.project not in cls._server_projects(conn):
+                others = [n for n in cls._server_projects(conn)]
+                there = ("its projects: " + ", ".join(others)) if others else "it holds no project yet"
+                raise ProjectError(
+                    f"the server has no project {loc.project!r} in this database ({there}); check the name after "
+                    "?project=, or move a project there with 'pollenstudio server push FOLDER URL'")
+            version = dia.user_version(conn)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'app'").fetchone()
+            if not row or row[0] != APP_ID:
+                raise ProjectError(f"{loc}: the schema {loc.project!r} is not a PollenStudio project")
+            if version > SCHEMA_VERSION:
+                raise ProjectError(
+                    f"{loc} was written by a newer PollenStudio (schema {version}, this version reads up to "
+                    f"{SCHEMA_VERSION}); update PollenStudio on this workstation to open it")
+            if version < SCHEMA_VERSION:
+                _log.warning("upgrading %s from schema %d to %d (every workstation needs this PollenStudio "
+                             "or newer from now on)", loc, version, SCHEMA_VERSION)
+            migrate(conn)
+            root = cls._server_root(conn, image_root)
+        except BaseException:
+            conn.close()
+            raise
+        proj = cls(root, conn, location=loc)
+        proj._trim_history()
+        proj._close_dead_runs()
         return proj
 
     @staticmethod
@@ -344,7 +447,10 @@ class Project:
         """Rolling backup of the project file (SQLite's online backup: a consistent copy
         even while the file is in use) into ``.pollen-backups/project.pollen.1``, the older
         ones shifted to .2 .. .N. Skipped when nothing changed since the newest backup.
-        A backup that cannot be written (full disk) is skipped, never fatal: returns None."""
+        A backup that cannot be written (full disk) is skipped, never fatal: returns None.
+        A server project has none here (the server's own backups: docs/lab-server.md)."""
+        if self.server is not None:
+            return None
         folder = self.folder / BACKUP_DIR
         db = self.db_path
         newest = folder / f"{db.name}.1"
@@ -476,7 +582,8 @@ class Project:
 
     @property
     def schema_version(self) -> int:
-        return self._q("PRAGMA user_version").fetchone()[0]
+        with self._lock:
+            return dia.user_version(self._conn)
 
     def get_meta(self, key: str) -> str | None:
         """A value of the project's key/value table (None when absent)."""
@@ -492,6 +599,8 @@ class Project:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
 
     def integrity_check(self) -> str:
+        if self.server is not None:
+            return dia.quick_check(self._conn)
         return self._q("PRAGMA integrity_check").fetchone()[0]
 
     # ------------------------------------------------------------------ plumbing
@@ -547,7 +656,7 @@ class Project:
             except BaseException as exc:
                 try:
                     self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
+                except (sqlite3.Error, dia.ServerError):
                     pass
                 self._pending.clear()
                 if isinstance(exc, sqlite3.DatabaseError):
@@ -867,8 +976,9 @@ class Project:
         where, params = "", []
         if status is not None:
             where, params = "WHERE status = ?", [ReviewStatus(status).value]
-        sql = f"SELECT {_IMG_COLS} FROM images {where} ORDER BY {self._ORDERS[order]} LIMIT ? OFFSET ?"
-        rows = self._q(sql, params + [-1 if limit is None else limit, offset]).fetchall()
+        page = "LIMIT -1 OFFSET ?" if limit is None else "LIMIT ? OFFSET ?"
+        sql = f"SELECT {_IMG_COLS} FROM images {where} ORDER BY {self._ORDERS[order]} {page}"
+        rows = self._q(sql, params + ([offset] if limit is None else [limit, offset])).fetchall()
         return [self._image_from_row(r) for r in rows]
 
     def image_count(self, status: ReviewStatus | str | None = None) -> int:
@@ -1658,7 +1768,7 @@ class Project:
         annotation rows ``ann_ids`` it is about to delete (rows written by the run itself
         excepted: taking the run back removes those anyway)."""
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS proposal_journal AS "
-                     "SELECT *, 0 AS journal_run FROM main.annotations WHERE 0")
+                     "SELECT *, 0 AS journal_run FROM main.annotations WHERE 1 = 0")
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS flip_journal "
                      "(journal_run INTEGER, image_id INTEGER, value INTEGER, PRIMARY KEY (journal_run, image_id))")
         conn.execute("INSERT OR IGNORE INTO temp.flip_journal SELECT ?, id, flip_unmatched FROM main.images "
@@ -1670,7 +1780,7 @@ class Project:
                          f"({','.join('?' * len(chunk))}) AND run_id IS NOT ?", (run_id, *chunk, run_id))
 
     def _has_journal(self, conn) -> bool:
-        return conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = 'flip_journal'").fetchone() is not None
+        return dia.has_temp_table(conn, "flip_journal")
 
     def take_back_proposals(self, run_id: int, category_ids: Iterable[int] = ()) -> int:
         """Undo the journaled writes of run ``run_id`` (``write_proposals(journal=True)``) in
@@ -1691,7 +1801,7 @@ class Project:
                 conn.execute(f"DELETE FROM annotations WHERE id IN ({','.join('?' * len(chunk))})", chunk)
             restored: list[int] = []
             if journaled:
-                cols = ", ".join(r[1] for r in conn.execute("PRAGMA main.table_info(annotations)"))
+                cols = ", ".join(dia.columns(conn, "annotations"))
                 restored = [r[0] for r in conn.execute(
                     "SELECT id FROM temp.proposal_journal WHERE journal_run = ?", (run_id,))]
                 conn.execute(f"INSERT OR IGNORE INTO main.annotations ({cols}) SELECT {cols} FROM temp.proposal_journal "
@@ -1998,16 +2108,15 @@ class Project:
                 source, status,
                 a.get("model_version_id"), a.get("run_id"), a.get("author"), now, now, a.get("plane"),
             ))
-        first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'annotations'").fetchone()[0]
         # Building the indexes once after a big insert is about twice as fast as updating
         # them row by row; DROP/CREATE INDEX are transactional, so a failure rolls back too.
         indexes = []
         if len(rows) > self.BULK_INDEX_REBUILD:
-            indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                   "AND tbl_name = 'annotations' AND sql IS NOT NULL").fetchall()
+            indexes = dia.indexes(conn, "annotations")
             for name, _ in indexes:
                 conn.execute(f"DROP INDEX {name}")
-        conn.executemany(
+        ann_ids = dia.insert_ids(
+            conn, "annotations",
             "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
             "status, model_version_id, run_id, author, created, updated, plane) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -2015,7 +2124,6 @@ class Project:
         )
         for _, sql in indexes:
             conn.execute(sql)
-        ann_ids = list(range(first + 1, first + 1 + len(rows)))
         touched = set(img_ids) | {r[0] for r in rows}
         self._refresh_status(sorted(touched) if len(touched) < 5000 else None)
         self._notify(ChangeEvent("import", "import", tuple(sorted(touched))))
