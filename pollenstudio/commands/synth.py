@@ -13,7 +13,12 @@ taxon; images lying directly in a folder are one taxon named after it) instead o
 each grain is cut out of its crop (a crop whose cut-out fails its quality check is skipped
 and counted), and pasted on grain-free generated backgrounds and on tiles of --debris, at
 --grain-size diameters, rotated, flipped, blurred, restained. --split keeps a deterministic
-share of the crops (or whole taxa with --split-by taxon) for held-out sets."""
+share of the crops (or whole taxa with --split-by taxon) for held-out sets.
+
+With --slide WxH, each image is a whole-slide scan as slide scanners write it: a pyramidal
+tiled BigTIFF (256 px tiles, deflate or --jpeg Q, reduced levels down to 1024 px or less;
+with --planes N an OME-TIFF with N focal planes), written tile row by tile row so a slide
+of any size is never held in memory; its ground truth is in level-0 pixels."""
 
 _KEEP = {"images", "annotations.json"}
 
@@ -58,7 +63,7 @@ def _quality(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created; images/ and annotations.json inside)")
-    p.add_argument("--n", type=positive_int, default=200, help="number of images (default 200)")
+    p.add_argument("--n", type=positive_int, default=None, help="number of images (default 200; 1 with --slide)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed and options give identical files")
     p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH", help="image size in pixels (default 640x480)")
     p.add_argument("--difficulty", choices=("easy", "default", "hard"), default="default",
@@ -68,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planes", type=positive_int, default=None, metavar="N",
                    help="focal stacks of N planes (2..64): each image a multi-page TIFF, every grain in focus on "
                         "its own plane (recorded as 'plane' in the COCO file) and defocused on the others")
+    p.add_argument("--slide", type=_size, default=None, metavar="WxH",
+                   help="write whole-slide scans of WxH px (e.g. 12000x9000) as pyramidal tiled TIFFs instead of "
+                        "fields (with --planes: focal planes as an OME-TIFF Z axis; --jpeg Q: JPEG tiles)")
     g = p.add_argument_group("real grains (compositor)")
     g.add_argument("--grains", action="append", metavar="DIR", help="folder of real single-grain crops, one subfolder per taxon (repeatable)")
     g.add_argument("--debris", metavar="DIR", help="folder of real debris tiles (slide background without grains) to paste")
@@ -110,7 +118,21 @@ def run(args) -> int:
     extra = {}
     if args.grains and args.planes is not None:
         raise PollenStudioError("--planes draws its own grains; it cannot be combined with --grains")
-    if args.grains:
+    if args.slide is not None and (args.grains or args.debris or args.split):
+        raise PollenStudioError("--slide draws its own grains; it cannot be combined with --grains, --debris or --split")
+    n = args.n if args.n is not None else (1 if args.slide is not None else 200)
+    if args.slide is not None:
+        from pollenstudio.engine.synthetic.slide import generate_slide_dataset
+
+        if args.planes is not None and args.planes < 2:
+            raise PollenStudioError("--planes needs 2 or more focal planes")
+        sw, sh = args.slide
+        cfg = SynthConfig(width=sw, height=sh, difficulty=args.difficulty)
+        path = generate_slide_dataset(out, n, cfg, planes=args.planes or 1, seed=args.seed,
+                                      compression="zlib" if args.jpeg is None else "jpeg",
+                                      jpeg_quality=args.jpeg or 90, progress=progress,
+                                      class_agnostic=args.class_agnostic)
+    elif args.grains:
         from pollenstudio.engine.synthetic.composite import CompositeConfig, GrainLibrary, composite_dataset, debris_tiles
 
         library = GrainLibrary.from_folders(args.grains, split=args.split, split_by=args.split_by, test_fraction=args.test_fraction)
@@ -118,7 +140,7 @@ def run(args) -> int:
         lo, hi = args.grains_per_frame
         ccfg = CompositeConfig(width=w, height=h, grain_size=args.grain_size, grains_per_frame=(int(lo), int(hi)),
                                debris=args.debris_density, class_agnostic=args.class_agnostic, jpeg_quality=args.jpeg)
-        path = composite_dataset(out, args.n, library, seed=args.seed, cfg=ccfg, debris=debris, progress=progress)
+        path = composite_dataset(out, n, library, seed=args.seed, cfg=ccfg, debris=debris, progress=progress)
         extra = dict(crops=len(library.files), crops_skipped=sum(library.rejected.values()), taxa=len(library.taxa))
     else:
         if args.debris or args.split or args.debris_density != (0.0, 1.6):
@@ -129,10 +151,10 @@ def run(args) -> int:
 
             if args.jpeg is not None:
                 raise PollenStudioError("--planes writes TIFF stacks; leave out --jpeg")
-            path = generate_stack_dataset(out, args.n, args.planes, seed=args.seed, cfg=cfg, progress=progress,
+            path = generate_stack_dataset(out, n, args.planes, seed=args.seed, cfg=cfg, progress=progress,
                                           class_agnostic=args.class_agnostic)
         else:
-            path = generate_dataset(out, args.n, seed=args.seed, cfg=cfg, progress=progress,
+            path = generate_dataset(out, n, seed=args.seed, cfg=cfg, progress=progress,
                                     class_agnostic=args.class_agnostic)
 
     import json

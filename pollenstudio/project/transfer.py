@@ -5,7 +5,8 @@ all call this module; none of them dispatches on formats itself.
 
 - :func:`detect_source` says what a path is: a COCO ``.json`` file (or a folder holding
   exactly one, e.g. a Roboflow export), a YOLO dataset folder (``classes.txt`` + labels),
-  or a plain folder of images.
+  a plain folder of images, or one image file (a field, a focal-stack TIFF or a whole-slide
+  scan: accepted wherever a folder of images is).
 - :func:`import_into` imports into an open project and records the import as a run
   (only once it succeeded: a failed or cancelled import leaves the project as it was; the
   format importers write in one transaction).
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pollenstudio.core.errors import ImportFormatError, PollenStudioError
+from pollenstudio.core.imageio import IMAGE_SUFFIXES, is_image_file
 from pollenstudio.core.progress import NullProgress
 from pollenstudio.project.schema import DB_NAME
 
@@ -64,8 +66,14 @@ def detect_source(source: str | os.PathLike, kind: str = "auto") -> tuple[str, P
     if src.is_file():
         if kind in ("auto", "coco") and src.suffix.lower() == ".json":
             return "coco", src
+        if kind in ("auto", "images") and is_image_file(src):
+            return "images", src  # one image file (a whole-slide scan, a stack TIFF, a field)
         if kind == "auto":
-            raise ImportFormatError(f"{src}: expected a COCO .json file or a folder (YOLO dataset or images)")
+            raise ImportFormatError(f"{src}: expected a COCO .json file, an image file or a folder "
+                                    "(YOLO dataset or images)")
+        if kind == "images":
+            raise ImportFormatError(f"{src}: not an image file (expected {', '.join(IMAGE_SUFFIXES)}) "
+                                    "or a folder of images")
         raise ImportFormatError(f"{src}: a {kind} import reads a folder" if kind != "coco"
                                 else f"{src}: a COCO import reads a .json file")
     # a folder
@@ -100,6 +108,9 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
         if kind != "images":
             raise ImportFormatError(f"--stack-pattern groups the image files of a folder; {path.name} is a "
                                     f"{kind.upper()} import (its stacks come from the file)")
+        if path.is_file():
+            raise ImportFormatError(f"--stack-pattern groups the image files of a folder; {path.name} is one "
+                                    "file (a multi-page or OME-TIFF stack is recognised without a pattern)")
     progress.check()
     if kind == "coco":
         from pollenstudio.project.coco import import_coco
@@ -111,7 +122,12 @@ def import_into(project, source: str | os.PathLike, kind: str = "auto", images_r
         summary = import_yolo(project, path, progress=progress).to_dict()
     else:
         # a cancel raises Cancelled; into an existing project the files read so far stay
-        res = project.add_folder(path, progress=progress, stack_pattern=stack_pattern)
+        if path.is_file():  # one image file: the folder's rules (core.stack.import_info), no sample
+            res = project.add_images([path], progress=progress)
+        else:
+            res = project.add_folder(path, progress=progress, stack_pattern=stack_pattern)
+        if path.is_file() and res.errors:
+            raise ImportFormatError(f"{res.errors[0][1]}; nothing imported")
         if res.errors and not res.added and not res.duplicates and not res.relinked:
             shown = "; ".join(r for _, r in res.errors[:3])
             raise ImportFormatError(f"{path}: none of the {len(res.errors)} image(s) could be imported ({shown}"

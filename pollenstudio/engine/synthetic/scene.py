@@ -150,6 +150,18 @@ def _polygon(crop: np.ndarray, x1: float, y1: float) -> list[float]:
 
 def render(seed: int, cfg: SynthConfig, return_masks: bool = False):
     """Render the raw (pre-JPEG) image and its objects; see :func:`generate_image`."""
+    strips, objects = render_strips(seed, cfg, return_masks)
+    img = np.empty((cfg.height, cfg.width, 3), np.uint8)
+    for sy0, strip in strips:
+        img[sy0:sy0 + strip.shape[0]] = strip
+    return img, objects()
+
+
+def render_strips(seed: int, cfg: SynthConfig, return_masks: bool = False):
+    """The image of :func:`render` as ``STRIP``-row strips, so a whole-slide scan is never
+    held at once: ``(strips, objects)`` where ``strips`` yields ``(first_row, uint8 (rows,
+    W, 3))`` top to bottom and ``objects()`` returns the objects once the strips are all
+    read (a grain is listed when the strips reach it). Same pixels as :func:`render`."""
     rng = np.random.default_rng(_seed_of(seed, 1))
     style = _image_style(rng, cfg)
     grains = _layout(rng, cfg)
@@ -184,8 +196,10 @@ def render(seed: int, cfg: SynthConfig, return_masks: bool = False):
         top = int(np.floor(cy)) - int(np.ceil(1.2 * size + 3 * sigma + 12))
         specs.append((top, lambda fn=fn, cx=cx, cy=cy, size=size, sigma=sigma, dseed=dseed: fn(np.random.default_rng(dseed), cx, cy, size, sigma)))
 
-    img = _composite(seed, cfg, style, specs)
-    return img, [found[k] for k in sorted(found)]
+    def objects():
+        return [found[k] for k in sorted(found)]
+
+    return _composite(seed, cfg, style, specs), objects
 
 
 def _illumination(rng, style: dict, W: int, H: int, mf: int) -> np.ndarray:
@@ -229,7 +243,8 @@ def _chromatic(p: Patch, strength: float, W: int, H: int) -> Patch:
     return p
 
 
-def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndarray:
+def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list):
+    """Yields ``(first_row, uint8 strip)`` of ``STRIP`` rows, top to bottom."""
     W, H = cfg.width, cfg.height
     rng = np.random.default_rng(_seed_of(seed, 3))
     mf = 16
@@ -243,7 +258,6 @@ def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndar
     # colour noise partly shared between channels, as after demosaicing (unit variance)
     mix = (np.eye(3) * 0.62 + 0.3).astype(F)
 
-    out = np.empty((H, W, 3), np.uint8)
     order = sorted(range(len(specs)), key=lambda i: (specs[i][0], i))
     nxt = 0
     active: list[Patch] = []
@@ -296,5 +310,4 @@ def _composite(seed: int, cfg: SynthConfig, style: dict, specs: list) -> np.ndar
         img *= F(255)
         img += F(0.5)
         np.clip(img, 0, 255, out=img)
-        out[sy0:sy1] = img
-    return out
+        yield sy0, img.astype(np.uint8)
