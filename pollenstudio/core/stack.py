@@ -38,7 +38,9 @@ MAX_PLANES = 1000  # most focal planes one imported stack may have (a z-series o
 BEST = "best"  # view name: the plane sharpest over the whole field
 STACK_PATTERN_HELP = ("file-name pattern of focal planes: '{z}' marks the plane number, '*' any text "
                       "(e.g. '*_z{z}.png', '{z}z.png'); files that differ only in '{z}' and sit in the "
-                      "same folder are one stack")
+                      "same folder are one stack. Plane numbers may be signed as microscopes write them "
+                      "relative to focus (z-8, z+2), zero-padded (z003) and have gaps; planes are ordered by "
+                      "their number")
 
 
 class StackPatternError(ImportFormatError):
@@ -396,8 +398,13 @@ def is_stack_file(path: str | os.PathLike) -> bool:
 # ----------------------------------------------------------------------------------------
 
 
+_PLANE_NUMBER = r"(?P<z>[+-]?\d+)"  # what '{z}' matches: 3, 003, -8, +2 (relative to focus)
+
+
 def pattern_regex(pattern: str) -> re.Pattern:
-    """``*_z{z}.png`` -> a regex on file names with the plane number as group ``z``."""
+    """``*_z{z}.png`` -> a regex on file names with the plane number as group ``z``: digits
+    with an optional sign (``z-8``, ``z+2``, ``z003``, ``-8``), as microscopes number planes
+    relative to focus."""
     if not isinstance(pattern, str) or pattern.count("{z}") != 1:
         raise StackPatternError(f"stack pattern {pattern!r} must contain '{{z}}' once, where the plane number is "
                                 "(e.g. '*_z{z}.png' or '{z}z.png')")
@@ -407,7 +414,7 @@ def pattern_regex(pattern: str) -> re.Pattern:
     out = []
     for part in re.split(r"(\{z\}|\*|\?)", pattern):
         if part == "{z}":
-            out.append(r"(?P<z>\d+)")
+            out.append(_PLANE_NUMBER)
         elif part == "*":
             out.append(r"(.*?)")
         elif part == "?":
@@ -417,13 +424,27 @@ def pattern_regex(pattern: str) -> re.Pattern:
     return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
 
 
+def _plane_text(z: int, signed: bool) -> str:
+    return f"{z:+d}" if signed and z else str(z)
+
+
 def group_plane_files(files: Iterable[str | os.PathLike], pattern: str) -> tuple[list[list[Path]], list[Path]]:
     """Split ``files`` into stacks (lists of plane files ordered by plane number) and the
     files the pattern does not match (single images). Files are one stack when they sit in
     the same folder and their names differ only where ``{z}`` is. A group of one file is a
-    single image. Two files with the same plane number in one stack are an error."""
+    single image.
+
+    Plane numbers are signed numbers (``z-8``, ``z-3``, ``z+2``, ``z15``: planes relative to
+    focus), compared by value: zero padding does not count (``z003`` is plane 3), gaps are
+    allowed, and a stack's planes are ordered by their number (-8, -3, 1, 15), not by text.
+    Two files with the same number in one stack (``z03`` and ``z3``, ``z+2`` and ``z2``) are
+    an error. Where ``{z}`` follows ``*`` or ``?`` in the pattern the text cannot tell a
+    separator from a sign: a '-' that every plane of a group carries (``field-01.png``,
+    ``field-02.png`` for ``*{z}.png``) is read as a separator; put it in the pattern
+    (``*-{z}.png``) to say so, or (``*_{z}.png``) to leave the sign to the number."""
     rx = pattern_regex(pattern)
-    groups: dict[tuple, dict[int, Path]] = {}
+    sign_after_wildcard = re.search(r"[*?]\{z\}", pattern) is not None
+    groups: dict[tuple, list[tuple[str, Path]]] = {}
     singles: list[Path] = []
     for f in files:
         f = Path(f)
@@ -432,21 +453,63 @@ def group_plane_files(files: Iterable[str | os.PathLike], pattern: str) -> tuple
             singles.append(f)
             continue
         key = (str(f.parent), tuple(g for k, g in enumerate(m.groups()) if k != rx.groupindex["z"] - 1))
-        z = int(m.group("z"))
-        planes = groups.setdefault(key, {})
-        if z in planes:
-            raise StackPatternError(f"{planes[z].name} and {f.name} are both plane {z} of one stack for the pattern "
-                                    f"{pattern!r}; make the pattern tell them apart")
-        planes[z] = f
+        groups.setdefault(key, []).append((m.group("z"), f))
     stacks = []
     for key in sorted(groups):
-        planes = groups[key]
+        members = groups[key]
+        dash_separator = sign_after_wildcard and all(t.startswith("-") for t, _ in members)
+        signed = not dash_separator and any(t[0] in "+-" for t, _ in members)
+        planes: dict[int, Path] = {}
+        for text, f in members:
+            z = int(text.lstrip("-") if dash_separator else text)
+            if z in planes:
+                raise StackPatternError(
+                    f"{planes[z].name} and {f.name} are both plane {_plane_text(z, signed)} of one stack for the "
+                    f"pattern {pattern!r} (plane numbers count by value: z03 is z3, z+2 is z2); remove one of "
+                    "them, or make the pattern tell them apart")
+            planes[z] = f
         ordered = [planes[z] for z in sorted(planes)]
         if len(ordered) == 1:
             singles.append(ordered[0])
         else:
             stacks.append(ordered)
     return stacks, sorted(singles)
+
+
+_PLANE_PART = re.compile(r"[+-]?\d+")
+_PLANE_TAG = re.compile(r"(?:^|(?<=[^A-Za-z]))[A-Za-z]{1,5}$")
+
+
+def plane_labels(files: Sequence[str | os.PathLike] | None) -> list[str] | None:
+    """The planes' own names from their file names, in the stack's order: ``z-8``, ``z-3``,
+    ``z1`` ... for ``f_z-8.png``, ``f_z-3.png``, ``f_z1.png`` (the letters before the number,
+    else ``z``; the number as the file writes it). None when the names do not number the
+    planes in the stack's order (then planes go by their 1-based index). Needs no pattern:
+    the number is where the names differ; digits and a sign next to it belong to it."""
+    if not files or len(files) < 2:
+        return None
+    names = [Path(f).name for f in files]
+    pre = os.path.commonprefix(names).rstrip("0123456789")
+    if pre.endswith(("+", "-")):
+        pre = pre[:-1]  # a sign every plane carries is still each number's sign
+    suf = os.path.commonprefix([n[::-1] for n in names])[::-1].lstrip("0123456789")
+    if len(pre) + len(suf) > min(len(n) for n in names):
+        return None
+    parts = [n[len(pre): len(n) - len(suf)] for n in names]
+    if not all(_PLANE_PART.fullmatch(t) for t in parts):
+        return None
+
+    def ascending(values: list[int]) -> bool:
+        return all(a < b for a, b in zip(values, values[1:]))
+
+    if not ascending([int(t) for t in parts]):
+        # a '-' every name has before the number, read as a separator at import (field-01, field-02)
+        if all(t.startswith("-") for t in parts) and ascending([int(t[1:]) for t in parts]):
+            pre, parts = pre + "-", [t[1:] for t in parts]
+        else:
+            return None  # named in another order than the stack's (e.g. a COCO file's list)
+    tag = _PLANE_TAG.search(pre)
+    return [f"{tag.group(0) if tag else 'z'}{t}" for t in parts]
 
 
 # ----------------------------------------------------------------------------------------
@@ -543,5 +606,5 @@ __all__ = [
     "BEST", "EDF", "MAX_PLANES", "FocalStack", "ImageInfo", "STACK_PATTERN_HELP", "StackInfo", "StackPatternError",
     "best_plane", "box_sharpness", "edf_composite", "focus_map", "focus_measure", "group_plane_files", "import_info",
     "is_stack_file",
-    "pattern_regex", "sharpest_planes", "stack_hash", "stack_info",
+    "pattern_regex", "plane_labels", "sharpest_planes", "stack_hash", "stack_info",
 ]
