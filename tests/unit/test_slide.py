@@ -97,3 +97,46 @@ def test_bad_plane_level_and_file(tmp_path):
     bad.write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError, match="bad.tif"):
         Slide.open(bad)
+
+
+def _svs_like(path, base):
+    """An Aperio-SVS-like file: tiled JPEG level 0, a stripped thumbnail page, tiled reduced
+    levels, then label and macro pages (what tifffile calls the Baseline series and the
+    Thumbnail / Label / Macro series)."""
+    head = "Aperio Image Library v12.0.0\r\n"
+    h, w = base.shape[:2]
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(base, tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None,
+                 description=head + f"{w}x{h} [0,0 {w}x{h}] (256x256) JPEG/RGB Q=70|AppMag = 20|MPP = 0.4990")
+        tw.write(cv2.resize(base, (w // 10, h // 10), interpolation=cv2.INTER_AREA), compression="jpeg",
+                 photometric="rgb", metadata=None, description=head + f"{w}x{h} -> {w // 10}x{h // 10} - |AppMag = 20")
+        for k in (1, 2):
+            lv = cv2.resize(base, (w // 4**k, h // 4**k), interpolation=cv2.INTER_AREA)
+            tw.write(lv, tile=(256, 256), compression="jpeg", photometric="rgb", metadata=None,
+                     description=head + f"{w}x{h} -> {lv.shape[1]}x{lv.shape[0]} - |AppMag = 20")
+        tw.write(np.full((300, 400, 3), 200, np.uint8), compression="lzw", photometric="rgb", subfiletype=1,
+                 metadata=None, description=head + "label 400x300")
+        tw.write(np.full((400, 1000, 3), 100, np.uint8), compression="jpeg", photometric="rgb", subfiletype=9,
+                 metadata=None, description=head + "macro 1000x400")
+
+
+def test_svs_like_file_is_one_image_with_its_levels(tmp_path):
+    """The thumbnail, label and macro pages of an SVS are neither planes nor levels; the
+    reduced pages are the levels; import reads the size from the headers."""
+    from pollenstudio.core.stack import import_info
+
+    rng = np.random.default_rng(5)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (1500, 2000, 3), dtype=np.uint8), (7, 7), 2)
+    path = tmp_path / "scan.tif"
+    _svs_like(path, base)
+    assert tifffile.TiffFile(path).is_svs
+    info = import_info(path)
+    assert (info.width, info.height, info.planes, info.channels) == (2000, 1500, 1, 3)
+    with Slide.open(path) as s:
+        assert s.lazy and s.planes == 1
+        assert [(lv.width, lv.height) for lv in s.levels] == [(2000, 1500), (500, 375), (125, 93)]
+        for level in range(3):
+            full = tifffile.imread(path, level=level)
+            for x, y, w, h in RECTS:
+                assert np.array_equal(s.region(x, y, w, h, level), _crop(full, x, y, w, h))
+        assert s.thumbnail(200).shape == (150, 200, 3)
