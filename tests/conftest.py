@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(config, items):
     _skip_cuda(items)
     if config.getoption("--store") != "postgresql":
         return
-    skip = pytest.mark.skip(reason="SQLite-only test (file format, backups, damage): runs in the SQLite pass")
+    skip = pytest.mark.skip(reason="not a test of the `store` fixture (SQLite's file, backups, damage, or no "
+                                   "database at all): runs in the SQLite pass")
     for item in items:
         if not {"store", "pg_url"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(skip)
@@ -124,8 +125,9 @@ class StoreMaker:
             return Project.open(folder)
         return Project.open(self._urls.get(self._key(folder), str(folder)), image_root=self._key(folder))
 
-    def url(self, folder) -> str:
-        return self._urls[self._key(folder)]
+    def target(self, folder) -> str:
+        """What another process passes to ``Project.open``: the folder, or the server URL."""
+        return str(folder) if self.backend == "sqlite" else self._urls[self._key(folder)]
 
     def drop_all(self):
         if not self._urls:

@@ -405,16 +405,19 @@ def insert_ids(conn, table: str, sql: str, rows: list) -> list[int]:
         first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()[0]
         conn.executemany(sql, rows)
         return list(range(first + 1, first + 1 + len(rows)))
-    q, _ = translate(sql)
-    q = q if q.endswith(" RETURNING id") else q + " RETURNING id"
-    ids: list[int] = []
+    # the server: ids drawn from the table's sequence, rows sent by COPY (about 10x faster
+    # than one INSERT per row, even pipelined)
+    m = re.match(r"\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)", sql, re.I)
+    if not m or m.group(1) != table:
+        raise ValueError(f"insert_ids needs an INSERT INTO {table}(columns) ...")
+    cols = [c.strip() for c in m.group(2).split(",")]
+    ids = [r[0] for r in conn.execute("SELECT nextval(pg_get_serial_sequence(?, 'id')) FROM generate_series(1, ?)",
+                                      (table, len(rows)))]
     try:
         with conn.raw.cursor() as cur:
-            cur.executemany(q, [tuple(r) for r in rows], returning=True)
-            while True:
-                ids.append(cur.fetchone()[0])
-                if not cur.nextset():
-                    break
+            with cur.copy(f"COPY {table} (id, {', '.join(cols)}) FROM STDIN") as copy:
+                for i, row in zip(ids, rows):
+                    copy.write_row((i, *row))
     except Exception as exc:
         raise conn._error(exc) from None
     return ids

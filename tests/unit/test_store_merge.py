@@ -14,8 +14,8 @@ def det(x, y, s=0.5, label="Betula", size=20):
 
 
 @pytest.fixture
-def proj(tmp_path):
-    p = Project.create(tmp_path / "p")
+def proj(tmp_path, store):
+    p = store.create(tmp_path / "p")
     with p.importing():
         p.bulk_insert([{"path": "a.png", "width": 400, "height": 300}], [])
     yield p
@@ -58,8 +58,8 @@ def test_topk_and_score_are_stored(proj):
 @given(rounds=st.lists(st.lists(st.tuples(st.integers(0, 360), st.integers(0, 260), st.floats(0.05, 1.0)),
                                 max_size=8), min_size=1, max_size=6),
        decisions=st.lists(st.sampled_from(["accept", "reject", "move", "relabel", "keep"]), min_size=1, max_size=8))
-def test_human_decisions_survive_any_number_of_redetections(tmp_path_factory, rounds, decisions):
-    with Project.create(tmp_path_factory.mktemp("m") / "p") as p:
+def test_human_decisions_survive_any_number_of_redetections(tmp_path_factory, rounds, decisions, store):
+    with store.create(tmp_path_factory.mktemp("m") / "p") as p:
         with p.importing():
             p.bulk_insert([{"path": "a.png", "width": 400, "height": 300}], [])
         other = p.add_category("Alnus")

@@ -23,8 +23,8 @@ def depth(p):
     return p._conn.execute("SELECT COUNT(*) FROM history WHERE undone = 0").fetchone()[0]
 
 
-def make_project(folder):
-    p = Project.create(folder)
+def make_project(folder, store):
+    p = store.create(folder)
     with p.importing():
         # image 3 is a focal stack of 5 planes: its grains keep a plane (issue 19)
         p.bulk_insert([{"path": f"img{i}.png", "width": 100, "height": 80, "planes": 5 if i == 2 else 1}
@@ -123,23 +123,23 @@ def apply(p, op):
         pass  # refused edits (box off the image, self-merge, name taken) change nothing
 
 
-def reopen(p):
+def reopen(p, store):
     folder = p.folder
     p.close()
-    return Project.open(folder)
+    return store.open(folder)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.one_of(op_st, st.just(("reopen", 0, 0, 0, 0))), min_size=1, max_size=25),
        reopen_at=st.sets(st.integers(0, 60), max_size=6))
-def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, ops, reopen_at):
+def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, ops, reopen_at, store):
     """Any mix of edits, with the project closed and reopened between edits and at random
     points of the walk back (undo) and forth (redo): every earlier state comes back exactly."""
-    p = make_project(tmp_path_factory.mktemp("u") / "p")
+    p = make_project(tmp_path_factory.mktemp("u") / "p", store)
     states = [state(p)]
     for op in ops:
         if op[0] == "reopen":
-            p = reopen(p)
+            p = reopen(p, store)
             assert state(p) == states[-1]
             continue
         before_depth = depth(p)
@@ -151,20 +151,20 @@ def test_undo_redo_walks_back_and_forth_through_every_state(tmp_path_factory, op
     step = 0
     for expected in reversed(states[:-1]):
         if step in reopen_at:
-            p = reopen(p)
+            p = reopen(p, store)
         step += 1
         assert p.undo() is not None
         assert state(p) == expected
     if step in reopen_at:
-        p = reopen(p)
+        p = reopen(p, store)
     assert not p.can_undo() and p.undo() is None
     for expected in states[1:]:
         step += 1
         if step in reopen_at:
-            p = reopen(p)
+            p = reopen(p, store)
         assert p.redo() is not None
         assert state(p) == expected
-    p = reopen(p)
+    p = reopen(p, store)
     assert state(p) == states[-1] and not p.can_redo()
     p.close()
 
@@ -186,10 +186,10 @@ def test_every_undoable_edit_of_project_is_listed():
 
 
 @pytest.mark.parametrize("method", sorted(EDIT_KINDS))
-def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
+def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method, store):
     """One edit of each kind; the project is closed and reopened before the undo and again
     before the redo (the app is often closed between an edit and the user's Ctrl+Z)."""
-    p = make_project(tmp_path / "p")
+    p = make_project(tmp_path / "p", store)
     betula, pinus = p.category_by_name("Betula").id, p.category_by_name("Pinus").id
     (prop,) = p.review_queue(image_id=1, limit=1)
     human = p.add_annotation(3, Box(5, 5, 30, 30), betula)
@@ -223,13 +223,13 @@ def test_each_edit_kind_undoes_and_redoes_across_reopening(tmp_path, method):
     edits[method]()
     after = state(p)
     assert after != before and depth(p) == 1, f"{method} made no single undo step"
-    p = reopen(p)
+    p = reopen(p, store)
     assert state(p) == after
     assert p.undo() is not None and state(p) == before
-    p = reopen(p)
+    p = reopen(p, store)
     assert state(p) == before and p.can_redo()
     assert p.redo() is not None and state(p) == after
-    p = reopen(p)
+    p = reopen(p, store)
     assert state(p) == after and not p.can_redo()
     p.close()
 
@@ -240,8 +240,8 @@ def _batch(p, ann_id, cat):
         p.relabel(ann_id, cat)
 
 
-def test_new_edit_clears_redo_and_undo_survives_reopening(tmp_path):
-    p = make_project(tmp_path / "p")
+def test_new_edit_clears_redo_and_undo_survives_reopening(tmp_path, store):
+    p = make_project(tmp_path / "p", store)
     (a,) = p.review_queue(limit=1)
     p.accept(a.id)
     p.undo()
@@ -249,15 +249,15 @@ def test_new_edit_clears_redo_and_undo_survives_reopening(tmp_path):
     p.reject(a.id)
     assert not p.can_redo() and p.undo_label() == "reject"
     p.close()
-    with Project.open(tmp_path / "p") as q:
+    with store.open(tmp_path / "p") as q:
         assert q.can_undo()
         ev = q.undo()
         assert ev.annotation_ids == (a.id,) and ev.image_ids == (a.image_id,)
         assert q.annotation(a.id).status is AnnotationStatus.PROPOSED
 
 
-def test_undo_of_an_edit_whose_proposal_was_replaced_by_redetection(tmp_path):
-    p = make_project(tmp_path / "p")
+def test_undo_of_an_edit_whose_proposal_was_replaced_by_redetection(tmp_path, store):
+    p = make_project(tmp_path / "p", store)
     (a,) = p.review_queue(image_id=1, limit=1)
     p.accept(a.id)
     p.undo()  # back to proposed ...
@@ -269,8 +269,8 @@ def test_undo_of_an_edit_whose_proposal_was_replaced_by_redetection(tmp_path):
     assert [x.box for x in p.annotations(1)] == [Box(50, 50, 70, 70)]
 
 
-def test_undo_merge_after_redetection_keeps_new_proposals(tmp_path):
-    p = make_project(tmp_path / "p")
+def test_undo_merge_after_redetection_keeps_new_proposals(tmp_path, store):
+    p = make_project(tmp_path / "p", store)
     betula, pinus = p.category_by_name("Betula").id, p.category_by_name("Pinus").id
     p.merge_categories(pinus, betula)
     p.write_proposals(1, [Detection(Box(1, 1, 20, 20), 0, "Betula", 0.5)])
@@ -282,8 +282,8 @@ def test_undo_merge_after_redetection_keeps_new_proposals(tmp_path):
     assert [names[x.category_id] for x in p.annotations(2)] == ["Betula", "Pinus", "Betula", "Alnus"]
 
 
-def test_undo_add_taxon_that_detection_now_uses_keeps_it(tmp_path):
-    p = make_project(tmp_path / "p")
+def test_undo_add_taxon_that_detection_now_uses_keeps_it(tmp_path, store):
+    p = make_project(tmp_path / "p", store)
     cid = p.add_category("Corylus")
     p.write_proposals(3, [Detection(Box(1, 1, 20, 20), 0, "Corylus", 0.5)])
     p.undo()
@@ -293,10 +293,10 @@ def test_undo_add_taxon_that_detection_now_uses_keeps_it(tmp_path):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.one_of(op_st, st.tuples(st.just("redetect"), st.integers(1, 3), st.integers(0, 60),
                                                 st.integers(0, 50), st.integers(0, 3))), min_size=1, max_size=25))
-def test_undo_everything_with_redetections_in_between_leaves_no_decision(tmp_path_factory, ops):
+def test_undo_everything_with_redetections_in_between_leaves_no_decision(tmp_path_factory, ops, store):
     """Re-detection (not undoable) between edits must not break undo: undoing every step still
     brings back a project with no human decision in it, and redo never raises."""
-    p = make_project(tmp_path_factory.mktemp("d") / "p")
+    p = make_project(tmp_path_factory.mktemp("d") / "p", store)
     for op in ops:
         if op[0] == "redetect":
             _, img, x, y, n = op
@@ -314,8 +314,8 @@ def test_undo_everything_with_redetections_in_between_leaves_no_decision(tmp_pat
     p.close()
 
 
-def test_redo_add_taxon_after_detection_created_the_same_name(tmp_path):
-    p = make_project(tmp_path / "p")
+def test_redo_add_taxon_after_detection_created_the_same_name(tmp_path, store):
+    p = make_project(tmp_path / "p", store)
     p.add_category("Corylus")
     p.undo()
     p.write_proposals(3, [Detection(Box(1, 1, 20, 20), 0, "Corylus", 0.5)])
