@@ -11,7 +11,6 @@ import time
 import pytest
 
 from pollenstudio.core.types import AnnotationStatus, Box
-from pollenstudio.project import Project
 
 CHILD = textwrap.dedent(
     """

@@ -5,7 +5,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pollenstudio.core.types import Annotation, AnnotationStatus, Box, Detection, Source
-from pollenstudio.project import Project
 from pollenstudio.project.merge import plan_merge
 
 
