@@ -57,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+        if name == "detect":  # issue 30: --workers N / --distributed spread one detection over processes
+            _add_cluster(p, mod.run)
     return parser
+
+
+def _add_cluster(parser, run_one) -> None:
+    from pollenstudio.commands import detect_cluster
+
+    detect_cluster.add_arguments(parser)
+    parser.set_defaults(_run=lambda a: detect_cluster.run(a) if detect_cluster.wants_cluster(a) else run_one(a))
 
 
 def main(argv: list[str] | None = None) -> int:
