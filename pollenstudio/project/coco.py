@@ -34,6 +34,10 @@ image- and taxon-level facts:
   not write (a user's file, a planted link) is never replaced: the export is refused in
   words. A stack that cannot be read is listed as one image and named under ``skipped``.
   COCO has no image-copying option: other images are named by path, never copied.
+- who decided and when (several reviewers, issue 30): annotation ``author`` (the reviewer
+  who made the last decision on it; absent on untouched proposals) and ``created`` /
+  ``updated`` (ISO 8601 UTC with milliseconds, e.g. ``"2026-12-07T04:31:12.345Z"``; seconds
+  since the epoch are read too). Import keeps them; without them a grain gets the import's time.
 Images already in the project are reused as they are: their review mark, calibration and
 group are not changed by an import. Project-level facts (the grain-size calibration, model
 versions, runs, undo history) are not part of a COCO file.
@@ -64,6 +68,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pollenstudio.core.atomic import write_text
@@ -114,6 +119,31 @@ class _Problems:
         shown = "; ".join(self.items[:_MAX_LISTED])
         more = f" (and {len(self.items) - _MAX_LISTED} more)" if len(self.items) > _MAX_LISTED else ""
         raise ImportFormatError(f"{self.source}: {len(self.items)} problem(s), nothing imported: {shown}{more}")
+
+
+def iso_time(t: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds ('2026-12-07T04:31:12.345Z')."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def read_time(v) -> float | None:
+    """A time of a COCO file (ISO 8601, or seconds since the epoch) in seconds; None when
+    absent or unreadable (the import's own time is used then)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) if math.isfinite(v) and v > 0 else None
+    if isinstance(v, str):
+        try:
+            d = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=timezone.utc)
+        return d.timestamp()
+    return None
 
 
 def _polygon_area(poly) -> float:
@@ -215,6 +245,11 @@ def export_coco(project, out_path: str | os.PathLike, reviewed_only: bool = True
                 "iscrowd": 0,
                 "segmentation": [list(a.polygon)] if a.polygon else [],
             }
+            # who decided and when (several reviewers, issue 30): read back by import_coco
+            if a.author:
+                entry["author"] = a.author
+            entry["created"] = iso_time(a.created)
+            entry["updated"] = iso_time(a.updated)
             if not reviewed_only:
                 if a.score is not None:
                     entry["score"] = a.score
@@ -288,9 +323,9 @@ def _write_planes(project, rec, image: dict, per_plane: dict[int, list[dict]], f
     copies of their grains. Returns None, or why the stack's planes were not written (its
     files are not the registered ones, or cannot be read): the caller then lists the stack
     as one image, and none of its plane files is left."""
-    from pollenstudio.project.export_files import registered_problem, write_png
+    from pollenstudio.project.export_files import registered_problem, whole_slide_problem, write_png
 
-    problem = registered_problem(project, rec)
+    problem = registered_problem(project, rec) or whole_slide_problem(project, rec)
     if problem is not None:
         return problem
     queued, names = [], []
@@ -795,7 +830,9 @@ def import_coco(project, json_path: str | os.PathLike, images_root: str | os.Pat
                 "score": float(score) if score is not None else (0.0 if status == "proposed" else None),
                 "status": status, "source": source,
                 "topk": _topk(a.get("topk")),
-                "author": a.get("author") if isinstance(a.get("author"), str) else None,
+                "author": a.get("author") if isinstance(a.get("author"), str) and not bad_text(a["author"]) else None,
+                "created": read_time(a.get("created")),
+                "updated": read_time(a.get("updated")),
                 "plane": a.get("plane") if a.get("plane") is not None and project.image(image_id).planes > 1 else None,
             })
         project.bulk_insert([], rows)
