@@ -54,6 +54,7 @@ class ReportData:
     reviewed_images: int = 0
     undecided: int = 0
     version: str = ""
+    agreement: object = None  # project.opinions.Agreement of the second-opinion pass (None: none yet)
 
     @property
     def grains(self) -> int:
@@ -80,11 +81,34 @@ def build_report(project, reviewed_only: bool = False, ci_method: str = "wilson"
         model_in_use=active.name if active is not None else "the shipped default model",
         grain_sources=sources, images=sum(s.images for s in samples),
         reviewed_images=sum(s.reviewed_images for s in samples), undecided=sum(s.undecided for s in samples),
-        version=__version__,
+        version=__version__, agreement=agreement(project, ci_method=ci_method),
     )
 
 
+def agreement_lines(data: ReportData) -> list[str]:
+    """The second-opinion pass in words (HTML, PDF): overall, then one line per taxon."""
+    ag = data.agreement
+    if ag is None:
+        return []
+    who = "; ".join(f"{a} checked by {b}" for a, b in ag.pairs)
+    lines = [f"Second opinion ({who}): {plural(ag.n, 'grain')} checked, {ag.agreed} names confirmed = "
+             f"{100 * ag.percent:.1f} % ({100 * ag.lo:.1f}-{100 * ag.hi:.1f} %, "
+             f"{CI_LABEL.get(data.ci_method, data.ci_method)}); Cohen's kappa {ag.kappa.text()} (95 %, asymptotic). "
+             "The checker saw the first name (not blind)."]
+    for t in ag.taxa:
+        pct = f"{100 * t.percent:.0f} % ({100 * t.lo:.0f}-{100 * t.hi:.0f} %)" if t.named else "-"
+        lines.append(f"  {t.taxon}: {t.confirmed} of {t.named} confirmed {pct}; named so by the checker instead of "
+                     f"another taxon {t.proposed_by_second}; kappa against the rest {t.kappa.text()}")
+    return lines
+
+
 # ------------------------------------------------------------------ figures
+def agreement(project, ci_method: str = "wilson"):
+    from pollenstudio.project.opinions import agreement as compute
+
+    return compute(project, ci_method=ci_method)
+
+
 def _figure(w: float, h: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -286,6 +310,18 @@ def render_html(data: ReportData) -> str:
                          + (f"<td>{_f(t.concentration.value, 0) if t.concentration else ''}</td>" if conc else "")
                          + "</tr>")
         parts.append("</table>")
+    ag = data.agreement
+    if ag is not None:
+        first, *taxa = agreement_lines(data)
+        parts.append(f"<h2>Second opinion: agreement on names</h2><p>{e(first)}</p>")
+        parts.append("<table><tr><th>Taxon (first name)</th><th>Checked</th><th>Confirmed</th><th>%</th>"
+                     "<th>95 % interval</th><th>Named so by the checker instead</th><th>Kappa vs rest (95 %)</th></tr>")
+        for t in ag.taxa:
+            parts.append(f"<tr><td>{e(t.taxon)}</td><td>{t.named}</td><td>{t.confirmed}</td>"
+                         f"<td>{_f(100 * t.percent) if t.named else ''}</td>"
+                         f"<td>{(_f(100 * t.lo) + '-' + _f(100 * t.hi)) if t.named else ''}</td>"
+                         f"<td>{t.proposed_by_second}</td><td>{e(t.kappa.text())}</td></tr>")
+        parts.append("</table>")
     hist = size_histograms(data.samples)
     if hist is not None:
         parts.append("<h2>Grain sizes</h2><img alt='size histograms' src='data:image/png;base64,"
@@ -335,6 +371,7 @@ def _table_pages(data: ReportData) -> list[list[str]]:
             lines.append(f"  {name[:27]:<28}{t.count:>7}{_f(t.percent):>8}{_f(t.ci_lo) + '-' + _f(t.ci_hi):>16}   "
                          + (f"{lo:.1f} x {sh:.1f}" if lo is not None else ""))
         lines.append("")
+    lines += agreement_lines(data)
     per = 80
     return [lines[i:i + per] for i in range(0, len(lines), per)] or [[]]
 
@@ -391,4 +428,7 @@ def write_report(project, out: str | os.PathLike, fmt: str | None = None, review
         with atomic_write(out, "wb", encoding=None) as f:
             f.write(buf.getvalue())
     return {"path": str(out), "format": fmt, "samples": len(data.samples), "grains": data.grains,
-            "pollen_sum": sum(s.pollen_sum for s in data.samples)}
+            "pollen_sum": sum(s.pollen_sum for s in data.samples),
+            "second_opinions": data.agreement.n if data.agreement is not None else 0,
+            "kappa": (round(data.agreement.kappa.value, 3)
+                      if data.agreement is not None and not math.isnan(data.agreement.kappa.value) else None)}

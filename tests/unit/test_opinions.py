@@ -92,3 +92,21 @@ def test_kappa_undefined_when_everything_is_one_taxon():
     assert math.isnan(k.value) and k.text().startswith("undefined")
     k = op.cohen_kappa([[20, 5], [10, 15]])  # po .7, pe .5
     assert k.value == pytest.approx(0.4)
+
+
+def test_report_gives_agreement_per_taxon(tmp_path, store):
+    from pollenstudio.project.pollen_report import write_report
+
+    a, b, cats, ids = named_by_anna(tmp_path, store, ["Betula"] * 3 + ["Pinus"] * 3)
+    for aid, s in zip(ids, ["Betula", "Betula", "Pinus", "Pinus", "Pinus", "Betula"]):
+        op.record(b, aid, cats[s])
+    out = tmp_path / "r.html"
+    summary = write_report(a, out)
+    assert summary["second_opinions"] == 6 and summary["kappa"] == pytest.approx(0.333, abs=1e-3)
+    text = out.read_text()
+    assert "Second opinion: agreement on names" in text and "Anna checked by Ben" in text
+    assert "<tr><td>Betula</td><td>3</td><td>2</td><td>66.7</td>" in text
+    pdf = write_report(a, tmp_path / "r.pdf")
+    assert pdf["second_opinions"] == 6
+    a.close()
+    b.close()
