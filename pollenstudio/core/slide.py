@@ -385,6 +385,150 @@ class Slide:
         return np.ascontiguousarray(out[:th]) if out.shape[0] >= th else cv2.resize(out, (tw, th), interpolation=cv2.INTER_AREA)
 
 
+class SlideArray:
+    """One plane (or view) of a slide as a read-only array in level-0 (image) pixels, for
+    code written for decoded images: ``a.shape``, ``a.dtype``, ``a[y0:y1, x0:x1]`` reads
+    that region only (tile by tile on a lazy slide); a strided slice (``a[::16, ::16]``,
+    what percentile sampling does) reads the level nearest the stride. ``np.asarray(a)``
+    decodes the whole plane, which is refused in words for a lazily read slide: read a
+    region. ``plane``: an index, ``"edf"`` or ``"best"`` (computed per region read)."""
+
+    def __init__(self, slide: Slide, plane: int | str = 0):
+        self.slide = slide
+        self.plane = plane if plane in (EDF, BEST) else slide._plane_index(plane)
+        self.dtype = np.dtype(np.uint8 if slide.bit_depth == 8 else np.uint16)
+        self.shape = (slide.height, slide.width, 3) if slide.channels == 3 else (slide.height, slide.width)
+        self.ndim = len(self.shape)
+
+    @property
+    def lazy(self) -> bool:
+        return self.slide.lazy
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if Ellipsis in key:
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        yx, rest = list(key[:2]), key[2:]
+        while len(yx) < 2:
+            yx.append(slice(None))
+        spans, squeeze = [], []
+        for k, n in zip(yx, self.shape[:2]):
+            if isinstance(k, (int, np.integer)):
+                k = int(k) + (n if k < 0 else 0)
+                if not 0 <= k < n:
+                    raise IndexError(f"index {k} is outside the image (size {n})")
+                spans.append((k, k + 1, 1))
+                squeeze.append(True)
+            elif isinstance(k, slice):
+                spans.append(k.indices(n))
+                squeeze.append(False)
+            else:
+                raise TypeError(f"{self.slide.name}: a slide is read by slices, not {type(k).__name__}")
+        (y0, y1, sy), (x0, x1, sx) = spans
+        if sy < 1 or sx < 1:
+            raise ValueError(f"{self.slide.name}: a slide is read top-down, left to right (positive steps)")
+        if sy == 1 and sx == 1:
+            arr = self.slide.region(x0, y0, max(0, x1 - x0), max(0, y1 - y0), 0, self.plane)
+        else:
+            arr = self._strided(y0, y1, sy, x0, x1, sx)
+        if squeeze[0] or squeeze[1]:
+            arr = arr[(0 if squeeze[0] else slice(None), 0 if squeeze[1] else slice(None))]
+        if rest:  # a channel index or slice
+            arr = arr[(slice(None),) * (2 - sum(squeeze)) + tuple(rest)]
+        return arr
+
+    def _strided(self, y0, y1, sy, x0, x1, sx) -> np.ndarray:
+        """Every ``sy``-th row and ``sx``-th column: exact on a decoded image, else the
+        nearest pixels of the level whose pixels are closest to (not coarser than) the step."""
+        ny, nx = len(range(y0, y1, sy)), len(range(x0, x1, sx))
+        if not self.slide.lazy:
+            return self.slide.region(x0, y0, x1 - x0, y1 - y0, 0, self.plane)[::sy, ::sx]
+        k = self.slide.level_for(min(sy, sx))
+        lev = self.slide.levels[k]
+        fx, fy = lev.width / self.slide.width, lev.height / self.slide.height
+        arr, (rx, ry, _, _) = self.slide.region0(x0, y0, x1, y1, k, self.plane)
+        if arr is None or not ny or not nx:
+            return np.zeros((ny, nx) + self.shape[2:], self.dtype)
+        rows = np.clip(((y0 + np.arange(ny) * sy) * fy - ry * fy).astype(int), 0, arr.shape[0] - 1)
+        cols = np.clip(((x0 + np.arange(nx) * sx) * fx - rx * fx).astype(int), 0, arr.shape[1] - 1)
+        return np.ascontiguousarray(arr[rows][:, cols])
+
+    def __array__(self, dtype=None, copy=None):
+        if self.slide.lazy:
+            raise ImageReadError(f"{self.slide.name}: a whole-slide scan of {self.slide.width:,} x "
+                                 f"{self.slide.height:,} px is not decoded whole; read a region of it")
+        arr = self.slide.region(0, 0, self.slide.width, self.slide.height, 0, self.plane)
+        return arr.astype(dtype) if dtype is not None else arr
+
+
+_SHARED: OrderedDict = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+SHARED_SLIDES = 6  # open slides kept by shared_slide (each with its tile cache)
+SHARED_DECODED_BYTES = 256 * 1024 * 1024  # decoded small images kept by them, together
+SHARED_TILE_CACHE_BYTES = 32 * 1024 * 1024  # decoded tiles kept per shared slide
+
+
+def shared_slide(path: str | os.PathLike, plane_files: Sequence[str | os.PathLike] | None = None) -> Slide:
+    """An open :class:`Slide` shared by the threads of this process (thumbnails, crops,
+    outlines read the same file many times): reopened when the file changed; the least
+    recently used beyond ``SHARED_SLIDES`` are dropped (closed when no reader holds them any
+    more). Do not close it."""
+    p = Path(path)
+    files = tuple(str(f) for f in plane_files) if plane_files else ()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), files, st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (str(p), files, None, None)
+    with _SHARED_LOCK:
+        hit = _SHARED.get(key)
+        if hit is not None:
+            _SHARED.move_to_end(key)
+            _trim_shared()
+            return hit
+    slide = Slide.open(p, plane_files=list(files) or None)
+    slide._cache.limit = SHARED_TILE_CACHE_BYTES
+    with _SHARED_LOCK:
+        hit = _SHARED.get(key)
+        if hit is not None:
+            slide.close()
+            return hit
+        _SHARED[key] = slide
+        while len(_SHARED) > SHARED_SLIDES:
+            _SHARED.popitem(last=False)  # garbage collection closes its file once unused
+        _trim_shared()
+    return slide
+
+
+def _trim_shared() -> None:
+    """Forget the decoded pictures of small images (fields, stack planes) of the least
+    recently used shared slides beyond ``SHARED_DECODED_BYTES`` (caller holds the lock)."""
+    total = 0
+    for slide in reversed(_SHARED.values()):
+        with slide._whole_lock:
+            held = sum(a.nbytes for a in slide._whole.values())
+            if total + held > SHARED_DECODED_BYTES and total:
+                slide._whole.clear()
+                held = 0
+        total += held
+
+
+def slide_pixels(path: str | os.PathLike, plane_files: Sequence[str | os.PathLike] | None = None,
+                 plane: int | str | None = None) -> SlideArray:
+    """One plane of an image file as a :class:`SlideArray` (``plane`` None: the middle plane
+    of a stack, the image itself otherwise)."""
+    slide = shared_slide(path, plane_files)
+    return SlideArray(slide, slide.planes // 2 if plane is None else plane)
+
+
 def open_slide(path: str | os.PathLike, plane_files: Sequence[str | os.PathLike] | None = None) -> Slide:
     """:meth:`Slide.open` (errors in words as ``ImageReadError``)."""
     return Slide.open(path, plane_files=plane_files)

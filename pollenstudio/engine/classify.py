@@ -244,6 +244,8 @@ def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.nd
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros((0, 0), np.float32)
+    if not isinstance(img, np.ndarray):  # read by region (core.slide.SlideArray): the crops only
+        return np.concatenate([_embed_window(model, img, b, spec, device) for b in boxes], 0)
     img = to_model_uint8(img, intensity_range(img))
     blocks = []
     if spec.network is not None:
@@ -255,6 +257,28 @@ def embed(model, img: np.ndarray, boxes, spec: EmbedSpec, device="cpu") -> np.nd
     if spec.features.endswith("hand"):
         blocks.append(hand_features(crops, boxes, spec.margin))
     return np.concatenate(blocks, 1)
+
+
+def _embed_window(model, img, box, spec: EmbedSpec, device="cpu") -> np.ndarray:
+    """:func:`embed` of one box of an image read by region: the square ``grain_crops``
+    cuts around it (clipped to the image, so its edge replication is the same), scaled by
+    the image's intensity range (16-bit: percentiles of a strided sample of the whole)."""
+    from pollenstudio.engine.tiling import intensity_range
+
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(2.0, (1.0 + spec.margin) * max(x2 - x1, y2 - y1))
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    a0, b0 = int(math.floor(cx - side / 2)), int(math.floor(cy - side / 2))
+    s = int(math.ceil(side))
+    H, W = img.shape[:2]
+    xa, ya, xb, yb = max(0, a0), max(0, b0), min(W, a0 + s), min(H, b0 + s)
+    window = np.asarray(img[ya:max(ya + 1, yb), xa:max(xa + 1, xb)])
+    rng = None if window.dtype == np.uint8 else intensity_range(img)
+    if rng is not None:
+        from pollenstudio.engine.tiling import to_model_uint8
+
+        window = to_model_uint8(window, rng)
+    return embed(model, window, np.array([[x1 - xa, y1 - ya, x2 - xa, y2 - ya]]), spec, device)
 
 
 _NETS: dict = {}
@@ -619,12 +643,25 @@ def load_classifier(path) -> TaxonClassifier | None:
     return TaxonClassifier.from_extra(tensors, extra, Path(path).name)
 
 
+def _pixels(src):
+    """A file's pixels for embedding: decoded when small, read by region (the crops around
+    its grains only) when it is a whole-slide scan."""
+    from pollenstudio.core.imageio import read_image
+    from pollenstudio.core.slide import shared_slide
+
+    slide = shared_slide(src)
+    if slide.lazy:
+        from pollenstudio.core.slide import SlideArray
+
+        return SlideArray(slide, 0)
+    return read_image(src)
+
+
 def embed_items(model, items, spec: EmbedSpec | None = None, device="cpu", progress=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per item (image array or path, boxes (N, 4), classes (N,)[, annotation ids (N,)]):
     (embeddings of its named grains, their classes, their annotation ids or -1); unnamed
     grains (class < 0) are skipped, an item without named grains gives empty arrays. Embed
     once, fit many times (validation split, then all)."""
-    from pollenstudio.core.imageio import read_image
 
     spec = with_embedder(spec or EmbedSpec())
     out = []
@@ -641,7 +678,7 @@ def embed_items(model, items, spec: EmbedSpec | None = None, device="cpu", progr
         if not named.any():
             out.append((np.zeros((0, 0), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)))
             continue
-        img = src() if callable(src) else (read_image(src) if not isinstance(src, np.ndarray) else src)
+        img = src() if callable(src) else (_pixels(src) if not isinstance(src, np.ndarray) else src)
         out.append((embed(model, img, np.asarray(boxes).reshape(-1, 4)[named], spec, device), classes[named], ids[named]))
     return out
 

@@ -37,6 +37,7 @@ from pollenstudio.engine.tiling import intensity_range, letterbox, resolve_tile_
 
 SPLIT_SALT = "pollenstudio-split-v1"
 EDF_AUGMENT_P = 0.25  # share of a stack's training draws that show its EDF composite
+SLIDE_GRAIN_WINDOW_P = 0.8  # share of a whole-slide scan's draws whose window is around one of its grains
 
 
 class DatasetError(PollenStudioError):
@@ -359,6 +360,9 @@ class TrainDataset:
         self._cache_limit = int(cache_mb) * 1 << 20
         self._rng = np.random.default_rng(seed)
         self._aug = Augmenter(augment, self.imgsz, self._load, len(self.samples)) if augment else None
+        # per sample: None (not looked at), False, or the 16-bit intensity range / True of a
+        # whole-slide scan read window by window (core.slide), never decoded whole
+        self._slide_info: dict[int, object] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -402,9 +406,54 @@ class TrainDataset:
             self._cache_bytes += img.nbytes
         return img, r
 
+    def _whole_slide(self, i: int):
+        """False, or (True, the model's intensity range) of a lazily read whole-slide scan."""
+        info = self._slide_info.get(i)
+        if info is None:
+            from pollenstudio.core.slide import SlideArray, shared_slide
+
+            s = self.samples[i]
+            try:
+                slide = shared_slide(s.path, s.plane_files)
+                info = (True, intensity_range(SlideArray(slide, 0))) if slide.lazy else False
+            except ImageReadError:
+                info = False  # _decoded says what is wrong with it, in words
+            self._slide_info[i] = info
+        return info
+
+    def _slide_window(self, i: int, rng16):
+        """One native-resolution ``imgsz`` window of a whole-slide scan, read from the file:
+        mostly around one of its grains (jittered), else anywhere on the slide."""
+        from pollenstudio.core.slide import shared_slide
+
+        s = self.samples[i]
+        t = self.imgsz
+        view = self._view(i)
+        if len(s.boxes) and self._rng.random() < SLIDE_GRAIN_WINDOW_P:
+            x1, y1, x2, y2 = s.boxes[int(self._rng.integers(len(s.boxes)))]
+            cx = (x1 + x2) / 2 + self._rng.uniform(-t / 3, t / 3)
+            cy = (y1 + y2) / 2 + self._rng.uniform(-t / 3, t / 3)
+            x0 = int(min(max(0, cx - t / 2), max(0, s.width - t)))
+            y0 = int(min(max(0, cy - t / 2), max(0, s.height - t)))
+        else:
+            x0 = int(self._rng.integers(0, max(1, s.width - t + 1)))
+            y0 = int(self._rng.integers(0, max(1, s.height - t + 1)))
+        try:
+            arr = shared_slide(s.path, s.plane_files).region(x0, y0, t, t, 0, 0 if view is None else view)
+        except ImageReadError as exc:
+            raise ImageReadError(f"{exc} (training image {s.name or s.path})") from None
+        img = to_model_uint8(arr, rng16)
+        boxes = s.boxes - np.array([x0, y0, x0, y0], np.float32)
+        min_vis = self.aug_cfg.min_visible if self.aug_cfg else 0.4
+        boxes, classes = clip_and_filter(boxes, s.classes.copy(), img.shape[1], img.shape[0], min_vis)
+        return img, boxes, classes
+
     def _load(self, i: int):
         """Raw sample for the augmenter: (img, boxes, classes) at working scale."""
         s = self.samples[i]
+        slide = self._whole_slide(i)
+        if slide:
+            return self._slide_window(i, slide[1])
         img, r = self._decoded(i)
         h, w = img.shape[:2]
         sy = h / s.height if s.height else r

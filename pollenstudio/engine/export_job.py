@@ -29,18 +29,21 @@ from pollenstudio.engine.export import (
 
 def letterboxed_inputs(paths, imgsz: int, limit: int = 64) -> list[np.ndarray]:
     """Model inputs (S, S, 3) uint8 the way the predictor makes them: whole frames
-    letterboxed; a scan over twice the input gives its centre tile (native resolution)."""
-    from pollenstudio.core.imageio import read_image
+    letterboxed; a scan over twice the input gives its centre tile (native resolution), read
+    by region (a whole-slide file is never decoded whole)."""
+    from pollenstudio.core.slide import slide_pixels
     from pollenstudio.engine.tiling import intensity_range, letterbox, to_model_uint8
 
     out = []
     for p in list(paths)[:limit]:
-        img = read_image(p)
+        img = slide_pixels(p, plane=0)
         h, w = img.shape[:2]
-        rng = intensity_range(img)
+        rng = intensity_range(img)  # a strided sample (from a reduced level of a slide)
         if max(h, w) > 2 * imgsz:
             y0, x0 = max(0, h // 2 - imgsz // 2), max(0, w // 2 - imgsz // 2)
             img = img[y0 : y0 + imgsz, x0 : x0 + imgsz]
+        else:
+            img = img[:, :]
         out.append(letterbox(to_model_uint8(img, rng), imgsz)[0])
     return out
 

@@ -105,7 +105,7 @@ def measure_project(project, reviewed_only: bool = False, progress=None, remeasu
     from collections import defaultdict
 
     from pollenstudio.core.errors import ImageReadError
-    from pollenstudio.core.imageio import read_image
+    from pollenstudio.core.slide import SlideArray, shared_slide
 
     have = set() if remeasure else set(project.outlines())
     by_image: dict[int, list] = defaultdict(list)
@@ -117,12 +117,18 @@ def measure_project(project, reviewed_only: bool = False, progress=None, remeasu
         if progress is not None:
             progress.check()
             progress.update(n, len(by_image), "measuring outlines")
-        try:
-            img = read_image(project.image_path(image_id))
+        try:  # read by region: a whole-slide scan gives the tiles under each grain only
+            rec = project.image(image_id)
+            slide = shared_slide(project.image_path(rec), project.plane_paths(rec))
         except ImageReadError:
             continue
         for ann_id in ann_ids:
-            shape = fit_outline(img, project.annotation(ann_id).box)
+            ann = project.annotation(ann_id)
+            plane = ann.plane if ann.plane is not None and ann.plane < slide.planes else slide.planes // 2
+            try:
+                shape = fit_outline(SlideArray(slide, plane), ann.box)
+            except ImageReadError:
+                break
             if shape is not None:
                 out[ann_id] = shape.polygon
     return out

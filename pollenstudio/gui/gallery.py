@@ -136,30 +136,12 @@ def make_crop(img, row: GrainRow):
 
 
 def _open_pixels(path: str):
-    """The image's pixels for cropping: an uncompressed TIFF through a memory map (a slide
-    scan is not read whole for a few crops), anything else decoded."""
-    if path.lower().endswith((".tif", ".tiff")):
-        from pollenstudio.core.stack import FocalStack
+    """The image's pixels for cropping, read by region (``core.slide.SlideArray``): a
+    whole-slide scan reads only the tiles under each crop, a focal stack gives crops of its
+    middle plane, a small field is decoded once."""
+    from pollenstudio.core.slide import slide_pixels
 
-        try:
-            with FocalStack.open(path) as st:
-                if st.n_planes > 1:  # a focal stack: crops from its middle plane
-                    return st.plane(st.n_planes // 2)
-        except Exception:
-            pass
-        try:
-            import numpy as np
-            import tifffile
-
-            mm = tifffile.memmap(path, mode="r")
-            if mm.ndim == 3 and mm.shape[0] in (3, 4) and mm.shape[2] not in (3, 4):
-                mm = np.moveaxis(mm, 0, -1)
-            return mm
-        except Exception:
-            pass
-    from pollenstudio.core.imageio import read_image
-
-    return read_image(path)
+    return slide_pixels(path)
 
 
 def _to_qimage(rgb) -> QImage:

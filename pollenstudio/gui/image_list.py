@@ -108,12 +108,14 @@ def _make_thumbnail(path: str, size: int = THUMB) -> QImage | None:
         if img is not None:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img is None and p.suffix.lower() in (".tif", ".tiff"):
-        from pollenstudio.core.stack import FocalStack
+        from pollenstudio.core.slide import shared_slide
 
         try:
-            with FocalStack.open(p) as st:
-                if st.n_planes > 1:  # a focal stack: its middle plane (one page read)
-                    img = to_uint8(st.plane(st.n_planes // 2))
+            slide = shared_slide(p)
+            if slide.lazy or slide.planes > 1:
+                # a whole-slide scan from its smallest level that is large enough, tile row by
+                # tile row; a focal stack from its middle plane
+                img = to_uint8(slide.thumbnail(size, plane=slide.planes // 2))
         except Exception:
             img = None
     if img is None and p.suffix.lower() in (".tif", ".tiff"):

@@ -57,8 +57,8 @@ def nearest_job(token, model_key, model_path: str, path: str, box, k: int):
             or not (clf.exemplar_ids >= 0).any()):
         return None
     token.check()
-    img = _open_pixels(path)
-    E = embed(None, np.asarray(img), np.array([box], np.float64), clf.spec)
+    img = _open_pixels(path)  # read by region: embed reads the crop around the box only
+    E = embed(None, img, np.array([box], np.float64), clf.spec)
     token.check()
     return [n for n in clf.nearest(E, k + 1)[0] if n[0] >= 0]
 

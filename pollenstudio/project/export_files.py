@@ -110,7 +110,7 @@ def read_view(project, rec, view) -> tuple[object, str | None]:
     """(pixels, None) of one view of ``rec`` (a plane index, "edf" or "best"), after checking
     that its files are the registered ones; (None, reason) when they are not or cannot be
     read (a stack whose planes differ in bit depth, a damaged file ...)."""
-    problem = registered_problem(project, rec)
+    problem = registered_problem(project, rec) or whole_slide_problem(project, rec)
     if problem is not None:
         return None, problem
     try:
@@ -121,6 +121,25 @@ def read_view(project, rec, view) -> tuple[object, str | None]:
         return None, f"{rec.path}: cannot read ({os_reason(exc)})"
     except (ValueError, MemoryError) as exc:  # OpenCV/tifffile on a file that decodes to nonsense
         return None, f"{rec.path}: cannot read ({type(exc).__name__}: {exc})"
+
+
+def whole_slide_problem(project, rec) -> str | None:
+    """Why a view or plane of ``rec`` is not written as a picture of its own: it is a
+    whole-slide scan read tile by tile (``core.slide``), whose planes are gigabytes decoded
+    and too large for a PNG; None for any other image (or one that cannot be read: the
+    reader says why)."""
+    from pollenstudio.core.errors import ImageReadError
+    from pollenstudio.core.slide import shared_slide
+
+    try:
+        slide = shared_slide(project.image_path(rec), project.plane_paths(rec))
+    except (ImageReadError, OSError):
+        return None
+    if not slide.lazy:
+        return None
+    return (f"{rec.path}: a whole-slide scan ({slide.width:,} x {slide.height:,} px"
+            f"{f', {slide.planes} planes' if slide.planes > 1 else ''}) is not written as one picture per plane "
+            "or view; export its file as it is (COCO, or YOLO of a single-plane scan)")
 
 
 class ExportManifest:
@@ -187,4 +206,5 @@ class ExportManifest:
             write_text(self.folder / MANIFEST, json.dumps({"files": self.written}))
 
 
-__all__ = ["MANIFEST", "ExportManifest", "copy_registered", "read_view", "registered_problem", "write_png"]
+__all__ = ["MANIFEST", "ExportManifest", "copy_registered", "read_view", "registered_problem", "whole_slide_problem",
+           "write_png"]
