@@ -30,6 +30,7 @@ COMMANDS = {
     "relink": "relink",
     "report": "report",
     "export-model": "export_model",
+    "server": "server",
 }
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server for the store's tests (issue 30): a fresh cluster in a
 # temporary folder, owned by an unprivileged user, listening on localhost only, trust
-# authentication (nobody but this machine's users can reach it), deleted when stopped.
+# authentication (nobody but this machine's users can reach it), deleted when stopped. One
+# more user, pollen_pw (password pollen-pw-test), logs in by password only: the tests of a
+# wrong password use it.
 #
 #   eval "$(scripts/pg_throwaway.sh start)"   # prints: export POLLENSTUDIO_TEST_PG=... PG_THROWAWAY_DIR=...
 #   python -m pytest --store=postgresql tests/unit/test_store_basic.py
@@ -44,10 +46,16 @@ start)
     [ "$(id -u)" = 0 ] && chown "$owner" "$dir"
     as_owner "$initdb" -D "$dir/data" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
+    # one user whose password is checked, for the "wrong password" test (pg_hba: first match wins)
+    { echo "host all pollen_pw 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/pg_hba.new"
+    chown --reference="$dir/data/pg_hba.conf" "$dir/pg_hba.new"
+    mv "$dir/pg_hba.new" "$dir/data/pg_hba.conf"
     # localhost only; the socket stays in the cluster's own folder (no /var/run needed)
     as_owner "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
+    as_owner psql -q -h "$dir" -p "$port" -U postgres -d postgres \
+        -c "CREATE ROLE pollen_pw LOGIN PASSWORD 'pollen-pw-test'" >/dev/null
     echo "export PG_THROWAWAY_DIR=$dir"
     echo "export POLLENSTUDIO_TEST_PG=postgresql://postgres@127.0.0.1:$port/postgres"
     ;;

@@ -6,6 +6,8 @@ the whole project, and detection uses the most specific one (engine.scale.image_
 
 from __future__ import annotations
 
+from pollenstudio.commands._project import PROJECT_HELP
+
 HELP = "show or set the typical grain size (pixels) per image, sample or project, which detection calibrates to"
 EPILOG = """Detection resizes each image so that its typical grain has the size the model was
 trained on. Images taken with different objectives need their own value: set it for the
@@ -25,7 +27,7 @@ LIST_LIMIT = 40  # images listed in the text output (--json lists all)
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("project", help="project folder or its project.pollen file")
+    parser.add_argument("project", help=PROJECT_HELP)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--grain-size", type=float, default=None, metavar="PX",
                       help="typical grain diameter in pixels (2 to 20000) for the images chosen below")
@@ -44,8 +46,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pollenstudio.commands._console import print_json
     from pollenstudio.core.errors import PollenStudioError, ProjectError
+    from pollenstudio.commands._project import open_project
     from pollenstudio.engine.scale import typical_grain_px
-    from pollenstudio.project import Project
 
     setting = args.grain_size is not None or args.clear
     scoped = bool(args.image or args.sample or args.all or args.default)
@@ -57,7 +59,7 @@ def run(args) -> int:
     if args.grain_size is not None:
         typical_grain_px(args.grain_size)  # CalibrationError in words: nothing opened yet
     changed = 0
-    with Project.open(args.project) as proj:
+    with open_project(args.project) as proj:
         if setting:
             px = None if args.clear else float(args.grain_size)
             if args.default:

@@ -22,7 +22,8 @@ def _conf(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="PROJECT_OR_COCO",
-                   help="project folder (or project.pollen), or a COCO .json file with ground-truth boxes")
+                   help="project folder (or project.pollen), a server project postgresql://HOST/DB?project=NAME, "
+                        "or a COCO .json file with ground-truth boxes")
     p.add_argument("--model", default=None, metavar="VERSION|FILE",
                    help="model version id (projects) or .safetensors file (default: the project's active model, "
                         "else the shipped default model)")
@@ -56,15 +57,15 @@ def run(args) -> int:
     from pollenstudio.engine.predict import select_device
 
     t0 = time.perf_counter()
+    from pollenstudio.commands._project import is_server, open_project
+
     target = Path(args.target)
     project = None
-    if target.suffix.lower() == ".json":
+    if not is_server(args.target) and target.suffix.lower() == ".json":
         if not target.is_file():
             raise PollenStudioError(f"COCO file not found: {target}")
     else:
-        from pollenstudio.project.store import Project
-
-        project = Project.open(target)
+        project = open_project(args.target)
     try:
         path, version = _model_path(args, project)
         device = select_device(args.device)

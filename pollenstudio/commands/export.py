@@ -6,11 +6,13 @@ the export goes on, as ``detect`` does, and exits 0."""
 
 from __future__ import annotations
 
+from pollenstudio.commands._project import PROJECT_HELP
+
 HELP = "export a project's annotations as COCO JSON, a YOLO folder, a CSV count report or a CSV of grains"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("project", help="project folder or its project.pollen file")
+    parser.add_argument("project", help=PROJECT_HELP)
     parser.add_argument("--format", required=True, choices=["coco", "yolo", "csv", "grains"],
                         help="output format (csv: counts per image and taxon; grains: one row per grain with "
                              "box and outline sizes, in µm where the image has a scale)")
@@ -32,10 +34,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from pollenstudio.commands._console import print_json
-    from pollenstudio.project import Project
+    from pollenstudio.commands._project import open_project
     from pollenstudio.project.transfer import export_project
 
-    with Project.open(args.project) as proj:
+    with open_project(args.project) as proj:
         summary = export_project(proj, args.format, args.out, reviewed_only=not args.all,
                                  copy_images=not args.no_images, planes_as_images=args.planes_as_images,
                                  stack_view=args.stack_view)

@@ -66,9 +66,9 @@ def run(args) -> int:
     log = (lambda m: None) if (args.quiet or args.json) else (lambda m: print(m, file=sys.stderr))
     project = None
     if args.project is not None:
-        from pollenstudio.project.store import Project
+        from pollenstudio.commands._project import open_project
 
-        project = Project.open(Path(args.project))
+        project = open_project(args.project)
     try:
         resolved = resolve_model(project, args.model)
         model, cfg, meta = load_checkpoint(resolved.path, device="cpu")

@@ -7,7 +7,8 @@ HELP = "open the main window"
 
 def add_arguments(parser) -> None:
     parser.add_argument("project", nargs="?", metavar="PROJECT",
-                        help="project folder (or its project.pollen file) or image folder to open")
+                        help="project folder (or its project.pollen file) or image folder to open, or a project on "
+                             "a lab server: postgresql://[USER@]HOST[:PORT]/DATABASE?project=NAME")
 
 
 def run(args) -> int:
@@ -22,10 +23,13 @@ def run(args) -> int:
     win.show()
     target = getattr(args, "project", None)
     if target:
+        from pollenstudio.commands._project import is_server
         from pollenstudio.project.schema import DB_NAME
 
         p = Path(target)
-        if p.is_dir() and not (p / DB_NAME).exists():
+        if is_server(target):  # a Path would fold the URL's //
+            win.open_project(target)
+        elif p.is_dir() and not (p / DB_NAME).exists():
             win.open_folder(str(p))
         else:
             win.open_project(str(p))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pollenstudio.commands._project import PROJECT_HELP
+
 HELP = "find the files of a project's missing images (moved or renamed) by content, then by name"
 EPILOG = """Searches SEARCH_DIR (default: the project folder) and its sub-folders. An image is
 matched first by content (the SHA-256 recorded when it was added: finds moved and renamed
@@ -17,7 +19,7 @@ Prints what was found and how, and what is still missing and why.
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("project", help="project folder or its project.pollen file")
+    parser.add_argument("project", help=PROJECT_HELP)
     parser.add_argument("search", nargs="*", metavar="SEARCH_DIR",
                         help="folders to search (default: the project folder)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be relinked, change nothing")
@@ -30,10 +32,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from pollenstudio.commands._console import ConsoleProgress, print_json
-    from pollenstudio.project import Project
     from pollenstudio.project.relink import relink_project
 
-    with Project.open(args.project) as proj:
+    from pollenstudio.commands._project import open_project
+
+    with open_project(args.project) as proj:
         report = relink_project(proj, args.search or None, ConsoleProgress("search", quiet=args.quiet or args.json),
                                 dry_run=args.dry_run)
         removed = 0

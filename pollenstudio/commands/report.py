@@ -4,6 +4,8 @@ a taxon's role (--role) and a sample's target sum and marker / volume settings (
 
 from __future__ import annotations
 
+from pollenstudio.commands._project import PROJECT_HELP
+
 HELP = "write the count report (per-sample counts, percentages with 95-percent intervals, pollen diagram) as HTML, PDF or CSV"
 
 EPILOG = """examples:
@@ -20,7 +22,7 @@ quantity, quantity_unit (cm3|g), air_volume_m3."""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("project", help="project folder or its project.pollen file")
+    parser.add_argument("project", help=PROJECT_HELP)
     parser.add_argument("--out", help="report file: .html, .pdf or .csv (without it, settings are only stored)")
     parser.add_argument("--format", choices=["html", "pdf", "csv"], help="format (default: from --out's ending)")
     parser.add_argument("--reviewed-only", action="store_true", help="count images marked reviewed only")
@@ -73,8 +75,8 @@ def _check_samples(proj, samples) -> None:
 
 def run(args) -> int:
     from pollenstudio.commands._console import print_json
+    from pollenstudio.commands._project import open_project
     from pollenstudio.core.errors import ProjectError
-    from pollenstudio.project import Project
     from pollenstudio.project.pollen_report import report_format, write_report
 
     if args.out is None and not (args.role or args.set):
@@ -87,7 +89,7 @@ def run(args) -> int:
         if "=" not in r:
             raise ProjectError(f"--role {r!r}: write TAXON=ROLE, e.g. Lycopodium=marker")
         roles.append(tuple(x.strip() for x in r.rsplit("=", 1)))
-    with Project.open(args.project) as proj:
+    with open_project(args.project) as proj:
         # check everything first: a bad value changes nothing
         from pollenstudio.core.types import TAXON_ROLES
         from pollenstudio.project.counting import check_settings

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from pollenstudio.commands._console import model_imgsz, non_negative_int, number_in, positive_int
+from pollenstudio.commands._project import PROJECT_HELP
 
 HELP = "Train a new model version on the project's reviewed images (also under torchrun for several GPUs)."
 
@@ -47,7 +48,7 @@ def _version_name(text: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("project", help="project folder (or its project.pollen file)")
+    p.add_argument("project", help=PROJECT_HELP)
     p.add_argument("--base", default=None, metavar="VERSION|FILE|scratch",
                    help="model to start from: a model version id or name, a .safetensors file, or \"scratch\" for a "
                         "new network (default: the model in use: the active version, else the shipped grain model; "
@@ -100,12 +101,12 @@ def run(args) -> int:
     from pollenstudio.engine.distributed import init_from_env, shutdown
     from pollenstudio.engine.models import scratch_model_config
     from pollenstudio.engine.train import TrainConfig, train_project
-    from pollenstudio.project.store import Project
+    from pollenstudio.commands._project import open_project
 
     ctx, device = init_from_env(args.device)
     try:
         quiet = args.quiet or args.json or not ctx.is_main
-        project = Project.open(args.project)
+        project = open_project(args.project)
         try:
             from pollenstudio.engine.recipe import auto_plan
 

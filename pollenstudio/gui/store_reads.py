@@ -1,4 +1,5 @@
-"""Project-wide reads for the views, run in a worker on a read-only SQLite connection.
+"""Project-wide reads for the views, run in a worker on a read-only connection of its own
+(SQLite, or a read-only session on the server for a server project).
 
 Taxon counts over the whole project (~200 ms at 300,000 annotations) and the review
 queue page (~50-100 ms) would stall the GUI thread if read there. The store uses WAL, so
@@ -34,12 +35,17 @@ class QueueRead:
 def reader(db_path: str | Path, folder: str | Path):
     """A ``Project`` on a read-only connection (read methods only; opened in this thread)."""
     from pollenstudio.project import Project
+    from pollenstudio.project import dialect
 
-    try:
-        conn = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise ProjectError(f"cannot read {db_path}: {exc}") from exc
-    proj = Project(Path(folder), conn)
+    if dialect.is_server_url(str(db_path)):  # a server project: its URL, and this workstation's image root
+        location = dialect.parse_server_url(str(db_path))
+        proj = Project(Path(folder), dialect.connect_server(location, read_only=True), location=location)
+    else:
+        try:
+            conn = sqlite3.connect(f"{Path(db_path).resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise ProjectError(f"cannot read {db_path}: {exc}") from exc
+        proj = Project(Path(folder), conn)
     try:
         yield proj
     finally:

@@ -129,16 +129,16 @@ def parse_server_url(text: str) -> ServerLocation:
     names = [v for k, v in query if k == "project"]
     rest = [(k, v) for k, v in query if k != "project"]
     if not parts.hostname and not any(k == "host" for k, _ in rest):
-        raise ProjectError(f"the URL {_hide_password(text)} names no server: postgresql://HOST/DATABASE?project=NAME")
+        raise ProjectError(f"the URL {hide_password(text)} names no server: postgresql://HOST/DATABASE?project=NAME")
     if not parts.path.strip("/"):
-        raise ProjectError(f"the URL {_hide_password(text)} names no database: "
+        raise ProjectError(f"the URL {hide_password(text)} names no database: "
                            "postgresql://HOST/DATABASE?project=NAME")
     name = check_project_name(names[-1] if names else "")
     conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-    return ServerLocation(conninfo, name, _hide_password(urlunsplit(parts._replace(query=urlencode(rest + [("project", name)])))))
+    return ServerLocation(conninfo, name, hide_password(urlunsplit(parts._replace(query=urlencode(rest + [("project", name)])))))
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -423,13 +423,31 @@ def insert_ids(conn, table: str, sql: str, rows: list) -> list[int]:
     return ids
 
 
-def reset_ids(conn, tables) -> None:
-    """After rows were copied in with their own ids: let new rows continue above them."""
+def id_counters(conn) -> dict[str, int]:
+    """The last id handed out per table (ids of deleted rows are never reused: an undo may
+    bring such a row back), for the tables with an identity id."""
     if not is_server(conn):
-        return  # AUTOINCREMENT follows the largest id inserted
-    for table in tables:
-        conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                     f"GREATEST((SELECT MAX(id) FROM {table}), 1), (SELECT MAX(id) FROM {table}) IS NOT NULL)")
+        return {r[0]: int(r[1]) for r in conn.execute("SELECT name, seq FROM sqlite_sequence") if r[0] in ID_TABLES}
+    out = {}
+    for table in ID_TABLES:
+        row = conn.execute("SELECT pg_sequence_last_value(pg_get_serial_sequence(?, 'id')::regclass)",
+                           (table,)).fetchone()
+        out[table] = int(row[0] or 0)
+    return out
+
+
+def set_id_counters(conn, counters: dict[str, int]) -> None:
+    """After rows were copied in with their own ids: new rows continue above both the
+    largest id present and the source's counter, in the caller's transaction."""
+    for table in ID_TABLES:
+        top = max(int(counters.get(table, 0)), int(conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")
+                                                   .fetchone()[0]))
+        if not is_server(conn):
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+            if top:
+                conn.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", (table, top))
+        else:
+            conn.execute("SELECT setval(pg_get_serial_sequence(?, 'id'), ?, ?)", (table, max(top, 1), top > 0))
 
 
 def quick_check(conn) -> str:
@@ -437,3 +455,32 @@ def quick_check(conn) -> str:
     if not is_server(conn):
         return "; ".join(r[0] for r in conn.execute("PRAGMA quick_check(20)").fetchall())
     return "ok"
+
+
+def tables(conn) -> list[str]:
+    """The project's own tables (not the version table, not SQLite's internal ones)."""
+    if not is_server(conn):
+        return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return [r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+        "AND table_type = 'BASE TABLE' AND table_name != ? ORDER BY table_name", (VERSION_TABLE,))]
+
+
+def copy_rows(conn, table: str, cols: list[str], rows) -> int:
+    """Insert ``rows`` (values of ``cols``, ids included) into ``table``, in the caller's
+    transaction; COPY on the server. Returns how many."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    if not is_server(conn):
+        conn.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+        return len(rows)
+    try:
+        with conn.raw.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+    except Exception as exc:
+        raise conn._error(exc) from None
+    return len(rows)
