@@ -102,8 +102,11 @@ def run(args) -> int:
     from pollenstudio.engine.scale import typical_grain_px
 
     typical_grain_px(args.grain_size, args.um_per_px)  # CalibrationError in words
+    from pollenstudio.commands._project import is_server, open_project
+
+    server = is_server(args.target)  # a project on a lab server: opened, never created here
     target = Path(args.target)
-    if not target.exists():
+    if not server and not target.exists():
         raise ProjectError(f"{target}: no such project or folder")
     dev = select_device(args.device)
     from pollenstudio.engine.runtime import default_backend, resolve_backend
@@ -112,7 +115,9 @@ def run(args) -> int:
     resolve_backend(backend, dev.type)  # not installed / not for this device: say so before any change
     quiet = args.quiet or args.json
     created = False
-    if target.is_file() or (target / DB_NAME).exists():
+    if server:
+        proj = open_project(args.target)
+    elif target.is_file() or (target / DB_NAME).exists():
         proj = Project.open(target)
         adding = proj.get_meta(_ADDING)
         if not adding and target.is_dir() and proj.image_count() == 0 and not proj.runs():
