@@ -8,6 +8,10 @@ Large images: an overview ImageItem shows the coarsest pyramid level; a detail I
 on top shows only the visible window, cut from the level that matches the zoom (see
 ``pyramid.py``), re-cut when the view leaves the cut window or the level changes.
 Pixels are drawn without smoothing, so at high zoom each image pixel is a crisp square.
+A whole-slide image (``SlideImage``, ``lazy``) is cut off the GUI thread: the file's tiles
+in view are read and mapped to display levels on a worker (the newest request wins), and
+until they land the last detail and the overview under it stay on screen, so panning
+never waits for a read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pollenstudio.core.types import Box
 from pollenstudio.gui.box_items import BoxOverlay, BoxView
 from pollenstudio.gui.interaction import CLICK_SCREEN_PX, MIN_DRAW_PX, MIN_DRAW_SCREEN_PX, BoxEditor, Mode
 from pollenstudio.gui.pyramid import DisplayImage, adjust_levels, to_display
+from pollenstudio.gui.workers import JobRunner
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -32,6 +37,14 @@ MAX_ZOOM = 64.0  # screen px per image px
 COMFORT_MIN_PX = 40.0  # a selected box smaller than this on screen is zoomed in to ...
 COMFORT_PX = 140.0  # ... about this size (its longer side), centred
 DETAIL_MARGIN = 0.25  # cut this fraction of the view extra on each side, so pans rarely re-cut
+
+
+def read_detail(token, image, level: int, x1: float, y1: float, x2: float, y2: float, levels):
+    """Worker job: a window of a lazily read image, mapped to display levels (uint8)."""
+    token.check()
+    arr, rect = image.crop(level, x1, y1, x2, y2)
+    token.check()
+    return (None if arr is None else to_display(arr, levels)), rect
 
 
 class _View(pg.GraphicsView):
@@ -123,6 +136,14 @@ class Canvas(QWidget):
         self._detail_timer.setSingleShot(True)
         self._detail_timer.setInterval(0)
         self._detail_timer.timeout.connect(self._update_detail)
+        # whole-slide images: detail cuts read on a thread of their own (newest request wins)
+        from PySide6.QtCore import QThreadPool
+
+        self._detail_pool = QThreadPool(self)
+        self._detail_pool.setMaxThreadCount(1)
+        self._detail_jobs = JobRunner(self, pool=self._detail_pool)
+        self._pending_key: tuple | None = None  # the cut being read
+        self.detail_reads = 0  # cuts read for lazily read images (tests, bench)
         self._auto_fit = True  # keep the whole image in view on resize until the user zooms/pans
         self.vb.sigRangeChanged.connect(self._range_changed)
         self.vb.sigResized.connect(self._resized)
@@ -131,6 +152,8 @@ class Canvas(QWidget):
     def set_image(self, image: DisplayImage | None, fit: bool = True) -> None:
         self.image = image
         self._detail_key = None
+        self._pending_key = None
+        self._detail_jobs.cancel("detail")
         self.detail.clear()
         self.detail.hide()
         self.editor.cancel()
@@ -158,12 +181,14 @@ class Canvas(QWidget):
             return
         self.image = image
         self._detail_key = None
+        self._pending_key = None
+        self._detail_jobs.cancel("detail")
         self.set_heat(None)  # a map of another plane does not belong over this one
         self._show_overview()
         self._schedule_detail()
 
     def _show_overview(self) -> None:
-        ov = to_display(self.image.levels[-1], self.levels())
+        ov = to_display(self.image.overview, self.levels())
         self.overview.setImage(ov, levels=None, autoLevels=False, autoDownsample=False)
 
     def levels(self) -> tuple[float, float]:
@@ -176,6 +201,7 @@ class Canvas(QWidget):
         if self.image is not None:
             self._show_overview()
             self._detail_key = None  # re-cut the detail with the new levels
+            self._pending_key = None
             self._schedule_detail()
 
     # --- model overlay -------------------------------------------------------------------
@@ -365,6 +391,7 @@ class Canvas(QWidget):
             return
         level = img.level_for(self.zoom())
         if level >= img.overview_level:
+            self._pending_key = None  # a cut still being read is not wanted any more
             if self._detail_key is not None:
                 self.detail.hide()
                 self._detail_key = None
@@ -376,15 +403,57 @@ class Canvas(QWidget):
             if k == level and cx0 <= max(x0, 0) and cy0 <= max(y0, 0) and cx1 >= min(x1, img.width) and cy1 >= min(y1, img.height):
                 return  # the current cut still covers the view
         mx, my = r.width() * DETAIL_MARGIN, r.height() * DETAIL_MARGIN
-        arr, (rx, ry, rw, rh) = img.crop(level, x0 - mx, y0 - my, x1 + mx, y1 + my)
+        want = (x0 - mx, y0 - my, x1 + mx, y1 + my)
+        if getattr(img, "lazy", False):
+            self._request_detail(img, level, want)
+            return
+        arr, rect = img.crop(level, *want)
+        self._show_detail(level, to_display(arr, self.levels()) if arr is not None else None, rect)
+
+    def _show_detail(self, level: int, arr, rect) -> None:
         if arr is None:
             self.detail.hide()
             self._detail_key = None
             return
-        self.detail.setImage(to_display(arr, self.levels()), levels=None, autoLevels=False, autoDownsample=False)
+        rx, ry, rw, rh = rect
+        self.detail.setImage(arr, levels=None, autoLevels=False, autoDownsample=False)
         self.detail.setRect(QRectF(rx, ry, rw, rh))
         self.detail.show()
         self._detail_key = (level, rx, ry, rx + rw, ry + rh)
+
+    def _request_detail(self, img, level: int, want: tuple) -> None:
+        """Read a cut of a lazily read image on the detail thread; a read already running
+        for a cut that covers the view is left to land."""
+        x0, y0, x1, y1 = want
+        pend = self._pending_key
+        if pend is not None and pend[0] is img and pend[1] == level:
+            _i, _k, px0, py0, px1, py1 = pend
+            r = self.vb.viewRect()
+            if px0 <= max(r.left(), 0) and py0 <= max(r.top(), 0) and px1 >= min(r.right(), img.width) \
+                    and py1 >= min(r.bottom(), img.height):
+                return
+        key = (img, level, x0, y0, x1, y1)
+        self._pending_key = key
+        self.detail_reads += 1
+
+        def done(res, key=key):
+            if self._pending_key is not key or self.image is not img:
+                return
+            self._pending_key = None
+            arr, rect = res
+            self._show_detail(level, arr, rect)
+            self._schedule_detail()  # the view may have moved on while it was read
+
+        def failed(msg, key=key):
+            if self._pending_key is key:
+                self._pending_key = None
+
+        self._detail_jobs.submit("detail", read_detail, img, level, x0, y0, x1, y1, self.levels(),
+                                 on_done=done, on_error=failed)
+
+    def detail_pending(self) -> bool:
+        """A cut of a lazily read image is being read (tests and benches wait for it)."""
+        return self._pending_key is not None
 
     # --- input -------------------------------------------------------------------------
     def _tol(self) -> float:

@@ -22,6 +22,7 @@ from pollenstudio.core import gcguard
 
 DETECT_SERIAL = threading.Lock()
 EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long
+CLICK_WINDOW = 4096  # px: what B + click reads of a whole-slide file around the click
 
 
 class PredictorCache:
@@ -143,9 +144,14 @@ def click_box_job(token, project, cache: PredictorCache, path: str, x: float, y:
     from pollenstudio.engine.segment import box_around_point, model_box_at
     from pollenstudio.gui.gallery import _open_pixels
 
-    if isinstance(path, tuple):  # the plane of a focal stack on screen
-        from pollenstudio.gui.stack_view import read_source
+    from pollenstudio.gui.stack_view import read_source, read_source_window, source_size
 
+    ox = oy = 0
+    if source_size(path) is not None:  # a whole-slide file: a window around the click, never all of it
+        half = CLICK_WINDOW // 2
+        pixels, (ox, oy, _x1, _y1), _size = read_source_window(path, (x - half, y - half, x + half, y + half))
+        x, y = x - ox, y - oy
+    elif isinstance(path, tuple):  # the plane of a focal stack on screen
         pixels = read_source(path)
     else:
         pixels = _open_pixels(path)
@@ -159,9 +165,18 @@ def click_box_job(token, project, cache: PredictorCache, path: str, x: float, y:
         token.check()
         if found is not None:
             box, taxon, score = found
-            return box, f"from the model's candidate at the click ({taxon} {score:.2f})"
+            return _shifted(box, ox, oy), f"from the model's candidate at the click ({taxon} {score:.2f})"
     box = box_around_point(pixels, x, y)
-    return None if box is None else (box, "found around the click (outline)")
+    return None if box is None else (_shifted(box, ox, oy), "found around the click (outline)")
+
+
+def _shifted(box, dx: float, dy: float):
+    """A box found in a window, in the image's pixels."""
+    if not dx and not dy:
+        return box
+    from pollenstudio.core.types import Box
+
+    return Box(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
 
 
 # ---------------------------------------------------------------------------- explanations
@@ -216,13 +231,20 @@ def edge_job(token, project, cache: PredictorCache, image_id: int, path: str, le
     """The edge maps of ``region`` of the image (the part on screen; None: all of it), at
     most ``max_side`` px across: a map finer than the screen shows costs seconds for nothing."""
     from pollenstudio.engine.explain import edge_maps, whole_image_predictor
-    from pollenstudio.gui.stack_view import read_source
+    from pollenstudio.gui.stack_view import read_source, read_source_window, source_size
 
-    img = read_source(path)
-    h, w = img.shape[:2]
-    rect = _clip_region(region, w, h)
-    if rect is not None:
-        img = img[rect[1]:rect[3], rect[0]:rect[2]]
+    size = source_size(path)
+    if size is not None:  # a whole-slide file: the region read from the level that matches max_side
+        w, h = size
+        rect = _clip_region(region, w, h)
+        img, got, _ = read_source_window(path, rect, max_side)
+        rect = None if got == (0, 0, w, h) else got
+    else:
+        img = read_source(path)
+        h, w = img.shape[:2]
+        rect = _clip_region(region, w, h)
+        if rect is not None:
+            img = img[rect[1]:rect[3], rect[0]:rect[2]]
     small, _ = _downscaled(img, max_side)
     token.check()
     pred = cache.get(project)
@@ -237,10 +259,11 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
     from pollenstudio.core.errors import ModelMismatchError
     from pollenstudio.core.types import Box, Detection
     from pollenstudio.engine.explain import grad_cam, whole_image_predictor
-    from pollenstudio.gui.stack_view import read_source
+    from pollenstudio.gui.stack_view import read_source, read_source_window, source_size
 
-    img = read_source(path)
-    h, w = img.shape[:2]
+    size = source_size(path)
+    img = read_source(path) if size is None else None  # a whole-slide file: the window only, below
+    h, w = img.shape[:2] if img is not None else size[::-1]
     token.check()
     pred = cache.get(project)
     token.check()
@@ -248,7 +271,11 @@ def gradcam_job(token, project, cache: PredictorCache, image_id: int, path: str,
     # sees around it (a whole 2592 px field took 8-10 s on a CPU for a map of one grain)
     rect = window_around(ann.box, w, h, int(pred.imgsz))
     ox, oy = (0, 0) if rect is None else rect[:2]
-    if rect is not None:
+    if img is None:
+        img, got, _ = read_source_window(path, rect)
+        rect = None if got == (0, 0, w, h) else got
+        ox, oy = (0, 0) if rect is None else rect[:2]
+    elif rect is not None:
         img = img[rect[1]:rect[3], rect[0]:rect[2]]
     small, s = _downscaled(img, max_side)
     name = project.category(ann.category_id).name

@@ -4,12 +4,23 @@ A 16000 x 16000 RGB slide scan is 768 MB; drawing it whole at every pan is what 
 other viewers crawl. Level k holds the image shrunk by 2**k (area averaging, so fine
 texture does not alias); the canvas shows the coarsest level as an overview and, on top,
 only the visible window cut from the level that matches the zoom.
+
+Two sources share that interface (``overview``, ``overview_level``, ``level_for(zoom)``,
+``crop(level, x1, y1, x2, y2)``, ``window(x1, y1, x2, y2)``): :class:`DisplayImage`, a
+pyramid built from a decoded array (camera fields, small images), and :class:`SlideImage`,
+a whole-slide scan read lazily from the file's own levels (``core.slide``): its overview
+is a thumbnail of the smallest level, and a crop reads only the tiles it covers. A crop of
+a slide may take a tenth of a second, so the canvas reads those off the GUI thread
+(``lazy`` says which kind a source is).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +99,7 @@ class DisplayImage:
     channels: int
     auto: tuple[float, float]
     name: str = ""
+    lazy = False  # every level is in memory: crops are instant
 
     @classmethod
     def from_array(cls, img: np.ndarray, name: str = "", token=None) -> "DisplayImage":
@@ -106,6 +118,21 @@ class DisplayImage:
     @property
     def overview_level(self) -> int:
         return len(self.levels) - 1
+
+    @property
+    def overview(self) -> np.ndarray:
+        """The coarsest level: what the canvas shows under the detail."""
+        return self.levels[-1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(level.nbytes for level in self.levels)
+
+    def window(self, x1: float, y1: float, x2: float, y2: float) -> tuple[np.ndarray | None, int, int]:
+        """Full-resolution pixels of the image-px rectangle (clipped to the image) and the
+        image position of their top-left pixel: what click-to-box and outlines read."""
+        arr, (x, y, _w, _h) = self.crop(0, x1, y1, x2, y2)
+        return arr, int(round(x)), int(round(y))
 
     def level_for(self, zoom: float) -> int:
         """Pyramid level for ``zoom`` screen px per image px: the one whose pixels are
@@ -135,3 +162,164 @@ class DisplayImage:
         sx, sy = self.width / lw, self.height / lh
         view = arr[r0:r1, c0:c1]
         return view, (c0 * sx, r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
+
+
+class SlideImage:
+    """A whole-slide image shown from the file's own levels (see the module docstring).
+
+    ``view`` is a plane index or ``"edf"`` (all-in-focus, computed over each crop). The
+    overview is read once (a thumbnail of the smallest level at least ``overview_max``
+    px, shrunk as it is read); the display range (``auto``) comes from it."""
+
+    lazy = True
+
+    def __init__(self, slide, view=0, name: str = "", overview_max: int = OVERVIEW_MAX, token=None,
+                 path: str | None = None):
+        self.slide = slide
+        self.path = path  # to reopen the file when the shared slide was closed meanwhile
+        self.view = view
+        self.width, self.height = slide.width, slide.height
+        self.bit_depth = slide.bit_depth
+        self.channels = slide.channels
+        self.name = name or slide.name
+        if token is not None:
+            token.check()
+        ov = np.ascontiguousarray(slide.thumbnail(overview_max, plane=view))
+        self.levels = [ov]  # the overview only (``levels[-1]`` is what other views read)
+        self.auto = auto_levels(ov)
+        self.overview_downsample = self.width / max(1, ov.shape[1])
+        self.plane_index = None
+
+    @property
+    def overview(self) -> np.ndarray:
+        return self.levels[0]
+
+    @property
+    def overview_level(self) -> int:
+        """The index ``level_for`` returns when the overview is fine enough (no detail)."""
+        return len(self.slide.levels)
+
+    @property
+    def nbytes(self) -> int:
+        return self.overview.nbytes
+
+    def level_for(self, zoom: float) -> int:
+        """The file level whose pixels are closest to screen pixels at ``zoom`` (no coarser
+        than 1.4 screen px per level px), or ``overview_level`` when the overview already
+        is that fine."""
+        if zoom <= 0:
+            return self.overview_level
+        want = 1.0 / zoom
+        if self.overview_downsample <= want * 1.42:
+            return self.overview_level
+        return self.slide.level_for(want * 1.42)
+
+    def crop(self, level: int, x1: float, y1: float, x2: float, y2: float):
+        """The window (image px) read from file ``level`` (only the tiles it covers),
+        snapped outwards to level pixels: ``(array, (x, y, w, h))`` as ``DisplayImage.crop``."""
+        if level >= self.overview_level:
+            ov = self.overview
+            sx, sy = self.width / ov.shape[1], self.height / ov.shape[0]
+            c0, r0 = max(0, int(math.floor(x1 / sx))), max(0, int(math.floor(y1 / sy)))
+            c1, r1 = min(ov.shape[1], int(math.ceil(x2 / sx))), min(ov.shape[0], int(math.ceil(y2 / sy)))
+            if c1 <= c0 or r1 <= r0:
+                return None, (0.0, 0.0, 0.0, 0.0)
+            return ov[r0:r1, c0:c1], (c0 * sx, r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
+        return self._read(x1, y1, x2, y2, level)
+
+    def _read(self, x1, y1, x2, y2, level):
+        from pollenstudio.core.errors import ImageReadError
+
+        try:
+            return self.slide.region0(x1, y1, x2, y2, level, self.view)
+        except ImageReadError:
+            again = shared_slide(self.path) if self.path else None
+            if again is None or again is self.slide:
+                raise
+            self.slide = again  # closed to make room for another slide: read from the reopened one
+            return self.slide.region0(x1, y1, x2, y2, level, self.view)
+
+    def window(self, x1: float, y1: float, x2: float, y2: float) -> tuple[np.ndarray | None, int, int]:
+        arr, (x, y, _w, _h) = self._read(max(0.0, x1), max(0.0, y1), x2, y2, 0)
+        return arr, int(round(x)), int(round(y))
+
+    def window_scaled(self, x1: float, y1: float, x2: float, y2: float, max_side: int):
+        """The rectangle read from the coarsest file level that still gives ``max_side`` px
+        on its longer side (a map of the whole slide must not read level 0):
+        ``(array, (x, y, w, h))`` with the image-px rectangle it covers."""
+        long_side = max(x2 - x1, y2 - y1, 1.0)
+        level = self.slide.level_for(max(1.0, long_side / max(1, max_side)))
+        return self._read(x1, y1, x2, y2, level)
+
+
+# Open slides, shared by the canvas, the focal-plane views and the jobs that read regions
+# (one file handle and one tile cache per slide); the least recently used is closed when
+# more are open than this.
+OPEN_SLIDES = 2
+_slides: OrderedDict = OrderedDict()
+_slides_lock = threading.Lock()
+_not_slides: set[str] = set()  # TIFF files found to be read whole (small, or no tiles)
+
+
+def is_slide_file(path, plane_files=None) -> bool:
+    """Whether ``path`` may be a whole-slide file (a TIFF not split into plane files):
+    only such files are opened as slides to find out."""
+    return not plane_files and Path(str(path)).suffix.lower() in (".tif", ".tiff")
+
+
+def shared_slide(path, plane_files=None):
+    """The open :class:`~pollenstudio.core.slide.Slide` of ``path`` (opened on first use,
+    shared), or None when the file is no whole-slide image (it is then read whole, as
+    before). Errors reading the file are ``ImageReadError``."""
+    if not is_slide_file(path, plane_files):
+        return None
+    from pollenstudio.core.slide import Slide
+
+    key = str(path)
+    with _slides_lock:
+        if key in _not_slides:
+            return None
+        hit = _slides.get(key)
+        if hit is not None:
+            _slides.move_to_end(key)
+            return hit
+    slide = Slide.open(key)
+    if not slide.lazy:
+        slide.close()
+        with _slides_lock:
+            _not_slides.add(key)
+        return None
+    with _slides_lock:
+        old = _slides.get(key)
+        if old is not None:  # another thread opened it meanwhile: keep one
+            slide.close()
+            return old
+        _slides[key] = slide
+        while len(_slides) > OPEN_SLIDES:
+            _, gone = _slides.popitem(last=False)
+            gone.close()  # a view still holding it reopens it (SlideImage._read)
+    return slide
+
+
+def close_slides() -> None:
+    """Close every shared slide (a project was closed)."""
+    with _slides_lock:
+        items = list(_slides.values())
+        _slides.clear()
+        _not_slides.clear()
+    for s in items:
+        s.close()
+
+
+def open_display(path, name: str = "", view=0, token=None):
+    """What the canvas shows of an image file: a :class:`SlideImage` for a whole-slide
+    file (nothing decoded whole), else a :class:`DisplayImage` of the decoded image."""
+    slide = shared_slide(path)
+    if slide is not None:
+        return SlideImage(slide, view=view, name=name or Path(str(path)).name, token=token, path=str(path))
+    from pollenstudio.core.imageio import read_image
+
+    img = read_image(path)
+    if token is not None:
+        token.check()
+    return DisplayImage.from_array(img, name=name or Path(str(path)).name, token=token)

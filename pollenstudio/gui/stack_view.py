@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QLabel, QSlider, QToolBar, QToolButton, QWidget
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.words import plural
-from pollenstudio.gui.pyramid import DisplayImage
+from pollenstudio.gui.pyramid import DisplayImage, SlideImage, shared_slide
 
 EDF = "edf"
 CACHE_BYTES = 768 << 20  # recent views of stacks kept for instant focusing
@@ -44,7 +44,7 @@ class PlaneCache:
 
     @staticmethod
     def _size(img: DisplayImage) -> int:
-        n = sum(level.nbytes for level in img.levels)
+        n = img.nbytes
         index = getattr(img, "plane_index", None)
         return n + (index.nbytes if index is not None else 0)
 
@@ -99,20 +99,36 @@ def read_view(project, rec, view) -> tuple[np.ndarray, np.ndarray | None]:
         return st.view(view), None
 
 
+def slide_of(project, rec):
+    """The open whole-slide file of an image (read by region), or None when it is read whole."""
+    return shared_slide(project.image_path(rec), project.plane_paths(rec))
+
+
 def load_view(token, project, rec, view) -> DisplayImage:
-    """Worker job: read one view and build its display pyramid."""
-    token.check()
-    arr, index = read_view(project, rec, view)
+    """Worker job: read one view and build its display pyramid; a view of a whole-slide file
+    is a ``SlideImage`` (its overview read from the smallest level, the rest by region)."""
     token.check()
     name = f"{Path(rec.path).name} ({'EDF' if view == EDF else f'plane {int(view) + 1}/{rec.planes}'})"
+    slide = slide_of(project, rec)
+    if slide is not None:
+        return SlideImage(slide, view=view, name=name, token=token, path=str(project.image_path(rec)))
+    arr, index = read_view(project, rec, view)
+    token.check()
     img = DisplayImage.from_array(arr, name=name, token=token)
     img.plane_index = index  # EDF: which plane every pixel came from (a drawn box's plane)
     return img
 
 
 def best_plane_job(token, project, rec) -> int:
-    from pollenstudio.core.stack import best_plane
+    from pollenstudio.core.stack import best_plane, focus_measure
 
+    slide = slide_of(project, rec)
+    if slide is not None:  # judged on the slide's small levels: no plane is read whole
+        scores = []
+        for k in range(slide.planes):
+            token.check()
+            scores.append(focus_measure(slide.thumbnail(1024, plane=k)))
+        return int(np.argmax(scores))
     with project.open_stack(rec) as st:
         return best_plane(st)
 
@@ -152,6 +168,49 @@ def pixel_source(project, rec, view):
     return (str(project.image_path(rec)), files, EDF if view is None else view)
 
 
+def _source_slide(src):
+    """The open whole-slide file behind a :func:`pixel_source` value and the view to read
+    (None when the source is read whole)."""
+    if isinstance(src, tuple):
+        path, files, view = src
+        return shared_slide(path, files), view
+    return shared_slide(src), 0
+
+
+def source_size(src) -> tuple[int, int] | None:
+    """(width, height) of a whole-slide source without reading pixels; None for others."""
+    slide, _view = _source_slide(src)
+    return None if slide is None else (slide.width, slide.height)
+
+
+def read_source_window(src, rect=None, max_side: int | None = None):
+    """Pixels of ``rect`` (x0, y0, x1, y1 image px; None: the whole image) of a
+    :func:`pixel_source` value: ``(array, (x0, y0, x1, y1) covered, (width, height) of the
+    image)``. A whole-slide file is read by region, from the coarsest level that still
+    gives ``max_side`` px across (level 0 without it), so a map or a click never decodes
+    the slide whole; another image is read whole and cut, as before (``max_side`` is then
+    the caller's to apply)."""
+    slide, view = _source_slide(src)
+    if slide is None:
+        img = read_source(src)
+        h, w = img.shape[:2]
+        if rect is None:
+            return img, (0, 0, w, h), (w, h)
+        x0, y0, x1, y1 = (int(round(v)) for v in rect)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        return img[y0:y1, x0:x1], (x0, y0, x1, y1), (w, h)
+    W, H = slide.width, slide.height
+    x0, y0, x1, y1 = rect if rect is not None else (0, 0, W, H)
+    x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(W), x1), min(float(H), y1)
+    level = 0
+    if max_side:
+        level = slide.level_for(max(1.0, max(x1 - x0, y1 - y0) / max_side))
+    arr, (rx, ry, rw, rh) = slide.region0(x0, y0, x1, y1, level, view)
+    if arr is None:
+        raise PollenStudioError(f"{slide.name}: nothing of the image at ({x0:.0f}, {y0:.0f})")
+    return arr, (int(round(rx)), int(round(ry)), int(round(rx + rw)), int(round(ry + rh))), (W, H)
+
+
 def read_source(src) -> np.ndarray:
     """Pixels of a :func:`pixel_source` value."""
     if isinstance(src, tuple):
@@ -178,6 +237,7 @@ class StackController(QObject):
         self.cache = PlaneCache()
         self.best: dict[int, int] = {}  # image id -> best-focus plane (read once)
         self.edf_index: np.ndarray | None = None  # the EDF view's plane map, for boxes drawn on it
+        self.shown = None  # the DisplayImage / SlideImage of the view on screen
         self.timings: list[tuple[str, float]] = []  # (what, seconds) of recent view changes (bench)
         self._announced = False  # a "Reading ..." note is in the status bar
         from pollenstudio.gui.workers import JobRunner
@@ -206,7 +266,18 @@ class StackController(QObject):
             return f"EDF (all planes in focus) · {plural(self.planes, 'plane')}"
         best = self.best.get(self.record.id)
         star = " · best focus" if best == self.view else ""
-        return f"Plane {int(self.view) + 1} / {self.planes}{star}"
+        where = f"{int(self.view) + 1} / {self.planes}"
+        name = self.plane_name(int(self.view))
+        return f"Plane {name} ({where}){star}" if name != str(int(self.view) + 1) else f"Plane {where}{star}"
+
+    def plane_name(self, plane: int) -> str:
+        """A plane as its files name it (``z-3`` for ``..._z-3.png``, ``core.stack.plane_labels``),
+        else its 1-based number."""
+        from pollenstudio.core.stack import plane_labels
+
+        rec = self.record
+        names = plane_labels(rec.plane_files) if rec is not None else None
+        return names[plane] if names and 0 <= plane < len(names) else str(plane + 1)
 
     # -- opening a stack ----------------------------------------------------------------------
     def open(self, rec) -> None:
@@ -262,6 +333,7 @@ class StackController(QObject):
             return  # the user moved on
         if view == EDF:
             self.edf_index = getattr(img, "plane_index", None)
+        self.shown = img
         if self._announced:
             self._announced = False
             self.review.message.emit("")  # "Reading ..." is over
@@ -364,6 +436,17 @@ class StackController(QObject):
             return None
         if isinstance(self.view, int):
             return self.view
+        if self.edf_index is None:  # the EDF view of a slide: the plane sharpest in the box
+            img = getattr(self, "shown", None)
+            if isinstance(img, SlideImage) and img.slide.planes > 1:
+                from pollenstudio.core.stack import focus_measure
+
+                try:
+                    scores = [focus_measure(img.slide.region0(box.x1, box.y1, box.x2, box.y2, 0, k)[0])
+                              for k in range(img.slide.planes)]
+                except PollenStudioError:
+                    return None
+                return int(np.argmax(scores))
         return plane_of_box(self.edf_index, box)
 
     def set_selected_plane(self) -> None:
@@ -381,10 +464,10 @@ class StackController(QObject):
             return
         plane = self.view
         if a.plane == plane:
-            r.message.emit(f"The box is already on plane {plane + 1}")
+            r.message.emit(f"The box is already on plane {self.plane_name(plane)}")
             return
         if r._edit(lambda: r.project.set_annotation_plane(a.id, plane)) is not None:
-            r.message.emit(f"Box set to plane {plane + 1} (Ctrl+Z undoes)")
+            r.message.emit(f"Box set to plane {self.plane_name(plane)} (Ctrl+Z undoes)")
 
 
 class StackBar(QToolBar):
@@ -449,7 +532,7 @@ class StackBar(QToolBar):
             self.box_label.setText("")
             return
         here = " (shown)" if ann.plane == st.view else " (Z: set to the plane shown)"
-        self.box_label.setText(f"   selected box: plane {ann.plane + 1}{here}")
+        self.box_label.setText(f"   selected box: plane {st.plane_name(ann.plane)}{here}")
 
 
 def install_stacks(win) -> StackController:
