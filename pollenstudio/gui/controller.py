@@ -51,12 +51,13 @@ NUDGE_SMALL, NUDGE_BIG = 1.0, 10.0
 
 
 def load_display_image(token, path: str) -> DisplayImage:
-    """Worker job: decode + build the display pyramid (cancellable between levels)."""
-    from pollenstudio.core.imageio import read_image
+    """Worker job: what the canvas shows of an image file. A whole-slide file (a pyramidal
+    or very large tiled TIFF) is a ``SlideImage``: its overview read from the file's smallest
+    level, nothing decoded whole; any other image is decoded and its display pyramid built
+    (cancellable between levels)."""
+    from pollenstudio.gui.pyramid import open_display
 
-    img = read_image(path)
-    token.check()
-    return DisplayImage.from_array(img, name=Path(path).name, token=token)
+    return open_display(path, name=Path(path).name, token=token)
 
 
 class ReviewController(QObject):
@@ -102,6 +103,9 @@ class ReviewController(QObject):
         # (it panned to the next box and the reviewer's next click landed on another box)
         self.pointer_review = False
         self.stacks = None  # StackController: the view of a focal stack (set by gui.stack_view.install_stacks)
+        # a slide scan on screen: (annotations) -> the same in the order Tab walks them across
+        # the slide (meander over its fields; set by gui.slide_overview), None otherwise
+        self.slide_order: callable = None
         self._anns: list[Annotation] = []
         self._names: dict[int, str] = {}
         self._project_counts: dict[int, int] | None = None  # last read (may lag an edit): confirmed + undecided
@@ -168,6 +172,9 @@ class ReviewController(QObject):
             self._unsubscribe = None
         if self.project is not None:
             self.project.close()
+            from pollenstudio.gui.pyramid import close_slides
+
+            close_slides()  # the open slide files of this project
         self.project = None
         self.image_id = None
         self.image_record = None
@@ -583,6 +590,8 @@ class ReviewController(QObject):
         p = self.project
         if self.image_id is None:
             return None
+        if self.slide_order is not None:
+            return self._next_on_slide(anchor, backwards)
         kw = dict(min_score=self.threshold, order=self.order, backwards=backwards, image_id=self.image_id)
         a = p.next_undecided(anchor, **kw)
         if a is None:  # wrap within the image before leaving it
@@ -590,6 +599,23 @@ class ReviewController(QObject):
             if a is not None and a.id == anchor:
                 a = None
         return a
+
+    def _next_on_slide(self, anchor: int | None, backwards: bool) -> Annotation | None:
+        """On a slide scan: the next undecided proposal above the threshold along the
+        slide's meander (``slide_order``), wrapping, after ``anchor`` (decided or not)."""
+        keep = [a for a in self._anns
+                if (a.status is AnnotationStatus.PROPOSED and (a.score or 0.0) >= self.threshold) or a.id == anchor]
+        if not keep:
+            return None
+        order = self.slide_order(keep)
+        if backwards:
+            order.reverse()
+        ids = [a.id for a in order]
+        start = ids.index(anchor) + 1 if anchor in ids else 0
+        for a in order[start:] + order[:start]:
+            if a.id != anchor and a.status is AnnotationStatus.PROPOSED:
+                return a
+        return None
 
     def _next_undecided(self, anchor: int | None, backwards: bool = False) -> Annotation | None:
         p = self.project
@@ -876,7 +902,8 @@ class ReviewController(QObject):
         it); a grain already boxed is selected. Else ``finder(x, y, on_result)`` (the model
         controller: the model's candidate at the click, under the detection threshold, else
         the grain's outline, in a worker) or, without one, classical segmentation
-        (``engine.segment``) in ``pixels`` (full-resolution array) here; the box found is
+        (``engine.segment``) in ``pixels`` (a full-resolution array, or a callable giving one or
+        a (window, x, y) triple of the part around the click) here; the box found is
         added like a drawn box. Returns "candidate", "boxed", "searching", "segmented" or
         "none"."""
         if self.project is None or self.image_id is None:
@@ -915,7 +942,12 @@ class ReviewController(QObject):
         from pollenstudio.engine.segment import box_around_point
 
         img = pixels() if callable(pixels) else pixels
-        box = None if img is None else box_around_point(img, x, y)
+        ox = oy = 0
+        if isinstance(img, tuple):  # (window, x, y of its top-left pixel): a part of a large image
+            img, ox, oy = img
+        box = None if img is None else box_around_point(img, x - ox, y - oy)
+        if box is not None and (ox or oy):
+            box = Box(box.x1 + ox, box.y1 + oy, box.x2 + ox, box.y2 + oy)
         if box is None:
             self.message.emit("No grain stands out at the click: B and drag to draw its box")
             return "none"

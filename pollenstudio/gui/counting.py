@@ -160,6 +160,7 @@ class CountPanel(QWidget):
         lay.addWidget(self.note)
         self.samples: list = []
         self.current = None
+        self.slide_notes: dict[str, str] = {}  # sample -> fields traversed on its slide scans
         self._quiet = False
         self.show_sample(None)  # no project yet: no target to show
 
@@ -245,7 +246,11 @@ class CountPanel(QWidget):
             bits = [f"{plural(s.images, 'image')}, {s.reviewed_images} reviewed"]
             if s.undecided:
                 bits.append(f"{plural(s.undecided, 'proposal')} to review")
-            self.note.setText("; ".join(bits))
+            text = "; ".join(bits)
+            slides = self.slide_notes.get(s.name)
+            if slides:  # slide scans reviewed field by field: what was traversed
+                text += "\n" + slides
+            self.note.setText(text)
         self.concentration.setText(concentration_text(s))
         self.concentration.setVisible(bool(self.concentration.text()))
 
@@ -255,6 +260,7 @@ class CountController(QObject):
     follows the sample of the image on screen, and writes the settings the dock edits."""
 
     countsReady = Signal()
+    slideNotesReady = Signal()  # the fields traversed on slide scans were re-read
 
     def __init__(self, window):
         super().__init__(window)
@@ -318,9 +324,25 @@ class CountController(QObject):
                 self.samples = samples
                 self.panel.set_counts(samples, self.sample_name)
                 self.countsReady.emit()
+                self._read_slide_notes(samples)
 
         self.jobs.submit("count", count_job, str(p.db_path), str(p.folder), on_done=done,
                          on_error=lambda msg: log.warning("counts not read: %s", msg))
+
+    def _read_slide_notes(self, samples) -> None:
+        """The fields traversed on the samples' slide scans (gui.slide_overview), in a worker."""
+        from pollenstudio.gui.slide_overview import slide_notes_job
+
+        p = self.ctl.project
+
+        def done(notes, p=p):
+            if self.ctl.project is p and notes != self.panel.slide_notes:
+                self.panel.slide_notes = notes
+                self.panel.show_sample(self.panel.current.name if self.panel.current is not None else self.sample_name)
+                self.slideNotesReady.emit()
+
+        self.jobs.submit("slides", slide_notes_job, str(p.db_path), str(p.folder), samples, on_done=done,
+                         on_error=lambda msg: log.warning("slide fields not read: %s", msg))
 
     def set_target(self, sample: str, target: int) -> None:
         p = self.ctl.project
@@ -597,10 +619,23 @@ def report_dialog(win, out: str | None = None, open_after: bool = True):
 
 
 def outline_job(token, image, box, um_per_px):
+    """Worker job: the outline of the grain in ``box``, from the pixels around it only
+    (``image`` a DisplayImage / SlideImage: a slide is never read whole for one grain)."""
+    import dataclasses
+
+    from pollenstudio.core.types import Box
     from pollenstudio.engine.shape import fit_outline
 
     token.check()
-    return fit_outline(image, box), um_per_px
+    pad = max(box.width, box.height) * 0.5 + 16
+    arr, ox, oy = image.window(box.x1 - pad, box.y1 - pad, box.x2 + pad, box.y2 + pad)
+    if arr is None:
+        return None, um_per_px
+    shape = fit_outline(arr, Box(box.x1 - ox, box.y1 - oy, box.x2 - ox, box.y2 - oy))
+    if shape is not None and (ox or oy):
+        shape = dataclasses.replace(shape, centre=(shape.centre[0] + ox, shape.centre[1] + oy),
+                                    outline=shape.outline + np.asarray([ox, oy], dtype=shape.outline.dtype))
+    return shape, um_per_px
 
 
 def measure_outline(win):
@@ -639,7 +674,7 @@ def measure_outline(win):
             counts.outline_for = sel
             counts.show_size()
 
-    return counts.jobs.submit("outline", outline_job, img.levels[0], a.box, counts.current_um_per_px, on_done=done,
+    return counts.jobs.submit("outline", outline_job, img, a.box, counts.current_um_per_px, on_done=done,
                               on_error=lambda msg: QMessageBox.warning(win, "Grain outline", msg))
 
 

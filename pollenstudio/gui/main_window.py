@@ -42,7 +42,9 @@ from pollenstudio.gui.counting import install_counting
 from pollenstudio.gui.relink_dialog import install_remove_images, open_relink_dialog
 from pollenstudio.gui.image_list import ImageListPanel
 from pollenstudio.gui.review_queue import DEFAULT_REVIEW_THRESHOLD, ReviewQueuePanel
+from pollenstudio.gui.reviewers import install_reviewers
 from pollenstudio.gui.shortcuts import SHORTCUTS
+from pollenstudio.gui.slide_overview import install_slide_review
 from pollenstudio.gui.stack_view import install_stacks
 from pollenstudio.gui.taxon_panel import TaxonPanel, TaxonPicker
 from pollenstudio.gui.transfer_controller import TransferController
@@ -50,6 +52,7 @@ from pollenstudio.gui.user_taxa import UserTaxa
 from pollenstudio.gui.welcome import WelcomePage, demo_hook
 
 MAX_RECENT = 8
+CLICK_HALF_WINDOW = 1024  # px around a click that B + click segments in (its search stops at 1536 px)
 DEFAULT_SIZE = (1400, 900)
 
 
@@ -101,8 +104,10 @@ class MainWindow(QMainWindow):
         self.set_labels_shown(str(self.settings.value("view/labels", True)).lower() not in ("false", "0"))
         install_counting(self)  # count dock, File > Report, Edit > Pixel scale / Set sample, View > Scale bar
         install_stacks(self)  # focal stacks: Focus toolbar, Page Up/Down, Home, End, Z, Ctrl+wheel
+        install_slide_review(self)  # slide scans: Slide dock (overview, density), fields ] [ V, Tab across the slide
         install_backend_menu(self)  # Model > Inference backend
         install_calibration_notice(self)  # "calibrating the grain size is the first step", one click away
+        install_reviewers(self)  # several reviewers: claims, others' edits, Review > Second opinion
         self._restore_layout()
         self._show_welcome()
         gcguard.freeze()  # the window's objects live as long as the app: out of full collections
@@ -838,7 +843,13 @@ class MainWindow(QMainWindow):
         """B + click: with a model, its candidate at the click (in a worker), else the
         grain's outline found here."""
         finder = self.models.find_box_at if self.models.model_available() else None
-        return self.ctl.click_to_box(x, y, lambda: self.canvas.image.levels[0] if self.canvas.image else None, finder)
+        half = CLICK_HALF_WINDOW
+
+        def pixels():  # full-resolution pixels around the click (a slide is never read whole)
+            img = self.canvas.image
+            return None if img is None else img.window(x - half, y - half, x + half, y + half)
+
+        return self.ctl.click_to_box(x, y, pixels, finder)
 
     def open_gallery(self, category_id: int | None = None):
         """Review > Taxon gallery (Ctrl+G): the taxon of the selected box (or the one picked

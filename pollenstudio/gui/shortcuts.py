@@ -72,6 +72,14 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "to a plane"),
     Shortcut("set_plane", "Set box plane to plane shown", ("Z",), "Focus",
              "Focal stacks: the selected grain is sharpest on the plane shown (undoable)"),
+    Shortcut("next_field", "Next field of the slide", ("]",), "Slide",
+             "Slide scans: the next field of view in the order a slide is traversed under the microscope (rows "
+             "left to right, then right to left); it is marked traversed and counts in the Count panel"),
+    Shortcut("prev_field", "Previous field of the slide", ("[",), "Slide",
+             "Slide scans: the previous field of view in the traverse"),
+    Shortcut("field_visited", "Field traversed (on / off)", ("V",), "Slide",
+             "Slide scans: mark or unmark the field in the middle of the view as traversed. On a slide, Tab goes "
+             "from grain to grain along the same traverse"),
     Shortcut("detect_image", "Detect this image", ("Ctrl+D",), "Model",
              "Run the active model on the image on screen (Model menu: selected, unreviewed, all)"),
     Shortcut("cancel_detect", "Cancel detection", ("Ctrl+.",), "Model",

@@ -1,0 +1,646 @@
+"""A slide's review (issue 29 item 3): the slide at a glance, field by field as under the
+microscope, grain by grain across the slide, and the fields traversed in the count.
+
+- **Fields of view**: the slide is cut into a grid of field-sized rectangles (a field is
+  ``FIELD_GRAINS`` typical grains across when the grain size is calibrated, else
+  ``DEFAULT_FIELD_PX``), visited in the order a microscopist traverses a slide: the first
+  row left to right, the next right to left, and so on (meander, :func:`meander_fields`).
+  ] / [ go to the next / previous field (the view fits it, the field is marked visited);
+  V marks or unmarks the field in the middle of the view. Visited fields are kept in the
+  project (``meta`` key ``slide_fields:<image id>``: the grid's field size and the visited
+  indices, JSON), so a slide's review goes on where it was left.
+- **Overview** (:class:`SlideOverview`, the "Slide" dock): the slide's thumbnail with the
+  proposals' density over it (:func:`density_map`: box centres per cell, drawn as a heat
+  layer), the fields visited (green), the field shown (yellow frame) and the view (white
+  frame). A click centres the view there; a double click goes to that field.
+- **Next grain**: on a slide, Tab / Shift+Tab (and the advance after A / X) follow the
+  slide's proposals in meander order (:func:`meander_order`: by field, then by position in
+  the field), never jumping back and forth by score across a 17,000 px scan; the view
+  centres on each.
+- **Count**: the Count dock says, for the slides of its sample, how many fields and how
+  much area were traversed and how many confirmed grains lie in them, with the fields the
+  target sum still needs at that rate (:func:`traverse_summary`).
+
+A slide is an image the canvas shows lazily from the file's own levels (``SlideImage``).
+The logic here (fields, order, density, summary) is plain Python / numpy; the Qt part is
+the dock and :class:`SlideReview`, which ``install_slide_review(window)`` wires in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from pollenstudio.core.errors import PollenStudioError
+from pollenstudio.core.words import plural
+
+log = logging.getLogger(__name__)
+
+FIELD_GRAINS = 20  # a field of view is about this many typical grains across (40x objective, ~25 µm grains)
+DEFAULT_FIELD_PX = 1024  # field side without a grain-size calibration
+MIN_FIELD_PX = 256
+META_KEY = "slide_fields:{}"
+INDEX_KEY = "slide_fields"  # JSON list of the image ids that have a META_KEY entry
+DENSITY_CELLS = 64  # cells of the density map along the slide's longer side
+
+
+# ------------------------------------------------------------------ plain logic
+@dataclass(frozen=True)
+class Field:
+    index: int  # position in the meander order
+    row: int
+    col: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+    @property
+    def area(self) -> float:
+        return (self.x2 - self.x1) * (self.y2 - self.y1)
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.x1 <= x < self.x2 and self.y1 <= y < self.y2
+
+
+def field_side(grain_px: float | None) -> int:
+    """A field's side in image px: ``FIELD_GRAINS`` typical grains, else the default."""
+    if grain_px and grain_px > 0:
+        return max(MIN_FIELD_PX, int(round(FIELD_GRAINS * grain_px)))
+    return DEFAULT_FIELD_PX
+
+
+def meander_fields(width: int, height: int, side: int) -> list[Field]:
+    """The slide's fields in the order a microscopist traverses it: rows top to bottom, the
+    first left to right, the next right to left (boustrophedon). Edge fields are clipped."""
+    if width <= 0 or height <= 0 or side <= 0:
+        return []
+    cols, rows = math.ceil(width / side), math.ceil(height / side)
+    out = []
+    for r in range(rows):
+        order = range(cols) if r % 2 == 0 else range(cols - 1, -1, -1)
+        for c in order:
+            out.append(Field(len(out), r, c, c * side, r * side, min(width, (c + 1) * side), min(height, (r + 1) * side)))
+    return out
+
+
+def field_at(fields: list[Field], side: int, x: float, y: float) -> Field | None:
+    """The field holding image point (x, y)."""
+    if not fields or x < 0 or y < 0:
+        return None
+    r, c = int(y // side), int(x // side)
+    cols = max(f.col for f in fields) + 1
+    rows = fields[-1].row + 1
+    if r >= rows or c >= cols:
+        return None
+    i = r * cols + (c if r % 2 == 0 else cols - 1 - c)
+    f = fields[i] if i < len(fields) else None
+    return f if f is not None and f.contains(x, y) else None  # past the clipped edge: none
+
+
+def meander_key(side: int, cols: int):
+    """Sort key of a point (x, y) along the meander: its field's place, then (within the
+    field) rows of the field top to bottom in the same direction as the field's row."""
+    def key(x: float, y: float) -> tuple:
+        r, c = int(max(0.0, y) // side), min(cols - 1, int(max(0.0, x) // side))
+        idx = r * cols + (c if r % 2 == 0 else cols - 1 - c)
+        return (idx, y, x if r % 2 == 0 else -x)
+    return key
+
+
+def meander_order(boxes, width: int, side: int) -> list[int]:
+    """Indices of ``boxes`` (objects with ``.center``) in meander order over the slide."""
+    cols = max(1, math.ceil(width / side))
+    key = meander_key(side, cols)
+    return sorted(range(len(boxes)), key=lambda i: key(*boxes[i].center))
+
+
+def density_map(centres, width: int, height: int, cells: int = DENSITY_CELLS) -> np.ndarray:
+    """Box centres per cell of a grid over the slide (``cells`` along its longer side):
+    (rows, cols) float32 counts. ``centres``: (n, 2) image px."""
+    long_side = max(width, height, 1)
+    cell = long_side / cells
+    cols, rows = max(1, math.ceil(width / cell)), max(1, math.ceil(height / cell))
+    out = np.zeros((rows, cols), np.float32)
+    pts = np.asarray(centres, np.float64).reshape(-1, 2)
+    if len(pts):
+        c = np.clip((pts[:, 0] // cell).astype(int), 0, cols - 1)
+        r = np.clip((pts[:, 1] // cell).astype(int), 0, rows - 1)
+        np.add.at(out, (r, c), 1.0)
+    return out
+
+
+@dataclass
+class TraverseSummary:
+    fields: int  # in the grid
+    visited: int
+    area_px: float  # of the visited fields
+    grains: int  # confirmed grains whose centre lies in a visited field
+    um_per_px: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return self.visited / self.fields if self.fields else 0.0
+
+    def area_text(self) -> str:
+        if self.um_per_px:
+            return f"{self.area_px * self.um_per_px ** 2 / 1e6:.2f} mm²"
+        return f"{self.area_px / 1e6:.1f} Mpx"
+
+    def fields_for(self, target: int, counted: int) -> int | None:
+        """Fields still to traverse for ``target`` grains at the rate of the visited ones
+        (``counted`` grains so far); None when no grain was counted in them yet."""
+        if counted >= target:
+            return 0
+        if not self.visited or not self.grains:
+            return None
+        per_field = self.grains / self.visited
+        return min(self.fields - self.visited, math.ceil((target - counted) / per_field))
+
+
+def traverse_summary(fields: list[Field], side: int, visited, anns, um_per_px=None) -> TraverseSummary:
+    """What was traversed of a slide: visited fields, their area, and the confirmed grains
+    (``Annotation.status.is_object``) whose centre lies in one."""
+    visited = {int(i) for i in visited if 0 <= int(i) < len(fields)}
+    grains = 0
+    for a in anns:
+        if not a.status.is_object:
+            continue
+        f = field_at(fields, side, *a.box.center)
+        if f is not None and f.index in visited:
+            grains += 1
+    area = sum(fields[i].area for i in visited)
+    return TraverseSummary(len(fields), len(visited), area, grains, um_per_px)
+
+
+def load_state(project, image_id: int) -> tuple[int | None, set[int], int | None]:
+    """(field side, visited indices, current field) kept for an image (None, set(), None)."""
+    try:
+        raw = project.get_meta(META_KEY.format(image_id))
+    except PollenStudioError:
+        return None, set(), None
+    if not raw:
+        return None, set(), None
+    try:
+        d = json.loads(raw)
+        side = int(d["side"])
+        visited = {int(i) for i in d.get("visited", [])}
+        cur = d.get("current")
+        return (side if side > 0 else None), visited, (int(cur) if cur is not None else None)
+    except (ValueError, KeyError, TypeError):
+        log.warning("slide fields of image %s unreadable: %r", image_id, raw[:80])
+        return None, set(), None
+
+
+def slide_ids(project) -> list[int]:
+    """Images whose fields were entered (the index key ``INDEX_KEY``: one read, not one per image)."""
+    try:
+        raw = project.get_meta(INDEX_KEY)
+        return sorted({int(i) for i in json.loads(raw)}) if raw else []
+    except (PollenStudioError, ValueError, TypeError):
+        return []
+
+
+def save_state(project, image_id: int, side: int, visited, current: int | None) -> None:
+    project.set_meta(META_KEY.format(image_id),
+                     json.dumps({"side": int(side), "visited": sorted(int(i) for i in visited), "current": current}))
+    ids = slide_ids(project)
+    if int(image_id) not in ids:
+        project.set_meta(INDEX_KEY, json.dumps(sorted(ids + [int(image_id)])))
+
+
+# ------------------------------------------------------------------ the dock
+class SlideOverview(QWidget):
+    """The slide's thumbnail, the proposals' density, visited fields, the field shown and
+    the view (see the module docstring). Click: centre the view there; double click: go
+    to that field."""
+
+    pointClicked = Signal(float, float)  # image px
+    fieldRequested = Signal(float, float)  # image px of a double click
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumSize(200, 160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMouseTracking(True)
+        self.setToolTip("The slide: proposals' density (warm), visited fields (green), the field shown (yellow), "
+                        "the view (white). Click: centre the view there; double click: go to that field")
+        self._thumb: QImage | None = None
+        self._density: QImage | None = None
+        self.size_px = (0, 0)  # the slide's width, height
+        self.fields: list[Field] = []
+        self.visited: set[int] = set()
+        self.current: int | None = None
+        self.view_rect: tuple[float, float, float, float] | None = None
+        self.density: np.ndarray | None = None
+
+    def set_slide(self, thumb: np.ndarray | None, width: int, height: int) -> None:
+        self.size_px = (int(width), int(height))
+        if thumb is None:
+            self._thumb = None
+        else:
+            import cv2
+
+            t = thumb
+            if t.dtype != np.uint8:
+                from pollenstudio.core.imageio import to_uint8
+
+                t = to_uint8(t)
+            if t.ndim == 2:
+                t = cv2.cvtColor(t, cv2.COLOR_GRAY2RGB)
+            s = min(1.0, 640 / max(t.shape[:2]))
+            if s < 1.0:
+                t = cv2.resize(t, (max(1, round(t.shape[1] * s)), max(1, round(t.shape[0] * s))), interpolation=cv2.INTER_AREA)
+            t = np.ascontiguousarray(t[..., :3])
+            h, w = t.shape[:2]
+            self._thumb = QImage(t.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        self.update()
+
+    def set_density(self, density: np.ndarray | None) -> None:
+        """Counts per cell (:func:`density_map`), drawn as a warm translucent layer."""
+        self.density = density
+        if density is None or not density.size or density.max() <= 0:
+            self._density = None
+        else:
+            d = np.sqrt(density / density.max())  # a few grains in a cell still show
+            rgba = np.zeros(d.shape + (4,), np.uint8)
+            rgba[..., 0] = 255
+            rgba[..., 1] = (200 * (1 - d)).astype(np.uint8)
+            rgba[..., 2] = 0
+            rgba[..., 3] = np.where(density > 0, 60 + 170 * d, 0).astype(np.uint8)
+            rgba = np.ascontiguousarray(rgba)
+            h, w = d.shape
+            self._density = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.update()
+
+    def set_fields(self, fields: list[Field], visited: set[int], current: int | None) -> None:
+        self.fields, self.visited, self.current = fields, set(visited), current
+        self.update()
+
+    def set_view_rect(self, rect) -> None:
+        self.view_rect = rect
+        self.update()
+
+    # geometry: the slide fitted into the widget, centred
+    def _frame(self) -> tuple[float, float, float]:
+        W, H = self.size_px
+        if W <= 0 or H <= 0:
+            return 1.0, 0.0, 0.0
+        s = min((self.width() - 8) / W, (self.height() - 8) / H)
+        ox, oy = (self.width() - W * s) / 2, (self.height() - H * s) / 2
+        return s, ox, oy
+
+    def to_image(self, px: float, py: float) -> tuple[float, float]:
+        s, ox, oy = self._frame()
+        return (px - ox) / s, (py - oy) / s
+
+    def to_widget(self, x: float, y: float) -> QPointF:
+        s, ox, oy = self._frame()
+        return QPointF(ox + x * s, oy + y * s)
+
+    def paintEvent(self, _ev) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#2b2b2b"))
+        W, H = self.size_px
+        if W <= 0:
+            p.setPen(QColor("#bbbbbb"))
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                       "Open a slide scan to see it here")
+            p.end()
+            return
+        s, ox, oy = self._frame()
+        target = QRectF(ox, oy, W * s, H * s)
+        if self._thumb is not None:
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.drawImage(target, self._thumb)
+        if self._density is not None:
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+            p.drawImage(target, self._density)
+        visited_fill = QColor(60, 200, 90, 70)
+        for f in self.fields:
+            if f.index in self.visited:
+                p.fillRect(QRectF(ox + f.x1 * s, oy + f.y1 * s, (f.x2 - f.x1) * s, (f.y2 - f.y1) * s), visited_fill)
+        if len(self.fields) <= 2500:  # the grid, faint (a finer one would only grey the slide)
+            p.setPen(QPen(QColor(255, 255, 255, 40), 1))
+            cols = max((f.col for f in self.fields), default=-1) + 1
+            rows = (self.fields[-1].row + 1) if self.fields else 0
+            side = (self.fields[0].x2 - self.fields[0].x1) if self.fields else 0
+            for c in range(1, cols):
+                x = ox + c * side * s
+                p.drawLine(QPointF(x, oy), QPointF(x, oy + H * s))
+            for r in range(1, rows):
+                y = oy + r * side * s
+                p.drawLine(QPointF(ox, y), QPointF(ox + W * s, y))
+        if self.current is not None and 0 <= self.current < len(self.fields):
+            f = self.fields[self.current]
+            p.setPen(QPen(QColor("#ffd400"), 2))
+            p.drawRect(QRectF(ox + f.x1 * s, oy + f.y1 * s, (f.x2 - f.x1) * s, (f.y2 - f.y1) * s))
+        if self.view_rect is not None:
+            x0, y0, x1, y1 = self.view_rect
+            p.setPen(QPen(QColor("#ffffff"), 1.5))
+            p.drawRect(QRectF(ox + max(0, x0) * s, oy + max(0, y0) * s,
+                              (min(W, x1) - max(0, x0)) * s, (min(H, y1) - max(0, y0)) * s))
+        p.end()
+
+    def mousePressEvent(self, ev) -> None:
+        if self.size_px[0] > 0 and ev.button() == Qt.MouseButton.LeftButton:
+            x, y = self.to_image(ev.position().x(), ev.position().y())
+            if 0 <= x <= self.size_px[0] and 0 <= y <= self.size_px[1]:
+                self.pointClicked.emit(x, y)
+        ev.accept()
+
+    def mouseDoubleClickEvent(self, ev) -> None:
+        if self.size_px[0] > 0 and ev.button() == Qt.MouseButton.LeftButton:
+            x, y = self.to_image(ev.position().x(), ev.position().y())
+            if 0 <= x <= self.size_px[0] and 0 <= y <= self.size_px[1]:
+                self.fieldRequested.emit(x, y)
+        ev.accept()
+
+
+class SlidePanel(QWidget):
+    """The dock's content: the overview and a line on where the review is."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        self.overview = SlideOverview(self)
+        lay.addWidget(self.overview, 1)
+        self.info = QLabel(self)
+        self.info.setWordWrap(True)
+        self.info.setText("Slide scans only: fields of view with ] / [, the proposals' density, Tab across the slide")
+        lay.addWidget(self.info)
+
+
+# ------------------------------------------------------------------ the review of a slide
+class SlideReview(QObject):
+    """Fields, visited marks, grain order and overview of the slide on screen."""
+
+    changed = Signal()  # fields visited / current field changed (the count dock re-reads)
+
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.ctl = win.ctl
+        self.canvas = win.canvas
+        self.panel = SlidePanel()
+        self.image_id: int | None = None
+        self.side = DEFAULT_FIELD_PX
+        self.fields: list[Field] = []
+        self.visited: set[int] = set()
+        self.current: int | None = None
+        self.panel.overview.pointClicked.connect(self.centre_at)
+        self.panel.overview.fieldRequested.connect(self.go_to_point_field)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.image_id is not None and bool(self.fields)
+
+    def image_ready(self, img) -> None:
+        """The canvas shows a new image: a slide gets its fields (kept ones restored)."""
+        from pollenstudio.gui.pyramid import SlideImage
+
+        p, iid = self.ctl.project, self.ctl.image_id
+        if not isinstance(img, SlideImage) or p is None or iid is None:
+            self._clear()
+            return
+        rec = self.ctl.image_record
+        kept_side, visited, current = load_state(p, iid)
+        if kept_side is None:
+            from pollenstudio.engine.scale import image_grain_px
+
+            grain, _src = image_grain_px(rec, p.grain_size_px)
+            kept_side = field_side(grain)
+        self.image_id = iid
+        self.side = kept_side
+        self.fields = meander_fields(img.width, img.height, self.side)
+        self.visited = {i for i in visited if 0 <= i < len(self.fields)}
+        self.current = current if current is not None and 0 <= current < len(self.fields) else None
+        self.ctl.slide_order = self.order_annotations
+        ov = self.panel.overview
+        ov.set_slide(img.overview, img.width, img.height)
+        ov.set_fields(self.fields, self.visited, self.current)
+        self.refresh_density()
+        self.view_changed()
+        self._say()
+        self.changed.emit()
+
+    def _clear(self) -> None:
+        self.image_id = None
+        self.fields, self.visited, self.current = [], set(), None
+        if self.ctl.slide_order == self.order_annotations:
+            self.ctl.slide_order = None
+        ov = self.panel.overview
+        ov.set_slide(None, 0, 0)
+        ov.set_fields([], set(), None)
+        ov.set_density(None)
+        self.panel.info.setText("Slide scans only: fields of view with ] / [, the proposals' density, "
+                                "Tab across the slide")
+        self.changed.emit()
+
+    def refresh_density(self) -> None:
+        """The density of the slide's undecided proposals and confirmed grains (box centres)."""
+        if not self.active or self.ctl.image_id != self.image_id:
+            return
+        W, H = self.panel.overview.size_px
+        anns = [a for a in self.ctl.annotations() if a.status.value != "rejected"]
+        centres = [a.box.center for a in anns]
+        self.panel.overview.set_density(density_map(centres, W, H))
+        self._say()
+
+    def view_changed(self, *_a) -> None:
+        if not self.active:
+            return
+        r = self.canvas.vb.viewRect()
+        self.panel.overview.set_view_rect((r.left(), r.top(), r.right(), r.bottom()))
+
+    def _persist(self) -> None:
+        p = self.ctl.project
+        if p is None or self.image_id is None:
+            return
+        try:
+            save_state(p, self.image_id, self.side, self.visited, self.current)
+        except PollenStudioError as exc:
+            self.ctl.message.emit(f"Visited fields not kept: {exc}")
+
+    def summary(self, anns=None) -> TraverseSummary | None:
+        if not self.active:
+            return None
+        rec = self.ctl.image_record
+        return traverse_summary(self.fields, self.side, self.visited,
+                                self.ctl.annotations() if anns is None else anns,
+                                getattr(rec, "um_per_px", None))
+
+    def _say(self) -> None:
+        s = self.summary()
+        if s is None:
+            return
+        cur = "" if self.current is None else f"Field {self.current + 1} of {s.fields} · "
+        self.panel.info.setText(
+            f"{cur}{s.visited} of {plural(s.fields, 'field')} traversed ({s.fraction * 100:.0f} %, {s.area_text()}); "
+            f"{plural(s.grains, 'grain')} counted in them. ] / [ next / previous field, V marks a field")
+
+    # -- fields -------------------------------------------------------------------------
+    def step_field(self, delta: int) -> bool:
+        """] / [: the next / previous field in meander order (from the field in the middle
+        of the view when none was entered yet); the view fits it and it is marked visited."""
+        if not self.active:
+            self.ctl.message.emit("Fields of view are for slide scans (the image on screen is one field)")
+            return False
+        if self.current is None:  # the field in view, or the slide's first (last) from the whole slide
+            r = self.canvas.vb.viewRect()
+            f = field_at(self.fields, self.side, r.center().x(), r.center().y())
+            if f is None or r.width() > 2 * self.side:
+                target = 0 if delta > 0 else len(self.fields) - 1
+            else:
+                target = f.index
+        else:
+            target = self.current + delta
+        if not 0 <= target < len(self.fields):
+            self.ctl.message.emit("Last field of the slide" if delta > 0 else "First field of the slide")
+            return False
+        self.go_to_field(target)
+        return True
+
+    def go_to_field(self, index: int, mark: bool = True) -> None:
+        f = self.fields[index]
+        self.current = index
+        if mark:
+            self.visited.add(index)
+        self.canvas._auto_fit = False
+        self.canvas.vb.setRange(QRectF(f.x1, f.y1, f.x2 - f.x1, f.y2 - f.y1), padding=0.02)
+        self.panel.overview.set_fields(self.fields, self.visited, self.current)
+        self._persist()
+        self._say()
+        n_here = sum(1 for a in self.ctl.annotations()
+                     if a.status.value == "proposed" and f.contains(*a.box.center))
+        self.ctl.message.emit(f"Field {index + 1} of {len(self.fields)} (row {f.row + 1})"
+                              + (f" · {plural(n_here, 'proposal')} here" if n_here else " · no proposal here"))
+        self.changed.emit()
+
+    def go_to_point_field(self, x: float, y: float) -> None:
+        f = field_at(self.fields, self.side, x, y)
+        if f is not None:
+            self.go_to_field(f.index)
+
+    def toggle_visited(self) -> None:
+        """V: mark (or unmark) the field in the middle of the view as traversed."""
+        if not self.active:
+            self.ctl.message.emit("Fields of view are for slide scans (the image on screen is one field)")
+            return
+        r = self.canvas.vb.viewRect()
+        f = field_at(self.fields, self.side, r.center().x(), r.center().y())
+        if f is None:
+            return
+        if f.index in self.visited:
+            self.visited.discard(f.index)
+            what = "not traversed"
+        else:
+            self.visited.add(f.index)
+            what = "traversed"
+        self.current = f.index
+        self.panel.overview.set_fields(self.fields, self.visited, self.current)
+        self._persist()
+        self._say()
+        self.ctl.message.emit(f"Field {f.index + 1} marked {what}")
+        self.changed.emit()
+
+    def centre_at(self, x: float, y: float) -> None:
+        """A click on the overview: the view centres there (zoom kept; from the whole slide
+        it zooms to a field)."""
+        c = self.canvas
+        if c.image is None:
+            return
+        if c.vb.viewRect().width() >= 0.5 * c.image.width:
+            side = self.side
+            c._auto_fit = False
+            c.vb.setRange(QRectF(x - side / 2, y - side / 2, side, side), padding=0.02)
+        else:
+            c.set_zoom(c.zoom(), (x, y))
+
+    # -- grains across the slide ----------------------------------------------------------
+    def order_annotations(self, anns):
+        """``anns`` in meander order over the slide (Tab's order on a slide)."""
+        W = self.panel.overview.size_px[0]
+        idx = meander_order([a.box for a in anns], W, self.side)
+        return [anns[i] for i in idx]
+
+
+def slide_notes(project, samples) -> dict[str, str]:
+    """The Count dock's lines on the slides of each sample (``SampleCount`` list): fields
+    traversed, area, confirmed grains in them, and the fields the target sum still needs at
+    that rate. Only slides whose fields were entered; {} without any."""
+    from pollenstudio.project.counting import NO_SAMPLE
+
+    by_name = {s.name: s for s in samples}
+    lines: dict[str, list[str]] = {}
+    for iid in slide_ids(project):
+        try:
+            rec = project.image(iid)
+        except PollenStudioError:
+            continue  # removed since
+        side, visited, _cur = load_state(project, iid)
+        if side is None:
+            continue
+        name = rec.group or NO_SAMPLE
+        sc = by_name.get(name)
+        fields = meander_fields(rec.width, rec.height, side)
+        s = traverse_summary(fields, side, visited, project.annotations(iid), rec.um_per_px)
+        more = ""
+        if sc is not None:
+            need = s.fields_for(sc.target_sum, sc.pollen_sum)
+            if need == 0:
+                more = "; target sum reached"
+            elif need is not None:
+                more = f"; about {plural(need, 'more field')} for the target sum at this rate"
+        file = rec.path.rsplit("/", 1)[-1]
+        lines.setdefault(name, []).append(
+            f"{file}: {s.visited} of {plural(s.fields, 'field')} traversed ({s.fraction * 100:.0f} %, {s.area_text()}), "
+            f"{plural(s.grains, 'grain')} in them{more}")
+    return {k: "\n".join(v) for k, v in lines.items()}
+
+
+def slide_notes_job(token, db_path: str, folder: str, samples):
+    from pollenstudio.gui.store_reads import reader
+
+    with reader(db_path, folder) as p:
+        token.check()
+        return slide_notes(p, samples)
+
+
+def install_slide_review(win) -> SlideReview:
+    """The Slide dock, the field keys (] [ V) and Tab's meander order on slides."""
+    review = SlideReview(win)
+    win.slide_review = review
+    win.slide_dock = win._dock("Slide", review.panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+    acts = win.actions
+    acts["next_field"].triggered.connect(lambda: review.step_field(1))
+    acts["prev_field"].triggered.connect(lambda: review.step_field(-1))
+    acts["field_visited"].triggered.connect(review.toggle_visited)
+    for menu_action in win.menuBar().actions():
+        if menu_action.text() == "&Review":
+            m = menu_action.menu()
+            m.addSeparator()
+            for n in ("next_field", "prev_field", "field_visited"):
+                m.addAction(acts[n])
+    win.view_menu.addAction(win.slide_dock.toggleViewAction())
+    win.ctl.imageReady.connect(review.image_ready)
+    win.ctl.boxesChanged.connect(review.refresh_density)
+    win.ctl.projectChanged.connect(review._clear)
+    win.canvas.vb.sigRangeChanged.connect(review.view_changed)
+    counts = getattr(win, "counts", None)
+    if counts is not None:  # fields traversed are part of the count: re-read once they change
+        review.changed.connect(lambda: counts.ctl.project is not None and counts._timer.start())
+    return review

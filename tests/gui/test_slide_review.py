@@ -1,0 +1,362 @@
+"""A whole-slide scan in the review window (issue 29): shown from the file's own levels
+without decoding level 0 whole, fields of view in meander order with ] / [ and V, kept in
+the project, Tab across the slide's grains in the same order, the density of proposals and
+the fields traversed in the Count dock."""
+
+import numpy as np
+import pytest
+
+tifffile = pytest.importorskip("tifffile")
+cv2 = pytest.importorskip("cv2")
+
+from fixtures_models import tiny_model_path  # noqa: E402,F401
+from pollenstudio.core.types import Box, Detection  # noqa: E402
+from pollenstudio.gui.slide_overview import (  # noqa: E402
+    density_map,
+    field_at,
+    meander_fields,
+    meander_order,
+    traverse_summary,
+)
+
+W, H = 3000, 2200
+SIDE = 1024  # the default field (no grain-size calibration)
+
+
+def _write_slide(path, w=W, h=H, planes=1, levels=2, tile=(256, 256)):
+    """A tiled pyramidal (OME-)TIFF with ``levels`` reduced copies, like a scanner's: a
+    gradient with a bright square every 500 px, so levels differ visibly."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 128)], -1).astype(np.uint8)
+    base[(xx % 500 < 40) & (yy % 500 < 40)] = 250
+    data = np.stack([np.roll(base, 7 * k, axis=1) for k in range(planes)])
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(data, subifds=levels, tile=tile, compression="zlib", photometric="rgb",
+                 metadata={"axes": "ZYXS"})
+        for k in range(1, levels + 1):
+            lh, lw = h >> k, w >> k
+            tw.write(np.stack([cv2.resize(p, (lw, lh), interpolation=cv2.INTER_AREA) for p in data]),
+                     subfiletype=1, tile=tile, compression="zlib", photometric="rgb")
+    return data
+
+
+# centres along the meander: field 0 (row 0, col 0), field 2 (row 0, col 2), field 3
+# (row 1, col 2: the second row runs right to left), field 5 (row 1, col 0)
+GRAINS = [(2500, 300), (300, 300), (2600, 1500), (400, 1400), (350, 500)]
+
+
+@pytest.fixture
+def slide_project(tmp_path):
+    from pollenstudio.project import Project
+
+    path = tmp_path / "scan.ome.tif"
+    _write_slide(path)
+    proj = Project.create(tmp_path / "proj")
+    res = proj.add_images([path])
+    iid = res.added[0]
+    dets = [Detection(Box(x - 30, y - 30, x + 30, y + 30), 0, "pollen", 0.9 - 0.1 * i) for i, (x, y) in enumerate(GRAINS)]
+    proj.write_proposals(iid, dets)
+    proj.close()
+    return tmp_path / "proj", iid, path
+
+
+@pytest.fixture
+def slide_window(qtbot, settings, slide_project, monkeypatch):
+    """A main window on the slide project; decoding any image whole fails the test."""
+    from pollenstudio.core import imageio, stack
+    from pollenstudio.gui.main_window import MainWindow
+
+    def whole(*_a, **_k):
+        raise AssertionError("an image was decoded whole")
+
+    monkeypatch.setattr(imageio, "read_image", whole)
+    monkeypatch.setattr(stack.FocalStack, "plane", whole)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    folder, iid, path = slide_project
+    win.open_project(str(folder))
+    if win.ctl.image_id != iid:
+        win.ctl.show_image(iid)
+    qtbot.waitUntil(lambda: win.canvas.image is not None and win.canvas.image.lazy, timeout=10000)
+    yield win, iid, path
+    win.close()
+
+
+# ------------------------------------------------------------------ plain logic
+def test_meander_fields_alternate_direction():
+    fields = meander_fields(W, H, SIDE)
+    assert [(f.row, f.col) for f in fields] == [(0, 0), (0, 1), (0, 2), (1, 2), (1, 1), (1, 0), (2, 0), (2, 1), (2, 2)]
+    assert fields[2].x2 == W and fields[-1].y2 == H  # edge fields clipped to the slide
+    assert field_at(fields, SIDE, 2500, 1500).index == 3
+    assert field_at(fields, SIDE, 10, 2100).index == 6
+    assert field_at(fields, SIDE, W + 5, 10) is None
+
+
+def test_meander_order_of_grains():
+    boxes = [Box(x - 5, y - 5, x + 5, y + 5) for x, y in GRAINS]
+    order = meander_order(boxes, W, SIDE)
+    # field 0: (300, 300) then (350, 500) (top to bottom); field 2: (2500, 300); field 3:
+    # (2600, 1500); field 5: (400, 1400)
+    assert [GRAINS[i] for i in order] == [(300, 300), (350, 500), (2500, 300), (2600, 1500), (400, 1400)]
+
+
+def test_density_map_counts_centres_per_cell():
+    d = density_map([(10, 10), (20, 20), (2990, 2190), (1500, 1100)], W, H, cells=4)
+    assert d.shape == (3, 4)  # 750 px cells: 4 across, ceil(2200 / 750) = 3 down
+    assert d[0, 0] == 2 and d[2, 3] == 1 and d[1, 2] == 1 and d.sum() == 4
+
+
+def test_traverse_summary_counts_grains_in_visited_fields():
+    from pollenstudio.core.types import Annotation, AnnotationStatus, Source
+
+    def ann(i, x, y, status):
+        return Annotation(id=i, image_id=1, category_id=1, box=Box(x - 5, y - 5, x + 5, y + 5), status=status,
+                          source=Source.HUMAN)
+
+    fields = meander_fields(W, H, SIDE)
+    anns = [ann(1, 300, 300, AnnotationStatus.ACCEPTED), ann(2, 2500, 300, AnnotationStatus.PROPOSED),
+            ann(3, 2600, 1500, AnnotationStatus.ADDED), ann(4, 400, 1400, AnnotationStatus.REJECTED)]
+    s = traverse_summary(fields, SIDE, {0, 3, 5}, anns, um_per_px=0.5)
+    assert (s.fields, s.visited, s.grains) == (9, 3, 2)
+    assert s.area_px == fields[0].area + fields[3].area + fields[5].area
+    assert s.fields_for(10, 2) == 6  # (10 - 2) grains at 2 / 3 per field, capped by the 6 left
+    assert s.fields_for(2, 2) == 0
+
+
+# ------------------------------------------------------------------ the window
+def test_slide_opens_by_region_never_whole(slide_window, qtbot):
+    from pollenstudio.gui.pyramid import SlideImage
+
+    win, iid, _path = slide_window
+    img = win.canvas.image
+    assert isinstance(img, SlideImage) and (img.width, img.height) == (W, H)
+    slide = img.slide
+    calls = []
+    real = slide.region
+
+    def counting_region(x, y, w, h, level=0, plane=0):
+        calls.append((level, w, h))
+        return real(x, y, w, h, level, plane)
+
+    slide.region = counting_region
+    c = win.canvas
+    c.set_zoom(1.0, (1500, 1100))
+    qtbot.waitUntil(lambda: not c.detail_pending() and c.detail.isVisible(), timeout=5000)
+    assert calls, "the detail was not read from the slide"
+    level0 = [(w, h) for lv, w, h in calls if lv == 0]
+    assert level0 and all(w * h < W * H / 2 for w, h in level0), "level 0 read beyond the view"
+    # the detail covers the view, read from level 0 at 100 %
+    x, y, w, h = c.detail.mapRectToParent(c.detail.boundingRect()).getRect()
+    r = c.vb.viewRect()
+    assert x <= r.left() + 1 and y <= r.top() + 1 and x + w >= min(W, r.right()) - 1
+    # zoomed out to a quarter: the overview (or a coarser level of the file), never level 0
+    calls.clear()
+    c.set_zoom(0.25, (1500, 1100))
+    qtbot.wait(50)
+    qtbot.waitUntil(lambda: not c.detail_pending(), timeout=5000)
+    assert all(lv > 0 for lv, _w, _h in calls)
+    assert img.level_for(0.25) == img.overview_level and img.level_for(1.0) == 0
+    # with a small overview, each zoom takes the file level closest to screen pixels
+    from pollenstudio.gui.pyramid import SlideImage
+
+    small = SlideImage(slide, overview_max=400)
+    assert [small.level_for(z) for z in (2.0, 1.0, 0.5, 0.25, 0.05)] == [0, 0, 1, 2, small.overview_level]
+    assert slide._cache.size <= slide._cache.limit
+
+
+def test_fields_meander_with_keys_and_persist(slide_window, qtbot, settings):
+    from PySide6.QtCore import Qt
+
+    from pollenstudio.gui.slide_overview import load_state
+
+    win, iid, _path = slide_window
+    sr = win.slide_review
+    assert sr.active and len(sr.fields) == 9 and sr.visited == set()
+    win.canvas.fit()
+    win.canvas.view.setFocus()
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_BracketRight)
+    assert sr.current == 0
+    for _ in range(3):
+        qtbot.keyClick(win.canvas.view, Qt.Key.Key_BracketRight)
+    assert sr.current == 3 and sr.visited == {0, 1, 2, 3}
+    f = sr.fields[3]
+    r = win.canvas.vb.viewRect()
+    assert r.contains(f.x1 + 1, f.y1 + 1) and r.contains(f.x2 - 1, f.y2 - 1)  # the field fills the view
+    assert (f.row, f.col) == (1, 2)  # the second row starts at the right
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_BracketLeft)
+    assert sr.current == 2
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_V)  # unmark the field in view
+    assert 2 not in sr.visited
+    side, visited, current = load_state(win.ctl.project, iid)
+    assert (side, visited, current) == (SIDE, {0, 1, 3}, 2)
+    # the overview draws visited fields and the field shown
+    ov = sr.panel.overview
+    assert ov.visited == {0, 1, 3} and ov.current == 2
+    # kept in the project: a new window on it goes on where the review was
+    folder = win.ctl.project.folder
+    win.close_project()
+    from pollenstudio.gui.main_window import MainWindow
+
+    win2 = MainWindow(settings)
+    qtbot.addWidget(win2)
+    win2.show()
+    win2.open_project(str(folder))
+    if win2.ctl.image_id != iid:
+        win2.ctl.show_image(iid)
+    qtbot.waitUntil(lambda: win2.slide_review.active, timeout=10000)
+    assert win2.slide_review.visited == {0, 1, 3} and win2.slide_review.current == 2
+    win2.close()
+
+
+def test_tab_walks_grains_in_meander_order(slide_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    win, _iid, _path = slide_window
+    win.canvas.view.setFocus()
+    seen = []
+    for _ in range(len(GRAINS)):
+        qtbot.keyClick(win.canvas.view, Qt.Key.Key_Tab)
+        a = win.ctl.selected_annotation()
+        seen.append(tuple(round(v) for v in a.box.center))
+        assert win.canvas.box_in_view(a.box)  # the view centres on each grain
+    assert seen == [(300, 300), (350, 500), (2500, 300), (2600, 1500), (400, 1400)]
+    # accepting one goes on along the slide, not by score
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_Tab)  # wraps to the first
+    assert tuple(round(v) for v in win.ctl.selected_annotation().box.center) == (300, 300)
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_A)
+    qtbot.waitUntil(lambda: win.ctl.selected_annotation() is not None
+                    and tuple(round(v) for v in win.ctl.selected_annotation().box.center) == (350, 500), timeout=3000)
+
+
+def test_density_and_count_dock(slide_window, qtbot):
+    from PySide6.QtCore import Qt
+
+    win, iid, _path = slide_window
+    ov = win.slide_review.panel.overview
+    d = ov.density
+    assert d is not None and d.sum() == len(GRAINS)
+    # accept the two grains of field 0 and traverse it: the Count dock says so
+    p = win.ctl.project
+    for a in p.annotations(iid):
+        if a.box.center[0] < 1000 and a.box.center[1] < 1000:
+            p.accept(a.id)
+    win.canvas.fit()
+    win.canvas.view.setFocus()
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_BracketRight)
+    qtbot.waitUntil(lambda: "1 of 9 fields traversed" in win.counts.panel.note.text(), timeout=15000)
+    assert "2 grains in them" in win.counts.panel.note.text()
+    # a click on the overview brings that point into view (centred as far as the slide's
+    # edge allows), at the zoom of a field
+    assert not win.canvas.vb.viewRect().contains(2600, 1500)
+    pt = ov.to_widget(2600, 1500)
+    qtbot.mouseClick(ov, Qt.MouseButton.LeftButton, pos=pt.toPoint())
+    r = win.canvas.vb.viewRect()
+    assert r.contains(2600, 1500) and r.width() < W
+
+
+def test_focal_planes_of_a_slide_by_region(qtbot, settings, tmp_path, monkeypatch):
+    """A 3-plane pyramidal slide: Page Down swaps planes read by region, End the EDF view,
+    nothing decoded whole."""
+    from PySide6.QtCore import Qt
+
+    from pollenstudio.core import imageio, stack
+    from pollenstudio.gui.main_window import MainWindow
+    from pollenstudio.gui.pyramid import SlideImage
+    from pollenstudio.project import Project
+
+    path = tmp_path / "planes.ome.tif"
+    _write_slide(path, planes=3)
+    proj = Project.create(tmp_path / "p3")
+    iid = proj.add_images([path]).added[0]
+    assert proj.image(iid).planes == 3
+    proj.close()
+
+    def whole(*_a, **_k):
+        raise AssertionError("a plane was decoded whole")
+
+    monkeypatch.setattr(imageio, "read_image", whole)
+    monkeypatch.setattr(stack.FocalStack, "plane", whole)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    win.open_project(str(tmp_path / "p3"))
+    if win.ctl.image_id != iid:
+        win.ctl.show_image(iid)
+    qtbot.waitUntil(lambda: isinstance(win.canvas.image, SlideImage), timeout=10000)
+    assert win.stacks.view == 1
+    win.canvas.view.setFocus()
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_PageDown)
+    qtbot.waitUntil(lambda: getattr(win.canvas.image, "view", None) == 2, timeout=5000)
+    assert isinstance(win.canvas.image, SlideImage)
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_End)
+    qtbot.waitUntil(lambda: getattr(win.canvas.image, "view", None) == "edf", timeout=5000)
+    c = win.canvas
+    c.set_zoom(1.0, (1500, 1100))
+    qtbot.waitUntil(lambda: not c.detail_pending() and c.detail.isVisible(), timeout=5000)
+    win.close()
+
+
+def test_model_jobs_read_regions_of_a_slide(slide_project, tiny_model_path, monkeypatch):
+    """Edge map of the view, Grad-CAM of a grain and B + click read regions of a slide
+    (from a coarse level for a map of the whole slide), never the whole slide."""
+    from pollenstudio.core import imageio, stack
+    from pollenstudio.core.progress import CancelToken
+    from pollenstudio.gui import model_jobs
+    from pollenstudio.gui.pyramid import shared_slide
+    from pollenstudio.project import Project
+
+    folder, iid, path = slide_project
+    proj = Project.open(folder)
+
+    def whole(*_a, **_k):
+        raise AssertionError("an image was decoded whole")
+
+    monkeypatch.setattr(imageio, "read_image", whole)
+    monkeypatch.setattr(stack.FocalStack, "plane", whole)
+    monkeypatch.setattr(model_jobs, "_open_pixels", whole, raising=False)
+    slide = shared_slide(str(path))
+    reads = []
+    real = slide.region
+    monkeypatch.setattr(slide, "region", lambda x, y, w, h, level=0, plane=0: (reads.append((level, w, h)),
+                                                                                 real(x, y, w, h, level, plane))[1])
+
+    class Cache:  # the tiny model, as the predictor cache would give it
+        def __init__(self):
+            from pollenstudio.engine.predict import Predictor
+
+            self.pred = Predictor.from_checkpoint(tiny_model_path)
+
+        def get(self, _project):
+            return self.pred
+
+    cache = Cache()
+    tok = CancelToken()
+    # the whole slide's edge map at 512 px: read from a level of about that size
+    exp = model_jobs.edge_job(tok, proj, cache, iid, str(path), "P3", max_side=512, region=None)
+    assert (exp.width, exp.height) == (W, H) and exp.rect is None
+    assert reads and all(lv > 0 for lv, _w, _h in reads)
+    assert exp.heat.shape[1] <= 512
+    # the edge map of a view: that region only
+    reads.clear()
+    exp = model_jobs.edge_job(tok, proj, cache, iid, str(path), "P3", max_side=2048, region=(1000, 800, 1600, 1200))
+    assert exp.rect is not None and exp.rect[0] <= 1000 and exp.rect[2] >= 1600
+    assert all(w * h <= 700 * 500 for _lv, w, h in reads)
+    # Grad-CAM of a proposal: a window around its box
+    reads.clear()
+    ann = next(a for a in proj.annotations(iid))
+    try:
+        exp = model_jobs.gradcam_job(tok, proj, cache, iid, str(path), ann)
+    except Exception as exc:  # the tiny model knows other taxa: refused in words, after the read
+        assert "taxon" in str(exc)
+    assert reads and all(w * h < W * H / 4 for _lv, w, h in reads)
+    # B + click: a window around the click, the box in slide pixels
+    reads.clear()
+    res = model_jobs.click_box_job(tok, proj, cache, str(path), 2500.0, 300.0)
+    assert reads and all(w <= model_jobs.CLICK_WINDOW and h <= model_jobs.CLICK_WINDOW for _lv, w, h in reads)
+    if res is not None:
+        box, _how = res
+        assert box.x2 > 1000  # in the slide's frame, not the window's
+    proj.close()
