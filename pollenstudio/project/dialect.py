@@ -296,6 +296,15 @@ def connect_server(location: ServerLocation, read_only: bool = False) -> PgConne
     except psycopg.Error as exc:
         raise ServerError(_connect_reason(location, exc)) from None
     try:
+        # A lab's projects belong to the database's owner, a group role every reviewer is a
+        # member of (docs/lab-server.md): acting as it, each member can work in every project
+        # (``session_user`` still names the reviewer who logged in).
+        owner = raw.execute(
+            "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = "
+            "current_database() AND r.rolname != current_user AND NOT r.rolsuper "
+            "AND pg_has_role(current_user, r.oid, 'MEMBER')").fetchone()
+        if owner:
+            raw.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(owner[0])))
         raw.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(location.project)))
         if read_only:
             raw.execute("SET default_transaction_read_only = on")

@@ -248,3 +248,31 @@ def test_gui_reads_of_a_server_project(tmp_path, server):
         with reader(p.db_path, p.folder) as ro:
             with pytest.raises(ProjectError, match="read-only"):
                 ro.add_category("Pinus")
+
+
+def test_a_labs_reviewers_share_its_projects(tmp_path, pg_url):
+    """docs/lab-server.md's setup: the database belongs to a group role, each reviewer logs
+    in as a member; a project one member made is every member's to work in."""
+    base = pg_url.rsplit("/", 1)[0]
+    admin = psycopg.connect(pg_url, autocommit=True)
+    tag = uuid.uuid4().hex[:8]
+    group, db, anna, bob = f"lab_{tag}", f"pollen_{tag}", f"anna_{tag}", f"bob_{tag}"
+    admin.execute(f'CREATE ROLE "{group}" NOLOGIN')
+    admin.execute(f'CREATE DATABASE "{db}" OWNER "{group}"')
+    for user in (anna, bob):
+        admin.execute(f'CREATE ROLE "{user}" LOGIN IN ROLE "{group}"')
+    try:
+        as_anna = base.replace("://postgres@", f"://{anna}@") + f"/{db}?project=core7"
+        as_bob = base.replace("://postgres@", f"://{bob}@") + f"/{db}?project=core7"
+        with Project.create(as_anna, image_root=tmp_path) as p:
+            p.add_category("Betula")
+        with Project.open(as_bob) as p:
+            p.add_category("Pinus")
+            assert p._conn.execute("SELECT session_user").fetchone()[0] == bob  # who logged in stays known
+        with Project.open(as_anna) as p:
+            assert [c.name for c in p.categories()] == ["Betula", "Pinus"]
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        for role in (anna, bob, group):
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
