@@ -483,11 +483,11 @@ def shared_slide(path: str | os.PathLike, plane_files: Sequence[str | os.PathLik
     more). Do not close it."""
     p = Path(path)
     files = tuple(str(f) for f in plane_files) if plane_files else ()
-    try:
-        st = p.stat()
-        key = (str(p.resolve()), files, st.st_mtime_ns, st.st_size)
+    try:  # a file (or plane file) written again since is opened again
+        key = (str(p.resolve()), files) + tuple((st.st_mtime_ns, st.st_size) for st in
+                                                (Path(f).stat() for f in (str(p), *files)))
     except OSError:
-        key = (str(p), files, None, None)
+        key = (str(p), files, None)
     with _SHARED_LOCK:
         hit = _SHARED.get(key)
         if hit is not None:

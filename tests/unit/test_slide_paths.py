@@ -126,3 +126,13 @@ def test_export_paths_leave_the_slide_whole(slides, tmp_path, no_whole_decode):
         assert "whole-slide scan" in res["skipped"][0]["reason"]
         res = export_project(proj, "coco", tmp_path / "c" / "coco.json", planes_as_images=True)
         assert res["plane_images"] == 0 and "whole-slide scan" in res["skipped"][0]["reason"]
+
+
+def test_shared_slide_opens_a_rewritten_file_again(tmp_path):
+    path = tmp_path / "s.tif"
+    write_slide(path, 1, SynthConfig(width=300, height=200))
+    assert shared_slide(path).width == 300
+    write_slide(path, 1, SynthConfig(width=320, height=200))
+    assert shared_slide(path).width == 320
+    with pytest.raises(ImageReadError, match="not found"):
+        shared_slide(tmp_path / "gone.tif")
