@@ -137,3 +137,33 @@ def test_single_file_import_refusals_change_nothing(tmp_path):
     with pytest.raises(ImportFormatError, match="stack-pattern"):
         import_to_folder(tmp_path / "p", good, stack_pattern="*_z{z}.tif")
     assert not (tmp_path / "p").exists()
+
+
+def test_coco_export_of_a_slides_proposals_keeps_level0_boxes_and_planes(tmp_path):
+    """Proposals on a (large-coordinate) slide go out in level-0 pixels with their plane and
+    come back the same."""
+    from pollenstudio.core.types import Box, Detection
+    from pollenstudio.project import Project
+    from pollenstudio.project.coco import import_coco
+    from pollenstudio.project.transfer import export_project
+
+    path = tmp_path / "s.ome.tif"
+    write_slide(path, 3, SynthConfig(width=1300, height=900, n_grains=(0, 0), clutter=0.0), planes=3,
+                min_level_side=300)
+    dets = [Detection(Box(1010.25, 700.5, 1060.75, 751.0), 0, "pollen", 0.91, plane=2),
+            Detection(Box(3.5, 4.0, 40.0, 44.5), 0, "pollen", 0.42, plane=0)]
+    with Project.create(tmp_path / "p") as proj:
+        (iid,) = proj.add_images([path]).added
+        proj.write_proposals(iid, dets)
+        export_project(proj, "coco", tmp_path / "out" / "coco.json", reviewed_only=False)
+    doc = json.loads((tmp_path / "out" / "coco.json").read_text())
+    (img,) = doc["images"]
+    assert (img["width"], img["height"], img["planes"]) == (1300, 900, 3)
+    got = sorted((tuple(a["bbox"]), a["plane"], a["score"]) for a in doc["annotations"])
+    assert got == [((3.5, 4.0, 36.5, 40.5), 0, 0.42), ((1010.25, 700.5, 50.5, 50.5), 2, 0.91)]
+    with Project.create(tmp_path / "q") as proj:
+        import_coco(proj, tmp_path / "out" / "coco.json")
+        (rec,) = proj.images()
+        assert rec.planes == 3
+        back = sorted((a.box.x1, a.box.y1, a.box.x2, a.box.y2, a.plane) for a in proj.annotations(rec.id))
+        assert back == [(3.5, 4.0, 40.0, 44.5, 0), (1010.25, 700.5, 1060.75, 751.0, 2)]
