@@ -111,8 +111,12 @@ def run(args) -> int:
                 f"{out} is not empty and not an earlier synth output (has {', '.join(foreign[:3])}); choose an empty or new --out"
             )
         for old in (out / "images").glob("*"):
-            if old.is_file() and old.suffix in (".png", ".jpg", ".tif"):
-                old.unlink()  # so a smaller --n leaves no stale images behind
+            if old.is_file() and (old.suffix in (".png", ".jpg", ".tif") or old.name.endswith(".tif.part")):
+                old.unlink()  # so a smaller --n leaves no stale images behind (nor a killed run's part)
+            elif old.is_dir() and old.name.startswith(".synth-slide-"):
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)  # scratch levels of a killed slide run (gigabytes)
     w, h = args.size
     progress = ConsoleProgress("synth", quiet=args.quiet or args.json)
     extra = {}

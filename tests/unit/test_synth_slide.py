@@ -167,3 +167,15 @@ def test_coco_export_of_a_slides_proposals_keeps_level0_boxes_and_planes(tmp_pat
         assert rec.planes == 3
         back = sorted((a.box.x1, a.box.y1, a.box.x2, a.box.y2, a.plane) for a in proj.annotations(rec.id))
         assert back == [(3.5, 4.0, 40.0, 44.5, 0), (1010.25, 700.5, 1060.75, 751.0, 2)]
+
+
+def test_synth_slide_again_clears_a_killed_runs_scratch(tmp_path):
+    from pollenstudio.cli import main
+
+    out = tmp_path / "o"
+    scratch = out / "images" / ".synth-slide-x1"
+    scratch.mkdir(parents=True)
+    (scratch / "base.raw").write_bytes(b"\0" * 100)
+    (out / "images" / ".slide000.tif.part").write_bytes(b"II*\0")
+    assert main(["synth", "--out", str(out), "--slide", "300x200", "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["slide000.tif"]
