@@ -451,15 +451,24 @@ class SlideArray:
         ny, nx = len(range(y0, y1, sy)), len(range(x0, x1, sx))
         if not self.slide.lazy:
             return self.slide.region(x0, y0, x1 - x0, y1 - y0, 0, self.plane)[::sy, ::sx]
+        if not ny or not nx:
+            return np.zeros((ny, nx) + self.shape[2:], self.dtype)
         k = self.slide.level_for(min(sy, sx))
         lev = self.slide.levels[k]
         fx, fy = lev.width / self.slide.width, lev.height / self.slide.height
-        arr, (rx, ry, _, _) = self.slide.region0(x0, y0, x1, y1, k, self.plane)
-        if arr is None or not ny or not nx:
-            return np.zeros((ny, nx) + self.shape[2:], self.dtype)
-        rows = np.clip(((y0 + np.arange(ny) * sy) * fy - ry * fy).astype(int), 0, arr.shape[0] - 1)
-        cols = np.clip(((x0 + np.arange(nx) * sx) * fx - rx * fx).astype(int), 0, arr.shape[1] - 1)
-        return np.ascontiguousarray(arr[rows][:, cols])
+        rows = np.minimum((y0 + np.arange(ny) * sy) * fy, lev.height - 1).astype(int)  # in level pixels
+        cols = np.minimum((x0 + np.arange(nx) * sx) * fx, lev.width - 1).astype(int)
+        c0, c1 = int(cols[0]), int(cols[-1]) + 1
+        out = np.empty((ny, nx) + self.shape[2:], self.dtype)
+        band = 256  # level rows read at once: a level much finer than the step is never read whole
+        i = 0
+        while i < ny:
+            r0 = int(rows[i])
+            j = int(np.searchsorted(rows, r0 + band, side="left"))
+            arr = self.slide.region(c0, r0, c1 - c0, int(rows[j - 1]) + 1 - r0, k, self.plane)
+            out[i:j] = arr[rows[i:j] - r0][:, cols - c0]
+            i = j
+        return out
 
     def __array__(self, dtype=None, copy=None):
         if self.slide.lazy:
