@@ -136,3 +136,16 @@ def test_shared_slide_opens_a_rewritten_file_again(tmp_path):
     assert shared_slide(path).width == 320
     with pytest.raises(ImageReadError, match="not found"):
         shared_slide(tmp_path / "gone.tif")
+
+
+def test_strided_reads_of_a_slide_without_reduced_levels_are_exact(tmp_path):
+    from pollenstudio.core.slide import Slide
+
+    path = tmp_path / "flat.tif"
+    full = np.random.default_rng(3).integers(0, 255, (1100, 1300, 3), dtype=np.uint8)
+    tifffile.imwrite(path, full, tile=(128, 128), compression="zlib", photometric="rgb")
+    with Slide.open(path, lazy_min_pixels=1) as s:
+        a = SlideArray(s, 0)
+        assert s.lazy and len(s.levels) == 1
+        for key in [(slice(None, None, 9), slice(None, None, 9)), (slice(3, 1000, 7), slice(11, 1299, 5))]:
+            assert np.array_equal(a[key], full[key])
