@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         print(f"skipped: no slide at {args.slide}")
         return 0
     try:
-        import openslide  # noqa: F401
+        import openslide
         have_os = True
     except ImportError as exc:  # the wheels are not installed (or their library does not load)
         have_os = False
@@ -99,8 +99,6 @@ def main(argv=None) -> int:
         if not have_os:
             lines.append(f"OpenSlide: skipped ({why})")
         else:
-            import openslide
-
             results["openslide"] = bench_openslide(args.slide, spots, args.side)
             lines.append(f"OpenSlide {openslide.__library_version__} (openslide-python {openslide.__version__}): "
                          + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
