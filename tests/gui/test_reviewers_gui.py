@@ -1,0 +1,130 @@
+"""Two windows on one project (issue 30): the second opens the first's image read-only or
+takes it over after a question, each sees the other's decisions without reopening, and
+Review > Second opinion... records confirmations and disputes."""
+
+import pytest
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from pollenstudio.core.types import AnnotationStatus
+from pollenstudio.project import opinions as op
+
+
+def open_window(qtbot, tmp_path, project_dir, name):
+    from pollenstudio.gui.main_window import MainWindow
+
+    settings = QSettings(str(tmp_path / f"settings-{name}.ini"), QSettings.Format.IniFormat)
+    settings.setValue("review/reviewer_name", name)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
+        assert win.open_project(str(project_dir))
+    qtbot.waitUntil(lambda: not win.ctl.reads_pending(), timeout=5000)
+    return win
+
+
+@pytest.fixture
+def answer(monkeypatch):
+    """Answer the takeover question with the button named in ``answer.text``."""
+    class Answer:
+        text = "Open read-only"
+        asked: list = []
+
+    def exec_(box):
+        Answer.asked.append((box.text(), box.informativeText()))
+        next(b for b in box.buttons() if b.text() == Answer.text).click()
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", exec_)
+    return Answer
+
+
+def close_all(qtbot, *wins):
+    """Close after the windows' background reads (counts, queue) are over."""
+    for w in wins:
+        qtbot.waitUntil(lambda w=w: not w.ctl.reads_pending(), timeout=5000)
+    qtbot.wait(300)
+    for w in wins:
+        w.close()
+
+
+def proposals(win):
+    return [a for a in win.ctl.annotations() if a.status is AnnotationStatus.PROPOSED]
+
+
+def test_second_window_is_read_only_sees_edits_and_takes_over(qtbot, tmp_path, project_dir, answer):
+    anna = open_window(qtbot, tmp_path, project_dir, "Anna")
+    assert anna.ctl.project.reviewer == "Anna" and not anna.reviewers.read_only
+    ben = open_window(qtbot, tmp_path, project_dir, "Ben")
+    assert ben.ctl.image_id == anna.ctl.image_id  # both start on the same image
+    qtbot.waitUntil(lambda: ben.reviewers.read_only, timeout=3000)
+    qtbot.waitUntil(lambda: bool(answer.asked), timeout=3000)
+    text, more = answer.asked[0]
+    assert "Being reviewed by Anna since " in text and "take it over" in more
+    assert ben.reviewers.banner.isVisible() and "Read-only: Being reviewed by Anna" in ben.reviewers.banner.text()
+    assert ben.act_take_over.isEnabled()
+
+    # Anna accepts a grain: Ben's window shows it within the poll interval, without reopening
+    target = proposals(anna)[0]
+    anna.ctl.select(target.id)
+    anna.ctl.accept()
+    qtbot.waitUntil(lambda: next(a for a in ben.ctl.annotations() if a.id == target.id).status
+                    is AnnotationStatus.ACCEPTED, timeout=3000)
+    assert next(a for a in ben.ctl.annotations() if a.id == target.id).author == "Anna"
+
+    # Ben's own edit on Anna's image is refused in words, nothing changes
+    errors = []
+    ben.ctl.errorRaised.connect(lambda title, msg: errors.append(msg))
+    other = proposals(ben)[0]
+    ben.ctl.select(other.id)
+    ben.ctl.accept()
+    assert errors and "Being reviewed by Anna" in errors[-1]
+    assert ben.ctl.project.annotation(other.id).status is AnnotationStatus.PROPOSED
+
+    # Ben takes over: his edit goes through, Anna's window turns read-only
+    ben.act_take_over.trigger()
+    assert not ben.reviewers.read_only and not ben.reviewers.banner.isVisible()
+    ben.ctl.select(other.id)
+    ben.ctl.accept()
+    assert ben.ctl.project.annotation(other.id).author == "Ben"
+    qtbot.waitUntil(lambda: anna.reviewers.read_only, timeout=3000)
+    assert "Being reviewed by Ben" in anna.reviewers.banner.text()
+    qtbot.waitUntil(lambda: next(a for a in anna.ctl.annotations() if a.id == other.id).status
+                    is AnnotationStatus.ACCEPTED, timeout=3000)
+    close_all(qtbot, ben, anna)
+
+
+def test_takeover_answer_in_the_question(qtbot, tmp_path, project_dir, answer):
+    anna = open_window(qtbot, tmp_path, project_dir, "Anna")
+    answer.text = "Take over"
+    ben = open_window(qtbot, tmp_path, project_dir, "Ben")
+    qtbot.waitUntil(lambda: bool(answer.asked), timeout=3000)
+    assert not ben.reviewers.read_only
+    qtbot.waitUntil(lambda: anna.reviewers.read_only, timeout=3000)
+    close_all(qtbot, ben, anna)
+
+
+def test_second_opinion_pass_records_confirm_and_dispute(qtbot, tmp_path, project_dir, answer):
+    from pollenstudio.gui.reviewers import open_second_opinion
+
+    anna = open_window(qtbot, tmp_path, project_dir, "Anna")
+    ids = [a.id for a in proposals(anna)[:2]]
+    for aid in ids:
+        anna.ctl.select(aid)
+        anna.ctl.accept()
+    ben = open_window(qtbot, tmp_path, project_dir, "Ben")
+    dlg = open_second_opinion(ben)
+    assert [a.id for a in dlg.queue] == ids and "Named by <b>Anna</b>" in dlg.who.text()
+    assert not dlg.picture.pixmap().isNull()
+    dlg.confirm()
+    dlg.taxa.setCurrentIndex(dlg.taxa.findData(next(c.id for c in dlg.categories
+                                                    if c.id != dlg.current().category_id)))
+    dlg.dispute()
+    assert dlg.current() is None and dlg.name.text() == "Nothing left to check"
+    got = op.opinions(ben.ctl.project)
+    assert [(o.annotation_id, o.confirms, o.reviewer) for o in got] == [(ids[0], True, "Ben"), (ids[1], False, "Ben")]
+    assert "1 of 2 confirmed = 50 %" in dlg.agreement.text()
+    dlg.close()
+    close_all(qtbot, ben, anna)
