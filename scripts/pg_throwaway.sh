@@ -54,7 +54,7 @@ start)
     as_owner "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
         -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
-    as_owner psql -q -h "$dir" -p "$port" -U postgres -d postgres \
+    as_owner "$(find_bin psql)" -q -h "$dir" -p "$port" -U postgres -d postgres \
         -c "CREATE ROLE pollen_pw LOGIN PASSWORD 'pollen-pw-test'" >/dev/null
     echo "export PG_THROWAWAY_DIR=$dir"
     echo "export POLLENSTUDIO_TEST_PG=postgresql://postgres@127.0.0.1:$port/postgres"
