@@ -5,6 +5,7 @@ worst of repeated calls). No image files are needed: rows go in through the bulk
 importers use.
 
     python bench/store_scale.py [--images 10000] [--per-image 30] [--keep DIR]
+    python bench/store_scale.py --url postgresql://USER@HOST/DB   # the same on a server project (issue 30)
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--per-image", type=int, default=30)
     ap.add_argument("--keep", help="build the project here and keep it")
+    ap.add_argument("--url", help="build it on this PostgreSQL server (postgresql://USER@HOST/DB) instead of SQLite; "
+                                  "a fresh project, dropped afterwards unless --keep")
     args = ap.parse_args()
     rng = random.Random(0)
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="pollen_bench_"))
@@ -44,7 +47,10 @@ def main() -> None:
     statuses = ["proposed"] * 6 + ["accepted", "edited", "rejected", "added"]
 
     t0 = time.perf_counter()
-    p = Project.create(folder)
+    target = folder
+    if args.url:
+        target = f"{args.url}{'&' if '?' in args.url else '?'}project=bench_{int(time.time())}"
+    p = Project.create(target, image_root=folder) if args.url else Project.create(folder)
     cats = p.ensure_categories([f"Taxon {i:02d}" for i in range(20)])
     cat_ids = list(cats.values())
     images = [{"key": i, "path": f"slides/s{i // 100:03d}/img_{i:05d}.tif", "width": 2048, "height": 1536,
@@ -65,7 +71,11 @@ def main() -> None:
     t_insert = time.perf_counter() - t1
     print(f"created {p.image_count():,} images / {p.annotation_count():,} annotations: "
           f"{t_insert:.2f} s insert (+{t_gen:.2f} s generating rows in Python)")
-    db_mb = sum(f.stat().st_size for f in folder.glob("project.pollen*")) / 1e6
+    if args.url:
+        db_mb = float(p._q("SELECT SUM(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON "
+                     "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'").fetchone()[0]) / 1e6
+    else:
+        db_mb = sum(f.stat().st_size for f in folder.glob("project.pollen*")) / 1e6
     print(f"database size: {db_mb:.0f} MB")
 
     n = args.images
@@ -117,8 +127,13 @@ def main() -> None:
     print(f"CSV count report (all images): {time.perf_counter() - t3:.2f} s")
     p.close()
     t2 = time.perf_counter()
-    Project.open(folder).close()
+    Project.open(target).close()
     print(f"reopen: {(time.perf_counter() - t2) * 1000:.1f} ms")
+    if args.url and not args.keep:
+        import psycopg
+
+        with psycopg.connect(args.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{target.rsplit("=", 1)[1]}" CASCADE')
     if not args.keep:
         shutil.rmtree(base)
 
