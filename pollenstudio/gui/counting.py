@@ -153,6 +153,7 @@ class CountPanel(QWidget):
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._menu)
         self.table.setToolTip("Right-click a taxon: its role in the count (pollen sum, spore, marker, ...)")
+        self.table.setMinimumHeight(60)  # a short dock keeps room for the note below (fields traversed on slides)
         lay.addWidget(self.table, 1)
         self.note = QLabel()
         self.note.setWordWrap(True)

@@ -16,7 +16,7 @@ microscope, grain by grain across the slide, and the fields traversed in the cou
 - **Next grain**: on a slide, Tab / Shift+Tab (and the advance after A / X) follow the
   slide's proposals in meander order (:func:`meander_order`: by field, then by position in
   the field), never jumping back and forth by score across a 17,000 px scan; the view
-  centres on each.
+  centres on each. With nothing selected, Tab starts at the field shown.
 - **Count**: the Count dock says, for the slides of its sample, how many fields and how
   much area were traversed and how many confirmed grains lie in them, with the fields the
   target sum still needs at that rate (:func:`traverse_summary`).
@@ -48,7 +48,7 @@ DEFAULT_FIELD_PX = 1024  # field side without a grain-size calibration
 MIN_FIELD_PX = 256
 META_KEY = "slide_fields:{}"
 INDEX_KEY = "slide_fields"  # JSON list of the image ids that have a META_KEY entry
-DENSITY_CELLS = 64  # cells of the density map along the slide's longer side
+DENSITY_CELLS = 48  # cells of the density map along the slide's longer side
 
 
 # ------------------------------------------------------------------ plain logic
@@ -232,7 +232,9 @@ class SlideOverview(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumSize(200, 160)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)  # as tall as the slide's shape needs, the rest to the text
+        self.setSizePolicy(policy)
         self.setMouseTracking(True)
         self.setToolTip("The slide: proposals' density (warm), visited fields (green), the field shown (yellow), "
                         "the view (white). Click: centre the view there; double click: go to that field")
@@ -245,8 +247,16 @@ class SlideOverview(QWidget):
         self.view_rect: tuple[float, float, float, float] | None = None
         self.density: np.ndarray | None = None
 
+    def hasHeightForWidth(self) -> bool:
+        return self.size_px[0] > 0
+
+    def heightForWidth(self, w: int) -> int:
+        W, H = self.size_px
+        return int((w - 8) * H / W) + 8 if W > 0 else self.minimumHeight()
+
     def set_slide(self, thumb: np.ndarray | None, width: int, height: int) -> None:
         self.size_px = (int(width), int(height))
+        self.updateGeometry()
         if thumb is None:
             self._thumb = None
         else:
@@ -273,12 +283,16 @@ class SlideOverview(QWidget):
         if density is None or not density.size or density.max() <= 0:
             self._density = None
         else:
-            d = np.sqrt(density / density.max())  # a few grains in a cell still show
+            import cv2
+
+            # smoothed over about a cell, so it reads as a map of where grains are, not as dots
+            smooth = cv2.GaussianBlur(density.astype(np.float32), (0, 0), 0.8)
+            d = np.sqrt(smooth / max(float(smooth.max()), 1e-6))  # a few grains in a cell still show
             rgba = np.zeros(d.shape + (4,), np.uint8)
             rgba[..., 0] = 255
             rgba[..., 1] = (200 * (1 - d)).astype(np.uint8)
             rgba[..., 2] = 0
-            rgba[..., 3] = np.where(density > 0, 60 + 170 * d, 0).astype(np.uint8)
+            rgba[..., 3] = np.where(d > 0.08, 40 + 160 * d, 0).astype(np.uint8)
             rgba = np.ascontiguousarray(rgba)
             h, w = d.shape
             self._density = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
@@ -325,12 +339,14 @@ class SlideOverview(QWidget):
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             p.drawImage(target, self._thumb)
         if self._density is not None:
-            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-            p.drawImage(target, self._density)
-        visited_fill = QColor(60, 200, 90, 70)
+            p.drawImage(target, self._density)  # smooth scaling: a heat layer, not cells
+        visited_fill = QColor(60, 200, 90, 90)
+        p.setPen(QPen(QColor(80, 230, 110, 200), 1))
         for f in self.fields:
             if f.index in self.visited:
-                p.fillRect(QRectF(ox + f.x1 * s, oy + f.y1 * s, (f.x2 - f.x1) * s, (f.y2 - f.y1) * s), visited_fill)
+                r = QRectF(ox + f.x1 * s, oy + f.y1 * s, (f.x2 - f.x1) * s, (f.y2 - f.y1) * s)
+                p.fillRect(r, visited_fill)
+                p.drawRect(r.adjusted(0.5, 0.5, -0.5, -0.5))
         if len(self.fields) <= 2500:  # the grid, faint (a finer one would only grey the slide)
             p.setPen(QPen(QColor(255, 255, 255, 40), 1))
             cols = max((f.col for f in self.fields), default=-1) + 1
@@ -376,11 +392,12 @@ class SlidePanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         self.overview = SlideOverview(self)
-        lay.addWidget(self.overview, 1)
+        lay.addWidget(self.overview)
         self.info = QLabel(self)
         self.info.setWordWrap(True)
+        self.info.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.info.setText("Slide scans only: fields of view with ] / [, the proposals' density, Tab across the slide")
-        lay.addWidget(self.info)
+        lay.addWidget(self.info, 1)
 
 
 # ------------------------------------------------------------------ the review of a slide
@@ -575,7 +592,13 @@ class SlideReview(QObject):
         """``anns`` in meander order over the slide (Tab's order on a slide)."""
         W = self.panel.overview.size_px[0]
         idx = meander_order([a.box for a in anns], W, self.side)
-        return [anns[i] for i in idx]
+        ordered = [anns[i] for i in idx]
+        if self.current is not None:  # the cycle starts at the field shown: Tab from nothing selected goes on here
+            here = [k for k, a in enumerate(ordered)
+                    if (f := field_at(self.fields, self.side, *a.box.center)) is not None and f.index >= self.current]
+            if here:
+                ordered = ordered[here[0]:] + ordered[:here[0]]
+        return ordered
 
 
 def slide_notes(project, samples) -> dict[str, str]:
