@@ -53,9 +53,6 @@ def main() -> int:
     ap.add_argument("slide", nargs="?", default=str(DEFAULT_SLIDE))
     ap.add_argument("--pans", type=int, default=40)
     ap.add_argument("--zoom", type=float, default=1.0, help="screen px per image px while panning")
-    ap.add_argument("--list-thumbnails", choices=("app", "slide"), default="app",
-                    help="app: the image list makes its thumbnail as the app does; slide: from the slide's "
-                         "small level (what the canvas alone costs)")
     args = ap.parse_args()
     slide = Path(args.slide)
     if not slide.is_file():
@@ -66,20 +63,6 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    if args.list_thumbnails == "slide":
-        from PySide6.QtGui import QImage
-
-        from pollenstudio.core.imageio import to_uint8
-        from pollenstudio.core.slide import Slide
-        from pollenstudio.gui import image_list
-
-        def slide_thumbnail(path, size=image_list.THUMB):
-            with Slide.open(path) as s:
-                img = to_uint8(s.thumbnail(size))
-            h, w = img.shape[:2]
-            return QImage(img.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-
-        image_list._make_thumbnail = slide_thumbnail
     from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
 
@@ -121,7 +104,6 @@ def main() -> int:
         return True
 
     print(f"package: {Path(sys.modules['pollenstudio'].__file__).parent}")
-    print(f"image list thumbnails: {args.list_thumbnails}")
     print(f"slide: {slide.name}  RSS before opening: {_status()['VmRSS']} MB")
     _reset_peak()
     timer.start()

@@ -172,9 +172,6 @@ class ReviewController(QObject):
             self._unsubscribe = None
         if self.project is not None:
             self.project.close()
-            from pollenstudio.gui.pyramid import close_slides
-
-            close_slides()  # the open slide files of this project
         self.project = None
         self.image_id = None
         self.image_record = None

@@ -17,8 +17,6 @@ a slide may take a tenth of a second, so the canvas reads those off the GUI thre
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,7 +174,7 @@ class SlideImage:
     def __init__(self, slide, view=0, name: str = "", overview_max: int = OVERVIEW_MAX, token=None,
                  path: str | None = None):
         self.slide = slide
-        self.path = path  # to reopen the file when the shared slide was closed meanwhile
+        self.path = path  # the file (None: not known)
         self.view = view
         self.width, self.height = slide.width, slide.height
         self.bit_depth = slide.bit_depth
@@ -225,40 +223,11 @@ class SlideImage:
             if c1 <= c0 or r1 <= r0:
                 return None, (0.0, 0.0, 0.0, 0.0)
             return ov[r0:r1, c0:c1], (c0 * sx, r0 * sy, (c1 - c0) * sx, (r1 - r0) * sy)
-        return self._read(x1, y1, x2, y2, level)
-
-    def _read(self, x1, y1, x2, y2, level):
-        from pollenstudio.core.errors import ImageReadError
-
-        try:
-            return self.slide.region0(x1, y1, x2, y2, level, self.view)
-        except ImageReadError:
-            again = shared_slide(self.path) if self.path else None
-            if again is None or again is self.slide:
-                raise
-            self.slide = again  # closed to make room for another slide: read from the reopened one
-            return self.slide.region0(x1, y1, x2, y2, level, self.view)
+        return self.slide.region0(x1, y1, x2, y2, level, self.view)
 
     def window(self, x1: float, y1: float, x2: float, y2: float) -> tuple[np.ndarray | None, int, int]:
-        arr, (x, y, _w, _h) = self._read(max(0.0, x1), max(0.0, y1), x2, y2, 0)
+        arr, (x, y, _w, _h) = self.slide.region0(max(0.0, x1), max(0.0, y1), x2, y2, 0, self.view)
         return arr, int(round(x)), int(round(y))
-
-    def window_scaled(self, x1: float, y1: float, x2: float, y2: float, max_side: int):
-        """The rectangle read from the coarsest file level that still gives ``max_side`` px
-        on its longer side (a map of the whole slide must not read level 0):
-        ``(array, (x, y, w, h))`` with the image-px rectangle it covers."""
-        long_side = max(x2 - x1, y2 - y1, 1.0)
-        level = self.slide.level_for(max(1.0, long_side / max(1, max_side)))
-        return self._read(x1, y1, x2, y2, level)
-
-
-# Open slides, shared by the canvas, the focal-plane views and the jobs that read regions
-# (one file handle and one tile cache per slide); the least recently used is closed when
-# more are open than this.
-OPEN_SLIDES = 2
-_slides: OrderedDict = OrderedDict()
-_slides_lock = threading.Lock()
-_not_slides: set[str] = set()  # TIFF files found to be read whole (small, or no tiles)
 
 
 def is_slide_file(path, plane_files=None) -> bool:
@@ -268,47 +237,16 @@ def is_slide_file(path, plane_files=None) -> bool:
 
 
 def shared_slide(path, plane_files=None):
-    """The open :class:`~pollenstudio.core.slide.Slide` of ``path`` (opened on first use,
-    shared), or None when the file is no whole-slide image (it is then read whole, as
+    """The process's open :class:`~pollenstudio.core.slide.Slide` of ``path``
+    (``core.slide.shared_slide``: shared with thumbnails, crops and jobs; never closed here)
+    when it is a whole-slide file read by region, else None (the file is read whole, as
     before). Errors reading the file are ``ImageReadError``."""
     if not is_slide_file(path, plane_files):
         return None
-    from pollenstudio.core.slide import Slide
+    from pollenstudio.core.slide import shared_slide as core_shared
 
-    key = str(path)
-    with _slides_lock:
-        if key in _not_slides:
-            return None
-        hit = _slides.get(key)
-        if hit is not None:
-            _slides.move_to_end(key)
-            return hit
-    slide = Slide.open(key)
-    if not slide.lazy:
-        slide.close()
-        with _slides_lock:
-            _not_slides.add(key)
-        return None
-    with _slides_lock:
-        old = _slides.get(key)
-        if old is not None:  # another thread opened it meanwhile: keep one
-            slide.close()
-            return old
-        _slides[key] = slide
-        while len(_slides) > OPEN_SLIDES:
-            _, gone = _slides.popitem(last=False)
-            gone.close()  # a view still holding it reopens it (SlideImage._read)
-    return slide
-
-
-def close_slides() -> None:
-    """Close every shared slide (a project was closed)."""
-    with _slides_lock:
-        items = list(_slides.values())
-        _slides.clear()
-        _not_slides.clear()
-    for s in items:
-        s.close()
+    slide = core_shared(path)
+    return slide if slide.lazy else None
 
 
 def open_display(path, name: str = "", view=0, token=None):
