@@ -10,8 +10,9 @@ thumbnails, crops, detection) asks for the rectangle it needs.
 
 Why not zarr over ``tifffile.aszarr``: it would add a dependency (and zarr 2/3 API churn)
 for what ``TiffPage.decode`` and ``FileHandle.read_segments`` already do in a few lines;
-why not OpenSlide: it reads no OME-TIFF focal planes and no 16-bit data, and tifffile
-reads the same formats (measured in bench/whole_slide.py).
+why not OpenSlide: it reads no OME-TIFF focal planes and no 16-bit data, it does not see
+the SubIFD pyramid of the real slide (one level), and on that slide tifffile read random
+regions faster with identical pixels (bench/slide_reader.py, bench/results/slide_reader.txt).
 
 The same API serves every image a project holds, so callers need no second path: a JPEG or
 PNG field (small by nature) is decoded once on first use and cut from memory; a focal
