@@ -161,7 +161,47 @@ _V7 = """
 ALTER TABLE images ADD COLUMN grain_px REAL
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# v7 -> v8 (issue 30, several reviewers; project/reviewers.py, project/opinions.py): who
+# made each undo step (undo walks one's own steps), the image each window is reviewing
+# (claims expire when their heartbeat stops), other reviewers' names confirmed or disputed
+# (a second opinion: the taxon the first reviewer had, and the second reviewer's), and the
+# feed an SQLite project's windows read to see each other's edits (a server project sends
+# NOTIFY instead and leaves it empty).
+_V8 = """
+ALTER TABLE history ADD COLUMN author TEXT;
+CREATE INDEX history_author ON history(author, undone, id);
+CREATE TABLE claims (
+    image_id INTEGER PRIMARY KEY,
+    reviewer TEXT NOT NULL,
+    session TEXT NOT NULL,
+    since REAL NOT NULL,
+    heartbeat REAL NOT NULL
+);
+CREATE INDEX claims_session ON claims(session);
+CREATE TABLE opinions (
+    annotation_id INTEGER NOT NULL,
+    reviewer TEXT NOT NULL,
+    category_id INTEGER NOT NULL,
+    first_category_id INTEGER NOT NULL,
+    first_author TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (annotation_id, reviewer)
+);
+CREATE TABLE change_feed (
+    seq INTEGER PRIMARY KEY,
+    image_ids TEXT NOT NULL,
+    ann_ids TEXT,
+    cat_ids TEXT,
+    kind TEXT NOT NULL,
+    label TEXT,
+    author TEXT,
+    session TEXT NOT NULL,
+    target TEXT,
+    at REAL NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

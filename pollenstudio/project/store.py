@@ -28,6 +28,7 @@ change; the GUI adapts them to Qt signals.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ from pollenstudio.core.types import (
 )
 from pollenstudio.project import dialect as dia
 from pollenstudio.project import history as hist
+from pollenstudio.project import reviewers as rv
 from pollenstudio.project.merge import plan_merge
 from pollenstudio.project.schema import APP_ID, DB_NAME, SCHEMA_VERSION, migrate
 
@@ -70,6 +72,7 @@ _ANN_COLS = (
     "model_version_id, author, created, updated, run_id, plane"
 )
 _OBJECTS_SQL = sql_in(OBJECT_STATUSES)  # "what counts as a grain", for WHERE status IN ...
+_MINE = "(author = ? OR author IS NULL)"  # undo steps of this reviewer (steps before schema 8 have none)
 _IMG_COLS = ("id, path, width, height, bit_depth, channels, um_per_px, status, group_name, sha256, planes, plane_files, "
              "grain_px")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -131,6 +134,7 @@ class ChangeEvent:
     image_ids: tuple[int, ...] = ()
     annotation_ids: tuple[int, ...] = ()
     category_ids: tuple[int, ...] = ()
+    conflicts: tuple[str, ...] = ()  # undo/redo: rows left alone because another reviewer changed them
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,7 @@ class Project:
         self._pending: list[ChangeEvent] = []
         self._damaged: str = ""  # set when a damaged page was met: no more writes
         self.upgraded_from: tuple[int, Path] | None = None  # (old schema, copy kept) when open() upgraded it
+        rv.attach(self)  # reviewer name and session (several reviewers: project/reviewers.py)
 
     @property
     def location(self) -> str:
@@ -652,6 +657,7 @@ class Project:
                 raise self._db_error(exc) from None
             try:
                 yield self._conn
+                rv.publish(self, self._conn, self._pending)  # others see it once it commits
                 self._conn.execute("COMMIT")
             except BaseException as exc:
                 try:
@@ -684,12 +690,13 @@ class Project:
         changes = cmd.effective()
         if not changes:
             return
-        conn.execute("DELETE FROM history WHERE undone = 1")
-        conn.execute(
-            "INSERT INTO history(label, changes, undone, created) VALUES (?, ?, 0, ?)",
-            (cmd.label, cmd.to_json(), _now()),
-        )
         images = self._images_of_changes(conn, changes)
+        rv.check_claims(self, conn, images)  # another window is reviewing one of them: refused
+        conn.execute(f"DELETE FROM history WHERE undone = 1 AND {_MINE}", (self.reviewer,))
+        conn.execute(
+            "INSERT INTO history(label, changes, undone, created, author) VALUES (?, ?, 0, ?, ?)",
+            (cmd.label, cmd.to_json(), _now(), self.reviewer),
+        )
         self._refresh_status(images)
         # removing images: views reload their image lists instead of refreshing rows that are gone
         kind = "images" if any(t == "image_rows" for t, _, _, _ in changes) else cmd.label
@@ -724,6 +731,7 @@ class Project:
         self._cmd.record(table, row_id, before, hist.snapshot(conn, table, row_id))
 
     def _update_ann(self, ann_id: int, **cols) -> None:
+        rv.before_change(self, self._conn, ann_id, self._cmd.label)  # crossed another reviewer's edit: refused
         before = hist.snapshot(self._conn, "annotations", ann_id)
         if before is None:
             raise ProjectError(f"annotation {ann_id} does not exist (deleted or undone?)")
@@ -731,6 +739,7 @@ class Project:
         after.update(cols)
         if after != before:
             after["updated"] = _now()
+            rv.stamp(self, before, after)  # who decided
             self._set_row("annotations", ann_id, after)
 
     def _refresh_status(self, image_ids: Iterable[int] | None = None) -> None:
@@ -775,6 +784,11 @@ class Project:
         for ev in events:
             for cb in list(self._subscribers):
                 cb(ev)
+
+    def deliver(self, ev: ChangeEvent) -> None:
+        """Hand subscribers a change another reviewer committed (``project.reviewers``:
+        the change feed or NOTIFY), as if it had been made here."""
+        self._notify(ev)
 
     def _notify(self, ev: ChangeEvent) -> None:
         """Queue an event for after the current transaction (or send now if none)."""
@@ -1342,7 +1356,8 @@ class Project:
             now = _now()
             for aid in ids:
                 row = hist.snapshot(self._conn, "annotations", aid)
-                self._set_row("annotations", aid, {**row, "category_id": dst_id, "updated": now})
+                self._set_row("annotations", aid, {**row, "category_id": dst_id, "updated": now,
+                                                   "author": self.reviewer})
             for (child,) in self._conn.execute("SELECT id FROM categories WHERE parent_id = ?", (src_id,)).fetchall():
                 self._update_cat(child, parent_id=dst_id)
             self._set_row("categories", src_id, None)
@@ -1462,7 +1477,8 @@ class Project:
                 "INSERT INTO annotations(image_id, x1, y1, x2, y2, polygon, category_id, score, topk, margin, source, "
                 "status, model_version_id, run_id, author, created, updated, plane) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, 'human', 'added', NULL, NULL, ?, ?, ?, ?)",
-                (image_id, box.x1, box.y1, box.x2, box.y2, poly, category_id, author, now, now, plane),
+                (image_id, box.x1, box.y1, box.x2, box.y2, poly, category_id, author or self.reviewer, now, now,
+                 plane),
             )
             aid = cur.lastrowid
             cmd.record("annotations", aid, None, hist.snapshot(self._conn, "annotations", aid))
@@ -1600,6 +1616,7 @@ class Project:
             self.reject(ann_id)
             return
         with self._command("delete box"):
+            rv.before_change(self, self._conn, ann_id, "delete box")
             self._set_row("annotations", ann_id, None)
 
     def _set_status_many(self, label: str, ann_ids: list[int], status: AnnotationStatus) -> list[int]:
@@ -1634,17 +1651,21 @@ class Project:
 
     # ------------------------------------------------------------------ undo / redo
     def can_undo(self) -> bool:
-        return self._q("SELECT 1 FROM history WHERE undone = 0 LIMIT 1").fetchone() is not None
+        return self._q(f"SELECT 1 FROM history WHERE undone = 0 AND {_MINE} LIMIT 1",
+                       (self.reviewer,)).fetchone() is not None
 
     def can_redo(self) -> bool:
-        return self._q("SELECT 1 FROM history WHERE undone = 1 LIMIT 1").fetchone() is not None
+        return self._q(f"SELECT 1 FROM history WHERE undone = 1 AND {_MINE} LIMIT 1",
+                       (self.reviewer,)).fetchone() is not None
 
     def undo_label(self) -> str | None:
-        r = self._q("SELECT label FROM history WHERE undone = 0 ORDER BY id DESC LIMIT 1").fetchone()
+        r = self._q(f"SELECT label FROM history WHERE undone = 0 AND {_MINE} ORDER BY id DESC LIMIT 1",
+                    (self.reviewer,)).fetchone()
         return r[0] if r else None
 
     def redo_label(self) -> str | None:
-        r = self._q("SELECT label FROM history WHERE undone = 1 ORDER BY id ASC LIMIT 1").fetchone()
+        r = self._q(f"SELECT label FROM history WHERE undone = 1 AND {_MINE} ORDER BY id ASC LIMIT 1",
+                    (self.reviewer,)).fetchone()
         return r[0] if r else None
 
     def undo(self) -> ChangeEvent | None:
@@ -1659,21 +1680,24 @@ class Project:
             if self._cmd is not None:
                 raise ProjectError("cannot undo inside a batch of edits")
             with self._tx() as conn:
-                sql = ("SELECT id, label, changes FROM history WHERE undone = 0 ORDER BY id DESC LIMIT 1" if undo
-                       else "SELECT id, label, changes FROM history WHERE undone = 1 ORDER BY id ASC LIMIT 1")
-                row = conn.execute(sql).fetchone()
+                # a reviewer undoes their own steps only (steps from before schema 8 have no author)
+                sql = (f"SELECT id, label, changes FROM history WHERE undone = 0 AND {_MINE} ORDER BY id DESC LIMIT 1"
+                       if undo else
+                       f"SELECT id, label, changes FROM history WHERE undone = 1 AND {_MINE} ORDER BY id ASC LIMIT 1")
+                row = conn.execute(sql, (self.reviewer,)).fetchone()
                 if row is None:
                     return None
                 hid, label, text = row
                 changes = hist.Command.changes_from_json(text)
                 done = hist.apply(conn, changes, undo=undo)
+                crossed = rv.undo_conflicts(self, conn, changes, done, undo)
                 conn.execute("UPDATE history SET undone = ? WHERE id = ?", (1 if undo else 0, hid))
                 images = self._images_of_changes(conn, changes)
                 self._refresh_status(images)
                 kind = "undo" if undo else "redo"
                 if any(t == "image_rows" for t, _, _, _ in done):
                     kind = "images"  # images came back or went again: views reload their lists
-                ev = self._event(kind, done, images, label=label)
+                ev = dataclasses.replace(self._event(kind, done, images, label=label), conflicts=crossed)
                 self._pending.append(ev)
             return ev
 
@@ -2106,7 +2130,8 @@ class Project:
                 image_id, *a["box"].xyxy(), json.dumps(list(poly)) if poly is not None else None, a["category_id"],
                 score, json.dumps([list(t) for t in topk]) if topk else None, margin,
                 source, status,
-                a.get("model_version_id"), a.get("run_id"), a.get("author"), now, now, a.get("plane"),
+                a.get("model_version_id"), a.get("run_id"), a.get("author"), a.get("created") or now,
+                a.get("updated") or a.get("created") or now, a.get("plane"),
             ))
         # Building the indexes once after a big insert is about twice as fast as updating
         # them row by row; DROP/CREATE INDEX are transactional, so a failure rolls back too.
