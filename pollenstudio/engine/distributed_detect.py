@@ -43,6 +43,7 @@ from pollenstudio.core.errors import Cancelled, ProjectError
 from pollenstudio.core.progress import NullProgress
 from pollenstudio.project.detect_queue import DetectQueue, Job, worker_name
 
+MAX_REFUSALS = 5  # a batch the server refused this many times in a row ends the worker with the error
 POLL_S = 0.5  # how often a worker with nothing to claim looks again while others still hold claims
 
 # the settings that make a job: two launches with the same ones are the same job
@@ -67,6 +68,14 @@ class WorkerSummary:
         d = asdict(self)
         d["failed"] = [{"image": p, "error": e} for p, e in self.failed]
         return d
+
+
+def is_transient(exc: Exception) -> bool:
+    """A refusal the same transaction may not meet again: PostgreSQL broke a deadlock or a
+    serialization conflict by failing this side (nothing of it was saved), or SQLite stayed
+    busy past its timeout."""
+    text = str(exc).lower()
+    return any(w in text for w in ("deadlock detected", "could not serialize", "database is locked", "is busy"))
 
 
 def job_settings(project, model=None, *, conf: float, iou: float, tile="auto", imgsz=None, grain_size=None,
@@ -185,6 +194,7 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
     beat = _Heartbeat(queue, job_id, me)
     beat.start()
     t0 = time.perf_counter()
+    refusals = 0
     try:
         while True:
             progress.check()
@@ -203,11 +213,16 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
             try:
                 s = detect_project(marking, predictor, ids, progress=progress, stack_mode=p.get("stack_mode"),
                                    flip_pass=bool(p.get("flip_pass")))
-            except BaseException:
+            except BaseException as exc:
                 if marking.run_id is not None:  # a failed run took its writes back: they wait again
                     queue.undo_run(job_id, marking.run_id)
                 queue.settle(job_id, ids, worker=me)
+                if isinstance(exc, Exception) and is_transient(exc) and refusals < MAX_REFUSALS:
+                    refusals += 1  # the server gave up a transaction (a deadlock with a reviewer's edit): again
+                    time.sleep(0.1 * 2 ** refusals)
+                    continue
                 raise
+            refusals = 0
             summary.runs.append(s.run_id)
             summary.detected += s.done
             summary.proposals += s.proposals
