@@ -13,12 +13,16 @@ land over the new run's proposals.
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from pollenstudio.core import gcguard
+
+log = logging.getLogger(__name__)
 
 DETECT_SERIAL = threading.Lock()
 EXPLAIN_MAX_SIDE = 2048  # maps of huge images are computed on a copy at most this long
@@ -77,6 +81,27 @@ class _GuardedProject:
         return getattr(self._p, name)
 
 
+# Who watches detection's tiles as they finish (the slide review's live preview): objects
+# with ``tile_detected(project, image_id, tile, detections)``, called on the detection's
+# thread (they hand the boxes to the GUI thread themselves); held weakly.
+TILE_LISTENERS: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _tile_hook(project):
+    """``detect_project``'s ``on_tile`` for the listeners of this process, or None."""
+    if not TILE_LISTENERS:
+        return None
+
+    def on_tile(image_id: int, tile: int, detections) -> None:
+        for listener in list(TILE_LISTENERS):
+            try:
+                listener.tile_detected(project, image_id, tile, detections)
+            except Exception:  # a preview must never stop a detection
+                log.exception("tile preview failed")
+
+    return on_tile
+
+
 def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None,
                stack_mode: str = "edf", flip_pass: bool | None = False):
     """Load (or reuse) the active model and detect on ``image_ids`` (focal stacks on their EDF
@@ -92,8 +117,14 @@ def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batc
         token.check()
         if flip_pass is None:
             flip_pass = getattr(pred.device, "type", "cpu") != "cpu"
+        import inspect
+
+        hook = _tile_hook(project)
+        # boxes of each tile as it finishes (whole-slide scans), where the engine offers the hook
+        takes_hook = "on_tile" in inspect.signature(detect_project).parameters
+        extra = {"on_tile": hook} if hook is not None and takes_hook else {}
         summary = detect_project(_GuardedProject(project, token), pred, image_ids, progress=token,
-                                 stack_mode=stack_mode, flip_pass=flip_pass)
+                                 stack_mode=stack_mode, flip_pass=flip_pass, **extra)
     name = project.model_version(pred.model_version_id).name if pred.model_version_id else pred.source
     return summary, name, pred.device_description
 

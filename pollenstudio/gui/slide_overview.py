@@ -17,6 +17,10 @@ microscope, grain by grain across the slide, and the fields traversed in the cou
   slide's proposals in meander order (:func:`meander_order`: by field, then by position in
   the field), never jumping back and forth by score across a 17,000 px scan; the view
   centres on each. With nothing selected, Tab starts at the field shown.
+- **Proposals as they come**: while a detection runs tile by tile, each finished tile's
+  boxes (``model_jobs.TILE_LISTENERS``; before the fold across tile seams) are drawn on the
+  canvas as dashed previews and join the density map; the image's stored proposals replace
+  them when it is done.
 - **Count**: the Count dock says, for the slides of its sample, how many fields and how
   much area were traversed and how many confirmed grains lie in them, with the fields the
   target sum still needs at that rate (:func:`traverse_summary`).
@@ -31,10 +35,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -419,6 +425,20 @@ class SlideReview(QObject):
         self.current: int | None = None
         self.panel.overview.pointClicked.connect(self.centre_at)
         self.panel.overview.fieldRequested.connect(self.go_to_point_field)
+        # live preview of a running detection's tiles: filled on its thread, drawn here
+        import pyqtgraph as pg
+
+        self._incoming: deque = deque()
+        self._incoming_lock = threading.Lock()
+        self.preview: dict[int, list] = {}  # image id -> boxes of finished tiles not stored yet
+        self.preview_tiles: dict[int, int] = {}
+        self.preview_item = pg.PlotCurveItem(pen=pg.mkPen("#00e5ff", width=1.5, style=Qt.PenStyle.DashLine),
+                                             connect="pairs")
+        self.preview_item.setZValue(8)
+        self.canvas.vb.addItem(self.preview_item, ignoreBounds=True)
+        self._drain = QTimer(self)
+        self._drain.setInterval(250)
+        self._drain.timeout.connect(self._take_tiles)
 
     # -- state ------------------------------------------------------------------------
     @property
@@ -428,6 +448,8 @@ class SlideReview(QObject):
     def image_ready(self, img) -> None:
         """The canvas shows a new image: a slide gets its fields (kept ones restored)."""
         from pollenstudio.gui.pyramid import SlideImage
+
+        self._draw_preview()  # the previews of the image now on screen (none for most)
 
         p, iid = self.ctl.project, self.ctl.image_id
         if not isinstance(img, SlideImage) or p is None or iid is None:
@@ -474,6 +496,7 @@ class SlideReview(QObject):
         W, H = self.panel.overview.size_px
         anns = [a for a in self.ctl.annotations() if a.status.value != "rejected"]
         centres = [a.box.center for a in anns]
+        centres += [((x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in self.preview.get(self.image_id, [])]
         self.panel.overview.set_density(density_map(centres, W, H))
         self._say()
 
@@ -587,6 +610,67 @@ class SlideReview(QObject):
         else:
             c.set_zoom(c.zoom(), (x, y))
 
+    # -- a detection's tiles as they finish ----------------------------------------------------
+    def tile_detected(self, project, image_id: int, tile: int, detections) -> None:
+        """Called on the detection's thread after each tile (``model_jobs.TILE_LISTENERS``)."""
+        if project is not self.ctl.project:
+            return
+        boxes = [tuple(d.box.xyxy()) for d in detections]
+        with self._incoming_lock:
+            self._incoming.append((int(image_id), int(tile), boxes))
+
+    def _take_tiles(self) -> None:
+        with self._incoming_lock:
+            items = list(self._incoming)
+            self._incoming.clear()
+        if not items:
+            return
+        for iid, _tile, boxes in items:
+            self.preview.setdefault(iid, []).extend(boxes)
+            self.preview_tiles[iid] = self.preview_tiles.get(iid, 0) + 1
+        self._draw_preview()
+
+    def _start_draining(self) -> None:
+        if not self._drain.isActive():
+            self._drain.start()
+
+    def detection_ended(self, *_a) -> None:
+        """The run is over: its stored proposals are on screen; previews of tiles whose image
+        was not stored (a cancel) go (the next run resumes those tiles)."""
+        self._drain.stop()
+        with self._incoming_lock:
+            self._incoming.clear()
+        self.preview.clear()
+        self.preview_tiles.clear()
+        self._draw_preview()
+
+    def _draw_preview(self) -> None:
+        iid = self.ctl.image_id
+        boxes = self.preview.get(iid, []) if iid is not None else []
+        if not boxes:
+            self.preview_item.setData([], [])
+        else:
+            b = np.asarray(boxes, np.float64)
+            x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+            # four segments per box (connect="pairs")
+            xs = np.stack([x1, x2, x2, x2, x2, x1, x1, x1], 1).ravel()
+            ys = np.stack([y1, y1, y1, y2, y2, y2, y2, y1], 1).ravel()
+            self.preview_item.setData(xs, ys)
+        if self.active and iid == self.image_id:
+            self.refresh_density()
+            if boxes:
+                self.ctl.message.emit(f"Detecting: {plural(len(boxes), 'box')} on "
+                                      f"{plural(self.preview_tiles.get(iid, 0), 'tile')} so far (dashed until stored)")
+
+    def stored(self, ev) -> None:
+        """An image's proposals were written: its preview is replaced by them."""
+        done = [i for i in ev.image_ids if i in self.preview]
+        for i in done:
+            self.preview.pop(i, None)
+            self.preview_tiles.pop(i, None)
+        if done:
+            self._draw_preview()
+
     # -- grains across the slide ----------------------------------------------------------
     def order_annotations(self, anns):
         """``anns`` in meander order over the slide (Tab's order on a slide)."""
@@ -663,6 +747,13 @@ def install_slide_review(win) -> SlideReview:
     win.ctl.boxesChanged.connect(review.refresh_density)
     win.ctl.projectChanged.connect(review._clear)
     win.canvas.vb.sigRangeChanged.connect(review.view_changed)
+    from pollenstudio.gui import model_jobs
+
+    model_jobs.TILE_LISTENERS.add(review)  # a detection's tiles as they finish
+    win.models.detectStarted.connect(lambda _n: review._start_draining())
+    win.models.detectEnded.connect(review.detection_ended)
+    win.ctl.projectChanged.connect(review.detection_ended)  # previews belong to their project
+    win.ctl.storeChanged.connect(review.stored)
     counts = getattr(win, "counts", None)
     if counts is not None:  # fields traversed are part of the count: re-read once they change
         review.changed.connect(lambda: counts.ctl.project is not None and counts._timer.start())

@@ -360,3 +360,53 @@ def test_model_jobs_read_regions_of_a_slide(slide_project, tiny_model_path, monk
         box, _how = res
         assert box.x2 > 1000  # in the slide's frame, not the window's
     proj.close()
+
+
+def test_tiles_stream_into_the_view(slide_window, qtbot, monkeypatch):
+    """A detection's tiles reach the window as they finish (model_jobs' on_tile hook): dashed
+    previews on the canvas and in the density, replaced by the stored proposals."""
+    import threading
+
+    from pollenstudio.core.progress import CancelToken
+    from pollenstudio.gui import model_jobs
+
+    win, iid, _path = slide_window
+    sr = win.slide_review
+    p = win.ctl.project
+    before = sr.panel.overview.density.sum()
+    seen = []
+
+    def fake_detect_project(project, pred, image_ids, progress=None, stack_mode=None, flip_pass=False, on_tile=None):
+        assert on_tile is not None, "the GUI's tile hook was not passed to the detection"
+        on_tile(iid, 0, [Detection(Box(1000, 1000, 1060, 1060), 0, "pollen", 0.8)])
+        on_tile(iid, 1, [Detection(Box(2000, 1500, 2050, 1550), 0, "pollen", 0.7),
+                         Detection(Box(2100, 1500, 2150, 1550), 0, "pollen", 0.6)])
+        seen.append(True)
+        return "summary"
+
+    monkeypatch.setattr("pollenstudio.engine.detect_job.detect_project", fake_detect_project)
+
+    class Pred:
+        device = None
+        model_version_id = None
+        source = "fake"
+        device_description = "cpu"
+
+    class Cache:
+        def get(self, _project, _batch=None):
+            return Pred()
+
+    sr._start_draining()
+    t = threading.Thread(target=model_jobs.detect_job, args=(CancelToken(), p, Cache(), [iid]))
+    t.start()
+    t.join(10)
+    assert seen
+    qtbot.waitUntil(lambda: len(sr.preview.get(iid, [])) == 3, timeout=3000)
+    xs, _ys = sr.preview_item.getData()
+    assert len(xs) == 3 * 8 and 1000 in xs and 2150 in xs
+    assert sr.panel.overview.density.sum() == before + 3
+    # the image's proposals are stored: the previews go
+    p.write_proposals(iid, [Detection(Box(1000, 1000, 1060, 1060), 0, "pollen", 0.8)])
+    qtbot.waitUntil(lambda: iid not in sr.preview, timeout=3000)
+    xs, _ys = sr.preview_item.getData()
+    assert xs is None or len(xs) == 0
