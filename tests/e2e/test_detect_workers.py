@@ -76,7 +76,9 @@ def make_project(request, images, tmp_path):
         else:
             sep = "&" if "?" in PG else "?"
             target = f"{PG}{sep}project=dd_{uuid.uuid4().hex[:12]}"
-            with Project.create(target) as p:
+            # the workers (other processes) find the images under the same root
+            ENV["POLLENSTUDIO_IMAGE_ROOT"] = str(images)
+            with Project.create(target, image_root=images) as p:
                 p.add_folder(images)
         made.append(target)
         return target
@@ -84,10 +86,15 @@ def make_project(request, images, tmp_path):
     return make
 
 
+def _open(target) -> Project:
+    return Project.open(target, image_root=ENV.get("POLLENSTUDIO_IMAGE_ROOT")) if "://" in str(target) \
+        else Project.open(target)
+
+
 def _proposals(target) -> dict[str, list[tuple]]:
     """Per image file name, its annotations (status, taxon, box, score), sorted."""
     out: dict[str, list[tuple]] = {}
-    with Project.open(target) as p:
+    with _open(target) as p:
         names = {c.id: c.name for c in p.categories()}
         for rec in p.images():
             rows = [(a.status.value, names[a.category_id], *np.round(a.box.xyxy(), 1).tolist(),
@@ -248,11 +255,11 @@ def test_the_other_worker_takes_over_a_killed_workers_images(make_project, tiny_
 
 def test_a_workers_never_overwrite_a_persons_decisions(make_project, tiny_model_path, reference):
     target = make_project()
-    with Project.open(target) as p:
+    with _open(target) as p:
         recs = p.images()
-    res = _cli(target, tiny_model_path)  # proposals first, then a person decides some of them
+    res = _cli(target, tiny_model_path, "--workers", 1)  # proposals first, then a person decides some of them
     assert res.returncode == 0, res.stderr
-    with Project.open(target) as p:
+    with _open(target) as p:
         props = [a for r in recs for a in p.annotations(r.id) if a.status is AnnotationStatus.PROPOSED]
         accepted, rejected, moved = props[0], props[3], props[6]
         p.accept(accepted.id)
@@ -267,7 +274,7 @@ def test_a_workers_never_overwrite_a_persons_decisions(make_project, tiny_model_
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["skipped_now"] >= 4  # each decided grain was found again and left to the person
-    with Project.open(target) as p:
+    with _open(target) as p:
         for aid, before in decided.items():
             now = p.annotation(aid)
             assert (now.status, now.box, now.category_id, now.author) == (before.status, before.box,
