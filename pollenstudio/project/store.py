@@ -1145,8 +1145,10 @@ class Project:
         rec = image if isinstance(image, ImageRecord) else self.image(image)
         p = self.image_path(rec)
         if not p.is_file():
+            where = self.folder if self.server is None else f'"{self.location}"'
+            hint = "" if self.server is None else f" (or set {IMAGE_ROOT_ENV} to where this machine mounts {self.folder})"
             return (f"{rec.path}: file not found; if it was moved or renamed, run 'pollenstudio relink "
-                    f"{self.folder} SEARCH_DIR' (or File > Find missing images...)")
+                    f"{where} SEARCH_DIR' (or File > Find missing images...){hint}")
         row = self._q("SELECT size_bytes, added FROM images WHERE id = ?", (rec.id,)).fetchone()
         size, added = (row or (None, None))
         try:

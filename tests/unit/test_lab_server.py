@@ -171,6 +171,9 @@ def test_each_workstation_maps_the_image_root(tmp_path, server, monkeypatch):
         assert p.image_path(p.images()[0]) == (tmp_path / "mount_b" / "s1" / "x.png").resolve()
     with Project.open(url, image_root=tmp_path / "mount_a") as p:
         assert p.image_path(p.images()[0]) == (tmp_path / "mount_a" / "s1" / "x.png").resolve()
+    with Project.open(url, image_root=tmp_path / "not_mounted") as p:  # says how to fix it, in words
+        problem = p.file_problem(p.images()[0])
+        assert f"relink \"{p.location}\" SEARCH_DIR" in problem and "POLLENSTUDIO_IMAGE_ROOT" in problem
 
 
 def test_refusals_are_in_words(tmp_path, server, pg_url):
