@@ -200,6 +200,7 @@ def run(args) -> int:
             + (f", {len(summary.failed)} of {summary.images} image(s) failed (named above)" if summary.failed else "")
             + (f", {summary.tiles_skipped} of {summary.tiles} tiles skipped as blank "
                f"({100.0 * summary.tiles_skipped / summary.tiles:.0f} %)" if summary.tiles_skipped else "")
+            + (f", {summary.tiles_resumed} tiles kept from an interrupted run" if summary.tiles_resumed else "")
             + f" in {summary.seconds:.1f} s"
         )
     if summary.cancelled:

@@ -11,13 +11,30 @@ composite (``stack_mode="edf"``, the default: one pass, every grain sharp), or o
 plane (``"planes"``: one pass per plane, the boxes of one grain on several planes merged by
 IoU so each grain is reported once). Either way each proposal records the plane where its
 box is sharpest (``core.stack.sharpest_planes``).
+
+Whole-slide scans (issue 29) are detected tile by tile from the file (``engine.predict``),
+and a slide of a thousand tiles must not start again from its first tile after a cancel or
+a crash. The store keeps its all-or-nothing rule per image (an image's proposals are written
+in one transaction once all its tiles are done, and a failed run takes its writes back), so
+finished tiles are kept *outside* the store, in a tile journal per image
+(:class:`TileJournal`: ``<project>/models/tile-journal/<image sha>-<plan key>.jsonl``, one
+line per finished tile with its raw boxes). Committing per batch of tiles instead would put
+half an image's proposals in the store, which the merge rule (a new run replaces an image's
+undecided proposals) and the reviewers (an image that looks done) would both misread. The
+next ``pollenstudio detect`` of the image (or Detect in the app) with the same model,
+thresholds, tile plan and calibration reads the journal back and runs only the tiles
+missing from it; the journal is removed once the image's proposals are stored. Journals of
+other settings for the same image are removed when a new one starts, so they never pile up.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from pollenstudio.core.errors import Cancelled, ImageReadError
 from pollenstudio.core.progress import NullProgress, Progress
@@ -48,6 +65,7 @@ class DetectSummary:
     stack_mode: str = "edf"  # "edf" (composite) or "planes" (every plane, merged)
     tiles: int = 0  # model inputs planned over all images (1 per untiled image)
     tiles_skipped: int = 0  # of them, tiles not run because they held only background
+    tiles_resumed: int = 0  # of them, tiles taken from a tile journal (run before a cancel or crash)
     size_dropped: int = 0  # boxes far outside the calibrated grain size, dropped (engine.scale.size_weights)
     # (image path, words): images whose known grains are far off the size they are calibrated to
     size_warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -79,6 +97,7 @@ def detect_project(
     on_image: Callable[[int, list], None] | None = None,
     stack_mode: str = "edf",
     flip_pass: bool = False,
+    on_tile: Callable[[int, int, list], None] | None = None,
 ) -> DetectSummary:
     """Detect on ``image_ids`` (default: all images) and write proposals.
 
@@ -96,7 +115,14 @@ def detect_project(
     Every proposal is stored with its *doubt* for "review this next"
     (:mod:`pollenstudio.engine.review_order`). ``flip_pass`` runs the model a second time on
     the horizontally flipped image so the doubt includes the two passes' disagreement: it
-    doubles the model time of the job (decode and calibration included), so it is an option.
+    doubles the model time of the job (decode and calibration included), so it is an option
+    (not for whole-slide scans, which are never read whole: their proposals get no flip doubt).
+
+    Tiled images (whole-slide scans above all): ``on_tile(image_id, tile, detections)`` is
+    called after each model tile with that tile's boxes (image pixels, before the fold across
+    tile seams: a preview the image's stored proposals replace, for a view that shows them
+    as they come); tiles finished before a cancel or crash are not run again by the next
+    run (module docstring, ``summary.tiles_resumed``).
     """
     if stack_mode not in STACK_MODES:
         raise ValueError(f"stack_mode must be one of {', '.join(STACK_MODES)}, got {stack_mode!r}")
@@ -172,6 +198,20 @@ def detect_project(
         if stacks:  # the progress count covers the stacks that come after the single images
             extra["total"] = len(records) + len(stacks)
 
+        journals: dict[int, TileJournal] = {}
+        folder = TileJournal.folder_of(project)
+        import inspect
+
+        hooks = inspect.signature(predictor.iter_predict).parameters  # any predictor-like object works
+        if folder is not None and "journal" in hooks:
+            def journal(i: int, plan: dict):
+                journals[i] = TileJournal.open(folder, records[i].sha256 or records[i].path, plan)
+                return journals[i]
+
+            extra["journal"] = journal
+        if on_tile is not None and "on_tile" in hooks:
+            extra["on_tile"] = lambda i, k, dets: on_tile(records[i].id, k, dets)
+
         def results():
             yield from ((records[res.index], res) for res in predictor.iter_predict(paths, progress, names=names,
                                                                                      **extra))
@@ -186,7 +226,8 @@ def detect_project(
                 summary.failed.append((rec.path, res.error))
                 continue
             flipped = None
-            if flip_pass and not rec.is_stack:  # a stack's proposals come from its EDF view or planes
+            if flip_pass and not rec.is_stack and not _whole_slide(paths[res.index]):
+                # a stack's proposals come from its EDF view or planes; a whole slide is never read whole
                 progress.check()
                 flipped = _flipped_pass(predictor, paths[res.index], names[res.index],
                                         ok_sizes[res.index] if "grain_sizes" in extra else None, band)
@@ -196,7 +237,10 @@ def detect_project(
                                          flip_unmatched=unmatched if flipped is not None else None,
                                          journal=True)
             created.extend(pr.categories_created)
+            if not rec.is_stack and res.index in journals:  # its tiles are in the store now
+                journals.pop(res.index).remove()
             summary.done += 1
+            summary.tiles_resumed += getattr(res, "resumed", 0)
             summary.merged += getattr(res, "merged", 0)
             summary.tiles += getattr(res, "tiles", 1)
             summary.tiles_skipped += getattr(res, "skipped", 0)
@@ -239,6 +283,97 @@ def detect_project(
     _forget(project, run_id)
     _finish(project, summary, status, t0, predictor)
     return summary
+
+
+class TileJournal:
+    """The finished tiles of one tiled image, kept on disk until its proposals are stored
+    (module docstring). One JSON line per tile: its index, whether the model's own cap was
+    hit, and its raw boxes (in the pixels the tiles were cut from, scores, classes, class
+    probabilities, pyramid levels), exactly as the predictor found them, so a resumed image
+    gives the same proposals as an uninterrupted run. The first line holds the plan the
+    tiles belong to. A line cut short by a crash is ignored (that tile runs again). Lines are
+    flushed to the operating system per tile, not synced to the disk: a power cut may cost
+    the last few tiles, never a wrong box."""
+
+    DIR = ("models", "tile-journal")
+
+    def __init__(self, path: Path, plan: dict):
+        self.path, self.plan = Path(path), plan
+
+    @classmethod
+    def folder_of(cls, project) -> Path | None:
+        folder = getattr(project, "folder", None)
+        return None if folder is None else Path(folder).joinpath(*cls.DIR)
+
+    @classmethod
+    def open(cls, folder: Path, image_key: str, plan: dict) -> "TileJournal":
+        """The journal of an image (``image_key``: its SHA-256) for tiles of ``plan``;
+        journals of the same image under other plans are removed."""
+        plan = json.loads(json.dumps(plan, sort_keys=True, default=str))
+        img = hashlib.sha256(str(image_key).encode()).hexdigest()[:16] if len(str(image_key)) != 64 else str(image_key)[:16]
+        key = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(folder) / f"{img}-{key}.jsonl"
+        if Path(folder).is_dir():
+            for old in Path(folder).glob(f"{img}-*.jsonl"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        return cls(path, plan)
+
+    def done(self) -> dict[int, tuple]:
+        """{tile: (boxes, scores, classes, probs, levels, capped)} of the tiles on disk."""
+        import numpy as np
+
+        out: dict[int, tuple] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return out
+        try:
+            if not lines or json.loads(lines[0]).get("plan") != self.plan:
+                return out  # not this plan's (a hash collision or a hand-made file): start afresh
+        except (ValueError, AttributeError):
+            return out
+        for line in lines[1:]:
+            try:
+                d = json.loads(line)
+                k, rows = int(d["tile"]), d["boxes"]
+                nc = int(d["nc"])
+                b = np.asarray([r[:4] for r in rows], np.float64).reshape(-1, 4)
+                out[k] = (b, np.asarray([r[4] for r in rows], np.float32),
+                          np.asarray([r[5] for r in rows], np.int64),
+                          np.asarray([r[7:] for r in rows], np.float32).reshape(-1, nc),
+                          np.asarray([r[6] for r in rows], np.int64), bool(d["capped"]))
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue  # cut short by a crash
+        return out
+
+    def add(self, tile: int, part, capped: bool) -> None:
+        """Record one finished tile (``part``: boxes, scores, classes, probs, levels)."""
+        boxes, scores, classes, probs, levels = part[:5]
+        rows = [[*(float(v) for v in boxes[i]), float(scores[i]), int(classes[i]), int(levels[i]),
+                 *(float(v) for v in probs[i])] for i in range(len(scores))]
+        nc = int(probs.shape[1]) if getattr(probs, "ndim", 1) == 2 else 0
+        size = self.path.stat().st_size if self.path.is_file() else 0
+        if not size:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [] if size else [json.dumps({"plan": self.plan}, sort_keys=True)]
+        lines.append(json.dumps({"tile": int(tile), "capped": bool(capped), "nc": nc, "boxes": rows}))
+        with open(self.path, "a+b") as f:
+            if size:  # a line a crash cut short is ended here (and skipped when read)
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    lines.insert(0, "")
+            f.write(("\n".join(lines) + "\n").encode("utf-8"))
+            f.flush()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _whole_slide(path) -> bool:
+    from pollenstudio.core.slide import is_whole_slide
+
+    return is_whole_slide(path)
 
 
 def _forget(project, run_id: int) -> None:

@@ -13,6 +13,21 @@ Work is cut into *units* (a whole image letterboxed to the model input, or one t
 large image) and units of consecutive images share batches. ``progress.check()`` runs
 before each batch, so a cancel stops the job within one batch; an image's result is only
 yielded once all its tiles are done, so a consumer never sees half an image.
+
+Whole-slide scans (``core.slide.Slide.lazy``: a pyramidal or very large tiled TIFF, given
+as a path or an open ``Slide``) are never decoded whole: each model tile is read from the
+file as a region (with its overlap, at the calibrated scale: from the pyramid level nearest
+the needed scale, then resized), blank tiles are judged from a low-resolution level of the
+file (:func:`slide_content_map`), and the tiles' boxes are folded across seams exactly as
+for a decoded image. Memory is one tile, one batch and the content map (bounded by
+``MAX_MAP_CELLS``), whatever the slide's size. Every other image takes the decoded path.
+
+Hooks for long images (``iter_predict``): ``on_tile(index, tile, detections)`` is called
+after every model tile with that tile's own boxes in image pixels (before the seam fold:
+a preview for a view, not proposals); ``journal(index, plan)`` may hand back a tile
+journal (``engine.detect_job.TileJournal``) so finished tiles are kept on disk and not run
+again after a cancel or a crash. While a tiled image is in flight the progress message is
+``"<name>: tile 312 of 1,147 · 2 min left"`` (:func:`tile_progress` reads it back).
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,16 +60,32 @@ from pollenstudio.engine.tiling import (
 )
 
 DEFAULT_OVERLAP = 0.25  # share of the tile side; >= the largest grain at 640 px tiles
-TILE_PROGRESS = "{name}: tile {k}/{n}"  # progress message while a tiled image is in flight
+TILE_PROGRESS = "{name}: tile {k:,} of {n:,}"  # progress message while a tiled image is in flight (+ " · ETA")
+MAX_MAP_CELLS = 24_000_000  # blank-tile content map of a slide: at most this many cells (coarser beyond)
 
 
 def tile_progress(message: str) -> tuple[str, int, int] | None:
     """(image name, tiles done, tiles) from a progress message written while a tiled image
-    was in flight, else None: lets a progress bar move within one large scan."""
+    was in flight (``"name: tile 312 of 1,147 · 2 min left"``, or the older ``"name: tile
+    312/1147"``), else None: lets a progress bar move within one large scan."""
     import re
 
-    m = re.fullmatch(r"(.*): tile (\d+)/(\d+)", message or "")
-    return None if m is None else (m.group(1), int(m.group(2)), int(m.group(3)))
+    m = re.fullmatch(r"(.*): tile ([\d,]+)(?:/| of )([\d,]+)(?: · .*)?", message or "")
+    if m is None:
+        return None
+    return m.group(1), int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))
+
+
+def format_left(seconds: float | None) -> str:
+    """"2 min left", "40 s left", "1 h 05 min left"; "" when unknown."""
+    if seconds is None or not np.isfinite(seconds):
+        return ""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s left"
+    if s < 3600:
+        return f"{int(round(s / 60))} min left"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min left"
 
 
 class DeviceUnavailableError(PollenStudioError):
@@ -161,6 +192,7 @@ class ImageResult:
     merged: int = 0  # boxes folded into another box on the same grain (their taxa kept in top-k)
     skipped: int = 0  # tiles not run because they hold nothing (plain background), of ``tiles``
     size_dropped: int = 0  # boxes far outside the calibrated grain size, dropped (engine.scale.size_weights)
+    resumed: int = 0  # tiles whose boxes came from a tile journal (run before a cancel or crash), of ``tiles``
 
     @property
     def capped(self) -> bool:
@@ -185,6 +217,13 @@ class _ImageState:
     units_capped: int = 0  # units whose own output hit max_det (more may have been there)
     skipped: int = 0  # blank tiles not run
     image: np.ndarray | None = None  # the decoded image, kept only while a taxon classifier needs its crops
+    slide: object | None = None  # a whole-slide source (core.slide.Slide), read by region
+    own_slide: bool = False  # opened here from a path: closed when the image is done
+    journal: object | None = None  # its tile journal (finished tiles on disk), or None
+    resumed: int = 0  # tiles taken from the journal
+    on_tile: object | None = None  # callback(index, tile, detections) after each tile
+    t_run: float = 0.0  # when its first tile ran in this session (for the ETA)
+    ran: int = 0  # tiles run in this session
 
     @property
     def complete(self) -> bool:
@@ -477,8 +516,12 @@ class Predictor:
         total: int | None = None,
         grain_sizes: Sequence[float | None] | None = None,
         size_band: tuple[float, float] | None = None,
+        on_tile: Callable[[int, int, list[Detection]], None] | None = None,
+        journal: Callable[[int, dict], object | None] | None = None,
     ) -> Iterator[ImageResult]:
-        """Yield one :class:`ImageResult` per source (array or path), in input order.
+        """Yield one :class:`ImageResult` per source (array, path or ``core.slide.Slide``),
+        in input order. A whole-slide file (``Slide.lazy``) is read tile by tile from the
+        file (module docstring); everything else is decoded.
 
         ``grain_sizes``: per source, its typical grain diameter in pixels (None: the
         predictor's own ``grain_size``, and without that no calibration). On a calibrated
@@ -486,6 +529,15 @@ class Predictor:
         (:func:`pollenstudio.engine.scale.size_weights` within ``size_band``, default
         ``SIZE_BAND``); one that falls below ``conf`` is dropped and counted in
         ``ImageResult.size_dropped``.
+
+        ``on_tile(index, tile, detections)``: after each model tile of a tiled source, that
+        tile's boxes (image pixels, detector labels, before the fold across tile seams and
+        the taxon classifier): for a view to show proposals as they come; the image's
+        result replaces them. ``journal(index, plan)``: for a tiled source, an object with
+        ``done() -> {tile: part}`` and ``add(tile, part, capped)`` (see
+        ``engine.detect_job.TileJournal``) or None; ``plan`` is what its tiles depend on
+        (geometry, calibration, thresholds, model), so a journal of other settings is not
+        used. Tiles already in it are not run again.
 
         A file that cannot be read gives a result with ``error`` naming it; the run goes on.
         ``progress.check()`` before every batch raises ``Cancelled`` within one batch of a
@@ -498,52 +550,69 @@ class Predictor:
         pending: deque[_ImageState] = deque()
         batch: list = []
         done = 0
-        for state, unit in self._units(sources, names, progress, grain_sizes, size_band):
-            if not pending or pending[-1] is not state:
-                pending.append(state)
-            if unit is not None:
-                batch.append((state, unit))
-            if len(batch) >= self.batch:
+        try:
+            for state, unit in self._units(sources, names, progress, grain_sizes, size_band, on_tile, journal):
+                if not pending or pending[-1] is not state:
+                    pending.append(state)
+                if unit is not None:
+                    batch.append((state, unit))
+                if len(batch) >= self.batch:
+                    progress.check()
+                    self._run_batch(batch)
+                    batch = []
+                    self._report_tiles(pending, done, total, progress)
+                while pending and pending[0].complete:
+                    s = pending.popleft()
+                    done += 1
+                    yield self._finish(s)
+                    progress.update(done, max(total, done), s.name)
+            if batch:
                 progress.check()
                 self._run_batch(batch)
-                batch = []
-                self._report_tiles(pending, done, total, progress)
-            while pending and pending[0].complete:
+            while pending:
                 s = pending.popleft()
                 done += 1
                 yield self._finish(s)
                 progress.update(done, max(total, done), s.name)
-        if batch:
-            progress.check()
-            self._run_batch(batch)
-        while pending:
-            s = pending.popleft()
-            done += 1
-            yield self._finish(s)
-            progress.update(done, max(total, done), s.name)
+        finally:
+            for s in pending:  # cancelled or abandoned: release the slides opened here
+                _release(s)
 
     @staticmethod
     def _report_tiles(pending, done: int, total: int, progress) -> None:
-        """A tiled image takes many batches: say how far into it the run is (images done
-        stay the count; the message carries the tiles, see :func:`tile_progress`)."""
+        """A tiled image takes many batches: say how far into it the run is and how long
+        the rest of it will take (images done stay the count; the message carries the
+        tiles, see :func:`tile_progress`)."""
         if pending and pending[0].tiles and not pending[0].complete:
             s = pending[0]
-            progress.update(done, max(total, done + 1), TILE_PROGRESS.format(name=s.name, k=s.received, n=s.expected))
+            msg = TILE_PROGRESS.format(name=s.name, k=s.received, n=s.expected)
+            if s.ran:
+                left = format_left((time.perf_counter() - s.t_run) / s.ran * (s.expected - s.received))
+                msg += f" · {left}" if left else ""
+            progress.update(done, max(total, done + 1), msg)
 
     # -- internals -----------------------------------------------------------------------
-    def _units(self, sources: Iterable, names, progress, grain_sizes=None,
-               size_band=None) -> Iterator[tuple[_ImageState, tuple | None]]:
-        """Decode each source lazily and cut it into model inputs (memory: one image + one batch)."""
+    def _units(self, sources: Iterable, names, progress, grain_sizes=None, size_band=None, on_tile=None,
+               journal=None) -> Iterator[tuple[_ImageState, tuple | None]]:
+        """Decode each source lazily and cut it into model inputs (memory: one image + one
+        batch; a whole slide: one tile + one batch + its content map)."""
         from pollenstudio.engine.scale import Resample
 
         for i, src in enumerate(sources):
-            name = names[i] if names is not None else (Path(src).name if isinstance(src, (str, os.PathLike)) else f"image {i}")
-            state = _ImageState(index=i, name=name)
+            name = names[i] if names is not None else (
+                Path(src).name if isinstance(src, (str, os.PathLike)) else getattr(src, "name", None) or f"image {i}")
+            state = _ImageState(index=i, name=name, on_tile=on_tile)
             progress.check()  # a huge image can take a while to decode: stop before it
+            grain = grain_sizes[i] if grain_sizes is not None and grain_sizes[i] is not None else self.grain_size
             t0 = time.perf_counter()
             try:
+                slide = _lazy_slide(src, state)
+                if slide is not None:
+                    yield from self._slide_units(state, slide, grain, size_band, journal, t0)
+                    continue
                 img = read_image(src) if isinstance(src, (str, os.PathLike)) else self._check_array(src, name)
             except ImageReadError as exc:
+                _release(state)
                 state.error = str(exc)
                 state.expected = 0
                 yield state, None
@@ -555,7 +624,6 @@ class Predictor:
             rng = intensity_range(img)  # whole-image scaling, shared by all its tiles
             if self.taxa is not None:
                 state.image = img  # the classifier crops grains from it (original pixels)
-            grain = grain_sizes[i] if grain_sizes is not None and grain_sizes[i] is not None else self.grain_size
             if grain is not None:
                 # calibrated: resample so grains have the trained size, then run at native
                 # resolution (tiles if larger than the input, padded, never stretched, if not)
@@ -578,9 +646,9 @@ class Predictor:
                 blank = blank_tiles(state.tiles, content_map(img, rng, min_extent=self.speck_px))
                 run = [k for k in run if not blank[k]]
                 state.skipped = len(state.tiles) - len(run)
-            state.expected = len(run)
+            run = self._resume(state, run, w, h, tile, journal)
             self.timings["preprocess"] += time.perf_counter() - t1
-            if not run:  # nothing but background: the image is done with no unit
+            if state.complete:  # nothing but background (or every tile journaled): done with no unit
                 yield state, None
                 continue
             for k in run:
@@ -590,6 +658,91 @@ class Predictor:
                 arr, lb = letterbox(crop, self.imgsz, origin=(t.x0, t.y0))
                 self.timings["preprocess"] += time.perf_counter() - t2
                 yield state, (arr, lb, k)
+
+    def _slide_units(self, state: _ImageState, slide, grain, size_band, journal, t0):
+        """Model inputs of a whole-slide file, each read from the file as a region (the
+        decoded path of :meth:`_units`, region by region; same plan, same fold)."""
+        from pollenstudio.engine.scale import Resample
+
+        w, h = slide.width, slide.height
+        state.width, state.height = w, h
+        rng = None if slide.bit_depth == 8 else intensity_range(slide.thumbnail(1024))
+        if grain is not None:
+            state.resample = Resample.by(w, h, self.resample_factor(grain))
+            state.grain, state.band = float(grain), size_band
+            w, h = state.resample.dst_w, state.resample.dst_h
+            tile = self.imgsz if max(w, h) > self.imgsz else None
+        else:
+            tile = resolve_tile_size(self.tile, w, h, self.imgsz)
+        reader = SlideReader(slide, w, h)
+        t1 = time.perf_counter()
+        self.timings["decode"] += t1 - t0
+        if tile is None:  # the whole slide fits one model input: read it at that scale
+            img = reader.read(0, 0, w, h)
+            state.expected = 1
+            arr, lb = letterbox(to_model_uint8(img, rng), self.imgsz, upscale=state.resample is None)
+            del img
+            self.timings["preprocess"] += time.perf_counter() - t1
+            yield state, (arr, lb, 0)
+            return
+        state.tiles = plan_tiles(w, h, tile, int(round(tile * self.overlap)))
+        run = list(range(len(state.tiles)))
+        if self.skip_blank:
+            cmap, step = slide_content_map(reader, rng, min_extent=self.speck_px)
+            blank = blank_tiles(state.tiles, cmap, step)
+            del cmap
+            run = [k for k in run if not blank[k]]
+            state.skipped = len(state.tiles) - len(run)
+        run = self._resume(state, run, w, h, tile, journal)
+        self.timings["preprocess"] += time.perf_counter() - t1
+        if state.complete:
+            yield state, None
+            return
+        for k in run:
+            t = state.tiles[k]
+            t2 = time.perf_counter()
+            crop = reader.read(t.x0, t.y0, t.width, t.height)
+            t3 = time.perf_counter()
+            arr, lb = letterbox(to_model_uint8(crop, rng), self.imgsz, origin=(t.x0, t.y0))
+            del crop
+            self.timings["decode"] += t3 - t2
+            self.timings["preprocess"] += time.perf_counter() - t3
+            yield state, (arr, lb, k)
+
+    def plan_key(self, width: int, height: int, tile: int, resample=None) -> dict:
+        """What the boxes of one image's tiles depend on (a tile journal of other settings
+        is not reused): the model and its thresholds, the tile plan and the calibration."""
+        return {
+            "model": str(self.source), "model_version": self.model_version_id,
+            "model_file": _file_stamp(self.source), "backend": self.backend,
+            "imgsz": self.imgsz, "conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+            "tile": int(tile), "overlap": self.overlap, "size": [int(width), int(height)],
+            "resample": None if resample is None else [resample.dst_w, resample.dst_h],
+            "reg_max": int(getattr(self.cfg, "reg_max", 0)), "classes": len(self.cfg.class_names),
+        }
+
+    def _resume(self, state: _ImageState, run: list[int], w: int, h: int, tile: int, journal) -> list[int]:
+        """Tiles of ``run`` still to run: those in the image's tile journal come back from
+        it (their boxes as they were found) and count as received."""
+        state.expected = len(run)
+        if journal is None:
+            return run
+        state.journal = journal(state.index, self.plan_key(w, h, tile, state.resample))
+        if state.journal is None:
+            return run
+        done = state.journal.done()
+        todo = []
+        for k in run:
+            part = done.get(k)
+            if part is None:
+                todo.append(k)
+                continue
+            boxes, scores, classes, probs, levels, capped = part
+            state.parts.append((boxes, scores, classes, probs, levels, np.full(len(scores), k, np.int64)))
+            state.units_capped += int(capped)
+            state.received += 1
+            state.resumed += 1
+        return todo
 
     @staticmethod
     def _check_array(img, name: str) -> np.ndarray:
@@ -651,19 +804,27 @@ class Predictor:
             raw_area = np.clip(raw[:, 2] - raw[:, 0], 0, None) * np.clip(raw[:, 3] - raw[:, 1], 0, None)
             kept_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * lb.scale**2
             inside = kept_area >= 0.5 * raw_area
-            state.parts.append(
-                (
-                    boxes[inside],
-                    p.scores.detach().float().cpu().numpy()[inside],
-                    p.classes.detach().cpu().numpy().astype(np.int64)[inside],
-                    p.probs.detach().float().cpu().numpy()[inside],
-                    p.levels.detach().cpu().numpy().astype(np.int64)[inside],
-                    np.full(int(inside.sum()), k, dtype=np.int64),
-                )
+            part = (
+                boxes[inside],
+                p.scores.detach().float().cpu().numpy()[inside],
+                p.classes.detach().cpu().numpy().astype(np.int64)[inside],
+                p.probs.detach().float().cpu().numpy()[inside],
+                p.levels.detach().cpu().numpy().astype(np.int64)[inside],
+                np.full(int(inside.sum()), k, dtype=np.int64),
             )
-            if len(p.scores) >= self.max_det:
+            state.parts.append(part)
+            capped = len(p.scores) >= self.max_det
+            if capped:
                 state.units_capped += 1
             state.received += 1
+            if state.tiles:
+                if not state.ran:
+                    state.t_run = t0
+                state.ran += 1
+                if state.journal is not None:
+                    state.journal.add(k, part[:5], capped)
+                if state.on_tile is not None:
+                    state.on_tile(state.index, k, self._tile_detections(state, part))
         t3 = time.perf_counter()
         self.timings["preprocess"] += t1 - t0
         self.timings["model"] += t2 - t1
@@ -671,6 +832,7 @@ class Predictor:
 
     def _finish(self, s: _ImageState) -> ImageResult:
         if s.error is not None:
+            _release(s)
             return ImageResult(s.index, s.name, [], 0, 0, 0, s.error)
         t0 = time.perf_counter()
         nc = len(self.cfg.class_names)
@@ -726,14 +888,28 @@ class Predictor:
         dets = [self._detection(boxes[i], scores[i], classes[i], alts.get(int(i), probs[i]), levels[i]) for i in idx]
         if self.taxa is not None:
             with self.lock:
-                dets = self.taxa.label(self.explain_model, s.image, dets, self.device, self.topk)
+                if s.slide is not None:  # grains cut from the file one by one (classify.embed reads regions)
+                    from pollenstudio.core.slide import SlideArray
+
+                    dets = self.taxa.label(self.explain_model, SlideArray(s.slide, 0), dets, self.device, self.topk)
+                else:
+                    dets = self.taxa.label(self.explain_model, s.image, dets, self.device, self.topk)
             s.image = None
+        _release(s)
         self.timings["postprocess"] += time.perf_counter() - t0
         self.images_done += 1
         return ImageResult(
             s.index, s.name, dets, s.width, s.height, max(len(s.tiles), 1), cap=cap, dropped=dropped, units_capped=s.units_capped, merged=merged,
-            skipped=s.skipped, size_dropped=size_dropped,
+            skipped=s.skipped, size_dropped=size_dropped, resumed=s.resumed,
         )
+
+    def _tile_detections(self, s: _ImageState, part) -> list[Detection]:
+        """One tile's boxes as detections in original image pixels (for ``on_tile``)."""
+        boxes, scores, classes, probs, levels = part[:5]
+        if s.resample is not None and len(boxes):
+            boxes = s.resample.to_source(boxes)
+        return [self._detection(boxes[i], scores[i], classes[i], probs[i], levels[i])
+                for i in np.argsort(-scores, kind="stable")]
 
     def _detection(self, box, score, cls, probs, level) -> Detection:
         k = min(self.topk, len(probs))
@@ -751,3 +927,151 @@ class Predictor:
     def letterbox_image(self, img: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """Whole image -> ((S, S, 3) uint8 model input, Letterbox), as the predictor sees it."""
         return letterbox(to_model_uint8(img, intensity_range(img)), self.imgsz)
+
+
+# ----------------------------------------------------------------------------------------
+# whole-slide sources: regions read from the file
+# ----------------------------------------------------------------------------------------
+
+
+def _lazy_slide(src, state: _ImageState):
+    """The ``core.slide.Slide`` to read ``src`` from tile by tile (recorded on ``state``), or
+    None for a source that is decoded whole (an array, a field, a small TIFF)."""
+    from pollenstudio.core.slide import Slide
+
+    if isinstance(src, Slide):
+        if not src.lazy:
+            return None
+        state.slide = src
+        return src
+    if not isinstance(src, (str, os.PathLike)) or Path(src).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    if not Path(src).is_file():
+        return None  # read_image says so in words
+    slide = Slide.open(src)
+    if not slide.lazy:
+        slide.close()
+        return None
+    state.slide, state.own_slide = slide, True
+    return slide
+
+
+def _release(s: _ImageState) -> None:
+    if s.own_slide and s.slide is not None:
+        s.slide.close()
+    s.slide, s.own_slide = None, False
+
+
+def _file_stamp(path) -> list | None:
+    """(size, mtime) of a model file: a retrained file under the same name is another model."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return [st.st_size, int(st.st_mtime)]
+
+
+class SlideReader:
+    """Rectangles of a slide at a scale: ``read(x, y, w, h)`` in the pixels of the slide
+    resampled to ``width`` x ``height`` (its own size: plain regions of level 0). A
+    resampled region is read from the pyramid level nearest the scale (never coarser), then
+    resized: upwards and within a level by the same bilinear mapping ``cv2.resize`` applies
+    to a whole image (so a tile equals the crop of the resampled image, borders aside),
+    downwards by area averaging."""
+
+    def __init__(self, slide, width: int, height: int, plane: int = 0):
+        self.slide, self.plane = slide, plane
+        self.width, self.height = int(width), int(height)
+        self.fx, self.fy = self.width / slide.width, self.height / slide.height
+
+    def level(self, px_per_level0: float) -> int:
+        """The level to read for output pixels this many per level-0 pixel."""
+        return self.slide.level_for(1.0 / max(px_per_level0, 1e-9))
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        import cv2
+
+        x, y, w, h = int(x), int(y), int(w), int(h)
+        w, h = max(0, min(w, self.width - x)), max(0, min(h, self.height - y))
+        if (self.fx, self.fy) == (1.0, 1.0):
+            return self.slide.region(x, y, w, h, 0, self.plane)
+        k = self.level(min(self.fx, self.fy))
+        lev = self.slide.levels[k]
+        gx, gy = self.fx * self.slide.width / lev.width, self.fy * self.slide.height / lev.height  # out px per level px
+        if min(gx, gy) >= 0.99:  # upwards, or within a level (never coarser than asked, by 1 % at most)
+            # bilinear, cv2.resize's mapping: source = (out + 0.5) / g - 0.5
+            sx0, sy0 = (x + 0.5) / gx - 0.5, (y + 0.5) / gy - 0.5
+            sx1, sy1 = (x + w - 0.5) / gx - 0.5, (y + h - 0.5) / gy - 0.5
+            ix0, iy0 = max(0, int(np.floor(sx0)) - 1), max(0, int(np.floor(sy0)) - 1)
+            ix1, iy1 = min(lev.width, int(np.ceil(sx1)) + 2), min(lev.height, int(np.ceil(sy1)) + 2)
+            src = self.slide.region(ix0, iy0, ix1 - ix0, iy1 - iy0, k, self.plane)
+            m = np.array([[1.0 / gx, 0.0, sx0 - ix0], [0.0, 1.0 / gy, sy0 - iy0]], np.float64)
+            return cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        # downwards: area averaging with cv2.resize's INTER_AREA weights on the whole-image
+        # grid (output pixel J covers level pixels [J / g, (J + 1) / g)), so a tile does not
+        # depend on where its region starts
+        ix0, iy0 = max(0, int(np.floor(x / gx))), max(0, int(np.floor(y / gy)))
+        ix1, iy1 = min(lev.width, int(np.ceil((x + w) / gx)) + 1), min(lev.height, int(np.ceil((y + h) / gy)) + 1)
+        src = self.slide.region(ix0, iy0, ix1 - ix0, iy1 - iy0, k, self.plane)
+        wx, wy = _area_weights(x, w, gx, ix0, ix1 - ix0), _area_weights(y, h, gy, iy0, iy1 - iy0)
+        planes = src.reshape(src.shape[0], src.shape[1], -1).astype(np.float32)
+        out = np.stack([wy @ planes[:, :, c] @ wx.T for c in range(planes.shape[2])], axis=2)
+        out = np.clip(np.rint(out), 0, np.iinfo(src.dtype).max).astype(src.dtype)
+        if src.ndim == 2:
+            out = out[:, :, 0]
+        return np.ascontiguousarray(out)
+
+
+def _area_weights(start: int, n: int, g: float, src0: int, src_n: int) -> np.ndarray:
+    """(n, src_n) weights of area averaging by ``g`` (< 1) for output pixels start..start+n-1
+    over source pixels src0..src0+src_n-1: the overlap of [J / g, (J + 1) / g) with each
+    source pixel, normalised (rows at the image's edge renormalised over what exists)."""
+    lo = (start + np.arange(n, dtype=np.float64))[:, None] / g
+    hi = lo + 1.0 / g
+    i = (src0 + np.arange(src_n, dtype=np.float64))[None, :]
+    wts = np.clip(np.minimum(hi, i + 1.0) - np.maximum(lo, i), 0.0, None)
+    wts /= np.maximum(wts.sum(axis=1, keepdims=True), 1e-12)
+    return wts.astype(np.float32)
+
+
+def slide_content_map(reader: SlideReader, rng=None, step: int | None = None, min_extent: float | None = None,
+                      max_cells: int = MAX_MAP_CELLS) -> tuple[np.ndarray, int]:
+    """(content map, step) of a slide at ``reader``'s scale, for blank-tile skipping
+    (:func:`pollenstudio.engine.tiling.content_map`'s rule, one map cell = ``step`` pixels
+    of the resampled slide), read band by band from the pyramid level nearest 1/step (the
+    file's own low-resolution level: the slide is never decoded at full resolution). The
+    map holds at most ``max_cells`` cells: a larger slide is judged on a coarser grid
+    (``step`` grows), so memory stays bounded whatever its size."""
+    import cv2
+
+    from pollenstudio.engine.tiling import BLANK_STEP, content_of_reduced, reduced_grey
+
+    step = int(step or BLANK_STEP)
+    while -(-reader.width // step) * -(-reader.height // step) > max_cells:
+        step += 1
+    mw, mh = -(-reader.width // step), -(-reader.height // step)
+    slide = reader.slide
+    k = reader.level(min(reader.fx, reader.fy) / step)
+    lev = slide.levels[k]
+    # level pixels per map cell (a cell is `step` pixels of the resampled slide)
+    cx = lev.width / (reader.width / step)
+    cy = lev.height / (reader.height / step)
+    small = np.empty((mh, mw), np.float32)
+    rows = min(4096, 24_000_000 // (3 * lev.width) + 1)  # level rows per read: a few MB of pixels
+    band = max(1, int(rows // max(cy, 1e-9)))  # map rows per read
+    for r0 in range(0, mh, band):
+        r1 = min(mh, r0 + band)
+        y0, y1 = int(np.floor(r0 * cy)), min(lev.height, int(np.ceil(r1 * cy)))
+        if y1 <= y0:
+            small[r0:r1] = small[r0 - 1] if r0 else 0
+            continue
+        arr = slide.region(0, y0, lev.width, y1 - y0, k, reader.plane)
+        ow = max(1, int(round(lev.width / cx)))
+        part = cv2.resize(arr, (ow, r1 - r0), interpolation=cv2.INTER_AREA if cx >= 1 else cv2.INTER_LINEAR)
+        del arr
+        grey = reduced_grey(part, rng, 1)
+        if grey.shape[1] < mw:  # the last cell column of a width not a multiple of step
+            grey = np.pad(grey, ((0, 0), (0, mw - grey.shape[1])), mode="edge")
+        small[r0:r1] = grey[:, :mw]
+    return content_of_reduced(small, step, min_extent), step

@@ -418,6 +418,13 @@ def content_map(
     otherwise make nearly every tile of a real scan "not blank". The predictor passes 0.8 x
     the smallest trained grain size (see ``Predictor.speck_px``); None keeps all.
     """
+    small = reduced_grey(img, rng, step)
+    return content_of_reduced(small, max(1, int(step)), min_extent)
+
+
+def reduced_grey(img: np.ndarray, rng: tuple[float, float] | None = None, step: int = BLANK_STEP) -> np.ndarray:
+    """(ceil(h/step), ceil(w/step)) float32 grey, 0..255 as the model sees it: ``img``
+    reduced ``step`` x by area averaging, channels averaged, 16-bit scaled by ``rng``."""
     h, w = img.shape[:2]
     step = max(1, int(step))
     sw, sh = max(1, -(-w // step)), max(1, -(-h // step))
@@ -430,15 +437,30 @@ def content_map(
     if img.dtype != np.uint8:
         lo, hi = rng if rng is not None else intensity_range(img)  # type: ignore[misc]
         small = np.clip((small - lo) * (255.0 / max(hi - lo, 1e-6)), 0, 255)
+    return small
+
+
+def content_of_reduced(small: np.ndarray, step: int, min_extent: float | None = None) -> np.ndarray:
+    """:func:`content_map` of an image already reduced ``step`` x to grey (:func:`reduced_grey`,
+    or a slide's pyramid level read at that scale): the same rule, so a whole-slide job can
+    judge its tiles from the file's own low-resolution level without decoding the slide.
+    Works in place on ``small`` (float32) to keep memory at about three copies of it."""
+    small = np.asarray(small, dtype=np.float32)
+    sh, sw = small.shape[:2]
     small = cv2.GaussianBlur(small, (3, 3), 0.8)
     # local background: a wide median ignores grains up to about half its window (grains
     # larger than that still show their rims and texture, which is what is detected)
     k = 31 if min(sh, sw) >= 31 else max(3, (min(sh, sw) // 2) * 2 - 1)
-    bg = cv2.medianBlur(np.clip(small, 0, 255).astype(np.uint8), k).astype(np.float32) if k >= 3 else small
-    contrast = np.abs(small - bg)
+    if k >= 3:
+        bg = cv2.medianBlur(np.clip(small, 0, 255).astype(np.uint8), k)
+        contrast = np.abs(np.subtract(small, bg, out=small), out=small)  # small is not needed after this
+        del bg
+    else:
+        contrast = np.zeros_like(small)
     noise = float(np.percentile(contrast, 50)) if contrast.size else 0.0
     thr = max(BLANK_MIN_CONTRAST, BLANK_NOISE_K * noise)
     mask = (contrast > thr).astype(np.uint8)
+    del contrast, small
     if min_extent is not None and min_extent > step:
         # measured on generated grains at every difficulty: a grain of D px leaves a piece of
         # at least D / step + 1 reduced pixels (the smoothing widens it), an isolated dark
