@@ -59,10 +59,10 @@ def _list(url: str) -> int:
 
     if not dialect.is_server_url(url):
         raise ProjectError(f"{url!r} is not a PostgreSQL URL: postgresql://HOST/DATABASE")
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     parts = urlsplit(url)
-    conninfo = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in parse_qsl(parts.query)
+    conninfo = dialect.unsplit_url(parts._replace(query=urlencode([(k, v) for k, v in parse_qsl(parts.query)
                                                           if k != "project"])))
     base = dialect.hide_password(conninfo)
     location = dialect.ServerLocation(conninfo, "public", base)

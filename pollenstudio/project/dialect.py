@@ -101,7 +101,7 @@ class ServerLocation:
         """The project's URL (with a password if one was given), to reopen it."""
         parts = urlsplit(self.conninfo)
         query = parse_qsl(parts.query, keep_blank_values=True) + [("project", self.project)]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return unsplit_url(parts._replace(query=urlencode(query)))
 
     def __str__(self) -> str:
         return self.shown
@@ -121,21 +121,28 @@ def check_project_name(name) -> str:
 
 def parse_server_url(text: str) -> ServerLocation:
     """Split ``postgresql://[user[:password]@]host[:port]/db?project=NAME`` (other query
-    parameters, e.g. ``sslmode=require``, go to libpq as they are)."""
+    parameters, e.g. ``sslmode=require``, go to libpq as they are; no host: the local
+    server's Unix socket, as libpq reads it)."""
     parts = urlsplit(text)
     if parts.scheme.lower() not in SCHEMES:
         raise ProjectError(f"{text!r} is not a PostgreSQL URL (postgresql://HOST/DATABASE?project=NAME)")
     query = parse_qsl(parts.query, keep_blank_values=True)
     names = [v for k, v in query if k == "project"]
     rest = [(k, v) for k, v in query if k != "project"]
-    if not parts.hostname and not any(k == "host" for k, _ in rest):
-        raise ProjectError(f"the URL {hide_password(text)} names no server: postgresql://HOST/DATABASE?project=NAME")
     if not parts.path.strip("/"):
         raise ProjectError(f"the URL {hide_password(text)} names no database: "
                            "postgresql://HOST/DATABASE?project=NAME")
     name = check_project_name(names[-1] if names else "")
-    conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
-    return ServerLocation(conninfo, name, hide_password(urlunsplit(parts._replace(query=urlencode(rest + [("project", name)])))))
+    conninfo = unsplit_url(parts._replace(query=urlencode(rest)))
+    return ServerLocation(conninfo, name, hide_password(unsplit_url(parts._replace(query=urlencode(rest + [("project", name)])))))
+
+
+def unsplit_url(parts) -> str:
+    """``urlunsplit`` that keeps ``//`` before an empty host (libpq's local socket)."""
+    url = urlunsplit(parts)
+    if not parts.netloc and "://" not in url:
+        url = url.replace(":", "://", 1)
+    return url
 
 
 def hide_password(url: str) -> str:
@@ -144,7 +151,7 @@ def hide_password(url: str) -> str:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    return unsplit_url(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # ---------------------------------------------------------------------- SQL translation
@@ -160,7 +167,6 @@ def _outside_literals(sql: str, fn) -> str:
 
 
 def _translate_code(code: str) -> str:
-    code = code.replace("%", "%%")
     code = re.sub(r"\bIS\s+NOT\s+\?", "IS DISTINCT FROM ?", code, flags=re.I)
     code = re.sub(r"\bIS\s+\?", "IS NOT DISTINCT FROM ?", code, flags=re.I)
     code = re.sub(r"\bINDEXED\s+BY\s+\w+", "", code, flags=re.I)
@@ -191,7 +197,8 @@ def translate(sql: str) -> tuple[str, bool]:
     m = _INSERT_VALUES.match(sql)
     if m and m.group(1) in ID_TABLES and not suffix and "RETURNING" not in sql.upper():
         suffix, returning = " RETURNING id", True
-    return _outside_literals(sql, _translate_code) + suffix, returning
+    # psycopg reads every % of a query with parameters, inside literals too: double them all
+    return _outside_literals(sql.replace("%", "%%"), _translate_code) + suffix, returning
 
 
 def translate_ddl(stmt: str) -> str:

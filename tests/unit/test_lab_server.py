@@ -279,3 +279,31 @@ def test_a_labs_reviewers_share_its_projects(tmp_path, pg_url):
         for role in (anna, bob, group):
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         admin.close()
+
+
+def test_an_older_server_project_is_upgraded_by_the_same_migrations(tmp_path, server, pg_url):
+    """A project a PollenStudio of schema 1 made on the server: opening runs the migrations
+    the SQLite file gets (schema.MIGRATIONS, translated) and keeps its rows."""
+    from pollenstudio.project.schema import MIGRATIONS, _statements
+
+    url = server()
+    name = dia.parse_server_url(url).project
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+        conn.execute(f'SET search_path TO "{name}"')
+        for stmt in _statements(MIGRATIONS[0]):
+            conn.execute(dia.translate_ddl(stmt))
+        conn.execute(f"CREATE TABLE {dia.VERSION_TABLE} (version BIGINT NOT NULL)")
+        conn.execute(f"INSERT INTO {dia.VERSION_TABLE} VALUES (1)")
+        conn.execute("INSERT INTO meta VALUES ('app', 'pollenstudio-project'), ('name', 'old core')")
+        conn.execute("INSERT INTO images(path, width, height, added) VALUES ('a.png', 100, 80, 0)")
+        conn.execute("INSERT INTO categories(name, color) VALUES ('Betula', '#ff0000')")
+        conn.execute("INSERT INTO annotations(image_id, x1, y1, x2, y2, category_id, score, source, status, created, "
+                     "updated) VALUES (1, 1, 1, 20, 20, 1, 0.7, 'model', 'proposed', 0, 0)")
+    with Project.open(url, image_root=tmp_path) as p:
+        assert p.schema_version == SCHEMA_VERSION and p.name == "old core"
+        assert p.image_counts()[1].undecided == 1  # v3's counts were filled in by its migration
+        assert p.review_queue()[0].score == 0.7
+        p.accept(p.review_queue()[0].id)
+        p.undo()  # v2's history table works
+        assert p.annotation(1).status.value == "proposed"
