@@ -528,6 +528,10 @@ class SlideReview(QObject):
         if s is None:
             return
         cur = "" if self.current is None else f"Field {self.current + 1} of {s.fields} · "
+        boxes = self.preview.get(self.image_id, [])
+        if boxes:  # a detection is running over this slide
+            cur = (f"Detecting: {plural(len(boxes), 'box')} on {plural(self.preview_tiles.get(self.image_id, 0), 'tile')} "
+                   f"so far (dashed until stored). ") + cur
         self.panel.info.setText(
             f"{cur}{s.visited} of {plural(s.fields, 'field')} traversed ({s.fraction * 100:.0f} %, {s.area_text()}); "
             f"{plural(s.grains, 'grain')} counted in them. ] / [ next / previous field, V marks a field")
@@ -559,6 +563,9 @@ class SlideReview(QObject):
         self.current = index
         if mark:
             self.visited.add(index)
+        sel = self.ctl.selected_annotation()
+        if sel is not None and not f.contains(*sel.box.center):
+            self.ctl.select(None)  # the stage moved on: Tab starts at this field, not at the grain left behind
         self.canvas._auto_fit = False
         self.canvas.vb.setRange(QRectF(f.x1, f.y1, f.x2 - f.x1, f.y2 - f.y1), padding=0.02)
         self.panel.overview.set_fields(self.fields, self.visited, self.current)
@@ -657,10 +664,7 @@ class SlideReview(QObject):
             ys = np.stack([y1, y1, y1, y2, y2, y2, y2, y1], 1).ravel()
             self.preview_item.setData(xs, ys)
         if self.active and iid == self.image_id:
-            self.refresh_density()
-            if boxes:
-                self.ctl.message.emit(f"Detecting: {plural(len(boxes), 'box')} on "
-                                      f"{plural(self.preview_tiles.get(iid, 0), 'tile')} so far (dashed until stored)")
+            self.refresh_density()  # says the preview's count too (the status bar keeps the run's progress)
 
     def stored(self, ev) -> None:
         """An image's proposals were written: its preview is replaced by them."""

@@ -410,3 +410,18 @@ def test_tiles_stream_into_the_view(slide_window, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: iid not in sr.preview, timeout=3000)
     xs, _ys = sr.preview_item.getData()
     assert xs is None or len(xs) == 0
+
+
+def test_tab_after_moving_to_a_field_starts_there(slide_window, qtbot):
+    """A grain selected in one field, then ] to another: Tab goes to the field shown (seen in
+    a real window: it went back to the grain left behind)."""
+    from PySide6.QtCore import Qt
+
+    win, _iid, _path = slide_window
+    win.canvas.view.setFocus()
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_Tab)
+    assert tuple(round(v) for v in win.ctl.selected_annotation().box.center) == (300, 300)  # field 0
+    win.slide_review.go_to_field(3)
+    assert win.ctl.selected is None
+    qtbot.keyClick(win.canvas.view, Qt.Key.Key_Tab)
+    assert tuple(round(v) for v in win.ctl.selected_annotation().box.center) == (2600, 1500)  # field 3's grain
