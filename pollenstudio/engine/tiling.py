@@ -444,15 +444,19 @@ def content_of_reduced(small: np.ndarray, step: int, min_extent: float | None = 
     """:func:`content_map` of an image already reduced ``step`` x to grey (:func:`reduced_grey`,
     or a slide's pyramid level read at that scale): the same rule, so a whole-slide job can
     judge its tiles from the file's own low-resolution level without decoding the slide.
-    Works in place on ``small`` (float32) to keep memory at about three copies of it."""
+    A float32 ``small`` is used up (overwritten in place), so a slide's map costs about three
+    copies of it at most."""
     small = np.asarray(small, dtype=np.float32)
     sh, sw = small.shape[:2]
-    small = cv2.GaussianBlur(small, (3, 3), 0.8)
+    cv2.GaussianBlur(small, (3, 3), 0.8, dst=small)
     # local background: a wide median ignores grains up to about half its window (grains
     # larger than that still show their rims and texture, which is what is detected)
     k = 31 if min(sh, sw) >= 31 else max(3, (min(sh, sw) // 2) * 2 - 1)
     if k >= 3:
-        bg = cv2.medianBlur(np.clip(small, 0, 255).astype(np.uint8), k)
+        grey8 = np.empty(small.shape, np.uint8)
+        np.clip(small, 0, 255, out=grey8, casting="unsafe")  # clipped, then cut to integers
+        bg = cv2.medianBlur(grey8, k)
+        del grey8
         contrast = np.abs(np.subtract(small, bg, out=small), out=small)  # small is not needed after this
         del bg
     else:
