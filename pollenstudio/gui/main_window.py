@@ -425,7 +425,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # a bad file must leave the window usable
             show_error(self, "Cannot open project", error_text(exc))
             return False
-        self._remember(str(self.ctl.project.folder))
+        self._remember(self.ctl.project.location)  # its folder, or a server project's URL
         return True
 
     def open_project_dialog(self) -> None:
@@ -534,7 +534,18 @@ class MainWindow(QMainWindow):
         return [p for p in (v or []) if p]
 
     def _refresh_recent(self) -> None:
-        recent = [p for p in self.recent_projects() if Path(p).exists()]
+        from pollenstudio.core.errors import ProjectError
+        from pollenstudio.project.dialect import is_server_url, parse_server_url
+
+        def can_reopen(p: str) -> bool:  # a folder still there, or a well-formed server URL
+            if not is_server_url(p):
+                return Path(p).exists()
+            try:
+                return bool(parse_server_url(p))
+            except ProjectError:
+                return False
+
+        recent = [p for p in self.recent_projects() if can_reopen(p)]
         self.welcome.set_recent(recent)
         self.recent_menu.clear()
         for p in recent:
@@ -593,7 +604,7 @@ class MainWindow(QMainWindow):
         if ids:
             from pollenstudio.gui.last_image import last_image
 
-            last = last_image(self.settings, str(c.project.folder))  # reopen where the user left off
+            last = last_image(self.settings, c.project.location)  # reopen where the user left off
             c.show_image(last if last in ids else ids[0])
         self.canvas.view.setFocus()
 
@@ -606,7 +617,7 @@ class MainWindow(QMainWindow):
 
         rec = self.ctl.image_record
         if self.ctl.project is not None:
-            remember_image(self.settings, str(self.ctl.project.folder), image_id)
+            remember_image(self.settings, self.ctl.project.location, image_id)
         self.statusBar().clearMessage()  # "Loading ..." is over
         self.setWindowTitle(self.ctl.title)
         self.images.show_current(image_id)

@@ -168,7 +168,24 @@ class WelcomePage(QWidget):
 
     def set_recent(self, paths: list[str]) -> None:
         self.recent.clear()
+        from urllib.parse import urlsplit
+
+        from pollenstudio.core.errors import ProjectError
+        from pollenstudio.project.dialect import is_server_url, parse_server_url
+
         for p in paths:
+            if is_server_url(p):  # a project on a lab server: its name, then the server and database
+                try:
+                    loc = parse_server_url(p)
+                except ProjectError:  # the window offers well-formed URLs only
+                    continue
+                where = urlsplit(loc.conninfo)
+                host = f"{where.hostname or 'this computer'}{f':{where.port}' if where.port else ''}"
+                it = QListWidgetItem(f"{loc.project}\non {host}, database {where.path.strip('/')}")
+                it.setData(Qt.ItemDataRole.UserRole, p)
+                it.setToolTip(str(loc))
+                self.recent.addItem(it)
+                continue
             path = Path(p)
             it = QListWidgetItem(f"{path.name}\n{path.parent}")
             it.setData(Qt.ItemDataRole.UserRole, str(path))
