@@ -166,13 +166,14 @@ class TraverseSummary:
 
     def fields_for(self, target: int, counted: int) -> int | None:
         """Fields still to traverse for ``target`` grains at the rate of the visited ones
-        (``counted`` grains so far); None when no grain was counted in them yet."""
+        (``counted`` grains so far; possibly more than the slide has left); None when no
+        grain was counted in them yet."""
         if counted >= target:
             return 0
         if not self.visited or not self.grains:
             return None
         per_field = self.grains / self.visited
-        return min(self.fields - self.visited, math.ceil((target - counted) / per_field))
+        return math.ceil((target - counted) / per_field)  # may be more than the slide has left
 
 
 def traverse_summary(fields: list[Field], side: int, visited, anns, um_per_px=None) -> TraverseSummary:
@@ -715,7 +716,10 @@ def slide_notes(project, samples) -> dict[str, str]:
             if need == 0:
                 more = "; target sum reached"
             elif need is not None:
+                left = s.fields - s.visited
                 more = f"; about {plural(need, 'more field')} for the target sum at this rate"
+                if need > left:
+                    more += f", more than the {plural(left, 'field')} left on this slide"
         file = rec.path.rsplit("/", 1)[-1]
         lines.setdefault(name, []).append(
             f"{file}: {s.visited} of {plural(s.fields, 'field')} traversed ({s.fraction * 100:.0f} %, {s.area_text()}), "

@@ -122,7 +122,7 @@ def test_traverse_summary_counts_grains_in_visited_fields():
     s = traverse_summary(fields, SIDE, {0, 3, 5}, anns, um_per_px=0.5)
     assert (s.fields, s.visited, s.grains) == (9, 3, 2)
     assert s.area_px == fields[0].area + fields[3].area + fields[5].area
-    assert s.fields_for(10, 2) == 6  # (10 - 2) grains at 2 / 3 per field, capped by the 6 left
+    assert s.fields_for(10, 2) == 12  # (10 - 2) grains at 2 / 3 per field (more than the 6 left)
     assert s.fields_for(2, 2) == 0
 
 
@@ -247,7 +247,10 @@ def test_density_and_count_dock(slide_window, qtbot):
     win.canvas.view.setFocus()
     qtbot.keyClick(win.canvas.view, Qt.Key.Key_BracketRight)
     qtbot.waitUntil(lambda: "1 of 9 fields traversed" in win.counts.panel.note.text(), timeout=15000)
-    assert "2 grains in them" in win.counts.panel.note.text()
+    note = win.counts.panel.note.text()
+    assert "2 grains in them" in note
+    # 300 grains at 2 per field: 150 fields, more than the slide's 8 left
+    assert "about 150 more fields for the target sum at this rate, more than the 8 fields left" in note
     # a click on the overview brings that point into view (centred as far as the slide's
     # edge allows), at the zoom of a field
     assert not win.canvas.vb.viewRect().contains(2600, 1500)
