@@ -179,3 +179,16 @@ def test_synth_slide_again_clears_a_killed_runs_scratch(tmp_path):
     (out / "images" / ".slide000.tif.part").write_bytes(b"II*\0")
     assert main(["synth", "--out", str(out), "--slide", "300x200", "--quiet"]) == 0
     assert sorted(p.name for p in (out / "images").iterdir()) == ["slide000.tif"]
+
+
+def test_a_slide_larger_than_the_free_disk_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    from pollenstudio.engine.synthetic import slide as synth_slide
+    from pollenstudio.engine.synthetic.config import SynthConfigError
+
+    monkeypatch.setattr(synth_slide, "_free_bytes", lambda folder: 10_000_000)
+    with pytest.raises(SynthConfigError, match="GB of free disk"):
+        synth_slide.generate_slide_dataset(tmp_path / "o", 1, SynthConfig(width=4000, height=3000), planes=3)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SynthConfigError, match="GB of free disk"):
+        write_slide(tmp_path / "s.tif", 1, SynthConfig(width=4000, height=3000))
+    assert list(tmp_path.iterdir()) == []

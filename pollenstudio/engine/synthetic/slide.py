@@ -231,6 +231,7 @@ def write_slide(path, seed: int, cfg: SynthConfig, planes: int = 1, compression:
     W, H = cfg.width, cfg.height
     sizes = level_sizes(W, H, min_level_side)
     planes = int(planes)
+    _check_disk(path.parent, W, H, planes, compression)
     bands = -(-H // TILE)
     steps = bands * (planes + (1 if planes > 1 else 0))
     done = [0]
@@ -306,6 +307,37 @@ def write_slide(path, seed: int, cfg: SynthConfig, planes: int = 1, compression:
     return objects
 
 
+def disk_needed(width: int, height: int, planes: int, compression: str) -> int:
+    """Bytes of disk a slide takes while it is written: the in-focus scene (stacks), the
+    reduced levels of every plane (a third of a plane each) and the file itself (deflate
+    barely shrinks camera noise; JPEG takes about a tenth)."""
+    plane = width * height * 3
+    scratch = (plane if planes > 1 else 0) + planes * plane // 3
+    return int(scratch + planes * plane * 4 / 3 * (1.0 if compression == "zlib" else 0.12))
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent)."""
+    import shutil
+
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _check_disk(folder: Path, width: int, height: int, planes: int, compression: str, n: int = 1) -> None:
+    need = n * disk_needed(width, height, planes, compression)
+    free = _free_bytes(folder)
+    if free is not None and need > free:
+        raise SynthConfigError(f"{n} slide(s) of {width} x {height} px and {planes} plane(s) need about "
+                               f"{need / 1e9:.1f} GB of free disk in {folder} (scratch levels and the files); "
+                               f"{free / 1e9:.1f} GB are free")
+
+
 def slide_name(index: int, planes: int) -> str:
     return f"{IMAGES}/slide{index:03d}" + (".ome.tif" if planes > 1 else ".tif")
 
@@ -321,6 +353,7 @@ def generate_slide_dataset(out_dir, n: int, cfg: SynthConfig, planes: int = 1, s
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SynthConfigError(f"{out} exists and is not a folder")
+    _check_disk(out, cfg.width, cfg.height, planes, compression, int(n))  # before anything is written
     (out / IMAGES).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     ann_id = 1
@@ -373,4 +406,5 @@ class _Sub:
             self.progress.update(self.index * total + done, self.n * total, f"{self.name}: {msg}")
 
 
-__all__ = ["COMPRESSIONS", "MIN_LEVEL_SIDE", "TILE", "generate_slide_dataset", "level_sizes", "write_slide"]
+__all__ = ["COMPRESSIONS", "MIN_LEVEL_SIDE", "TILE", "disk_needed", "generate_slide_dataset", "level_sizes",
+           "write_slide"]
