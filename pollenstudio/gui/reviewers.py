@@ -193,6 +193,15 @@ class ReviewersController(QObject):
             self.ctl.message.emit(f"Could not renew the claim on the image: {exc}")
             return
         iid = self.ctl.image_id
+        if iid is not None and self.read_only and self.holder is not None:
+            before = self.holder
+            c = rv.claim(p, iid)  # free again (the holder moved on, or their window died): it is ours
+            if c.session == p.session:
+                self._set_read_only(False, None)
+                self.ctl.message.emit(f"{before.reviewer} left this image: you are reviewing it now")
+            elif c.session != before.session:
+                self._set_read_only(True, c)  # someone else took it meanwhile
+            return
         if iid is not None and not self.read_only and iid not in held:
             c = rv.claim(p, iid)  # lost it (taken over, or expired while asleep): claim again if free
             if c.session != p.session:

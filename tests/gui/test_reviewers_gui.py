@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from pollenstudio.core.types import AnnotationStatus
 from pollenstudio.project import opinions as op
+from pollenstudio.project import reviewers as rv
 
 
 def open_window(qtbot, tmp_path, project_dir, name):
@@ -127,4 +128,17 @@ def test_second_opinion_pass_records_confirm_and_dispute(qtbot, tmp_path, projec
     assert [(o.annotation_id, o.confirms, o.reviewer) for o in got] == [(ids[0], True, "Ben"), (ids[1], False, "Ben")]
     assert "1 of 2 confirmed = 50 %" in dlg.agreement.text()
     dlg.close()
+    close_all(qtbot, ben, anna)
+
+
+def test_read_only_window_takes_the_image_when_the_holder_moves_on(qtbot, tmp_path, project_dir, answer):
+    anna = open_window(qtbot, tmp_path, project_dir, "Anna")
+    ben = open_window(qtbot, tmp_path, project_dir, "Ben")
+    qtbot.waitUntil(lambda: ben.reviewers.read_only, timeout=3000)
+    first = anna.ctl.image_id
+    anna.ctl.step_image(1)  # Anna moves on: her claim goes with her
+    assert anna.ctl.image_id != first
+    ben.reviewers.heartbeat()  # every 15 s
+    assert not ben.reviewers.read_only and not ben.reviewers.banner.isVisible()
+    assert rv.claim_of(anna.ctl.project, first).reviewer == "Ben"
     close_all(qtbot, ben, anna)
