@@ -140,3 +140,63 @@ def test_svs_like_file_is_one_image_with_its_levels(tmp_path):
             for x, y, w, h in RECTS:
                 assert np.array_equal(s.region(x, y, w, h, level), _crop(full, x, y, w, h))
         assert s.thumbnail(200).shape == (150, 200, 3)
+
+
+def _ndpi_jpeg(img, interval):
+    """A baseline JPEG with a restart marker every ``interval`` MCUs, and the offsets where
+    its entropy-coded segments start (NDPI's McuStarts)."""
+    import struct
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(img[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, interval])
+    data = buf.tobytes()
+    i = 2
+    while True:
+        marker, length = struct.unpack(">HH", data[i:i + 4])
+        if marker == 0xFFDA:  # start of scan: the entropy-coded data follows its header
+            starts = [i + 2 + length]
+            break
+        i += 2 + length
+    j = starts[0]
+    while j < len(data) - 1:
+        if data[j] == 0xFF and 0xD0 <= data[j + 1] <= 0xD7:
+            starts.append(j + 2)
+            j += 2
+        else:
+            j += 1
+    return data, starts
+
+
+def test_ndpi_like_file_reads_by_restart_interval_tiles(tmp_path):
+    """Hamamatsu NDPI: each level one JPEG strip with restart markers, the Make tag and the
+    NDPI tags (65420, McuStarts 65426); tifffile turns the restart intervals into tiles. A
+    real NDPI file was not available: this one is built to that layout."""
+    from pollenstudio.core.stack import import_info
+
+    rng = np.random.default_rng(6)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (768, 1024, 3), dtype=np.uint8), (9, 9), 3)
+    path = tmp_path / "scan.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for k, img in enumerate([base, cv2.resize(base, (512, 384), interpolation=cv2.INTER_AREA)]):
+            data, starts = _ndpi_jpeg(img, img.shape[1] // 64)  # 4 restart intervals per MCU row
+            tw.write(iter([data]), shape=img.shape, dtype=np.uint8, compression="jpeg", photometric="rgb",
+                     rowsperstrip=img.shape[0], metadata=None,
+                     extratags=[(271, "s", 0, "Hamamatsu", True), (65420, "I", 1, 1, True),
+                                (65421, "f", 1, 20.0 / 2**k, True), (65426, "I", len(starts), starts, True)])
+    tif = tifffile.TiffFile(path)
+    assert tif.is_ndpi and tif.pages[0].is_tiled and tif.series[0].kind == "ndpi"
+    info = import_info(path)
+    assert (info.width, info.height, info.planes) == (1024, 768, 1)
+    with Slide.open(path) as s:
+        assert s.lazy and [(lv.width, lv.height) for lv in s.levels] == [(1024, 768), (512, 384)]
+        for level in range(2):
+            page = tif.series[0].levels[level].pages[0]
+            tiles = np.zeros(page.shape, np.uint8)  # tifffile's own tile-by-tile decoding
+            for seg, (_, _, y, x, _), _ in page.segments():
+                seg = seg.reshape(seg.shape[-3:])[: page.shape[0] - y, : page.shape[1] - x]
+                tiles[y:y + seg.shape[0], x:x + seg.shape[1]] = seg
+            for x, y, w, h in RECTS:
+                assert np.array_equal(s.region(x, y, w, h, level), _crop(tiles, x, y, w, h))
+            # decoding the strip whole upsamples chroma across the tile seams: within a grey level
+            assert np.abs(s.region(0, 0, page.shape[1], page.shape[0], level).astype(int) - page.asarray()).mean() < 1
+    tif.close()
