@@ -31,6 +31,7 @@ from pollenstudio.core.atomic import WriteError
 from pollenstudio.core.types import display_taxon
 from pollenstudio.core.words import plural
 from pollenstudio.project.counting import UNNAMED_ROLE, SampleCount, TaxonCount, count_samples
+from pollenstudio.project.slide_fields import traverse_lines
 from pollenstudio.project.statistics import CI_LABEL
 
 FORMATS = ("html", "pdf", "csv")
@@ -55,6 +56,7 @@ class ReportData:
     undecided: int = 0
     version: str = ""
     agreement: object = None  # project.opinions.Agreement of the second-opinion pass (None: none yet)
+    slide_lines: dict = field(default_factory=dict)  # sample -> fields traversed on its slide scans (slide_fields)
 
     @property
     def grains(self) -> int:
@@ -82,6 +84,7 @@ def build_report(project, reviewed_only: bool = False, ci_method: str = "wilson"
         grain_sources=sources, images=sum(s.images for s in samples),
         reviewed_images=sum(s.reviewed_images for s in samples), undecided=sum(s.undecided for s in samples),
         version=__version__, agreement=agreement(project, ci_method=ci_method),
+        slide_lines=traverse_lines(project, samples),
     )
 
 
@@ -287,6 +290,9 @@ def render_html(data: ReportData) -> str:
         parts.append(f"<p>Pollen sum <b>{s.progress_text}</b> <progress max='{s.target_sum}' value='{done}'></progress>"
                      f" &nbsp; {plural(s.images, 'image')}, {s.reviewed_images} reviewed, "
                      f"{plural(s.undecided, 'proposal')} undecided</p>")
+        if data.slide_lines.get(s.name):  # slide scans reviewed field by field
+            parts.append("<p class='note'>Traversed: " + "<br>".join(e(x) for x in data.slide_lines[s.name].split("\n"))
+                         + "</p>")
         if s.concentration is not None:
             parts.append(f"<p>Concentration (pollen sum): <b>{e(_conc(s.concentration))}</b><br>"
                          f"<span class='note'>{e(s.concentration.method)}</span></p>")
@@ -360,6 +366,7 @@ def _table_pages(data: ReportData) -> list[list[str]]:
     for s in data.samples:
         lines += [f"Sample {s.name}: pollen sum {s.progress_text}; {plural(s.images, 'image')}, {s.reviewed_images} "
                   f"reviewed, {plural(s.undecided, 'proposal')} undecided"]
+        lines += [f"  traversed: {x}" for x in data.slide_lines.get(s.name, "").split("\n") if x]
         if s.concentration is not None:
             lines.append(f"  concentration {_conc(s.concentration)}")
         elif s.concentration_note:

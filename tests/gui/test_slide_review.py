@@ -11,13 +11,7 @@ cv2 = pytest.importorskip("cv2")
 
 from fixtures_models import tiny_model_path  # noqa: E402,F401
 from pollenstudio.core.types import Box, Detection  # noqa: E402
-from pollenstudio.gui.slide_overview import (  # noqa: E402
-    density_map,
-    field_at,
-    meander_fields,
-    meander_order,
-    traverse_summary,
-)
+from pollenstudio.gui.slide_overview import density_map  # noqa: E402
 
 W, H = 3000, 2200
 SIDE = 1024  # the default field (no grain-size calibration)
@@ -85,45 +79,13 @@ def slide_window(qtbot, settings, slide_project, monkeypatch):
     win.close()
 
 
-# ------------------------------------------------------------------ plain logic
-def test_meander_fields_alternate_direction():
-    fields = meander_fields(W, H, SIDE)
-    assert [(f.row, f.col) for f in fields] == [(0, 0), (0, 1), (0, 2), (1, 2), (1, 1), (1, 0), (2, 0), (2, 1), (2, 2)]
-    assert fields[2].x2 == W and fields[-1].y2 == H  # edge fields clipped to the slide
-    assert field_at(fields, SIDE, 2500, 1500).index == 3
-    assert field_at(fields, SIDE, 10, 2100).index == 6
-    assert field_at(fields, SIDE, W + 5, 10) is None
-
-
-def test_meander_order_of_grains():
-    boxes = [Box(x - 5, y - 5, x + 5, y + 5) for x, y in GRAINS]
-    order = meander_order(boxes, W, SIDE)
-    # field 0: (300, 300) then (350, 500) (top to bottom); field 2: (2500, 300); field 3:
-    # (2600, 1500); field 5: (400, 1400)
-    assert [GRAINS[i] for i in order] == [(300, 300), (350, 500), (2500, 300), (2600, 1500), (400, 1400)]
+# the rules themselves (meander, order, what a traverse counts): tests/unit/test_slide_fields.py
 
 
 def test_density_map_counts_centres_per_cell():
     d = density_map([(10, 10), (20, 20), (2990, 2190), (1500, 1100)], W, H, cells=4)
     assert d.shape == (3, 4)  # 750 px cells: 4 across, ceil(2200 / 750) = 3 down
     assert d[0, 0] == 2 and d[2, 3] == 1 and d[1, 2] == 1 and d.sum() == 4
-
-
-def test_traverse_summary_counts_grains_in_visited_fields():
-    from pollenstudio.core.types import Annotation, AnnotationStatus, Source
-
-    def ann(i, x, y, status):
-        return Annotation(id=i, image_id=1, category_id=1, box=Box(x - 5, y - 5, x + 5, y + 5), status=status,
-                          source=Source.HUMAN)
-
-    fields = meander_fields(W, H, SIDE)
-    anns = [ann(1, 300, 300, AnnotationStatus.ACCEPTED), ann(2, 2500, 300, AnnotationStatus.PROPOSED),
-            ann(3, 2600, 1500, AnnotationStatus.ADDED), ann(4, 400, 1400, AnnotationStatus.REJECTED)]
-    s = traverse_summary(fields, SIDE, {0, 3, 5}, anns, um_per_px=0.5)
-    assert (s.fields, s.visited, s.grains) == (9, 3, 2)
-    assert s.area_px == fields[0].area + fields[3].area + fields[5].area
-    assert s.fields_for(10, 2) == 12  # (10 - 2) grains at 2 / 3 per field (more than the 6 left)
-    assert s.fields_for(2, 2) == 0
 
 
 # ------------------------------------------------------------------ the window
@@ -170,7 +132,7 @@ def test_slide_opens_by_region_never_whole(slide_window, qtbot):
 def test_fields_meander_with_keys_and_persist(slide_window, qtbot, settings):
     from PySide6.QtCore import Qt
 
-    from pollenstudio.gui.slide_overview import load_state
+    from pollenstudio.project.slide_fields import load_state
 
     win, iid, _path = slide_window
     sr = win.slide_review
