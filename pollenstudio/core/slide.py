@@ -201,6 +201,10 @@ class Slide:
             slide = cls._open_tiff(p, lazy_min_pixels)
             if slide is not None:
                 return slide
+        if plane_files and all(Path(f).suffix.lower() in _TIFF and Path(f).is_file() for f in plane_files):
+            slide = cls._open_plane_slides(p, [Path(f) for f in plane_files], lazy_min_pixels)
+            if slide is not None:
+                return slide
         stack = FocalStack.open(p, plane_files=plane_files)
         info = stack.info
         slide = cls(p.name, info.width, info.height, info.bit_depth, info.channels, info.planes,
@@ -262,7 +266,56 @@ class Slide:
             tif.close()
             raise ImageReadError(f"{p.name}: not a readable slide ({exc})") from exc
 
+    @classmethod
+    def _open_plane_slides(cls, p: Path, files: list[Path], lazy_min_pixels: int) -> "Slide | None":
+        """Focal planes kept as one whole-slide file each (``scan_z0.tif``, ``scan_z1.tif``
+        ...): one lazy slide whose plane ``k`` reads file ``k``, with the levels every file
+        has. None when the first file is better decoded whole (a small field)."""
+        first = cls._open_tiff(files[0], lazy_min_pixels)
+        if first is None:
+            return None
+        parts = [first]
+        try:
+            for f in files[1:]:
+                part = cls._open_tiff(f, 1)  # every plane read like the first, whatever its size
+                parts.append(part)
+                if part is None or part.planes != 1 or (part.width, part.height) != (first.width, first.height) \
+                        or (part.bit_depth, part.channels) != (first.bit_depth, first.channels):
+                    what = "not a tiled TIFF" if part is None else (
+                        f"{part.width} x {part.height} px, {part.bit_depth}-bit, {part.channels} channel(s), "
+                        f"{part.planes} plane(s)")
+                    raise ImageReadError(f"{p.name}: plane file {f.name} is {what}, not like plane 1 "
+                                         f"({first.width} x {first.height} px, {first.bit_depth}-bit, "
+                                         f"{first.channels} channel(s), 1 plane); the planes of one focal stack "
+                                         "must be alike")
+            if first.planes != 1:
+                raise ImageReadError(f"{p.name}: plane file {files[0].name} holds {first.planes} planes itself")
+            n_levels = len(first.levels)
+            for part in parts[1:]:
+                same = [a == b for a, b in zip(first.levels, part.levels)]
+                n_levels = min(n_levels, same.index(False) if False in same else len(same))
+            slide = cls(p.name, first.width, first.height, first.bit_depth, first.channels, len(parts),
+                        first.levels[:n_levels], lazy=True)
+            cache = _TileCache()
+            slide._pages = [[part._pages[k][0] for part in parts] for k in range(n_levels)]
+            for part in parts:  # one tile cache for the whole stack (each file keeps its own lock)
+                for level in part._pages:
+                    for plane in level:
+                        for pg in plane:
+                            pg.cache = cache
+            slide._cache, slide._lock = cache, first._lock
+            slide._tif = parts[0]._tif
+            slide._parts = parts
+            return slide
+        except BaseException:
+            for part in parts:
+                if part is not None:
+                    part.close()
+            raise
+
     def close(self) -> None:
+        for part in getattr(self, "_parts", ())[1:]:
+            part.close()
         if self._tif is not None:
             self._tif.close()
             self._tif = None

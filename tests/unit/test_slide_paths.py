@@ -149,3 +149,33 @@ def test_strided_reads_of_a_slide_without_reduced_levels_are_exact(tmp_path):
         assert s.lazy and len(s.levels) == 1
         for key in [(slice(None, None, 9), slice(None, None, 9)), (slice(3, 1000, 7), slice(11, 1299, 5))]:
             assert np.array_equal(a[key], full[key])
+
+
+def test_planes_kept_as_one_slide_file_each_are_read_lazily(tmp_path, no_whole_decode):
+    """Scanners that write each focal plane as a whole-slide file of its own: plane files of
+    pyramidal TIFFs make one lazy slide (a plane read from its own file), imported by pattern."""
+    from pollenstudio.core.slide import Slide
+    from pollenstudio.project import Project
+
+    files = []
+    for z in range(3):
+        f = tmp_path / "scan" / f"slide_z{z}.tif"
+        f.parent.mkdir(exist_ok=True)
+        write_slide(f, 30 + z, SynthConfig(width=900, height=700), min_level_side=300)
+        files.append(f)
+    with Slide.open(files[0], plane_files=files) as s:
+        assert s.lazy and s.planes == 3 and len(s.levels) == 3
+        for z, f in enumerate(files):
+            with tifffile.TiffFile(f) as tf:
+                lv1 = tf.series[0].levels[1].asarray()
+            assert np.array_equal(s.region(20, 30, 200, 100, 1, z), lv1[30:130, 20:220])
+    with Project.create(tmp_path / "p") as proj:
+        res = proj.add_folder(tmp_path / "scan", stack_pattern="*_z{z}.tif")
+        (rec,) = [proj.image(i) for i in res.added]
+        assert (rec.planes, rec.width, rec.height) == (3, 900, 700)
+        a = slide_pixels(proj.image_path(rec), proj.plane_paths(rec), plane=2)
+        assert a.lazy and a[0:10, 0:10].shape == (10, 10, 3)
+    other = tmp_path / "other.tif"
+    write_slide(other, 5, SynthConfig(width=800, height=700), min_level_side=300)
+    with pytest.raises(ImageReadError, match="other.tif is 800 x 700 px"):
+        Slide.open(files[0], plane_files=[files[0], other])
