@@ -126,8 +126,9 @@ def main() -> int:
         _settle(app, 50)
         if "traversed" in win.counts.panel.note.text() and win.counts.panel.table.rowCount():
             break
-    win.count_dock.resize(win.count_dock.width(), 260)
-    _settle(app, 200)
+    win.count_dock.setFloating(True)  # its own window, tall enough for the note under the table
+    win.count_dock.resize(460, 330)
+    _settle(app, 300)
     win.counts.panel.grab().save(str(out / "slide-count.png"))
     print("\n".join(str(out / n) for n in ("slide-review.png", "slide-overview.png", "slide-count.png")))
     win.close()
