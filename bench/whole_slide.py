@@ -161,34 +161,35 @@ def phase_project(project: str, sheet: str) -> dict:
         run = proj.runs()[-1] if proj.runs() else None
     anns.sort(key=lambda a: -(a.score or 0.0))
     top = anns[:50]
-    cols, cell = 10, 128
-    rows = max(1, -(-len(top) // cols))
-    canvas = np.full((rows * (cell + 18), cols * cell, 3), 255, np.uint8)
+    cols, cell, per_page = 5, 256, 25  # two pages of 25, large enough to tell a grain from debris
+    pages = []
     with Slide.open(path) as s:
-        for k, a in enumerate(top):
-            x1, y1, x2, y2 = a.box.x1, a.box.y1, a.box.x2, a.box.y2
-            side = max(x2 - x1, y2 - y1) * 1.3 + 4
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            X0, Y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-            crop = s.region(X0, Y0, int(side), int(side))
-            if crop.size == 0:
-                continue
-            f = cell / max(crop.shape[:2])
-            crop = cv2.resize(crop, (max(1, int(crop.shape[1] * f)), max(1, int(crop.shape[0] * f))))
-            # the box itself, in the crop
-            bx0, by0 = int((x1 - X0) * f), int((y1 - Y0) * f)
-            bx1, by1 = int((x2 - X0) * f), int((y2 - Y0) * f)
-            crop = np.ascontiguousarray(crop)
-            cv2.rectangle(crop, (bx0, by0), (bx1 - 1, by1 - 1), (255, 0, 0), 1)
-            r, q = divmod(k, cols)
-            canvas[r * (cell + 18):r * (cell + 18) + crop.shape[0], q * cell:q * cell + crop.shape[1]] = crop
-            cv2.putText(canvas, f"{k + 1} {a.score:.2f}", (q * cell + 2, r * (cell + 18) + cell + 13),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 160), 1)
+        for start in range(0, len(top), per_page):
+            page = top[start:start + per_page]
+            canvas = np.full((-(-len(page) // cols) * (cell + 20), cols * cell, 3), 255, np.uint8)
+            for k, a in enumerate(page):
+                x1, y1, x2, y2 = a.box.x1, a.box.y1, a.box.x2, a.box.y2
+                side = max(x2 - x1, y2 - y1) * 2.5  # the box and its surroundings
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                X0, Y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+                crop = s.region(X0, Y0, max(1, int(side)), max(1, int(side)))
+                f = cell / max(crop.shape[:2])
+                crop = np.ascontiguousarray(cv2.resize(crop, (max(1, int(crop.shape[1] * f)), max(1, int(crop.shape[0] * f))),
+                                                       interpolation=cv2.INTER_CUBIC))
+                cv2.rectangle(crop, (int((x1 - X0) * f), int((y1 - Y0) * f)), (int((x2 - X0) * f), int((y2 - Y0) * f)),
+                              (255, 0, 0), 1)
+                r, q = divmod(k, cols)
+                canvas[r * (cell + 20):r * (cell + 20) + crop.shape[0], q * cell:q * cell + crop.shape[1]] = crop
+                cv2.putText(canvas, f"{start + k + 1} {a.score:.2f} {int(x2 - x1)}x{int(y2 - y1)}px",
+                            (q * cell + 3, r * (cell + 20) + cell + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 160), 1)
+            out = Path(sheet)
+            out = out.with_name(f"{out.stem}_{start + 1}-{start + len(page)}{out.suffix}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out), canvas[:, :, ::-1])
+            pages.append(str(out))
         mp = s.width * s.height / 1e6
-    Path(sheet).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(sheet, canvas[:, :, ::-1])
     summary = run.summary if run is not None and hasattr(run, "summary") else {}
-    return {"proposals": len(anns), "boxes_per_mp": len(anns) / mp, "megapixels": mp, "sheet": sheet,
+    return {"proposals": len(anns), "boxes_per_mp": len(anns) / mp, "megapixels": mp, "sheet": ", ".join(pages),
             "top50_min_score": round(float(top[-1].score), 3) if top else None,
             "run": {k: summary.get(k) for k in ("seconds", "tiles", "tiles_skipped", "tiles_resumed", "device")}
             if isinstance(summary, dict) else {}}
