@@ -142,3 +142,33 @@ def test_read_only_window_takes_the_image_when_the_holder_moves_on(qtbot, tmp_pa
     assert not ben.reviewers.read_only and not ben.reviewers.banner.isVisible()
     assert rv.claim_of(anna.ctl.project, first).reviewer == "Ben"
     close_all(qtbot, ben, anna)
+
+
+def test_on_a_server_project_edits_arrive_by_notify(qtbot, tmp_path, project_dir, pg_url, answer):
+    """The same walk on PostgreSQL: the window listens (LISTEN/NOTIFY on a thread)."""
+    import uuid
+
+    import psycopg
+
+    from pollenstudio.project.server_copy import push
+
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}project=t{uuid.uuid4().hex[:12]}"
+    push(project_dir, url)
+    try:
+        anna = open_window(qtbot, tmp_path, url, "Anna")
+        ben = open_window(qtbot, tmp_path, url, "Ben")
+        assert ben.reviewers._thread is not None and ben.reviewers._feed is None  # listening, not polling
+        qtbot.waitUntil(lambda: ben.reviewers.read_only, timeout=3000)
+        target = proposals(anna)[0]
+        anna.ctl.select(target.id)
+        anna.ctl.accept()
+        qtbot.waitUntil(lambda: next(a for a in ben.ctl.annotations() if a.id == target.id).status
+                        is AnnotationStatus.ACCEPTED, timeout=3000)
+        ben.act_take_over.trigger()
+        qtbot.waitUntil(lambda: anna.reviewers.read_only, timeout=3000)
+        close_all(qtbot, ben, anna)
+    finally:
+        from pollenstudio.project.dialect import parse_server_url
+
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{parse_server_url(url).project}" CASCADE')
