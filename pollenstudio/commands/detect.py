@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pollenstudio.core.types import DEFAULT_STACK_MODE, STACK_MODES
+
 HELP = "detect pollen grains on a project's images (a folder of images becomes a project) and store them as proposals"
 
 SOME_FAILED = 3  # exit status: some images could not be used, the others have their proposals
@@ -65,9 +67,11 @@ def add_arguments(parser) -> None:
                           "size the model was trained on (default: each image's µm/px or the project's calibration, if any)")
     cal.add_argument("--um-per-px", type=float, default=None, metavar="X",
                      help="pixel scale of these images (µm per pixel); grains are taken as 30 µm across")
-    parser.add_argument("--stack-mode", choices=["edf", "planes"], default="edf",
-                        help="focal stacks: detect on the all-in-focus EDF composite (default) or on every plane, "
-                        "boxes of one grain merged across planes; either way each grain records its sharpest plane")
+    parser.add_argument("--stack-mode", choices=STACK_MODES, default=DEFAULT_STACK_MODE,
+                        help="focal stacks: detect on the all-in-focus EDF composite ('edf'), on every plane "
+                        "('planes') or on both ('both'), the boxes of one grain merged across planes; either way "
+                        f"each grain records its sharpest plane (default {DEFAULT_STACK_MODE!r}, the best measured "
+                        "on generated stacks: bench/stack_mode.py)")
     parser.add_argument("--flip-pass", action="store_true",
                         help="run the model a second time on each horizontally flipped image, so the app's "
                              "\"Review this next\" order also weighs where the two passes disagree "

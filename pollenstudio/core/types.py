@@ -51,6 +51,13 @@ def sql_in(statuses) -> str:
 # detect``, GUI detection) and precision / recall / confusion are read at it (evaluate).
 DEFAULT_CONF = 0.25
 
+# How a focal stack is detected (``engine.detect_job.detect_stack``): on its all-in-focus EDF
+# view, on every plane, or on both, the boxes of one grain merged across planes. The default
+# is the mode measured best on generated stacks (bench/stack_mode.py,
+# bench/results/stack_mode.txt).
+STACK_MODES = ("edf", "planes", "both")
+DEFAULT_STACK_MODE = "edf"
+
 # A grain whose taxon nobody has named yet: a box drawn by hand (unless the user prefers the
 # last used taxon) or a proposal of a one-class grain model ("pollen"). Such a taxon never
 # takes a digit key, so naming grains with 1-9 works the same in every project.

@@ -7,10 +7,12 @@ cancel or crash leaves every image either fully updated or untouched. The job is
 as a run (model version, thresholds, tiling, device) with its outcome.
 
 Focal stacks (issue 19) are detected through focus: on their extended-depth-of-field
-composite (``stack_mode="edf"``, the default: one pass, every grain sharp), or on every
-plane (``"planes"``: one pass per plane, the boxes of one grain on several planes merged by
-IoU so each grain is reported once). Either way each proposal records the plane where its
-box is sharpest (``core.stack.sharpest_planes``).
+composite (``stack_mode="edf"``: one pass, every grain sharp), on every plane
+(``"planes"``: one pass per plane, the boxes of one grain on several planes merged by IoU so
+each grain is reported once), or on both (``"both"``: the EDF view and every plane, merged
+alike). ``DEFAULT_STACK_MODE`` is the one measured best on generated stacks
+(``bench/stack_mode.py``). Either way each proposal records the plane where its box is
+sharpest (``core.stack.sharpest_planes``).
 
 Whole-slide scans (issue 29) are detected tile by tile from the file (``engine.predict``),
 and a slide of a thousand tiles must not start again from its first tile after a cancel or
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from pollenstudio.core.errors import Cancelled, ImageReadError
 from pollenstudio.core.progress import NullProgress, Progress
-from pollenstudio.core.types import ReviewStatus
+from pollenstudio.core.types import DEFAULT_STACK_MODE, STACK_MODES, ReviewStatus
 from pollenstudio.engine.review_order import ImageProposals, flip_back, proposal_doubts
 
 
@@ -62,7 +64,7 @@ class DetectSummary:
     timings: dict[str, float] = field(default_factory=dict)
     calibration: str = "none"  # how images were resampled for the model's grain sizes
     stacks: int = 0  # focal stacks detected through focus
-    stack_mode: str = "edf"  # "edf" (composite) or "planes" (every plane, merged)
+    stack_mode: str = "edf"  # "edf" (composite), "planes" (every plane, merged) or "both"
     tiles: int = 0  # model inputs planned over all images (1 per untiled image)
     tiles_skipped: int = 0  # of them, tiles not run because they held only background
     tiles_resumed: int = 0  # of them, tiles taken from a tile journal (run before a cancel or crash)
@@ -95,7 +97,7 @@ def detect_project(
     image_ids: Iterable[int] | None = None,
     progress: Progress | None = None,
     on_image: Callable[[int, list], None] | None = None,
-    stack_mode: str = "edf",
+    stack_mode: str | None = None,
     flip_pass: bool = False,
     on_tile: Callable[[int, int, list], None] | None = None,
 ) -> DetectSummary:
@@ -105,7 +107,8 @@ def detect_project(
     is then recorded as cancelled and every image finished before the cancel keeps its
     proposals). An unreadable image is reported by name in ``summary.failed`` and the run
     goes on. ``on_image(image_id, detections)`` is called after each image is stored.
-    ``stack_mode``: how focal stacks are detected, "edf" or "planes" (module docstring).
+    ``stack_mode``: how focal stacks are detected, "edf", "planes" or "both" (module
+    docstring; None: ``DEFAULT_STACK_MODE``).
 
     All or nothing: a run that fails part-way (an error, not a cancel) takes back what it
     wrote (``Project.take_back_proposals``: its proposals, the taxa it created, and the
@@ -124,6 +127,8 @@ def detect_project(
     as they come); tiles finished before a cancel or crash are not run again by the next
     run (module docstring, ``summary.tiles_resumed``).
     """
+    if stack_mode is None:
+        stack_mode = DEFAULT_STACK_MODE
     if stack_mode not in STACK_MODES:
         raise ValueError(f"stack_mode must be one of {', '.join(STACK_MODES)}, got {stack_mode!r}")
     names = getattr(predictor, "class_names", None)
@@ -381,7 +386,6 @@ def _forget(project, run_id: int) -> None:
     project.forget_proposal_journal(run_id)
 
 
-STACK_MODES = ("edf", "planes")
 
 
 @dataclass
@@ -430,16 +434,21 @@ def merge_across_planes(detections: list, iou: float = 0.5) -> tuple[list, int]:
     return [detections[i] for i in keep], sum(len(v) for v in groups.values())
 
 
-def detect_stack(project, predictor, rec, grain_size: float | None = None, mode: str = "edf",
+def detect_stack(project, predictor, rec, grain_size: float | None = None, mode: str | None = None,
                  progress=None, size_band=None) -> StackResult:
     """Detect one focal stack (see the module docstring); every detection gets the plane
-    where its box is sharpest. An unreadable plane gives a result with ``error``."""
+    where its box is sharpest. An unreadable plane gives a result with ``error``. ``mode``:
+    "edf", "planes" or "both" (None: ``DEFAULT_STACK_MODE``)."""
     from dataclasses import replace
 
     from pollenstudio.core.stack import EDF, sharpest_planes
 
     progress = progress or NullProgress()
-    extra = {"grain_sizes": [grain_size] * (1 if mode == "edf" else rec.planes)} if grain_size is not None else {}
+    mode = DEFAULT_STACK_MODE if mode is None else mode
+    if mode not in STACK_MODES:
+        raise ValueError(f"stack mode must be one of {', '.join(STACK_MODES)}, got {mode!r}")
+    passes = {"edf": 1, "planes": rec.planes, "both": rec.planes + 1}[mode]
+    extra = {"grain_sizes": [grain_size] * passes} if grain_size is not None else {}
     if size_band is not None:
         extra["size_band"] = size_band
     try:
@@ -448,8 +457,14 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
                 progress.update(0, 1, f"{rec.path}: all-in-focus view")
                 sources, names = [st.view(EDF)], [f"{rec.path} (EDF)"]
             else:
-                sources = (st.plane(i) for i in range(st.n_planes))  # one plane in memory at a time
-                names = [f"{rec.path} plane {i + 1}/{st.n_planes}" for i in range(st.n_planes)]
+                def sources_of(st=st):  # one plane in memory at a time (and the EDF view first in "both")
+                    if mode == "both":
+                        yield st.view(EDF)
+                    yield from (st.plane(i) for i in range(st.n_planes))
+
+                sources = sources_of()
+                names = ([f"{rec.path} (EDF)"] if mode == "both" else []) + [
+                    f"{rec.path} plane {i + 1}/{st.n_planes}" for i in range(st.n_planes)]
             found, capped, dropped, size_dropped = [], False, 0, 0
             for res in predictor.iter_predict(sources, progress, names=names, total=len(names), **extra):
                 if res.error is not None:
@@ -459,7 +474,7 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
                 capped = capped or getattr(res, "capped", False)
                 dropped += getattr(res, "dropped", 0)
             merged = 0
-            if mode == "planes":
+            if mode != "edf":
                 found, merged = merge_across_planes(found, iou=0.5)
             progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
             planes = sharpest_planes(st, [d.box.xyxy() for d in found])

@@ -195,7 +195,7 @@ class ModelController(QObject):
             self.errorRaised.emit("Detection failed", msg)
 
         self.jobs.submit("detect", detect_job, self.project, self.predictors, ids, self.detect_batch,
-                         getattr(self, "stack_mode", "edf"), self.flip_pass,
+                         getattr(self, "stack_mode", None), self.flip_pass,
                          on_done=done, on_error=failed, on_progress=self.detectProgress.emit)
         self.detectStarted.emit(len(ids))
         return True

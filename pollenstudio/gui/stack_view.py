@@ -573,13 +573,27 @@ def install_stacks(win) -> StackController:
         if menu_action.text() == "&Edit":
             menu_action.menu().addAction(acts["set_plane"])
 
-    every = win.model_menu.addAction("Focal stacks: detect on every plane")
-    every.setCheckable(True)
-    every.setStatusTip("Off: detection runs on each stack's all-in-focus EDF view (one pass). On: on every plane, "
-                       "the boxes of one grain merged across planes (slower); either way each grain records its "
-                       "sharpest plane")
-    every.toggled.connect(lambda on: setattr(win.models, "stack_mode", "planes" if on else "edf"))
-    win.act_detect_every_plane = every
+    from PySide6.QtGui import QActionGroup
+
+    from pollenstudio.core.types import DEFAULT_STACK_MODE
+
+    modes = win.model_menu.addMenu("Focal stacks: detect on")
+    modes.setToolTipsVisible(True)
+    group = QActionGroup(modes)
+    win.stack_mode_actions = {}
+    for mode, text, tip in (
+        ("edf", "All-in-focus view (EDF)", "One pass per stack on its EDF composite, every grain sharp"),
+        ("planes", "Every plane", "One pass per plane, the boxes of one grain merged across planes"),
+        ("both", "EDF and every plane", "One pass more than every plane: the EDF view's boxes join the merge"),
+    ):
+        act = modes.addAction(text + (" (default: measured best)" if mode == DEFAULT_STACK_MODE else ""))
+        act.setCheckable(True)
+        act.setToolTip(tip + "; either way each grain records its sharpest plane")
+        act.setChecked(mode == DEFAULT_STACK_MODE)
+        act.triggered.connect(lambda _=False, m=mode: setattr(win.models, "stack_mode", m))
+        group.addAction(act)
+        win.stack_mode_actions[mode] = act
+    win.models.stack_mode = DEFAULT_STACK_MODE
 
     def swap(img):
         win.canvas.swap_image(img)
