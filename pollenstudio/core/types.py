@@ -56,7 +56,7 @@ DEFAULT_CONF = 0.25
 # is the mode measured best on generated stacks (bench/stack_mode.py,
 # bench/results/stack_mode.txt).
 STACK_MODES = ("edf", "planes", "both")
-DEFAULT_STACK_MODE = "edf"
+DEFAULT_STACK_MODE = "both"
 
 # A grain whose taxon nobody has named yet: a box drawn by hand (unless the user prefers the
 # last used taxon) or a proposal of a one-class grain model ("pollen"). Such a taxon never

@@ -182,7 +182,7 @@ def test_detection_through_focus_finds_each_grain_once_on_its_plane(tmp_path, sy
     proj = Project.create(tmp_path / "p")
     proj.add_images([out / im["file_name"] for im in coco["images"]])
     pred = Predictor.from_default(device="cpu")
-    summary = detect_project(proj, pred)
+    summary = detect_project(proj, pred, stack_mode="edf")  # the EDF view; bench/stack_mode.py compares the modes
     assert summary.stacks == 3 and not summary.failed
     total = found = once = on_plane = 0
     for rec, im in zip(proj.images(), coco["images"]):
