@@ -103,9 +103,9 @@ def _tile_hook(project):
 
 
 def detect_job(token, project, cache: PredictorCache, image_ids: list[int], batch: int | None = None,
-               stack_mode: str = "edf", flip_pass: bool | None = False):
-    """Load (or reuse) the active model and detect on ``image_ids`` (focal stacks on their EDF
-    view, or with ``stack_mode="planes"`` on every plane; ``flip_pass``: the second pass on the
+               stack_mode: str | None = None, flip_pass: bool | None = False):
+    """Load (or reuse) the active model and detect on ``image_ids`` (focal stacks in
+    ``stack_mode``: "edf", "planes" or "both", None the default; ``flip_pass``: the second pass on the
     flipped image for "review this next"; None: only when the model runs on a GPU). Returns
     (DetectSummary, model name, device description)."""
     from pollenstudio.engine.detect_job import detect_project
