@@ -3,7 +3,9 @@
     QT_QPA_PLATFORM=offscreen python scripts/reviewers_screenshots.py docs/screenshots
 
 reviewers-takeover-question.png (a second window opens an image someone is reviewing),
-reviewers-read-only.png (it opened read-only), second-opinion.png (Review > Second opinion...)."""
+reviewers-read-only.png (it opened read-only), second-opinion.png (Review > Second opinion...),
+reviewers-conflict.png (an edit crossing a colleague's), reviewers-undo-conflict.png (an undo
+that meets a grain a colleague changed since)."""
 import sys, tempfile, pathlib
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QMessageBox
@@ -50,6 +52,43 @@ dlg = open_second_opinion(ben); settle(300)
 dlg.confirm(); settle(200)
 dlg.grab().save(str(out / "second-opinion.png"))
 dlg.close(); settle(200)
-for w in (ben, anna):
-    w.close()
+ben.close(); settle(300)
+
+# two people change one grain: a colleague (another window, here a Project object) moves a
+# box on Anna's image before her window has read it; Anna's nudge is refused in words
+from pollenstudio.core.types import Box
+from pollenstudio.project import Project
+from pollenstudio.project import reviewers as rv
+
+other = Project.open(tmp / "proj")
+rv.set_reviewer(other, "Ben")
+iid = anna.ctl.image_id
+aid = next(a.id for a in anna.ctl.annotations() if a.status.value == "proposed")
+rv.claim(other, iid, takeover=True)
+b = other.annotation(aid).box
+other.move_annotation(aid, Box(b.x1 + 6, b.y1 + 4, b.x2 + 6, b.y2 + 4))
+rv.release(other)
+anna.ctl.select(aid)
+anna.ctl.nudge(1, 0)  # before her window polled: the edit crosses Ben's
+settle(300)
+boxes = [w for w in app.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+boxes[-1].grab().save(str(out / "reviewers-conflict.png")); print("conflict:", boxes[-1].text())
+boxes[-1].close(); settle(1500)  # the poll brings Ben's version
+
+# an undo that meets a grain someone changed since
+rv.claim(anna.ctl.project, iid)
+aid2 = next(a.id for a in anna.ctl.annotations() if a.id != aid)
+anna.ctl.select(aid2)
+anna.ctl.nudge(2, 0)
+rv.claim(other, iid, takeover=True)
+b = other.annotation(aid2).box
+other.move_annotation(aid2, Box(b.x1 + 5, b.y1, b.x2 + 5, b.y2))
+rv.release(other)
+settle(1500)
+rv.claim(anna.ctl.project, iid)
+anna.ctl.undo(); settle(300)
+boxes = [w for w in app.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()]
+boxes[-1].grab().save(str(out / "reviewers-undo-conflict.png")); print("undo:", boxes[-1].text())
+other.close()
+anna.close()
 print("done")

@@ -260,9 +260,10 @@ class ReviewersController(QObject):
 
     def _own_event(self, ev) -> None:
         if getattr(ev, "conflicts", ()):
-            word = "Undo" if ev.kind == "undo" else "Redo"
-            QMessageBox.information(self.win, f"{word}: not everything was undone" if ev.kind == "undo" else
-                                    f"{word}: not everything was redone", "\n".join(ev.conflicts))
+            from pollenstudio.gui.app import show_error
+
+            title = "Undo: not everything was undone" if ev.kind == "undo" else "Redo: not everything was redone"
+            self.last_conflict_box = show_error(self.win, title, "\n".join(ev.conflicts))
 
     # ------------------------------------------------------------------ reviewer name
     def ask_name(self) -> None:

@@ -93,6 +93,8 @@ def _clock(conn) -> float:
 
 def _age(seconds: float) -> str:
     s = max(0, int(round(seconds)))
+    if s < 2:
+        return "just now"
     if s < 90:
         return f"{s} s ago"
     if s < 90 * 60:
@@ -289,7 +291,7 @@ def undo_conflicts(project, conn, changes, done, undo: bool) -> tuple[str, ...]:
         if r is None or not r[0] or r[0] in (project.reviewer, WITHDRAWN_BY_MODEL):
             continue
         word = "undo" if undo else "redo"
-        out.append(f"{r[0]} changed grain {row_id} {_age(now - float(r[1]))}: your {word} left it as {r[0]} has it")
+        out.append(f"{r[0]} changed grain {row_id} ({_age(now - float(r[1]))}): your {word} left it as {r[0]} has it")
     return tuple(out)
 
 

@@ -172,3 +172,28 @@ def test_on_a_server_project_edits_arrive_by_notify(qtbot, tmp_path, project_dir
 
         with psycopg.connect(pg_url, autocommit=True) as c:
             c.execute(f'DROP SCHEMA IF EXISTS "{parse_server_url(url).project}" CASCADE')
+
+
+def test_crossing_edit_is_refused_in_words_and_the_window_shows_theirs(qtbot, tmp_path, project_dir, answer):
+    from pollenstudio.core.types import Box
+    from pollenstudio.project import Project
+
+    anna = open_window(qtbot, tmp_path, project_dir, "Anna")
+    ben = Project.open(project_dir)  # a colleague's window, before Anna's has polled
+    rv.set_reviewer(ben, "Ben")
+    iid = anna.ctl.image_id
+    aid = proposals(anna)[0].id
+    rv.claim(ben, iid, takeover=True)
+    b = ben.annotation(aid).box
+    theirs = ben.move_annotation(aid, Box(b.x1 - 6, b.y1 - 4, b.x2 - 6, b.y2 - 4)).box
+    assert theirs != b
+    rv.release(ben)
+    errors = []
+    anna.ctl.errorRaised.connect(lambda title, msg: errors.append(msg))
+    anna.ctl.select(aid)
+    anna.ctl.nudge(1, 0)
+    assert errors and errors[-1].startswith("Ben changed this grain ") and "your move was not applied" in errors[-1]
+    assert ben.annotation(aid).box == theirs  # not overwritten
+    assert next(a for a in anna.ctl.annotations() if a.id == aid).box == theirs  # shown at once
+    ben.close()
+    close_all(qtbot, anna)
