@@ -637,7 +637,9 @@ class MainWindow(QMainWindow):
         grains = "grain" if n_obj == 1 else "grains"
         self.st_counts.setText(f"{n_obj} {grains} confirmed" + (f" + {n_prop} to review" if n_prop else "") + " on this image")
         a = self.ctl.selected_annotation()
-        self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "")
+        stacks = getattr(self, "stacks", None)
+        plane = stacks.plane_name(a.plane) if stacks is not None and a is not None and a.plane is not None else None
+        self.topk.set_annotation(a, self._taxon_name(a.category_id) if a is not None else "", plane)
         self.similar.request(a)
         rejected = self.ctl.rejected()
         names = {c.id: display_taxon(c.name) for c in self.ctl.categories()} if rejected else {}

@@ -201,14 +201,16 @@ class TopKPanel(QWidget):
             self.rejected_list.addItem(it)
         self.rejected_list.setVisible(bool(items))
 
-    def set_annotation(self, ann, taxon: str = "") -> None:
+    def set_annotation(self, ann, taxon: str = "", plane_name: str | None = None) -> None:
+        """The selected box: taxon, status, score, its sharpest plane (``plane_name``: the
+        plane as its files name it, e.g. "z-3"; else its 1-based number) and the top-k."""
         if ann is None:
             self.label.setText("<i>No box selected</i>")
             return
         score = f" · score {ann.score:.2f}" if ann.score is not None else ""
         rows = [f"<b>{html.escape(taxon)}</b> <span style='color:#888'>({ann.status.value}{score})</span>"]
         if getattr(ann, "plane", None) is not None:
-            rows.append(f"<br>sharpest on focal plane {ann.plane + 1}")
+            rows.append(f"<br>sharpest on focal plane {html.escape(plane_name or str(ann.plane + 1))}")
         if ann.topk:
             rows.append("<table cellspacing='0' cellpadding='1'>")
             for name, p in ann.topk:

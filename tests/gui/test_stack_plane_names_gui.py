@@ -91,3 +91,21 @@ def test_the_model_menu_offers_the_three_stack_modes_with_the_measured_default(q
         qtbot.waitUntil(menu.isVisible, timeout=3000)
         menu.grab().save(os.path.join(os.environ["POLLENSTUDIO_SHOTS"], "stack_modes_menu.png"))
         menu.hide()
+
+
+def test_the_selected_box_panel_names_its_plane_as_the_files_do(qtbot, named_window):
+    from pollenstudio.core.types import Box
+
+    win, _planes = named_window
+    ctl = win.ctl
+    rec = ctl.image_record
+    cat = ctl.project.add_category("Betula")
+    aid = ctl.project.add_annotation(rec.id, Box(40, 40, 90, 90), cat, plane=4)
+    ctl.show_image(rec.id, select=aid)
+    qtbot.waitUntil(lambda: ctl.selected == aid and "focal plane" in win.topk.label.text(), timeout=5000)
+    assert "sharpest on focal plane z+6" in win.topk.label.text()
+    assert win.stack_bar.box_label.text().strip().startswith("selected box: plane z+6")
+    if os.environ.get("POLLENSTUDIO_SHOTS"):
+        qtbot.wait(300)  # layouts settle before the picture
+        win.grab().save(os.path.join(os.environ["POLLENSTUDIO_SHOTS"], "stack_plane_names_box.png"))
+        win.topk.grab().save(os.path.join(os.environ["POLLENSTUDIO_SHOTS"], "stack_plane_names_panel.png"))
