@@ -221,7 +221,8 @@ def detect_project(
             yield from ((records[res.index], res) for res in predictor.iter_predict(paths, progress, names=names,
                                                                                      **extra))
             for k, (rec, size) in enumerate(stacks):
-                yield rec, detect_stack(project, predictor, rec, size, stack_mode,
+                run_stack = detect_slide_stack if _slide_stack(project, rec) else detect_stack
+                yield rec, run_stack(project, predictor, rec, size, stack_mode,
                                         _StepProgress(progress, len(records) + k, len(records) + len(stacks)),
                                         size_band=band)
                 summary.stacks += 1
@@ -478,6 +479,58 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
                 found, merged = merge_across_planes(found, iou=0.5)
             progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
             planes = sharpest_planes(st, [d.box.xyxy() for d in found])
+    except ImageReadError as exc:
+        return StackResult([], error=str(exc))
+    return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
+                       dropped=dropped, size_dropped=size_dropped)
+
+
+def _slide_stack(project, rec) -> bool:
+    """Whether a focal stack is one whole-slide file read tile by tile (its planes inside)."""
+    return not rec.plane_files and _whole_slide(project.image_path(rec))
+
+
+def detect_slide_stack(project, predictor, rec, grain_size: float | None = None, mode: str | None = None,
+                       progress=None, size_band=None) -> StackResult:
+    """:func:`detect_stack` for a focal stack that is one whole-slide file (a pyramidal
+    OME-TIFF with Z planes): never decoded whole. Each view is detected tile by tile from
+    the file (``core.slide.SlideArray``: the EDF view is computed over each tile's region,
+    a plane is read as it is), and each box's sharpest plane is measured on the box's own
+    region of every plane."""
+    from dataclasses import replace
+
+    from pollenstudio.core.slide import Slide, SlideArray
+    from pollenstudio.core.stack import EDF, box_sharpness
+
+    progress = progress or NullProgress()
+    mode = mode or "edf"
+    try:
+        with Slide.open(project.image_path(rec)) as slide:
+            views = ([EDF] if mode in ("edf", "both") else []) + (
+                list(range(slide.planes)) if mode in ("planes", "both") else [])
+            names = [f"{rec.path} (EDF)" if v == EDF else f"{rec.path} plane {v + 1}/{slide.planes}" for v in views]
+            extra = {"grain_sizes": [grain_size] * len(views)} if grain_size is not None else {}
+            if size_band is not None:
+                extra["size_band"] = size_band
+            found, capped, dropped, size_dropped = [], False, 0, 0
+            for res in predictor.iter_predict([SlideArray(slide, v) for v in views], progress, names=names,
+                                              total=len(names), **extra):
+                if res.error is not None:
+                    return StackResult([], error=res.error)
+                found.extend(res.detections)
+                size_dropped += getattr(res, "size_dropped", 0)
+                capped = capped or getattr(res, "capped", False)
+                dropped += getattr(res, "dropped", 0)
+            merged = 0
+            if len(views) > 1:
+                found, merged = merge_across_planes(found, iou=0.5)
+            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
+            boxes = [d.box.xyxy() for d in found]
+            if slide.planes > 1 and boxes:
+                table = box_sharpness((SlideArray(slide, k) for k in range(slide.planes)), boxes)
+                planes = [int(k) for k in table.argmax(axis=0)]
+            else:
+                planes = [0] * len(boxes)
     except ImageReadError as exc:
         return StackResult([], error=str(exc))
     return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,

@@ -222,6 +222,7 @@ class _ImageState:
     journal: object | None = None  # its tile journal (finished tiles on disk), or None
     resumed: int = 0  # tiles taken from the journal
     on_tile: object | None = None  # callback(index, tile, detections) after each tile
+    plane: int | str = 0  # the plane (or "edf" view) of a whole-slide source that is detected
     t_run: float = 0.0  # when its first tile ran in this session (for the ETA)
     ran: int = 0  # tiles run in this session
 
@@ -666,7 +667,7 @@ class Predictor:
 
         w, h = slide.width, slide.height
         state.width, state.height = w, h
-        rng = None if slide.bit_depth == 8 else intensity_range(slide.thumbnail(1024))
+        rng = None if slide.bit_depth == 8 else intensity_range(slide.thumbnail(1024, state.plane))
         if grain is not None:
             state.resample = Resample.by(w, h, self.resample_factor(grain))
             state.grain, state.band = float(grain), size_band
@@ -674,7 +675,7 @@ class Predictor:
             tile = self.imgsz if max(w, h) > self.imgsz else None
         else:
             tile = resolve_tile_size(self.tile, w, h, self.imgsz)
-        reader = SlideReader(slide, w, h)
+        reader = SlideReader(slide, w, h, state.plane)
         t1 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         if tile is None:  # the whole slide fits one model input: read it at that scale
@@ -709,7 +710,7 @@ class Predictor:
             self.timings["preprocess"] += time.perf_counter() - t3
             yield state, (arr, lb, k)
 
-    def plan_key(self, width: int, height: int, tile: int, resample=None) -> dict:
+    def plan_key(self, width: int, height: int, tile: int, resample=None, plane: int | str = 0) -> dict:
         """What the boxes of one image's tiles depend on (a tile journal of other settings
         is not reused): the model and its thresholds, the tile plan and the calibration."""
         return {
@@ -719,6 +720,7 @@ class Predictor:
             "tile": int(tile), "overlap": self.overlap, "size": [int(width), int(height)],
             "resample": None if resample is None else [resample.dst_w, resample.dst_h],
             "reg_max": int(getattr(self.cfg, "reg_max", 0)), "classes": len(self.cfg.class_names),
+            "plane": plane,
         }
 
     def _resume(self, state: _ImageState, run: list[int], w: int, h: int, tile: int, journal) -> list[int]:
@@ -727,7 +729,7 @@ class Predictor:
         state.expected = len(run)
         if journal is None:
             return run
-        state.journal = journal(state.index, self.plan_key(w, h, tile, state.resample))
+        state.journal = journal(state.index, self.plan_key(w, h, tile, state.resample, state.plane))
         if state.journal is None:
             return run
         done = state.journal.done()
@@ -891,7 +893,7 @@ class Predictor:
                 if s.slide is not None:  # grains cut from the file one by one (classify.embed reads regions)
                     from pollenstudio.core.slide import SlideArray
 
-                    dets = self.taxa.label(self.explain_model, SlideArray(s.slide, 0), dets, self.device, self.topk)
+                    dets = self.taxa.label(self.explain_model, SlideArray(s.slide, s.plane), dets, self.device, self.topk)
                 else:
                     dets = self.taxa.label(self.explain_model, s.image, dets, self.device, self.topk)
             s.image = None
@@ -936,9 +938,16 @@ class Predictor:
 
 def _lazy_slide(src, state: _ImageState):
     """The ``core.slide.Slide`` to read ``src`` from tile by tile (recorded on ``state``), or
-    None for a source that is decoded whole (an array, a field, a small TIFF)."""
-    from pollenstudio.core.slide import Slide
+    None for a source that is decoded whole (an array, a field, a small TIFF). A
+    ``core.slide.SlideArray`` of a lazy slide is read at its plane (an index, or ``"edf"``:
+    the all-in-focus view computed over each tile's region)."""
+    from pollenstudio.core.slide import Slide, SlideArray
 
+    if isinstance(src, SlideArray):
+        if not src.lazy:
+            return None
+        state.slide, state.plane = src.slide, src.plane
+        return src.slide
     if isinstance(src, Slide):
         if not src.lazy:
             return None

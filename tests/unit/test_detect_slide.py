@@ -214,3 +214,43 @@ def test_a_journal_of_other_settings_or_cut_short_is_not_trusted(tmp_path):
     assert np.array_equal(done[3][0], part[0]) and done[3][3].shape == (1, 2)
     other = TileJournal.open(tmp_path, "a" * 64, {"conf": 0.5, "tile": 256})
     assert other.done() == {} and not j.path.exists()  # the old plan's journal is gone
+
+
+def _stack_slide(path, img, blur=(3.0, 0.0, 3.0), levels=2, tile=(128, 128)):
+    """An OME-TIFF (planes, H, W, 3) with pyramid levels: plane k is ``img`` blurred by blur[k]."""
+    planes = np.stack([cv2.GaussianBlur(img, (0, 0), b) if b else img for b in blur])
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(planes, subifds=levels, tile=tile, compression="zlib", photometric="rgb", metadata={"axes": "ZYXS"})
+        for k in range(1, levels + 1):
+            h, w = planes.shape[1] >> k, planes.shape[2] >> k
+            tw.write(np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA) for p in planes]), subfiletype=1,
+                     tile=tile, compression="zlib", photometric="rgb")
+
+
+@pytest.mark.parametrize("mode", ["edf", "planes"])
+def test_a_focal_stack_in_one_slide_file_is_detected_from_its_tiles(scan, tiny_model_path, tmp_path, mode,  # noqa: F811
+                                                                    monkeypatch):
+    """A pyramidal OME-TIFF with Z planes is detected view by view from the file (the EDF view
+    computed per tile region), never through the decoded stack, with the boxes and sharpest
+    planes the decoded stack gives."""
+    from pollenstudio.engine.detect_job import detect_slide_stack, detect_stack
+
+    _, img, truth = scan
+    folder = tmp_path / "p"
+    folder.mkdir()
+    _stack_slide(folder / "stack.ome.tif", img)
+    proj = Project.create(folder)
+    assert len(proj.add_images([folder / "stack.ome.tif"]).added) == 1
+    rec = proj.images()[0]
+    assert rec.is_stack and rec.planes == 3
+    pred = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4)
+    lazy = detect_slide_stack(proj, pred, rec, mode=mode)
+    whole = detect_stack(proj, pred, rec, mode=mode)
+    assert lazy.error is None and len(lazy.detections) == len(whole.detections) >= len(truth)
+    assert _nearest(_boxes(lazy.detections), _boxes(whole.detections)).max() <= 0.5
+    assert {d.plane for d in lazy.detections} == {1}  # the sharp plane, measured on each box's region
+    # the project's detection job takes this route: the decoded stack is never opened
+    monkeypatch.setattr(Project, "open_stack", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    summary = detect_project(proj, pred, stack_mode=mode)
+    assert summary.stacks == 1 and summary.proposals == len(lazy.detections) and not summary.failed
+    proj.close()
