@@ -254,3 +254,22 @@ def test_a_focal_stack_in_one_slide_file_is_detected_from_its_tiles(scan, tiny_m
     summary = detect_project(proj, pred, stack_mode=mode)
     assert summary.stacks == 1 and summary.proposals == len(lazy.detections) and not summary.failed
     proj.close()
+
+
+def test_pollenstudio_import_and_detect_a_slide_file(scan, tiny_model_path, tmp_path, capsys):  # noqa: F811
+    import json
+
+    from pollenstudio.cli import main
+
+    path, _, truth = scan
+    slide = tmp_path / "scan.tif"
+    slide.write_bytes(path.read_bytes())
+    proj = tmp_path / "proj"
+    assert main(["import", str(proj), str(slide), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["detect", str(proj), "--model", str(tiny_model_path), "--device", "cpu", "--backend", "torch",
+                 "--conf", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["done"] == 1 and out["proposals"] >= len(truth) and out["tiles"] > 20
+    assert out["tiles_skipped"] > 0 and out["tiles_resumed"] == 0
+    assert not list((proj / "models" / "tile-journal").glob("*.jsonl"))  # nothing left behind
