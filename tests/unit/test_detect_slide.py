@@ -273,3 +273,13 @@ def test_pollenstudio_import_and_detect_a_slide_file(scan, tiny_model_path, tmp_
     assert out["done"] == 1 and out["proposals"] >= len(truth) and out["tiles"] > 20
     assert out["tiles_skipped"] > 0 and out["tiles_resumed"] == 0
     assert not list((proj / "models" / "tile-journal").glob("*.jsonl"))  # nothing left behind
+
+
+def test_skipping_blank_tiles_of_a_slide_loses_no_detection(scan, tiny_model_path):  # noqa: F811
+    path, _, truth = scan
+    on = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4)
+    off = Predictor.from_checkpoint(tiny_model_path, device="cpu", conf=0.3, batch=4, skip_blank=False)
+    r_on, r_off = next(iter(on.iter_predict([str(path)]))), next(iter(off.iter_predict([str(path)])))
+    assert r_on.skipped > 0 and r_off.skipped == 0 and r_on.tiles == r_off.tiles
+    assert len(r_on.detections) == len(r_off.detections) >= len(truth)
+    assert _nearest(_boxes(r_on.detections), _boxes(r_off.detections)).max() < 1e-6
