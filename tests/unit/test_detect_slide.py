@@ -227,7 +227,7 @@ def _stack_slide(path, img, blur=(3.0, 0.0, 3.0), levels=2, tile=(128, 128)):
                      tile=tile, compression="zlib", photometric="rgb")
 
 
-@pytest.mark.parametrize("mode", ["edf", "planes"])
+@pytest.mark.parametrize("mode", ["edf", "planes", "both"])
 def test_a_focal_stack_in_one_slide_file_is_detected_from_its_tiles(scan, tiny_model_path, tmp_path, mode,  # noqa: F811
                                                                     monkeypatch):
     """A pyramidal OME-TIFF with Z planes is detected view by view from the file (the EDF view
