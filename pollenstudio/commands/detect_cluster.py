@@ -201,7 +201,9 @@ def _run_local(args) -> int:
         for d in _worker_devices(dev, n):
             cmd = [sys.executable, "-m", "pollenstudio", "detect", args.target, "--worker-of", str(job.id),
                    "--device", d, "--claim", str(claim), "--threads", str(threads)]
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+            # a session of their own: a Ctrl+C reaches them once, from here, not also from the terminal
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                          start_new_session=True))
         if not quiet:
             print(f"{n} worker process(es): " + ", ".join(str(p.pid) for p in procs), file=sys.stderr)
         progress = ConsoleProgress("detect", quiet=quiet)

@@ -72,10 +72,25 @@ class WorkerSummary:
 
 def is_transient(exc: Exception) -> bool:
     """A refusal the same transaction may not meet again: PostgreSQL broke a deadlock or a
-    serialization conflict by failing this side (nothing of it was saved), or SQLite stayed
-    busy past its timeout."""
+    serialization conflict by failing this side (nothing of it was saved), SQLite stayed
+    busy past its timeout, or two workers on a server created the same new taxon at once
+    (the store looks the name up, then inserts it: the second insert is refused; run again,
+    it finds the taxon)."""
     text = str(exc).lower()
-    return any(w in text for w in ("deadlock detected", "could not serialize", "database is locked", "is busy"))
+    return any(w in text for w in ("deadlock detected", "could not serialize", "database is locked", "is busy",
+                                   "categories_name_key", "unique constraint failed: categories.name"))
+
+
+def _again(fn, *args):
+    """``fn(*args)``, tried again (up to ``MAX_REFUSALS`` times) when the database refused it
+    for a moment (:func:`is_transient`): a short queue transaction that met another's locks."""
+    for k in range(MAX_REFUSALS + 1):
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - only transient refusals are tried again
+            if k == MAX_REFUSALS or not is_transient(exc):
+                raise
+            time.sleep(0.05 * 2 ** k)
 
 
 def job_settings(project, model=None, *, conf: float, iou: float, tile="auto", imgsz=None, grain_size=None,
@@ -177,8 +192,8 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
     me = worker or worker_name()
     queue = DetectQueue(project)
     job = queue.job(job_id)
-    if job.status != "open":
-        raise ProjectError(f"detection job {job_id} is {job.status}; nothing to do")
+    if job.status != "open":  # the others finished it (or it was started over) before this worker came
+        return WorkerSummary(job_id, me)
     p = job.params
     if predictor is None:
         from pollenstudio.engine.predict import Predictor
@@ -198,8 +213,8 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
     try:
         while True:
             progress.check()
-            queue.release_dead(job_id, me)
-            ids = queue.claim(job_id, chunk, me)
+            _again(queue.release_dead, job_id, me)
+            ids = _again(queue.claim, job_id, chunk, me)
             if not ids:
                 counts = queue.counts(job_id)
                 if counts.open == 0 or not wait_for_others:
@@ -214,9 +229,10 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
                 s = detect_project(marking, predictor, ids, progress=progress, stack_mode=p.get("stack_mode"),
                                    flip_pass=bool(p.get("flip_pass")))
             except BaseException as exc:
-                if marking.run_id is not None:  # a failed run took its writes back: they wait again
-                    queue.undo_run(job_id, marking.run_id)
-                queue.settle(job_id, ids, worker=me)
+                # a failed run took its writes back: they wait again (an interrupted one keeps them)
+                if marking.run_id is not None and not isinstance(exc, KeyboardInterrupt):
+                    _again(queue.undo_run, job_id, marking.run_id)
+                _again(queue.settle, job_id, ids, None, me)
                 if isinstance(exc, Exception) and is_transient(exc) and refusals < MAX_REFUSALS:
                     refusals += 1  # the server gave up a transaction (a deadlock with a reviewer's edit): again
                     time.sleep(0.1 * 2 ** refusals)
@@ -229,7 +245,7 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
             summary.skipped += s.skipped
             summary.failed.extend(s.failed)
             by_path = {path: i for i, path in names.items()}
-            queue.settle(job_id, ids, {by_path[path]: why for path, why in s.failed if path in by_path}, me)
+            _again(queue.settle, job_id, ids, {by_path[path]: why for path, why in s.failed if path in by_path}, me)
             counts = queue.counts(job_id)
             progress.update(counts.done + counts.failed, counts.total, f"job {job_id}: {summary.detected} image(s) here")
             if s.cancelled:
@@ -241,7 +257,7 @@ def run_worker(project, job_id: int, *, device: str = "auto", chunk: int | None 
         beat.stop.set()
         summary.seconds = time.perf_counter() - t0
     if not summary.cancelled:
-        queue.finish_if_complete(job_id)
+        _again(queue.finish_if_complete, job_id)
     return summary
 
 

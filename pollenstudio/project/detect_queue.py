@@ -134,9 +134,15 @@ class DetectQueue:
     def __init__(self, project, lease_s: float = LEASE_S):
         self.project = project
         self.lease_s = float(lease_s)
-        with project._tx() as conn:
-            for stmt in _TABLES:
-                conn.execute(dialect.ddl(conn, stmt))
+        with project._lock:  # made once; two processes making them at the same instant is a race on a server
+            have = bool(dialect.columns(project._conn, "detect_queue")) and bool(dialect.columns(project._conn,
+                                                                                                "detect_jobs"))
+        if not have:
+            with project._tx() as conn:
+                if dialect.is_server(conn):
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext('pollenstudio.detect_queue'))")
+                for stmt in _TABLES:
+                    conn.execute(dialect.ddl(conn, stmt))
 
     # ------------------------------------------------------------------ jobs
     def _job(self, row) -> Job:

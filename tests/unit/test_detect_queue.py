@@ -123,3 +123,16 @@ def test_a_lost_server_is_not_retried(project, tiny_predictor):
     del project.write_proposals
     assert q.counts(job.id).pending == 6  # nothing kept, nothing held
 
+
+
+@pytest.mark.parametrize("text, transient", [
+    ("server: deadlock detected DETAIL: Process 1 waits for ShareLock", True),
+    ('server: duplicate key value violates unique constraint "categories_name_key" DETAIL: Key (name)=(Pinus)', True),
+    ("project.pollen is busy: another program is writing to it (database is locked); try again", True),
+    ("lost the connection to the PostgreSQL server of x; the change in flight was not saved", False),
+    ('duplicate key value violates unique constraint "images_pkey"', False),
+])
+def test_which_refusals_are_tried_again(text, transient):
+    from pollenstudio.engine.distributed_detect import is_transient
+
+    assert is_transient(Exception(text)) is transient
