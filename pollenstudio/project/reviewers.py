@@ -44,7 +44,7 @@ USER_ENV = "POLLENSTUDIO_USER"
 CLAIM_TTL_S = 60.0  # a claim without a heartbeat for this long has expired
 HEARTBEAT_S = 15.0  # how often a window renews its claim
 FEED_KEEP_S = 600.0  # change_feed rows older than this are trimmed
-POLL_S = 1.0  # how often a window asks whether others changed something (SQLite)
+POLL_S = 0.5  # how often a window asks whether others changed something (SQLite)
 NOTIFY_LIMIT = 7000  # bytes: PostgreSQL refuses NOTIFY payloads of 8000 or more
 
 
@@ -256,6 +256,10 @@ def before_change(project, conn, ann_id: int, label: str) -> None:
     the last committed version, so nobody's change is written over with a stale row), then
     refuse the change when it crossed another reviewer's (see :func:`expect_versions`)."""
     if _is_server(conn):
+        # the image row first, then the annotation: the order a detection's write_proposals
+        # takes them (UPDATE images, then DELETE annotations), so the two never deadlock
+        conn.execute("SELECT id FROM images WHERE id = (SELECT image_id FROM annotations WHERE id = ?) FOR UPDATE",
+                     (int(ann_id),))
         r = conn.execute("SELECT image_id, updated, author FROM annotations WHERE id = ? FOR UPDATE",
                          (int(ann_id),)).fetchone()
     else:

@@ -1386,7 +1386,16 @@ class Project:
                     c = self.category_by_name(name)
                 except (UnicodeEncodeError, ValueError):
                     c = None  # not storable text (a lone surrogate): refused in words just below
-                out[name] = c.id if c is not None else self._insert_category(self._check_name(name))
+                if c is not None:
+                    out[name] = c.id
+                elif self.server is None:
+                    out[name] = self._insert_category(self._check_name(name))
+                else:
+                    # several detection workers may create one taxon at once: the second
+                    # insert waits for the first and then does nothing, and reads its id
+                    self._conn.execute("INSERT OR IGNORE INTO categories(name, color) VALUES (?, ?)",
+                                       (self._check_name(name), self._next_color()))
+                    out[name] = self.category_by_name(name).id
         return out
 
     # ------------------------------------------------------------------ annotations
