@@ -28,30 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import proc_status, reset_peak
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _status() -> dict[str, int]:
-    """VmRSS / VmHWM in MB from /proc/self/status."""
-    out = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) // 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def main() -> int:
@@ -78,11 +59,11 @@ def main() -> int:
     if args.tracemalloc:
         tracemalloc.start(12)
     rows: list[tuple[str, dict, float, tuple[int, int] | None]] = []
-    resettable = _reset_peak()
+    resettable = reset_peak()
 
     def record(step: str, t0: float) -> None:
         gc.collect()
-        st = _status()
+        st = proc_status()
         tm = tracemalloc.get_traced_memory() if args.tracemalloc else None
         rows.append((step, st, time.perf_counter() - t0, tm))
         extra = f"  python/numpy {tm[0] / 2**20:7.1f} MB (peak {tm[1] / 2**20:7.1f})" if tm else ""
@@ -90,12 +71,12 @@ def main() -> int:
             import ctypes
 
             ctypes.CDLL("libc.so.6").malloc_trim(0)
-            extra += f"  after malloc_trim {_status()['VmRSS']:6d} MB"
+            extra += f"  after malloc_trim {proc_status()['VmRSS']:6d} MB"
         print(f"{step:<34} RSS {st['VmRSS']:6d} MB  peak in step {st['VmHWM']:6d} MB  {time.perf_counter() - t0:6.1f} s"
               + extra, flush=True)
         if tm:
             tracemalloc.reset_peak()
-        _reset_peak()
+        reset_peak()
 
     t0 = time.perf_counter()
     import cv2

@@ -14,16 +14,13 @@ the file is absent.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import peak_mb, report
 
 
 def main(argv=None) -> int:
@@ -63,12 +60,7 @@ def main(argv=None) -> int:
     s.close()
     decoded = s.width * s.height * 3 * s.planes / 1e6
     lines.append(f"peak RSS of the run: {peak_mb():.0f} MB (every plane decoded whole: {decoded:,.0f} MB)")
-    text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(text + "\n\n")
+    report(lines, args.out)
     return 0
 
 

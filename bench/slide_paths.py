@@ -12,19 +12,13 @@ Skips cleanly when the slide is absent.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_SLIDE = HERE.parent.parent / "shared" / "data" / "slides" / "palynoslides_C.tif"
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import DEFAULT_SLIDE, peak_mb, report
 
 
 def main(argv=None) -> int:
@@ -72,12 +66,7 @@ def main(argv=None) -> int:
     ds = TrainDataset([sample], 640, augment=None)
     step("training windows", lambda: f"{sum(int(ds[0][0].shape[-1] == 640) for _ in range(20))} windows of 640 px")
     lines.append(f"peak RSS of the whole run: {peak_mb():.0f} MB (the slide decoded whole: {w * h * 3 / 1e6:.0f} MB)")
-    text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(text + "\n\n")
+    report(lines, args.out)
     return 0
 
 

@@ -12,19 +12,13 @@ slide or OpenSlide (``pip install openslide-bin openslide-python``) is absent.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_SLIDE = HERE.parent.parent / "shared" / "data" / "slides" / "palynoslides_C.tif"
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _measure import DEFAULT_SLIDE, peak_mb, report
 
 
 def rects(w: int, h: int, n: int, side: int = 512, seed: int = 0) -> list[tuple[int, int]]:
@@ -111,12 +105,7 @@ def main(argv=None) -> int:
                      f"max {max(int(d.max()) for d in diffs)}")
         ta, tb = results["core.slide"][0]["total_s"], results["openslide"][0]["total_s"]
         lines.append(f"time ratio core.slide / OpenSlide: {ta / tb:.2f}")
-    text = "\n".join(lines)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write(text + "\n\n")
+    report(lines, args.out)
     return 0
 
 

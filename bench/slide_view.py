@@ -23,29 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _measure import DEFAULT_SLIDE, proc_status, reset_peak
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SLIDE = ROOT.parent / "shared" / "data" / "slides" / "palynoslides_C.tif"
-
-
-def _status() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(rest.split()[0]) // 1024
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def main() -> int:
@@ -104,8 +84,8 @@ def main() -> int:
         return True
 
     print(f"package: {Path(sys.modules['pollenstudio'].__file__).parent}")
-    print(f"slide: {slide.name}  RSS before opening: {_status()['VmRSS']} MB")
-    _reset_peak()
+    print(f"slide: {slide.name}  RSS before opening: {proc_status()['VmRSS']} MB")
+    reset_peak()
     timer.start()
     t0 = time.perf_counter()
     win.ctl.show_image(image_id)
@@ -121,11 +101,11 @@ def main() -> int:
     app.processEvents()
     wait(lambda: not c.detail_pending() and c.detail.isVisible())
     print(f"first cut at {args.zoom * 100:.0f} %: {time.perf_counter() - t1:.2f} s")
-    st = _status()
+    st = proc_status()
     open_peak = st["VmHWM"]
     print(f"peak RSS while opening: {open_peak} MB (now {st['VmRSS']} MB)")
     gaps.clear()
-    _reset_peak()
+    reset_peak()
 
     # meander across the slide: rows of view-sized steps
     vw, vh = c.vb.width() / args.zoom, c.vb.height() / args.zoom
@@ -145,9 +125,9 @@ def main() -> int:
         app.processEvents()
         wait(lambda: not c.detail_pending())
         waits.append(time.perf_counter() - tp)
-        rss.append(_status()["VmRSS"])
+        rss.append(proc_status()["VmRSS"])
     timer.stop()
-    st = _status()
+    st = proc_status()
     waits.sort()
     print(f"pans: {len(centres)} across {cols} x {rows} views; cut landed after median {waits[len(waits) // 2]:.3f} s, "
           f"max {waits[-1]:.3f} s; detail reads {c.detail_reads}")

@@ -28,19 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _measure import DEFAULT_SLIDE, ROOT, peak_mb
+
 sys.path.insert(0, str(ROOT))
-SLIDE = ROOT.parent / "shared" / "data" / "slides" / "palynoslides_C.tif"
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def phase_view(path: str) -> dict:
@@ -219,7 +214,7 @@ def run_phase(*argv) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--slide", default=str(SLIDE))
+    ap.add_argument("--slide", default=str(DEFAULT_SLIDE))
     ap.add_argument("--band", type=int, default=4096, help="side of the centre square detected (px)")
     ap.add_argument("--full", action="store_true", help="also detect the whole slide (with blank-tile skipping)")
     ap.add_argument("--project", default=None, help="a project holding the slide, already detected")
