@@ -8,6 +8,7 @@ file's own dtype (uint8 or uint16), so the display and the model decide how to s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -76,8 +77,6 @@ def _quiet():
     """Library warnings (tifffile's log, PIL's) are not for the user's terminal: a file we
     cannot use raises ImageReadError in words instead. Filters are set once, globally
     (``warnings.catch_warnings`` is not thread-safe and images are read in workers)."""
-    import contextlib
-
     global _QUIETED
     if not _QUIETED:
         import logging
@@ -88,6 +87,32 @@ def _quiet():
         warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
         _QUIETED = True
     return contextlib.nullcontext()
+
+
+def open_tiff(p: Path):
+    """``tifffile.TiffFile`` kept open for reading by region (the caller closes it); a file
+    tifffile cannot parse raises ImageReadError in words."""
+    import tifffile
+
+    try:
+        with _quiet():
+            return tifffile.TiffFile(p)
+    except Exception as exc:
+        raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
+
+
+@contextlib.contextmanager
+def closed_on_error(tif, name: str, what: str):
+    """Reading an open TIFF's layout: on any error the file is closed, and an error that is
+    not yet in words becomes ImageReadError ``{name}: not a readable {what} (...)``."""
+    try:
+        yield
+    except ImageReadError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise ImageReadError(f"{name}: not a readable {what} ({exc})") from exc
 
 
 _QUIETED = False

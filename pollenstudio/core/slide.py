@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pollenstudio.core.errors import ImageReadError
-from pollenstudio.core.imageio import _normalise_layout, _quiet
+from pollenstudio.core.imageio import _normalise_layout, _quiet, closed_on_error, open_tiff
 from pollenstudio.core.stack import BEST, EDF, FocalStack, _page_layout, edf_composite, focus_measure
 
 _TIFF = (".tif", ".tiff")
@@ -216,14 +216,8 @@ class Slide:
     def _open_tiff(cls, p: Path, lazy_min_pixels: int) -> "Slide | None":
         """A lazily read slide, or None when the file is better decoded whole (small, or a
         layout read only whole: several planes inside one page)."""
-        import tifffile
-
-        try:
-            with _quiet():
-                tif = tifffile.TiffFile(p)
-        except Exception as exc:
-            raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
-        try:
+        tif = open_tiff(p)
+        with closed_on_error(tif, p.name, "slide"):
             series = tif.series[0]
             levels_series = list(series.levels) if getattr(series, "levels", None) else [series]
             pyramid = len(levels_series) > 1
@@ -259,12 +253,6 @@ class Slide:
             slide = cls(p.name, w, h, bits, channels, planes, levels, lazy=True)
             slide._tif, slide._pages, slide._cache, slide._lock = tif, pages, cache, lock
             return slide
-        except ImageReadError:
-            tif.close()
-            raise
-        except Exception as exc:
-            tif.close()
-            raise ImageReadError(f"{p.name}: not a readable slide ({exc})") from exc
 
     @classmethod
     def _open_plane_slides(cls, p: Path, files: list[Path], lazy_min_pixels: int) -> "Slide | None":

@@ -30,7 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from pollenstudio.core.errors import ImageReadError, ImportFormatError
-from pollenstudio.core.imageio import ImageInfo, _decode, _normalise_layout, _quiet, float_peak, image_info
+from pollenstudio.core.imageio import (
+    ImageInfo,
+    _decode,
+    _normalise_layout,
+    _quiet,
+    closed_on_error,
+    float_peak,
+    image_info,
+    open_tiff,
+)
 
 _TIFF = (".tif", ".tiff")
 EDF = "edf"  # view name: the extended-depth-of-field composite
@@ -183,14 +192,8 @@ class FocalStack:
         if p.suffix.lower() not in _TIFF:
             info = image_info(p)
             return cls(p.name, StackInfo(info.width, info.height, info.bit_depth, info.channels, 1), files=[p])
-        import tifffile
-
-        try:
-            with _quiet():
-                tif = tifffile.TiffFile(p)
-        except Exception as exc:
-            raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
-        try:
+        tif = open_tiff(p)
+        with closed_on_error(tif, p.name, "TIFF stack"):
             series = tif.series[0]
             whole = _one_page_stack(series)
             if whole is not None:
@@ -214,12 +217,6 @@ class FocalStack:
             c = 1 if c == 2 else c
             bits = 8 if dtype.itemsize == 1 else 16
             return cls(p.name, StackInfo(w, h, bits, c, int(planes)), tif=tif, pages=pages, series=source)
-        except ImageReadError:
-            tif.close()
-            raise
-        except Exception as exc:
-            tif.close()
-            raise ImageReadError(f"{p.name}: not a readable TIFF stack ({exc})") from exc
 
     def close(self) -> None:
         if self._tif is not None:

@@ -3,12 +3,16 @@ fully decoded image, for every layout slide scanners and microscopes write."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 
 from pollenstudio.core.errors import ImageReadError
 from pollenstudio.core.slide import Slide
+from pollenstudio.core.stack import FocalStack
 
 cv2 = pytest.importorskip("cv2")
 
@@ -97,6 +101,30 @@ def test_bad_plane_level_and_file(tmp_path):
     bad.write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError, match="bad.tif"):
         Slide.open(bad)
+
+
+@pytest.mark.parametrize("opener, what", [(Slide.open, "slide"), (FocalStack.open, "TIFF stack")])
+def test_broken_tiffs_are_refused_in_words_by_slide_and_stack(tmp_path, opener, what):
+    """Both openers share core.imageio's open_tiff / closed_on_error: a header tifffile cannot
+    parse, and a header it parses whose pages are garbage, each end in ImageReadError naming
+    the file (the second after closing the file it had opened)."""
+    short = tmp_path / "short.tif"
+    short.write_bytes(b"II*\x00")
+    with pytest.raises(ImageReadError, match=r"short\.tif: not a readable TIFF \("):
+        opener(short)
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"II*\x00garbage" * 10)
+    with pytest.raises(ImageReadError, match=rf"garbage\.tif: not a readable {what} \("):
+        opener(garbage)
+    fds = Path("/proc/self/fd")
+    if fds.is_dir():  # Linux: no descriptor of this process still points at the file
+        held = []
+        for fd in fds.iterdir():
+            try:
+                held.append(os.readlink(fd))
+            except OSError:
+                pass  # the listing's own descriptor, gone by now
+        assert str(garbage) not in held
 
 
 def _svs_like(path, base):
