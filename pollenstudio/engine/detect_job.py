@@ -435,6 +435,27 @@ def merge_across_planes(detections: list, iou: float = 0.5) -> tuple[list, int]:
     return [detections[i] for i in keep], sum(len(v) for v in groups.values())
 
 
+def _detect_views(predictor, sources, names: list[str], progress, grain_size, size_band, merge: bool) -> StackResult:
+    """The views of one stack (its EDF view and / or its planes, ``sources`` in the order of
+    ``names``) through ``predictor.iter_predict``, gathered in one StackResult: the first
+    error ends it; with ``merge`` the boxes of one grain on several views fold into one.
+    ``plane`` is left for the caller to measure."""
+    extra = {"grain_sizes": [grain_size] * len(names)} if grain_size is not None else {}
+    if size_band is not None:
+        extra["size_band"] = size_band
+    out = StackResult([])
+    for res in predictor.iter_predict(sources, progress, names=names, total=len(names), **extra):
+        if res.error is not None:
+            return StackResult([], error=res.error)
+        out.detections.extend(res.detections)
+        out.size_dropped += getattr(res, "size_dropped", 0)
+        out.capped = out.capped or getattr(res, "capped", False)
+        out.dropped += getattr(res, "dropped", 0)
+    if merge:
+        out.detections, out.merged = merge_across_planes(out.detections, iou=0.5)
+    return out
+
+
 def detect_stack(project, predictor, rec, grain_size: float | None = None, mode: str | None = None,
                  progress=None, size_band=None) -> StackResult:
     """Detect one focal stack (see the module docstring); every detection gets the plane
@@ -448,10 +469,6 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
     mode = DEFAULT_STACK_MODE if mode is None else mode
     if mode not in STACK_MODES:
         raise ValueError(f"stack mode must be one of {', '.join(STACK_MODES)}, got {mode!r}")
-    passes = {"edf": 1, "planes": rec.planes, "both": rec.planes + 1}[mode]
-    extra = {"grain_sizes": [grain_size] * passes} if grain_size is not None else {}
-    if size_band is not None:
-        extra["size_band"] = size_band
     try:
         with project.open_stack(rec) as st:
             if mode == "edf":
@@ -466,23 +483,14 @@ def detect_stack(project, predictor, rec, grain_size: float | None = None, mode:
                 sources = sources_of()
                 names = ([f"{rec.path} (EDF)"] if mode == "both" else []) + [
                     f"{rec.path} plane {i + 1}/{st.n_planes}" for i in range(st.n_planes)]
-            found, capped, dropped, size_dropped = [], False, 0, 0
-            for res in predictor.iter_predict(sources, progress, names=names, total=len(names), **extra):
-                if res.error is not None:
-                    return StackResult([], error=res.error)
-                found.extend(res.detections)
-                size_dropped += getattr(res, "size_dropped", 0)
-                capped = capped or getattr(res, "capped", False)
-                dropped += getattr(res, "dropped", 0)
-            merged = 0
-            if mode != "edf":
-                found, merged = merge_across_planes(found, iou=0.5)
-            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
-            planes = sharpest_planes(st, [d.box.xyxy() for d in found])
+            got = _detect_views(predictor, sources, names, progress, grain_size, size_band, merge=mode != "edf")
+            if got.error is not None:
+                return got
+            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(got.detections)} grain(s)")
+            planes = sharpest_planes(st, [d.box.xyxy() for d in got.detections])
     except ImageReadError as exc:
         return StackResult([], error=str(exc))
-    return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
-                       dropped=dropped, size_dropped=size_dropped)
+    return replace(got, detections=[replace(d, plane=p) for d, p in zip(got.detections, planes)])
 
 
 def _slide_stack(project, rec) -> bool:
@@ -509,23 +517,12 @@ def detect_slide_stack(project, predictor, rec, grain_size: float | None = None,
             views = ([EDF] if mode in ("edf", "both") else []) + (
                 list(range(slide.planes)) if mode in ("planes", "both") else [])
             names = [f"{rec.path} (EDF)" if v == EDF else f"{rec.path} plane {v + 1}/{slide.planes}" for v in views]
-            extra = {"grain_sizes": [grain_size] * len(views)} if grain_size is not None else {}
-            if size_band is not None:
-                extra["size_band"] = size_band
-            found, capped, dropped, size_dropped = [], False, 0, 0
-            for res in predictor.iter_predict([SlideArray(slide, v) for v in views], progress, names=names,
-                                              total=len(names), **extra):
-                if res.error is not None:
-                    return StackResult([], error=res.error)
-                found.extend(res.detections)
-                size_dropped += getattr(res, "size_dropped", 0)
-                capped = capped or getattr(res, "capped", False)
-                dropped += getattr(res, "dropped", 0)
-            merged = 0
-            if len(views) > 1:
-                found, merged = merge_across_planes(found, iou=0.5)
-            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(found)} grain(s)")
-            boxes = [d.box.xyxy() for d in found]
+            got = _detect_views(predictor, [SlideArray(slide, v) for v in views], names, progress, grain_size,
+                                size_band, merge=len(views) > 1)
+            if got.error is not None:
+                return got
+            progress.update(0, 1, f"{rec.path}: sharpest plane of {len(got.detections)} grain(s)")
+            boxes = [d.box.xyxy() for d in got.detections]
             if slide.planes > 1 and boxes:
                 table = box_sharpness((SlideArray(slide, k) for k in range(slide.planes)), boxes)
                 planes = [int(k) for k in table.argmax(axis=0)]
@@ -533,8 +530,7 @@ def detect_slide_stack(project, predictor, rec, grain_size: float | None = None,
                 planes = [0] * len(boxes)
     except ImageReadError as exc:
         return StackResult([], error=str(exc))
-    return StackResult([replace(d, plane=p) for d, p in zip(found, planes)], merged=merged, capped=capped,
-                       dropped=dropped, size_dropped=size_dropped)
+    return replace(got, detections=[replace(d, plane=p) for d, p in zip(got.detections, planes)])
 
 
 def _flipped_pass(predictor, path, name: str, grain_size, size_band=None) -> list | None:

@@ -111,3 +111,37 @@ def test_the_default_mode_finds_no_fewer_grains_than_the_edf_view_on_their_plane
     print(f"grains {total}, EDF view {len(found['edf'])}, default ({DEFAULT_STACK_MODE}) {len(found[DEFAULT_STACK_MODE])}")
     assert found["edf"] <= found[DEFAULT_STACK_MODE]
     assert len(found[DEFAULT_STACK_MODE]) >= 0.9 * total
+
+
+class Counting(Recorder):
+    """A Recorder whose views report caps and size-dropped boxes (view k: ``dropped`` k,
+    ``size_dropped`` 2k), keeps the per-view keywords, and fails on view ``fail_at``."""
+
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.extra, self.fail_at = None, fail_at
+
+    def iter_predict(self, sources, progress=None, names=None, total=None, **extra):
+        self.extra = extra
+        for res in super().iter_predict(sources, progress, names, total):
+            if res.index == self.fail_at:
+                yield ImageResult(res.index, res.name, error=f"{res.name}: unreadable plane")
+                return
+            res.dropped, res.size_dropped = res.index, 2 * res.index
+            yield res
+
+
+@pytest.mark.parametrize("mode, passes", [("edf", 1), ("both", PLANES + 1)])
+def test_a_stack_sums_its_views_counts_gives_each_view_a_grain_size_and_stops_at_an_error(stack_project, mode, passes):
+    proj = stack_project
+    (rec,) = proj.images()
+    pred = Counting()
+    res = detect_stack(proj, pred, rec, mode=mode, grain_size=40.0, size_band=(0.5, 2.0))
+    assert pred.extra == {"grain_sizes": [40.0] * passes, "size_band": (0.5, 2.0)}
+    assert res.error is None and len(res.detections) == 1
+    assert res.dropped == sum(range(passes)) and res.size_dropped == 2 * sum(range(passes))
+    assert res.capped == (passes > 1)  # view 0 drops nothing; any later view caps the stack
+    failing = Counting(fail_at=passes - 1)
+    res = detect_stack(proj, failing, rec, mode=mode)
+    assert res.error == f"{failing.names[-1]}: unreadable plane" and res.detections == []
+    assert "grain_sizes" not in failing.extra and "size_band" not in failing.extra
