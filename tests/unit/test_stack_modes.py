@@ -132,7 +132,7 @@ class Counting(Recorder):
 
 
 @pytest.mark.parametrize("mode, passes", [("edf", 1), ("both", PLANES + 1)])
-def test_a_stack_sums_its_views_counts_gives_each_view_a_grain_size_and_stops_at_an_error(stack_project, mode, passes):
+def test_a_stack_sums_its_views_counts_gives_each_a_grain_size_and_stops_at_an_error(stack_project, mode, passes):
     proj = stack_project
     (rec,) = proj.images()
     pred = Counting()
