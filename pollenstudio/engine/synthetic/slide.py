@@ -30,7 +30,7 @@ import numpy as np
 from pollenstudio.engine.synthetic.config import SynthConfig, SynthConfigError
 from pollenstudio.engine.synthetic.dataset import ANNOTATIONS, IMAGES, _image_seed
 from pollenstudio.engine.synthetic.scene import STRIP, _seed_of, render_strips
-from pollenstudio.engine.synthetic.stack import MAX_PLANES, defocus_sigma
+from pollenstudio.engine.synthetic.stack import MAX_PLANES, defocus_grain, defocus_reach
 
 TILE = 256  # tile side of every level (and the band height level 0 is made in)
 MIN_LEVEL_SIDE = 1024  # the pyramid goes down to a level whose longer side is at most this
@@ -118,16 +118,7 @@ class _Defocus:
 
     def regions(self, planes: int):
         """Per object: (x1, y1, x2, y2) of the area its widest blur touches (any plane)."""
-        out = []
-        for o in self.objects:
-            x1, y1, x2, y2 = o["bbox"]
-            d = max(o["plane"], planes - 1 - o["plane"])
-            sigma = defocus_sigma(d, max(x2 - x1, y2 - y1))
-            pad = int(np.ceil(3 * sigma)) + 2
-            ix1, iy1 = int(np.floor(x1)), int(np.floor(y1))
-            mh, mw = o["mask"].shape
-            out.append((max(0, ix1 - pad), max(0, iy1 - pad), min(self.W, ix1 + mw + pad), min(self.H, iy1 + mh + pad)))
-        return out
+        return [defocus_reach(o, max(o["plane"], planes - 1 - o["plane"]), self.W, self.H)[1] for o in self.objects]
 
     def plane_bands(self, p: int, planes: int):
         """Yields (first_row, uint8 band) of plane ``p``, ``TILE`` rows each."""
@@ -158,7 +149,7 @@ class _Defocus:
                 if i not in cache:
                     if buf is None:
                         buf = _raw_rows(self.base, W, by0, by1)
-                    cache[i] = self._blur(o, d, buf, by0)
+                    cache[i] = defocus_grain(o, d, buf, by0, W, H, blur=_blur)
                 ay1, ax1, blurred, alpha = cache[i]
                 ya, yb = max(sy0, ay1), min(sy1, ay1 + blurred.shape[0])
                 if yb <= ya:
@@ -178,24 +169,6 @@ class _Defocus:
             band += np.float32(0.5)
             np.clip(band, 0, 255, out=band)
             yield sy0, band.astype(np.uint8)
-
-    def _blur(self, o: dict, d: int, buf: np.ndarray, by0: int):
-        """(top, left, blurred region, alpha) of one grain ``d`` planes from its focus."""
-        W, H = self.W, self.H
-        x1, y1, x2, y2 = o["bbox"]
-        sigma = defocus_sigma(d, max(x2 - x1, y2 - y1))
-        pad = int(np.ceil(3 * sigma)) + 2
-        ix1, iy1 = int(np.floor(x1)), int(np.floor(y1))
-        mask = o["mask"].astype(np.float32)
-        ax1, ay1 = max(0, ix1 - pad), max(0, iy1 - pad)
-        ax2, ay2 = min(W, ix1 + mask.shape[1] + pad), min(H, iy1 + mask.shape[0] + pad)
-        region = buf[ay1 - by0:ay2 - by0, ax1:ax2].astype(np.float32)
-        alpha = np.zeros(region.shape[:2], np.float32)
-        mh, mw = mask.shape
-        alpha[iy1 - ay1:iy1 - ay1 + mh, ix1 - ax1:ix1 - ax1 + mw] = mask[:ay2 - iy1, :ax2 - ix1]
-        alpha = np.clip(_blur(alpha, sigma + 1.0, cv2.BORDER_DEFAULT) * 2.0, 0.0, 1.0)[..., None]
-        blurred = _blur(region, sigma, cv2.BORDER_REFLECT)
-        return ay1, ax1, blurred, alpha
 
 
 def _blur(img: np.ndarray, sigma: float, border: int) -> np.ndarray:

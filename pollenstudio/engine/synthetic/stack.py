@@ -31,6 +31,39 @@ def defocus_sigma(distance: int, diameter: float) -> float:
     return float(abs(distance)) * max(1.2, 0.06 * float(diameter))
 
 
+def defocus_reach(o: dict, distance: int, width: int, height: int) -> tuple[float, tuple[int, int, int, int]]:
+    """(sigma, (x1, y1, x2, y2)): the blur sigma of grain ``o`` (an object of ``render`` with
+    its ``mask``) ``distance`` planes from its focus, and the area of a ``width`` x ``height``
+    image that blur touches."""
+    x1, y1, x2, y2 = o["bbox"]
+    sigma = defocus_sigma(distance, max(x2 - x1, y2 - y1))
+    pad = int(np.ceil(3 * sigma)) + 2
+    ix1, iy1 = int(np.floor(x1)), int(np.floor(y1))
+    mh, mw = o["mask"].shape
+    return sigma, (max(0, ix1 - pad), max(0, iy1 - pad), min(width, ix1 + mw + pad), min(height, iy1 + mh + pad))
+
+
+def _gaussian(img: np.ndarray, sigma: float, border: int) -> np.ndarray:
+    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=border)
+
+
+def defocus_grain(o: dict, distance: int, rows: np.ndarray, top: int, width: int, height: int, blur=_gaussian):
+    """(top, left, blurred region, alpha) of grain ``o`` seen ``distance`` planes from its
+    focus; ``rows`` holds the in-focus image from row ``top`` down (the whole image: 0) and
+    covers the grain's reach. Plane ``p`` is then ``(1 - alpha) * image + alpha * blurred``
+    over that region. ``blur(img, sigma, border)``: the Gaussian blur to use."""
+    sigma, (ax1, ay1, ax2, ay2) = defocus_reach(o, distance, width, height)
+    x1, y1 = o["bbox"][:2]
+    ix1, iy1 = int(np.floor(x1)), int(np.floor(y1))
+    mask = o["mask"].astype(np.float32)
+    region = rows[ay1 - top:ay2 - top, ax1:ax2].astype(np.float32, copy=False)
+    alpha = np.zeros(region.shape[:2], np.float32)
+    mh, mw = mask.shape
+    alpha[iy1 - ay1:iy1 - ay1 + mh, ix1 - ax1:ix1 - ax1 + mw] = mask[:ay2 - iy1, :ax2 - ix1]
+    alpha = np.clip(blur(alpha, sigma + 1.0, cv2.BORDER_DEFAULT) * 2.0, 0.0, 1.0)[..., None]
+    return ay1, ax1, blur(region, sigma, cv2.BORDER_REFLECT), alpha
+
+
 def render_stack(seed: int, cfg: SynthConfig, planes: int):
     """Render one stack: ``(planes_list, objects)``. ``planes_list`` holds ``planes`` uint8
     (H, W, 3) RGB arrays; ``objects`` are those of :func:`render` plus ``plane`` (0-based, the
@@ -50,20 +83,8 @@ def render_stack(seed: int, cfg: SynthConfig, planes: int):
             d = p - o["plane"]
             if d == 0:
                 continue
-            x1, y1, x2, y2 = o["bbox"]
-            sigma = defocus_sigma(d, max(x2 - x1, y2 - y1))
-            pad = int(np.ceil(3 * sigma)) + 2
-            ix1, iy1 = int(np.floor(x1)), int(np.floor(y1))
-            mask = o["mask"].astype(np.float32)
-            ax1, ay1 = max(0, ix1 - pad), max(0, iy1 - pad)
-            ax2, ay2 = min(W, ix1 + mask.shape[1] + pad), min(H, iy1 + mask.shape[0] + pad)
-            region = basef[ay1:ay2, ax1:ax2]
-            alpha = np.zeros(region.shape[:2], np.float32)
-            mh, mw = mask.shape
-            alpha[iy1 - ay1 : iy1 - ay1 + mh, ix1 - ax1 : ix1 - ax1 + mw] = mask[: ay2 - iy1, : ax2 - ix1]
-            alpha = np.clip(cv2.GaussianBlur(alpha, (0, 0), sigma + 1.0) * 2.0, 0.0, 1.0)[..., None]
-            blurred = cv2.GaussianBlur(region, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-            dst = img[ay1:ay2, ax1:ax2]
+            ay1, ax1, blurred, alpha = defocus_grain(o, d, basef, 0, W, H)
+            dst = img[ay1:ay1 + blurred.shape[0], ax1:ax1 + blurred.shape[1]]
             dst *= 1.0 - alpha
             dst += alpha * blurred
         noise = np.random.default_rng(_seed_of(seed, 8, p)).standard_normal(img.shape, dtype=np.float32)
