@@ -54,26 +54,39 @@ def slide_project(tmp_path):
     return tmp_path / "proj", iid, path
 
 
+def _whole(*_a, **_k):
+    raise AssertionError("an image or a focal plane was decoded whole")
+
+
 @pytest.fixture
-def slide_window(qtbot, settings, slide_project, monkeypatch):
-    """A main window on the slide project; decoding any image whole fails the test."""
+def no_whole_decode(monkeypatch):
+    """Decoding any image, or any plane of a focal stack, whole fails the test."""
     from pollenstudio.core import imageio, stack
+
+    monkeypatch.setattr(imageio, "read_image", _whole)
+    monkeypatch.setattr(stack.FocalStack, "plane", _whole)
+
+
+def _window_on(qtbot, settings, folder, iid):
+    """A shown main window on the project in ``folder``, showing image ``iid``."""
     from pollenstudio.gui.main_window import MainWindow
 
-    def whole(*_a, **_k):
-        raise AssertionError("an image was decoded whole")
-
-    monkeypatch.setattr(imageio, "read_image", whole)
-    monkeypatch.setattr(stack.FocalStack, "plane", whole)
     win = MainWindow(settings)
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()
     qtbot.waitExposed(win)
-    folder, iid, path = slide_project
     win.open_project(str(folder))
     if win.ctl.image_id != iid:
         win.ctl.show_image(iid)
+    return win
+
+
+@pytest.fixture
+def slide_window(qtbot, settings, slide_project, no_whole_decode):
+    """A main window on the slide project; decoding any image whole fails the test."""
+    folder, iid, path = slide_project
+    win = _window_on(qtbot, settings, folder, iid)
     qtbot.waitUntil(lambda: win.canvas.image is not None and win.canvas.image.lazy, timeout=10000)
     yield win, iid, path
     win.close()
@@ -222,13 +235,11 @@ def test_density_and_count_dock(slide_window, qtbot):
     assert r.contains(2600, 1500) and r.width() < W
 
 
-def test_focal_planes_of_a_slide_by_region(qtbot, settings, tmp_path, monkeypatch):
+def test_focal_planes_of_a_slide_by_region(qtbot, settings, tmp_path, no_whole_decode):
     """A 3-plane pyramidal slide: Page Down swaps planes read by region, End the EDF view,
     nothing decoded whole."""
     from PySide6.QtCore import Qt
 
-    from pollenstudio.core import imageio, stack
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.gui.pyramid import SlideImage
     from pollenstudio.project import Project
 
@@ -238,18 +249,7 @@ def test_focal_planes_of_a_slide_by_region(qtbot, settings, tmp_path, monkeypatc
     iid = proj.add_images([path]).added[0]
     assert proj.image(iid).planes == 3
     proj.close()
-
-    def whole(*_a, **_k):
-        raise AssertionError("a plane was decoded whole")
-
-    monkeypatch.setattr(imageio, "read_image", whole)
-    monkeypatch.setattr(stack.FocalStack, "plane", whole)
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    win.open_project(str(tmp_path / "p3"))
-    if win.ctl.image_id != iid:
-        win.ctl.show_image(iid)
+    win = _window_on(qtbot, settings, tmp_path / "p3", iid)
     qtbot.waitUntil(lambda: isinstance(win.canvas.image, SlideImage), timeout=10000)
     assert win.stacks.view == 1
     win.canvas.view.setFocus()
@@ -264,10 +264,9 @@ def test_focal_planes_of_a_slide_by_region(qtbot, settings, tmp_path, monkeypatc
     win.close()
 
 
-def test_model_jobs_read_regions_of_a_slide(slide_project, tiny_model_path, monkeypatch):
+def test_model_jobs_read_regions_of_a_slide(slide_project, tiny_model_path, monkeypatch, no_whole_decode):
     """Edge map of the view, Grad-CAM of a grain and B + click read regions of a slide
     (from a coarse level for a map of the whole slide), never the whole slide."""
-    from pollenstudio.core import imageio, stack
     from pollenstudio.core.progress import CancelToken
     from pollenstudio.gui import model_jobs
     from pollenstudio.gui.pyramid import shared_slide
@@ -275,13 +274,7 @@ def test_model_jobs_read_regions_of_a_slide(slide_project, tiny_model_path, monk
 
     folder, iid, path = slide_project
     proj = Project.open(folder)
-
-    def whole(*_a, **_k):
-        raise AssertionError("an image was decoded whole")
-
-    monkeypatch.setattr(imageio, "read_image", whole)
-    monkeypatch.setattr(stack.FocalStack, "plane", whole)
-    monkeypatch.setattr(model_jobs, "_open_pixels", whole, raising=False)
+    monkeypatch.setattr(model_jobs, "_open_pixels", _whole, raising=False)
     slide = shared_slide(str(path))
     reads = []
     real = slide.region
