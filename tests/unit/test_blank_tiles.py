@@ -5,26 +5,11 @@ makes, at every difficulty)."""
 import numpy as np
 import pytest
 from fixtures_models import IMGSZ, render_scene, tiny_model_path  # noqa: F401
+from tile_checks import grain_pixels_in_skipped_tiles
 
 from pollenstudio.engine.predict import Predictor
 from pollenstudio.engine.synthetic import DIFFICULTIES, SynthConfig, generate_image
 from pollenstudio.engine.tiling import blank_tiles, content_map, intensity_range, plan_tiles
-
-
-def _skipped_grain_pixels(objs, tiles, blank) -> int:
-    """Grain mask pixels lying in skipped tiles (must be 0)."""
-    lost = 0
-    for o in objs:
-        x1, y1 = int(o["bbox"][0]), int(o["bbox"][1])
-        m = o["mask"]
-        for t, b in zip(tiles, blank):
-            if not b:
-                continue
-            mx0, my0 = max(t.x0 - x1, 0), max(t.y0 - y1, 0)
-            mx1, my1 = min(t.x1 - x1, m.shape[1]), min(t.y1 - y1, m.shape[0])
-            if mx1 > mx0 and my1 > my0:
-                lost += int(m[my0:my1, mx0:mx1].sum())
-    return lost
 
 
 @pytest.mark.parametrize("difficulty", DIFFICULTIES)
@@ -37,7 +22,7 @@ def test_no_tile_with_a_grain_is_skipped(difficulty, sizes):
         img, objs = generate_image(seed, cfg, return_masks=True)
         assert objs
         blank = blank_tiles(tiles, content_map(img))
-        assert _skipped_grain_pixels(objs, tiles, blank) == 0
+        assert grain_pixels_in_skipped_tiles(objs, tiles, blank) == 0
         skipped.append(blank.mean())
     assert skipped[0] >= 0.4  # on plain medium most tiles are skipped: the test is not vacuous
 
@@ -50,7 +35,7 @@ def test_faint_small_grain_alone_keeps_its_tile():
                           forced_grains=((cx, cy, seed % 6, 6.0),))
         img, objs = generate_image(seed, cfg, return_masks=True)
         blank = blank_tiles(tiles, content_map(img))
-        assert len(objs) == 1 and _skipped_grain_pixels(objs, tiles, blank) == 0
+        assert len(objs) == 1 and grain_pixels_in_skipped_tiles(objs, tiles, blank) == 0
         holding = [i for i, t in enumerate(tiles) if t.x0 <= cx < t.x1 and t.y0 <= cy < t.y1]
         assert not blank[holding].any()
         assert blank.sum() >= len(tiles) - 6  # and the empty rest is skipped
@@ -63,7 +48,7 @@ def test_16bit_scan_is_judged_on_the_models_scaling():
     tiles = plan_tiles(1024, 768, 256, 64)
     b8 = blank_tiles(tiles, content_map(img))
     b16 = blank_tiles(tiles, content_map(img16, intensity_range(img16)))
-    assert _skipped_grain_pixels(objs, tiles, b16) == 0
+    assert grain_pixels_in_skipped_tiles(objs, tiles, b16) == 0
     assert b16.sum() >= 0.5 * b8.sum() > 0
 
 
@@ -120,7 +105,7 @@ def test_speck_filter_never_drops_a_grain_of_the_smallest_size_it_keeps(difficul
         img, objs = generate_image(seed, cfg, return_masks=True)
         assert objs
         blank = blank_tiles(tiles, content_map(img, min_extent=8.0))
-        assert _skipped_grain_pixels(objs, tiles, blank) == 0
+        assert grain_pixels_in_skipped_tiles(objs, tiles, blank) == 0
 
 
 def test_dust_specks_alone_no_longer_keep_tiles():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from fixtures_models import random_grains, render_scene, tiny_model_path  # noqa: F401
+from tile_checks import grain_pixels_in_skipped_tiles
 
 from pollenstudio.core.progress import CancelToken
 from pollenstudio.core.slide import Slide
@@ -94,20 +95,6 @@ def test_a_tile_of_the_resampled_slide_equals_the_crop_of_the_resampled_image(sc
                 assert np.abs(got - full[y:y + 256, x:x + 256]).max() <= 1
 
 
-def _lost_grain_pixels(objs, tiles, blank) -> int:
-    lost = 0
-    for o in objs:
-        x1, y1 = int(o["bbox"][0]), int(o["bbox"][1])
-        m = o["mask"]
-        for t, b in zip(tiles, blank):
-            if b:
-                mx0, my0 = max(t.x0 - x1, 0), max(t.y0 - y1, 0)
-                mx1, my1 = min(t.x1 - x1, m.shape[1]), min(t.y1 - y1, m.shape[0])
-                if mx1 > mx0 and my1 > my0:
-                    lost += int(m[my0:my1, mx0:mx1].sum())
-    return lost
-
-
 @pytest.mark.parametrize("difficulty", DIFFICULTIES)
 def test_blank_tiles_judged_from_the_pyramid_never_hold_a_grain(tmp_path, difficulty):
     """The content map comes from the file's level 2 (1/4 scale), never the full image:
@@ -127,7 +114,7 @@ def test_blank_tiles_judged_from_the_pyramid_never_hold_a_grain(tmp_path, diffic
             assert reader.level(1 / 4) == 2  # the map is read from the quarter-scale level
             cmap, step = slide_content_map(reader)
         blank = blank_tiles(tiles, cmap, step)
-        assert objs and _lost_grain_pixels(objs, tiles, blank) == 0
+        assert objs and grain_pixels_in_skipped_tiles(objs, tiles, blank) == 0
         skipped.append(blank.mean())
     assert max(skipped) >= 0.3  # most of plain medium is skipped: the test is not vacuous
 
