@@ -5,6 +5,7 @@ import gc
 import shutil
 
 import pytest
+from gui_windows import open_main_window
 
 
 @pytest.fixture(autouse=True)
@@ -52,17 +53,11 @@ def project_dir(template_project, tmp_path):
 def window_on_copy(qtbot, settings, tmp_path):
     """Factory: a shown main window on a copy of a template project with ``model_path`` as
     its active model (for the tests that detect or train)."""
-    from pollenstudio.gui.main_window import MainWindow
 
     def make(template, model_path):
         dst = tmp_path / "proj"
         shutil.copytree(template, dst)
-        win = MainWindow(settings)
-        qtbot.addWidget(win)
-        win.show()
-        qtbot.waitExposed(win)
-        with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-            assert win.open_project(str(dst))
+        win = open_main_window(qtbot, settings, dst)
         win.models.choose_model(str(model_path))
         qtbot.waitUntil(lambda: win.models.model_name() is not None, timeout=10000)
         return win

@@ -5,6 +5,7 @@ Review > Second opinion... records confirmations and disputes."""
 import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
+from gui_windows import open_main_window
 
 from pollenstudio.core.types import AnnotationStatus
 from pollenstudio.project import opinions as op
@@ -12,16 +13,9 @@ from pollenstudio.project import reviewers as rv
 
 
 def open_window(qtbot, tmp_path, project_dir, name):
-    from pollenstudio.gui.main_window import MainWindow
-
     settings = QSettings(str(tmp_path / f"settings-{name}.ini"), QSettings.Format.IniFormat)
     settings.setValue("review/reviewer_name", name)
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(project_dir))
+    win = open_main_window(qtbot, settings, project_dir)
     qtbot.waitUntil(lambda: not win.ctl.reads_pending(), timeout=5000)
     return win
 

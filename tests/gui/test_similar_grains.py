@@ -4,6 +4,7 @@ grains most like it (crops, taxa) when the model in use keeps them; 1-9 still re
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from gui_windows import open_main_window
 
 from pollenstudio.engine.classify import EmbedSpec, embed, embedder_file
 
@@ -41,15 +42,8 @@ def _version_with_exemplars(project_dir, tmp_path):
 
 
 def test_selected_grain_shows_its_most_similar_reviewed_grains(qtbot, settings, project_dir, tmp_path):
-    from pollenstudio.gui.main_window import MainWindow
-
     weights, ids = _version_with_exemplars(project_dir, tmp_path)
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(project_dir))
+    win = open_main_window(qtbot, settings, project_dir)
     win.models.choose_model(str(weights))
     qtbot.waitUntil(lambda: win.models.model_name() is not None, timeout=10000)
     first = win.ctl.annotations()[0]

@@ -6,6 +6,7 @@ import os
 
 import cv2
 import pytest
+from gui_windows import open_main_window
 
 PLANES = ["-4", "-2", "-1", "+3", "+6"]  # in focus order; gaps between them
 
@@ -14,7 +15,6 @@ PLANES = ["-4", "-2", "-1", "+3", "+6"]  # in focus order; gaps between them
 def named_window(qtbot, settings, tmp_path):
     from pollenstudio.engine.synthetic import SynthConfig
     from pollenstudio.engine.synthetic.stack import render_stack
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
 
     planes, _objects = render_stack(5, SynthConfig(width=320, height=240), len(PLANES))
@@ -25,12 +25,7 @@ def named_window(qtbot, settings, tmp_path):
     proj = Project.create(tmp_path / "p")
     proj.add_folder(src, stack_pattern="*_z{z}.png")
     proj.close()
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "p"))
+    win = open_main_window(qtbot, settings, tmp_path / "p")
     qtbot.waitUntil(lambda: win.canvas.image is not None, timeout=5000)
     return win, planes
 
@@ -54,7 +49,6 @@ def test_the_focus_bar_names_planes_as_their_files_do(qtbot, named_window, tmp_p
 def test_planes_without_numbers_in_their_names_go_by_index(qtbot, settings, tmp_path):
     from pollenstudio.engine.synthetic import SynthConfig
     from pollenstudio.engine.synthetic.stack import generate_stack_dataset
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
     from pollenstudio.project.coco import import_coco
 
@@ -62,11 +56,7 @@ def test_planes_without_numbers_in_their_names_go_by_index(qtbot, settings, tmp_
     proj = Project.create(tmp_path / "p")
     import_coco(proj, tmp_path / "s" / "annotations.json")
     proj.close()
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "p"))
+    win = open_main_window(qtbot, settings, tmp_path / "p")
     qtbot.waitUntil(lambda: win.stacks.view == 2, timeout=5000)
     assert win.stack_bar.plane_label.text().strip() == "Plane 3 / 5"
     assert win.stacks.plane_name(4) == "5"

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from gui_windows import open_main_window
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 
@@ -21,19 +22,13 @@ def stack_source(tmp_path_factory):
 
 @pytest.fixture
 def stack_window(qtbot, settings, tmp_path, stack_source):
-    from pollenstudio.gui.main_window import MainWindow
     from pollenstudio.project import Project
     from pollenstudio.project.coco import import_coco
 
     proj = Project.create(tmp_path / "p")
     import_coco(proj, stack_source / "annotations.json")
     proj.close()
-    win = MainWindow(settings)
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    with qtbot.waitSignal(win.ctl.imageShown, timeout=5000):
-        assert win.open_project(str(tmp_path / "p"))
+    win = open_main_window(qtbot, settings, tmp_path / "p")
     qtbot.waitUntil(lambda: win.canvas.image is not None, timeout=5000)
     return win
 
