@@ -27,3 +27,22 @@ def open_project(text: str, image_root: str | None = None):
     from pollenstudio.project import Project
 
     return Project.open(project_target(text), image_root=image_root)
+
+
+def is_image_argument(text) -> bool:
+    """True when a command's PROJECT/FOLDER argument is one image file (a slide scan is one
+    file, issue 29): it then stands for the project of the file's folder, holding that file."""
+    from pollenstudio.core.imageio import is_image_file
+
+    if is_server(text):
+        return False
+    p = Path(text)
+    return p.is_file() and is_image_file(p)
+
+
+
+def project_with_image(path):
+    """See :func:`pollenstudio.project.transfer.project_with_image`."""
+    from pollenstudio.project.transfer import project_with_image as with_image
+
+    return with_image(path)

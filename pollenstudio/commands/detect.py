@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
     from pollenstudio.commands._console import model_imgsz, number_in, positive_int
     from pollenstudio.core.types import DEFAULT_CONF
 
-    parser.add_argument("target", metavar="PROJECT_OR_FOLDER", help="project folder, or a folder of images (a project is created in it)")
+    parser.add_argument("target", metavar="PROJECT_OR_FOLDER", help="project folder, a folder of images (a project is created in it), or one image file such as a slide scan (detected in its folder's project, which is created when there is none)")
     parser.add_argument(
         "--model",
         help="model file (.safetensors) or model version id of the project (default: the project's active model, else the shipped default)",
@@ -106,7 +106,7 @@ def run(args) -> int:
     from pollenstudio.engine.scale import typical_grain_px
 
     typical_grain_px(args.grain_size, args.um_per_px)  # CalibrationError in words
-    from pollenstudio.commands._project import is_server, open_project
+    from pollenstudio.commands._project import is_image_argument, is_server, open_project, project_with_image
 
     server = is_server(args.target)  # a project on a lab server: opened, never created here
     target = Path(args.target)
@@ -119,8 +119,13 @@ def run(args) -> int:
     resolve_backend(backend, dev.type)  # not installed / not for this device: say so before any change
     quiet = args.quiet or args.json
     created = False
+    only = None  # one image file given: detect that image only
     if server:
         proj = open_project(args.target)
+    elif is_image_argument(target):
+        _check_model_before_creating(args.model)  # bad input changes nothing: no half-made project
+        proj, only, created = project_with_image(target)
+        target = proj.folder
     elif target.is_file() or (target / DB_NAME).exists():
         proj = Project.open(target)
         adding = proj.get_meta(_ADDING)
@@ -171,7 +176,7 @@ def run(args) -> int:
             raise
         if not quiet:
             print(f"model: {predictor.source} on {predictor.device_description}", file=sys.stderr)
-        ids = select_images(proj, args.images)
+        ids = select_images(proj, args.images) if only is None else [only]
         summary = detect_project(proj, predictor, ids, progress=ConsoleProgress("detect", quiet=quiet),
                                  stack_mode=args.stack_mode, flip_pass=args.flip_pass)
         if not quiet and summary.calibration != "none":

@@ -7,7 +7,7 @@ HELP = "open the main window"
 
 def add_arguments(parser) -> None:
     parser.add_argument("project", nargs="?", metavar="PROJECT",
-                        help="project folder (or its project.pollen file) or image folder to open, or a project on "
+                        help="project folder (or its project.pollen file), image folder or one image file (a slide scan) to open, or a project on "
                              "a lab server: postgresql://[USER@]HOST[:PORT]/DATABASE?project=NAME")
 
 
@@ -23,12 +23,14 @@ def run(args) -> int:
     win.show()
     target = getattr(args, "project", None)
     if target:
-        from pollenstudio.commands._project import is_server
+        from pollenstudio.commands._project import is_image_argument, is_server
         from pollenstudio.project.schema import DB_NAME
 
         p = Path(target)
         if is_server(target):  # a Path would fold the URL's //
             win.open_project(target)
+        elif is_image_argument(target):  # one file (a slide scan): its folder's project, showing it
+            win.open_image_file(str(p))
         elif p.is_dir() and not (p / DB_NAME).exists():
             win.open_folder(str(p))
         else:

@@ -483,6 +483,28 @@ class MainWindow(QMainWindow):
         j = self.transfer.new_project(folder, on_done=done, on_error=failed, on_progress=progress)
         dlg.canceled.connect(j.token.cancel)
 
+    def open_image_file(self, path: str) -> None:
+        """One image file (a slide scan is one file): the project of its folder, created
+        there with only this file when there is none, opened on that image. Registering the
+        file (its hash) runs in a worker: a multi-gigabyte scan takes seconds."""
+        from pollenstudio.project.transfer import project_with_image
+
+        def add(token):
+            proj, image_id, _ = project_with_image(path)
+            folder = str(proj.folder)
+            proj.close()
+            return folder, image_id
+
+        def done(result):
+            folder, image_id = result
+            if self.open_project(folder):
+                self.ctl.show_image(image_id)
+
+        def failed(msg):
+            show_error(self, "Cannot open the image", msg)
+
+        self.ctl.jobs.submit("open-image", add, on_done=done, on_error=failed)
+
     def open_demo(self) -> None:
         """Prepare the demo project in a worker (generating images and loading the model
         takes seconds the first time) with progress and Cancel, then open it."""

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pollenstudio.core.errors import ImportFormatError, PollenStudioError
+from pollenstudio.core.errors import ImportFormatError, PollenStudioError, ProjectError
 from pollenstudio.core.imageio import IMAGE_SUFFIXES, is_image_file
 from pollenstudio.core.progress import NullProgress
 from pollenstudio.project.schema import DB_NAME
@@ -189,6 +189,42 @@ def _remove_project(folder: Path, remove_folder: bool) -> None:
         (folder / (DB_NAME + suffix)).unlink(missing_ok=True)
     if remove_folder and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def project_with_image(path: str | Path):
+    """The project of an image file's folder, with the file in it: the folder's project when
+    it has one (the file is added when it is not in it yet), else a new project there holding
+    only this file (an unreadable file leaves no project behind). Returns (project, image id,
+    created)."""
+    from pollenstudio.project.store import Project
+
+    p = Path(path).resolve()
+    folder = p.parent
+    created = not (folder / DB_NAME).exists()
+    proj = Project.create(folder) if created else Project.open(folder)
+    try:
+        rec = proj.find_image(p)
+        if rec is None:
+            res = proj.add_images([p])
+            if res.errors:
+                raise ProjectError("; ".join(reason for _, reason in res.errors) + "; nothing imported")
+            rec = proj.find_image(p) or (proj.image(res.added[0]) if res.added else None)
+            if rec is None and res.duplicates:
+                rec = proj.find_image(sha256=_sha(p))
+        if rec is None:
+            raise ProjectError(f"{p.name}: could not be added to the project in {folder}")
+        return proj, rec.id, created
+    except BaseException:
+        proj.close()
+        if created:
+            _remove_project(folder, remove_folder=False)
+        raise
+
+
+def _sha(p: Path) -> str:
+    from pollenstudio.core.imageio import file_sha256
+
+    return file_sha256(p)
 
 
 def export_project(project, fmt: str, out: str | os.PathLike, reviewed_only: bool = True,
