@@ -96,9 +96,13 @@ def open_tiff(p: Path):
 
     try:
         with _quiet():
-            return tifffile.TiffFile(p)
+            tif = tifffile.TiffFile(p)
     except Exception as exc:
         raise ImageReadError(f"{p.name}: not a readable TIFF ({exc})") from exc
+    if not tif.series or not len(tif.pages):  # a header with no image in it (cut short, or empty)
+        tif.close()
+        raise ImageReadError(f"{p.name}: a TIFF file holding no image (cut short or damaged?)")
+    return tif
 
 
 @contextlib.contextmanager

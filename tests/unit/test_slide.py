@@ -114,7 +114,8 @@ def test_broken_tiffs_are_refused_in_words_by_slide_and_stack(tmp_path, opener, 
         opener(short)
     garbage = tmp_path / "garbage.tif"
     garbage.write_bytes(b"II*\x00garbage" * 10)
-    with pytest.raises(ImageReadError, match=rf"garbage\.tif: not a readable {what} \("):
+    # tifffile finds no page in it (open_tiff says so) or pages it cannot read (closed_on_error)
+    with pytest.raises(ImageReadError, match=rf"garbage\.tif: (not a readable {what} \(|a TIFF file holding no image)"):
         opener(garbage)
     fds = Path("/proc/self/fd")
     if fds.is_dir():  # Linux: no descriptor of this process still points at the file
