@@ -8,17 +8,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from cli_run import run_cli
 from fixtures_models import IMGSZ, random_grains, render_scene, tiny_model_path  # noqa: F401
 
 from pollenstudio.core.types import AnnotationStatus
 from pollenstudio.project import Project
-
-
-def _cli(*args):
-    import os
-
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # tiny model: one thread is faster on a shared machine
-    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.mark.slow
@@ -35,7 +29,7 @@ def test_detect_a_folder_creates_the_project_and_reports_a_corrupt_file(tmp_path
     good = (folder / "field_0.png").read_bytes()
     (folder / "zz_truncated.png").write_bytes(good[: len(good) // 3])
 
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--conf", "0.3", "--json")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--conf", "0.3", "--json")
     assert res.returncode == 3, res.stderr  # some images failed: scripts can tell (issue 31)
     out = json.loads(res.stdout)
     assert out["created"] is True and out["images"] == 4 and out["done"] == 3
@@ -52,7 +46,7 @@ def test_detect_a_folder_creates_the_project_and_reports_a_corrupt_file(tmp_path
 
     # second run on the existing project, human-readable output, same model version reused;
     # --flip-pass adds the mirrored pass "review this next" weighs
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--quiet", "--flip-pass")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--quiet", "--flip-pass")
     assert res.returncode == 3, res.stderr
     assert "3/4 images" in res.stdout and "1 of 4 image(s) failed" in res.stdout and "zz_truncated.png" in res.stderr
     with Project.open(folder) as proj:
@@ -79,7 +73,7 @@ def test_detect_without_any_model_says_what_to_do(tmp_path):
 
 
 def test_detect_on_a_missing_path_fails_cleanly(tmp_path):
-    res = _cli("detect", str(tmp_path / "nowhere"))
+    res = run_cli("detect", str(tmp_path / "nowhere"))
     assert res.returncode == 1 and "nowhere" in res.stderr
 
 
@@ -87,11 +81,11 @@ def test_detect_rejects_a_bad_tile_setting(tmp_path, tiny_model_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((64, 64, 3), 200, np.uint8))
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--tile", "big", "--device", "cpu")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--tile", "big", "--device", "cpu")
     # a usage error (issue 17: argparse's exit status 2, like every other bad option value)
     assert res.returncode == 2 and "tile" in res.stderr and "Traceback" not in res.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cuda:7")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cuda:7")
     assert res.returncode == 1 and ("CUDA" in res.stderr or "GPU" in res.stderr)
     assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
 
@@ -111,12 +105,12 @@ def test_detect_calibrates_grain_size_from_the_flag_or_the_project(tmp_path, tin
     big = np.repeat(np.repeat(img, 2, 0), 2, 1)  # 512x512, grains ~100 px
     cv2.imwrite(str(folder / "big.png"), big[:, :, ::-1])
 
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--grain-size", "100")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--grain-size", "100")
     assert res.returncode == 1 and "does not record" in res.stderr and "Traceback" not in res.stderr
-    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--grain-size", "-4")
+    res = run_cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--grain-size", "-4")
     assert res.returncode == 1 and "grain size" in res.stderr
 
-    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--grain-size", "100", "--json")
+    res = run_cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--grain-size", "100", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["calibration"].startswith("every image: typical grain 100 px") and out["proposals"] == 3
@@ -126,7 +120,7 @@ def test_detect_calibrates_grain_size_from_the_flag_or_the_project(tmp_path, tin
         want = sorted((2 * b[0], 2 * b[1]) for b in boxes)
         assert np.allclose(got, want, atol=12), (got, want)  # found where they are, in original pixels
         proj.set_grain_size_px(100)
-    res = _cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--json")
+    res = run_cli("detect", str(folder), "--model", str(ranged), "--device", "cpu", "--conf", "0.3", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["calibration"].startswith("1 of 1 image")
-    res = _cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--json")
+    res = run_cli("detect", str(folder), "--model", str(tiny_model_path), "--device", "cpu", "--json")
     assert res.returncode == 0 and "records no training grain sizes" in json.loads(res.stdout)["calibration"]

@@ -3,22 +3,14 @@
 how many), 1 when not one image could be read."""
 
 import json
-import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from cli_run import run_cli
 from pollenstudio.core.types import AnnotationStatus
 from pollenstudio.project import Project
-
-
-def _cli(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300,
-                          env=env)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,7 @@ def _folder(tmp_path, good: int, bad: int, name: str = "slides"):
 
 
 def _detect(folder, model, *extra):
-    return _cli("detect", str(folder), "--model", str(model), "--device", "cpu", "--conf", "0.0", "--quiet", *extra)
+    return run_cli("detect", str(folder), "--model", str(model), "--device", "cpu", "--conf", "0.0", "--quiet", *extra)
 
 
 def test_some_images_failed_is_its_own_exit_status(tmp_path, model):
@@ -82,5 +74,5 @@ def test_every_image_detected_exits_0_and_none_readable_exits_1(tmp_path, model)
 
 
 def test_help_lists_the_exit_statuses():
-    res = _cli("detect", "--help")
+    res = run_cli("detect", "--help")
     assert res.returncode == 0 and "exit status" in res.stdout and "3 " in res.stdout

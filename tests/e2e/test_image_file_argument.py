@@ -3,36 +3,17 @@ images is: `pollenstudio detect SLIDE.tif` detects that image in its folder's pr
 (created there when there is none), `pollenstudio gui SLIDE.tif` opens it."""
 
 import json
-import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from cli_run import run_cli
+from fixtures_models import tiny_model_path  # noqa: F401  (fixture)
+
 from pollenstudio.project import Project
 from pollenstudio.project.schema import DB_NAME
 from pollenstudio.project.transfer import project_with_image
-
-
-def _cli(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "pollenstudio", *args], capture_output=True, text=True, timeout=300,
-                          env=env)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    import torch
-
-    from pollenstudio.detector.checkpoint import save_checkpoint
-    from pollenstudio.detector.config import ModelConfig
-    from pollenstudio.detector.model import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig.tiny("full", nc=1, class_names=["Olea"], imgsz=128)
-    return save_checkpoint(tmp_path_factory.mktemp("m") / "tiny.safetensors", build_model(cfg))
 
 
 def _image(path, value=60):
@@ -42,16 +23,16 @@ def _image(path, value=60):
     return path
 
 
-def test_detect_one_file_makes_a_project_of_that_file_only(tmp_path, model):
+def test_detect_one_file_makes_a_project_of_that_file_only(tmp_path, tiny_model_path):
     a, b = _image(tmp_path / "a.png"), _image(tmp_path / "b.png", 90)
-    r = _cli("detect", str(a), "--model", str(model), "--json", "--quiet")
+    r = run_cli("detect", str(a), "--model", tiny_model_path, "--json", "--quiet")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["created"] and out["images"] == 1
     with Project.open(tmp_path) as p:
         assert [rec.path for rec in p.images()] == ["a.png"]
     # the project exists now: a second file of the folder is added to it and detected alone
-    r = _cli("detect", str(b), "--model", str(model), "--json", "--quiet")
+    r = run_cli("detect", str(b), "--model", tiny_model_path, "--json", "--quiet")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert not out["created"] and out["images"] == 1
