@@ -45,7 +45,7 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from pollenstudio.core.errors import PollenStudioError
 from pollenstudio.core.words import plural
-from pollenstudio.project.slide_fields import (  # noqa: F401  (the rule lives in the project layer)
+from pollenstudio.project.slide_fields import (  # the rules live in the project layer
     DEFAULT_FIELD_PX,
     Field,
     TraverseSummary,
